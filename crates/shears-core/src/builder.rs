@@ -1,0 +1,262 @@
+//! A small builder that writes graphs node by node, inferring channel counts from the shapes so far.
+//! The zoo, tests and examples use it; the importer and compaction write `Graph` directly.
+
+use crate::graph::{Graph, Input, Node, Op};
+use crate::shape::{Shape, node_shape};
+use std::collections::HashMap;
+
+/// Incremental graph writer. Panics on inconsistent use: it is for code-defined models, whose
+/// mistakes are programming errors (user-supplied graphs go through [`Graph::validate`]).
+pub struct GraphBuilder {
+    graph: Graph,
+    shapes: HashMap<String, Shape>,
+}
+
+impl GraphBuilder {
+    pub fn new(name: &str, input_shape: &[usize]) -> Self {
+        let input = Input {
+            name: "input".into(),
+            shape: input_shape.to_vec(),
+        };
+        let mut shapes = HashMap::new();
+        shapes.insert(input.name.clone(), input.shape.clone());
+        GraphBuilder {
+            graph: Graph {
+                name: name.into(),
+                input,
+                nodes: Vec::new(),
+                output: String::new(),
+            },
+            shapes,
+        }
+    }
+
+    /// Name of the graph input value.
+    pub fn input(&self) -> String {
+        self.graph.input.name.clone()
+    }
+
+    pub fn shape(&self, value: &str) -> &Shape {
+        &self.shapes[value]
+    }
+
+    /// Channels (first per-sample axis) of a value.
+    pub fn channels(&self, value: &str) -> usize {
+        self.shapes[value][0]
+    }
+
+    /// Adds a node and returns the name of its output value.
+    pub fn push(&mut self, name: &str, op: Op, inputs: &[&str]) -> String {
+        let node = Node {
+            name: name.into(),
+            op,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        };
+        let ins: Vec<&Shape> = node
+            .inputs
+            .iter()
+            .map(|i| &self.shapes[i.as_str()])
+            .collect();
+        let out = node_shape(&node, &ins).unwrap_or_else(|e| panic!("builder: {e}"));
+        assert!(
+            self.shapes.insert(node.name.clone(), out).is_none(),
+            "builder: duplicate name {name}"
+        );
+        self.graph.nodes.push(node);
+        name.to_string()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_full(
+        &mut self,
+        name: &str,
+        x: &str,
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+        bias: bool,
+    ) -> String {
+        let in_channels = self.channels(x);
+        self.push(
+            name,
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            },
+            &[x],
+        )
+    }
+
+    /// Square convolution without bias (the usual choice before BatchNorm).
+    pub fn conv2d(
+        &mut self,
+        name: &str,
+        x: &str,
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> String {
+        self.conv2d_full(
+            name,
+            x,
+            out,
+            [k, k],
+            [stride, stride],
+            [pad, pad],
+            [1, 1],
+            1,
+            false,
+        )
+    }
+
+    /// Square convolution with bias.
+    pub fn conv2d_bias(
+        &mut self,
+        name: &str,
+        x: &str,
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> String {
+        self.conv2d_full(
+            name,
+            x,
+            out,
+            [k, k],
+            [stride, stride],
+            [pad, pad],
+            [1, 1],
+            1,
+            true,
+        )
+    }
+
+    /// Depthwise square convolution (groups = channels), no bias.
+    pub fn depthwise(
+        &mut self,
+        name: &str,
+        x: &str,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> String {
+        let c = self.channels(x);
+        self.conv2d_full(
+            name,
+            x,
+            c,
+            [k, k],
+            [stride, stride],
+            [pad, pad],
+            [1, 1],
+            c,
+            false,
+        )
+    }
+
+    pub fn linear(&mut self, name: &str, x: &str, out: usize, bias: bool) -> String {
+        let in_features = self.channels(x);
+        self.push(
+            name,
+            Op::Linear {
+                in_features,
+                out_features: out,
+                bias,
+            },
+            &[x],
+        )
+    }
+
+    pub fn batchnorm(&mut self, name: &str, x: &str) -> String {
+        let channels = self.channels(x);
+        self.push(
+            name,
+            Op::BatchNorm {
+                channels,
+                eps: 1e-5,
+                momentum: 0.1,
+            },
+            &[x],
+        )
+    }
+
+    pub fn relu(&mut self, name: &str, x: &str) -> String {
+        self.push(name, Op::Relu, &[x])
+    }
+
+    pub fn maxpool(&mut self, name: &str, x: &str, k: usize, stride: usize, pad: usize) -> String {
+        self.push(
+            name,
+            Op::MaxPool {
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [pad, pad],
+            },
+            &[x],
+        )
+    }
+
+    pub fn avgpool(&mut self, name: &str, x: &str, k: usize, stride: usize, pad: usize) -> String {
+        self.push(
+            name,
+            Op::AvgPool {
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [pad, pad],
+            },
+            &[x],
+        )
+    }
+
+    pub fn global_avg_pool(&mut self, name: &str, x: &str) -> String {
+        self.push(name, Op::GlobalAvgPool, &[x])
+    }
+
+    pub fn flatten(&mut self, name: &str, x: &str) -> String {
+        self.push(name, Op::Flatten, &[x])
+    }
+
+    pub fn add(&mut self, name: &str, xs: &[&str]) -> String {
+        self.push(name, Op::Add, xs)
+    }
+
+    pub fn concat(&mut self, name: &str, xs: &[&str]) -> String {
+        self.push(name, Op::Concat, xs)
+    }
+
+    pub fn dropout(&mut self, name: &str, x: &str, p: f64) -> String {
+        self.push(name, Op::Dropout { p }, &[x])
+    }
+
+    /// conv → BN → ReLU, the usual CNN unit; returns the ReLU output.
+    pub fn conv_bn_relu(
+        &mut self,
+        name: &str,
+        x: &str,
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> String {
+        let c = self.conv2d(name, x, out, k, stride, pad);
+        let b = self.batchnorm(&format!("{name}_bn"), &c);
+        self.relu(&format!("{name}_relu"), &b)
+    }
+
+    /// Finishes the graph with `output` as its output value.
+    pub fn finish(mut self, output: &str) -> Graph {
+        self.graph.output = output.to_string();
+        self.graph
+    }
+}
