@@ -1,0 +1,500 @@
+//! One interpreter for any graph: parameters are flat Burn tensors keyed by the graph's names, the
+//! forward walks the nodes in order. Weight masks (weight ⊙ mask) and per-channel gates
+//! (activation ⊙ gate) are applied inside the forward, so dense, masked and gated networks share
+//! this code.
+//!
+//! Why not a `#[derive(Module)]` struct: the graph is only known at run time, and owning the
+//! parameter list directly keeps the optimiser state, checkpoints and gradient edits (masks, L1
+//! penalties) simple tensors we can save as safetensors and edit by name.
+
+use crate::error::{EngineError, Result};
+use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, linear, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
+use ndarray::{ArrayD, IxDyn};
+use shears_core::graph::{Graph, Op, ParamKind};
+use shears_core::shape::infer_shapes;
+use shears_core::weights::{Masks, Weights, check_masks, check_weights};
+use std::collections::HashMap;
+
+/// Whether a forward pass trains (batch statistics, dropout, running-stat updates) or evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// A value flowing through the graph: a feature map `[N,C,H,W]` or a feature matrix `[N,F]`.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Map(Tensor<4>),
+    Flat(Tensor<2>),
+}
+
+impl Value {
+    fn map(self, node: &str) -> Tensor<4> {
+        match self {
+            Value::Map(t) => t,
+            // Shape inference rules this out; reaching it is a bug in the plan, not user input.
+            Value::Flat(_) => unreachable!("node `{node}` expected a feature map"),
+        }
+    }
+    fn dims(&self) -> Vec<usize> {
+        match self {
+            Value::Map(t) => t.dims().to_vec(),
+            Value::Flat(t) => t.dims().to_vec(),
+        }
+    }
+    fn mul_channels(self, gate: Tensor<1>) -> Value {
+        match self {
+            Value::Map(t) => {
+                let c = gate.dims()[0];
+                Value::Map(t * gate.reshape([1, c, 1, 1]))
+            }
+            Value::Flat(t) => {
+                let c = gate.dims()[0];
+                Value::Flat(t * gate.reshape([1, c]))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Conv { w: usize, b: Option<usize>, shape: [usize; 4], opts: ConvOptions<2> },
+    Linear { w: usize, b: Option<usize>, in_features: usize, out_features: usize },
+    Bn { gamma: usize, beta: usize, mean: usize, var: usize, eps: f64, momentum: f64 },
+    Relu,
+    MaxPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2] },
+    AvgPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2] },
+    GlobalAvgPool,
+    Flatten,
+    Add,
+    Concat,
+    Dropout { p: f64 },
+}
+
+/// One trainable parameter: its graph name, role and engine-layout shape.
+#[derive(Debug, Clone)]
+pub struct ParamInfo {
+    pub name: String,
+    pub kind: ParamKind,
+    /// Shape in the graph (PyTorch) layout.
+    pub shape: Vec<usize>,
+    /// Linear weights are held transposed (`[in, out]`, Burn's layout) inside the engine.
+    pub transposed: bool,
+}
+
+/// A graph ready to run on a device, with its parameters, buffers, masks and gates.
+pub struct Executor {
+    graph: Graph,
+    steps: Vec<Step>,
+    /// Slot of each node input: 0 is the graph input, node i writes slot i + 1.
+    inputs: Vec<Vec<usize>>,
+    /// After node i runs, these slots are no longer needed and are dropped (saves memory).
+    release: Vec<Vec<usize>>,
+    output_slot: usize,
+    device: Device,
+    pub params: Vec<Tensor<1>>,
+    pub infos: Vec<ParamInfo>,
+    /// Running statistics of BatchNorm layers (not trained by gradients), graph names in `buffer_names`.
+    buffers: Vec<Tensor<1>>,
+    buffer_names: Vec<String>,
+    masks: Vec<Option<Tensor<1>>>,
+    gates: Vec<Option<Tensor<1>>>,
+    param_index: HashMap<String, usize>,
+}
+
+fn tensor_from(values: Vec<f32>, device: &Device) -> Tensor<1> {
+    let n = values.len();
+    Tensor::from_data(TensorData::new(values, [n]), device)
+}
+
+/// Copies a tensor's values to the host.
+pub fn to_vec(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor data")
+}
+
+fn transpose2(a: &ArrayD<f32>) -> Vec<f32> {
+    let s = a.shape();
+    let v = a.view().into_dimensionality::<ndarray::Ix2>().expect("rank-2 linear weight");
+    let _ = s;
+    v.t().iter().copied().collect()
+}
+
+impl Executor {
+    /// Builds the executor; checks the graph, weights and masks agree. Parameters require
+    /// gradients when `device` is an autodiff device.
+    pub fn new(graph: &Graph, weights: &Weights, masks: &Masks, device: &Device) -> Result<Executor> {
+        infer_shapes(graph)?;
+        check_weights(graph, weights)?;
+        check_masks(weights, masks)?;
+        let mut params = Vec::new();
+        let mut infos: Vec<ParamInfo> = Vec::new();
+        let mut buffers = Vec::new();
+        let mut buffer_names = Vec::new();
+        let mut param_index = HashMap::new();
+        let mut steps = Vec::new();
+        let mut slot_of: HashMap<&str, usize> = HashMap::new();
+        slot_of.insert(graph.input.name.as_str(), 0);
+        let mut inputs = Vec::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            inputs.push(node.inputs.iter().map(|v| slot_of[v.as_str()]).collect::<Vec<_>>());
+            slot_of.insert(node.name.as_str(), i + 1);
+            let mut add_param = |suffix: &str, kind: ParamKind, transposed: bool| -> usize {
+                let name = format!("{}.{suffix}", node.name);
+                let w = &weights[&name];
+                let values = if transposed { transpose2(w) } else { w.iter().copied().collect() };
+                params.push(tensor_from(values, device));
+                infos.push(ParamInfo { name: name.clone(), kind, shape: w.shape().to_vec(), transposed });
+                param_index.insert(name, params.len() - 1);
+                params.len() - 1
+            };
+            let step = match node.op {
+                Op::Conv2d { in_channels, out_channels, kernel, stride, padding, dilation, groups, bias } => {
+                    let w = add_param("weight", ParamKind::Weight, false);
+                    let b = bias.then(|| add_param("bias", ParamKind::Bias, false));
+                    Step::Conv {
+                        w,
+                        b,
+                        shape: [out_channels, in_channels / groups, kernel[0], kernel[1]],
+                        opts: ConvOptions::new(stride, padding, dilation, groups),
+                    }
+                }
+                Op::Linear { in_features, out_features, bias } => {
+                    let w = add_param("weight", ParamKind::Weight, true);
+                    let b = bias.then(|| add_param("bias", ParamKind::Bias, false));
+                    Step::Linear { w, b, in_features, out_features }
+                }
+                Op::BatchNorm { eps, momentum, .. } => {
+                    let gamma = add_param("weight", ParamKind::BnScale, false);
+                    let beta = add_param("bias", ParamKind::BnShift, false);
+                    let mut buf = |suffix: &str| {
+                        let name = format!("{}.{suffix}", node.name);
+                        buffers.push(tensor_from(weights[&name].iter().copied().collect(), device));
+                        buffer_names.push(name);
+                        buffers.len() - 1
+                    };
+                    let mean = buf("running_mean");
+                    let var = buf("running_var");
+                    Step::Bn { gamma, beta, mean, var, eps, momentum }
+                }
+                Op::Relu => Step::Relu,
+                Op::MaxPool { kernel, stride, padding } => Step::MaxPool { kernel, stride, padding },
+                Op::AvgPool { kernel, stride, padding } => Step::AvgPool { kernel, stride, padding },
+                Op::GlobalAvgPool => Step::GlobalAvgPool,
+                Op::Flatten => Step::Flatten,
+                Op::Add => Step::Add,
+                Op::Concat => Step::Concat,
+                Op::Dropout { p } => Step::Dropout { p },
+            };
+            steps.push(step);
+        }
+        let output_slot = slot_of[graph.output.as_str()];
+        // Last use of every slot, so intermediate values are dropped as soon as possible.
+        let mut last_use = vec![0usize; graph.nodes.len() + 1];
+        for (i, ins) in inputs.iter().enumerate() {
+            for &s in ins {
+                last_use[s] = i;
+            }
+        }
+        let mut release = vec![Vec::new(); graph.nodes.len()];
+        for (slot, &last) in last_use.iter().enumerate() {
+            if slot != output_slot && (slot == 0 || last >= slot - 1) && !graph.nodes.is_empty() {
+                release[last].push(slot);
+            }
+        }
+        let mut exec = Executor {
+            graph: graph.clone(),
+            steps,
+            inputs,
+            release,
+            output_slot,
+            device: device.clone(),
+            params,
+            masks: vec![None; infos.len()],
+            infos,
+            buffers,
+            buffer_names,
+            gates: vec![None; graph.nodes.len()],
+            param_index,
+        };
+        exec.set_masks(masks)?;
+        if device.is_autodiff() {
+            exec.params = exec.params.drain(..).map(|p| p.require_grad()).collect();
+        }
+        Ok(exec)
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Index of a parameter by graph name.
+    pub fn param_index(&self, name: &str) -> Option<usize> {
+        self.param_index.get(name).copied()
+    }
+
+    /// Replaces the weight masks (tensors without a mask are dense); zeroes masked weights.
+    pub fn set_masks(&mut self, masks: &Masks) -> Result<()> {
+        self.masks = vec![None; self.infos.len()];
+        for (name, m) in masks {
+            let i = self
+                .param_index(name)
+                .ok_or_else(|| EngineError::invalid("mask", format!("`{name}` is not a parameter of the model")))?;
+            let info = &self.infos[i];
+            if m.shape() != info.shape.as_slice() {
+                return Err(EngineError::invalid(
+                    "mask",
+                    format!("`{name}` has shape {:?}, the parameter is {:?}", m.shape(), info.shape),
+                ));
+            }
+            let f = m.mapv(|b| if b { 1.0f32 } else { 0.0 });
+            let values = if info.transposed { transpose2(&f) } else { f.iter().copied().collect() };
+            self.masks[i] = Some(tensor_from(values, &self.device.clone()).inner());
+        }
+        self.apply_masks();
+        Ok(())
+    }
+
+    /// Multiplies every masked parameter by its mask, so pruned weights are exactly zero.
+    pub fn apply_masks(&mut self) {
+        let autodiff = self.device.is_autodiff();
+        for (i, m) in self.masks.iter().enumerate() {
+            if let Some(m) = m {
+                let p = self.params[i].clone().inner() * m.clone();
+                self.params[i] = if autodiff { p.autodiff().require_grad() } else { p };
+            }
+        }
+    }
+
+    /// Mask of parameter `i`, if it has one (on the inner, non-autodiff device).
+    pub fn mask(&self, i: usize) -> Option<&Tensor<1>> {
+        self.masks[i].as_ref()
+    }
+
+    /// Sets a per-channel gate (values multiply the node's output channels), or removes it.
+    pub fn set_gate(&mut self, node: &str, gate: Option<&[f32]>) -> Result<()> {
+        let i = self
+            .graph
+            .node_index(node)
+            .ok_or_else(|| EngineError::invalid("gate", format!("no node named `{node}`")))?;
+        self.gates[i] = gate.map(|g| tensor_from(g.to_vec(), &self.device).inner());
+        Ok(())
+    }
+
+    /// Runs the graph on a batch. `x` is `[N, ...input shape]`; returns logits `[N, classes]`.
+    pub fn forward(&mut self, x: Value, mode: Mode) -> Tensor<2> {
+        let train = mode == Mode::Train;
+        // Evaluation runs without autodiff bookkeeping even on an autodiff device.
+        let params: Vec<Tensor<1>> = if train {
+            self.params.clone()
+        } else {
+            self.params.iter().map(|p| p.clone().inner()).collect()
+        };
+        let x = if train {
+            x
+        } else {
+            match x {
+                Value::Map(t) => Value::Map(t.inner()),
+                Value::Flat(t) => Value::Flat(t.inner()),
+            }
+        };
+        let masked = |i: usize| -> Tensor<1> {
+            match &self.masks[i] {
+                Some(m) if train => params[i].clone() * m.clone(),
+                _ => params[i].clone(),
+            }
+        };
+        let mut slots: Vec<Option<Value>> = vec![None; self.steps.len() + 1];
+        slots[0] = Some(x);
+        for (i, step) in self.steps.iter().enumerate() {
+            let name = &self.graph.nodes[i].name;
+            let arg = |k: usize| slots[self.inputs[i][k]].clone().expect("value computed before use");
+            let out = match step {
+                Step::Conv { w, b, shape, opts } => {
+                    let weight = masked(*w).reshape(*shape);
+                    let bias = b.map(|b| params[b].clone());
+                    Value::Map(conv2d(arg(0).map(name), weight, bias, opts.clone()))
+                }
+                Step::Linear { w, b, in_features, out_features } => {
+                    let weight = masked(*w).reshape([*in_features, *out_features]);
+                    let bias = b.map(|b| params[b].clone());
+                    let x = match arg(0) {
+                        Value::Flat(t) => t,
+                        Value::Map(_) => unreachable!("linear `{name}` on a feature map"),
+                    };
+                    Value::Flat(linear(x, weight, bias))
+                }
+                Step::Bn { gamma, beta, mean, var, eps, momentum } => {
+                    let (g, bt) = (params[*gamma].clone(), params[*beta].clone());
+                    let (rm, rv) = (self.buffers[*mean].clone(), self.buffers[*var].clone());
+                    let x = arg(0);
+                    if train {
+                        macro_rules! bn_train {
+                            ($t:expr, $ctor:path) => {{
+                                let r = batch_norm_train($t, g, bt, *eps);
+                                let n: usize = x.dims().iter().product::<usize>() / r.mean.dims()[0];
+                                // Running variance is the unbiased estimate, as in PyTorch.
+                                let unbias = if n > 1 { n as f64 / (n as f64 - 1.0) } else { 1.0 };
+                                let m = r.mean.inner();
+                                let v = r.variance.inner().mul_scalar(unbias);
+                                self.buffers[*mean] = rm.mul_scalar(1.0 - momentum).add(m.mul_scalar(*momentum));
+                                self.buffers[*var] = rv.mul_scalar(1.0 - momentum).add(v.mul_scalar(*momentum));
+                                $ctor(r.output)
+                            }};
+                        }
+                        match x.clone() {
+                            Value::Map(t) => bn_train!(t, Value::Map),
+                            Value::Flat(t) => bn_train!(t, Value::Flat),
+                        }
+                    } else {
+                        match x {
+                            Value::Map(t) => Value::Map(batch_norm(t, g, bt, rm, rv, *eps)),
+                            Value::Flat(t) => Value::Flat(batch_norm(t, g, bt, rm, rv, *eps)),
+                        }
+                    }
+                }
+                Step::Relu => match arg(0) {
+                    Value::Map(t) => Value::Map(activation::relu(t)),
+                    Value::Flat(t) => Value::Flat(activation::relu(t)),
+                },
+                Step::MaxPool { kernel, stride, padding } => Value::Map(max_pool2d(
+                    arg(0).map(name),
+                    MaxPoolOptions::new(*kernel).with_stride(*stride).with_padding(*padding),
+                )),
+                Step::AvgPool { kernel, stride, padding } => Value::Map(avg_pool2d(
+                    arg(0).map(name),
+                    AvgPoolOptions::new(*kernel)
+                        .with_stride(*stride)
+                        .with_padding(*padding)
+                        .with_count_include_pad(true),
+                )),
+                Step::GlobalAvgPool => {
+                    let t = arg(0).map(name);
+                    let [n, c, h, w] = t.dims();
+                    Value::Flat(t.reshape([n, c, h * w]).mean_dim(2).reshape([n, c]))
+                }
+                Step::Flatten => match arg(0) {
+                    Value::Map(t) => {
+                        let [n, c, h, w] = t.dims();
+                        Value::Flat(t.reshape([n, c * h * w]))
+                    }
+                    flat => flat,
+                },
+                Step::Add => {
+                    let mut acc = arg(0);
+                    for k in 1..self.inputs[i].len() {
+                        acc = match (acc, arg(k)) {
+                            (Value::Map(a), Value::Map(b)) => Value::Map(a + b),
+                            (Value::Flat(a), Value::Flat(b)) => Value::Flat(a + b),
+                            _ => unreachable!("add `{name}` of mixed ranks"),
+                        };
+                    }
+                    acc
+                }
+                Step::Concat => match arg(0) {
+                    Value::Map(_) => Value::Map(Tensor::cat(
+                        (0..self.inputs[i].len()).map(|k| arg(k).map(name)).collect(),
+                        1,
+                    )),
+                    Value::Flat(_) => Value::Flat(Tensor::cat(
+                        (0..self.inputs[i].len())
+                            .map(|k| match arg(k) {
+                                Value::Flat(t) => t,
+                                Value::Map(_) => unreachable!("concat `{name}` of mixed ranks"),
+                            })
+                            .collect(),
+                        1,
+                    )),
+                },
+                Step::Dropout { p } => {
+                    let x = arg(0);
+                    if train && *p > 0.0 {
+                        let keep = 1.0 - p;
+                        let dims = x.dims();
+                        let device = self.device.clone();
+                        macro_rules! drop {
+                            ($t:expr, $ctor:path, $d:expr) => {{
+                                let m: Tensor<$d> =
+                                    Tensor::random($t.dims(), Distribution::Bernoulli(keep), &device.clone()).inner();
+                                $ctor($t * m.div_scalar(keep))
+                            }};
+                        }
+                        let _ = dims;
+                        match x {
+                            Value::Map(t) => drop!(t, Value::Map, 4),
+                            Value::Flat(t) => drop!(t, Value::Flat, 2),
+                        }
+                    } else {
+                        x
+                    }
+                }
+            };
+            let out = match &self.gates[i] {
+                Some(g) => out.mul_channels(g.clone()),
+                None => out,
+            };
+            slots[i + 1] = Some(out);
+            for &s in &self.release[i] {
+                slots[s] = None;
+            }
+        }
+        match slots[self.output_slot].take().expect("output computed") {
+            Value::Flat(t) => t,
+            Value::Map(t) => {
+                let [n, c, h, w] = t.dims();
+                t.reshape([n, c * h * w])
+            }
+        }
+    }
+
+    /// Builds the input value for a batch of `n` samples stored contiguously (NCHW or NF).
+    pub fn input_value(&self, data: Vec<f32>, n: usize) -> Result<Value> {
+        let shape = &self.graph.input.shape;
+        let per: usize = shape.iter().product();
+        if data.len() != n * per {
+            return Err(EngineError::DataMismatch(format!(
+                "a batch of {n} samples of shape {shape:?} needs {} values, got {}",
+                n * per,
+                data.len()
+            )));
+        }
+        Ok(match shape.as_slice() {
+            [c, h, w] => Value::Map(Tensor::from_data(TensorData::new(data, [n, *c, *h, *w]), &self.device)),
+            [f] => Value::Flat(Tensor::from_data(TensorData::new(data, [n, *f]), &self.device)),
+            // Flattening any other rank keeps the contract that graphs see [N, F] or [N, C, H, W].
+            _ => Value::Flat(Tensor::from_data(TensorData::new(data, [n, per]), &self.device)),
+        })
+    }
+
+    /// Current parameters and buffers as graph-layout weights.
+    pub fn weights(&self) -> Weights {
+        let mut w = Weights::new();
+        for (p, info) in self.params.iter().zip(&self.infos) {
+            let values = to_vec(p.clone().inner());
+            let arr = if info.transposed {
+                let (o, i) = (info.shape[0], info.shape[1]);
+                ArrayD::from_shape_vec(IxDyn(&[i, o]), values).expect("shape").reversed_axes().as_standard_layout().to_owned()
+            } else {
+                ArrayD::from_shape_vec(IxDyn(&info.shape), values).expect("shape")
+            };
+            w.insert(info.name.clone(), arr);
+        }
+        for (b, name) in self.buffers.iter().zip(&self.buffer_names) {
+            let values = to_vec(b.clone());
+            let n = values.len();
+            w.insert(name.clone(), ArrayD::from_shape_vec(IxDyn(&[n]), values).expect("shape"));
+        }
+        w
+    }
+
+    /// Replaces parameter `i` with new values (held on the inner device); keeps gradient tracking.
+    pub fn replace_param(&mut self, i: usize, value: Tensor<1>) {
+        self.params[i] = if self.device.is_autodiff() { value.autodiff().require_grad() } else { value };
+    }
+}
