@@ -5,7 +5,8 @@
 pub enum EngineError {
     #[error(transparent)]
     Core(#[from] shears_core::CoreError),
-    // DATA_VARIANT
+    #[error(transparent)]
+    Data(#[from] shears_data::DataError),
     #[error("training diverged: the loss became {value} at epoch {epoch}, step {step} (try a lower learning rate)")]
     Diverged { epoch: usize, step: usize, value: f32 },
     #[error("invalid {what}: {message}")]

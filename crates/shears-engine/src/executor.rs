@@ -112,7 +112,7 @@ fn tensor_from(values: Vec<f32>, device: &Device) -> Tensor<1> {
 
 /// Copies a tensor's values to the host.
 pub fn to_vec(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor data")
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("float tensor data")
 }
 
 fn transpose2(a: &ArrayD<f32>) -> Vec<f32> {

@@ -3,9 +3,16 @@
 
 pub use burn;
 
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod executor;
+pub mod optim;
+pub mod schedule;
+pub mod train;
 
 pub use error::{EngineError, Result};
 pub use executor::{Executor, Mode, Value};
+pub use optim::{Optimizer, OptimizerConfig};
+pub use schedule::Schedule;
+pub use train::{EpochMetrics, TrainConfig, evaluate, train};

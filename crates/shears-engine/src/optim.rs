@@ -1,0 +1,130 @@
+//! Optimisers over the executor's flat parameter list: SGD (momentum, Nesterov, weight decay)
+//! and Adam, with PyTorch's update rules. The state is a list of plain tensors, so a checkpoint
+//! saves it as safetensors and a resumed run continues bit-identically.
+
+use crate::error::{EngineError, Result};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Which optimiser and its hyperparameters (the learning rate comes from the schedule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OptimizerConfig {
+    Sgd {
+        #[serde(default)]
+        momentum: f64,
+        #[serde(default)]
+        nesterov: bool,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    Adam {
+        #[serde(default = "beta1")]
+        beta1: f64,
+        #[serde(default = "beta2")]
+        beta2: f64,
+        #[serde(default = "adam_eps")]
+        eps: f64,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+}
+
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.999
+}
+fn adam_eps() -> f64 {
+    1e-8
+}
+
+impl OptimizerConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(EngineError::invalid("optimizer", m));
+        match *self {
+            OptimizerConfig::Sgd { momentum, nesterov, weight_decay } => {
+                if !(0.0..1.0).contains(&momentum) {
+                    return bad(format!("momentum must be in [0, 1), got {momentum}"));
+                }
+                if nesterov && momentum == 0.0 {
+                    return bad("nesterov needs a momentum above 0".into());
+                }
+                if !(weight_decay >= 0.0) {
+                    return bad(format!("weight_decay must be >= 0, got {weight_decay}"));
+                }
+            }
+            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
+                if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) {
+                    return bad(format!("betas must be in [0, 1), got {beta1}, {beta2}"));
+                }
+                if !(eps > 0.0) || !(weight_decay >= 0.0) {
+                    return bad("eps must be > 0 and weight_decay >= 0".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Optimiser state: first and second moment buffers per parameter, and the step count.
+pub struct Optimizer {
+    pub config: OptimizerConfig,
+    pub first: Vec<Option<Tensor<1>>>,
+    pub second: Vec<Option<Tensor<1>>>,
+    pub steps: u64,
+}
+
+impl Optimizer {
+    pub fn new(config: OptimizerConfig, params: usize) -> Result<Optimizer> {
+        config.validate()?;
+        Ok(Optimizer { config, first: vec![None; params], second: vec![None; params], steps: 0 })
+    }
+
+    /// Updates one parameter (inner, non-autodiff tensors) and returns its new value.
+    pub fn update(&mut self, i: usize, param: Tensor<1>, grad: Tensor<1>, lr: f64) -> Tensor<1> {
+        match self.config {
+            OptimizerConfig::Sgd { momentum, nesterov, weight_decay } => {
+                let mut g = grad;
+                if weight_decay > 0.0 {
+                    g = g + param.clone().mul_scalar(weight_decay);
+                }
+                if momentum > 0.0 {
+                    let buf = match self.first[i].take() {
+                        Some(b) => b.mul_scalar(momentum) + g.clone(),
+                        None => g.clone(),
+                    };
+                    g = if nesterov { g + buf.clone().mul_scalar(momentum) } else { buf.clone() };
+                    self.first[i] = Some(buf);
+                }
+                param - g.mul_scalar(lr)
+            }
+            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
+                let mut g = grad;
+                if weight_decay > 0.0 {
+                    g = g + param.clone().mul_scalar(weight_decay);
+                }
+                let t = (self.steps + 1) as i32;
+                let m = match self.first[i].take() {
+                    Some(m) => m.mul_scalar(beta1) + g.clone().mul_scalar(1.0 - beta1),
+                    None => g.clone().mul_scalar(1.0 - beta1),
+                };
+                let v = match self.second[i].take() {
+                    Some(v) => v.mul_scalar(beta2) + g.clone().powi_scalar(2).mul_scalar(1.0 - beta2),
+                    None => g.powi_scalar(2).mul_scalar(1.0 - beta2),
+                };
+                let mhat = m.clone().div_scalar(1.0 - beta1.powi(t));
+                let vhat = v.clone().div_scalar(1.0 - beta2.powi(t));
+                self.first[i] = Some(m);
+                self.second[i] = Some(v);
+                param - (mhat / (vhat.sqrt().add_scalar(eps))).mul_scalar(lr)
+            }
+        }
+    }
+
+    /// Call once after all parameters of a step were updated.
+    pub fn finish_step(&mut self) {
+        self.steps += 1;
+    }
+}

@@ -1,0 +1,240 @@
+//! The training loop: epochs of seeded batches, a progress bar on stderr, evaluation after each
+//! epoch, a NaN guard, gradient edits (masks, sparsity penalties) and a per-epoch hook that the
+//! caller uses for metrics files and checkpoints.
+
+use crate::error::{EngineError, Result};
+use crate::executor::{Executor, Mode, to_vec};
+use crate::optim::Optimizer;
+use crate::schedule::Schedule;
+use burn::tensor::loss::cross_entropy_with_logits;
+use burn::tensor::{Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use shears_data::{DataSplits, Dataset, Loader, LoaderConfig, Normalization};
+use std::time::Instant;
+
+/// Hyperparameters of one training phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub seed: u64,
+    /// Random-crop padding in pixels (0 = off).
+    pub crop_padding: usize,
+    pub flip: bool,
+    /// Train on the first N training samples only (quick runs).
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test samples only.
+    pub test_limit: Option<usize>,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(EngineError::invalid("batch_size", "must be at least 1"));
+        }
+        if !(self.lr > 0.0) || !self.lr.is_finite() {
+            return Err(EngineError::invalid("lr", format!("must be a positive number, got {}", self.lr)));
+        }
+        self.schedule.validate()
+    }
+}
+
+/// What one epoch measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    pub seconds: f64,
+}
+
+/// Edits a parameter's gradient before the optimiser step (e.g. adds λ·sign(γ) for an L1
+/// penalty on BN scales). Gets the inner (non-autodiff) parameter value and gradient.
+pub trait GradientEdit {
+    fn edit(&self, exec: &Executor, param: usize, value: &Tensor<1>, grad: Tensor<1>) -> Tensor<1>;
+}
+
+/// Mean cross-entropy of logits against integer labels.
+pub fn cross_entropy(logits: Tensor<2>, labels: &[i64]) -> Tensor<1> {
+    let [n, classes] = logits.dims();
+    let mut onehot = vec![0f32; n * classes];
+    for (i, &l) in labels.iter().enumerate() {
+        onehot[i * classes + l as usize] = 1.0;
+    }
+    let targets = Tensor::<2>::from_data(TensorData::new(onehot, [n, classes]), &logits.device());
+    cross_entropy_with_logits(logits, targets)
+}
+
+/// Number of rows whose arg-max equals the label.
+pub fn count_correct(logits: &[f32], classes: usize, labels: &[i64]) -> usize {
+    logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .filter(|(row, l)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
+            best.0 as i64 == **l
+        })
+        .count()
+}
+
+/// Checks that the data fit the model's input and output.
+pub fn check_data_fits(exec: &Executor, data: &Dataset) -> Result<()> {
+    let g = exec.graph();
+    let per: usize = g.input.shape.iter().product();
+    let shape = data.shape();
+    if per != shape.iter().product::<usize>() || (g.input.shape.len() == 3 && g.input.shape != shape) {
+        return Err(EngineError::DataMismatch(format!(
+            "model `{}` takes inputs of shape {:?} but `{}` has samples of shape {:?} (build the model with --input {})",
+            g.name,
+            g.input.shape,
+            data.name(),
+            shape,
+            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+        )));
+    }
+    let classes = shears_core::infer_shapes(g)?.get(&g.output)[0];
+    if classes < data.classes() {
+        return Err(EngineError::DataMismatch(format!(
+            "model `{}` has {classes} outputs but `{}` has {} classes",
+            g.name,
+            data.name(),
+            data.classes()
+        )));
+    }
+    Ok(())
+}
+
+/// Loss and accuracy on a data set, in evaluation mode.
+pub fn evaluate(
+    exec: &mut Executor,
+    data: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+    limit: Option<usize>,
+) -> Result<(f64, f64)> {
+    check_data_fits(exec, data)?;
+    let loader = Loader::new(data, LoaderConfig::eval(batch_size).normalized(norm.clone()).limited(limit))?;
+    let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+    for batch in loader.epoch(0) {
+        let n = batch.len();
+        let x = exec.input_value(batch.images, n)?;
+        let logits = exec.forward(x, Mode::Eval);
+        let classes = logits.dims()[1];
+        let values = to_vec(logits.clone().reshape([n * classes]));
+        correct += count_correct(&values, classes, &batch.labels);
+        loss_sum += cross_entropy(logits, &batch.labels).into_scalar::<f32>() as f64 * n as f64;
+        seen += n;
+    }
+    if seen == 0 {
+        return Err(EngineError::DataMismatch(format!("`{}` has no samples to evaluate", data.name())));
+    }
+    Ok((loss_sum / seen as f64, correct as f64 / seen as f64))
+}
+
+
+/// Trains `exec` from `start_epoch` (0-based) to `cfg.epochs`. `on_epoch` runs after every epoch
+/// (metrics file, checkpoint); its error stops training.
+pub fn train(
+    exec: &mut Executor,
+    data: &DataSplits,
+    cfg: &TrainConfig,
+    opt: &mut Optimizer,
+    start_epoch: usize,
+    edits: &[&dyn GradientEdit],
+    on_epoch: &mut dyn FnMut(&Executor, &Optimizer, &EpochMetrics) -> Result<()>,
+) -> Result<Vec<EpochMetrics>> {
+    cfg.validate()?;
+    if !exec.device().is_autodiff() {
+        return Err(EngineError::invalid("device", "training needs an autodiff device"));
+    }
+    check_data_fits(exec, &data.train)?;
+    let loader = Loader::new(
+        &data.train,
+        LoaderConfig::train(cfg.batch_size, cfg.seed)
+            .normalized(data.normalization.clone())
+            .augmented(cfg.crop_padding, cfg.flip)
+            .limited(cfg.train_limit),
+    )?;
+    let mut history = Vec::new();
+    for epoch in start_epoch..cfg.epochs {
+        let started = Instant::now();
+        let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
+        // Dropout draws from the device RNG: seeding it per epoch makes a resumed run identical.
+        exec.device().seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let bar = ProgressBar::new(loader.num_batches() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        for (step, batch) in loader.epoch(epoch as u64).enumerate() {
+            let n = batch.len();
+            let x = exec.input_value(batch.images, n)?;
+            let logits = exec.forward(x, Mode::Train);
+            let classes = logits.dims()[1];
+            let host_logits = to_vec(logits.clone().inner().reshape([n * classes]));
+            let loss = cross_entropy(logits, &batch.labels);
+            let loss_value = loss.clone().inner().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                bar.finish_and_clear();
+                return Err(EngineError::Diverged { epoch: epoch + 1, step: step + 1, value: loss_value as f32 });
+            }
+            let grads = loss.backward();
+            for i in 0..exec.params.len() {
+                let Some(mut g) = exec.params[i].grad(&grads) else { continue };
+                let value = exec.params[i].clone().inner();
+                for e in edits {
+                    g = e.edit(exec, i, &value, g);
+                }
+                let new = opt.update(i, value, g, lr);
+                exec.replace_param(i, new);
+            }
+            opt.finish_step();
+            exec.apply_masks();
+            loss_sum += loss_value * n as f64;
+            correct += count_correct(&host_logits, classes, &batch.labels);
+            seen += n;
+            bar.inc(1);
+            if step % 10 == 0 {
+                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            }
+        }
+        bar.finish_and_clear();
+        let (test_loss, test_accuracy) =
+            evaluate(exec, &data.test, &data.normalization, cfg.batch_size.max(64), cfg.test_limit)?;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            test_loss,
+            test_accuracy,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        tracing::info!(
+            "epoch {}/{}: lr {:.4} train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} ({:.1}s)",
+            m.epoch,
+            cfg.epochs,
+            m.lr,
+            m.train_loss,
+            m.train_accuracy,
+            m.test_loss,
+            m.test_accuracy,
+            m.seconds
+        );
+        on_epoch(exec, opt, &m)?;
+        history.push(m);
+    }
+    Ok(history)
+}
