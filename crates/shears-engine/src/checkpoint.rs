@@ -24,8 +24,17 @@ pub struct CheckpointState {
 
 /// Saves model, optimiser state and progress into `dir`. `state.json` goes last: a checkpoint
 /// without it is incomplete and is not resumed from.
-pub fn save_checkpoint(dir: &Path, exec: &Executor, opt: &Optimizer, state: &CheckpointState) -> Result<()> {
-    let model = Model { graph: exec.graph().clone(), weights: exec.weights(), masks: exec_masks(exec) };
+pub fn save_checkpoint(
+    dir: &Path,
+    exec: &Executor,
+    opt: &Optimizer,
+    state: &CheckpointState,
+) -> Result<()> {
+    let model = Model {
+        graph: exec.graph().clone(),
+        weights: exec.weights(),
+        masks: exec_masks(exec),
+    };
     save_model(dir, &model)?;
     let mut tensors = Weights::new();
     for (i, info) in exec.infos.iter().enumerate() {
@@ -33,11 +42,17 @@ pub fn save_checkpoint(dir: &Path, exec: &Executor, opt: &Optimizer, state: &Che
             if let Some(t) = buf {
                 let v = to_vec(t.clone());
                 let n = v.len();
-                tensors.insert(format!("{prefix}/{}", info.name), ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-d"));
+                tensors.insert(
+                    format!("{prefix}/{}", info.name),
+                    ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-d"),
+                );
             }
         }
     }
-    write_atomic(&dir.join(OPTIMIZER_FILE), &weights_to_safetensors(&tensors)?)?;
+    write_atomic(
+        &dir.join(OPTIMIZER_FILE),
+        &weights_to_safetensors(&tensors)?,
+    )?;
     let json = serde_json::to_string_pretty(state).expect("state serialises");
     write_atomic(&dir.join(STATE_FILE), json.as_bytes())?;
     Ok(())
@@ -50,7 +65,11 @@ fn exec_masks(exec: &Executor) -> shears_core::Masks {
             let v = to_vec(m.clone());
             let arr = if info.transposed {
                 let (o, inn) = (info.shape[0], info.shape[1]);
-                ArrayD::from_shape_vec(IxDyn(&[inn, o]), v).expect("shape").reversed_axes().as_standard_layout().to_owned()
+                ArrayD::from_shape_vec(IxDyn(&[inn, o]), v)
+                    .expect("shape")
+                    .reversed_axes()
+                    .as_standard_layout()
+                    .to_owned()
             } else {
                 ArrayD::from_shape_vec(IxDyn(&info.shape), v).expect("shape")
             };
@@ -74,9 +93,11 @@ pub fn has_checkpoint(dir: &Path) -> bool {
 pub fn load_checkpoint(dir: &Path) -> Result<(Model, CheckpointState, Weights)> {
     let model = load_model(dir)?;
     let state_path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&state_path).map_err(|e| shears_core::CoreError::io(&state_path, e))?;
-    let state: CheckpointState = serde_json::from_str(&text)
-        .map_err(|e| EngineError::invalid("checkpoint", format!("{}: {e}", state_path.display())))?;
+    let text = std::fs::read_to_string(&state_path)
+        .map_err(|e| shears_core::CoreError::io(&state_path, e))?;
+    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| {
+        EngineError::invalid("checkpoint", format!("{}: {e}", state_path.display()))
+    })?;
     let opt_path = dir.join(OPTIMIZER_FILE);
     let bytes = std::fs::read(&opt_path).map_err(|e| shears_core::CoreError::io(&opt_path, e))?;
     let opt_state = weights_from_safetensors(&bytes, &opt_path)?;
@@ -84,7 +105,12 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Model, CheckpointState, Weights)> 
 }
 
 /// Puts saved optimiser buffers back, by parameter name.
-pub fn restore_optimizer(exec: &Executor, opt: &mut Optimizer, saved: &Weights, state: &CheckpointState) -> Result<()> {
+pub fn restore_optimizer(
+    exec: &Executor,
+    opt: &mut Optimizer,
+    saved: &Weights,
+    state: &CheckpointState,
+) -> Result<()> {
     for (i, info) in exec.infos.iter().enumerate() {
         for (prefix, slot) in [("first", &mut opt.first[i]), ("second", &mut opt.second[i])] {
             if let Some(a) = saved.get(&format!("{prefix}/{}", info.name)) {
@@ -94,10 +120,14 @@ pub fn restore_optimizer(exec: &Executor, opt: &mut Optimizer, saved: &Weights, 
                 if n != expected {
                     return Err(EngineError::invalid(
                         "checkpoint",
-                        format!("optimizer state for `{}` has {n} values, expected {expected}", info.name),
+                        format!(
+                            "optimizer state for `{}` has {n} values, expected {expected}",
+                            info.name
+                        ),
                     ));
                 }
-                *slot = Some(Tensor::<1>::from_data(TensorData::new(v, [n]), exec.device()).inner());
+                *slot =
+                    Some(Tensor::<1>::from_data(TensorData::new(v, [n]), exec.device()).inner());
             }
         }
     }

@@ -21,12 +21,18 @@ pub fn set_threads(threads: usize) -> Result<()> {
     if threads == 0 {
         return Err(EngineError::invalid("threads", "must be at least 1"));
     }
-    match rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+    {
         Ok(()) => Ok(()),
         Err(_) if rayon::current_num_threads() == threads => Ok(()),
         Err(_) => Err(EngineError::invalid(
             "threads",
-            format!("the thread pool already runs {} threads", rayon::current_num_threads()),
+            format!(
+                "the thread pool already runs {} threads",
+                rayon::current_num_threads()
+            ),
         )),
     }
 }

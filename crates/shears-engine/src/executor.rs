@@ -61,17 +61,44 @@ impl Value {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Conv { w: usize, b: Option<usize>, shape: [usize; 4], opts: ConvOptions<2> },
-    Linear { w: usize, b: Option<usize>, in_features: usize, out_features: usize },
-    Bn { gamma: usize, beta: usize, mean: usize, var: usize, eps: f64, momentum: f64 },
+    Conv {
+        w: usize,
+        b: Option<usize>,
+        shape: [usize; 4],
+        opts: ConvOptions<2>,
+    },
+    Linear {
+        w: usize,
+        b: Option<usize>,
+        in_features: usize,
+        out_features: usize,
+    },
+    Bn {
+        gamma: usize,
+        beta: usize,
+        mean: usize,
+        var: usize,
+        eps: f64,
+        momentum: f64,
+    },
     Relu,
-    MaxPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2] },
-    AvgPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2] },
+    MaxPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    },
+    AvgPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    },
     GlobalAvgPool,
     Flatten,
     Add,
     Concat,
-    Dropout { p: f64 },
+    Dropout {
+        p: f64,
+    },
 }
 
 /// One trainable parameter: its graph name, role and engine-layout shape.
@@ -112,12 +139,18 @@ fn tensor_from(values: Vec<f32>, device: &Device) -> Tensor<1> {
 
 /// Copies a tensor's values to the host.
 pub fn to_vec(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("float tensor data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("float tensor data")
 }
 
 fn transpose2(a: &ArrayD<f32>) -> Vec<f32> {
     let s = a.shape();
-    let v = a.view().into_dimensionality::<ndarray::Ix2>().expect("rank-2 linear weight");
+    let v = a
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .expect("rank-2 linear weight");
     let _ = s;
     v.t().iter().copied().collect()
 }
@@ -125,7 +158,12 @@ fn transpose2(a: &ArrayD<f32>) -> Vec<f32> {
 impl Executor {
     /// Builds the executor; checks the graph, weights and masks agree. Parameters require
     /// gradients when `device` is an autodiff device.
-    pub fn new(graph: &Graph, weights: &Weights, masks: &Masks, device: &Device) -> Result<Executor> {
+    pub fn new(
+        graph: &Graph,
+        weights: &Weights,
+        masks: &Masks,
+        device: &Device,
+    ) -> Result<Executor> {
         infer_shapes(graph)?;
         check_weights(graph, weights)?;
         check_masks(weights, masks)?;
@@ -139,19 +177,42 @@ impl Executor {
         slot_of.insert(graph.input.name.as_str(), 0);
         let mut inputs = Vec::new();
         for (i, node) in graph.nodes.iter().enumerate() {
-            inputs.push(node.inputs.iter().map(|v| slot_of[v.as_str()]).collect::<Vec<_>>());
+            inputs.push(
+                node.inputs
+                    .iter()
+                    .map(|v| slot_of[v.as_str()])
+                    .collect::<Vec<_>>(),
+            );
             slot_of.insert(node.name.as_str(), i + 1);
             let mut add_param = |suffix: &str, kind: ParamKind, transposed: bool| -> usize {
                 let name = format!("{}.{suffix}", node.name);
                 let w = &weights[&name];
-                let values = if transposed { transpose2(w) } else { w.iter().copied().collect() };
+                let values = if transposed {
+                    transpose2(w)
+                } else {
+                    w.iter().copied().collect()
+                };
                 params.push(tensor_from(values, device));
-                infos.push(ParamInfo { name: name.clone(), kind, shape: w.shape().to_vec(), transposed });
+                infos.push(ParamInfo {
+                    name: name.clone(),
+                    kind,
+                    shape: w.shape().to_vec(),
+                    transposed,
+                });
                 param_index.insert(name, params.len() - 1);
                 params.len() - 1
             };
             let step = match node.op {
-                Op::Conv2d { in_channels, out_channels, kernel, stride, padding, dilation, groups, bias } => {
+                Op::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    bias,
+                } => {
                     let w = add_param("weight", ParamKind::Weight, false);
                     let b = bias.then(|| add_param("bias", ParamKind::Bias, false));
                     Step::Conv {
@@ -161,27 +222,62 @@ impl Executor {
                         opts: ConvOptions::new(stride, padding, dilation, groups),
                     }
                 }
-                Op::Linear { in_features, out_features, bias } => {
+                Op::Linear {
+                    in_features,
+                    out_features,
+                    bias,
+                } => {
                     let w = add_param("weight", ParamKind::Weight, true);
                     let b = bias.then(|| add_param("bias", ParamKind::Bias, false));
-                    Step::Linear { w, b, in_features, out_features }
+                    Step::Linear {
+                        w,
+                        b,
+                        in_features,
+                        out_features,
+                    }
                 }
                 Op::BatchNorm { eps, momentum, .. } => {
                     let gamma = add_param("weight", ParamKind::BnScale, false);
                     let beta = add_param("bias", ParamKind::BnShift, false);
                     let mut buf = |suffix: &str| {
                         let name = format!("{}.{suffix}", node.name);
-                        buffers.push(tensor_from(weights[&name].iter().copied().collect(), device));
+                        buffers.push(tensor_from(
+                            weights[&name].iter().copied().collect(),
+                            device,
+                        ));
                         buffer_names.push(name);
                         buffers.len() - 1
                     };
                     let mean = buf("running_mean");
                     let var = buf("running_var");
-                    Step::Bn { gamma, beta, mean, var, eps, momentum }
+                    Step::Bn {
+                        gamma,
+                        beta,
+                        mean,
+                        var,
+                        eps,
+                        momentum,
+                    }
                 }
                 Op::Relu => Step::Relu,
-                Op::MaxPool { kernel, stride, padding } => Step::MaxPool { kernel, stride, padding },
-                Op::AvgPool { kernel, stride, padding } => Step::AvgPool { kernel, stride, padding },
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => Step::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                },
+                Op::AvgPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => Step::AvgPool {
+                    kernel,
+                    stride,
+                    padding,
+                },
                 Op::GlobalAvgPool => Step::GlobalAvgPool,
                 Op::Flatten => Step::Flatten,
                 Op::Add => Step::Add,
@@ -243,18 +339,26 @@ impl Executor {
     pub fn set_masks(&mut self, masks: &Masks) -> Result<()> {
         self.masks = vec![None; self.infos.len()];
         for (name, m) in masks {
-            let i = self
-                .param_index(name)
-                .ok_or_else(|| EngineError::invalid("mask", format!("`{name}` is not a parameter of the model")))?;
+            let i = self.param_index(name).ok_or_else(|| {
+                EngineError::invalid("mask", format!("`{name}` is not a parameter of the model"))
+            })?;
             let info = &self.infos[i];
             if m.shape() != info.shape.as_slice() {
                 return Err(EngineError::invalid(
                     "mask",
-                    format!("`{name}` has shape {:?}, the parameter is {:?}", m.shape(), info.shape),
+                    format!(
+                        "`{name}` has shape {:?}, the parameter is {:?}",
+                        m.shape(),
+                        info.shape
+                    ),
                 ));
             }
             let f = m.mapv(|b| if b { 1.0f32 } else { 0.0 });
-            let values = if info.transposed { transpose2(&f) } else { f.iter().copied().collect() };
+            let values = if info.transposed {
+                transpose2(&f)
+            } else {
+                f.iter().copied().collect()
+            };
             self.masks[i] = Some(tensor_from(values, &self.device.clone()).inner());
         }
         self.apply_masks();
@@ -267,7 +371,11 @@ impl Executor {
         for (i, m) in self.masks.iter().enumerate() {
             if let Some(m) = m {
                 let p = self.params[i].clone().inner() * m.clone();
-                self.params[i] = if autodiff { p.autodiff().require_grad() } else { p };
+                self.params[i] = if autodiff {
+                    p.autodiff().require_grad()
+                } else {
+                    p
+                };
             }
         }
     }
@@ -314,14 +422,23 @@ impl Executor {
         slots[0] = Some(x);
         for (i, step) in self.steps.iter().enumerate() {
             let name = &self.graph.nodes[i].name;
-            let arg = |k: usize| slots[self.inputs[i][k]].clone().expect("value computed before use");
+            let arg = |k: usize| {
+                slots[self.inputs[i][k]]
+                    .clone()
+                    .expect("value computed before use")
+            };
             let out = match step {
                 Step::Conv { w, b, shape, opts } => {
                     let weight = masked(*w).reshape(*shape);
                     let bias = b.map(|b| params[b].clone());
                     Value::Map(conv2d(arg(0).map(name), weight, bias, opts.clone()))
                 }
-                Step::Linear { w, b, in_features, out_features } => {
+                Step::Linear {
+                    w,
+                    b,
+                    in_features,
+                    out_features,
+                } => {
                     let weight = masked(*w).reshape([*in_features, *out_features]);
                     let bias = b.map(|b| params[b].clone());
                     let x = match arg(0) {
@@ -330,7 +447,14 @@ impl Executor {
                     };
                     Value::Flat(linear(x, weight, bias))
                 }
-                Step::Bn { gamma, beta, mean, var, eps, momentum } => {
+                Step::Bn {
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                    eps,
+                    momentum,
+                } => {
                     let (g, bt) = (params[*gamma].clone(), params[*beta].clone());
                     let (rm, rv) = (self.buffers[*mean].clone(), self.buffers[*var].clone());
                     let x = arg(0);
@@ -338,13 +462,20 @@ impl Executor {
                         macro_rules! bn_train {
                             ($t:expr, $ctor:path) => {{
                                 let r = batch_norm_train($t, g, bt, *eps);
-                                let n: usize = x.dims().iter().product::<usize>() / r.mean.dims()[0];
+                                let n: usize =
+                                    x.dims().iter().product::<usize>() / r.mean.dims()[0];
                                 // Running variance is the unbiased estimate, as in PyTorch.
-                                let unbias = if n > 1 { n as f64 / (n as f64 - 1.0) } else { 1.0 };
+                                let unbias = if n > 1 {
+                                    n as f64 / (n as f64 - 1.0)
+                                } else {
+                                    1.0
+                                };
                                 let m = r.mean.inner();
                                 let v = r.variance.inner().mul_scalar(unbias);
-                                self.buffers[*mean] = rm.mul_scalar(1.0 - momentum).add(m.mul_scalar(*momentum));
-                                self.buffers[*var] = rv.mul_scalar(1.0 - momentum).add(v.mul_scalar(*momentum));
+                                self.buffers[*mean] =
+                                    rm.mul_scalar(1.0 - momentum).add(m.mul_scalar(*momentum));
+                                self.buffers[*var] =
+                                    rv.mul_scalar(1.0 - momentum).add(v.mul_scalar(*momentum));
                                 $ctor(r.output)
                             }};
                         }
@@ -363,11 +494,21 @@ impl Executor {
                     Value::Map(t) => Value::Map(activation::relu(t)),
                     Value::Flat(t) => Value::Flat(activation::relu(t)),
                 },
-                Step::MaxPool { kernel, stride, padding } => Value::Map(max_pool2d(
+                Step::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => Value::Map(max_pool2d(
                     arg(0).map(name),
-                    MaxPoolOptions::new(*kernel).with_stride(*stride).with_padding(*padding),
+                    MaxPoolOptions::new(*kernel)
+                        .with_stride(*stride)
+                        .with_padding(*padding),
                 )),
-                Step::AvgPool { kernel, stride, padding } => Value::Map(avg_pool2d(
+                Step::AvgPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => Value::Map(avg_pool2d(
                     arg(0).map(name),
                     AvgPoolOptions::new(*kernel)
                         .with_stride(*stride)
@@ -399,7 +540,9 @@ impl Executor {
                 }
                 Step::Concat => match arg(0) {
                     Value::Map(_) => Value::Map(Tensor::cat(
-                        (0..self.inputs[i].len()).map(|k| arg(k).map(name)).collect(),
+                        (0..self.inputs[i].len())
+                            .map(|k| arg(k).map(name))
+                            .collect(),
                         1,
                     )),
                     Value::Flat(_) => Value::Flat(Tensor::cat(
@@ -420,8 +563,12 @@ impl Executor {
                         let device = self.device.clone();
                         macro_rules! drop {
                             ($t:expr, $ctor:path, $d:expr) => {{
-                                let m: Tensor<$d> =
-                                    Tensor::random($t.dims(), Distribution::Bernoulli(keep), &device.clone()).inner();
+                                let m: Tensor<$d> = Tensor::random(
+                                    $t.dims(),
+                                    Distribution::Bernoulli(keep),
+                                    &device.clone(),
+                                )
+                                .inner();
                                 $ctor($t * m.div_scalar(keep))
                             }};
                         }
@@ -465,10 +612,19 @@ impl Executor {
             )));
         }
         Ok(match shape.as_slice() {
-            [c, h, w] => Value::Map(Tensor::from_data(TensorData::new(data, [n, *c, *h, *w]), &self.device)),
-            [f] => Value::Flat(Tensor::from_data(TensorData::new(data, [n, *f]), &self.device)),
+            [c, h, w] => Value::Map(Tensor::from_data(
+                TensorData::new(data, [n, *c, *h, *w]),
+                &self.device,
+            )),
+            [f] => Value::Flat(Tensor::from_data(
+                TensorData::new(data, [n, *f]),
+                &self.device,
+            )),
             // Flattening any other rank keeps the contract that graphs see [N, F] or [N, C, H, W].
-            _ => Value::Flat(Tensor::from_data(TensorData::new(data, [n, per]), &self.device)),
+            _ => Value::Flat(Tensor::from_data(
+                TensorData::new(data, [n, per]),
+                &self.device,
+            )),
         })
     }
 
@@ -479,7 +635,11 @@ impl Executor {
             let values = to_vec(p.clone().inner());
             let arr = if info.transposed {
                 let (o, i) = (info.shape[0], info.shape[1]);
-                ArrayD::from_shape_vec(IxDyn(&[i, o]), values).expect("shape").reversed_axes().as_standard_layout().to_owned()
+                ArrayD::from_shape_vec(IxDyn(&[i, o]), values)
+                    .expect("shape")
+                    .reversed_axes()
+                    .as_standard_layout()
+                    .to_owned()
             } else {
                 ArrayD::from_shape_vec(IxDyn(&info.shape), values).expect("shape")
             };
@@ -488,13 +648,20 @@ impl Executor {
         for (b, name) in self.buffers.iter().zip(&self.buffer_names) {
             let values = to_vec(b.clone());
             let n = values.len();
-            w.insert(name.clone(), ArrayD::from_shape_vec(IxDyn(&[n]), values).expect("shape"));
+            w.insert(
+                name.clone(),
+                ArrayD::from_shape_vec(IxDyn(&[n]), values).expect("shape"),
+            );
         }
         w
     }
 
     /// Replaces parameter `i` with new values (held on the inner device); keeps gradient tracking.
     pub fn replace_param(&mut self, i: usize, value: Tensor<1>) {
-        self.params[i] = if self.device.is_autodiff() { value.autodiff().require_grad() } else { value };
+        self.params[i] = if self.device.is_autodiff() {
+            value.autodiff().require_grad()
+        } else {
+            value
+        };
     }
 }

@@ -44,7 +44,11 @@ impl OptimizerConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(EngineError::invalid("optimizer", m));
         match *self {
-            OptimizerConfig::Sgd { momentum, nesterov, weight_decay } => {
+            OptimizerConfig::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+            } => {
                 if !(0.0..1.0).contains(&momentum) {
                     return bad(format!("momentum must be in [0, 1), got {momentum}"));
                 }
@@ -55,7 +59,12 @@ impl OptimizerConfig {
                     return bad(format!("weight_decay must be >= 0, got {weight_decay}"));
                 }
             }
-            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
                 if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) {
                     return bad(format!("betas must be in [0, 1), got {beta1}, {beta2}"));
                 }
@@ -79,13 +88,22 @@ pub struct Optimizer {
 impl Optimizer {
     pub fn new(config: OptimizerConfig, params: usize) -> Result<Optimizer> {
         config.validate()?;
-        Ok(Optimizer { config, first: vec![None; params], second: vec![None; params], steps: 0 })
+        Ok(Optimizer {
+            config,
+            first: vec![None; params],
+            second: vec![None; params],
+            steps: 0,
+        })
     }
 
     /// Updates one parameter (inner, non-autodiff tensors) and returns its new value.
     pub fn update(&mut self, i: usize, param: Tensor<1>, grad: Tensor<1>, lr: f64) -> Tensor<1> {
         match self.config {
-            OptimizerConfig::Sgd { momentum, nesterov, weight_decay } => {
+            OptimizerConfig::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+            } => {
                 let mut g = grad;
                 if weight_decay > 0.0 {
                     g = g + param.clone().mul_scalar(weight_decay);
@@ -95,12 +113,21 @@ impl Optimizer {
                         Some(b) => b.mul_scalar(momentum) + g.clone(),
                         None => g.clone(),
                     };
-                    g = if nesterov { g + buf.clone().mul_scalar(momentum) } else { buf.clone() };
+                    g = if nesterov {
+                        g + buf.clone().mul_scalar(momentum)
+                    } else {
+                        buf.clone()
+                    };
                     self.first[i] = Some(buf);
                 }
                 param - g.mul_scalar(lr)
             }
-            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
                 let mut g = grad;
                 if weight_decay > 0.0 {
                     g = g + param.clone().mul_scalar(weight_decay);
@@ -111,7 +138,9 @@ impl Optimizer {
                     None => g.clone().mul_scalar(1.0 - beta1),
                 };
                 let v = match self.second[i].take() {
-                    Some(v) => v.mul_scalar(beta2) + g.clone().powi_scalar(2).mul_scalar(1.0 - beta2),
+                    Some(v) => {
+                        v.mul_scalar(beta2) + g.clone().powi_scalar(2).mul_scalar(1.0 - beta2)
+                    }
                     None => g.powi_scalar(2).mul_scalar(1.0 - beta2),
                 };
                 let mhat = m.clone().div_scalar(1.0 - beta1.powi(t));

@@ -23,19 +23,26 @@ impl Schedule {
         match self {
             Schedule::Step { step_size, gamma } => {
                 if *step_size == 0 {
-                    return Err(EngineError::invalid("schedule", "step_size must be at least 1"));
+                    return Err(EngineError::invalid(
+                        "schedule",
+                        "step_size must be at least 1",
+                    ));
                 }
                 check_gamma(*gamma)
             }
             Schedule::MultiStep { milestones, gamma } => {
                 if milestones.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(EngineError::invalid("schedule", "milestones must be strictly increasing"));
+                    return Err(EngineError::invalid(
+                        "schedule",
+                        "milestones must be strictly increasing",
+                    ));
                 }
                 check_gamma(*gamma)
             }
-            Schedule::Cosine { min_lr } if !(*min_lr >= 0.0) => {
-                Err(EngineError::invalid("schedule", format!("min_lr must be >= 0, got {min_lr}")))
-            }
+            Schedule::Cosine { min_lr } if !(*min_lr >= 0.0) => Err(EngineError::invalid(
+                "schedule",
+                format!("min_lr must be >= 0, got {min_lr}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -60,7 +67,10 @@ fn check_gamma(gamma: f64) -> Result<()> {
     if gamma > 0.0 && gamma <= 1.0 {
         Ok(())
     } else {
-        Err(EngineError::invalid("schedule", format!("gamma must be in (0, 1], got {gamma}")))
+        Err(EngineError::invalid(
+            "schedule",
+            format!("gamma must be in (0, 1], got {gamma}"),
+        ))
     }
 }
 
@@ -70,16 +80,47 @@ mod tests {
 
     #[test]
     fn schedules() {
-        let s = Schedule::Step { step_size: 2, gamma: 0.1 };
+        let s = Schedule::Step {
+            step_size: 2,
+            gamma: 0.1,
+        };
         assert_eq!(s.lr(1.0, 0, 6), 1.0);
         assert!((s.lr(1.0, 2, 6) - 0.1).abs() < 1e-12);
-        let m = Schedule::MultiStep { milestones: vec![1, 3], gamma: 0.5 };
+        let m = Schedule::MultiStep {
+            milestones: vec![1, 3],
+            gamma: 0.5,
+        };
         assert_eq!([0, 1, 2, 3].map(|e| m.lr(1.0, e, 4)), [1.0, 0.5, 0.5, 0.25]);
         let c = Schedule::Cosine { min_lr: 0.0 };
         assert_eq!(c.lr(0.1, 0, 10), 0.1);
         assert!((c.lr(0.1, 5, 10) - 0.05).abs() < 1e-12);
-        assert!(Schedule::Step { step_size: 0, gamma: 0.1 }.validate().unwrap_err().to_string().contains("step_size"));
-        assert!(Schedule::MultiStep { milestones: vec![3, 1], gamma: 0.1 }.validate().is_err());
-        assert!(Schedule::Step { step_size: 1, gamma: 2.0 }.validate().unwrap_err().to_string().contains("gamma"));
+        assert!(
+            Schedule::Step {
+                step_size: 0,
+                gamma: 0.1
+            }
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("step_size")
+        );
+        assert!(
+            Schedule::MultiStep {
+                milestones: vec![3, 1],
+                gamma: 0.1
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Schedule::Step {
+                step_size: 1,
+                gamma: 2.0
+            }
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("gamma")
+        );
     }
 }

@@ -36,7 +36,10 @@ impl TrainConfig {
             return Err(EngineError::invalid("batch_size", "must be at least 1"));
         }
         if !(self.lr > 0.0) || !self.lr.is_finite() {
-            return Err(EngineError::invalid("lr", format!("must be a positive number, got {}", self.lr)));
+            return Err(EngineError::invalid(
+                "lr",
+                format!("must be a positive number, got {}", self.lr),
+            ));
         }
         self.schedule.validate()
     }
@@ -80,7 +83,9 @@ pub fn count_correct(logits: &[f32], classes: usize, labels: &[i64]) -> usize {
             let best = row
                 .iter()
                 .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
+                .fold((0usize, f32::NEG_INFINITY), |acc, (i, &v)| {
+                    if v > acc.1 { (i, v) } else { acc }
+                });
             best.0 as i64 == **l
         })
         .count()
@@ -91,14 +96,20 @@ pub fn check_data_fits(exec: &Executor, data: &Dataset) -> Result<()> {
     let g = exec.graph();
     let per: usize = g.input.shape.iter().product();
     let shape = data.shape();
-    if per != shape.iter().product::<usize>() || (g.input.shape.len() == 3 && g.input.shape != shape) {
+    if per != shape.iter().product::<usize>()
+        || (g.input.shape.len() == 3 && g.input.shape != shape)
+    {
         return Err(EngineError::DataMismatch(format!(
             "model `{}` takes inputs of shape {:?} but `{}` has samples of shape {:?} (build the model with --input {})",
             g.name,
             g.input.shape,
             data.name(),
             shape,
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
         )));
     }
     let classes = shears_core::infer_shapes(g)?.get(&g.output)[0];
@@ -122,7 +133,12 @@ pub fn evaluate(
     limit: Option<usize>,
 ) -> Result<(f64, f64)> {
     check_data_fits(exec, data)?;
-    let loader = Loader::new(data, LoaderConfig::eval(batch_size).normalized(norm.clone()).limited(limit))?;
+    let loader = Loader::new(
+        data,
+        LoaderConfig::eval(batch_size)
+            .normalized(norm.clone())
+            .limited(limit),
+    )?;
     let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
     for batch in loader.epoch(0) {
         let n = batch.len();
@@ -135,11 +151,13 @@ pub fn evaluate(
         seen += n;
     }
     if seen == 0 {
-        return Err(EngineError::DataMismatch(format!("`{}` has no samples to evaluate", data.name())));
+        return Err(EngineError::DataMismatch(format!(
+            "`{}` has no samples to evaluate",
+            data.name()
+        )));
     }
     Ok((loss_sum / seen as f64, correct as f64 / seen as f64))
 }
-
 
 /// Trains `exec` from `start_epoch` (0-based) to `cfg.epochs`. `on_epoch` runs after every epoch
 /// (metrics file, checkpoint); its error stops training.
@@ -154,7 +172,10 @@ pub fn train(
 ) -> Result<Vec<EpochMetrics>> {
     cfg.validate()?;
     if !exec.device().is_autodiff() {
-        return Err(EngineError::invalid("device", "training needs an autodiff device"));
+        return Err(EngineError::invalid(
+            "device",
+            "training needs an autodiff device",
+        ));
     }
     check_data_fits(exec, &data.train)?;
     let loader = Loader::new(
@@ -169,7 +190,8 @@ pub fn train(
         let started = Instant::now();
         let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
         // Dropout draws from the device RNG: seeding it per epoch makes a resumed run identical.
-        exec.device().seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        exec.device()
+            .seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let bar = ProgressBar::new(loader.num_batches() as u64);
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
@@ -188,11 +210,17 @@ pub fn train(
             let loss_value = loss.clone().inner().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
                 bar.finish_and_clear();
-                return Err(EngineError::Diverged { epoch: epoch + 1, step: step + 1, value: loss_value as f32 });
+                return Err(EngineError::Diverged {
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    value: loss_value as f32,
+                });
             }
             let grads = loss.backward();
             for i in 0..exec.params.len() {
-                let Some(mut g) = exec.params[i].grad(&grads) else { continue };
+                let Some(mut g) = exec.params[i].grad(&grads) else {
+                    continue;
+                };
                 let value = exec.params[i].clone().inner();
                 for e in edits {
                     g = e.edit(exec, i, &value, g);
@@ -211,8 +239,13 @@ pub fn train(
             }
         }
         bar.finish_and_clear();
-        let (test_loss, test_accuracy) =
-            evaluate(exec, &data.test, &data.normalization, cfg.batch_size.max(64), cfg.test_limit)?;
+        let (test_loss, test_accuracy) = evaluate(
+            exec,
+            &data.test,
+            &data.normalization,
+            cfg.batch_size.max(64),
+            cfg.test_limit,
+        )?;
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,

@@ -1,0 +1,72 @@
+//! `shears eval`: reload a saved model (no builder code involved) and evaluate it.
+
+use super::print_json;
+use crate::cli::EvalArgs;
+use crate::config::ExperimentConfig;
+use crate::workflow::{eval_model, load_data};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use shears_core::artifact::load_model;
+use shears_core::cost::{Convention, cost};
+use shears_core::sparsity::sparsity_report;
+
+#[derive(Serialize)]
+struct EvalResult {
+    model: String,
+    dataset: String,
+    samples: usize,
+    test_accuracy: f64,
+    test_loss: f64,
+    params: u64,
+    macs: u64,
+    macs_convention: &'static str,
+    direct_sparsity: f64,
+    effective_sparsity: f64,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let model = load_model(&args.model)
+        .with_context(|| format!("cannot load model from {}", args.model.display()))?;
+    let mut cfg = ExperimentConfig::default();
+    cfg.data.dataset = args.dataset.clone();
+    cfg.data.dir = args.data.clone();
+    cfg.device = args.device.clone();
+    cfg.validate()?;
+    let data = load_data(&cfg)?;
+    let (loss, acc) = eval_model(&cfg, &model, &data, args.test_limit)?;
+    let c = cost(&model.graph, Convention::ConvLinear)?;
+    let sp = sparsity_report(&model.graph, &model.masks)?;
+    let r = EvalResult {
+        model: args.model.display().to_string(),
+        dataset: args.dataset,
+        samples: args
+            .test_limit
+            .map_or(data.test.len(), |l| l.min(data.test.len())),
+        test_accuracy: acc,
+        test_loss: loss,
+        params: c.params,
+        macs: c.macs,
+        macs_convention: Convention::ConvLinear.name(),
+        direct_sparsity: sp.direct_sparsity,
+        effective_sparsity: sp.effective_sparsity,
+    };
+    if args.json {
+        print_json(&r)?;
+    } else {
+        println!("{} on {} ({} test samples)", r.model, r.dataset, r.samples);
+        println!(
+            "  test accuracy {:.2}%  loss {:.4}",
+            r.test_accuracy * 100.0,
+            r.test_loss
+        );
+        println!(
+            "  params {}  MACs {} ({})  sparsity direct {:.4} effective {:.4}",
+            super::thousands(r.params),
+            super::thousands(r.macs),
+            r.macs_convention,
+            r.direct_sparsity,
+            r.effective_sparsity
+        );
+    }
+    Ok(())
+}

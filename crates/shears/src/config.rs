@@ -1,0 +1,347 @@
+//! Experiment configuration: a TOML file whose sections mirror the pipeline (model, data, train,
+//! prune, finetune). Precedence: command line > config file > these defaults. Unknown keys are
+//! errors, so a typo never silently falls back to a default.
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use shears_engine::{OptimizerConfig, Schedule, TrainConfig};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Names the run directory.
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    /// Backend: `flex` (CPU, default), or `cuda` / `wgpu` when built with those features.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// CPU threads (default: all cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<TrainSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A zoo name (`shears inspect --list`) or the directory of a saved model.
+    #[serde(default = "default_arch")]
+    pub arch: String,
+    /// Per-sample input shape like `1x28x28`; defaults to the data set's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Output classes; defaults to the data set's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `fashion-mnist-subset` (embedded), `fashion-mnist`, `mnist`, `cifar10`, `cifar100`.
+    #[serde(default = "default_dataset")]
+    pub dataset: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OptimizerConfig,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub crop_padding: usize,
+    #[serde(default)]
+    pub flip: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSection {
+    /// `magnitude`, `random` or `lamp` (unstructured).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// `global` ranking, or a layer quota: `uniform`, `uniform+`, `er`, `erk`, `igq`.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// Fraction of prunable (conv + linear) weights to remove.
+    pub sparsity: f64,
+    /// `direct` or `effective`.
+    #[serde(default = "default_target_kind")]
+    pub target_kind: String,
+}
+
+fn default_name() -> String {
+    "experiment".into()
+}
+fn default_device() -> String {
+    "flex".into()
+}
+fn default_arch() -> String {
+    "small-cnn".into()
+}
+fn default_dataset() -> String {
+    "fashion-mnist-subset".into()
+}
+fn default_epochs() -> usize {
+    3
+}
+fn default_batch() -> usize {
+    128
+}
+fn default_lr() -> f64 {
+    0.05
+}
+fn default_optimizer() -> OptimizerConfig {
+    OptimizerConfig::Sgd {
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 5e-4,
+    }
+}
+fn default_schedule() -> Schedule {
+    Schedule::Cosine { min_lr: 0.0 }
+}
+fn default_method() -> String {
+    "magnitude".into()
+}
+fn default_scope() -> String {
+    "global".into()
+}
+fn default_target_kind() -> String {
+    "direct".into()
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            arch: default_arch(),
+            input: None,
+            classes: None,
+        }
+    }
+}
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: default_dataset(),
+            dir: None,
+        }
+    }
+}
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            epochs: default_epochs(),
+            batch_size: default_batch(),
+            lr: default_lr(),
+            optimizer: default_optimizer(),
+            schedule: default_schedule(),
+            crop_padding: 0,
+            flip: false,
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+}
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        ExperimentConfig {
+            name: default_name(),
+            seed: 0,
+            device: default_device(),
+            threads: None,
+            model: ModelConfig::default(),
+            data: DataConfig::default(),
+            train: TrainSection::default(),
+            prune: None,
+            finetune: None,
+        }
+    }
+}
+
+impl TrainSection {
+    /// The engine's view of this section.
+    pub fn to_engine(&self, seed: u64) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            schedule: self.schedule.clone(),
+            seed,
+            crop_padding: self.crop_padding,
+            flip: self.flip,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+        }
+    }
+
+    fn validate(&self, section: &str) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("[{section}] batch_size must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("[{section}] lr must be a positive number, got {}", self.lr);
+        }
+        self.optimizer
+            .validate()
+            .with_context(|| format!("[{section}] optimizer"))?;
+        self.schedule
+            .validate()
+            .with_context(|| format!("[{section}] schedule"))?;
+        if self.train_limit == Some(0) || self.test_limit == Some(0) {
+            bail!("[{section}] train_limit and test_limit must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<ExperimentConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg: ExperimentConfig =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks every value; errors name the section and key.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            bail!(
+                "name must be non-empty and contain no path separators, got `{}`",
+                self.name
+            );
+        }
+        if self.threads == Some(0) {
+            bail!("threads must be at least 1");
+        }
+        self.data
+            .dataset
+            .parse::<shears_data::DatasetKind>()
+            .map_err(|e| anyhow::anyhow!("[data] dataset: {e}"))?;
+        if let Some(s) = &self.model.input {
+            parse_shape(s).context("[model] input")?;
+        }
+        if self.model.classes == Some(0) {
+            bail!("[model] classes must be at least 1");
+        }
+        self.train.validate("train")?;
+        if let Some(f) = &self.finetune {
+            f.validate("finetune")?;
+        }
+        if let Some(p) = &self.prune {
+            if !(0.0..1.0).contains(&p.sparsity) {
+                bail!("[prune] sparsity must be in [0, 1), got {}", p.sparsity);
+            }
+            if !["magnitude", "random", "lamp"].contains(&p.method.as_str()) {
+                bail!(
+                    "[prune] method `{}` is unknown (known: magnitude, random, lamp)",
+                    p.method
+                );
+            }
+            if p.scope != "global" {
+                p.scope
+                    .parse::<shears_core::sparsity::Quota>()
+                    .map_err(|e| anyhow::anyhow!("[prune] scope: {e}"))?;
+            }
+            p.target_kind
+                .parse::<shears_core::sparsity::TargetKind>()
+                .map_err(|e| anyhow::anyhow!("[prune] target_kind: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Short hash of the resolved config, for run names and reports.
+    pub fn hash(&self) -> String {
+        let digest = Sha256::digest(self.to_toml().as_bytes());
+        digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Parses `3x32x32` or `784` into a shape.
+pub fn parse_shape(s: &str) -> Result<Vec<usize>> {
+    let dims: Vec<usize> = s
+        .split(['x', 'X', ','])
+        .map(|d| d.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("`{s}` is not a shape like 3x32x32 or 784"))?;
+    if dims.is_empty() || dims.contains(&0) || !(dims.len() == 1 || dims.len() == 3) {
+        bail!("`{s}` is not a shape like 3x32x32 or 784 (one or three non-zero dimensions)");
+    }
+    Ok(dims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_validate() {
+        let c = ExperimentConfig::default();
+        c.validate().unwrap();
+        let back: ExperimentConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(c.hash().len(), 8);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = toml::from_str::<ExperimentConfig>("[train]\nepochz = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("epochz"), "{e}");
+        let mut c = ExperimentConfig::default();
+        c.train.lr = -1.0;
+        assert!(c.validate().unwrap_err().to_string().contains("[train] lr"));
+        let mut c = ExperimentConfig::default();
+        c.data.dataset = "imagenet".into();
+        assert!(format!("{:#}", c.validate().unwrap_err()).contains("imagenet"));
+        let mut c = ExperimentConfig::default();
+        c.prune = Some(PruneSection {
+            method: "magnitude".into(),
+            scope: "global".into(),
+            sparsity: 1.5,
+            target_kind: "direct".into(),
+        });
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("[prune] sparsity")
+        );
+        assert!(parse_shape("3x0x2").is_err());
+        assert_eq!(parse_shape("1x28x28").unwrap(), vec![1, 28, 28]);
+    }
+}

@@ -1,0 +1,222 @@
+//! The steps every command is made of: load data, build or load a model, train a phase with
+//! checkpoints and resume, prune, evaluate. Commands compose these; none re-implements them.
+
+use crate::config::{ExperimentConfig, PruneSection, TrainSection, parse_shape};
+use crate::run_dir::{read_metrics, write_metrics};
+use anyhow::{Context, Result, bail};
+use shears_core::artifact::{Model, is_model_dir, load_model};
+use shears_core::sparsity::{
+    Allocation, PruneSpec, Quota, SelectOptions, TargetKind, lamp_scores, magnitude_scores,
+    prune_to_target, random_scores, sparsity_report,
+};
+use shears_core::{Graph, Masks, init_weights, zoo};
+use shears_data::{DataSplits, DatasetKind};
+use shears_engine::checkpoint::{
+    CheckpointState, has_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint,
+};
+use shears_engine::device::device_by_name;
+use shears_engine::{EpochMetrics, Executor, Optimizer, evaluate, train};
+use std::path::Path;
+
+/// Loads the configured data set.
+pub fn load_data(cfg: &ExperimentConfig) -> Result<DataSplits> {
+    let kind: DatasetKind = cfg
+        .data
+        .dataset
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let data = shears_data::load(kind, cfg.data.dir.as_deref())?;
+    tracing::info!(
+        "data `{}`: {} train / {} test samples of {:?}, {} classes",
+        kind.name(),
+        data.train.len(),
+        data.test.len(),
+        data.train.shape(),
+        data.train.classes()
+    );
+    Ok(data)
+}
+
+/// Builds a zoo model with fresh weights, or loads a saved one when `arch` is a directory.
+/// Input shape and classes default to the data set's.
+pub fn load_or_build(
+    arch: &str,
+    input: Option<&str>,
+    classes: Option<usize>,
+    data: Option<&DataSplits>,
+    seed: u64,
+) -> Result<Model> {
+    let path = Path::new(arch);
+    if is_model_dir(path) {
+        return load_model(path).with_context(|| format!("cannot load the model saved in {arch}"));
+    }
+    if path.is_dir() {
+        bail!("{arch} is a directory but holds no saved model (graph.json + weights.safetensors)");
+    }
+    let input = match (input, data) {
+        (Some(s), _) => parse_shape(s)?,
+        (None, Some(d)) => d.train.shape().to_vec(),
+        (None, None) => bail!("model `{arch}` needs an input shape (--input, e.g. 3x32x32)"),
+    };
+    let classes = match (classes, data) {
+        (Some(c), _) => c,
+        (None, Some(d)) => d.train.classes(),
+        (None, None) => bail!("model `{arch}` needs a class count (--classes)"),
+    };
+    let graph = zoo::build(arch, &input, classes)?;
+    let weights = init_weights(&graph, seed);
+    Ok(Model {
+        graph,
+        weights,
+        masks: Masks::new(),
+    })
+}
+
+/// An executor on the configured device (autodiff when `training`).
+pub fn executor(cfg: &ExperimentConfig, model: &Model, training: bool) -> Result<Executor> {
+    let device = device_by_name(&cfg.device)?;
+    let device = if training { device.autodiff() } else { device };
+    device.seed(cfg.seed);
+    Ok(Executor::new(
+        &model.graph,
+        &model.weights,
+        &model.masks,
+        &device,
+    )?)
+}
+
+/// Trains one phase in `dir` with a checkpoint every epoch. With `resume`, continues from the
+/// phase's checkpoint; without it, an existing checkpoint is an error (no silent restart).
+pub fn train_phase(
+    cfg: &ExperimentConfig,
+    section: &TrainSection,
+    model: Model,
+    data: &DataSplits,
+    dir: &Path,
+    resume: bool,
+) -> Result<(Model, Vec<EpochMetrics>)> {
+    let ckpt = dir.join("checkpoint");
+    let (model, start, saved_opt) = if has_checkpoint(&ckpt) {
+        if !resume {
+            bail!(
+                "{} holds a checkpoint of an interrupted run: pass --resume to continue it, or --force to start over",
+                dir.display()
+            );
+        }
+        let (m, state, opt) = load_checkpoint(&ckpt).context("cannot resume")?;
+        tracing::info!("resuming {} after epoch {}", dir.display(), state.epoch);
+        (m, state.epoch, Some((opt, state)))
+    } else {
+        (model, 0, None)
+    };
+    let mut exec = executor(cfg, &model, true)?;
+    let mut opt = Optimizer::new(section.optimizer.clone(), exec.params.len())?;
+    if let Some((saved, state)) = &saved_opt {
+        restore_optimizer(&exec, &mut opt, saved, state)?;
+    }
+    let mut rows: Vec<EpochMetrics> = read_metrics(dir)?
+        .into_iter()
+        .filter(|r| r.epoch <= start)
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    let engine_cfg = section.to_engine(cfg.seed);
+    let mut on_epoch =
+        |exec: &Executor, opt: &Optimizer, m: &EpochMetrics| -> shears_engine::Result<()> {
+            rows.push(m.clone());
+            write_metrics(dir, &rows)
+                .map_err(|e| shears_engine::EngineError::invalid("metrics", format!("{e:#}")))?;
+            save_checkpoint(
+                &ckpt,
+                exec,
+                opt,
+                &CheckpointState {
+                    epoch: m.epoch,
+                    optimizer_steps: opt.steps,
+                },
+            )
+        };
+    train(
+        &mut exec,
+        data,
+        &engine_cfg,
+        &mut opt,
+        start,
+        &[],
+        &mut on_epoch,
+    )?;
+    let rows = read_metrics(dir)?;
+    let trained = Model {
+        graph: exec.graph().clone(),
+        weights: exec.weights(),
+        masks: model.masks.clone(),
+    };
+    Ok((trained, rows))
+}
+
+/// Test loss and accuracy of a model.
+pub fn eval_model(
+    cfg: &ExperimentConfig,
+    model: &Model,
+    data: &DataSplits,
+    limit: Option<usize>,
+) -> Result<(f64, f64)> {
+    let mut exec = executor(cfg, model, false)?;
+    Ok(evaluate(
+        &mut exec,
+        &data.test,
+        &data.normalization,
+        256,
+        limit,
+    )?)
+}
+
+/// Unstructured pruning of `model` as `[prune]` says; returns the masked model.
+pub fn prune_unstructured(model: &Model, p: &PruneSection, seed: u64) -> Result<Model> {
+    let graph: &Graph = &model.graph;
+    let scores = match p.method.as_str() {
+        "magnitude" => magnitude_scores(graph, &model.weights)?,
+        "random" => random_scores(graph, seed),
+        "lamp" => lamp_scores(graph, &model.weights)?,
+        other => bail!("unknown pruning method `{other}` (known: magnitude, random, lamp)"),
+    };
+    let allocation = if p.scope == "global" {
+        Allocation::Global
+    } else {
+        Allocation::Layerwise(p.scope.parse::<Quota>()?)
+    };
+    let kind: TargetKind = p.target_kind.parse()?;
+    let spec = PruneSpec {
+        target: p.sparsity,
+        kind,
+        allocation,
+        options: SelectOptions {
+            keep_one_per_layer: true,
+        },
+    };
+    let existing = (!model.masks.is_empty()).then_some(&model.masks);
+    let outcome = prune_to_target(graph, &scores, &spec, existing)?;
+    let mut weights = model.weights.clone();
+    for (name, m) in &outcome.masks {
+        if let Some(w) = weights.get_mut(name) {
+            w.zip_mut_with(m, |w, &keep| {
+                if !keep {
+                    *w = 0.0
+                }
+            });
+        }
+    }
+    let pruned = Model {
+        graph: graph.clone(),
+        weights,
+        masks: outcome.masks,
+    };
+    let report = sparsity_report(graph, &pruned.masks)?;
+    tracing::info!(
+        "pruned with {} ({}): direct sparsity {:.4}, effective {:.4}",
+        p.method,
+        p.scope,
+        report.direct_sparsity,
+        report.effective_sparsity
+    );
+    Ok(pruned)
+}
