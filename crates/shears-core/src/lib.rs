@@ -5,8 +5,12 @@ pub mod builder;
 pub mod cost;
 pub mod error;
 pub mod graph;
+pub mod reference;
 pub mod shape;
+pub mod sparsity;
+pub mod structured;
 pub mod weights;
+pub mod zoo;
 
 pub use artifact::{Model, load_model, save_model};
 pub use builder::GraphBuilder;

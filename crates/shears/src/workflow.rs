@@ -18,6 +18,10 @@ use shears_engine::device::device_by_name;
 use shears_engine::{EpochMetrics, Executor, Optimizer, evaluate, train};
 use std::path::Path;
 
+/// Environment variable that stops training right after the given epoch's checkpoint, as if
+/// the process had been killed; used by the resume tests.
+pub const INTERRUPT_ENV: &str = "SHEARS_INTERRUPT_AFTER_EPOCH";
+
 /// Loads the configured data set.
 pub fn load_data(cfg: &ExperimentConfig) -> Result<DataSplits> {
     let kind: DatasetKind = cfg
@@ -120,21 +124,21 @@ pub fn train_phase(
         .collect();
     std::fs::create_dir_all(dir)?;
     let engine_cfg = section.to_engine(cfg.seed);
-    let mut on_epoch =
-        |exec: &Executor, opt: &Optimizer, m: &EpochMetrics| -> shears_engine::Result<()> {
-            rows.push(m.clone());
-            write_metrics(dir, &rows)
-                .map_err(|e| shears_engine::EngineError::invalid("metrics", format!("{e:#}")))?;
-            save_checkpoint(
-                &ckpt,
-                exec,
-                opt,
-                &CheckpointState {
-                    epoch: m.epoch,
-                    optimizer_steps: opt.steps,
-                },
-            )
-        };
+    // Test hook: stop right after a checkpoint as if the process had been killed there.
+    let interrupt_after: Option<usize> = std::env::var(INTERRUPT_ENV).ok().and_then(|v| v.parse().ok());
+    let mut on_epoch = |exec: &Executor, opt: &Optimizer, m: &EpochMetrics| -> shears_engine::Result<()> {
+        rows.push(m.clone());
+        write_metrics(dir, &rows).map_err(|e| shears_engine::EngineError::invalid("metrics", format!("{e:#}")))?;
+        let state = CheckpointState { epoch: m.epoch, optimizer_steps: opt.steps };
+        save_checkpoint(&ckpt, exec, opt, &state)?;
+        if interrupt_after == Some(m.epoch) {
+            return Err(shears_engine::EngineError::invalid(
+                "run",
+                format!("interrupted after epoch {} ({INTERRUPT_ENV} is set)", m.epoch),
+            ));
+        }
+        Ok(())
+    };
     train(
         &mut exec,
         data,

@@ -1,0 +1,826 @@
+//! Channel dependency groups: the tensor slices and value channels that must keep the same indices.
+//!
+//! This is Torch-Pruning's dependency graph made explicit from the IR. Every value with a channel
+//! axis (per-sample axis 0: the channels of a `[C,H,W]` map, the features of a `[F]` vector) is
+//! cut into *units*, and a union-find ties units that must be kept or removed together:
+//!
+//! - a plain conv (`groups = 1`) or a linear layer starts a fresh channel space (its filters);
+//! - BatchNorm, ReLU, Dropout, pooling and global average pooling pass channels through;
+//! - a depthwise conv (`groups = in = out`) ties output channel c to input channel c;
+//! - Add ties all its inputs and its output, unit by unit (residual branches, identity shortcuts,
+//!   recursively up to the producers, or to the graph input);
+//! - Concat maps input k's unit c to output unit `offset_k + c`;
+//! - Flatten keeps the units of its input and makes each cover `H*W` consecutive features, so a
+//!   linear layer after it loses `H*W` input features per pruned channel.
+//!
+//! The classes of tied units are then gathered into groups: classes whose units sit in the same
+//! values at the same relative positions form one group whose channel `j` is the `j`-th class.
+//! Every unit of every value belongs to exactly one group, so groups also describe what stays.
+//!
+//! A group is not prunable when it carries the graph input, reaches the network output (logits),
+//! touches a grouped (non-depthwise) conv, or meets an op whose layouts cannot be reconciled
+//! (an Add or Concat mixing flattened and unflattened features); `reason` names the node(s).
+
+use crate::error::Result;
+use crate::graph::{Graph, Op, ParamKind};
+use crate::shape::infer_shapes;
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+
+/// What a member slice is to its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberRole {
+    /// Output filters of a conv or linear layer (weight axis 0), depthwise convs included.
+    Filter,
+    /// Bias of a conv or linear layer whose filters are in the group.
+    Bias,
+    /// A BatchNorm tensor (scale, shift, running mean or variance); `kind` says which.
+    BatchNorm,
+    /// Input channels of a plain conv (weight axis 1) or input features of a linear layer.
+    InputChannels,
+}
+
+/// One parameter-tensor slice of a group: group channel `j` is the index range
+/// `offset + j * stride_per_channel .. offset + (j + 1) * stride_per_channel` along `axis`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// Node that owns the tensor.
+    pub node: String,
+    /// Tensor name, `{node}.weight` and so on.
+    pub tensor: String,
+    pub kind: ParamKind,
+    pub role: MemberRole,
+    pub axis: usize,
+    pub offset: usize,
+    /// Consecutive indices per group channel: `H*W` for a linear layer's input after a flatten.
+    pub stride_per_channel: usize,
+}
+
+impl Member {
+    /// Indices along `axis` that group channel `channel` owns in this tensor.
+    pub fn indices(&self, channel: usize) -> Range<usize> {
+        let start = self.offset + channel * self.stride_per_channel;
+        start..start + self.stride_per_channel
+    }
+}
+
+/// A slice of one value's channel axis that belongs to a group, laid out like [`Member`]:
+/// group channel `j` covers per-sample indices `offset + j * stride_per_channel ..` (+ stride).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueSlice {
+    /// A node name or the graph input's name.
+    pub value: String,
+    pub offset: usize,
+    pub stride_per_channel: usize,
+}
+
+impl ValueSlice {
+    /// Indices of the value's axis 0 that group channel `channel` covers.
+    pub fn indices(&self, channel: usize) -> Range<usize> {
+        let start = self.offset + channel * self.stride_per_channel;
+        start..start + self.stride_per_channel
+    }
+}
+
+/// Channels that must be pruned together, with every tensor slice and value slice they index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelGroup {
+    /// Index of the group in the list [`channel_groups`] returns (stable for a given graph).
+    pub id: usize,
+    pub channels: usize,
+    /// Conv and linear nodes whose output filters are in the group (depthwise convs included).
+    pub producers: Vec<String>,
+    /// Parameter slices to cut: filters, biases, BatchNorm tensors, consumers' input slices.
+    pub members: Vec<Member>,
+    /// Value channels the group covers; gating these to zero is what compaction reproduces.
+    pub values: Vec<ValueSlice>,
+    pub prunable: bool,
+    /// Why the group is not prunable, naming the node(s); `None` when prunable.
+    pub reason: Option<String>,
+}
+
+impl ChannelGroup {
+    /// Members of one role.
+    pub fn members_with(&self, role: MemberRole) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(move |m| m.role == role)
+    }
+}
+
+impl fmt::Display for ChannelGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = if self.prunable { "prunable" } else { "fixed" };
+        let bns: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| m.kind == ParamKind::BnScale)
+            .map(|m| m.node.as_str())
+            .collect();
+        let consumers: Vec<&str> = dedup(
+            self.members_with(MemberRole::InputChannels)
+                .map(|m| m.node.as_str()),
+        );
+        write!(
+            f,
+            "group {:>3}  {:>5} ch  {:<8}  producers: {}  bn: {}  consumers: {}",
+            self.id,
+            self.channels,
+            status,
+            list_or_dash(
+                &self
+                    .producers
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+            ),
+            list_or_dash(&bns),
+            list_or_dash(&consumers),
+        )?;
+        if let Some(r) = &self.reason {
+            write!(f, "  ({r})")?;
+        }
+        Ok(())
+    }
+}
+
+fn dedup<'a>(it: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = Vec::new();
+    for s in it {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    }
+    v
+}
+
+fn list_or_dash(items: &[&str]) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// A table of groups for `shears inspect --groups`: one line per group and a totals line.
+pub fn groups_table(groups: &[ChannelGroup]) -> String {
+    let mut out = String::new();
+    for g in groups {
+        out.push_str(&g.to_string());
+        out.push('\n');
+    }
+    let prunable: Vec<&ChannelGroup> = groups.iter().filter(|g| g.prunable).collect();
+    out.push_str(&format!(
+        "{} groups, {} prunable with {} channels, {} fixed\n",
+        groups.len(),
+        prunable.len(),
+        prunable.iter().map(|g| g.channels).sum::<usize>(),
+        groups.len() - prunable.len()
+    ));
+    out
+}
+
+/// Union-find over channel units with path halving and union by size.
+struct UnionFind {
+    parent: Vec<usize>,
+    size: Vec<usize>,
+}
+
+impl UnionFind {
+    fn new() -> Self {
+        UnionFind {
+            parent: Vec::new(),
+            size: Vec::new(),
+        }
+    }
+    fn grow(&mut self, n: usize) -> usize {
+        let first = self.parent.len();
+        self.parent.extend(first..first + n);
+        self.size.resize(first + n, 1);
+        first
+    }
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (mut a, mut b) = (self.find(a), self.find(b));
+        if a == b {
+            return;
+        }
+        if self.size[a] < self.size[b] {
+            std::mem::swap(&mut a, &mut b);
+        }
+        self.parent[b] = a;
+        self.size[a] += self.size[b];
+    }
+}
+
+/// Per-value unit layout while the graph is walked. Value 0 is the graph input, value i+1 node i.
+struct Layout {
+    base: Vec<usize>,
+    units: Vec<usize>,
+    /// Per-sample indices per unit along axis 0.
+    unit_len: Vec<usize>,
+    pins: Vec<Vec<String>>,
+    uf: UnionFind,
+}
+
+impl Layout {
+    fn push(&mut self, units: usize, unit_len: usize) -> usize {
+        self.base.push(self.uf.grow(units));
+        self.units.push(units);
+        self.unit_len.push(unit_len);
+        self.pins.push(Vec::new());
+        self.base.len() - 1
+    }
+    /// Ties unit `c` of `a` to unit `offset + c` of `b` for every unit of `a`.
+    fn tie(&mut self, a: usize, b: usize, offset: usize) {
+        for c in 0..self.units[a] {
+            let (x, y) = (self.base[a] + c, self.base[b] + offset + c);
+            self.uf.union(x, y);
+        }
+    }
+    fn pin(&mut self, v: usize, reason: String) {
+        if !self.pins[v].contains(&reason) {
+            self.pins[v].push(reason);
+        }
+    }
+}
+
+/// How a conv's groups attribute is handled.
+#[derive(PartialEq)]
+enum ConvKind {
+    Plain,
+    Depthwise,
+    Grouped,
+}
+
+fn conv_kind(op: &Op) -> Option<ConvKind> {
+    match *op {
+        Op::Conv2d {
+            in_channels,
+            out_channels,
+            groups,
+            ..
+        } => Some(if groups <= 1 {
+            ConvKind::Plain
+        } else if groups == in_channels && in_channels == out_channels {
+            ConvKind::Depthwise
+        } else {
+            ConvKind::Grouped
+        }),
+        _ => None,
+    }
+}
+
+/// True for a conv with `groups = in = out > 1`, whose channels compaction keeps tied.
+pub fn is_depthwise(op: &Op) -> bool {
+    conv_kind(op) == Some(ConvKind::Depthwise)
+}
+
+/// Derives the channel dependency groups of `graph` (validated and shape-checked first).
+/// Groups are ordered by the first value they touch (topological order), then by offset.
+pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
+    let shapes = infer_shapes(graph)?;
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(graph.nodes.len() + 1);
+    index.insert(graph.input.name.as_str(), 0);
+    let mut lay = Layout {
+        base: Vec::new(),
+        units: Vec::new(),
+        unit_len: Vec::new(),
+        pins: Vec::new(),
+        uf: UnionFind::new(),
+    };
+    lay.push(graph.input.shape[0], 1);
+    lay.pin(
+        0,
+        format!(
+            "carries the channels of the graph input `{}`",
+            graph.input.name
+        ),
+    );
+
+    for node in &graph.nodes {
+        let ins: Vec<usize> = node.inputs.iter().map(|n| index[n.as_str()]).collect();
+        let out_shape = shapes.get(&node.name);
+        let x = ins[0];
+        let v = match node.op {
+            Op::Conv2d {
+                out_channels,
+                groups,
+                ..
+            } => match conv_kind(&node.op) {
+                Some(ConvKind::Depthwise) => {
+                    let v = lay.push(lay.units[x], lay.unit_len[x]);
+                    lay.tie(v, x, 0);
+                    v
+                }
+                Some(ConvKind::Grouped) => {
+                    let v = lay.push(out_channels, 1);
+                    let why = format!(
+                        "grouped conv `{}` (groups={groups}) can only lose whole groups",
+                        node.name
+                    );
+                    lay.pin(x, why.clone());
+                    lay.pin(v, why);
+                    v
+                }
+                _ => lay.push(out_channels, 1),
+            },
+            Op::Linear { out_features, .. } => lay.push(out_features, 1),
+            Op::BatchNorm { .. }
+            | Op::Relu
+            | Op::Dropout { .. }
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. }
+            | Op::GlobalAvgPool => {
+                let v = lay.push(lay.units[x], lay.unit_len[x]);
+                lay.tie(v, x, 0);
+                v
+            }
+            Op::Flatten => {
+                let in_shape = shapes.get(&node.inputs[0]);
+                let spatial: usize = in_shape[1..].iter().product();
+                let v = lay.push(lay.units[x], lay.unit_len[x] * spatial.max(1));
+                lay.tie(v, x, 0);
+                v
+            }
+            Op::Add | Op::Concat => {
+                let same_layout = ins.iter().all(|&i| lay.unit_len[i] == lay.unit_len[x]);
+                if !same_layout {
+                    // Units of different sizes cannot be tied one to one: keep everything whole.
+                    let v = lay.push(out_shape[0], 1);
+                    let why = format!(
+                        "{} `{}` mixes flattened and unflattened channels",
+                        node.op.kind_name(),
+                        node.name
+                    );
+                    for &i in &ins {
+                        lay.pin(i, why.clone());
+                    }
+                    lay.pin(v, why);
+                    v
+                } else if node.op == Op::Add {
+                    let v = lay.push(lay.units[x], lay.unit_len[x]);
+                    for &i in &ins {
+                        lay.tie(i, v, 0);
+                    }
+                    v
+                } else {
+                    let total = ins.iter().map(|&i| lay.units[i]).sum();
+                    let v = lay.push(total, lay.unit_len[x]);
+                    let mut offset = 0;
+                    for &i in &ins {
+                        lay.tie(i, v, offset);
+                        offset += lay.units[i];
+                    }
+                    v
+                }
+            }
+        };
+        index.insert(node.name.as_str(), v);
+    }
+    let out = index[graph.output.as_str()];
+    lay.pin(
+        out,
+        format!(
+            "reaches the network output `{}` (logits are never pruned)",
+            graph.output
+        ),
+    );
+    Ok(assemble(graph, &mut lay))
+}
+
+/// Gathers union-find classes into groups and lists their members.
+fn assemble(graph: &Graph, lay: &mut Layout) -> Vec<ChannelGroup> {
+    let nvalues = lay.base.len();
+    // Classes in order of their first unit; elements arrive sorted by (value, unit).
+    let mut class_of_root: HashMap<usize, usize> = HashMap::new();
+    let mut classes: Vec<Vec<(usize, usize)>> = Vec::new();
+    for v in 0..nvalues {
+        for u in 0..lay.units[v] {
+            let root = lay.uf.find(lay.base[v] + u);
+            let k = *class_of_root.entry(root).or_insert_with(|| {
+                classes.push(Vec::new());
+                classes.len() - 1
+            });
+            classes[k].push((v, u));
+        }
+    }
+    // Same values at the same relative unit positions -> parallel classes of one group.
+    type Signature = Vec<(usize, isize)>;
+    let mut by_sig: HashMap<Signature, Vec<(usize, usize)>> = HashMap::new();
+    let mut sig_order: Vec<Signature> = Vec::new();
+    for (k, elems) in classes.iter().enumerate() {
+        let base = elems[0].1;
+        let sig: Signature = elems
+            .iter()
+            .map(|&(v, u)| (v, u as isize - base as isize))
+            .collect();
+        let entry = by_sig.entry(sig).or_insert_with_key(|s| {
+            sig_order.push(s.clone());
+            Vec::new()
+        });
+        entry.push((base, k));
+    }
+    // Runs of consecutive bases become groups: (first value, first base, signature, channels).
+    let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for (si, sig) in sig_order.iter().enumerate() {
+        let mut bases: Vec<usize> = by_sig[sig].iter().map(|&(b, _)| b).collect();
+        bases.sort_unstable();
+        let mut start = 0;
+        for i in 1..=bases.len() {
+            if i == bases.len() || bases[i] != bases[i - 1] + 1 {
+                runs.push((sig[0].0, bases[start], si, i - start));
+                start = i;
+            }
+        }
+    }
+    runs.sort_unstable();
+
+    let name_of = |v: usize| -> &str {
+        if v == 0 {
+            graph.input.name.as_str()
+        } else {
+            graph.nodes[v - 1].name.as_str()
+        }
+    };
+    let consumers = graph.consumers();
+    let mut groups = Vec::with_capacity(runs.len());
+    for (id, &(_, base, si, channels)) in runs.iter().enumerate() {
+        let sig = &sig_order[si];
+        let mut values = Vec::with_capacity(sig.len());
+        let mut members = Vec::new();
+        let mut producers: Vec<String> = Vec::new();
+        let mut reasons: Vec<String> = Vec::new();
+        for &(v, delta) in sig {
+            let unit_len = lay.unit_len[v];
+            let offset = (base as isize + delta) as usize * unit_len;
+            let value = name_of(v);
+            values.push(ValueSlice {
+                value: value.to_string(),
+                offset,
+                stride_per_channel: unit_len,
+            });
+            for r in &lay.pins[v] {
+                if !reasons.contains(r) {
+                    reasons.push(r.clone());
+                }
+            }
+            if v > 0 {
+                let node = &graph.nodes[v - 1];
+                own_members(node, offset, unit_len, &mut members, &mut producers);
+            }
+            for &ci in consumers.get(value).map(|c| c.as_slice()).unwrap_or(&[]) {
+                let c = &graph.nodes[ci];
+                let reads = match c.op {
+                    Op::Linear { .. } => true,
+                    Op::Conv2d { .. } => conv_kind(&c.op) == Some(ConvKind::Plain),
+                    _ => false,
+                };
+                if reads {
+                    members.push(Member {
+                        node: c.name.clone(),
+                        tensor: format!("{}.weight", c.name),
+                        kind: ParamKind::Weight,
+                        role: MemberRole::InputChannels,
+                        axis: 1,
+                        offset,
+                        stride_per_channel: unit_len,
+                    });
+                }
+            }
+        }
+        if reasons.is_empty() && producers.is_empty() {
+            reasons.push("no conv or linear layer produces these channels".into());
+        }
+        groups.push(ChannelGroup {
+            id,
+            channels,
+            producers,
+            members,
+            values,
+            prunable: reasons.is_empty(),
+            reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        });
+    }
+    groups
+}
+
+/// Members owned by the node that produces a value slice: filters and bias, or BatchNorm tensors.
+fn own_members(
+    node: &crate::graph::Node,
+    offset: usize,
+    unit_len: usize,
+    members: &mut Vec<Member>,
+    producers: &mut Vec<String>,
+) {
+    let member = |spec: &crate::graph::ParamSpec, role| Member {
+        node: node.name.clone(),
+        tensor: spec.name.clone(),
+        kind: spec.kind,
+        role,
+        axis: 0,
+        offset,
+        stride_per_channel: unit_len,
+    };
+    match node.op {
+        Op::Conv2d { .. } | Op::Linear { .. } => {
+            if !producers.contains(&node.name) {
+                producers.push(node.name.clone());
+            }
+            for spec in node.op.param_specs(&node.name) {
+                let role = if spec.kind == ParamKind::Bias {
+                    MemberRole::Bias
+                } else {
+                    MemberRole::Filter
+                };
+                members.push(member(&spec, role));
+            }
+        }
+        Op::BatchNorm { .. } => {
+            for spec in node.op.param_specs(&node.name) {
+                members.push(member(&spec, MemberRole::BatchNorm));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::GraphBuilder;
+
+    fn find<'a>(groups: &'a [ChannelGroup], producer: &str) -> &'a ChannelGroup {
+        groups
+            .iter()
+            .find(|g| g.producers.iter().any(|p| p == producer))
+            .unwrap_or_else(|| panic!("no group with producer {producer}"))
+    }
+
+    fn member<'a>(g: &'a ChannelGroup, tensor: &str, axis: usize) -> Vec<&'a Member> {
+        g.members
+            .iter()
+            .filter(|m| m.tensor == tensor && m.axis == axis)
+            .collect()
+    }
+
+    #[test]
+    fn plain_chain_groups() {
+        let mut b = GraphBuilder::new("t", &[3, 8, 8]);
+        let x = b.input();
+        let c1 = b.conv_bn_relu("c1", &x, 8, 3, 1, 1);
+        let m = b.maxpool("mp", &c1, 2, 2, 0);
+        let c2 = b.conv_bn_relu("c2", &m, 16, 3, 1, 1);
+        let p = b.global_avg_pool("gap", &c2);
+        let fc = b.linear("fc", &p, 10, true);
+        let g = b.finish(&fc);
+        let groups = channel_groups(&g).unwrap();
+        assert_eq!(groups.len(), 4);
+        // input, c1, c2, fc in topological order.
+        assert_eq!(groups[0].channels, 3);
+        assert!(!groups[0].prunable);
+        assert!(
+            groups[0]
+                .reason
+                .as_ref()
+                .unwrap()
+                .contains("graph input `input`")
+        );
+        let g1 = &groups[1];
+        assert_eq!((g1.channels, g1.prunable), (8, true));
+        assert_eq!(g1.producers, vec!["c1"]);
+        let tensors: Vec<(&str, usize, MemberRole)> = g1
+            .members
+            .iter()
+            .map(|m| (m.tensor.as_str(), m.axis, m.role))
+            .collect();
+        assert_eq!(
+            tensors,
+            vec![
+                ("c1.weight", 0, MemberRole::Filter),
+                ("c1_bn.weight", 0, MemberRole::BatchNorm),
+                ("c1_bn.bias", 0, MemberRole::BatchNorm),
+                ("c1_bn.running_mean", 0, MemberRole::BatchNorm),
+                ("c1_bn.running_var", 0, MemberRole::BatchNorm),
+                ("c2.weight", 1, MemberRole::InputChannels),
+            ]
+        );
+        let vals: Vec<&str> = g1.values.iter().map(|v| v.value.as_str()).collect();
+        assert_eq!(vals, vec!["c1", "c1_bn", "c1_relu", "mp"]);
+        let g2 = &groups[2];
+        assert_eq!(g2.channels, 16);
+        assert_eq!(member(g2, "fc.weight", 1)[0].stride_per_channel, 1);
+        let g3 = &groups[3];
+        assert_eq!((g3.channels, g3.prunable), (10, false));
+        assert!(g3.reason.as_ref().unwrap().contains("network output `fc`"));
+        assert_eq!(member(g3, "fc.bias", 0).len(), 1);
+    }
+
+    #[test]
+    fn flatten_gives_linear_hw_features_per_channel() {
+        let mut b = GraphBuilder::new("t", &[1, 6, 6]);
+        let x = b.input();
+        let c = b.conv2d_bias("c", &x, 4, 3, 1, 0);
+        let f = b.flatten("f", &c);
+        let h = b.linear("h", &f, 5, true);
+        let n = b.batchnorm("hbn", &h);
+        let o = b.linear("o", &n, 2, true);
+        let g = b.finish(&o);
+        let groups = channel_groups(&g).unwrap();
+        let gc = find(&groups, "c");
+        let m = member(gc, "h.weight", 1)[0];
+        assert_eq!((m.offset, m.stride_per_channel), (0, 16));
+        assert_eq!(m.indices(2), 32..48);
+        let f = gc.values.iter().find(|v| v.value == "f").unwrap();
+        assert_eq!(f.stride_per_channel, 16);
+        let gh = find(&groups, "h");
+        assert!(gh.prunable);
+        assert_eq!(member(gh, "hbn.weight", 0).len(), 1);
+        assert_eq!(member(gh, "o.weight", 1)[0].stride_per_channel, 1);
+    }
+
+    fn resnet_like(identity_from_input: bool) -> Graph {
+        let mut b = GraphBuilder::new("t", &[4, 8, 8]);
+        let x = b.input();
+        let stem = if identity_from_input {
+            x.clone()
+        } else {
+            b.conv_bn_relu("stem", &x, 4, 3, 1, 1)
+        };
+        let a = b.conv_bn_relu("b1a", &stem, 6, 3, 1, 1);
+        let c = b.conv2d("b1b", &a, 4, 3, 1, 1);
+        let c = b.batchnorm("b1b_bn", &c);
+        let s = b.add("b1_add", &[&c, &stem]);
+        let r = b.relu("b1_relu", &s);
+        // projection block
+        let a2 = b.conv_bn_relu("b2a", &r, 8, 3, 2, 1);
+        let c2 = b.conv2d("b2b", &a2, 8, 3, 1, 1);
+        let c2 = b.batchnorm("b2b_bn", &c2);
+        let p = b.conv2d("b2p", &r, 8, 1, 2, 0);
+        let p = b.batchnorm("b2p_bn", &p);
+        let s2 = b.add("b2_add", &[&c2, &p]);
+        let r2 = b.relu("b2_relu", &s2);
+        let gp = b.global_avg_pool("gap", &r2);
+        let fc = b.linear("fc", &gp, 3, true);
+        b.finish(&fc)
+    }
+
+    #[test]
+    fn residual_add_ties_all_branches() {
+        let g = resnet_like(false);
+        let groups = channel_groups(&g).unwrap();
+        let stage1 = find(&groups, "stem");
+        assert!(stage1.prunable);
+        let mut prods = stage1.producers.clone();
+        prods.sort();
+        assert_eq!(prods, vec!["b1b", "stem"]);
+        // consumers of the shared space: b1a (reads stem relu), b2a and b2p (read b1_relu).
+        let mut cons: Vec<&str> = stage1
+            .members_with(MemberRole::InputChannels)
+            .map(|m| m.node.as_str())
+            .collect();
+        cons.sort();
+        assert_eq!(cons, vec!["b1a", "b2a", "b2p"]);
+        let stage2 = find(&groups, "b2p");
+        let mut prods = stage2.producers.clone();
+        prods.sort();
+        assert_eq!(prods, vec!["b2b", "b2p"]);
+        assert!(member(stage2, "fc.weight", 1).len() == 1);
+        assert!(find(&groups, "b1a").prunable);
+        assert_eq!(find(&groups, "b1a").producers, vec!["b1a"]);
+    }
+
+    #[test]
+    fn identity_chain_to_the_input_is_fixed() {
+        let g = resnet_like(true);
+        let groups = channel_groups(&g).unwrap();
+        let tied = find(&groups, "b1b");
+        assert!(!tied.prunable);
+        assert!(
+            tied.reason.as_ref().unwrap().contains("graph input"),
+            "{tied}"
+        );
+        assert!(tied.values.iter().any(|v| v.value == "input"));
+        assert!(find(&groups, "b2p").prunable);
+    }
+
+    #[test]
+    fn concat_offsets_and_split_producers() {
+        let mut b = GraphBuilder::new("t", &[3, 6, 6]);
+        let x = b.input();
+        let a = b.conv_bn_relu("a", &x, 4, 3, 1, 1);
+        let c = b.conv_bn_relu("c", &x, 6, 1, 1, 0);
+        let cat = b.concat("cat", &[&a, &c]);
+        let y = b.conv2d("y", &x, 10, 1, 1, 0);
+        let s = b.add("s", &[&cat, &y]);
+        let z = b.conv2d("z", &s, 5, 3, 1, 1);
+        let gp = b.global_avg_pool("gap", &z);
+        let fc = b.linear("fc", &gp, 2, false);
+        let g = b.finish(&fc);
+        let groups = channel_groups(&g).unwrap();
+        let ga = find(&groups, "a");
+        let gc = find(&groups, "c");
+        assert_ne!(ga.id, gc.id);
+        assert_eq!((ga.channels, gc.channels), (4, 6));
+        // y's filters are split: 0..4 follow `a`, 4..10 follow `c`.
+        assert_eq!(member(ga, "y.weight", 0)[0].offset, 0);
+        assert_eq!(member(gc, "y.weight", 0)[0].offset, 4);
+        assert_eq!(member(ga, "z.weight", 1)[0].offset, 0);
+        assert_eq!(member(gc, "z.weight", 1)[0].offset, 4);
+        let cat_c = gc.values.iter().find(|v| v.value == "cat").unwrap();
+        assert_eq!(cat_c.indices(1), 5..6);
+        assert!(ga.prunable && gc.prunable);
+    }
+
+    #[test]
+    fn depthwise_continues_the_group_and_grouped_conv_is_fixed() {
+        let mut b = GraphBuilder::new("t", &[3, 8, 8]);
+        let x = b.input();
+        let e = b.conv_bn_relu("expand", &x, 12, 1, 1, 0);
+        let d = b.depthwise("dw", &e, 3, 1, 1);
+        let d = b.batchnorm("dw_bn", &d);
+        let p = b.conv2d("proj", &d, 8, 1, 1, 0);
+        let q = b.conv2d_full("grp", &p, 8, [3, 3], [1, 1], [1, 1], [1, 1], 2, false);
+        let gp = b.global_avg_pool("gap", &q);
+        let fc = b.linear("fc", &gp, 2, false);
+        let g = b.finish(&fc);
+        let groups = channel_groups(&g).unwrap();
+        let ge = find(&groups, "expand");
+        assert_eq!(ge.producers, vec!["expand", "dw"]);
+        assert_eq!(member(ge, "dw.weight", 0).len(), 1);
+        assert_eq!(member(ge, "proj.weight", 1).len(), 1);
+        assert!(ge.prunable);
+        let gproj = find(&groups, "proj");
+        assert!(!gproj.prunable);
+        assert!(
+            gproj
+                .reason
+                .as_ref()
+                .unwrap()
+                .contains("grouped conv `grp` (groups=2)")
+        );
+        assert!(member(gproj, "grp.weight", 1).is_empty());
+        let ggrp = find(&groups, "grp");
+        assert!(!ggrp.prunable);
+    }
+
+    #[test]
+    fn add_of_flattened_and_linear_features_is_fixed_not_a_panic() {
+        let mut b = GraphBuilder::new("t", &[2, 2, 2]);
+        let x = b.input();
+        let c = b.conv2d("c", &x, 2, 1, 1, 0);
+        let f = b.flatten("f", &c);
+        let l = b.linear("l", &f, 8, false);
+        let s = b.add("s", &[&f, &l]);
+        let o = b.linear("o", &s, 2, false);
+        let g = b.finish(&o);
+        let groups = channel_groups(&g).unwrap();
+        let gc = find(&groups, "c");
+        assert!(!gc.prunable);
+        assert!(
+            gc.reason.as_ref().unwrap().contains("add `s` mixes"),
+            "{gc}"
+        );
+        assert!(!find(&groups, "l").prunable);
+    }
+
+    #[test]
+    fn every_unit_of_every_value_is_in_exactly_one_group() {
+        let g = resnet_like(false);
+        let groups = channel_groups(&g).unwrap();
+        let shapes = infer_shapes(&g).unwrap();
+        let mut count: HashMap<String, Vec<usize>> = HashMap::new();
+        for gr in &groups {
+            for vs in &gr.values {
+                let len = shapes.get(&vs.value)[0];
+                let c = count.entry(vs.value.clone()).or_insert(vec![0; len]);
+                for j in 0..gr.channels {
+                    for i in vs.indices(j) {
+                        c[i] += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(count.len(), g.nodes.len() + 1);
+        assert!(count.values().all(|c| c.iter().all(|&n| n == 1)));
+    }
+
+    #[test]
+    fn table_lists_groups_and_totals() {
+        let g = resnet_like(false);
+        let groups = channel_groups(&g).unwrap();
+        let t = groups_table(&groups);
+        assert!(t.contains("producers: stem, b1b"), "{t}");
+        assert!(t.contains("fixed"), "{t}");
+        let n = groups.iter().filter(|g| g.prunable).count();
+        assert!(
+            t.contains(&format!("{} groups, {n} prunable", groups.len())),
+            "{t}"
+        );
+    }
+}
