@@ -317,6 +317,21 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let c = ExperimentConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                c.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 3);
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let e = toml::from_str::<ExperimentConfig>("[train]\nepochz = 3")
             .unwrap_err()
