@@ -118,8 +118,9 @@ pub struct Executor {
     steps: Vec<Step>,
     /// Slot of each node input: 0 is the graph input, node i writes slot i + 1.
     inputs: Vec<Vec<usize>>,
-    /// After node i runs, these slots are no longer needed and are dropped (saves memory).
-    release: Vec<Vec<usize>>,
+    /// Index of the last node reading each slot: there the value is moved, not cloned, so the
+    /// backend may reuse its buffer and memory is freed as early as possible.
+    last_use: Vec<usize>,
     output_slot: usize,
     device: Device,
     pub params: Vec<Tensor<1>>,
@@ -130,6 +131,10 @@ pub struct Executor {
     masks: Vec<Option<Tensor<1>>>,
     gates: Vec<Option<Tensor<1>>>,
     param_index: HashMap<String, usize>,
+    /// Conv step → the BatchNorm step that alone reads its output: folded together at inference.
+    fold_into: Vec<Option<usize>>,
+    /// Folded conv weights and biases for inference; dropped whenever a parameter changes.
+    folded: Option<Vec<Option<(Tensor<4>, Tensor<1>)>>>,
 }
 
 fn tensor_from(values: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -294,17 +299,25 @@ impl Executor {
                 last_use[s] = i;
             }
         }
-        let mut release = vec![Vec::new(); graph.nodes.len()];
-        for (slot, &last) in last_use.iter().enumerate() {
-            if slot != output_slot && (slot == 0 || last >= slot - 1) && !graph.nodes.is_empty() {
-                release[last].push(slot);
+        last_use[output_slot] = usize::MAX;
+        let mut fold_into = vec![None; steps.len()];
+        for (j, step) in steps.iter().enumerate() {
+            if let Step::Bn { .. } = step {
+                let src = inputs[j][0];
+                if src > 0 && matches!(steps[src - 1], Step::Conv { .. }) && last_use[src] == j {
+                    if let Op::BatchNorm { .. } = graph.nodes[j].op {
+                        if graph.nodes[j].inputs.len() == 1 {
+                            fold_into[src - 1] = Some(j);
+                        }
+                    }
+                }
             }
         }
         let mut exec = Executor {
             graph: graph.clone(),
             steps,
             inputs,
-            release,
+            last_use,
             output_slot,
             device: device.clone(),
             params,
@@ -314,6 +327,8 @@ impl Executor {
             buffer_names,
             gates: vec![None; graph.nodes.len()],
             param_index,
+            fold_into,
+            folded: None,
         };
         exec.set_masks(masks)?;
         if device.is_autodiff() {
@@ -367,6 +382,7 @@ impl Executor {
 
     /// Multiplies every masked parameter by its mask, so pruned weights are exactly zero.
     pub fn apply_masks(&mut self) {
+        self.folded = None;
         let autodiff = self.device.is_autodiff();
         for (i, m) in self.masks.iter().enumerate() {
             if let Some(m) = m {
@@ -392,12 +408,42 @@ impl Executor {
             .node_index(node)
             .ok_or_else(|| EngineError::invalid("gate", format!("no node named `{node}`")))?;
         self.gates[i] = gate.map(|g| tensor_from(g.to_vec(), &self.device).inner());
+        self.folded = None;
         Ok(())
+    }
+
+    /// Conv weights and biases with the following BatchNorm folded in (inference only):
+    /// w' = w·γ/√(σ²+ε) per output channel, b' = (b − μ)·γ/√(σ²+ε) + β.
+    fn folded_convs(&mut self) -> Vec<Option<(Tensor<4>, Tensor<1>)>> {
+        if let Some(f) = &self.folded {
+            return f.clone();
+        }
+        let mut out = vec![None; self.steps.len()];
+        for (i, step) in self.steps.iter().enumerate() {
+            let (Step::Conv { w, b, shape, .. }, Some(j)) = (step, self.fold_into[i]) else { continue };
+            // A gate on the conv output sits between conv and BN: folding would skip it.
+            if self.gates[i].is_some() {
+                continue;
+            }
+            let Step::Bn { gamma, beta, mean, var, eps, .. } = &self.steps[j] else { continue };
+            let g = self.params[*gamma].clone().inner();
+            let scale = g / self.buffers[*var].clone().add_scalar(*eps).sqrt();
+            let weight = self.params[*w].clone().inner().reshape(*shape) * scale.clone().reshape([shape[0], 1, 1, 1]);
+            let bias = match b {
+                Some(b) => self.params[*b].clone().inner(),
+                None => Tensor::zeros([shape[0]], &self.device).inner(),
+            };
+            let bias = (bias - self.buffers[*mean].clone()) * scale + self.params[*beta].clone().inner();
+            out[i] = Some((weight, bias));
+        }
+        self.folded = Some(out.clone());
+        out
     }
 
     /// Runs the graph on a batch. `x` is `[N, ...input shape]`; returns logits `[N, classes]`.
     pub fn forward(&mut self, x: Value, mode: Mode) -> Tensor<2> {
         let train = mode == Mode::Train;
+        let folded = if train { vec![None; self.steps.len()] } else { self.folded_convs() };
         // Evaluation runs without autodiff bookkeeping even on an autodiff device.
         let params: Vec<Tensor<1>> = if train {
             self.params.clone()
@@ -418,16 +464,30 @@ impl Executor {
                 _ => params[i].clone(),
             }
         };
+        let mut bn_folded = vec![false; self.steps.len()];
         let mut slots: Vec<Option<Value>> = vec![None; self.steps.len() + 1];
         slots[0] = Some(x);
         for (i, step) in self.steps.iter().enumerate() {
             let name = &self.graph.nodes[i].name;
-            let arg = |k: usize| {
-                slots[self.inputs[i][k]]
-                    .clone()
-                    .expect("value computed before use")
-            };
+            let ins = &self.inputs[i];
+            let mut args: Vec<Option<Value>> = ins
+                .iter()
+                .enumerate()
+                .map(|(k, &s)| {
+                    let last_here = self.last_use[s] == i && !ins[k + 1..].contains(&s);
+                    if last_here { slots[s].take() } else { slots[s].clone() }
+                })
+                .collect();
+            let mut arg = |k: usize| args[k].take().expect("value computed before use");
             let out = match step {
+                Step::Conv { opts, .. } if folded[i].is_some() => {
+                    let (weight, bias) = folded[i].clone().expect("checked");
+                    if let Some(j) = self.fold_into[i] {
+                        bn_folded[j] = true;
+                    }
+                    Value::Map(conv2d(arg(0).map(name), weight, Some(bias), opts.clone()))
+                }
+                Step::Bn { .. } if bn_folded[i] => arg(0),
                 Step::Conv { w, b, shape, opts } => {
                     let weight = masked(*w).reshape(*shape);
                     let bias = b.map(|b| params[b].clone());
@@ -459,11 +519,11 @@ impl Executor {
                     let (rm, rv) = (self.buffers[*mean].clone(), self.buffers[*var].clone());
                     let x = arg(0);
                     if train {
+                        let numel: usize = x.dims().iter().product();
                         macro_rules! bn_train {
                             ($t:expr, $ctor:path) => {{
                                 let r = batch_norm_train($t, g, bt, *eps);
-                                let n: usize =
-                                    x.dims().iter().product::<usize>() / r.mean.dims()[0];
+                                let n: usize = numel / r.mean.dims()[0];
                                 // Running variance is the unbiased estimate, as in PyTorch.
                                 let unbias = if n > 1 {
                                     n as f64 / (n as f64 - 1.0)
@@ -479,7 +539,7 @@ impl Executor {
                                 $ctor(r.output)
                             }};
                         }
-                        match x.clone() {
+                        match x {
                             Value::Map(t) => bn_train!(t, Value::Map),
                             Value::Flat(t) => bn_train!(t, Value::Flat),
                         }
@@ -587,9 +647,10 @@ impl Executor {
                 None => out,
             };
             slots[i + 1] = Some(out);
-            for &s in &self.release[i] {
-                slots[s] = None;
-            }
+        }
+        if train {
+            // Running statistics moved: folded inference weights are stale.
+            self.folded = None;
         }
         match slots[self.output_slot].take().expect("output computed") {
             Value::Flat(t) => t,
@@ -658,6 +719,7 @@ impl Executor {
 
     /// Replaces parameter `i` with new values (held on the inner device); keeps gradient tracking.
     pub fn replace_param(&mut self, i: usize, value: Tensor<1>) {
+        self.folded = None;
         self.params[i] = if self.device.is_autodiff() {
             value.autodiff().require_grad()
         } else {
