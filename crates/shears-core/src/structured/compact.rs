@@ -376,7 +376,7 @@ mod tests {
     /// Random weights with non-trivial BatchNorm statistics (so a zeroed filter is not zero
     /// after its BatchNorm) and non-zero biases. A small xorshift generator: `init_weights`'
     /// normal sampling takes seconds for the larger zoo models in debug builds.
-    pub(crate) fn random_weights(graph: &Graph, seed: u64) -> Weights {
+    fn random_weights(graph: &Graph, seed: u64) -> Weights {
         use crate::graph::ParamKind;
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut uniform = move |lo: f32, hi: f32| {
@@ -612,7 +612,9 @@ mod tests {
         let c = b.conv_bn_relu("c", &x, 5, 3, 1, 0);
         let m = b.maxpool("mp", &c, 2, 2, 0);
         let f = b.flatten("f", &m);
-        let h = b.linear("h", &f, 7, true);
+        // a BatchNorm over the flattened features: 4 features per conv channel.
+        let fb = b.batchnorm("fbn", &f);
+        let h = b.linear("h", &fb, 7, true);
         let hb = b.batchnorm("hbn", &h);
         let hr = b.relu("hr", &hb);
         let o = b.linear("o", &hr, 3, true);
@@ -630,6 +632,10 @@ mod tests {
                 out_features: 7,
                 ..
             }
+        ));
+        assert!(matches!(
+            g2.node("fbn").unwrap().op,
+            Op::BatchNorm { channels: 8, .. }
         ));
     }
 

@@ -3,7 +3,7 @@
 //!
 //! The pipeline is `channel_groups` → `importance` (or scores from the engine) → `select_*` →
 //! `compact`. Compaction is output-equivalent to the dense network whose pruned channels are gated
-//! to zero at every value of their group (see [`compact`] and [`selection_gates`]).
+//! to zero at every value of their group (see [`compact()`] and [`selection_gates`]).
 
 pub mod compact;
 pub mod groups;
