@@ -240,7 +240,7 @@ def bench_train(model, input_shape, classes, batch, args):
         last["loss"] = loss
 
     rate = timed_windows(step, args.warmup, args.steps, args.repeats, batch)
-    # A diverged run (inf/NaN, denormals) would time different arithmetic.
+    # A diverged run (inf/NaN) would time different arithmetic.
     final = last["loss"].item()
     if not math.isfinite(final):
         print(f"warning: training loss became {final}; throughput is suspect", file=sys.stderr)

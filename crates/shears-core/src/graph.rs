@@ -301,3 +301,45 @@ fn arity_text(op: &Op) -> &'static str {
         _ => "exactly one",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::GraphBuilder;
+
+    #[test]
+    fn json_round_trip_covers_every_op() {
+        let mut b = GraphBuilder::new("all-ops", &[3, 8, 8]);
+        let x = b.input();
+        let c = b.conv2d_full("c", &x, 4, [3, 3], [1, 1], [1, 1], [1, 1], 1, true);
+        let n = b.batchnorm("bn", &c);
+        let r = b.relu("r", &n);
+        let d = b.depthwise("dw", &r, 3, 1, 1);
+        let s = b.add("add", &[&r, &d]);
+        let cat = b.concat("cat", &[&s, &r]);
+        let m = b.maxpool("mp", &cat, 2, 2, 0);
+        let a = b.avgpool("ap", &m, 3, 1, 1);
+        let g = b.global_avg_pool("gap", &a);
+        let f = b.flatten("flat", &a);
+        let dr = b.dropout("drop", &f, 0.25);
+        let l = b.linear("fc", &dr, 5, true);
+        let _ = g;
+        let graph = b.finish(&l);
+        let kinds: std::collections::HashSet<&str> = graph.nodes.iter().map(|n| n.op.kind_name()).collect();
+        assert_eq!(kinds.len(), 11, "every op kind appears: {kinds:?}");
+        let back = Graph::from_json(&graph.to_json()).unwrap();
+        assert_eq!(back, graph);
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_not_a_panic() {
+        let e = Graph::from_json(r#"{"name":"x","input":{"name":"input","shape":[1]},"nodes":[{"name":"a","op":{"type":"softmax"},"inputs":["input"]}],"output":"a"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad graph JSON") && e.contains("softmax"), "{e}");
+        let e = Graph::from_json(r#"{"name":"x","input":{"name":"input","shape":[1]},"nodes":[],"output":"nope"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("output `nope`"), "{e}");
+    }
+}
