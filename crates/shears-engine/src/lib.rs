@@ -9,7 +9,10 @@ pub mod error;
 pub mod executor;
 pub mod latency;
 pub mod optim;
+pub mod regularize;
 pub mod schedule;
+pub mod taylor;
+pub mod scores;
 pub mod train;
 
 pub use error::{EngineError, Result};

@@ -29,7 +29,8 @@ pub enum Command {
     /// The whole pipeline: train, prune, fine-tune, and report accuracy before pruning, right
     /// after it and after fine-tuning, with params, MACs and direct/effective sparsity.
     Run(RunArgs),
-    /// Prune a trained model (unstructured masks) and save the masked model.
+    /// Prune a zoo model at initialisation or a saved (trained) model with unstructured masks;
+    /// report direct and effective sparsity and save the masked model.
     Prune(PruneArgs),
     /// Evaluate a saved model on a data set's test split.
     Eval(EvalArgs),
@@ -37,6 +38,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Measure inference (and training) latency: warm-up, repeats, median, p90.
     Bench(BenchArgs),
+    /// Network Slimming end to end: train, train with L1 on BatchNorm scales, prune channels at
+    /// a global |γ| percentile, compact, fine-tune; report accuracy, params, MACs and latency.
+    Slim(SlimArgs),
 }
 
 /// Options shared by commands that train.
@@ -129,33 +133,71 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Zoo model name (pruned at initialisation) or directory of a saved model.
+    /// Zoo model name (pruned at initialisation) or directory of a saved model (pruned as
+    /// saved, e.g. trained; its existing masks stay).
     #[arg(long)]
     pub model: String,
+    /// Per-sample input shape for zoo models (default: the data set's, else 1x28x28).
     #[arg(long)]
     pub input: Option<String>,
     #[arg(long)]
     pub classes: Option<usize>,
-    /// magnitude, random or lamp.
+    /// Unstructured: magnitude, random, lamp, snip, grasp or synflow. Structured (channels
+    /// removed, model compacted): l1-filter, l2-filter, bn-scale, random-filter, taylor, slimming.
     #[arg(long, default_value = "magnitude")]
     pub method: String,
-    /// Fraction of conv and linear weights to remove.
+    /// Fraction of conv and linear weights to remove, in [0, 1).
+    /// (Unstructured methods need this or --compression; structured ones take their own targets.)
+    #[arg(long, conflicts_with = "compression")]
+    pub sparsity: Option<f64>,
+    /// Compression ratio 1/(1 - sparsity), e.g. 100 for sparsity 0.99.
     #[arg(long)]
-    pub sparsity: f64,
+    pub compression: Option<f64>,
     /// Layer quota (uniform, uniform+, er, erk, igq); without it the ranking is global.
     #[arg(long)]
     pub quota: Option<String>,
-    /// direct or effective.
+    /// direct (fraction of weights removed) or effective (fraction of weights on no
+    /// input→output path).
     #[arg(long, default_value = "direct")]
     pub target_kind: String,
+    /// Also zero the unpruned weights on no input→output path (save the effective masks).
+    #[arg(long)]
+    pub apply_effective: bool,
+    /// Allow a layer to lose all its weights (by default each layer keeps its best weight).
+    #[arg(long)]
+    pub allow_collapse: bool,
+    /// Data set for snip and grasp scores (default fashion-mnist-subset, embedded).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Directory holding the data set's files.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Training batches that snip and grasp average over.
+    #[arg(long, default_value_t = 10)]
+    pub score_batches: usize,
+    #[arg(long, default_value_t = 128)]
+    pub score_batch_size: usize,
+    /// SynFlow pruning rounds (exponential schedule).
+    #[arg(long, default_value_t = 100)]
+    pub synflow_rounds: usize,
+    /// GraSP logit temperature.
+    #[arg(long, default_value_t = 200.0)]
+    pub temperature: f64,
+    /// Seeds zoo weights, random scores and the scoring batches.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// flex (CPU), cuda or wgpu (when built with those features).
+    #[arg(long, default_value = "flex")]
+    pub device: String,
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
     #[arg(long)]
     pub json: bool,
+    /// Options of the structured methods.
+    #[command(flatten)]
+    pub structured: StructuredArgs,
 }
 
 #[derive(Args, Debug)]
@@ -193,6 +235,9 @@ pub struct InspectArgs {
     pub list: bool,
     #[arg(long)]
     pub json: bool,
+    /// Also list the channel dependency groups (unprunable ones with their reason).
+    #[arg(long)]
+    pub groups: bool,
 }
 
 #[derive(Args, Debug)]
@@ -281,4 +326,128 @@ impl Overrides {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// Options of `shears prune` for the structured methods (l1-filter, l2-filter, bn-scale,
+/// random-filter, taylor, slimming): channels are removed and the model compacted.
+#[derive(Args, Debug, Clone)]
+pub struct StructuredArgs {
+    /// Structured target: fraction of the prunable groups' channels to remove.
+    #[arg(long)]
+    pub channel_ratio: Option<f64>,
+    /// Structured target: fraction of the trainable parameters to remove.
+    #[arg(long)]
+    pub params_reduction: Option<f64>,
+    /// Structured target: fraction of the MACs to remove (under --convention).
+    #[arg(long)]
+    pub macs_reduction: Option<f64>,
+    /// Network Slimming cut: remove channels scoring at or below this global percentile (0..1).
+    #[arg(long)]
+    pub percentile: Option<f64>,
+    /// Channel importance: l1, l2, bn-scale, random or taylor (default: the method's).
+    #[arg(long)]
+    pub importance: Option<String>,
+    /// global (one ranking of all channels) or per-layer (the same share in every group).
+    #[arg(long, default_value = "global")]
+    pub scope: String,
+    /// Per-group score normalisation: none, mean, max, sum (default: mean if global, else none).
+    #[arg(long)]
+    pub normalize: Option<String>,
+    /// l1/l2 importance: also count the consumers' input slices.
+    #[arg(long)]
+    pub include_consumers: bool,
+    /// Round every group's kept channel count up to a multiple of this.
+    #[arg(long, default_value_t = 1)]
+    pub round_to: usize,
+    /// Largest fraction of one group's channels that may be removed.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_layer_ratio: f64,
+    /// Node names or op kinds (conv2d, linear) whose output channels stay, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub ignore: Vec<String>,
+    /// MACs convention of --macs-reduction: conv+linear or all-ops.
+    #[arg(long, default_value = "conv+linear")]
+    pub convention: String,
+    /// Fine-tune the compacted model for this many epochs.
+    #[arg(long, default_value_t = 0)]
+    pub finetune_epochs: usize,
+    #[arg(long, default_value_t = 0.01)]
+    pub finetune_lr: f64,
+    /// Batch size of fine-tuning.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Fine-tune on the first N training samples only.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test samples only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Skip accuracy and data (e.g. a 3x32x32 zoo model pruned for its size and latency).
+    #[arg(long)]
+    pub no_eval: bool,
+    /// Also save here the dense model with the removed channels zeroed (equivalent to the
+    /// compacted one).
+    #[arg(long)]
+    pub save_masked: Option<PathBuf>,
+    #[command(flatten)]
+    pub latency: LatencyArgs,
+}
+
+/// How the dense and the compacted model are timed.
+#[derive(Args, Debug, Clone)]
+pub struct LatencyArgs {
+    /// Batch sizes of the latency measurement, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 64])]
+    pub latency_batches: Vec<usize>,
+    /// Thread counts of the latency measurement, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 2])]
+    pub latency_threads: Vec<usize>,
+    #[arg(long, default_value_t = 3)]
+    pub latency_warmup: usize,
+    /// Timed runs per round.
+    #[arg(long, default_value_t = 10)]
+    pub latency_repeats: usize,
+    /// Rounds alternating dense and compacted; each reports its best round's median.
+    #[arg(long, default_value_t = 2)]
+    pub latency_rounds: usize,
+    /// Do not measure latency.
+    #[arg(long)]
+    pub no_latency: bool,
+}
+
+/// Options of `shears slim` (Network Slimming).
+#[derive(Args, Debug)]
+pub struct SlimArgs {
+    #[command(flatten)]
+    pub over: Overrides,
+    #[command(flatten)]
+    pub run: RunOptions,
+    /// L1 strength on the BatchNorm scales during sparsity training.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lambda: f64,
+    /// Epochs of sparsity training.
+    #[arg(long, default_value_t = 2)]
+    pub sparsity_epochs: usize,
+    /// Learning rate of sparsity training (default: the training lr).
+    #[arg(long)]
+    pub sparsity_lr: Option<f64>,
+    /// Remove channels whose |γ| is at or below this global percentile (0..1).
+    #[arg(long, default_value_t = 0.5)]
+    pub percentile: f64,
+    #[arg(long, default_value_t = 1)]
+    pub finetune_epochs: usize,
+    /// Learning rate of fine-tuning (default: [finetune] lr, else the training lr / 10).
+    #[arg(long)]
+    pub finetune_lr: Option<f64>,
+    /// Round every group's kept channel count up to a multiple of this.
+    #[arg(long, default_value_t = 1)]
+    pub round_to: usize,
+    /// Node names or op kinds whose output channels stay, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub ignore: Vec<String>,
+    /// Also save here the dense model with the removed channels zeroed.
+    #[arg(long)]
+    pub save_masked: Option<PathBuf>,
+    #[command(flatten)]
+    pub latency: LatencyArgs,
 }

@@ -95,6 +95,63 @@ pub struct PruneSection {
     /// `direct` or `effective`.
     #[serde(default = "default_target_kind")]
     pub target_kind: String,
+    /// When `shears run` prunes: `after` training (default), at `init`ialisation (then trains
+    /// the masked model), or `gradual`ly at every epoch end (cubic schedule).
+    #[serde(default = "default_when", skip_serializing_if = "is_default_when")]
+    pub when: String,
+    /// With `when = "after"`: rewind the weights to their initial values after each pruning
+    /// round and retrain with the `[train]` settings (lottery ticket).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rewind: bool,
+    /// With `when = "after"`: prune in this many rounds, each removing the same fraction of the
+    /// remaining weights, with (re)training between rounds.
+    #[serde(default = "default_rounds", skip_serializing_if = "is_one")]
+    pub rounds: usize,
+    /// Also zero the unpruned weights that lie on no input→output path (the effective masks),
+    /// as Vysogorets & Kempe train.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub apply_effective: bool,
+    /// Training batches that data-dependent scores (snip, grasp) average over.
+    #[serde(default = "default_score_batches", skip_serializing_if = "is_default_score_batches")]
+    pub score_batches: usize,
+}
+
+impl Default for PruneSection {
+    fn default() -> Self {
+        PruneSection {
+            method: default_method(),
+            scope: default_scope(),
+            sparsity: 0.8,
+            target_kind: default_target_kind(),
+            when: default_when(),
+            rewind: false,
+            rounds: default_rounds(),
+            apply_effective: false,
+            score_batches: default_score_batches(),
+        }
+    }
+}
+
+fn default_when() -> String {
+    "after".into()
+}
+fn is_default_when(v: &str) -> bool {
+    v == "after"
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+fn default_rounds() -> usize {
+    1
+}
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+fn default_score_batches() -> usize {
+    10
+}
+fn is_default_score_batches(v: &usize) -> bool {
+    *v == default_score_batches()
 }
 
 fn default_name() -> String {
@@ -261,11 +318,34 @@ impl ExperimentConfig {
             if !(0.0..1.0).contains(&p.sparsity) {
                 bail!("[prune] sparsity must be in [0, 1), got {}", p.sparsity);
             }
-            if !["magnitude", "random", "lamp"].contains(&p.method.as_str()) {
+            if !crate::unstructured::METHODS.contains(&p.method.as_str()) {
                 bail!(
-                    "[prune] method `{}` is unknown (known: magnitude, random, lamp)",
-                    p.method
+                    "[prune] method `{}` is unknown (known: {})",
+                    p.method,
+                    crate::unstructured::METHODS.join(", ")
                 );
+            }
+            if !crate::unstructured::WHEN.contains(&p.when.as_str()) {
+                bail!(
+                    "[prune] when = `{}` is unknown (known: {})",
+                    p.when,
+                    crate::unstructured::WHEN.join(", ")
+                );
+            }
+            if p.rounds == 0 {
+                bail!("[prune] rounds must be at least 1");
+            }
+            if p.when != "after" && (p.rewind || p.rounds != 1) {
+                bail!("[prune] rewind and rounds only apply with when = \"after\"");
+            }
+            if p.score_batches == 0 {
+                bail!("[prune] score_batches must be at least 1");
+            }
+            if p.when == "gradual" && self.train.epochs == 0 {
+                bail!("[prune] when = \"gradual\" prunes at epoch ends: [train] epochs must be at least 1");
+            }
+            if p.method == "synflow" && p.scope != "global" {
+                bail!("[prune] synflow is a global iterative pruner: use scope = \"global\"");
             }
             if p.scope != "global" {
                 p.scope
@@ -349,6 +429,7 @@ mod tests {
             scope: "global".into(),
             sparsity: 1.5,
             target_kind: "direct".into(),
+            ..PruneSection::default()
         });
         assert!(
             c.validate()

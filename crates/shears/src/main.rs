@@ -4,6 +4,8 @@ mod cli;
 mod cmd;
 mod config;
 mod run_dir;
+mod structured;
+mod unstructured;
 mod workflow;
 
 use clap::Parser;
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Slim(a) => cmd::slim::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

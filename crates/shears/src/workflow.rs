@@ -1,20 +1,17 @@
 //! The steps every command is made of: load data, build or load a model, train a phase with
 //! checkpoints and resume, prune, evaluate. Commands compose these; none re-implements them.
 
-use crate::config::{ExperimentConfig, PruneSection, TrainSection, parse_shape};
+use crate::config::{ExperimentConfig, TrainSection, parse_shape};
 use crate::run_dir::{read_metrics, write_metrics};
 use anyhow::{Context, Result, bail};
 use shears_core::artifact::{Model, is_model_dir, load_model};
-use shears_core::sparsity::{
-    Allocation, PruneSpec, Quota, SelectOptions, TargetKind, lamp_scores, magnitude_scores,
-    prune_to_target, random_scores, sparsity_report,
-};
-use shears_core::{Graph, Masks, init_weights, zoo};
+use shears_core::{Masks, init_weights, zoo};
 use shears_data::{DataSplits, DatasetKind};
 use shears_engine::checkpoint::{
     CheckpointState, has_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint,
 };
 use shears_engine::device::device_by_name;
+use shears_engine::train::GradientEdit;
 use shears_engine::{EpochMetrics, Executor, Optimizer, evaluate, train};
 use std::path::Path;
 
@@ -99,6 +96,20 @@ pub fn train_phase(
     dir: &Path,
     resume: bool,
 ) -> Result<(Model, Vec<EpochMetrics>)> {
+    train_phase_with(cfg, section, model, data, dir, resume, &[])
+}
+
+/// [`train_phase`] with gradient edits applied before every optimiser step (sparsity
+/// regularisers such as Network Slimming's L1 on BatchNorm scales).
+pub fn train_phase_with(
+    cfg: &ExperimentConfig,
+    section: &TrainSection,
+    model: Model,
+    data: &DataSplits,
+    dir: &Path,
+    resume: bool,
+    edits: &[&dyn GradientEdit],
+) -> Result<(Model, Vec<EpochMetrics>)> {
     let ckpt = dir.join("checkpoint");
     let (model, start, saved_opt) = if has_checkpoint(&ckpt) {
         if !resume {
@@ -145,7 +156,7 @@ pub fn train_phase(
         &engine_cfg,
         &mut opt,
         start,
-        &[],
+        edits,
         &mut on_epoch,
     )?;
     let rows = read_metrics(dir)?;
@@ -172,55 +183,4 @@ pub fn eval_model(
         256,
         limit,
     )?)
-}
-
-/// Unstructured pruning of `model` as `[prune]` says; returns the masked model.
-pub fn prune_unstructured(model: &Model, p: &PruneSection, seed: u64) -> Result<Model> {
-    let graph: &Graph = &model.graph;
-    let scores = match p.method.as_str() {
-        "magnitude" => magnitude_scores(graph, &model.weights)?,
-        "random" => random_scores(graph, seed),
-        "lamp" => lamp_scores(graph, &model.weights)?,
-        other => bail!("unknown pruning method `{other}` (known: magnitude, random, lamp)"),
-    };
-    let allocation = if p.scope == "global" {
-        Allocation::Global
-    } else {
-        Allocation::Layerwise(p.scope.parse::<Quota>()?)
-    };
-    let kind: TargetKind = p.target_kind.parse()?;
-    let spec = PruneSpec {
-        target: p.sparsity,
-        kind,
-        allocation,
-        options: SelectOptions {
-            keep_one_per_layer: true,
-        },
-    };
-    let existing = (!model.masks.is_empty()).then_some(&model.masks);
-    let outcome = prune_to_target(graph, &scores, &spec, existing)?;
-    let mut weights = model.weights.clone();
-    for (name, m) in &outcome.masks {
-        if let Some(w) = weights.get_mut(name) {
-            w.zip_mut_with(m, |w, &keep| {
-                if !keep {
-                    *w = 0.0
-                }
-            });
-        }
-    }
-    let pruned = Model {
-        graph: graph.clone(),
-        weights,
-        masks: outcome.masks,
-    };
-    let report = sparsity_report(graph, &pruned.masks)?;
-    tracing::info!(
-        "pruned with {} ({}): direct sparsity {:.4}, effective {:.4}",
-        p.method,
-        p.scope,
-        report.direct_sparsity,
-        report.effective_sparsity
-    );
-    Ok(pruned)
 }

@@ -33,6 +33,9 @@ struct Inspection {
     direct_sparsity: f64,
     effective_sparsity: f64,
     layers: Vec<Layer>,
+    /// Channel dependency groups (`--groups`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<crate::structured::GroupInfo>>,
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
@@ -82,6 +85,11 @@ pub fn run(args: InspectArgs) -> Result<()> {
         direct_sparsity: sp.direct_sparsity,
         effective_sparsity: sp.effective_sparsity,
         layers,
+        groups: if args.groups {
+            Some(crate::structured::group_infos(&model.graph)?)
+        } else {
+            None
+        },
     };
     if args.json {
         return print_json(&out);
@@ -117,5 +125,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
         out.direct_sparsity,
         out.effective_sparsity
     );
+    if args.groups {
+        let groups = shears_core::structured::channel_groups(&model.graph)?;
+        println!("\nchannel dependency groups:");
+        print!("{}", shears_core::structured::groups_table(&groups));
+    }
     Ok(())
 }

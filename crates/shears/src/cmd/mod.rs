@@ -5,6 +5,7 @@ pub mod eval;
 pub mod inspect;
 pub mod prune;
 pub mod run;
+pub mod slim;
 pub mod train;
 
 use crate::cli::RunOptions;

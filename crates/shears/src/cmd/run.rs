@@ -4,14 +4,15 @@
 
 use super::{open_run, print_json, thousands, version};
 use crate::cli::RunArgs;
-use crate::config::PruneSection;
 use crate::run_dir::run_name;
-use crate::workflow::{eval_model, load_data, load_or_build, prune_unstructured, train_phase};
+use crate::unstructured::{self, UnstructuredSpec, gradual_phase, rewind, round_target};
+use crate::workflow::{eval_model, load_data, load_or_build, train_phase};
 use anyhow::Result;
 use serde::Serialize;
 use shears_core::artifact::{is_model_dir, load_model, save_model};
 use shears_core::cost::{Convention, cost};
 use shears_core::sparsity::sparsity_report;
+use shears_engine::device::device_by_name;
 use std::time::Instant;
 
 #[derive(Serialize)]
@@ -37,6 +38,10 @@ struct Report {
     accuracy_before_pruning: f64,
     accuracy_after_pruning: f64,
     accuracy_after_finetune: f64,
+    /// `after` training, at `init`ialisation or `gradual`; with `rewind` and `rounds`.
+    when: String,
+    rewind: bool,
+    rounds: usize,
     train_epochs: usize,
     finetune_epochs: usize,
     seconds: f64,
@@ -44,12 +49,7 @@ struct Report {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let mut cfg = args.over.resolve()?;
-    let mut prune = cfg.prune.clone().unwrap_or(PruneSection {
-        method: "magnitude".into(),
-        scope: "global".into(),
-        sparsity: 0.8,
-        target_kind: "direct".into(),
-    });
+    let mut prune = cfg.prune.clone().unwrap_or_default();
     if let Some(s) = args.sparsity {
         prune.sparsity = s;
     }
@@ -57,6 +57,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         prune.method = m.clone();
     }
     cfg.prune = Some(prune.clone());
+    // Pruning at initialisation fine-tunes only when asked to: its main phase is [train].
+    let explicit_finetune = cfg.finetune.is_some() || args.finetune_epochs.is_some();
     let mut finetune = cfg.finetune.clone().unwrap_or_else(|| {
         let mut f = cfg.train.clone();
         f.epochs = 1;
@@ -83,38 +85,116 @@ pub fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
     let data = load_data(&cfg)?;
     let limit = cfg.train.test_limit;
-
-    // Phase 1: the dense model (kept in `dense/` so an interrupted run does not retrain it).
-    let dense_dir = dir.phase("dense");
-    let dense = if is_model_dir(&dense_dir) {
-        load_model(&dense_dir)?
-    } else {
-        let model = load_or_build(
+    let spec = UnstructuredSpec::from_section(&prune, cfg.seed, cfg.train.batch_size)?;
+    let device = device_by_name(&cfg.device)?;
+    let initial = || {
+        load_or_build(
             &cfg.model.arch,
             cfg.model.input.as_deref(),
             cfg.model.classes,
             Some(&data),
             cfg.seed,
-        )?;
-        let (trained, _) = train_phase(
-            &cfg,
-            &cfg.train,
-            model,
-            &data,
-            &dir.phase("train"),
-            args.run.resume,
-        )?;
-        save_model(&dense_dir, &trained)?;
-        trained
+        )
     };
-    let (_, acc_dense) = eval_model(&cfg, &dense, &data, limit)?;
 
-    // Phase 2: prune, and measure the damage before any fine-tuning.
-    let pruned = prune_unstructured(&dense, &prune, cfg.seed)?;
-    let (_, acc_pruned) = eval_model(&cfg, &pruned, &data, limit)?;
-
-    // Phase 3: fine-tune with the masks held fixed.
-    let (tuned, _) = train_phase(&cfg, &finetune, pruned, &data, &dir.phase("finetune"), true)?;
+    let (acc_dense, acc_pruned, tuned, finetune_epochs) = match prune.when.as_str() {
+        "init" => {
+            // Prune the initial weights, then train the masked network.
+            let model = initial()?;
+            let (_, acc_init) = eval_model(&cfg, &model, &data, limit)?;
+            let pruned = unstructured::prune(&model, &spec, Some(&data), &device)?.model;
+            let (_, acc_pruned) = eval_model(&cfg, &pruned, &data, limit)?;
+            let (trained, _) = train_phase(
+                &cfg,
+                &cfg.train,
+                pruned,
+                &data,
+                &dir.phase("train"),
+                args.run.resume,
+            )?;
+            let (tuned, epochs) = if explicit_finetune && finetune.epochs > 0 {
+                let (t, _) = train_phase(
+                    &cfg,
+                    &finetune,
+                    trained,
+                    &data,
+                    &dir.phase("finetune"),
+                    true,
+                )?;
+                (t, finetune.epochs)
+            } else {
+                (trained, 0)
+            };
+            (acc_init, acc_pruned, tuned, epochs)
+        }
+        "gradual" => {
+            // No dense model exists: the masks grow at every epoch end of [train].
+            let model = initial()?;
+            let (gradual, _) = gradual_phase(
+                &cfg,
+                &cfg.train,
+                model,
+                &data,
+                &dir.phase("train"),
+                args.run.resume,
+                &spec,
+            )?;
+            let (_, acc_pruned) = eval_model(&cfg, &gradual, &data, limit)?;
+            let (tuned, _) = train_phase(
+                &cfg,
+                &finetune,
+                gradual,
+                &data,
+                &dir.phase("finetune"),
+                true,
+            )?;
+            (f64::NAN, acc_pruned, tuned, finetune.epochs)
+        }
+        _ => {
+            // Phase 1: the dense model (kept in `dense/` so an interrupted run does not
+            // retrain it).
+            let dense_dir = dir.phase("dense");
+            let dense = if is_model_dir(&dense_dir) {
+                load_model(&dense_dir)?
+            } else {
+                let (trained, _) = train_phase(
+                    &cfg,
+                    &cfg.train,
+                    initial()?,
+                    &data,
+                    &dir.phase("train"),
+                    args.run.resume,
+                )?;
+                save_model(&dense_dir, &trained)?;
+                trained
+            };
+            let (_, acc_dense) = eval_model(&cfg, &dense, &data, limit)?;
+            // Phase 2..: prune (measuring the damage before any retraining), then fine-tune,
+            // or rewind to the initial weights and retrain with [train]; `rounds` times.
+            let retrain = if prune.rewind { &cfg.train } else { &finetune };
+            let mut model = dense;
+            let mut acc_pruned = f64::NAN;
+            for round in 1..=prune.rounds {
+                let target = round_target(prune.sparsity, round, prune.rounds);
+                let pruned =
+                    unstructured::prune(&model, &spec.with_target(target), Some(&data), &device)?
+                        .model;
+                acc_pruned = eval_model(&cfg, &pruned, &data, limit)?.1;
+                let next = if prune.rewind {
+                    rewind(&pruned, &initial()?)?
+                } else {
+                    pruned
+                };
+                let phase = if round == prune.rounds {
+                    "finetune".to_string()
+                } else {
+                    format!("round{round}")
+                };
+                model = train_phase(&cfg, retrain, next, &data, &dir.phase(&phase), true)?.0;
+            }
+            (acc_dense, acc_pruned, model, retrain.epochs)
+        }
+    };
     let (_, acc_tuned) = eval_model(&cfg, &tuned, &data, limit)?;
     save_model(&dir.path, &tuned)?;
 
@@ -148,8 +228,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         accuracy_before_pruning: acc_dense,
         accuracy_after_pruning: acc_pruned,
         accuracy_after_finetune: acc_tuned,
+        when: prune.when.clone(),
+        rewind: prune.rewind,
+        rounds: prune.rounds,
         train_epochs: cfg.train.epochs,
-        finetune_epochs: finetune.epochs,
+        finetune_epochs,
         seconds: started.elapsed().as_secs_f64(),
     };
     dir.write_result(&report)?;
@@ -162,14 +245,31 @@ pub fn run(args: RunArgs) -> Result<()> {
         r.model, r.dataset, r.seed, r.config_hash
     );
     println!(
-        "  pruning        {} {} to {} sparsity {}",
-        r.method, r.allocation, r.target_kind, r.target_sparsity
+        "  pruning        {} {} to {} sparsity {} ({}{}{})",
+        r.method,
+        r.allocation,
+        r.target_kind,
+        r.target_sparsity,
+        r.when,
+        if r.rewind { ", rewinding" } else { "" },
+        if r.rounds > 1 {
+            format!(", {} rounds", r.rounds)
+        } else {
+            String::new()
+        }
     );
+    let pct = |v: f64| {
+        if v.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.2}%", v * 100.0)
+        }
+    };
     println!(
-        "  accuracy       before pruning {:.2}%  right after {:.2}%  after fine-tuning {:.2}%",
-        r.accuracy_before_pruning * 100.0,
-        r.accuracy_after_pruning * 100.0,
-        r.accuracy_after_finetune * 100.0
+        "  accuracy       before pruning {}  right after {}  after fine-tuning {}",
+        pct(r.accuracy_before_pruning),
+        pct(r.accuracy_after_pruning),
+        pct(r.accuracy_after_finetune)
     );
     println!(
         "  params         {} total, {} non-zero",

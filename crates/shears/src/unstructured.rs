@@ -1,0 +1,477 @@
+//! Unstructured pruning as the commands use it: a method's scores (data-free in shears-core,
+//! gradient-based in shears-engine), selection to a direct or effective target, the optional
+//! effective-mask correction, and the schedules of *when* to prune (iterative rounds with
+//! rewinding, gradual pruning with the cubic schedule of Zhu & Gupta).
+
+use crate::config::{ExperimentConfig, PruneSection, TrainSection};
+use crate::run_dir::{read_metrics, write_metrics};
+use crate::workflow::executor;
+use anyhow::{Context, Result, bail};
+use shears_core::artifact::Model;
+use shears_core::sparsity::{
+    Allocation, PruneSpec, Quota, Scores, SelectOptions, SparsityReport, TargetKind,
+    effective_masks, lamp_scores, magnitude_scores, prune_to_target, random_scores,
+    sparsity_report,
+};
+use shears_core::{Masks, Weights};
+use shears_data::DataSplits;
+use shears_engine::checkpoint::{
+    CheckpointState, has_checkpoint, load_checkpoint, masks_of, restore_optimizer, save_checkpoint,
+};
+use shears_engine::scores::{
+    GRASP_TEMPERATURE, SYNFLOW_ROUNDS, ScoreBatches, grasp_scores, snip_scores, synflow_scores,
+};
+use shears_engine::{EpochMetrics, Optimizer, Schedule, train};
+use std::path::Path;
+
+/// Every unstructured method, as `--method` and `[prune] method` accept them.
+pub const METHODS: &[&str] = &["magnitude", "random", "lamp", "snip", "grasp", "synflow"];
+
+/// Methods whose scores need training data.
+pub fn needs_data(method: &str) -> bool {
+    matches!(method, "snip" | "grasp")
+}
+
+/// When `shears run` prunes.
+pub const WHEN: &[&str] = &["after", "init", "gradual"];
+
+/// Everything one unstructured pruning step needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnstructuredSpec {
+    pub method: String,
+    pub allocation: Allocation,
+    pub kind: TargetKind,
+    /// Target sparsity in `[0, 1)`.
+    pub target: f64,
+    /// Seeds random scores and the choice of scoring batches.
+    pub seed: u64,
+    /// Never prune a layer's last weight (guards against layer collapse).
+    pub keep_one_per_layer: bool,
+    /// Also remove the unpruned weights that lie on no input→output path.
+    pub apply_effective: bool,
+    /// Scoring batches of SNIP and GraSP.
+    pub score_batches: usize,
+    pub score_batch_size: usize,
+    pub synflow_rounds: usize,
+    pub grasp_temperature: f64,
+}
+
+impl UnstructuredSpec {
+    /// Parses and checks a method, an allocation (`global` or a quota) and a target kind.
+    pub fn new(method: &str, scope: &str, kind: &str, target: f64, seed: u64) -> Result<Self> {
+        if !METHODS.contains(&method) {
+            bail!(
+                "unknown pruning method `{method}` (known: {})",
+                METHODS.join(", ")
+            );
+        }
+        if !(0.0..1.0).contains(&target) || !target.is_finite() {
+            bail!("the target sparsity must be in [0, 1), got {target}");
+        }
+        let allocation = if scope == "global" {
+            Allocation::Global
+        } else {
+            Allocation::Layerwise(scope.parse::<Quota>()?)
+        };
+        if method == "synflow" && allocation != Allocation::Global {
+            bail!("synflow is a global iterative pruner: use it without a layer quota (`global`)");
+        }
+        Ok(UnstructuredSpec {
+            method: method.to_string(),
+            allocation,
+            kind: kind.parse()?,
+            target,
+            seed,
+            keep_one_per_layer: true,
+            apply_effective: false,
+            score_batches: 10,
+            score_batch_size: 128,
+            synflow_rounds: SYNFLOW_ROUNDS,
+            grasp_temperature: GRASP_TEMPERATURE,
+        })
+    }
+
+    /// The spec a `[prune]` section describes (scoring batches of the training batch size).
+    pub fn from_section(p: &PruneSection, seed: u64, batch_size: usize) -> Result<Self> {
+        let mut spec =
+            UnstructuredSpec::new(&p.method, &p.scope, &p.target_kind, p.sparsity, seed)?;
+        spec.apply_effective = p.apply_effective;
+        spec.score_batches = p.score_batches;
+        spec.score_batch_size = batch_size;
+        Ok(spec)
+    }
+
+    /// The same spec with another target.
+    pub fn with_target(&self, target: f64) -> Self {
+        UnstructuredSpec {
+            target,
+            ..self.clone()
+        }
+    }
+
+    /// `global` or the quota's name.
+    pub fn allocation_name(&self) -> String {
+        match self.allocation {
+            Allocation::Global => "global".into(),
+            Allocation::Layerwise(q) => q.name().into(),
+        }
+    }
+}
+
+/// A pruned model and what was measured on it.
+#[derive(Debug, Clone)]
+pub struct Pruned {
+    pub model: Model,
+    pub report: SparsityReport,
+    /// Effective-sparsity evaluations the target search used.
+    pub evaluations: usize,
+}
+
+/// The scores of `spec.method` for `model` (low = prune first). SynFlow returns the global order
+/// of an iterative run to `spec.target`.
+pub fn method_scores(
+    model: &Model,
+    spec: &UnstructuredSpec,
+    data: Option<&DataSplits>,
+    device: &shears_engine::burn::tensor::Device,
+) -> Result<Scores> {
+    let graph = &model.graph;
+    let data_for = |m: &str| {
+        data.with_context(|| {
+            format!("method `{m}` scores weights with training data: give a data set")
+        })
+    };
+    let batches = ScoreBatches {
+        batches: spec.score_batches,
+        batch_size: spec.score_batch_size,
+        seed: spec.seed,
+    };
+    Ok(match spec.method.as_str() {
+        "magnitude" => magnitude_scores(graph, &model.weights)?,
+        "random" => random_scores(graph, spec.seed),
+        "lamp" => lamp_scores(graph, &model.weights)?,
+        "snip" => snip_scores(model, device, data_for("snip")?, &batches)?,
+        "grasp" => grasp_scores(
+            model,
+            device,
+            data_for("grasp")?,
+            &batches,
+            spec.grasp_temperature,
+        )?,
+        "synflow" => synflow_scores(
+            model,
+            device,
+            spec.target,
+            spec.synflow_rounds,
+            SelectOptions {
+                keep_one_per_layer: spec.keep_one_per_layer,
+            },
+        )?,
+        other => bail!(
+            "unknown pruning method `{other}` (known: {})",
+            METHODS.join(", ")
+        ),
+    })
+}
+
+/// Prunes `model` as `spec` says; weights already pruned by `model.masks` stay pruned. Pruned
+/// (and, with `apply_effective`, inactive) weights are zeroed in the returned model.
+pub fn prune(
+    model: &Model,
+    spec: &UnstructuredSpec,
+    data: Option<&DataSplits>,
+    device: &shears_engine::burn::tensor::Device,
+) -> Result<Pruned> {
+    let graph = &model.graph;
+    let scores = method_scores(model, spec, data, device)?;
+    let prune_spec = PruneSpec {
+        target: spec.target,
+        kind: spec.kind,
+        allocation: spec.allocation,
+        options: SelectOptions {
+            keep_one_per_layer: spec.keep_one_per_layer,
+        },
+    };
+    let existing = (!model.masks.is_empty()).then_some(&model.masks);
+    let outcome = prune_to_target(graph, &scores, &prune_spec, existing)?;
+    let masks = if spec.apply_effective {
+        effective_masks(graph, &outcome.masks)?
+    } else {
+        outcome.masks
+    };
+    let pruned = Model {
+        graph: graph.clone(),
+        weights: masked_weights(&model.weights, &masks),
+        masks,
+    };
+    let report = sparsity_report(graph, &pruned.masks)?;
+    tracing::info!(
+        "pruned with {} ({}) to {} sparsity {}: direct {:.5} ({:.1}x), effective {:.5} ({:.1}x)",
+        spec.method,
+        spec.allocation_name(),
+        spec.kind,
+        spec.target,
+        report.direct_sparsity,
+        report.direct_compression,
+        report.effective_sparsity,
+        report.effective_compression
+    );
+    Ok(Pruned {
+        model: pruned,
+        report,
+        evaluations: outcome.evaluations,
+    })
+}
+
+/// `weights` with every weight that `masks` prunes set to 0.
+pub fn masked_weights(weights: &Weights, masks: &Masks) -> Weights {
+    let mut out = weights.clone();
+    for (name, m) in masks {
+        if let Some(w) = out.get_mut(name)
+            && w.shape() == m.shape()
+        {
+            w.zip_mut_with(m, |w, &keep| {
+                if !keep {
+                    *w = 0.0
+                }
+            });
+        }
+    }
+    out
+}
+
+/// Lottery-ticket rewinding: the initial weights (every tensor, BN statistics included) under
+/// the pruned model's masks.
+pub fn rewind(pruned: &Model, initial: &Model) -> Result<Model> {
+    if initial.graph != pruned.graph {
+        bail!("cannot rewind: the initial model has another graph than the pruned one");
+    }
+    Ok(Model {
+        graph: pruned.graph.clone(),
+        weights: masked_weights(&initial.weights, &pruned.masks),
+        masks: pruned.masks.clone(),
+    })
+}
+
+/// Sparsity after round `round` of `rounds` that each remove the same fraction of the remaining
+/// weights, ending at `target`: 1 − (1 − target)^{round/rounds}.
+pub fn round_target(target: f64, round: usize, rounds: usize) -> f64 {
+    if round >= rounds {
+        // Exactly the target (1 − (1 − s) can differ from s in the last bit).
+        return target;
+    }
+    1.0 - (1.0 - target).powf(round as f64 / rounds.max(1) as f64)
+}
+
+/// The cubic (AGP) schedule of Zhu & Gupta: sparsity after step `t` of `steps`,
+/// s_t = s_f + (s_i − s_f)(1 − t/steps)³.
+pub fn agp_sparsity(initial: f64, target: f64, t: usize, steps: usize) -> f64 {
+    let frac = (t.min(steps) as f64 / steps.max(1) as f64).clamp(0.0, 1.0);
+    target + (initial - target) * (1.0 - frac).powi(3)
+}
+
+/// Trains one phase while pruning gradually: after every epoch t of T the masks go to
+/// `agp_sparsity(0, spec.target, t, T)`, scored on the current weights (pruned weights stay
+/// pruned). Checkpoints (with the masks) after every epoch's pruning, so `resume` continues where
+/// it stopped. Each epoch's test metrics are measured before that epoch's pruning.
+pub fn gradual_phase(
+    cfg: &ExperimentConfig,
+    section: &TrainSection,
+    model: Model,
+    data: &DataSplits,
+    dir: &Path,
+    resume: bool,
+    spec: &UnstructuredSpec,
+) -> Result<(Model, Vec<EpochMetrics>)> {
+    let ckpt = dir.join("checkpoint");
+    let (model, start, saved_opt) = if has_checkpoint(&ckpt) {
+        if !resume {
+            bail!(
+                "{} holds a checkpoint of an interrupted run: pass --resume to continue it, or --force to start over",
+                dir.display()
+            );
+        }
+        let (m, state, opt) = load_checkpoint(&ckpt).context("cannot resume")?;
+        (m, state.epoch, Some((opt, state)))
+    } else {
+        (model, 0, None)
+    };
+    let mut exec = executor(cfg, &model, true)?;
+    let mut opt = Optimizer::new(section.optimizer.clone(), exec.params.len())?;
+    if let Some((saved, state)) = &saved_opt {
+        restore_optimizer(&exec, &mut opt, saved, state)?;
+    }
+    let mut rows: Vec<EpochMetrics> = read_metrics(dir)?
+        .into_iter()
+        .filter(|r| r.epoch <= start)
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    let device = shears_engine::device::device_by_name(&cfg.device)?;
+    let epochs = section.epochs;
+    for epoch in start..epochs {
+        // One epoch at a time at the rate the full schedule gives it; the loader and dropout
+        // seeds depend on the epoch index only, so batches match an uninterrupted run.
+        let mut one = section.to_engine(cfg.seed);
+        one.epochs = epoch + 1;
+        one.lr = section.schedule.lr(section.lr, epoch, epochs);
+        one.schedule = Schedule::Constant;
+        let metrics = train(
+            &mut exec,
+            data,
+            &one,
+            &mut opt,
+            epoch,
+            &[],
+            &mut |_, _, _| Ok(()),
+        )?;
+        let current = Model {
+            graph: exec.graph().clone(),
+            weights: exec.weights(),
+            masks: masks_of(&exec),
+        };
+        let target = agp_sparsity(0.0, spec.target, epoch + 1, epochs);
+        let pruned = prune(&current, &spec.with_target(target), Some(data), &device)?;
+        exec.set_masks(&pruned.model.masks)?;
+        rows.extend(metrics);
+        write_metrics(dir, &rows)?;
+        let state = CheckpointState {
+            epoch: epoch + 1,
+            optimizer_steps: opt.steps,
+        };
+        save_checkpoint(&ckpt, &exec, &opt, &state)?;
+    }
+    let trained = Model {
+        graph: exec.graph().clone(),
+        weights: exec.weights(),
+        masks: masks_of(&exec),
+    };
+    Ok((trained, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shears_core::GraphBuilder;
+
+    #[test]
+    fn agp_schedule_is_cubic_and_ends_at_the_target() {
+        assert_eq!(agp_sparsity(0.0, 0.9, 0, 4), 0.0);
+        assert_eq!(agp_sparsity(0.0, 0.9, 4, 4), 0.9);
+        // t/T = 1/2: 0.9 − 0.9·(1/2)³ = 0.7875.
+        assert!((agp_sparsity(0.0, 0.9, 2, 4) - 0.7875).abs() < 1e-12);
+        assert!((agp_sparsity(0.5, 0.9, 1, 4) - (0.9 - 0.4 * 0.421875)).abs() < 1e-12);
+        // Monotone and fastest at the start.
+        let s: Vec<f64> = (0..=4).map(|t| agp_sparsity(0.0, 0.9, t, 4)).collect();
+        assert!(s.windows(3).all(|w| w[1] - w[0] > w[2] - w[1]), "{s:?}");
+    }
+
+    #[test]
+    fn rounds_remove_the_same_fraction_of_what_remains() {
+        assert!((round_target(0.99, 1, 2) - 0.9).abs() < 1e-12);
+        assert!((round_target(0.99, 2, 2) - 0.99).abs() < 1e-12);
+        assert_eq!(round_target(0.8, 1, 1), 0.8);
+        assert_eq!(round_target(0.7, 3, 3), 0.7);
+        assert!((round_target(0.875, 1, 3) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn new_prune_keys_have_defaults_that_keep_old_configs_unchanged() {
+        use crate::config::ExperimentConfig;
+        let c: ExperimentConfig = toml::from_str("[prune]\nsparsity = 0.5\n").unwrap();
+        let p = c.prune.clone().unwrap();
+        assert_eq!(p.when, "after");
+        assert_eq!((p.rewind, p.rounds, p.apply_effective), (false, 1, false));
+        assert_eq!(p.score_batches, 10);
+        // Defaults are not written back, so configs without them keep their hash.
+        let text = c.to_toml();
+        for key in [
+            "when",
+            "rewind",
+            "rounds",
+            "apply_effective",
+            "score_batches",
+        ] {
+            assert!(!text.contains(key), "{key} in {text}");
+        }
+        let c: ExperimentConfig =
+            toml::from_str("[prune]\nsparsity = 0.5\nwhen = \"gradual\"\nmethod = \"snip\"\n")
+                .unwrap();
+        c.validate().unwrap();
+        assert!(c.to_toml().contains("when = \"gradual\""));
+        let c: ExperimentConfig = toml::from_str("[prune]\nsparsity = 0.5\nrounds = 0\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("rounds"));
+    }
+
+    fn net() -> Model {
+        let mut b = GraphBuilder::new("n", &[3]);
+        let x = b.input();
+        let h = b.linear("a", &x, 2, true);
+        let y = b.linear("b", &h, 2, false);
+        let graph = b.finish(&y);
+        let weights = shears_core::init_weights(&graph, 0);
+        Model {
+            graph,
+            weights,
+            masks: Masks::new(),
+        }
+    }
+
+    #[test]
+    fn specs_are_checked() {
+        let e = UnstructuredSpec::new("snap", "global", "direct", 0.5, 0).unwrap_err();
+        assert!(
+            e.to_string().contains("snap") && e.to_string().contains("synflow"),
+            "{e}"
+        );
+        let e = UnstructuredSpec::new("synflow", "igq", "direct", 0.5, 0).unwrap_err();
+        assert!(e.to_string().contains("global"), "{e}");
+        let e = UnstructuredSpec::new("random", "igq", "direct", 1.0, 0).unwrap_err();
+        assert!(e.to_string().contains("[0, 1)"), "{e}");
+        let s = UnstructuredSpec::new("random", "uniform+", "effective", 0.5, 0).unwrap();
+        assert_eq!(s.allocation, Allocation::Layerwise(Quota::UniformPlus));
+        assert_eq!(s.kind, TargetKind::Effective);
+        let e = method_scores(
+            &net(),
+            &UnstructuredSpec::new("snip", "global", "direct", 0.5, 0).unwrap(),
+            None,
+            &shears_engine::burn::tensor::Device::flex(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("training data"), "{e}");
+    }
+
+    #[test]
+    fn apply_effective_zeroes_disconnected_weights_and_rewind_restores_the_rest() {
+        let model = net();
+        // Prune a's row 1 by hand: b's column 1 then reads a dead unit and is inactive.
+        let mut m = model.weights["a.weight"].mapv(|_| true);
+        for i in 0..3 {
+            m[[1, i]] = false;
+        }
+        let mut start = model.clone();
+        start.masks.insert("a.weight".into(), m);
+        start.weights = masked_weights(&start.weights, &start.masks);
+        let mut spec = UnstructuredSpec::new("magnitude", "global", "direct", 0.0, 0).unwrap();
+        spec.apply_effective = true;
+        let p = prune(
+            &start,
+            &spec,
+            None,
+            &shears_engine::burn::tensor::Device::flex(),
+        )
+        .unwrap();
+        assert_eq!(p.report.direct_sparsity, p.report.effective_sparsity);
+        assert_eq!(p.report.unpruned, 3 + 2, "{:?}", p.report);
+        let b = &p.model.weights["b.weight"];
+        assert_eq!(b[[0, 1]], 0.0);
+        assert_eq!(b[[1, 1]], 0.0);
+        assert_eq!(b[[0, 0]], model.weights["b.weight"][[0, 0]]);
+        // Rewinding brings back initial values under the new masks only.
+        let mut initial = model.clone();
+        initial.weights.get_mut("b.weight").unwrap().fill(7.0);
+        let r = rewind(&p.model, &initial).unwrap();
+        assert_eq!(r.weights["b.weight"][[0, 0]], 7.0);
+        assert_eq!(r.weights["b.weight"][[0, 1]], 0.0);
+        assert_eq!(r.masks, p.model.masks);
+    }
+}

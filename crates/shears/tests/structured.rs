@@ -1,0 +1,582 @@
+//! End-to-end tests of structured pruning through the `shears` binary, on the embedded
+//! Fashion-MNIST subset with tiny limits: groups in `inspect`, `prune` with the structured
+//! methods (compaction, accuracy, targets, fine-tuning, latency), `slim`, and error messages.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn shears(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(args)
+        .env("SHEARS_LOG", "warn")
+        .output()
+        .expect("runs shears")
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "shears failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn err_text(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("`{k}` is not a number: {v}"))
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("`{k}` is not an integer: {v}"))
+}
+
+fn eval(dir: &Path) -> Value {
+    ok_json(&shears(&[
+        "eval",
+        "--model",
+        s(dir),
+        "--test-limit",
+        "200",
+        "--json",
+    ]))
+}
+
+fn inspect(dir: &Path) -> Value {
+    ok_json(&shears(&["inspect", "--model", s(dir), "--json"]))
+}
+
+#[test]
+fn inspect_groups_lists_prunable_and_fixed_groups() {
+    let v = ok_json(&shears(&[
+        "inspect",
+        "--model",
+        "resnet-20",
+        "--groups",
+        "--json",
+    ]));
+    let groups = v["groups"].as_array().expect("groups in the JSON");
+    assert_eq!(groups.len(), 14);
+    let fixed: Vec<&Value> = groups.iter().filter(|g| g["prunable"] == false).collect();
+    assert_eq!(fixed.len(), 2);
+    assert!(
+        fixed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("graph input `input`")
+    );
+    assert!(
+        fixed[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("network output `fc`")
+    );
+    // The first stage's residual group: the stem and every block's second conv share channels.
+    let stage1 = &groups[1];
+    assert_eq!(stage1["channels"], 16);
+    assert_eq!(stage1["producers"].as_array().unwrap().len(), 4);
+    assert_eq!(stage1["batchnorms"].as_array().unwrap().len(), 4);
+    assert!(
+        groups
+            .iter()
+            .filter(|g| g["prunable"] == true)
+            .all(|g| g.get("reason").is_none())
+    );
+    // Without --groups the JSON has no groups; the text output has the table.
+    let plain = ok_json(&shears(&["inspect", "--model", "resnet-20", "--json"]));
+    assert!(plain.get("groups").is_none());
+    let text = shears(&["inspect", "--model", "resnet-20", "--groups"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("14 groups, 12 prunable with 448 channels, 2 fixed"),
+        "{text}"
+    );
+}
+
+/// Trains a ResNet-20 briefly, prunes half its MACs with L1 filter norms, and checks the
+/// compacted artifact against the channel-zeroed dense model, `inspect`, and the other commands.
+#[test]
+fn l1_filter_on_resnet20_compacts_equivalently_and_fine_tunes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    ok_json(&shears(&[
+        "train",
+        "--model",
+        "resnet-20",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "512",
+        "--test-limit",
+        "200",
+        "--batch-size",
+        "64",
+        "--json",
+        "--out",
+        s(&base),
+    ]));
+    let run = tmp.path().join("l1");
+    let masked = tmp.path().join("masked");
+    let v = ok_json(&shears(&[
+        "prune",
+        "--model",
+        s(&base),
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "0.5",
+        "--test-limit",
+        "200",
+        "--train-limit",
+        "256",
+        "--batch-size",
+        "64",
+        "--finetune-epochs",
+        "1",
+        "--save-masked",
+        s(&masked),
+        "--latency-batches",
+        "1,4",
+        "--latency-threads",
+        "1",
+        "--latency-warmup",
+        "1",
+        "--latency-repeats",
+        "2",
+        "--latency-rounds",
+        "1",
+        "--json",
+        "--out",
+        s(&run),
+    ]));
+    // The MACs target is met, and not overshot by much.
+    let (mb, ma) = (u(&v, "macs_before"), u(&v, "macs_after"));
+    assert_eq!(mb, 31_021_952, "resnet-20 at 1x28x28");
+    assert!(ma as f64 <= 0.5 * mb as f64, "{ma} of {mb}");
+    assert!(ma as f64 >= 0.45 * mb as f64, "{ma} of {mb}: overshoot");
+    assert!((f(&v, "macs_reduction") - (1.0 - ma as f64 / mb as f64)).abs() < 1e-12);
+    assert_eq!(v["macs_convention"], "conv+linear");
+    assert!(u(&v, "params_after") < u(&v, "params_before"));
+
+    // params/MACs after match `inspect` of the saved artifacts (before and after fine-tuning).
+    let pruned = run.join("pruned");
+    for dir in [&pruned, &run] {
+        let i = inspect(dir);
+        assert_eq!(i["params"], v["params_after"]);
+        assert_eq!(i["macs"], v["macs_after"]);
+    }
+    let i = inspect(&masked);
+    assert_eq!(i["params"], v["params_before"]);
+    assert_eq!(i["macs"], v["macs_before"]);
+
+    // Compacted model == dense model with the removed channels zeroed, on data, and both agree
+    // with the engine-gated dense accuracy of the report.
+    let ec = eval(&pruned);
+    let em = eval(&masked);
+    assert_eq!(ec["test_accuracy"], em["test_accuracy"]);
+    let (lc, lm) = (f(&ec, "test_loss"), f(&em, "test_loss"));
+    assert!((lc - lm).abs() <= 1e-4 * lm.abs(), "loss {lc} vs {lm}");
+    assert!((f(&ec, "test_accuracy") - f(&v, "accuracy_after_pruning")).abs() < 1e-12);
+    assert!(
+        (f(&v, "accuracy_after_pruning_gated") - f(&v, "accuracy_after_pruning")).abs() < 1e-12
+    );
+    // Pruning changed the network: the dense model's loss differs.
+    let ed = eval(&base);
+    assert!(
+        (f(&ed, "test_loss") - lm).abs() > 1e-3,
+        "pruning had no effect"
+    );
+    assert!((f(&ed, "test_accuracy") - f(&v, "accuracy_before_pruning")).abs() < 1e-12);
+
+    // Fine-tuned artifact in the run directory.
+    let ef = eval(&run);
+    assert!((f(&ef, "test_accuracy") - f(&v, "accuracy_after_finetune")).abs() < 1e-12);
+    assert_eq!(v["test_samples"], 200);
+
+    // Latency: dense and compacted at each batch size, with the ratios.
+    let lat = v["latency"].as_array().unwrap();
+    assert_eq!(lat.len(), 2);
+    for (row, batch) in lat.iter().zip([1, 4]) {
+        assert_eq!(row["batch"], batch);
+        assert_eq!(row["threads"], 1);
+        let ratio = f(row, "dense_median_ms") / f(row, "compacted_median_ms");
+        assert!((f(row, "latency_ratio") - ratio).abs() < 1e-9);
+        assert!((f(row, "macs_ratio") - mb as f64 / ma as f64).abs() < 1e-9);
+        assert!((f(row, "ratio_of_ratios") - ratio / f(row, "macs_ratio")).abs() < 1e-9);
+    }
+
+    // The compacted artifact is a normal model: bench and train work on it.
+    let b = ok_json(&shears(&[
+        "bench",
+        "--model",
+        s(&run),
+        "--batch",
+        "2",
+        "--threads",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(b["macs"], v["macs_after"]);
+    let t = ok_json(&shears(&[
+        "train",
+        "--model",
+        s(&run),
+        "--epochs",
+        "1",
+        "--train-limit",
+        "128",
+        "--test-limit",
+        "100",
+        "--batch-size",
+        "64",
+        "--json",
+        "--out",
+        s(&tmp.path().join("retrain")),
+    ]));
+    assert_eq!(t["params"], v["params_after"]);
+}
+
+#[test]
+fn per_layer_params_target_with_rounding_and_ignore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v = ok_json(&shears(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l2-filter",
+        "--params-reduction",
+        "0.3",
+        "--scope",
+        "per-layer",
+        "--round-to",
+        "4",
+        "--ignore",
+        "conv1",
+        "--no-eval",
+        "--no-latency",
+        "--json",
+        "--out",
+        s(&tmp.path().join("p")),
+    ]));
+    assert!(f(&v, "params_reduction") >= 0.3, "{v}");
+    assert_eq!(v["spec"]["scope"], "per-layer");
+    assert_eq!(v["spec"]["normalization"], "none");
+    assert!(v["accuracy_before_pruning"].is_null());
+    let groups = v["pruned_groups"].as_array().unwrap();
+    assert!(!groups.is_empty());
+    for g in groups {
+        assert_ne!(g["producers"][0], "conv1", "ignored layer was pruned");
+        assert_eq!(u(g, "kept") % 4, 0, "{g}");
+    }
+    let i = inspect(&tmp.path().join("p"));
+    assert_eq!(i["params"], v["params_after"]);
+    // conv1 keeps its 32 filters.
+    let conv1 = i["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "conv1")
+        .unwrap();
+    assert_eq!(conv1["output_shape"][0], 32);
+}
+
+#[test]
+fn channel_ratio_with_taylor_random_and_bn_scale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |method: &str, extra: &[&str], name: &str| {
+        let mut a = vec![
+            "prune",
+            "--model",
+            "small-cnn",
+            "--method",
+            method,
+            "--channel-ratio",
+            "0.25",
+            "--test-limit",
+            "100",
+            "--no-latency",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let out = tmp.path().join(name);
+        a.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        ok_json(&shears(&a))
+    };
+    for (method, extra, importance) in [
+        (
+            "taylor",
+            &["--score-batches", "2", "--score-batch-size", "32"][..],
+            "taylor",
+        ),
+        ("bn-scale", &[][..], "bn-scale"),
+        ("random-filter", &["--seed", "3"][..], "random"),
+    ] {
+        let v = run(method, extra, method);
+        assert_eq!(v["spec"]["importance"], importance);
+        // 192 channels in 4 groups, a quarter of them go: 48.
+        assert_eq!(v["channels_before"], 192);
+        assert_eq!(v["channels_after"], 144, "{method}");
+        assert!(v["accuracy_after_pruning"].is_number());
+    }
+    // Random selection is seeded: the same seed removes the same channels.
+    let a = run("random-filter", &["--seed", "3"], "r1");
+    let b = run("random-filter", &["--seed", "3"], "r2");
+    assert_eq!(a["pruned_groups"], b["pruned_groups"]);
+    let c = run("random-filter", &["--seed", "4"], "r3");
+    let w = |v: &Value| {
+        std::fs::read(Path::new(v["run_dir"].as_str().unwrap()).join("weights.safetensors"))
+            .unwrap()
+    };
+    assert!(w(&a) == w(&b));
+    assert!(w(&a) != w(&c));
+}
+
+#[test]
+fn slim_runs_end_to_end_and_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("slim");
+    let args = [
+        "slim",
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "1",
+        "--sparsity-epochs",
+        "1",
+        "--lambda",
+        "1e-3",
+        "--percentile",
+        "0.4",
+        "--finetune-epochs",
+        "1",
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "200",
+        "--batch-size",
+        "64",
+        "--latency-batches",
+        "1",
+        "--latency-threads",
+        "1",
+        "--latency-warmup",
+        "1",
+        "--latency-repeats",
+        "2",
+        "--json",
+        "--out",
+        s(&out),
+    ];
+    let v = ok_json(&shears(&args));
+    assert_eq!(v["command"], "slim");
+    assert_eq!(v["spec"]["cut"]["kind"], "percentile");
+    assert!((f(&v["spec"]["cut"], "value") - 0.4).abs() < 1e-12);
+    assert!(v["threshold"].is_number());
+    let sl = &v["slimming"];
+    assert!((f(sl, "lambda") - 1e-3).abs() < 1e-15);
+    for k in [
+        "accuracy_before_pruning",
+        "accuracy_after_pruning",
+        "accuracy_after_pruning_gated",
+        "accuracy_after_finetune",
+    ] {
+        assert!(v[k].is_number(), "missing {k}: {v}");
+    }
+    assert!(sl["accuracy_baseline"].is_number());
+    // A 0.4 percentile removes about 40% of the 192 channels (ties at the threshold go too).
+    let removed = u(&v, "channels_before") - u(&v, "channels_after");
+    assert!((70..=100).contains(&removed), "removed {removed}");
+    assert!(u(&v, "macs_after") < u(&v, "macs_before"));
+    assert_eq!(v["latency"].as_array().unwrap().len(), 1);
+    for phase in [
+        "dense",
+        "sparse",
+        "pruned",
+        "sparsity/metrics.jsonl",
+        "finetune/metrics.jsonl",
+        "config.toml",
+    ] {
+        assert!(out.join(phase).exists(), "missing {phase}");
+    }
+    let e = eval(&out);
+    assert!((f(&e, "test_accuracy") - f(&v, "accuracy_after_finetune")).abs() < 1e-12);
+    assert_eq!(inspect(&out)["params"], v["params_after"]);
+    // The sparsity-trained model (not the baseline) is what was pruned.
+    assert!(
+        (f(&eval(&out.join("sparse")), "test_accuracy") - f(&v, "accuracy_before_pruning")).abs()
+            < 1e-12
+    );
+    // A finished run is not re-run.
+    let again = ok_json(&shears(&args));
+    assert_eq!(again["seconds"], v["seconds"]);
+}
+
+#[test]
+fn bad_structured_inputs_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tmp.path().join("x");
+    let quick = |a: &[&str]| {
+        let mut v: Vec<&str> = a.to_vec();
+        v.extend_from_slice(&["--no-latency", "--out", o.to_str().unwrap()]);
+        err_text(&shears(&v))
+    };
+    let e = quick(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--importance",
+        "l3",
+        "--macs-reduction",
+        "0.5",
+    ]);
+    assert!(
+        e.contains("unknown importance `l3`") && e.contains("taylor"),
+        "{e}"
+    );
+    let e = quick(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "1.5",
+    ]);
+    assert!(
+        e.contains("--macs-reduction must be in [0, 1), got 1.5"),
+        "{e}"
+    );
+    let e = quick(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--channel-ratio",
+        "0.2",
+        "--macs-reduction",
+        "0.2",
+    ]);
+    assert!(e.contains("exactly one of"), "{e}");
+    let e = quick(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--percentile",
+        "0.5",
+        "--scope",
+        "per-layer",
+    ]);
+    assert!(e.contains("global threshold"), "{e}");
+    // Every group ignored, or nothing to score: nothing can be pruned.
+    let e = quick(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--ignore",
+        "conv2d",
+        "--channel-ratio",
+        "0.5",
+        "--no-eval",
+    ]);
+    assert!(e.contains("no group can lose channels"), "{e}");
+    let e = quick(&[
+        "prune",
+        "--model",
+        "lenet-300-100",
+        "--method",
+        "bn-scale",
+        "--channel-ratio",
+        "0.5",
+        "--no-eval",
+    ]);
+    assert!(e.contains("no group can lose channels"), "{e}");
+    let e = quick(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--ignore",
+        "nope",
+        "--channel-ratio",
+        "0.5",
+        "--no-eval",
+    ]);
+    assert!(
+        e.contains("`nope` is neither a node name nor an op kind"),
+        "{e}"
+    );
+    let e = quick(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "0.9999",
+        "--no-eval",
+    ]);
+    assert!(e.contains("out of reach"), "{e}");
+    // A model that does not fit the data: pointed at --no-eval.
+    let e = quick(&[
+        "prune",
+        "--model",
+        "resnet-20",
+        "--input",
+        "3x32x32",
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "0.5",
+    ]);
+    assert!(e.contains("--no-eval") && e.contains("[3, 32, 32]"), "{e}");
+    let e = quick(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "0.5",
+        "--no-eval",
+        "--finetune-epochs",
+        "1",
+    ]);
+    assert!(e.contains("drop --no-eval"), "{e}");
+    let e = quick(&["prune", "--model", "small-cnn", "--method", "slimming"]);
+    assert!(e.contains("--percentile"), "{e}");
+    let e = quick(&["slim", "--model", "small-cnn", "--lambda=-1"]);
+    assert!(e.contains("lambda") && e.contains("got -1"), "{e}");
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Reproduction of Vysogorets & Kempe, "Connectivity Matters" on LeNet-300-100 / Fashion-MNIST,
+# with the `shears` binary only (docs/reproductions/effective-sparsity.md).
+#
+#   (a) no training: masks at direct compressions 10, 100, 1000, 10000 -> effective compression;
+#   (b) training: prune at effective compressions 10..1000 (effective target, effective masks
+#       applied), train, test accuracy; 3 seeds each.
+#
+# Usage: scripts/repro_effective_sparsity.sh [a|b|all]   (default all; finished runs are skipped,
+# so an interrupted run continues). Environment: SHEARS (binary, default
+# target/release/shears, built if missing), OUT (runs, default runs/repro-effective-sparsity),
+# EPOCHS (default 10), SEEDS (default "0 1 2"), THREADS (default 1), FMNIST_DIR (data directory;
+# default: shears' search path, e.g. /usr/share/datasets/fashion-mnist).
+# Then: cargo run --release -p shears --example effective_sparsity_plots -- \
+#         runs/repro-effective-sparsity docs/reproductions/effective-sparsity
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PART=${1:-all}
+SHEARS=${SHEARS:-${CARGO_TARGET_DIR:-target}/release/shears}
+OUT=${OUT:-runs/repro-effective-sparsity}
+EPOCHS=${EPOCHS:-10}
+SEEDS=${SEEDS:-"0 1 2"}
+THREADS=${THREADS:-1}
+export RAYON_NUM_THREADS=$THREADS SHEARS_LOG=${SHEARS_LOG:-warn}
+DATA=(--dataset fashion-mnist)
+if [ -n "${FMNIST_DIR:-}" ]; then DATA+=(--data "$FMNIST_DIR"); fi
+
+if [ ! -x "$SHEARS" ]; then cargo build --release -p shears; fi
+mkdir -p "$OUT/a" "$OUT/b"
+
+# name -> `shears prune` options (pruning at initialisation)
+declare -A PRUNER=(
+  [random-uniform]="--method random --quota uniform"
+  [random-erk]="--method random --quota erk"
+  [random-igq]="--method random --quota igq"
+  [snip]="--method snip"
+  [synflow]="--method synflow"
+  [magnitude-init]="--method magnitude"
+)
+ORDER="random-uniform random-erk random-igq snip synflow magnitude-init"
+
+# Dense training per seed: the baseline accuracy, and the trained weights of magnitude-trained.
+dense() {
+  local s=$1 dir="$OUT/dense-s$1"
+  [ -f "$dir/result.json" ] || "$SHEARS" train --model lenet-300-100 "${DATA[@]}" --epochs "$EPOCHS" \
+    --batch-size 100 --lr 0.1 --seed "$s" --threads "$THREADS" --out "$dir" --resume --json > /dev/null
+}
+
+part_a() {
+  for s in $SEEDS; do
+    dense "$s"
+    for c in 10 100 1000 10000; do
+      for p in $ORDER; do
+        local dir="$OUT/a/$p-c$c-s$s"
+        [ -f "$dir/result.json" ] && continue
+        # shellcheck disable=SC2086
+        "$SHEARS" prune --model lenet-300-100 ${PRUNER[$p]} "${DATA[@]}" --compression "$c" \
+          --seed "$s" --out "$dir" --json > /dev/null
+      done
+      local dir="$OUT/a/magnitude-trained-c$c-s$s"
+      [ -f "$dir/result.json" ] || "$SHEARS" prune --model "$OUT/dense-s$s" --method magnitude \
+        --compression "$c" --seed "$s" --out "$dir" --json > /dev/null
+    done
+  done
+}
+
+# One `shears run` per (pruner, compression, seed): prune to the effective target with the
+# effective masks applied, then train; magnitude-trained trains dense, prunes the trained weights
+# and rewinds to the initial ones (lottery ticket, as ES's magnitude baseline).
+run_b() {
+  local p=$1 c=$2 s=$3 dir="$OUT/b/$1-c$2-s$3"
+  [ -f "$dir/result.json" ] && return 0
+  local sparsity method scope when rewind
+  sparsity=$(awk "BEGIN { printf \"%.12f\", 1 - 1 / $c }")
+  case $p in
+    random-*) method=random; scope=${p#random-} ;;
+    magnitude-*) method=magnitude; scope=global ;;
+    *) method=$p; scope=global ;;
+  esac
+  when=init; rewind=false
+  if [ "$p" = magnitude-trained ]; then when=after; rewind=true; fi
+  local data_dir=""
+  if [ -n "${FMNIST_DIR:-}" ]; then data_dir="dir = \"$FMNIST_DIR\""; fi
+  mkdir -p "$dir"
+  cat > "$dir.toml" <<TOML
+name = "es"
+seed = $s
+threads = $THREADS
+[model]
+arch = "lenet-300-100"
+[data]
+dataset = "fashion-mnist"
+$data_dir
+[train]
+epochs = $EPOCHS
+batch_size = 100
+lr = 0.1
+[prune]
+method = "$method"
+scope = "$scope"
+sparsity = $sparsity
+target_kind = "effective"
+when = "$when"
+rewind = $rewind
+apply_effective = true
+TOML
+  "$SHEARS" run --config "$dir.toml" --out "$dir" --resume --json > /dev/null
+}
+
+part_b() {
+  for s in $SEEDS; do
+    dense "$s"
+    for c in 10 30 100 300 1000; do
+      for p in $ORDER magnitude-trained; do
+        local t0=$SECONDS
+        run_b "$p" "$c" "$s"
+        echo "b: $p c=$c seed=$s ($((SECONDS - t0)) s)" >&2
+      done
+    done
+  done
+}
+
+case $PART in
+  a) part_a ;;
+  b) part_b ;;
+  all) part_a; part_b ;;
+  *) echo "usage: $0 [a|b|all]" >&2; exit 2 ;;
+esac
+echo "done: results under $OUT" >&2
