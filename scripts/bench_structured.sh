@@ -21,6 +21,10 @@ elif [[ -x "${CARGO_TARGET_DIR:-target}/release/shears" ]]; then
 else
     shears="shears"
 fi
+if ! command -v "$shears" >/dev/null 2>&1; then
+    echo "error: no shears binary at \`$shears\` (build it with \`cargo build --release -p shears\`, or set SHEARS)" >&2
+    exit 1
+fi
 mkdir -p "$out"
 echo "# $("$shears" --version), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"

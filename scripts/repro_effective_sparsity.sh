@@ -6,7 +6,7 @@
 #   (b) training: prune at effective compressions 10..1000 (effective target, effective masks
 #       applied), train, test accuracy; 3 seeds each.
 #
-# Usage: scripts/repro_effective_sparsity.sh [a|b|all]   (default all; finished runs are skipped,
+# Usage: scripts/repro_effective_sparsity.sh [a|b|b-masks|all]   (default all; finished runs are skipped,
 # so an interrupted run continues). Environment: SHEARS (binary, default
 # target/release/shears, built if missing), OUT (runs, default runs/repro-effective-sparsity),
 # EPOCHS (default 10), SEEDS (default "0 1 2"), THREADS (default 1), FMNIST_DIR (data directory;
@@ -121,10 +121,36 @@ part_b() {
   done
 }
 
+# The masks of part (b) alone (same seeds, so the same masks as inside `shears run`), without
+# the effective correction: their direct compression is what each pruner needed to reach the
+# effective target.
+part_b_masks() {
+  mkdir -p "$OUT/b-masks"
+  for s in $SEEDS; do
+    dense "$s"
+    for c in 10 30 100 300 1000; do
+      for p in $ORDER magnitude-trained; do
+        local dir="$OUT/b-masks/$p-c$c-s$s"
+        [ -f "$dir/result.json" ] && continue
+        local model=lenet-300-100 args
+        if [ "$p" = magnitude-trained ]; then
+          model="$OUT/dense-s$s"; args="--method magnitude"
+        else
+          args=${PRUNER[$p]}
+        fi
+        # shellcheck disable=SC2086
+        "$SHEARS" prune --model "$model" $args "${DATA[@]}" --compression "$c" \
+          --target-kind effective --score-batch-size 100 --seed "$s" --out "$dir" --json > /dev/null
+      done
+    done
+  done
+}
+
 case $PART in
   a) part_a ;;
-  b) part_b ;;
-  all) part_a; part_b ;;
-  *) echo "usage: $0 [a|b|all]" >&2; exit 2 ;;
+  b) part_b; part_b_masks ;;
+  b-masks) part_b_masks ;;
+  all) part_a; part_b; part_b_masks ;;
+  *) echo "usage: $0 [a|b|b-masks|all]" >&2; exit 2 ;;
 esac
 echo "done: results under $OUT" >&2
