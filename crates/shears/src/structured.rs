@@ -705,6 +705,14 @@ pub struct RunContext<'a> {
     pub save_masked: Option<&'a Path>,
 }
 
+/// What [`compact_and_report`] found and measured.
+pub struct Outcome {
+    pub selected: Selected,
+    pub sizes: Sizes,
+    pub accuracy: Accuracies,
+    pub latency: Vec<LatencyRow>,
+}
+
 /// Selects, compacts, evaluates, fine-tunes and measures: everything after the dense model.
 /// Saves the compacted model in `dir/pruned` and the final one (fine-tuned if asked) in `dir`.
 pub fn compact_and_report(
@@ -712,7 +720,7 @@ pub fn compact_and_report(
     dense: &Model,
     spec: &StructuredSpec,
     taylor: &TaylorOptions,
-) -> Result<(Model, Selected, Sizes, Accuracies, Vec<LatencyRow>)> {
+) -> Result<Outcome> {
     let cfg = ctx.cfg;
     let limit = cfg.train.test_limit;
     let mut acc = Accuracies::default();
@@ -769,7 +777,12 @@ pub fn compact_and_report(
             sizes.macs_ratio,
         )?
     };
-    Ok((final_model, sel, sizes, acc, latency))
+    Ok(Outcome {
+        selected: sel,
+        sizes,
+        accuracy: acc,
+        latency,
+    })
 }
 
 fn finetune_section(s: &StructuredArgs) -> TrainSection {
@@ -870,7 +883,12 @@ pub fn prune(args: PruneArgs) -> Result<()> {
         latency: &s.latency,
         save_masked: s.save_masked.as_deref(),
     };
-    let (_, sel, sizes, accuracy, latency) = compact_and_report(&ctx, &model, &spec, &taylor)?;
+    let Outcome {
+        selected: sel,
+        sizes,
+        accuracy,
+        latency,
+    } = compact_and_report(&ctx, &model, &spec, &taylor)?;
     let report = StructuredReport {
         version: version(),
         command: "prune",

@@ -4,8 +4,8 @@
 //! rewinding, gradual pruning with the cubic schedule of Zhu & Gupta).
 
 use crate::config::{ExperimentConfig, PruneSection, TrainSection};
-use crate::run_dir::{read_metrics, write_metrics};
-use crate::workflow::executor;
+use crate::run_dir::write_metrics;
+use crate::workflow::{PhaseStart, start_phase};
 use anyhow::{Context, Result, bail};
 use shears_core::artifact::Model;
 use shears_core::sparsity::{
@@ -16,12 +16,12 @@ use shears_core::sparsity::{
 use shears_core::{Masks, Weights};
 use shears_data::DataSplits;
 use shears_engine::checkpoint::{
-    CheckpointState, has_checkpoint, load_checkpoint, masks_of, restore_optimizer, save_checkpoint,
+    CheckpointState, masks_of, save_checkpoint,
 };
 use shears_engine::scores::{
     GRASP_TEMPERATURE, SYNFLOW_ROUNDS, ScoreBatches, grasp_scores, snip_scores, synflow_scores,
 };
-use shears_engine::{EpochMetrics, Optimizer, Schedule, train};
+use shears_engine::{EpochMetrics, Schedule, train};
 use std::path::Path;
 
 /// Every unstructured method, as `--method` and `[prune] method` accept them.
@@ -283,29 +283,8 @@ pub fn gradual_phase(
     resume: bool,
     spec: &UnstructuredSpec,
 ) -> Result<(Model, Vec<EpochMetrics>)> {
-    let ckpt = dir.join("checkpoint");
-    let (model, start, saved_opt) = if has_checkpoint(&ckpt) {
-        if !resume {
-            bail!(
-                "{} holds a checkpoint of an interrupted run: pass --resume to continue it, or --force to start over",
-                dir.display()
-            );
-        }
-        let (m, state, opt) = load_checkpoint(&ckpt).context("cannot resume")?;
-        (m, state.epoch, Some((opt, state)))
-    } else {
-        (model, 0, None)
-    };
-    let mut exec = executor(cfg, &model, true)?;
-    let mut opt = Optimizer::new(section.optimizer.clone(), exec.params.len())?;
-    if let Some((saved, state)) = &saved_opt {
-        restore_optimizer(&exec, &mut opt, saved, state)?;
-    }
-    let mut rows: Vec<EpochMetrics> = read_metrics(dir)?
-        .into_iter()
-        .filter(|r| r.epoch <= start)
-        .collect();
-    std::fs::create_dir_all(dir)?;
+    let PhaseStart { mut exec, mut opt, start, mut rows, checkpoint: ckpt, .. } =
+        start_phase(cfg, section, model, dir, resume)?;
     let device = shears_engine::device::device_by_name(&cfg.device)?;
     let epochs = section.epochs;
     for epoch in start..epochs {

@@ -86,6 +86,56 @@ pub fn executor(cfg: &ExperimentConfig, model: &Model, training: bool) -> Result
     )?)
 }
 
+/// Where a training phase starts: a fresh executor and optimiser, or the state of the phase's
+/// last checkpoint when resuming.
+pub struct PhaseStart {
+    pub exec: Executor,
+    pub opt: Optimizer,
+    /// Epochs already completed.
+    pub start: usize,
+    /// Metrics rows of the completed epochs.
+    pub rows: Vec<EpochMetrics>,
+    pub checkpoint: std::path::PathBuf,
+    /// The masks of the model the phase trains.
+    pub masks: Masks,
+}
+
+/// Prepares a phase in `dir`. With `resume`, continues from the phase's checkpoint; without it,
+/// an existing checkpoint is an error (no silent restart).
+pub fn start_phase(
+    cfg: &ExperimentConfig,
+    section: &TrainSection,
+    model: Model,
+    dir: &Path,
+    resume: bool,
+) -> Result<PhaseStart> {
+    let ckpt = dir.join("checkpoint");
+    let (model, start, saved_opt) = if has_checkpoint(&ckpt) {
+        if !resume {
+            bail!(
+                "{} holds a checkpoint of an interrupted run: pass --resume to continue it, or --force to start over",
+                dir.display()
+            );
+        }
+        let (m, state, opt) = load_checkpoint(&ckpt).context("cannot resume")?;
+        tracing::info!("resuming {} after epoch {}", dir.display(), state.epoch);
+        (m, state.epoch, Some((opt, state)))
+    } else {
+        (model, 0, None)
+    };
+    let exec = executor(cfg, &model, true)?;
+    let mut opt = Optimizer::new(section.optimizer.clone(), exec.params.len())?;
+    if let Some((saved, state)) = &saved_opt {
+        restore_optimizer(&exec, &mut opt, saved, state)?;
+    }
+    let rows: Vec<EpochMetrics> = read_metrics(dir)?
+        .into_iter()
+        .filter(|r| r.epoch <= start)
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    Ok(PhaseStart { exec, opt, start, rows, checkpoint: ckpt, masks: model.masks })
+}
+
 /// Trains one phase in `dir` with a checkpoint every epoch. With `resume`, continues from the
 /// phase's checkpoint; without it, an existing checkpoint is an error (no silent restart).
 pub fn train_phase(
@@ -110,30 +160,9 @@ pub fn train_phase_with(
     resume: bool,
     edits: &[&dyn GradientEdit],
 ) -> Result<(Model, Vec<EpochMetrics>)> {
-    let ckpt = dir.join("checkpoint");
-    let (model, start, saved_opt) = if has_checkpoint(&ckpt) {
-        if !resume {
-            bail!(
-                "{} holds a checkpoint of an interrupted run: pass --resume to continue it, or --force to start over",
-                dir.display()
-            );
-        }
-        let (m, state, opt) = load_checkpoint(&ckpt).context("cannot resume")?;
-        tracing::info!("resuming {} after epoch {}", dir.display(), state.epoch);
-        (m, state.epoch, Some((opt, state)))
-    } else {
-        (model, 0, None)
-    };
-    let mut exec = executor(cfg, &model, true)?;
-    let mut opt = Optimizer::new(section.optimizer.clone(), exec.params.len())?;
-    if let Some((saved, state)) = &saved_opt {
-        restore_optimizer(&exec, &mut opt, saved, state)?;
-    }
-    let mut rows: Vec<EpochMetrics> = read_metrics(dir)?
-        .into_iter()
-        .filter(|r| r.epoch <= start)
-        .collect();
-    std::fs::create_dir_all(dir)?;
+    let PhaseStart { mut exec, mut opt, start, mut rows, checkpoint: ckpt, masks } =
+        start_phase(cfg, section, model, dir, resume)?;
+    let model_masks = masks;
     let engine_cfg = section.to_engine(cfg.seed);
     // Test hook: stop right after a checkpoint as if the process had been killed there.
     let interrupt_after: Option<usize> = std::env::var(INTERRUPT_ENV).ok().and_then(|v| v.parse().ok());
@@ -163,7 +192,7 @@ pub fn train_phase_with(
     let trained = Model {
         graph: exec.graph().clone(),
         weights: exec.weights(),
-        masks: model.masks.clone(),
+        masks: model_masks,
     };
     Ok((trained, rows))
 }

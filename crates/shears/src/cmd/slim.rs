@@ -10,8 +10,8 @@ use super::{open_run, print_json, version};
 use crate::cli::SlimArgs;
 use crate::run_dir::run_name;
 use crate::structured::{
-    RunContext, SlimmingReport, StructuredReport, StructuredSpec, compact_and_report, print_report,
-    small_gamma_share,
+    Outcome, RunContext, SlimmingReport, StructuredReport, StructuredSpec, compact_and_report,
+    print_report, small_gamma_share,
 };
 use crate::workflow::{eval_model, load_data, load_or_build, train_phase, train_phase_with};
 use anyhow::Result;
@@ -126,8 +126,12 @@ pub fn run(args: SlimArgs) -> Result<()> {
         latency: &args.latency,
         save_masked: args.save_masked.as_deref(),
     };
-    let (_, sel, sizes, accuracy, latency) =
-        compact_and_report(&ctx, &sparse, &spec, &TaylorOptions::default())?;
+    let Outcome {
+        selected: sel,
+        sizes,
+        accuracy,
+        latency,
+    } = compact_and_report(&ctx, &sparse, &spec, &TaylorOptions::default())?;
     let report = StructuredReport {
         version: version(),
         command: "slim",
