@@ -278,12 +278,12 @@ mod tests {
         let contrib = batch_contributions(&mut exec, &scored, images, &labels).unwrap();
         // Small steps: the ReLU after `b_bn` makes the loss only piecewise smooth in `a`'s gates.
         let eps = 2e-3f32;
-        for (k, s) in scored.iter().enumerate() {
-            for c in 0..s.channels {
+        for (s, node_contrib) in scored.iter().zip(&contrib) {
+            assert_eq!(node_contrib.len(), s.channels);
+            for (c, &got) in node_contrib.iter().enumerate() {
                 let up = gated_loss(&mut exec, &s.node, s.channels, c, 1.0 + eps);
                 let down = gated_loss(&mut exec, &s.node, s.channels, c, 1.0 - eps);
                 let fd = (up - down) / (2.0 * eps as f64);
-                let got = contrib[k][c];
                 assert!(
                     (fd - got).abs() <= 1e-4 + 0.03 * got.abs(),
                     "{} channel {c}: finite difference {fd}, Taylor {got}",
