@@ -325,7 +325,8 @@ mod tests {
         let l = b.linear("fc", &dr, 5, true);
         let _ = g;
         let graph = b.finish(&l);
-        let kinds: std::collections::HashSet<&str> = graph.nodes.iter().map(|n| n.op.kind_name()).collect();
+        let kinds: std::collections::HashSet<&str> =
+            graph.nodes.iter().map(|n| n.op.kind_name()).collect();
         assert_eq!(kinds.len(), 11, "every op kind appears: {kinds:?}");
         let back = Graph::from_json(&graph.to_json()).unwrap();
         assert_eq!(back, graph);
@@ -337,9 +338,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bad graph JSON") && e.contains("softmax"), "{e}");
-        let e = Graph::from_json(r#"{"name":"x","input":{"name":"input","shape":[1]},"nodes":[],"output":"nope"}"#)
-            .unwrap_err()
-            .to_string();
+        let e = Graph::from_json(
+            r#"{"name":"x","input":{"name":"input","shape":[1]},"nodes":[],"output":"nope"}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("output `nope`"), "{e}");
     }
 }

@@ -15,12 +15,21 @@ fn time<F: FnMut()>(label: &str, mut f: F) {
     for _ in 0..n {
         f();
     }
-    println!("{label:<48} {:8.3} ms", t.elapsed().as_secs_f64() * 1000.0 / n as f64);
+    println!(
+        "{label:<48} {:8.3} ms",
+        t.elapsed().as_secs_f64() * 1000.0 / n as f64
+    );
 }
 
 fn main() {
-    let threads: usize = std::env::var("THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .unwrap();
     let dev = Device::flex();
     for (c, hw) in [(16usize, 32usize), (32, 16), (64, 8)] {
         let x: Tensor<4> = Tensor::random([64, c, hw, hw], Distribution::Normal(0.0, 1.0), &dev);
@@ -31,8 +40,10 @@ fn main() {
             let _ = y.into_data();
         });
         let ad = dev.clone().autodiff();
-        let xa: Tensor<4> = Tensor::random([64, c, hw, hw], Distribution::Normal(0.0, 1.0), &ad).require_grad();
-        let wa: Tensor<4> = Tensor::random([c, c, 3, 3], Distribution::Normal(0.0, 0.1), &ad).require_grad();
+        let xa: Tensor<4> =
+            Tensor::random([64, c, hw, hw], Distribution::Normal(0.0, 1.0), &ad).require_grad();
+        let wa: Tensor<4> =
+            Tensor::random([c, c, 3, 3], Distribution::Normal(0.0, 0.1), &ad).require_grad();
         time(&format!("conv fwd+bwd 64x{c}x{hw}x{hw} 3x3"), || {
             let y = conv2d(xa.clone(), wa.clone(), None, opts.clone());
             let g = y.sum().backward();

@@ -420,20 +420,34 @@ impl Executor {
         }
         let mut out = vec![None; self.steps.len()];
         for (i, step) in self.steps.iter().enumerate() {
-            let (Step::Conv { w, b, shape, .. }, Some(j)) = (step, self.fold_into[i]) else { continue };
+            let (Step::Conv { w, b, shape, .. }, Some(j)) = (step, self.fold_into[i]) else {
+                continue;
+            };
             // A gate on the conv output sits between conv and BN: folding would skip it.
             if self.gates[i].is_some() {
                 continue;
             }
-            let Step::Bn { gamma, beta, mean, var, eps, .. } = &self.steps[j] else { continue };
+            let Step::Bn {
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+                ..
+            } = &self.steps[j]
+            else {
+                continue;
+            };
             let g = self.params[*gamma].clone().inner();
             let scale = g / self.buffers[*var].clone().add_scalar(*eps).sqrt();
-            let weight = self.params[*w].clone().inner().reshape(*shape) * scale.clone().reshape([shape[0], 1, 1, 1]);
+            let weight = self.params[*w].clone().inner().reshape(*shape)
+                * scale.clone().reshape([shape[0], 1, 1, 1]);
             let bias = match b {
                 Some(b) => self.params[*b].clone().inner(),
                 None => Tensor::zeros([shape[0]], &self.device).inner(),
             };
-            let bias = (bias - self.buffers[*mean].clone()) * scale + self.params[*beta].clone().inner();
+            let bias =
+                (bias - self.buffers[*mean].clone()) * scale + self.params[*beta].clone().inner();
             out[i] = Some((weight, bias));
         }
         self.folded = Some(out.clone());
@@ -443,7 +457,11 @@ impl Executor {
     /// Runs the graph on a batch. `x` is `[N, ...input shape]`; returns logits `[N, classes]`.
     pub fn forward(&mut self, x: Value, mode: Mode) -> Tensor<2> {
         let train = mode == Mode::Train;
-        let folded = if train { vec![None; self.steps.len()] } else { self.folded_convs() };
+        let folded = if train {
+            vec![None; self.steps.len()]
+        } else {
+            self.folded_convs()
+        };
         // Evaluation runs without autodiff bookkeeping even on an autodiff device.
         let params: Vec<Tensor<1>> = if train {
             self.params.clone()
@@ -475,7 +493,11 @@ impl Executor {
                 .enumerate()
                 .map(|(k, &s)| {
                     let last_here = self.last_use[s] == i && !ins[k + 1..].contains(&s);
-                    if last_here { slots[s].take() } else { slots[s].clone() }
+                    if last_here {
+                        slots[s].take()
+                    } else {
+                        slots[s].clone()
+                    }
                 })
                 .collect();
             let mut arg = |k: usize| args[k].take().expect("value computed before use");

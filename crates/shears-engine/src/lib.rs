@@ -11,8 +11,8 @@ pub mod latency;
 pub mod optim;
 pub mod regularize;
 pub mod schedule;
-pub mod taylor;
 pub mod scores;
+pub mod taylor;
 pub mod train;
 
 pub use error::{EngineError, Result};

@@ -170,12 +170,19 @@ mod tests {
         crate::executor::to_vec(x)
     }
     fn close(a: &[f32], b: &[f32]) {
-        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6), "{a:?} != {b:?}");
+        assert!(
+            a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6),
+            "{a:?} != {b:?}"
+        );
     }
 
     #[test]
     fn sgd_momentum_nesterov_and_weight_decay_follow_pytorch() {
-        let cfg = OptimizerConfig::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.1 };
+        let cfg = OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.1,
+        };
         let mut opt = Optimizer::new(cfg, 1).unwrap();
         // Step 1: g = 1 + 0.1*2 = 1.2; buf = 1.2; nesterov g' = 1.2 + 0.9*1.2 = 2.28; w = 2 - 0.1*2.28.
         let w = opt.update(0, t(&[2.0]), t(&[1.0]), 0.1);
@@ -188,7 +195,12 @@ mod tests {
 
     #[test]
     fn adam_first_step_moves_by_lr() {
-        let cfg = OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+        let cfg = OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
         let mut opt = Optimizer::new(cfg, 1).unwrap();
         // Bias-corrected first step: m̂ = g, v̂ = g², so w moves by lr·sign(g).
         let w = opt.update(0, t(&[1.0, -1.0]), t(&[0.5, -3.0]), 0.01);
@@ -197,11 +209,33 @@ mod tests {
 
     #[test]
     fn invalid_hyperparameters_are_rejected() {
-        let e = Optimizer::new(OptimizerConfig::Sgd { momentum: 1.5, nesterov: false, weight_decay: 0.0 }, 1);
+        let e = Optimizer::new(
+            OptimizerConfig::Sgd {
+                momentum: 1.5,
+                nesterov: false,
+                weight_decay: 0.0,
+            },
+            1,
+        );
         assert!(e.err().unwrap().to_string().contains("momentum"));
-        let e = Optimizer::new(OptimizerConfig::Sgd { momentum: 0.0, nesterov: true, weight_decay: 0.0 }, 1);
+        let e = Optimizer::new(
+            OptimizerConfig::Sgd {
+                momentum: 0.0,
+                nesterov: true,
+                weight_decay: 0.0,
+            },
+            1,
+        );
         assert!(e.err().unwrap().to_string().contains("nesterov"));
-        let e = Optimizer::new(OptimizerConfig::Adam { beta1: 0.9, beta2: 1.0, eps: 1e-8, weight_decay: 0.0 }, 1);
+        let e = Optimizer::new(
+            OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 1.0,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            1,
+        );
         assert!(e.err().unwrap().to_string().contains("betas"));
     }
 }

@@ -46,7 +46,10 @@ fn check(name: &str, input: &[usize], masked: bool, gated: bool) {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for spec in graph.param_specs() {
             if spec.name.ends_with(".weight") && weights[&spec.name].ndim() >= 2 {
-                masks.insert(spec.name.clone(), weights[&spec.name].mapv(|_| rng.random_bool(0.7)));
+                masks.insert(
+                    spec.name.clone(),
+                    weights[&spec.name].mapv(|_| rng.random_bool(0.7)),
+                );
             }
         }
     }
@@ -55,7 +58,12 @@ fn check(name: &str, input: &[usize], masked: bool, gated: bool) {
     let mut exec = Executor::new(&graph, &weights, &masks, &device).unwrap();
     if gated {
         // Gate the output of every third BN with a 0/1 pattern.
-        for node in graph.nodes.iter().filter(|n| n.op.kind_name() == "batchnorm").step_by(3) {
+        for node in graph
+            .nodes
+            .iter()
+            .filter(|n| n.op.kind_name() == "batchnorm")
+            .step_by(3)
+        {
             let c = weights[&format!("{}.weight", node.name)].len();
             let g: Vec<f32> = (0..c).map(|k| if k % 3 == 1 { 0.0 } else { 1.0 }).collect();
             exec.set_gate(&node.name, Some(&g)).unwrap();
@@ -69,7 +77,10 @@ fn check(name: &str, input: &[usize], masked: bool, gated: bool) {
     let got = to_vec(got.reshape([20]));
     let exp: Vec<f32> = expected.iter().copied().collect();
     let d = max_rel_diff(&got, &exp);
-    assert!(d < 1e-4, "{name} (masked {masked}, gated {gated}): max relative difference {d}");
+    assert!(
+        d < 1e-4,
+        "{name} (masked {masked}, gated {gated}): max relative difference {d}"
+    );
 }
 
 #[test]
@@ -98,11 +109,18 @@ fn training_step_lowers_the_loss_and_keeps_masked_weights_zero() {
     let graph = zoo::build("small-cnn", &[1, 8, 8], 3).unwrap();
     let weights = init_weights(&graph, 0);
     let mut masks = Masks::new();
-    masks.insert("conv2.weight".into(), weights["conv2.weight"].mapv(|v| v > 0.0));
+    masks.insert(
+        "conv2.weight".into(),
+        weights["conv2.weight"].mapv(|v| v > 0.0),
+    );
     let device = Device::flex().autodiff();
     let mut exec = Executor::new(&graph, &weights, &masks, &device).unwrap();
     let mut opt = shears_engine::Optimizer::new(
-        shears_engine::OptimizerConfig::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 },
+        shears_engine::OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
         exec.params.len(),
     )
     .unwrap();
@@ -125,7 +143,18 @@ fn training_step_lowers_the_loss_and_keeps_masked_weights_zero() {
     assert!(losses[4] < losses[0], "loss did not go down: {losses:?}");
     let w = exec.weights();
     let kept = &masks["conv2.weight"];
-    assert!(w["conv2.weight"].iter().zip(kept.iter()).all(|(v, &k)| k || *v == 0.0));
-    let moved = w["conv2.weight"].iter().zip(weights["conv2.weight"].iter()).zip(kept.iter());
-    assert!(moved.filter(|&(_, &k)| k).any(|((a, b), _)| a != b), "kept weights were not trained");
+    assert!(
+        w["conv2.weight"]
+            .iter()
+            .zip(kept.iter())
+            .all(|(v, &k)| k || *v == 0.0)
+    );
+    let moved = w["conv2.weight"]
+        .iter()
+        .zip(weights["conv2.weight"].iter())
+        .zip(kept.iter());
+    assert!(
+        moved.filter(|&(_, &k)| k).any(|((a, b), _)| a != b),
+        "kept weights were not trained"
+    );
 }

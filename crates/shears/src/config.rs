@@ -112,7 +112,10 @@ pub struct PruneSection {
     #[serde(default, skip_serializing_if = "is_false")]
     pub apply_effective: bool,
     /// Training batches that data-dependent scores (snip, grasp) average over.
-    #[serde(default = "default_score_batches", skip_serializing_if = "is_default_score_batches")]
+    #[serde(
+        default = "default_score_batches",
+        skip_serializing_if = "is_default_score_batches"
+    )]
     pub score_batches: usize,
 }
 
@@ -342,7 +345,9 @@ impl ExperimentConfig {
                 bail!("[prune] score_batches must be at least 1");
             }
             if p.when == "gradual" && self.train.epochs == 0 {
-                bail!("[prune] when = \"gradual\" prunes at epoch ends: [train] epochs must be at least 1");
+                bail!(
+                    "[prune] when = \"gradual\" prunes at epoch ends: [train] epochs must be at least 1"
+                );
             }
             if p.method == "synflow" && p.scope != "global" {
                 bail!("[prune] synflow is a global iterative pruner: use scope = \"global\"");
@@ -403,8 +408,10 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                let c = ExperimentConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-                c.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                let c = ExperimentConfig::from_file(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                c.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
                 n += 1;
             }
         }

@@ -15,9 +15,7 @@ use shears_core::sparsity::{
 };
 use shears_core::{Masks, Weights};
 use shears_data::DataSplits;
-use shears_engine::checkpoint::{
-    CheckpointState, masks_of, save_checkpoint,
-};
+use shears_engine::checkpoint::{CheckpointState, masks_of, save_checkpoint};
 use shears_engine::scores::{
     GRASP_TEMPERATURE, SYNFLOW_ROUNDS, ScoreBatches, grasp_scores, snip_scores, synflow_scores,
 };
@@ -283,8 +281,14 @@ pub fn gradual_phase(
     resume: bool,
     spec: &UnstructuredSpec,
 ) -> Result<(Model, Vec<EpochMetrics>)> {
-    let PhaseStart { mut exec, mut opt, start, mut rows, checkpoint: ckpt, .. } =
-        start_phase(cfg, section, model, dir, resume)?;
+    let PhaseStart {
+        mut exec,
+        mut opt,
+        start,
+        mut rows,
+        checkpoint: ckpt,
+        ..
+    } = start_phase(cfg, section, model, dir, resume)?;
     let device = shears_engine::device::device_by_name(&cfg.device)?;
     let epochs = section.epochs;
     for epoch in start..epochs {

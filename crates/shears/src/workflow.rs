@@ -133,7 +133,14 @@ pub fn start_phase(
         .filter(|r| r.epoch <= start)
         .collect();
     std::fs::create_dir_all(dir)?;
-    Ok(PhaseStart { exec, opt, start, rows, checkpoint: ckpt, masks: model.masks })
+    Ok(PhaseStart {
+        exec,
+        opt,
+        start,
+        rows,
+        checkpoint: ckpt,
+        masks: model.masks,
+    })
 }
 
 /// Trains one phase in `dir` with a checkpoint every epoch. With `resume`, continues from the
@@ -160,25 +167,41 @@ pub fn train_phase_with(
     resume: bool,
     edits: &[&dyn GradientEdit],
 ) -> Result<(Model, Vec<EpochMetrics>)> {
-    let PhaseStart { mut exec, mut opt, start, mut rows, checkpoint: ckpt, masks } =
-        start_phase(cfg, section, model, dir, resume)?;
+    let PhaseStart {
+        mut exec,
+        mut opt,
+        start,
+        mut rows,
+        checkpoint: ckpt,
+        masks,
+    } = start_phase(cfg, section, model, dir, resume)?;
     let model_masks = masks;
     let engine_cfg = section.to_engine(cfg.seed);
     // Test hook: stop right after a checkpoint as if the process had been killed there.
-    let interrupt_after: Option<usize> = std::env::var(INTERRUPT_ENV).ok().and_then(|v| v.parse().ok());
-    let mut on_epoch = |exec: &Executor, opt: &Optimizer, m: &EpochMetrics| -> shears_engine::Result<()> {
-        rows.push(m.clone());
-        write_metrics(dir, &rows).map_err(|e| shears_engine::EngineError::invalid("metrics", format!("{e:#}")))?;
-        let state = CheckpointState { epoch: m.epoch, optimizer_steps: opt.steps };
-        save_checkpoint(&ckpt, exec, opt, &state)?;
-        if interrupt_after == Some(m.epoch) {
-            return Err(shears_engine::EngineError::invalid(
-                "run",
-                format!("interrupted after epoch {} ({INTERRUPT_ENV} is set)", m.epoch),
-            ));
-        }
-        Ok(())
-    };
+    let interrupt_after: Option<usize> = std::env::var(INTERRUPT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut on_epoch =
+        |exec: &Executor, opt: &Optimizer, m: &EpochMetrics| -> shears_engine::Result<()> {
+            rows.push(m.clone());
+            write_metrics(dir, &rows)
+                .map_err(|e| shears_engine::EngineError::invalid("metrics", format!("{e:#}")))?;
+            let state = CheckpointState {
+                epoch: m.epoch,
+                optimizer_steps: opt.steps,
+            };
+            save_checkpoint(&ckpt, exec, opt, &state)?;
+            if interrupt_after == Some(m.epoch) {
+                return Err(shears_engine::EngineError::invalid(
+                    "run",
+                    format!(
+                        "interrupted after epoch {} ({INTERRUPT_ENV} is set)",
+                        m.epoch
+                    ),
+                ));
+            }
+            Ok(())
+        };
     train(
         &mut exec,
         data,

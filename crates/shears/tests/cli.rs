@@ -6,7 +6,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn shears(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shears")).args(args).env("SHEARS_LOG", "warn").output().expect("runs shears")
+    Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(args)
+        .env("SHEARS_LOG", "warn")
+        .output()
+        .expect("runs shears")
 }
 
 fn shears_env(args: &[&str], key: &str, value: &str) -> Output {
@@ -19,12 +23,25 @@ fn shears_env(args: &[&str], key: &str, value: &str) -> Output {
 }
 
 fn ok_json(out: &Output) -> Value {
-    assert!(out.status.success(), "shears failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "shears failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 fn err_text(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
@@ -41,18 +58,45 @@ fn read_metrics(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
-const QUICK: &[&str] = &["--model", "small-cnn", "--train-limit", "256", "--test-limit", "200", "--batch-size", "64"];
+const QUICK: &[&str] = &[
+    "--model",
+    "small-cnn",
+    "--train-limit",
+    "256",
+    "--test-limit",
+    "200",
+    "--batch-size",
+    "64",
+];
 
 #[test]
 fn inspect_reports_resnet56_params_and_macs() {
-    let v = ok_json(&shears(&["inspect", "--model", "resnet-56", "--input", "3x32x32", "--classes", "10", "--json"]));
+    let v = ok_json(&shears(&[
+        "inspect",
+        "--model",
+        "resnet-56",
+        "--input",
+        "3x32x32",
+        "--classes",
+        "10",
+        "--json",
+    ]));
     assert_eq!(v["params"], 855_770);
     assert_eq!(v["macs"], 125_747_840);
     assert_eq!(v["macs_convention"], "conv+linear");
     let layers = v["layers"].as_array().unwrap();
     assert!(layers.len() > 100);
     assert_eq!(layers[0]["op"], "conv2d");
-    let all = ok_json(&shears(&["inspect", "--model", "resnet-56", "--input", "3x32x32", "--convention", "all-ops", "--json"]));
+    let all = ok_json(&shears(&[
+        "inspect",
+        "--model",
+        "resnet-56",
+        "--input",
+        "3x32x32",
+        "--convention",
+        "all-ops",
+        "--json",
+    ]));
     assert!(all["macs"].as_u64().unwrap() > v["macs"].as_u64().unwrap());
 }
 
@@ -60,16 +104,42 @@ fn inspect_reports_resnet56_params_and_macs() {
 fn train_saves_an_artifact_that_eval_reloads() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let mut args = vec!["train", "--epochs", "1", "--json", "--out", out.to_str().unwrap()];
+    let mut args = vec![
+        "train",
+        "--epochs",
+        "1",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(QUICK);
     let v = ok_json(&shears(&args));
-    for f in ["graph.json", "weights.safetensors", "config.toml", "result.json", "train/metrics.jsonl"] {
+    for f in [
+        "graph.json",
+        "weights.safetensors",
+        "config.toml",
+        "result.json",
+        "train/metrics.jsonl",
+    ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     let acc = v["test_accuracy"].as_f64().unwrap();
-    assert!(acc > 0.1, "one epoch on 256 samples should beat chance, got {acc}");
-    let e = ok_json(&shears(&["eval", "--model", out.to_str().unwrap(), "--test-limit", "200", "--json"]));
-    assert!((e["test_accuracy"].as_f64().unwrap() - acc).abs() < 1e-9, "reloaded model gives another accuracy");
+    assert!(
+        acc > 0.1,
+        "one epoch on 256 samples should beat chance, got {acc}"
+    );
+    let e = ok_json(&shears(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--test-limit",
+        "200",
+        "--json",
+    ]));
+    assert!(
+        (e["test_accuracy"].as_f64().unwrap() - acc).abs() < 1e-9,
+        "reloaded model gives another accuracy"
+    );
     // A finished run is not re-run: the stored result comes back unchanged.
     let again = ok_json(&shears(&args));
     assert_eq!(again["seconds"], v["seconds"]);
@@ -81,7 +151,10 @@ fn interrupted_and_resumed_run_matches_uninterrupted_run() {
     let full = tmp.path().join("full");
     let cut = tmp.path().join("cut");
     let base = |dir: &Path| {
-        let mut a: Vec<String> = ["train", "--epochs", "3", "--json", "--out"].iter().map(|s| s.to_string()).collect();
+        let mut a: Vec<String> = ["train", "--epochs", "3", "--json", "--out"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         a.push(dir.to_str().unwrap().into());
         a.extend(QUICK.iter().map(|s| s.to_string()));
         a
@@ -97,7 +170,11 @@ fn interrupted_and_resumed_run_matches_uninterrupted_run() {
     let mut resumed = b.clone();
     resumed.push("--resume");
     ok_json(&shears(&resumed));
-    assert_eq!(read_metrics(&full), read_metrics(&cut), "resumed metrics differ from an uninterrupted run");
+    assert_eq!(
+        read_metrics(&full),
+        read_metrics(&cut),
+        "resumed metrics differ from an uninterrupted run"
+    );
     let wf = std::fs::read(full.join("weights.safetensors")).unwrap();
     let wc = std::fs::read(cut.join("weights.safetensors")).unwrap();
     assert!(wf == wc, "final weights differ after resume");
@@ -108,7 +185,16 @@ fn same_seed_gives_same_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str| {
         let dir = tmp.path().join(name);
-        let mut a = vec!["train", "--epochs", "1", "--json", "--seed", "7", "--out", dir.to_str().unwrap()];
+        let mut a = vec![
+            "train",
+            "--epochs",
+            "1",
+            "--json",
+            "--seed",
+            "7",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
         a.extend_from_slice(QUICK);
         ok_json(&shears(&a));
         read_metrics(&dir)
@@ -122,10 +208,27 @@ fn same_seed_gives_same_metrics() {
 fn pipeline_reports_accuracy_at_every_stage() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("p");
-    let mut a = vec!["run", "--epochs", "1", "--finetune-epochs", "1", "--sparsity", "0.9", "--json", "--out", out.to_str().unwrap()];
+    let mut a = vec![
+        "run",
+        "--epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--sparsity",
+        "0.9",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     a.extend_from_slice(QUICK);
     let v = ok_json(&shears(&a));
-    for k in ["accuracy_before_pruning", "accuracy_after_pruning", "accuracy_after_finetune", "direct_sparsity", "effective_sparsity"] {
+    for k in [
+        "accuracy_before_pruning",
+        "accuracy_after_pruning",
+        "accuracy_after_finetune",
+        "direct_sparsity",
+        "effective_sparsity",
+    ] {
         assert!(v[k].is_number(), "missing {k}: {v}");
     }
     let d = v["direct_sparsity"].as_f64().unwrap();
@@ -133,15 +236,38 @@ fn pipeline_reports_accuracy_at_every_stage() {
     assert!(v["effective_sparsity"].as_f64().unwrap() >= d);
     assert!(out.join("masks.safetensors").is_file());
     // The saved masks are honoured on reload: eval sees the same sparsity.
-    let e = ok_json(&shears(&["eval", "--model", out.to_str().unwrap(), "--test-limit", "200", "--json"]));
+    let e = ok_json(&shears(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--test-limit",
+        "200",
+        "--json",
+    ]));
     assert_eq!(e["direct_sparsity"], v["direct_sparsity"]);
-    assert!((e["test_accuracy"].as_f64().unwrap() - v["accuracy_after_finetune"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(
+        (e["test_accuracy"].as_f64().unwrap() - v["accuracy_after_finetune"].as_f64().unwrap())
+            .abs()
+            < 1e-9
+    );
 }
 
 #[test]
 fn bench_reports_median_and_p90() {
     let v = ok_json(&shears(&[
-        "bench", "--model", "lenet-5", "--batch", "1,4", "--threads", "1", "--warmup", "1", "--repeats", "3", "--train", "--json",
+        "bench",
+        "--model",
+        "lenet-5",
+        "--batch",
+        "1,4",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--repeats",
+        "3",
+        "--train",
+        "--json",
     ]));
     let r = v["results"].as_array().unwrap();
     assert_eq!(r.len(), 4);
@@ -155,12 +281,21 @@ fn bench_reports_median_and_p90() {
 #[test]
 fn bad_inputs_get_clear_errors() {
     let e = err_text(&shears(&["inspect", "--model", "resnet-57", "--json"]));
-    assert!(e.contains("unknown model `resnet-57`") && e.contains("resnet-56"), "{e}");
+    assert!(
+        e.contains("unknown model `resnet-57`") && e.contains("resnet-56"),
+        "{e}"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("bad.toml");
     std::fs::write(&cfg, "[train]\nlr = -0.1\n").unwrap();
-    let e = err_text(&shears(&["train", "--config", cfg.to_str().unwrap(), "--out", tmp.path().join("r").to_str().unwrap()]));
+    let e = err_text(&shears(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        tmp.path().join("r").to_str().unwrap(),
+    ]));
     assert!(e.contains("[train] lr must be a positive number"), "{e}");
     std::fs::write(&cfg, "[train]\nepochz = 2\n").unwrap();
     let e = err_text(&shears(&["train", "--config", cfg.to_str().unwrap()]));
@@ -170,17 +305,36 @@ fn bad_inputs_get_clear_errors() {
     let data = tmp.path().join("fm");
     std::fs::create_dir_all(&data).unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fashion-mnist-subset");
-    for f in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+    for f in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
         std::fs::copy(src.join(f), data.join(f)).unwrap();
     }
     let bytes = std::fs::read(data.join("t10k-labels-idx1-ubyte.gz")).unwrap();
-    std::fs::write(data.join("t10k-labels-idx1-ubyte.gz"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(
+        data.join("t10k-labels-idx1-ubyte.gz"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
     let e = err_text(&shears(&[
-        "train", "--dataset", "fashion-mnist", "--data", data.to_str().unwrap(), "--out", tmp.path().join("r2").to_str().unwrap(),
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        tmp.path().join("r2").to_str().unwrap(),
     ]));
     assert!(e.contains("t10k-labels-idx1-ubyte.gz"), "{e}");
 
-    let e = err_text(&shears(&["eval", "--model", tmp.path().join("nothing").to_str().unwrap()]));
+    let e = err_text(&shears(&[
+        "eval",
+        "--model",
+        tmp.path().join("nothing").to_str().unwrap(),
+    ]));
     assert!(e.contains("nothing"), "{e}");
 }
 
@@ -188,7 +342,15 @@ fn bad_inputs_get_clear_errors() {
 fn divergence_stops_with_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("nan");
-    let mut a = vec!["train", "--epochs", "1", "--lr", "1e12", "--out", out.to_str().unwrap()];
+    let mut a = vec![
+        "train",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e12",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     a.extend_from_slice(QUICK);
     let e = err_text(&shears(&a));
     assert!(e.contains("training diverged"), "{e}");
@@ -198,10 +360,25 @@ fn divergence_stops_with_a_clear_error() {
 fn prune_reports_direct_and_effective_sparsity() {
     let tmp = tempfile::tempdir().unwrap();
     let v = ok_json(&shears(&[
-        "prune", "--model", "lenet-300-100", "--method", "random", "--quota", "igq", "--sparsity", "0.99", "--json", "--out",
+        "prune",
+        "--model",
+        "lenet-300-100",
+        "--method",
+        "random",
+        "--quota",
+        "igq",
+        "--sparsity",
+        "0.99",
+        "--json",
+        "--out",
         tmp.path().join("p").to_str().unwrap(),
     ]));
-    for k in ["direct_sparsity", "effective_sparsity", "direct_compression", "effective_compression"] {
+    for k in [
+        "direct_sparsity",
+        "effective_sparsity",
+        "direct_compression",
+        "effective_compression",
+    ] {
         assert!(v[k].is_number(), "{k} missing: {v}");
     }
     assert!((v["direct_sparsity"].as_f64().unwrap() - 0.99).abs() < 1e-3);
