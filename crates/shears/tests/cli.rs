@@ -1,49 +1,11 @@
 //! End-to-end tests of the `shears` binary on the embedded Fashion-MNIST subset (real data) with
 //! few samples and epochs, so the suite stays fast on two cores.
 
+mod common;
+use common::{err_text, ok_json, shears, shears_env};
+
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn shears(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shears"))
-        .args(args)
-        .env("SHEARS_LOG", "warn")
-        .output()
-        .expect("runs shears")
-}
-
-fn shears_env(args: &[&str], key: &str, value: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shears"))
-        .args(args)
-        .env("SHEARS_LOG", "warn")
-        .env(key, value)
-        .output()
-        .expect("runs shears")
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "shears failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn err_text(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
 
 fn read_metrics(dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("train/metrics.jsonl"))
@@ -163,7 +125,7 @@ fn interrupted_and_resumed_run_matches_uninterrupted_run() {
     ok_json(&shears(&a.iter().map(String::as_str).collect::<Vec<_>>()));
     let b = base(&cut);
     let b: Vec<&str> = b.iter().map(String::as_str).collect();
-    let e = err_text(&shears_env(&b, "SHEARS_INTERRUPT_AFTER_EPOCH", "1"));
+    let e = err_text(&shears_env(&b, &[("SHEARS_INTERRUPT_AFTER_EPOCH", "1")]));
     assert!(e.contains("interrupted after epoch 1"), "{e}");
     // Without --resume the half-finished run is not silently restarted.
     assert!(err_text(&shears(&b)).contains("--resume"));

@@ -2,40 +2,11 @@
 //! Fashion-MNIST subset with tiny limits: groups in `inspect`, `prune` with the structured
 //! methods (compaction, accuracy, targets, fine-tuning, latency), `slim`, and error messages.
 
+mod common;
+use common::{err_text, ok_json, shears};
+
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn shears(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shears"))
-        .args(args)
-        .env("SHEARS_LOG", "warn")
-        .output()
-        .expect("runs shears")
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "shears failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn err_text(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -2,44 +2,15 @@
 //! direct and effective targets, saved masks, and pruning at init / after training with
 //! rewinding / gradually, on LeNet-300-100 and the embedded Fashion-MNIST subset.
 
+mod common;
+use common::{err_text, ok_json, shears};
+
 use serde_json::Value;
 use shears_core::load_model;
 use std::path::Path;
-use std::process::{Command, Output};
 
 /// Prunable weights of LeNet-300-100 on 28x28 inputs: 784·300 + 300·100 + 100·10.
 const LENET_WEIGHTS: f64 = 266_200.0;
-
-fn shears(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shears"))
-        .args(args)
-        .env("SHEARS_LOG", "warn")
-        .output()
-        .expect("runs shears")
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "shears failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn err_text(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
 
 fn f(v: &Value, key: &str) -> f64 {
     v[key]
