@@ -298,6 +298,22 @@ fn bad_inputs_get_clear_errors() {
         tmp.path().join("nothing").to_str().unwrap(),
     ]));
     assert!(e.contains("nothing"), "{e}");
+
+    let e = err_text(&shears(&[
+        "prune",
+        "--model",
+        "lenet-300-100",
+        "--method",
+        "snop",
+        "--sparsity",
+        "0.5",
+    ]));
+    assert!(
+        e.contains("unknown pruning method `snop`")
+            && e.contains("synflow")
+            && e.contains("l1-filter"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -60,6 +60,14 @@ pub fn run(args: PruneArgs) -> Result<()> {
     if crate::structured::is_structured_method(&args.method) {
         return crate::structured::prune(args);
     }
+    if !crate::unstructured::METHODS.contains(&args.method.as_str()) {
+        bail!(
+            "unknown pruning method `{}` (unstructured: {}; structured: {})",
+            args.method,
+            crate::unstructured::METHODS.join(", "),
+            crate::structured::METHODS.join(", ")
+        );
+    }
     let started = Instant::now();
     let target = target_sparsity(&args)?;
     let scope = args.quota.clone().unwrap_or_else(|| "global".into());
