@@ -33,7 +33,7 @@ pub fn save_checkpoint(
     let model = Model {
         graph: exec.graph().clone(),
         weights: exec.weights(),
-        masks: exec_masks(exec),
+        masks: exec.masks(),
     };
     save_model(dir, &model)?;
     let mut tensors = Weights::new();
@@ -56,32 +56,6 @@ pub fn save_checkpoint(
     let json = serde_json::to_string_pretty(state).expect("state serialises");
     write_atomic(&dir.join(STATE_FILE), json.as_bytes())?;
     Ok(())
-}
-
-fn exec_masks(exec: &Executor) -> shears_core::Masks {
-    let mut masks = shears_core::Masks::new();
-    for (i, info) in exec.infos.iter().enumerate() {
-        if let Some(m) = exec.mask(i) {
-            let v = to_vec(m.clone());
-            let arr = if info.transposed {
-                let (o, inn) = (info.shape[0], info.shape[1]);
-                ArrayD::from_shape_vec(IxDyn(&[inn, o]), v)
-                    .expect("shape")
-                    .reversed_axes()
-                    .as_standard_layout()
-                    .to_owned()
-            } else {
-                ArrayD::from_shape_vec(IxDyn(&info.shape), v).expect("shape")
-            };
-            masks.insert(info.name.clone(), arr.mapv(|x| x != 0.0));
-        }
-    }
-    masks
-}
-
-/// The current masks of an executor, in graph layout.
-pub fn masks_of(exec: &Executor) -> shears_core::Masks {
-    exec_masks(exec)
 }
 
 /// True when `dir` holds a complete checkpoint.

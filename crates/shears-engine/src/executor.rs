@@ -112,6 +112,25 @@ pub struct ParamInfo {
     pub transposed: bool,
 }
 
+impl ParamInfo {
+    /// Engine-layout values of this parameter (or of its mask or optimiser state) as a
+    /// graph-layout array: linear weights are un-transposed.
+    pub fn to_graph_layout(&self, values: Vec<f32>) -> ArrayD<f32> {
+        // The values come from this parameter's own tensors, so the element count always fits.
+        if self.transposed {
+            let (o, i) = (self.shape[0], self.shape[1]);
+            ArrayD::from_shape_vec(IxDyn(&[i, o]), values)
+                .expect("engine tensor matches its parameter shape")
+                .reversed_axes()
+                .as_standard_layout()
+                .into_owned()
+        } else {
+            ArrayD::from_shape_vec(IxDyn(&self.shape), values)
+                .expect("engine tensor matches its parameter shape")
+        }
+    }
+}
+
 /// A graph ready to run on a device, with its parameters, buffers, masks and gates.
 pub struct Executor {
     graph: Graph,
@@ -151,12 +170,10 @@ pub fn to_vec(t: Tensor<1>) -> Vec<f32> {
 }
 
 fn transpose2(a: &ArrayD<f32>) -> Vec<f32> {
-    let s = a.shape();
     let v = a
         .view()
         .into_dimensionality::<ndarray::Ix2>()
         .expect("rank-2 linear weight");
-    let _ = s;
     v.t().iter().copied().collect()
 }
 
@@ -394,6 +411,20 @@ impl Executor {
                 };
             }
         }
+    }
+
+    /// The current weight masks in graph layout (parameters without a mask are left out).
+    pub fn masks(&self) -> Masks {
+        let mut masks = Masks::new();
+        for (info, m) in self.infos.iter().zip(&self.masks) {
+            if let Some(m) = m {
+                masks.insert(
+                    info.name.clone(),
+                    info.to_graph_layout(to_vec(m.clone())).mapv(|x| x != 0.0),
+                );
+            }
+        }
+        masks
     }
 
     /// Mask of parameter `i`, if it has one (on the inner, non-autodiff device).
@@ -641,7 +672,6 @@ impl Executor {
                     let x = arg(0);
                     if train && *p > 0.0 {
                         let keep = 1.0 - p;
-                        let dims = x.dims();
                         let device = self.device.clone();
                         macro_rules! drop {
                             ($t:expr, $ctor:path, $d:expr) => {{
@@ -654,7 +684,6 @@ impl Executor {
                                 $ctor($t * m.div_scalar(keep))
                             }};
                         }
-                        let _ = dims;
                         match x {
                             Value::Map(t) => drop!(t, Value::Map, 4),
                             Value::Flat(t) => drop!(t, Value::Flat, 2),
@@ -715,18 +744,10 @@ impl Executor {
     pub fn weights(&self) -> Weights {
         let mut w = Weights::new();
         for (p, info) in self.params.iter().zip(&self.infos) {
-            let values = to_vec(p.clone().inner());
-            let arr = if info.transposed {
-                let (o, i) = (info.shape[0], info.shape[1]);
-                ArrayD::from_shape_vec(IxDyn(&[i, o]), values)
-                    .expect("shape")
-                    .reversed_axes()
-                    .as_standard_layout()
-                    .to_owned()
-            } else {
-                ArrayD::from_shape_vec(IxDyn(&info.shape), values).expect("shape")
-            };
-            w.insert(info.name.clone(), arr);
+            w.insert(
+                info.name.clone(),
+                info.to_graph_layout(to_vec(p.clone().inner())),
+            );
         }
         for (b, name) in self.buffers.iter().zip(&self.buffer_names) {
             let values = to_vec(b.clone());

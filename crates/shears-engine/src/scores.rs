@@ -19,10 +19,10 @@
 //!   turned into one global order ([`IterativeOrder`]) so effective targets can search it.
 
 use crate::error::{EngineError, Result};
-use crate::executor::{Executor, Mode, ParamInfo, to_vec};
+use crate::executor::{Executor, Mode, to_vec};
 use crate::train::{check_data_fits, cross_entropy};
 use burn::tensor::{Device, Tensor};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 use shears_core::artifact::Model;
 use shears_core::graph::{Graph, Op, ParamKind};
 use shears_core::sparsity::{
@@ -201,7 +201,7 @@ pub fn grasp_from_batches(
     let mut scores = Scores::new();
     for (((layer, i), t), h) in prunable.iter().zip(&theta).zip(hg) {
         let v = to_vec(t.clone() * h);
-        scores.insert(layer.name.clone(), graph_layout(&exec.infos[*i], v)?);
+        scores.insert(layer.name.clone(), exec.infos[*i].to_graph_layout(v));
     }
     Ok(scores)
 }
@@ -422,30 +422,15 @@ fn prunable_scores(exec: &Executor, f: impl Fn(usize, &[f32]) -> Vec<f32>) -> Re
     for (layer, i) in prunable_indices(exec)? {
         let w = to_vec(exec.params[i].clone().inner());
         let s = f(i, &w);
-        scores.insert(layer.name, graph_layout(&exec.infos[i], s)?);
+        scores.insert(layer.name, exec.infos[i].to_graph_layout(s));
     }
     Ok(scores)
-}
-
-/// Engine-layout values of a parameter as a graph-layout array (un-transposes linear weights).
-fn graph_layout(info: &ParamInfo, values: Vec<f32>) -> Result<ArrayD<f32>> {
-    let bad =
-        |e: ndarray::ShapeError| EngineError::invalid("scores", format!("`{}`: {e}", info.name));
-    if info.transposed {
-        let (o, i) = (info.shape[0], info.shape[1]);
-        Ok(ArrayD::from_shape_vec(IxDyn(&[i, o]), values)
-            .map_err(bad)?
-            .reversed_axes()
-            .as_standard_layout()
-            .into_owned())
-    } else {
-        ArrayD::from_shape_vec(IxDyn(&info.shape), values).map_err(bad)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::IxDyn;
     use shears_core::builder::GraphBuilder;
     use shears_core::sparsity::{
         Allocation, PruneSpec, TargetKind, prune_to_target, sparsity_report,

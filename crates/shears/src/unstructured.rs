@@ -15,7 +15,7 @@ use shears_core::sparsity::{
 };
 use shears_core::{Masks, Weights};
 use shears_data::DataSplits;
-use shears_engine::checkpoint::{CheckpointState, masks_of, save_checkpoint};
+use shears_engine::checkpoint::{CheckpointState, save_checkpoint};
 use shears_engine::scores::{
     GRASP_TEMPERATURE, SYNFLOW_ROUNDS, ScoreBatches, grasp_scores, snip_scores, synflow_scores,
 };
@@ -310,7 +310,7 @@ pub fn gradual_phase(
         let current = Model {
             graph: exec.graph().clone(),
             weights: exec.weights(),
-            masks: masks_of(&exec),
+            masks: exec.masks(),
         };
         let target = agp_sparsity(0.0, spec.target, epoch + 1, epochs);
         let pruned = prune(&current, &spec.with_target(target), Some(data), &device)?;
@@ -326,7 +326,7 @@ pub fn gradual_phase(
     let trained = Model {
         graph: exec.graph().clone(),
         weights: exec.weights(),
-        masks: masks_of(&exec),
+        masks: exec.masks(),
     };
     Ok((trained, rows))
 }
