@@ -9,6 +9,8 @@
 //!
 //! Parameters count trainable tensors only (weights, biases, BN scale and shift), as PyTorch's
 //! `sum(p.numel() for p in model.parameters())` does; running statistics are buffers.
+//!
+//! Each op's MAC rule lives in its file under [`crate::ops`]; this module only sums them.
 
 use crate::error::Result;
 use crate::graph::{Graph, Op};
@@ -75,38 +77,10 @@ pub fn op_params(op: &Op) -> u64 {
         .sum()
 }
 
-/// MACs of one op under a convention, given its input shapes and output shape.
+/// MACs of one op under a convention, given its input shapes and output shape; the rule itself
+/// is in the op's file.
 pub fn op_macs(op: &Op, inputs: &[&Vec<usize>], output: &[usize], conv: Convention) -> u64 {
-    let numel = |s: &[usize]| s.iter().product::<usize>() as u64;
-    let out = numel(output);
-    let all = conv == Convention::AllOps;
-    match *op {
-        Op::Conv2d {
-            in_channels,
-            kernel,
-            groups,
-            bias,
-            ..
-        } => {
-            let per_output = (in_channels / groups) as u64 * (kernel[0] * kernel[1]) as u64;
-            out * per_output + if all && bias { out } else { 0 }
-        }
-        Op::Linear {
-            in_features,
-            out_features,
-            bias,
-        } => {
-            (in_features * out_features) as u64 + if all && bias { out_features as u64 } else { 0 }
-        }
-        _ if !all => 0,
-        Op::BatchNorm { .. } | Op::Relu => out,
-        Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => {
-            out * (kernel[0] * kernel[1]) as u64
-        }
-        Op::GlobalAvgPool => numel(inputs[0]),
-        Op::Add => out * (inputs.len() as u64 - 1),
-        Op::Flatten | Op::Concat | Op::Dropout { .. } => 0,
-    }
+    op.macs(inputs, output, conv)
 }
 
 /// Cost of every node with precomputed shapes.
@@ -143,77 +117,6 @@ pub fn cost(graph: &Graph, convention: Convention) -> Result<Cost> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builder::GraphBuilder;
-
-    fn single(
-        op_builder: impl FnOnce(&mut GraphBuilder, &str) -> String,
-        input: &[usize],
-    ) -> (Cost, Cost) {
-        let mut b = GraphBuilder::new("t", input);
-        let x = b.input();
-        let y = op_builder(&mut b, &x);
-        let g = b.finish(&y);
-        (
-            cost(&g, Convention::ConvLinear).unwrap(),
-            cost(&g, Convention::AllOps).unwrap(),
-        )
-    }
-
-    #[test]
-    fn conv_cost() {
-        // 3->8, 3x3, pad 1 on 3x10x10: out 8x10x10; MACs = 800 * 27; params 8*27 + 8 bias.
-        let (cl, all) = single(|b, x| b.conv2d_bias("c", x, 8, 3, 1, 1), &[3, 10, 10]);
-        assert_eq!(cl.params, 8 * 27 + 8);
-        assert_eq!(cl.macs, 800 * 27);
-        assert_eq!(all.macs, 800 * 27 + 800);
-    }
-
-    #[test]
-    fn grouped_and_depthwise_conv_cost() {
-        let (cl, _) = single(
-            |b, x| b.conv2d_full("c", x, 8, [3, 3], [1, 1], [1, 1], [1, 1], 2, false),
-            &[4, 5, 5],
-        );
-        assert_eq!(cl.params, 8 * 2 * 9);
-        assert_eq!(cl.macs, 8 * 25 * 2 * 9);
-        let (cl, _) = single(|b, x| b.depthwise("d", x, 3, 2, 1), &[6, 8, 8]);
-        assert_eq!(cl.params, 6 * 9);
-        assert_eq!(cl.macs, 6 * 16 * 9);
-    }
-
-    #[test]
-    fn linear_cost() {
-        let (cl, all) = single(|b, x| b.linear("l", x, 10, true), &[20]);
-        assert_eq!(cl.params, 210);
-        assert_eq!(cl.macs, 200);
-        assert_eq!(all.macs, 210);
-    }
-
-    #[test]
-    fn batchnorm_relu_pool_costs() {
-        let (cl, all) = single(|b, x| b.batchnorm("bn", x), &[4, 3, 3]);
-        assert_eq!((cl.params, cl.macs, all.macs), (8, 0, 36));
-        let (_, all) = single(|b, x| b.relu("r", x), &[4, 3, 3]);
-        assert_eq!((all.params, all.macs), (0, 36));
-        let (_, all) = single(|b, x| b.maxpool("m", x, 2, 2, 0), &[4, 4, 4]);
-        assert_eq!(all.macs, 16 * 4);
-        let (_, all) = single(|b, x| b.avgpool("a", x, 3, 1, 1), &[1, 4, 4]);
-        assert_eq!(all.macs, 16 * 9);
-        let (_, all) = single(|b, x| b.global_avg_pool("g", x), &[4, 5, 5]);
-        assert_eq!(all.macs, 100);
-        let (_, all) = single(|b, x| b.flatten("f", x), &[4, 5, 5]);
-        assert_eq!(all.macs, 0);
-        let (_, all) = single(|b, x| b.dropout("d", x, 0.1), &[7]);
-        assert_eq!(all.macs, 0);
-    }
-
-    #[test]
-    fn add_and_concat_costs() {
-        let (_, all) = single(|b, x| b.add("s", &[x, x, x]), &[2, 3, 3]);
-        assert_eq!(all.macs, 18 * 2);
-        let (cl, all) = single(|b, x| b.concat("c", &[x, x]), &[2, 3, 3]);
-        assert_eq!((cl.macs, all.macs, all.params), (0, 0, 0));
-    }
 
     #[test]
     fn convention_parses_and_names() {

@@ -3,171 +3,14 @@
 //! Every node produces exactly one value, named after the node; the graph input is a value too.
 //! Nodes are stored in topological order (checked by [`Graph::validate`]). Shapes are per sample:
 //! `[C, H, W]` for feature maps and `[F]` for feature vectors; the batch axis is implicit.
+//! The op enum and every per-op rule live in [`crate::ops`], re-exported here so that
+//! `graph::Op` paths keep working.
 
 use crate::error::{CoreError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
-/// One operation and its structural attributes. Parameter shapes follow from these attributes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Op {
-    /// 2-D convolution; weight `[out, in/groups, kh, kw]` (PyTorch/ONNX layout), optional bias `[out]`.
-    Conv2d {
-        in_channels: usize,
-        out_channels: usize,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        dilation: [usize; 2],
-        groups: usize,
-        bias: bool,
-    },
-    /// Fully connected layer; weight `[out, in]` (PyTorch/ONNX layout), optional bias `[out]`.
-    Linear {
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-    },
-    /// Batch normalisation over channels of a `[C,H,W]` map (2d) or features of a `[F]` vector (1d).
-    BatchNorm {
-        channels: usize,
-        eps: f64,
-        momentum: f64,
-    },
-    Relu,
-    MaxPool {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-    },
-    /// Average pooling; zero padding counts in the divisor (PyTorch's `count_include_pad=True`).
-    AvgPool {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-    },
-    GlobalAvgPool,
-    /// `[C,H,W]` to `[C*H*W]`, channel-major (PyTorch order).
-    Flatten,
-    /// Elementwise sum of two or more inputs of identical shape.
-    Add,
-    /// Concatenation along the channel (first per-sample) axis.
-    Concat,
-    /// Dropout with drop probability `p` (identity at inference).
-    Dropout {
-        p: f64,
-    },
-}
-
-/// What a parameter tensor is for; decides what is prunable, trained or counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ParamKind {
-    Weight,
-    Bias,
-    /// BatchNorm scale (gamma).
-    BnScale,
-    /// BatchNorm shift (beta).
-    BnShift,
-    RunningMean,
-    RunningVar,
-}
-
-impl ParamKind {
-    /// Trainable parameters (running statistics are buffers, not parameters).
-    pub fn is_trainable(self) -> bool {
-        !matches!(self, ParamKind::RunningMean | ParamKind::RunningVar)
-    }
-}
-
-/// Name, shape and role of one parameter tensor of a node.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamSpec {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub kind: ParamKind,
-}
-
-impl Op {
-    /// Short lowercase name used in tables and errors.
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            Op::Conv2d { .. } => "conv2d",
-            Op::Linear { .. } => "linear",
-            Op::BatchNorm { .. } => "batchnorm",
-            Op::Relu => "relu",
-            Op::MaxPool { .. } => "maxpool",
-            Op::AvgPool { .. } => "avgpool",
-            Op::GlobalAvgPool => "globalavgpool",
-            Op::Flatten => "flatten",
-            Op::Add => "add",
-            Op::Concat => "concat",
-            Op::Dropout { .. } => "dropout",
-        }
-    }
-
-    /// Parameter tensors this op owns, named `{node}.{suffix}`.
-    pub fn param_specs(&self, node: &str) -> Vec<ParamSpec> {
-        let p = |suffix: &str, shape: Vec<usize>, kind| ParamSpec {
-            name: format!("{node}.{suffix}"),
-            shape,
-            kind,
-        };
-        match *self {
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                groups,
-                bias,
-                ..
-            } => {
-                let mut v = vec![p(
-                    "weight",
-                    vec![
-                        out_channels,
-                        in_channels / groups.max(1),
-                        kernel[0],
-                        kernel[1],
-                    ],
-                    ParamKind::Weight,
-                )];
-                if bias {
-                    v.push(p("bias", vec![out_channels], ParamKind::Bias));
-                }
-                v
-            }
-            Op::Linear {
-                in_features,
-                out_features,
-                bias,
-            } => {
-                let mut v = vec![p(
-                    "weight",
-                    vec![out_features, in_features],
-                    ParamKind::Weight,
-                )];
-                if bias {
-                    v.push(p("bias", vec![out_features], ParamKind::Bias));
-                }
-                v
-            }
-            Op::BatchNorm { channels, .. } => vec![
-                p("weight", vec![channels], ParamKind::BnScale),
-                p("bias", vec![channels], ParamKind::BnShift),
-                p("running_mean", vec![channels], ParamKind::RunningMean),
-                p("running_var", vec![channels], ParamKind::RunningVar),
-            ],
-            _ => Vec::new(),
-        }
-    }
-
-    /// Conv and linear layers: the ops whose weights are pruned and whose MACs dominate.
-    pub fn is_weighted_layer(&self) -> bool {
-        matches!(self, Op::Conv2d { .. } | Op::Linear { .. })
-    }
-}
+pub use crate::ops::{Op, ParamKind, ParamSpec};
 
 /// One operation applied to named input values; produces the value named `name`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,17 +97,14 @@ impl Graph {
                     ));
                 }
             }
-            let arity_ok = match n.op {
-                Op::Add | Op::Concat => n.inputs.len() >= 2,
-                _ => n.inputs.len() == 1,
-            };
-            if !arity_ok {
+            let arity = n.op.arity();
+            if !arity.accepts(n.inputs.len()) {
                 return Err(CoreError::shape(
                     &n.name,
                     format!(
                         "{} takes {} input(s), got {}",
                         n.op.kind_name(),
-                        arity_text(&n.op),
+                        arity.text(),
                         n.inputs.len()
                     ),
                 ));
@@ -292,13 +132,6 @@ impl Graph {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("graph serialises")
-    }
-}
-
-fn arity_text(op: &Op) -> &'static str {
-    match op {
-        Op::Add | Op::Concat => "two or more",
-        _ => "exactly one",
     }
 }
 

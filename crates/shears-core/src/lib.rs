@@ -5,6 +5,7 @@ pub mod builder;
 pub mod cost;
 pub mod error;
 pub mod graph;
+pub mod ops;
 pub mod reference;
 pub mod shape;
 pub mod sparsity;

@@ -1,7 +1,7 @@
 //! Named parameter tensors (ndarray), their initialisation and safetensors I/O.
 
 use crate::error::{CoreError, Result};
-use crate::graph::{Graph, Op, ParamKind};
+use crate::graph::{Graph, ParamKind};
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -95,7 +95,7 @@ pub fn prunable_tensors(graph: &Graph) -> Vec<String> {
     graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Conv2d { .. } | Op::Linear { .. }))
+        .filter(|n| n.op.is_weighted_layer())
         .map(|n| format!("{}.weight", n.name))
         .collect()
 }

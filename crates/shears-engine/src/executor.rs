@@ -8,6 +8,7 @@
 //! penalties) simple tensors we can save as safetensors and edit by name.
 
 use crate::error::{EngineError, Result};
+use crate::hooks::{DynamicGates, ExtraParams};
 use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, linear, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
@@ -43,6 +44,13 @@ impl Value {
         match self {
             Value::Map(t) => t.dims().to_vec(),
             Value::Flat(t) => t.dims().to_vec(),
+        }
+    }
+    fn mul_sample_channels(self, gate: Tensor<2>) -> Value {
+        let [n, c] = gate.dims();
+        match self {
+            Value::Map(t) => Value::Map(t * gate.reshape([n, c, 1, 1])),
+            Value::Flat(t) => Value::Flat(t * gate),
         }
     }
     fn mul_channels(self, gate: Tensor<1>) -> Value {
@@ -487,8 +495,41 @@ impl Executor {
 
     /// Runs the graph on a batch. `x` is `[N, ...input shape]`; returns logits `[N, classes]`.
     pub fn forward(&mut self, x: Value, mode: Mode) -> Tensor<2> {
+        self.forward_impl(x, mode, None)
+    }
+
+    /// [`Executor::forward`] with per-sample channel gates computed inside the pass: every node
+    /// that `gates` names has its output multiplied by the gate `[N, C]` computed from its first
+    /// input (and from `extra`). BatchNorm is not folded into a gated conv.
+    pub fn forward_gated(
+        &mut self,
+        x: Value,
+        mode: Mode,
+        gates: &dyn DynamicGates,
+        extra: Option<&ExtraParams>,
+    ) -> Tensor<2> {
+        self.forward_impl(x, mode, Some((gates, extra)))
+    }
+
+    fn forward_impl(
+        &mut self,
+        x: Value,
+        mode: Mode,
+        dynamic: Option<(&dyn DynamicGates, Option<&ExtraParams>)>,
+    ) -> Tensor<2> {
         let train = mode == Mode::Train;
-        let folded = if train {
+        let gated: Vec<bool> = match dynamic {
+            Some((g, _)) => {
+                let names = g.gated_nodes();
+                self.graph
+                    .nodes
+                    .iter()
+                    .map(|n| names.contains(&n.name))
+                    .collect()
+            }
+            None => vec![false; self.steps.len()],
+        };
+        let folded = if train || gated.iter().any(|&g| g) {
             vec![None; self.steps.len()]
         } else {
             self.folded_convs()
@@ -531,6 +572,8 @@ impl Executor {
                     }
                 })
                 .collect();
+            // A dynamic gate reads the node's first input, so keep a handle to it.
+            let gate_input = if gated[i] { args[0].clone() } else { None };
             let mut arg = |k: usize| args[k].take().expect("value computed before use");
             let out = match step {
                 Step::Conv { opts, .. } if folded[i].is_some() => {
@@ -696,6 +739,13 @@ impl Executor {
             let out = match &self.gates[i] {
                 Some(g) => out.mul_channels(g.clone()),
                 None => out,
+            };
+            let out = match (dynamic, gate_input) {
+                (Some((g, extra)), Some(input)) => match g.gate(name, &input, extra) {
+                    Some(gate) => out.mul_sample_channels(gate),
+                    None => out,
+                },
+                _ => out,
             };
             slots[i + 1] = Some(out);
         }

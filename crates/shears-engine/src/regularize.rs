@@ -57,7 +57,18 @@ impl BnScaleL1 {
         for (bn, mask) in masks {
             let channels = match graph.node(bn).map(|n| &n.op) {
                 Some(Op::BatchNorm { channels, .. }) => *channels,
-                Some(op) => {
+                Some(
+                    op @ (Op::Conv2d { .. }
+                    | Op::Linear { .. }
+                    | Op::Relu
+                    | Op::MaxPool { .. }
+                    | Op::AvgPool { .. }
+                    | Op::GlobalAvgPool
+                    | Op::Flatten
+                    | Op::Add
+                    | Op::Concat
+                    | Op::Dropout { .. }),
+                ) => {
                     return Err(EngineError::invalid(
                         "penalty mask",
                         format!("`{bn}` is a {} node, not a BatchNorm", op.kind_name()),

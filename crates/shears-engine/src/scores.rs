@@ -51,6 +51,17 @@ pub struct ScoreBatches {
     pub seed: u64,
 }
 
+impl Default for ScoreBatches {
+    /// A small sample: 4 batches of 64, seed 0 (the default of Taylor channel importance).
+    fn default() -> Self {
+        ScoreBatches {
+            batches: 4,
+            batch_size: 64,
+            seed: 0,
+        }
+    }
+}
+
 /// One normalised batch on the host: NCHW (or NF) images and their labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostBatch {
@@ -271,7 +282,15 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
                 stride,
                 padding,
             },
-            ref op => op.clone(),
+            ref op @ (Op::Conv2d { .. }
+            | Op::Linear { .. }
+            | Op::Relu
+            | Op::AvgPool { .. }
+            | Op::GlobalAvgPool
+            | Op::Flatten
+            | Op::Add
+            | Op::Concat
+            | Op::Dropout { .. }) => op.clone(),
         };
     }
     let mut weights = Weights::new();

@@ -23,27 +23,10 @@ use crate::train::{check_data_fits, cross_entropy};
 use burn::tensor::Device;
 use shears_core::graph::{Graph, Op};
 use shears_core::weights::{Masks, Weights};
-use shears_data::{DataSplits, Loader, LoaderConfig};
+use shears_data::DataSplits;
 use std::collections::BTreeMap;
 
-/// How many training batches the scores average over.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaylorOptions {
-    pub batches: usize,
-    pub batch_size: usize,
-    /// Seeds the order of the training samples.
-    pub seed: u64,
-}
-
-impl Default for TaylorOptions {
-    fn default() -> Self {
-        TaylorOptions {
-            batches: 4,
-            batch_size: 64,
-            seed: 0,
-        }
-    }
-}
+use crate::scores::{ScoreBatches, score_batches};
 
 /// One scored node: the parameter indices whose `θ·∂L/∂θ` sum to its per-channel contribution.
 struct Scored {
@@ -99,7 +82,17 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
                 p.extend(idx("bias").map(|i| (i, Layout::PerChannel)));
                 (out_features, p)
             }
-            _ => continue,
+            // A conv or linear layer feeding a BatchNorm is scored at the BatchNorm.
+            Op::Conv2d { .. }
+            | Op::Linear { .. }
+            | Op::Relu
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. }
+            | Op::GlobalAvgPool
+            | Op::Flatten
+            | Op::Add
+            | Op::Concat
+            | Op::Dropout { .. } => continue,
         };
         if !params.is_empty() {
             out.push(Scored {
@@ -178,26 +171,16 @@ pub fn taylor_node_scores(
     masks: &Masks,
     data: &DataSplits,
     device: &Device,
-    opts: &TaylorOptions,
+    opts: &ScoreBatches,
 ) -> Result<BTreeMap<String, Vec<f32>>> {
-    if opts.batches == 0 || opts.batch_size == 0 {
-        return Err(EngineError::invalid(
-            "taylor scores",
-            "batches and batch size must be at least 1",
-        ));
-    }
     let ad = device.clone().autodiff();
     ad.seed(opts.seed);
     let mut exec = Executor::new(graph, weights, masks, &ad)?;
     check_data_fits(&exec, &data.train)?;
     let scored = scored_nodes(&exec);
-    let loader = Loader::new(
-        &data.train,
-        LoaderConfig::train(opts.batch_size, opts.seed).normalized(data.normalization.clone()),
-    )?;
     let mut sums: Vec<Vec<f64>> = scored.iter().map(|s| vec![0f64; s.channels]).collect();
     let mut seen = 0usize;
-    for batch in loader.epoch(0).take(opts.batches) {
+    for batch in score_batches(data, opts)? {
         let c = batch_contributions(&mut exec, &scored, batch.images, &batch.labels)?;
         for (acc, contrib) in sums.iter_mut().zip(c) {
             for (a, v) in acc.iter_mut().zip(contrib) {
@@ -227,7 +210,7 @@ mod tests {
     use super::*;
     use shears_core::builder::GraphBuilder;
     use shears_core::weights::init_weights;
-    use shears_data::Dataset;
+    use shears_data::{Dataset, Loader, LoaderConfig};
 
     /// conv a (3 ch, bias) -> relu -> conv b (4 ch) -> bn -> relu -> gap -> fc (3, bias).
     fn graph() -> Graph {
@@ -304,7 +287,7 @@ mod tests {
         let train = Dataset::new("t/train", images.clone(), [1, 6, 6], labels.clone(), 3).unwrap();
         let test = Dataset::new("t/test", images, [1, 6, 6], labels, 3).unwrap();
         let data = DataSplits::with_train_stats(train, test).unwrap();
-        let opts = TaylorOptions {
+        let opts = ScoreBatches {
             batches: 2,
             batch_size: 8,
             seed: 3,
@@ -336,7 +319,7 @@ mod tests {
             );
         }
         assert!(s.values().flatten().all(|v| v.is_finite() && *v >= 0.0));
-        let bad = TaylorOptions { batches: 0, ..opts };
+        let bad = ScoreBatches { batches: 0, ..opts };
         assert!(taylor_node_scores(&g, &w, &Masks::new(), &data, &Device::flex(), &bad).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The training loop: epochs of seeded batches, a progress bar on stderr, evaluation after each
-//! epoch, a NaN guard, gradient edits (masks, sparsity penalties) and a per-epoch hook that the
-//! caller uses for metrics files and checkpoints.
+//! epoch, a NaN guard, the method's hooks (gradient edits, loss terms, extra trainable parameters,
+//! per-sample gates; see [`crate::hooks`]) and a per-epoch hook that the caller uses for metrics
+//! files and checkpoints.
 
 use crate::error::{EngineError, Result};
 use crate::executor::{Executor, Mode, to_vec};
@@ -57,11 +58,7 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-/// Edits a parameter's gradient before the optimiser step (e.g. adds λ·sign(γ) for an L1
-/// penalty on BN scales). Gets the inner (non-autodiff) parameter value and gradient.
-pub trait GradientEdit {
-    fn edit(&self, exec: &Executor, param: usize, value: &Tensor<1>, grad: Tensor<1>) -> Tensor<1>;
-}
+pub use crate::hooks::{GradientEdit, TrainHooks};
 
 /// Mean cross-entropy of logits against integer labels.
 pub fn cross_entropy(logits: Tensor<2>, labels: &[i64]) -> Tensor<1> {
@@ -167,8 +164,8 @@ pub fn train(
     cfg: &TrainConfig,
     opt: &mut Optimizer,
     start_epoch: usize,
-    edits: &[&dyn GradientEdit],
-    on_epoch: &mut dyn FnMut(&Executor, &Optimizer, &EpochMetrics) -> Result<()>,
+    hooks: &mut TrainHooks<'_>,
+    on_epoch: &mut dyn FnMut(&Executor, &Optimizer, &TrainHooks<'_>, &EpochMetrics) -> Result<()>,
 ) -> Result<Vec<EpochMetrics>> {
     cfg.validate()?;
     if !exec.device().is_autodiff() {
@@ -203,10 +200,18 @@ pub fn train(
         for (step, batch) in loader.epoch(epoch as u64).enumerate() {
             let n = batch.len();
             let x = exec.input_value(batch.images, n)?;
-            let logits = exec.forward(x, Mode::Train);
+            let logits = match hooks.gates {
+                Some(g) => exec.forward_gated(x, Mode::Train, g, hooks.extra.as_deref()),
+                None => exec.forward(x, Mode::Train),
+            };
             let classes = logits.dims()[1];
             let host_logits = to_vec(logits.clone().inner().reshape([n * classes]));
-            let loss = cross_entropy(logits, &batch.labels);
+            let mut loss = cross_entropy(logits, &batch.labels);
+            for term in &hooks.terms {
+                if let Some(t) = term.loss(exec, hooks.extra.as_deref()) {
+                    loss = loss + t;
+                }
+            }
             let loss_value = loss.clone().inner().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
                 bar.finish_and_clear();
@@ -222,13 +227,16 @@ pub fn train(
                     continue;
                 };
                 let value = exec.params[i].clone().inner();
-                for e in edits {
+                for e in &hooks.edits {
                     g = e.edit(exec, i, &value, g);
                 }
                 let new = opt.update(i, value, g, lr);
                 exec.replace_param(i, new);
             }
             opt.finish_step();
+            if let Some(extra) = hooks.extra.as_deref_mut() {
+                extra.step(&grads, lr);
+            }
             exec.apply_masks();
             loss_sum += loss_value * n as f64;
             correct += count_correct(&host_logits, classes, &batch.labels);
@@ -266,7 +274,7 @@ pub fn train(
             m.test_accuracy,
             m.seconds
         );
-        on_epoch(exec, opt, &m)?;
+        on_epoch(exec, opt, hooks, &m)?;
         history.push(m);
     }
     Ok(history)

@@ -1,7 +1,13 @@
 //! Command-line definitions (clap derive). Every option that also exists in the config file
 //! overrides it.
 
-use crate::config::ExperimentConfig;
+use shears_core::cost::Convention;
+use shears_core::structured::{Normalization, Scope};
+use shears_methods::config::{ExperimentConfig, TrainSection};
+use shears_methods::steps::latency::LatencySettings;
+use shears_methods::steps::structured::{
+    Importance, StructuredOptions, parse_convention, parse_normalization, parse_scope,
+};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -345,14 +351,14 @@ pub struct StructuredArgs {
     #[arg(long)]
     pub percentile: Option<f64>,
     /// Channel importance: l1, l2, bn-scale, random or taylor (default: the method's).
-    #[arg(long)]
-    pub importance: Option<String>,
+    #[arg(long, value_parser = importance_arg)]
+    pub importance: Option<Importance>,
     /// global (one ranking of all channels) or per-layer (the same share in every group).
-    #[arg(long, default_value = "global")]
-    pub scope: String,
+    #[arg(long, default_value = "global", value_parser = scope_arg)]
+    pub scope: Scope,
     /// Per-group score normalisation: none, mean, max, sum (default: mean if global, else none).
-    #[arg(long)]
-    pub normalize: Option<String>,
+    #[arg(long, value_parser = normalization_arg)]
+    pub normalize: Option<Normalization>,
     /// l1/l2 importance: also count the consumers' input slices.
     #[arg(long)]
     pub include_consumers: bool,
@@ -366,8 +372,8 @@ pub struct StructuredArgs {
     #[arg(long, value_delimiter = ',')]
     pub ignore: Vec<String>,
     /// MACs convention of --macs-reduction: conv+linear or all-ops.
-    #[arg(long, default_value = "conv+linear")]
-    pub convention: String,
+    #[arg(long, default_value = "conv+linear", value_parser = convention_arg)]
+    pub convention: Convention,
     /// Fine-tune the compacted model for this many epochs.
     #[arg(long, default_value_t = 0)]
     pub finetune_epochs: usize,
@@ -445,9 +451,68 @@ pub struct SlimArgs {
     /// Node names or op kinds whose output channels stay, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub ignore: Vec<String>,
-    /// Also save here the dense model with the removed channels zeroed.
-    #[arg(long)]
-    pub save_masked: Option<PathBuf>,
     #[command(flatten)]
     pub latency: LatencyArgs,
+}
+
+fn importance_arg(s: &str) -> std::result::Result<Importance, String> {
+    s.parse().map_err(|e: shears_methods::MethodError| e.to_string())
+}
+fn scope_arg(s: &str) -> std::result::Result<Scope, String> {
+    parse_scope(s).map_err(|e| e.to_string())
+}
+fn normalization_arg(s: &str) -> std::result::Result<Normalization, String> {
+    parse_normalization(s).map_err(|e| e.to_string())
+}
+fn convention_arg(s: &str) -> std::result::Result<Convention, String> {
+    parse_convention(s).map_err(|e| e.to_string())
+}
+
+impl StructuredArgs {
+    /// The method options these flags give (Taylor's scoring batches are `shears prune`'s).
+    pub fn options(&self) -> StructuredOptions {
+        StructuredOptions {
+            channel_ratio: self.channel_ratio,
+            params_reduction: self.params_reduction,
+            macs_reduction: self.macs_reduction,
+            percentile: self.percentile,
+            importance: self.importance,
+            scope: self.scope,
+            normalize: self.normalize,
+            include_consumers: self.include_consumers,
+            round_to: self.round_to,
+            max_layer_ratio: self.max_layer_ratio,
+            ignore: self.ignore.clone(),
+            convention: self.convention,
+            ..StructuredOptions::default()
+        }
+    }
+
+    /// The fine-tuning phase these flags describe, checked.
+    pub fn finetune_section(&self) -> Result<TrainSection> {
+        let section = TrainSection {
+            epochs: self.finetune_epochs,
+            batch_size: self.batch_size,
+            lr: self.finetune_lr,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            ..TrainSection::default()
+        };
+        section.validate("finetune")?;
+        Ok(section)
+    }
+}
+
+impl LatencyArgs {
+    /// The latency settings these flags give.
+    pub fn settings(&self) -> LatencySettings {
+        LatencySettings {
+            enabled: !self.no_latency,
+            batches: self.latency_batches.clone(),
+            threads: self.latency_threads.clone(),
+            warmup: self.latency_warmup,
+            repeats: self.latency_repeats,
+            rounds: self.latency_rounds,
+        }
+    }
 }

@@ -2,23 +2,11 @@
 
 mod cli;
 mod cmd;
-mod config;
-mod run_dir;
-mod structured;
-mod unstructured;
-mod workflow;
+mod print;
 
 use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
-
-/// Applies the configured CPU thread count (once per process).
-pub(crate) fn apply_threads(cfg: &config::ExperimentConfig) -> anyhow::Result<()> {
-    if let Some(t) = cfg.threads {
-        shears_engine::device::set_threads(t)?;
-    }
-    Ok(())
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

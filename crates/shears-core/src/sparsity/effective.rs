@@ -12,9 +12,13 @@
 //! (`words = ceil(C/64)` u64 words per position; channel `c` is bit `c % 64` of word `c / 64`).
 //! A `[F]` vector is one position with F channels, so a linear layer is a 1×1 conv on a 1×1 map.
 //! A conv tap is then a word-wise AND (forward) or OR (backward) over input channels.
+//!
+//! Which step a node becomes comes from its op's [`ChannelFlow`], not from the op itself, so an
+//! op with a known flow needs nothing here.
 
 use crate::error::{CoreError, Result};
-use crate::graph::{Graph, Op};
+use crate::graph::Graph;
+use crate::ops::ChannelFlow;
 use crate::shape::infer_shapes;
 use crate::sparsity::flat_keeps;
 use crate::sparsity::quotas::{LayerInfo, layer_infos};
@@ -433,77 +437,54 @@ impl Plan {
             let out_shape = shapes.get(&node.name);
             let (input, output) = (ins[0], values.len());
             let hw = |s: &[usize]| [s[1], s[2]];
-            let step = match node.op {
-                Op::Conv2d {
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
-                    ..
-                } => {
-                    let win = Window::new(
-                        hw(in_shape),
-                        hw(out_shape),
-                        kernel,
-                        stride,
-                        padding,
-                        dilation,
-                    );
+            let step = match node.op.channel_flow() {
+                ChannelFlow::Filters { groups, window } => {
+                    let win = match window {
+                        Some(w) => Window::new(
+                            hw(in_shape),
+                            hw(out_shape),
+                            w.kernel,
+                            w.stride,
+                            w.padding,
+                            w.dilation,
+                        ),
+                        None => Window::point(),
+                    };
+                    let c_in = in_shape[0];
                     layer += 1;
                     Step::Weighted {
                         layer: layer - 1,
                         input,
                         output,
                         win,
-                        c_in: in_channels,
-                        c_out: out_channels,
-                        groups,
+                        c_in,
+                        c_out: out_shape[0],
+                        groups: groups.count(c_in),
                     }
                 }
-                Op::Linear {
-                    in_features,
-                    out_features,
-                    ..
-                } => {
-                    layer += 1;
-                    Step::Weighted {
-                        layer: layer - 1,
-                        input,
-                        output,
-                        win: Window::point(),
-                        c_in: in_features,
-                        c_out: out_features,
-                        groups: 1,
-                    }
-                }
-                Op::MaxPool {
-                    kernel,
-                    stride,
-                    padding,
-                }
-                | Op::AvgPool {
-                    kernel,
-                    stride,
-                    padding,
-                } => Step::Pool {
+                ChannelFlow::PoolWindow(w) => Step::Pool {
                     input,
                     output,
-                    win: Window::new(hw(in_shape), hw(out_shape), kernel, stride, padding, [1, 1]),
+                    win: Window::new(
+                        hw(in_shape),
+                        hw(out_shape),
+                        w.kernel,
+                        w.stride,
+                        w.padding,
+                        w.dilation,
+                    ),
                 },
-                Op::GlobalAvgPool => Step::GlobalPool { input, output },
-                Op::Flatten => Step::Flatten { input, output },
-                Op::Add => Step::Add {
+                ChannelFlow::PoolGlobal => Step::GlobalPool { input, output },
+                ChannelFlow::Flatten => Step::Flatten { input, output },
+                ChannelFlow::Add => Step::Add {
                     inputs: ins,
                     output,
                 },
-                Op::Concat => Step::Concat {
+                ChannelFlow::Concat => Step::Concat {
                     inputs: ins,
                     output,
                 },
-                Op::Relu | Op::BatchNorm { .. } | Op::Dropout { .. } => {
+                ChannelFlow::PassThrough => {
                     storage.insert(&node.name, input);
                     continue;
                 }

@@ -9,14 +9,16 @@
 //! producer's filters is *not* equivalent: a BatchNorm after it turns a zero channel into the
 //! constant `beta - mean * gamma / sqrt(var + eps)`, which the next layer still sees.
 //!
-//! Node attributes follow the kept channels: conv `in_channels`/`out_channels`, a depthwise conv's
-//! `groups` (= its kept channels), linear `in_features`/`out_features`, BatchNorm `channels`.
-//! Tensors are sliced along the axes the group members name; masks are sliced like their tensors.
+//! Node attributes follow the kept channels by each op's compaction rewrite
+//! ([`Op::compacted`](crate::ops::Op::compacted)): conv `in_channels`/`out_channels`, a depthwise
+//! conv's `groups` (= its kept channels), linear `in_features`/`out_features`, BatchNorm
+//! `channels`. Tensors are sliced along the axes the group members name (each op's
+//! [`Op::channel_axes`](crate::ops::Op::channel_axes)); masks are sliced like their tensors.
 
-use super::groups::{ChannelGroup, channel_groups, is_depthwise};
+use super::groups::{ChannelGroup, channel_groups};
 use super::select::ChannelSelection;
 use crate::error::{CoreError, Result};
-use crate::graph::{Graph, Op, ParamSpec};
+use crate::graph::{Graph, ParamSpec};
 use crate::reference::ChannelGates;
 use crate::shape::{Shapes, infer_shapes};
 use crate::weights::{Masks, Weights};
@@ -160,40 +162,8 @@ fn rewrite_graph(graph: &Graph, shapes: &Shapes, plan: &Plan) -> Result<Graph> {
     let len = |v: &str| plan.values.get(v).map_or(shapes.get(v)[0], |k| k.len());
     let mut out = graph.clone();
     for node in &mut out.nodes {
-        let depthwise = is_depthwise(&node.op);
         let (inp, own) = (len(&node.inputs[0]), len(&node.name));
-        match &mut node.op {
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                groups,
-                ..
-            } => {
-                if depthwise {
-                    if inp != own {
-                        return Err(CoreError::shape(
-                            &node.name,
-                            format!(
-                                "compaction bug: depthwise conv would keep {inp} input but {own} output channels"
-                            ),
-                        ));
-                    }
-                    *groups = own;
-                }
-                *in_channels = inp;
-                *out_channels = own;
-            }
-            Op::Linear {
-                in_features,
-                out_features,
-                ..
-            } => {
-                *in_features = inp;
-                *out_features = own;
-            }
-            Op::BatchNorm { channels, .. } => *channels = own,
-            _ => {}
-        }
+        node.op = node.op.compacted(&node.name, inp, own)?;
     }
     infer_shapes(&out)?;
     Ok(out)
@@ -366,6 +336,7 @@ pub fn selection_gates(graph: &Graph, selection: &ChannelSelection) -> Result<Ch
 mod tests {
     use super::*;
     use crate::builder::GraphBuilder;
+    use crate::graph::Op;
     use crate::reference::{forward, forward_with_channel_gates};
     use crate::structured::groups::MemberRole;
     use ndarray::Axis;

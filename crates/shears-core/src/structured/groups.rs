@@ -17,12 +17,16 @@
 //! values at the same relative positions form one group whose channel `j` is the `j`-th class.
 //! Every unit of every value belongs to exactly one group, so groups also describe what stays.
 //!
+//! The per-op part of these rules is each op's [`ChannelFlow`] and [`ChannelAxis`](crate::ops::ChannelAxis) list, written
+//! in its file under [`crate::ops`]; this module only runs the union-find over the whole graph.
+//!
 //! A group is not prunable when it carries the graph input, reaches the network output (logits),
 //! touches a grouped (non-depthwise) conv, or meets an op whose layouts cannot be reconciled
 //! (an Add or Concat mixing flattened and unflattened features); `reason` names the node(s).
 
 use crate::error::Result;
 use crate::graph::{Graph, Op, ParamKind};
+use crate::ops::{ChannelFlow, ChannelSide, FilterGroups};
 use crate::shape::infer_shapes;
 use std::collections::HashMap;
 use std::fmt;
@@ -250,35 +254,15 @@ impl Layout {
     }
 }
 
-/// How a conv's groups attribute is handled.
-#[derive(PartialEq)]
-enum ConvKind {
-    Plain,
-    Depthwise,
-    Grouped,
-}
-
-fn conv_kind(op: &Op) -> Option<ConvKind> {
-    match *op {
-        Op::Conv2d {
-            in_channels,
-            out_channels,
-            groups,
-            ..
-        } => Some(if groups <= 1 {
-            ConvKind::Plain
-        } else if groups == in_channels && in_channels == out_channels {
-            ConvKind::Depthwise
-        } else {
-            ConvKind::Grouped
-        }),
-        _ => None,
-    }
-}
-
 /// True for a conv with `groups = in = out > 1`, whose channels compaction keeps tied.
 pub fn is_depthwise(op: &Op) -> bool {
-    conv_kind(op) == Some(ConvKind::Depthwise)
+    matches!(
+        op.channel_flow(),
+        ChannelFlow::Filters {
+            groups: FilterGroups::Depthwise,
+            ..
+        }
+    )
 }
 
 /// Derives the channel dependency groups of `graph` (validated and shape-checked first).
@@ -307,19 +291,17 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
         let ins: Vec<usize> = node.inputs.iter().map(|n| index[n.as_str()]).collect();
         let out_shape = shapes.get(&node.name);
         let x = ins[0];
-        let v = match node.op {
-            Op::Conv2d {
-                out_channels,
-                groups,
-                ..
-            } => match conv_kind(&node.op) {
-                Some(ConvKind::Depthwise) => {
+        let flow = node.op.channel_flow();
+        let v = match flow {
+            ChannelFlow::Filters { groups, .. } => match groups {
+                FilterGroups::Dense => lay.push(out_shape[0], 1),
+                FilterGroups::Depthwise => {
                     let v = lay.push(lay.units[x], lay.unit_len[x]);
                     lay.tie(v, x, 0);
                     v
                 }
-                Some(ConvKind::Grouped) => {
-                    let v = lay.push(out_channels, 1);
+                FilterGroups::Grouped(groups) => {
+                    let v = lay.push(out_shape[0], 1);
                     let why = format!(
                         "grouped conv `{}` (groups={groups}) can only lose whole groups",
                         node.name
@@ -328,27 +310,20 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                     lay.pin(v, why);
                     v
                 }
-                _ => lay.push(out_channels, 1),
             },
-            Op::Linear { out_features, .. } => lay.push(out_features, 1),
-            Op::BatchNorm { .. }
-            | Op::Relu
-            | Op::Dropout { .. }
-            | Op::MaxPool { .. }
-            | Op::AvgPool { .. }
-            | Op::GlobalAvgPool => {
+            ChannelFlow::PassThrough | ChannelFlow::PoolWindow(_) | ChannelFlow::PoolGlobal => {
                 let v = lay.push(lay.units[x], lay.unit_len[x]);
                 lay.tie(v, x, 0);
                 v
             }
-            Op::Flatten => {
+            ChannelFlow::Flatten => {
                 let in_shape = shapes.get(&node.inputs[0]);
                 let spatial: usize = in_shape[1..].iter().product();
                 let v = lay.push(lay.units[x], lay.unit_len[x] * spatial.max(1));
                 lay.tie(v, x, 0);
                 v
             }
-            Op::Add | Op::Concat => {
+            ChannelFlow::Add | ChannelFlow::Concat => {
                 let same_layout = ins.iter().all(|&i| lay.unit_len[i] == lay.unit_len[x]);
                 if !same_layout {
                     // Units of different sizes cannot be tied one to one: keep everything whole.
@@ -363,7 +338,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                     }
                     lay.pin(v, why);
                     v
-                } else if node.op == Op::Add {
+                } else if flow == ChannelFlow::Add {
                     let v = lay.push(lay.units[x], lay.unit_len[x]);
                     for &i in &ins {
                         lay.tie(i, v, 0);
@@ -476,21 +451,18 @@ fn assemble(graph: &Graph, lay: &mut Layout) -> Vec<ChannelGroup> {
             }
             for &ci in consumers.get(value).map(|c| c.as_slice()).unwrap_or(&[]) {
                 let c = &graph.nodes[ci];
-                let reads = match c.op {
-                    Op::Linear { .. } => true,
-                    Op::Conv2d { .. } => conv_kind(&c.op) == Some(ConvKind::Plain),
-                    _ => false,
-                };
-                if reads {
-                    members.push(Member {
-                        node: c.name.clone(),
-                        tensor: format!("{}.weight", c.name),
-                        kind: ParamKind::Weight,
-                        role: MemberRole::InputChannels,
-                        axis: 1,
-                        offset,
-                        stride_per_channel: unit_len,
-                    });
+                for a in c.op.channel_axes(&c.name) {
+                    if a.side == ChannelSide::Input {
+                        members.push(Member {
+                            node: c.name.clone(),
+                            tensor: a.spec.name,
+                            kind: a.spec.kind,
+                            role: MemberRole::InputChannels,
+                            axis: a.axis,
+                            offset,
+                            stride_per_channel: unit_len,
+                        });
+                    }
                 }
             }
         }
@@ -510,7 +482,9 @@ fn assemble(graph: &Graph, lay: &mut Layout) -> Vec<ChannelGroup> {
     groups
 }
 
-/// Members owned by the node that produces a value slice: filters and bias, or BatchNorm tensors.
+/// Members owned by the node that produces a value slice: the parameter axes its op says follow
+/// its output channels (filters and bias, or BatchNorm tensors). A node with filters among them
+/// is a producer of the group.
 fn own_members(
     node: &crate::graph::Node,
     offset: usize,
@@ -518,35 +492,30 @@ fn own_members(
     members: &mut Vec<Member>,
     producers: &mut Vec<String>,
 ) {
-    let member = |spec: &crate::graph::ParamSpec, role| Member {
-        node: node.name.clone(),
-        tensor: spec.name.clone(),
-        kind: spec.kind,
-        role,
-        axis: 0,
-        offset,
-        stride_per_channel: unit_len,
-    };
-    match node.op {
-        Op::Conv2d { .. } | Op::Linear { .. } => {
-            if !producers.contains(&node.name) {
-                producers.push(node.name.clone());
-            }
-            for spec in node.op.param_specs(&node.name) {
-                let role = if spec.kind == ParamKind::Bias {
-                    MemberRole::Bias
-                } else {
-                    MemberRole::Filter
-                };
-                members.push(member(&spec, role));
-            }
+    for a in node.op.channel_axes(&node.name) {
+        if a.side != ChannelSide::Output {
+            continue;
         }
-        Op::BatchNorm { .. } => {
-            for spec in node.op.param_specs(&node.name) {
-                members.push(member(&spec, MemberRole::BatchNorm));
-            }
+        let role = match a.spec.kind {
+            ParamKind::Weight => MemberRole::Filter,
+            ParamKind::Bias => MemberRole::Bias,
+            ParamKind::BnScale
+            | ParamKind::BnShift
+            | ParamKind::RunningMean
+            | ParamKind::RunningVar => MemberRole::BatchNorm,
+        };
+        if role == MemberRole::Filter && !producers.contains(&node.name) {
+            producers.push(node.name.clone());
         }
-        _ => {}
+        members.push(Member {
+            node: node.name.clone(),
+            tensor: a.spec.name,
+            kind: a.spec.kind,
+            role,
+            axis: a.axis,
+            offset,
+            stride_per_channel: unit_len,
+        });
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::print_json;
 use crate::cli::BenchArgs;
-use crate::workflow::load_or_build;
+use shears_methods::steps::model::load_or_build;
 use anyhow::Result;
 use serde::Serialize;
 use shears_core::cost::{Convention, cost};

@@ -2,8 +2,9 @@
 
 use super::print_json;
 use crate::cli::EvalArgs;
-use crate::config::ExperimentConfig;
-use crate::workflow::{eval_model, load_data};
+use shears_methods::Runtime;
+use shears_methods::steps::data::load_data;
+use shears_methods::steps::eval::eval_model;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use shears_core::artifact::load_model;
@@ -27,13 +28,12 @@ struct EvalResult {
 pub fn run(args: EvalArgs) -> Result<()> {
     let model = load_model(&args.model)
         .with_context(|| format!("cannot load model from {}", args.model.display()))?;
-    let mut cfg = ExperimentConfig::default();
-    cfg.data.dataset = args.dataset.clone();
-    cfg.data.dir = args.data.clone();
-    cfg.device = args.device.clone();
-    cfg.validate()?;
-    let data = load_data(&cfg)?;
-    let (loss, acc) = eval_model(&cfg, &model, &data, args.test_limit)?;
+    let data = load_data(&args.dataset, args.data.as_deref())?;
+    let rt = Runtime {
+        device: args.device.clone(),
+        seed: 0,
+    };
+    let (loss, acc) = eval_model(&rt, &model, &data, args.test_limit)?;
     let c = cost(&model.graph, Convention::ConvLinear)?;
     let sp = sparsity_report(&model.graph, &model.masks)?;
     let r = EvalResult {

@@ -2,7 +2,7 @@
 
 use super::{print_json, thousands};
 use crate::cli::InspectArgs;
-use crate::workflow::load_or_build;
+use shears_methods::steps::model::load_or_build;
 use anyhow::Result;
 use serde::Serialize;
 use shears_core::cost::{Convention, cost};
@@ -35,7 +35,7 @@ struct Inspection {
     layers: Vec<Layer>,
     /// Channel dependency groups (`--groups`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    groups: Option<Vec<crate::structured::GroupInfo>>,
+    groups: Option<Vec<shears_methods::steps::structured::GroupInfo>>,
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
@@ -86,7 +86,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         effective_sparsity: sp.effective_sparsity,
         layers,
         groups: if args.groups {
-            Some(crate::structured::group_infos(&model.graph)?)
+            Some(shears_methods::steps::structured::group_infos(&model.graph)?)
         } else {
             None
         },

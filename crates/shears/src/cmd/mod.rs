@@ -9,8 +9,9 @@ pub mod slim;
 pub mod train;
 
 use crate::cli::RunOptions;
-use crate::run_dir::RunDir;
-use anyhow::{Result, bail};
+use anyhow::Result;
+use shears_methods::RunRequest;
+use shears_methods::run_dir::{Opened, RunDir, open_run as open_run_dir};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -27,35 +28,37 @@ pub fn open_run(opts: &RunOptions, default_name: String) -> Result<Option<RunDir
         .out
         .clone()
         .unwrap_or_else(|| opts.runs_dir.join(default_name));
-    if opts.force && path.exists() {
-        if !path.join(crate::run_dir::CONFIG_FILE).exists() {
-            bail!(
-                "refusing to --force over {}: it is not a shears run directory",
-                path.display()
-            );
+    match open_run_dir(path, opts.force)? {
+        Opened::Fresh(dir) => Ok(Some(dir)),
+        Opened::Finished { dir, result } => {
+            print_finished(opts, &dir.path, &result);
+            Ok(None)
         }
-        std::fs::remove_dir_all(&path)?;
     }
-    let dir = RunDir::new(path)?;
-    if dir.is_finished() {
-        let text = std::fs::read_to_string(dir.result_path())?;
-        eprintln!(
-            "{} is already finished (use --force to run it again); its result:",
-            dir.path.display()
-        );
-        if opts.json {
-            println!("{text}");
-        } else {
-            eprintln!("{text}");
-        }
-        return Ok(None);
-    }
-    Ok(Some(dir))
 }
 
-/// `shears` version for reports.
-pub fn version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
+/// Says that a run had finished before, and shows its result.
+pub fn print_finished(opts: &RunOptions, dir: &std::path::Path, result: &str) {
+    eprintln!(
+        "{} is already finished (use --force to run it again); its result:",
+        dir.display()
+    );
+    if opts.json {
+        println!("{result}");
+    } else {
+        eprintln!("{result}");
+    }
+}
+
+/// The library's view of `--out`, `--runs-dir`, `--resume` and `--force`.
+pub fn run_request(opts: &RunOptions, command: &'static str) -> RunRequest {
+    RunRequest {
+        out: opts.out.clone(),
+        runs_dir: opts.runs_dir.clone(),
+        resume: opts.resume,
+        force: opts.force,
+        command,
+    }
 }
 
 /// Formats a count with thousands separators.

@@ -1,9 +1,13 @@
 //! `shears train`: train a model and save it, its metrics and its result in a run directory.
 
-use super::{open_run, print_json, version};
+use super::{open_run, print_json};
 use crate::cli::TrainArgs;
-use crate::run_dir::run_name;
-use crate::workflow::{load_data, load_or_build, train_phase};
+use shears_methods::Runtime;
+use shears_methods::report::version;
+use shears_methods::run_dir::run_name;
+use shears_methods::steps::data::load_configured;
+use shears_methods::steps::model::configured_model;
+use shears_methods::steps::phase::train_phase;
 use anyhow::Result;
 use serde::Serialize;
 use shears_core::artifact::save_model;
@@ -31,23 +35,19 @@ struct TrainResult {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let cfg = args.over.resolve()?;
-    crate::apply_threads(&cfg)?;
+    if let Some(t) = cfg.threads {
+        shears_engine::device::set_threads(t)?;
+    }
     let name = run_name(&cfg.name, "train", None, cfg.seed, &cfg.hash());
     let Some(dir) = open_run(&args.run, name)? else {
         return Ok(());
     };
     dir.write_config(&cfg.to_toml())?;
     let started = Instant::now();
-    let data = load_data(&cfg)?;
-    let model = load_or_build(
-        &cfg.model.arch,
-        cfg.model.input.as_deref(),
-        cfg.model.classes,
-        Some(&data),
-        cfg.seed,
-    )?;
+    let data = load_configured(&cfg)?;
+    let model = configured_model(&cfg, Some(&data))?;
     let (trained, rows) = train_phase(
-        &cfg,
+        &Runtime::of(&cfg),
         &cfg.train,
         model,
         &data,

@@ -1,5 +1,6 @@
 use super::*;
 use crate::builder::GraphBuilder;
+use crate::graph::Op;
 use crate::shape::window_out;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};

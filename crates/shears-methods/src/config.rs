@@ -1,10 +1,15 @@
 //! Experiment configuration: a TOML file whose sections mirror the pipeline (model, data, train,
-//! prune, finetune). Precedence: command line > config file > these defaults. Unknown keys are
+//! method, finetune). Precedence: command line > config file > these defaults. Unknown keys are
 //! errors, so a typo never silently falls back to a default.
+//!
+//! The method is `[method] name = "..."` with that method's own keys (see [`crate::registry`]);
+//! `[prune]` is the older spelling of an unstructured method and stays accepted unchanged, so
+//! configs written before `[method]` existed keep their hash and their run directory.
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, MethodError, Result};
+use crate::invalid;
+use crate::run_dir::short_hash;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use shears_engine::{OptimizerConfig, Schedule, TrainConfig};
 use std::path::{Path, PathBuf};
 
@@ -30,8 +35,24 @@ pub struct ExperimentConfig {
     pub train: TrainSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneSection>,
+    /// The method with its own keys: `[method] name = "slimming"`, `lambda = 1e-4`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<MethodSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune: Option<TrainSection>,
+    /// `[latency]`: how structured methods measure dense against compacted latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<crate::steps::latency::LatencySettings>,
+}
+
+/// `[method]`: a registered method's name and its keys, checked by that method when resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodSection {
+    /// A name from [`crate::registry::METHODS`].
+    pub name: String,
+    /// The method's own keys; an unknown one is an error naming it.
+    #[serde(flatten)]
+    pub keys: toml::Table,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,7 +262,9 @@ impl Default for ExperimentConfig {
             data: DataConfig::default(),
             train: TrainSection::default(),
             prune: None,
+            method: None,
             finetune: None,
+            latency: None,
         }
     }
 }
@@ -262,12 +285,13 @@ impl TrainSection {
         }
     }
 
-    fn validate(&self, section: &str) -> Result<()> {
+    /// Checks every value; errors name `[section]` and the key.
+    pub fn validate(&self, section: &str) -> Result<()> {
         if self.batch_size == 0 {
-            bail!("[{section}] batch_size must be at least 1");
+            invalid!("[{section}] batch_size must be at least 1");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("[{section}] lr must be a positive number, got {}", self.lr);
+            invalid!("[{section}] lr must be a positive number, got {}", self.lr);
         }
         self.optimizer
             .validate()
@@ -276,7 +300,7 @@ impl TrainSection {
             .validate()
             .with_context(|| format!("[{section}] schedule"))?;
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
-            bail!("[{section}] train_limit and test_limit must be at least 1");
+            invalid!("[{section}] train_limit and test_limit must be at least 1");
         }
         Ok(())
     }
@@ -286,32 +310,33 @@ impl ExperimentConfig {
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<ExperimentConfig> {
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: ExperimentConfig =
-            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
-        Ok(cfg)
+            .map_err(|e| MethodError::io("read config", path, e))?;
+        toml::from_str(&text).map_err(|e| MethodError::ConfigFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Checks every value; errors name the section and key.
     pub fn validate(&self) -> Result<()> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) {
-            bail!(
+            invalid!(
                 "name must be non-empty and contain no path separators, got `{}`",
                 self.name
             );
         }
         if self.threads == Some(0) {
-            bail!("threads must be at least 1");
+            invalid!("threads must be at least 1");
         }
         self.data
             .dataset
             .parse::<shears_data::DatasetKind>()
-            .map_err(|e| anyhow::anyhow!("[data] dataset: {e}"))?;
+            .map_err(|e| MethodError::Invalid(format!("[data] dataset: {e}")))?;
         if let Some(s) = &self.model.input {
             parse_shape(s).context("[model] input")?;
         }
         if self.model.classes == Some(0) {
-            bail!("[model] classes must be at least 1");
+            invalid!("[model] classes must be at least 1");
         }
         self.train.validate("train")?;
         if let Some(f) = &self.finetune {
@@ -319,59 +344,68 @@ impl ExperimentConfig {
         }
         if let Some(p) = &self.prune {
             if !(0.0..1.0).contains(&p.sparsity) {
-                bail!("[prune] sparsity must be in [0, 1), got {}", p.sparsity);
+                invalid!("[prune] sparsity must be in [0, 1), got {}", p.sparsity);
             }
-            if !crate::unstructured::METHODS.contains(&p.method.as_str()) {
-                bail!(
+            if !crate::methods::unstructured::METHODS.contains(&p.method.as_str()) {
+                invalid!(
                     "[prune] method `{}` is unknown (known: {})",
                     p.method,
-                    crate::unstructured::METHODS.join(", ")
+                    crate::methods::unstructured::METHODS.join(", ")
                 );
             }
-            if !crate::unstructured::WHEN.contains(&p.when.as_str()) {
-                bail!(
+            if !crate::methods::unstructured::WHEN.contains(&p.when.as_str()) {
+                invalid!(
                     "[prune] when = `{}` is unknown (known: {})",
                     p.when,
-                    crate::unstructured::WHEN.join(", ")
+                    crate::methods::unstructured::WHEN.join(", ")
                 );
             }
             if p.rounds == 0 {
-                bail!("[prune] rounds must be at least 1");
+                invalid!("[prune] rounds must be at least 1");
             }
             if p.when != "after" && (p.rewind || p.rounds != 1) {
-                bail!("[prune] rewind and rounds only apply with when = \"after\"");
+                invalid!("[prune] rewind and rounds only apply with when = \"after\"");
             }
             if p.score_batches == 0 {
-                bail!("[prune] score_batches must be at least 1");
+                invalid!("[prune] score_batches must be at least 1");
             }
             if p.when == "gradual" && self.train.epochs == 0 {
-                bail!(
+                invalid!(
                     "[prune] when = \"gradual\" prunes at epoch ends: [train] epochs must be at least 1"
                 );
             }
             if p.method == "synflow" && p.scope != "global" {
-                bail!("[prune] synflow is a global iterative pruner: use scope = \"global\"");
+                invalid!("[prune] synflow is a global iterative pruner: use scope = \"global\"");
             }
             if p.scope != "global" {
                 p.scope
                     .parse::<shears_core::sparsity::Quota>()
-                    .map_err(|e| anyhow::anyhow!("[prune] scope: {e}"))?;
+                    .map_err(|e| MethodError::Invalid(format!("[prune] scope: {e}")))?;
             }
             p.target_kind
                 .parse::<shears_core::sparsity::TargetKind>()
-                .map_err(|e| anyhow::anyhow!("[prune] target_kind: {e}"))?;
+                .map_err(|e| MethodError::Invalid(format!("[prune] target_kind: {e}")))?;
+        }
+        if self.prune.is_some() && self.method.is_some() {
+            invalid!(
+                "give the method once: either [method] or the older [prune] section, not both"
+            );
+        }
+        if self.method.is_some() {
+            // Resolving checks the name and every key of the method.
+            crate::registry::resolve(self)?;
         }
         Ok(())
     }
 
+    /// The resolved config as TOML (what a run directory's `config.toml` holds).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
     /// Short hash of the resolved config, for run names and reports.
     pub fn hash(&self) -> String {
-        let digest = Sha256::digest(self.to_toml().as_bytes());
-        digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+        short_hash(self.to_toml().as_bytes())
     }
 }
 
@@ -381,9 +415,9 @@ pub fn parse_shape(s: &str) -> Result<Vec<usize>> {
         .split(['x', 'X', ','])
         .map(|d| d.trim().parse::<usize>())
         .collect::<std::result::Result<_, _>>()
-        .with_context(|| format!("`{s}` is not a shape like 3x32x32 or 784"))?;
+        .map_err(|_| MethodError::Invalid(format!("`{s}` is not a shape like 3x32x32 or 784")))?;
     if dims.is_empty() || dims.contains(&0) || !(dims.len() == 1 || dims.len() == 3) {
-        bail!("`{s}` is not a shape like 3x32x32 or 784 (one or three non-zero dimensions)");
+        invalid!("`{s}` is not a shape like 3x32x32 or 784 (one or three non-zero dimensions)");
     }
     Ok(dims)
 }
@@ -447,4 +481,32 @@ mod tests {
         assert!(parse_shape("3x0x2").is_err());
         assert_eq!(parse_shape("1x28x28").unwrap(), vec![1, 28, 28]);
     }
+
+    #[test]
+    fn new_prune_keys_have_defaults_that_keep_old_configs_unchanged() {
+        let c: ExperimentConfig = toml::from_str("[prune]\nsparsity = 0.5\n").unwrap();
+        let p = c.prune.clone().unwrap();
+        assert_eq!(p.when, "after");
+        assert_eq!((p.rewind, p.rounds, p.apply_effective), (false, 1, false));
+        assert_eq!(p.score_batches, 10);
+        // Defaults are not written back, so configs without them keep their hash.
+        let text = c.to_toml();
+        for key in [
+            "when",
+            "rewind",
+            "rounds",
+            "apply_effective",
+            "score_batches",
+        ] {
+            assert!(!text.contains(key), "{key} in {text}");
+        }
+        let c: ExperimentConfig =
+            toml::from_str("[prune]\nsparsity = 0.5\nwhen = \"gradual\"\nmethod = \"snip\"\n")
+                .unwrap();
+        c.validate().unwrap();
+        assert!(c.to_toml().contains("when = \"gradual\""));
+        let c: ExperimentConfig = toml::from_str("[prune]\nsparsity = 0.5\nrounds = 0\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("rounds"));
+    }
+
 }

@@ -1,12 +1,16 @@
-//! Unstructured pruning as the commands use it: a method's scores (data-free in shears-core,
-//! gradient-based in shears-engine), selection to a direct or effective target, the optional
-//! effective-mask correction, and the schedules of *when* to prune (iterative rounds with
-//! rewinding, gradual pruning with the cubic schedule of Zhu & Gupta).
+//! Unstructured pruning steps: a score's values (data-free in shears-core, gradient-based in
+//! shears-engine), selection to a direct or effective target, the optional effective-mask
+//! correction, and the schedules of *when* to prune (iterative rounds with rewinding, gradual
+//! pruning with the cubic schedule of Zhu & Gupta).
 
-use crate::config::{ExperimentConfig, PruneSection, TrainSection};
+use super::Runtime;
+use super::model::model_of;
+use super::phase::{PhaseStart, save_phase, start_phase};
+use crate::config::{PruneSection, TrainSection};
+use crate::error::{Context, MethodError, Result};
+use crate::invalid;
 use crate::run_dir::write_metrics;
-use crate::workflow::{PhaseStart, start_phase};
-use anyhow::{Context, Result, bail};
+use serde::Serialize;
 use shears_core::artifact::Model;
 use shears_core::sparsity::{
     Allocation, PruneSpec, Quota, Scores, SelectOptions, SparsityReport, TargetKind,
@@ -15,28 +19,84 @@ use shears_core::sparsity::{
 };
 use shears_core::{Masks, Weights};
 use shears_data::DataSplits;
-use shears_engine::checkpoint::{CheckpointState, save_checkpoint};
 use shears_engine::scores::{
     GRASP_TEMPERATURE, SYNFLOW_ROUNDS, ScoreBatches, grasp_scores, snip_scores, synflow_scores,
 };
+use shears_engine::train::TrainHooks;
 use shears_engine::{EpochMetrics, Schedule, train};
 use std::path::Path;
 
-/// Every unstructured method, as `--method` and `[prune] method` accept them.
+/// Every unstructured score, as `--method` and `[prune] method` accept them.
 pub const METHODS: &[&str] = &["magnitude", "random", "lamp", "snip", "grasp", "synflow"];
-
-/// Methods whose scores need training data.
-pub fn needs_data(method: &str) -> bool {
-    matches!(method, "snip" | "grasp")
-}
 
 /// When `shears run` prunes.
 pub const WHEN: &[&str] = &["after", "init", "gradual"];
 
+/// What ranks the weights of an unstructured method (low = pruned first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Score {
+    /// |w|.
+    Magnitude,
+    /// Uniform random scores (with a layer quota: random pruning).
+    Random,
+    /// Layer-adaptive magnitude (Lee et al. 2021).
+    Lamp,
+    /// |g ⊙ w| on training batches (Lee et al. 2019).
+    Snip,
+    /// −w ⊙ Hg on training batches (Wang et al. 2020).
+    Grasp,
+    /// Iterative synaptic flow, data-free (Tanaka et al. 2020).
+    Synflow,
+}
+
+impl Score {
+    /// The name users type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Score::Magnitude => "magnitude",
+            Score::Random => "random",
+            Score::Lamp => "lamp",
+            Score::Snip => "snip",
+            Score::Grasp => "grasp",
+            Score::Synflow => "synflow",
+        }
+    }
+
+    /// True for the scores computed on training data.
+    pub fn needs_data(self) -> bool {
+        matches!(self, Score::Snip | Score::Grasp)
+    }
+}
+
+impl std::str::FromStr for Score {
+    type Err = MethodError;
+    fn from_str(s: &str) -> Result<Score> {
+        Ok(match s {
+            "magnitude" => Score::Magnitude,
+            "random" => Score::Random,
+            "lamp" => Score::Lamp,
+            "snip" => Score::Snip,
+            "grasp" => Score::Grasp,
+            "synflow" => Score::Synflow,
+            _ => invalid!(
+                "unknown pruning method `{s}` (known: {})",
+                METHODS.join(", ")
+            ),
+        })
+    }
+}
+
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Everything one unstructured pruning step needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnstructuredSpec {
-    pub method: String,
+    pub method: Score,
     pub allocation: Allocation,
     pub kind: TargetKind,
     /// Target sparsity in `[0, 1)`.
@@ -57,25 +117,20 @@ pub struct UnstructuredSpec {
 impl UnstructuredSpec {
     /// Parses and checks a method, an allocation (`global` or a quota) and a target kind.
     pub fn new(method: &str, scope: &str, kind: &str, target: f64, seed: u64) -> Result<Self> {
-        if !METHODS.contains(&method) {
-            bail!(
-                "unknown pruning method `{method}` (known: {})",
-                METHODS.join(", ")
-            );
-        }
+        let method: Score = method.parse()?;
         if !(0.0..1.0).contains(&target) || !target.is_finite() {
-            bail!("the target sparsity must be in [0, 1), got {target}");
+            invalid!("the target sparsity must be in [0, 1), got {target}");
         }
         let allocation = if scope == "global" {
             Allocation::Global
         } else {
             Allocation::Layerwise(scope.parse::<Quota>()?)
         };
-        if method == "synflow" && allocation != Allocation::Global {
-            bail!("synflow is a global iterative pruner: use it without a layer quota (`global`)");
+        if method == Score::Synflow && allocation != Allocation::Global {
+            invalid!("synflow is a global iterative pruner: use it without a layer quota (`global`)");
         }
         Ok(UnstructuredSpec {
-            method: method.to_string(),
+            method,
             allocation,
             kind: kind.parse()?,
             target,
@@ -144,19 +199,19 @@ pub fn method_scores(
         batch_size: spec.score_batch_size,
         seed: spec.seed,
     };
-    Ok(match spec.method.as_str() {
-        "magnitude" => magnitude_scores(graph, &model.weights)?,
-        "random" => random_scores(graph, spec.seed),
-        "lamp" => lamp_scores(graph, &model.weights)?,
-        "snip" => snip_scores(model, device, data_for("snip")?, &batches)?,
-        "grasp" => grasp_scores(
+    Ok(match spec.method {
+        Score::Magnitude => magnitude_scores(graph, &model.weights)?,
+        Score::Random => random_scores(graph, spec.seed),
+        Score::Lamp => lamp_scores(graph, &model.weights)?,
+        Score::Snip => snip_scores(model, device, data_for("snip")?, &batches)?,
+        Score::Grasp => grasp_scores(
             model,
             device,
             data_for("grasp")?,
             &batches,
             spec.grasp_temperature,
         )?,
-        "synflow" => synflow_scores(
+        Score::Synflow => synflow_scores(
             model,
             device,
             spec.target,
@@ -165,10 +220,6 @@ pub fn method_scores(
                 keep_one_per_layer: spec.keep_one_per_layer,
             },
         )?,
-        other => bail!(
-            "unknown pruning method `{other}` (known: {})",
-            METHODS.join(", ")
-        ),
     })
 }
 
@@ -242,7 +293,7 @@ pub fn masked_weights(weights: &Weights, masks: &Masks) -> Weights {
 /// the pruned model's masks.
 pub fn rewind(pruned: &Model, initial: &Model) -> Result<Model> {
     if initial.graph != pruned.graph {
-        bail!("cannot rewind: the initial model has another graph than the pruned one");
+        invalid!("cannot rewind: the initial model has another graph than the pruned one");
     }
     Ok(Model {
         graph: pruned.graph.clone(),
@@ -273,7 +324,7 @@ pub fn agp_sparsity(initial: f64, target: f64, t: usize, steps: usize) -> f64 {
 /// pruned). Checkpoints (with the masks) after every epoch's pruning, so `resume` continues where
 /// it stopped. Each epoch's test metrics are measured before that epoch's pruning.
 pub fn gradual_phase(
-    cfg: &ExperimentConfig,
+    rt: &Runtime,
     section: &TrainSection,
     model: Model,
     data: &DataSplits,
@@ -288,13 +339,14 @@ pub fn gradual_phase(
         mut rows,
         checkpoint: ckpt,
         ..
-    } = start_phase(cfg, section, model, dir, resume)?;
-    let device = shears_engine::device::device_by_name(&cfg.device)?;
+    } = start_phase(rt, section, model, dir, resume)?;
+    let device = shears_engine::device::device_by_name(&rt.device)?;
+    let mut hooks = TrainHooks::default();
     let epochs = section.epochs;
     for epoch in start..epochs {
         // One epoch at a time at the rate the full schedule gives it; the loader and dropout
         // seeds depend on the epoch index only, so batches match an uninterrupted run.
-        let mut one = section.to_engine(cfg.seed);
+        let mut one = section.to_engine(rt.seed);
         one.epochs = epoch + 1;
         one.lr = section.schedule.lr(section.lr, epoch, epochs);
         one.schedule = Schedule::Constant;
@@ -304,31 +356,18 @@ pub fn gradual_phase(
             &one,
             &mut opt,
             epoch,
-            &[],
-            &mut |_, _, _| Ok(()),
+            &mut hooks,
+            &mut |_, _, _, _| Ok(()),
         )?;
-        let current = Model {
-            graph: exec.graph().clone(),
-            weights: exec.weights(),
-            masks: exec.masks(),
-        };
+        let current = model_of(&exec);
         let target = agp_sparsity(0.0, spec.target, epoch + 1, epochs);
         let pruned = prune(&current, &spec.with_target(target), Some(data), &device)?;
         exec.set_masks(&pruned.model.masks)?;
         rows.extend(metrics);
         write_metrics(dir, &rows)?;
-        let state = CheckpointState {
-            epoch: epoch + 1,
-            optimizer_steps: opt.steps,
-        };
-        save_checkpoint(&ckpt, &exec, &opt, &state)?;
+        save_phase(&ckpt, &exec, &opt, &hooks, epoch + 1)?;
     }
-    let trained = Model {
-        graph: exec.graph().clone(),
-        weights: exec.weights(),
-        masks: exec.masks(),
-    };
-    Ok((trained, rows))
+    Ok((model_of(&exec), rows))
 }
 
 #[cfg(test)]
@@ -355,34 +394,6 @@ mod tests {
         assert_eq!(round_target(0.8, 1, 1), 0.8);
         assert_eq!(round_target(0.7, 3, 3), 0.7);
         assert!((round_target(0.875, 1, 3) - 0.5).abs() < 1e-12);
-    }
-
-    #[test]
-    fn new_prune_keys_have_defaults_that_keep_old_configs_unchanged() {
-        use crate::config::ExperimentConfig;
-        let c: ExperimentConfig = toml::from_str("[prune]\nsparsity = 0.5\n").unwrap();
-        let p = c.prune.clone().unwrap();
-        assert_eq!(p.when, "after");
-        assert_eq!((p.rewind, p.rounds, p.apply_effective), (false, 1, false));
-        assert_eq!(p.score_batches, 10);
-        // Defaults are not written back, so configs without them keep their hash.
-        let text = c.to_toml();
-        for key in [
-            "when",
-            "rewind",
-            "rounds",
-            "apply_effective",
-            "score_batches",
-        ] {
-            assert!(!text.contains(key), "{key} in {text}");
-        }
-        let c: ExperimentConfig =
-            toml::from_str("[prune]\nsparsity = 0.5\nwhen = \"gradual\"\nmethod = \"snip\"\n")
-                .unwrap();
-        c.validate().unwrap();
-        assert!(c.to_toml().contains("when = \"gradual\""));
-        let c: ExperimentConfig = toml::from_str("[prune]\nsparsity = 0.5\nrounds = 0\n").unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("rounds"));
     }
 
     fn net() -> Model {

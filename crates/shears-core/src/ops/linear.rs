@@ -1,0 +1,192 @@
+//! Fully connected layer: weight `[out, in]` (PyTorch/ONNX layout), optional bias `[out]`.
+//!
+//! Its filters start a fresh channel space (the output features) and it reads every input feature,
+//! so pruning the input features cuts weight axis 1.
+
+use super::{
+    Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, Op, OpRules, ParamKind, ParamSpec,
+    param,
+};
+use crate::cost::Convention;
+use crate::error::{CoreError, Result};
+use crate::graph::Node;
+use crate::shape::Shape;
+
+/// The attributes of [`Op::Linear`], on which its rules are written.
+pub(crate) struct Linear {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub bias: bool,
+}
+
+impl OpRules for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn arity(&self) -> Arity {
+        Arity::One
+    }
+
+    fn param_specs(&self, node: &str) -> Vec<ParamSpec> {
+        let mut v = vec![param(
+            node,
+            "weight",
+            vec![self.out_features, self.in_features],
+            ParamKind::Weight,
+        )];
+        if self.bias {
+            v.push(param(
+                node,
+                "bias",
+                vec![self.out_features],
+                ParamKind::Bias,
+            ));
+        }
+        v
+    }
+
+    fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
+        let err = |m: String| CoreError::shape(&node.name, m);
+        let (in_features, out_features) = (self.in_features, self.out_features);
+        match ins[0].as_slice() {
+            [f] if *f == in_features => Ok(vec![out_features]),
+            [f] => Err(err(format!(
+                "expects {in_features} input features, got {f}"
+            ))),
+            s => Err(err(format!(
+                "linear needs a [F] vector (add a flatten), got shape {s:?}"
+            ))),
+        }
+    }
+
+    /// `in * out` whatever the batch-free input; the bias adds `out` under `all-ops`.
+    fn macs(&self, _ins: &[&Shape], _out: &[usize], convention: Convention) -> u64 {
+        let all = convention == Convention::AllOps;
+        (self.in_features * self.out_features) as u64
+            + if all && self.bias {
+                self.out_features as u64
+            } else {
+                0
+            }
+    }
+
+    fn channel_flow(&self) -> ChannelFlow {
+        ChannelFlow::Filters {
+            groups: FilterGroups::Dense,
+            window: None,
+        }
+    }
+
+    /// Weight rows and bias follow the output features; weight columns follow the input features.
+    fn channel_axes(&self, node: &str) -> Vec<ChannelAxis> {
+        let specs = self.param_specs(node);
+        let mut out: Vec<ChannelAxis> = specs
+            .iter()
+            .map(|spec| ChannelAxis {
+                spec: spec.clone(),
+                axis: 0,
+                side: ChannelSide::Output,
+            })
+            .collect();
+        out.push(ChannelAxis {
+            spec: specs[0].clone(),
+            axis: 1,
+            side: ChannelSide::Input,
+        });
+        out
+    }
+
+    fn compacted(&self, _node: &str, in_channels: usize, out_channels: usize) -> Result<Op> {
+        Ok(Op::Linear {
+            in_features: in_channels,
+            out_features: out_channels,
+            bias: self.bias,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{one_op, single};
+    use super::*;
+    use crate::builder::GraphBuilder;
+    use crate::shape::infer_shapes;
+
+    #[test]
+    fn linear_on_a_feature_map_is_an_error() {
+        let b = GraphBuilder::new("t", &[3, 8, 8]);
+        let x = b.input();
+        let mut g = b.finish(&x);
+        g.nodes.push(Node {
+            name: "fc".into(),
+            op: Op::Linear {
+                in_features: 192,
+                out_features: 10,
+                bias: true,
+            },
+            inputs: vec![x.clone()],
+        });
+        g.output = "fc".into();
+        let e = infer_shapes(&g).unwrap_err().to_string();
+        assert!(e.contains("fc") && e.contains("flatten"), "{e}");
+    }
+
+    #[test]
+    fn wrong_feature_count_is_an_error() {
+        let mut g = one_op(|b, x| b.linear("l", x, 4, false), &[6]);
+        g.nodes[0].op = Op::Linear {
+            in_features: 5,
+            out_features: 4,
+            bias: false,
+        };
+        let e = infer_shapes(&g).unwrap_err().to_string();
+        assert!(
+            e.contains("`l`") && e.contains("expects 5 input features, got 6"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn linear_cost() {
+        let (cl, all) = single(|b, x| b.linear("l", x, 10, true), &[20]);
+        assert_eq!(cl.params, 210);
+        assert_eq!(cl.macs, 200);
+        assert_eq!(all.macs, 210);
+    }
+
+    #[test]
+    fn flow_axes_and_compaction() {
+        let g = one_op(|b, x| b.linear("l", x, 3, true), &[7]);
+        let op = &g.nodes[0].op;
+        assert_eq!(
+            op.channel_flow(),
+            ChannelFlow::Filters {
+                groups: FilterGroups::Dense,
+                window: None
+            }
+        );
+        let axes: Vec<(String, usize, ChannelSide)> = op
+            .channel_axes("l")
+            .into_iter()
+            .map(|a| (a.spec.name, a.axis, a.side))
+            .collect();
+        assert_eq!(
+            axes,
+            vec![
+                ("l.weight".to_string(), 0, ChannelSide::Output),
+                ("l.bias".to_string(), 0, ChannelSide::Output),
+                ("l.weight".to_string(), 1, ChannelSide::Input),
+            ]
+        );
+        assert_eq!(
+            op.compacted("l", 5, 2).unwrap(),
+            Op::Linear {
+                in_features: 5,
+                out_features: 2,
+                bias: true
+            }
+        );
+        assert!(op.is_weighted_layer());
+    }
+}

@@ -1,0 +1,425 @@
+//! The ops of the graph IR, one file per op or op family, each holding every rule about that op
+//! that needs no deep-learning library: parameter layout, shape rule, cost rule, channel flow and
+//! compaction rewrite (as sonos/tract keeps an op's rules on one type).
+//!
+//! The passes (shape inference, cost, channel groups, effective sparsity, compaction) reach an
+//! op's rules only through the methods of [`Op`] below. Those dispatch through one exhaustive
+//! match (`Op::with_rules`) to the op file's implementation of the crate-private `OpRules` trait,
+//! so a new variant does not compile until its file implements every rule. Interpreters that
+//! need an op's arithmetic (the reference forward, the Burn executor) match on `Op` exhaustively
+//! themselves.
+
+mod add;
+mod batchnorm;
+mod concat;
+mod conv2d;
+mod dropout;
+mod flatten;
+mod linear;
+mod pool;
+mod relu;
+
+use crate::cost::Convention;
+use crate::error::{CoreError, Result};
+use crate::graph::Node;
+use crate::shape::Shape;
+use serde::{Deserialize, Serialize};
+
+/// One operation and its structural attributes. Parameter shapes follow from these attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Op {
+    /// 2-D convolution; weight `[out, in/groups, kh, kw]` (PyTorch/ONNX layout), optional bias `[out]`.
+    Conv2d {
+        in_channels: usize,
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+        bias: bool,
+    },
+    /// Fully connected layer; weight `[out, in]` (PyTorch/ONNX layout), optional bias `[out]`.
+    Linear {
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+    },
+    /// Batch normalisation over channels of a `[C,H,W]` map (2d) or features of a `[F]` vector (1d).
+    BatchNorm {
+        channels: usize,
+        eps: f64,
+        momentum: f64,
+    },
+    Relu,
+    MaxPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    },
+    /// Average pooling; zero padding counts in the divisor (PyTorch's `count_include_pad=True`).
+    AvgPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    },
+    GlobalAvgPool,
+    /// `[C,H,W]` to `[C*H*W]`, channel-major (PyTorch order).
+    Flatten,
+    /// Elementwise sum of two or more inputs of identical shape.
+    Add,
+    /// Concatenation along the channel (first per-sample) axis.
+    Concat,
+    /// Dropout with drop probability `p` (identity at inference).
+    Dropout {
+        p: f64,
+    },
+}
+
+/// What a parameter tensor is for; decides what is prunable, trained or counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamKind {
+    Weight,
+    Bias,
+    /// BatchNorm scale (gamma).
+    BnScale,
+    /// BatchNorm shift (beta).
+    BnShift,
+    RunningMean,
+    RunningVar,
+}
+
+impl ParamKind {
+    /// Trainable parameters (running statistics are buffers, not parameters).
+    pub fn is_trainable(self) -> bool {
+        !matches!(self, ParamKind::RunningMean | ParamKind::RunningVar)
+    }
+}
+
+/// Name, shape and role of one parameter tensor of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub kind: ParamKind,
+}
+
+/// The parameter `{node}.{suffix}`; every op names its tensors this way, so names stay unique.
+fn param(node: &str, suffix: &str, shape: Vec<usize>, kind: ParamKind) -> ParamSpec {
+    ParamSpec {
+        name: format!("{node}.{suffix}"),
+        shape,
+        kind,
+    }
+}
+
+/// How many inputs an op reads; [`Graph::validate`](crate::graph::Graph::validate) checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly one input: every op except the merges.
+    One,
+    /// Two or more inputs: merges (Add, Concat), for which one input would be a no-op.
+    TwoOrMore,
+}
+
+impl Arity {
+    /// Whether `n` inputs are allowed.
+    pub fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::One => n == 1,
+            Arity::TwoOrMore => n >= 2,
+        }
+    }
+
+    /// The rule in words, for error messages.
+    pub fn text(self) -> &'static str {
+        match self {
+            Arity::One => "exactly one",
+            Arity::TwoOrMore => "two or more",
+        }
+    }
+}
+
+/// Sliding-window geometry of a conv or pool, which effective sparsity walks tap by tap; every
+/// field is `[height, width]`, as on the op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window2d {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+/// Output length of a sliding window (convolution or pooling) along one axis.
+pub fn window_out(
+    len: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Option<usize> {
+    let span = dilation * (kernel - 1) + 1;
+    let padded = len + 2 * padding;
+    if stride == 0 || kernel == 0 || padded < span {
+        return None;
+    }
+    Some((padded - span) / stride + 1)
+}
+
+/// Which input channels a filter reads; decides whether its channels can be pruned one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterGroups {
+    /// Every filter reads every input channel (plain conv, linear): the filters start a fresh
+    /// channel space and the input channels can be pruned independently of them.
+    Dense,
+    /// Filter `c` reads input channel `c` alone (`groups = in = out > 1`): output channel `c`
+    /// lives and dies with input channel `c`.
+    Depthwise,
+    /// `groups` blocks of filters, each reading its own block of input channels: channels could
+    /// only go by whole blocks, which channel groups do not model.
+    Grouped(usize),
+}
+
+impl FilterGroups {
+    /// The number of groups for a layer with `in_channels` inputs (the conv `groups` attribute).
+    pub fn count(self, in_channels: usize) -> usize {
+        match self {
+            FilterGroups::Dense => 1,
+            FilterGroups::Depthwise => in_channels,
+            FilterGroups::Grouped(g) => g,
+        }
+    }
+}
+
+/// How an op's output units (channel, position) relate to its input units. Channel groups read
+/// the channel part, effective sparsity the whole; neither needs to know which op it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelFlow {
+    /// Output unit (c, p) is input unit (c, p): an elementwise op (BatchNorm, ReLU, Dropout).
+    PassThrough,
+    /// Output channel c pools input channel c over a sliding window (MaxPool, AvgPool).
+    PoolWindow(Window2d),
+    /// Output feature c reduces every position of input channel c (GlobalAvgPool).
+    PoolGlobal,
+    /// Output channels are new, computed by the op's filters from the input channels of their
+    /// group; `window` is `None` for a linear layer (a 1×1 window on a 1×1 map).
+    Filters {
+        /// Which input channels each filter reads.
+        groups: FilterGroups,
+        /// The conv's window; `None` for a linear layer.
+        window: Option<Window2d>,
+    },
+    /// Each input channel becomes `H*W` consecutive features, channel-major.
+    Flatten,
+    /// All inputs and the output share channel (and unit) indices one to one.
+    Add,
+    /// Input `k`'s channel `c` is output channel `offset_k + c`, offsets in input order.
+    Concat,
+}
+
+/// Which channels a parameter axis indexes: kept output channels or kept input channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelSide {
+    /// Indexed by the node's output channels (filters, biases, BatchNorm tensors).
+    Output,
+    /// Indexed by the channels of the node's (single) input (a plain conv's or linear's weight axis 1).
+    Input,
+}
+
+/// One parameter axis that follows channel pruning: what channel groups list as members and
+/// compaction slices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelAxis {
+    /// The tensor, with its full (unpruned) shape, which compaction checks the weights against.
+    pub spec: ParamSpec,
+    /// Axis of `spec.shape` along which kept channels are selected.
+    pub axis: usize,
+    /// Whether the node's output or its input channels index that axis.
+    pub side: ChannelSide,
+}
+
+/// Every rule of one op. Implemented once per op file; `Op::with_rules` picks the implementation.
+pub(crate) trait OpRules {
+    /// Short lowercase name used in tables and errors.
+    fn name(&self) -> &'static str;
+    /// How many inputs the op reads.
+    fn arity(&self) -> Arity;
+    /// Parameter tensors, named `{node}.{suffix}`.
+    fn param_specs(&self, node: &str) -> Vec<ParamSpec>;
+    /// Per-sample output shape from the input shapes, or an error naming `node`.
+    fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape>;
+    /// MACs per sample under a convention, with shapes already inferred.
+    fn macs(&self, ins: &[&Shape], out: &[usize], convention: Convention) -> u64;
+    /// How output units relate to input units.
+    fn channel_flow(&self) -> ChannelFlow;
+    /// The parameter axes indexed by output or input channels, in parameter order.
+    fn channel_axes(&self, node: &str) -> Vec<ChannelAxis>;
+    /// The op once its input keeps `in_channels` and its output `out_channels` channels.
+    fn compacted(&self, node: &str, in_channels: usize, out_channels: usize) -> Result<Op>;
+}
+
+impl Op {
+    /// Calls `f` with this op's rules. The one place that maps variants to op files: a new
+    /// variant fails to compile here until it has a file implementing [`OpRules`].
+    pub(crate) fn with_rules<R>(&self, f: impl FnOnce(&dyn OpRules) -> R) -> R {
+        match *self {
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            } => f(&conv2d::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            }),
+            Op::Linear {
+                in_features,
+                out_features,
+                bias,
+            } => f(&linear::Linear {
+                in_features,
+                out_features,
+                bias,
+            }),
+            Op::BatchNorm {
+                channels,
+                eps,
+                momentum,
+            } => f(&batchnorm::BatchNorm {
+                channels,
+                eps,
+                momentum,
+            }),
+            Op::Relu => f(&relu::Relu),
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => f(&pool::Pool {
+                kind: pool::PoolKind::Max,
+                kernel,
+                stride,
+                padding,
+            }),
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => f(&pool::Pool {
+                kind: pool::PoolKind::Avg,
+                kernel,
+                stride,
+                padding,
+            }),
+            Op::GlobalAvgPool => f(&pool::GlobalAvgPool),
+            Op::Flatten => f(&flatten::Flatten),
+            Op::Add => f(&add::Add),
+            Op::Concat => f(&concat::Concat),
+            Op::Dropout { p } => f(&dropout::Dropout { p }),
+        }
+    }
+
+    /// Short lowercase name used in tables and errors.
+    pub fn kind_name(&self) -> &'static str {
+        self.with_rules(|r| r.name())
+    }
+
+    /// Parameter tensors this op owns, named `{node}.{suffix}`.
+    pub fn param_specs(&self, node: &str) -> Vec<ParamSpec> {
+        self.with_rules(|r| r.param_specs(node))
+    }
+
+    /// Conv and linear layers: the ops whose weights are pruned and whose MACs dominate.
+    pub fn is_weighted_layer(&self) -> bool {
+        matches!(self.channel_flow(), ChannelFlow::Filters { .. })
+    }
+
+    /// How many inputs the op reads; [`Graph::validate`](crate::graph::Graph::validate) checks it.
+    pub fn arity(&self) -> Arity {
+        self.with_rules(|r| r.arity())
+    }
+
+    /// Shape rule: the per-sample output shape of `node` (whose op this is) from its input shapes.
+    pub fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
+        self.with_rules(|r| r.output_shape(node, ins))
+    }
+
+    /// Cost rule: MACs per sample under `convention`, given the inferred input and output shapes.
+    pub fn macs(&self, ins: &[&Shape], out: &[usize], convention: Convention) -> u64 {
+        self.with_rules(|r| r.macs(ins, out, convention))
+    }
+
+    /// How output units relate to input units; what channel groups and effective sparsity follow.
+    pub fn channel_flow(&self) -> ChannelFlow {
+        self.with_rules(|r| r.channel_flow())
+    }
+
+    /// The parameter axes of `node` that follow its output or input channels under pruning.
+    pub fn channel_axes(&self, node: &str) -> Vec<ChannelAxis> {
+        self.with_rules(|r| r.channel_axes(node))
+    }
+
+    /// Compaction rewrite: the op with `in_channels` kept on its input and `out_channels` on its
+    /// output (the parameter tensors are cut along [`Op::channel_axes`]).
+    pub fn compacted(&self, node: &str, in_channels: usize, out_channels: usize) -> Result<Op> {
+        self.with_rules(|r| r.compacted(node, in_channels, out_channels))
+    }
+}
+
+/// Splits a `[C,H,W]` input shape, or names `node` and its op in the error: a rule for maps only.
+fn chw(node: &Node, s: &Shape) -> Result<(usize, usize, usize)> {
+    match s.as_slice() {
+        [c, h, w] => Ok((*c, *h, *w)),
+        _ => Err(CoreError::shape(
+            &node.name,
+            format!(
+                "{} needs a [C,H,W] feature map, got shape {:?}",
+                node.op.kind_name(),
+                s
+            ),
+        )),
+    }
+}
+
+/// Shared helpers for the op files' tests: each op is checked alone on a one-node graph.
+#[cfg(test)]
+mod test_util {
+    use crate::builder::GraphBuilder;
+    use crate::cost::{Convention, Cost, cost};
+    use crate::graph::Graph;
+
+    /// A graph of one op (written by `op_builder`) on an input of shape `input`.
+    pub fn one_op(
+        op_builder: impl FnOnce(&mut GraphBuilder, &str) -> String,
+        input: &[usize],
+    ) -> Graph {
+        let mut b = GraphBuilder::new("t", input);
+        let x = b.input();
+        let y = op_builder(&mut b, &x);
+        b.finish(&y)
+    }
+
+    /// Cost of a one-op graph under both conventions: (`conv+linear`, `all-ops`).
+    pub fn single(
+        op_builder: impl FnOnce(&mut GraphBuilder, &str) -> String,
+        input: &[usize],
+    ) -> (Cost, Cost) {
+        let g = one_op(op_builder, input);
+        (
+            cost(&g, Convention::ConvLinear).unwrap(),
+            cost(&g, Convention::AllOps).unwrap(),
+        )
+    }
+}

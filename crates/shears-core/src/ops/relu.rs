@@ -1,0 +1,67 @@
+//! ReLU: elementwise `max(x, 0)`, no parameters; channels and units pass through.
+
+use super::{Arity, ChannelAxis, ChannelFlow, Op, OpRules, ParamSpec};
+use crate::cost::Convention;
+use crate::error::Result;
+use crate::graph::Node;
+use crate::shape::Shape;
+
+/// [`Op::Relu`], which has no attributes.
+pub(crate) struct Relu;
+
+impl OpRules for Relu {
+    fn name(&self) -> &'static str {
+        "relu"
+    }
+
+    fn arity(&self) -> Arity {
+        Arity::One
+    }
+
+    fn param_specs(&self, _node: &str) -> Vec<ParamSpec> {
+        Vec::new()
+    }
+
+    fn output_shape(&self, _node: &Node, ins: &[&Shape]) -> Result<Shape> {
+        Ok(ins[0].clone())
+    }
+
+    /// One comparison per output element under `all-ops`, none under `conv+linear`.
+    fn macs(&self, _ins: &[&Shape], out: &[usize], convention: Convention) -> u64 {
+        match convention {
+            Convention::ConvLinear => 0,
+            Convention::AllOps => out.iter().product::<usize>() as u64,
+        }
+    }
+
+    fn channel_flow(&self) -> ChannelFlow {
+        ChannelFlow::PassThrough
+    }
+
+    fn channel_axes(&self, _node: &str) -> Vec<ChannelAxis> {
+        Vec::new()
+    }
+
+    fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
+        Ok(Op::Relu)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{one_op, single};
+    use super::*;
+    use crate::shape::infer_shapes;
+
+    #[test]
+    fn relu_rules() {
+        let g = one_op(|b, x| b.relu("r", x), &[4, 3, 3]);
+        assert_eq!(infer_shapes(&g).unwrap().get("r"), &vec![4, 3, 3]);
+        let op = &g.nodes[0].op;
+        assert_eq!(op.channel_flow(), ChannelFlow::PassThrough);
+        assert!(op.param_specs("r").is_empty() && op.channel_axes("r").is_empty());
+        assert_eq!(op.compacted("r", 2, 2).unwrap(), Op::Relu);
+        let (_, all) = single(|b, x| b.relu("r", x), &[4, 3, 3]);
+        assert_eq!((all.params, all.macs), (0, 36));
+    }
+}

@@ -1,0 +1,166 @@
+//! Filter pruning in the pipeline: train the dense network, score every channel group by a
+//! filter criterion (L1, L2, BatchNorm scale, random, first-order Taylor), cut to a channel,
+//! params or MACs target (or a global percentile), compact, check the compacted network against
+//! the gated one, fine-tune, and report sizes, accuracy at every stage and measured latency.
+
+use crate::config::ExperimentConfig;
+use crate::error::{MethodError, Result};
+use crate::pipeline::Pipeline;
+use crate::registry::PreparedMethod;
+use crate::report::{Report, StructuredReport, version};
+use crate::run_dir::RunDir;
+use crate::steps::Runtime;
+use crate::steps::latency::LatencySettings;
+use crate::steps::phase::train_phase;
+use crate::steps::structured::{
+    CutContext, Importance, Outcome, Spelling, StructuredOptions, StructuredSpec,
+    cut_compact_finetune,
+};
+use crate::config::TrainSection;
+use shears_core::artifact::{Model, is_model_dir, load_model, save_model};
+use shears_data::DataSplits;
+use std::path::Path;
+use std::time::Instant;
+
+/// The criterion a filter method scores channels by.
+pub fn default_importance(method: &str) -> Importance {
+    match method {
+        "l2-filter" => Importance::L2,
+        "bn-scale" | "slimming" => Importance::BnScale,
+        "random-filter" => Importance::Random,
+        "taylor" => Importance::Taylor,
+        _ => Importance::L1,
+    }
+}
+
+/// A filter method with its checked spec.
+pub struct Prepared {
+    spec: StructuredSpec,
+}
+
+/// Registry hook: `[method] name = "l1-filter"` with the keys of [`StructuredOptions`].
+pub fn prepare(
+    name: &str,
+    keys: &toml::Table,
+    cfg: &ExperimentConfig,
+) -> Result<Box<dyn PreparedMethod>> {
+    let opts: StructuredOptions = keys.clone().try_into().map_err(|e: toml::de::Error| {
+        MethodError::Invalid(format!("[method] of `{name}`: {}", e.message()))
+    })?;
+    let spec = StructuredSpec::resolve(name, default_importance(name), &opts, cfg.seed, Spelling::Key)?;
+    Ok(Box::new(Prepared { spec }))
+}
+
+/// Trains the dense baseline once (kept in `dense/`, so a resumed run does not retrain it).
+/// A saved model is trained further only when `train_saved`.
+pub fn dense_baseline(p: &Pipeline<'_>, train_saved: bool) -> Result<Model> {
+    let dense_dir = p.dir.phase("dense");
+    if is_model_dir(&dense_dir) {
+        return Ok(load_model(&dense_dir)?);
+    }
+    let from_saved = is_model_dir(Path::new(&p.cfg.model.arch));
+    let model = p.initial()?;
+    let model = if (from_saved && !train_saved) || p.cfg.train.epochs == 0 {
+        model
+    } else {
+        train_phase(&p.rt, &p.cfg.train, model, p.data, &p.dir.phase("train"), p.resume)?.0
+    };
+    save_model(&dense_dir, &model)?;
+    Ok(model)
+}
+
+/// Where one structured cut runs, outside any pipeline (`shears prune` on a given model).
+pub struct CutRequest<'a> {
+    pub rt: &'a Runtime,
+    pub data: Option<&'a DataSplits>,
+    pub test_limit: Option<usize>,
+    pub dir: &'a RunDir,
+    pub finetune: Option<TrainSection>,
+    pub latency: Option<&'a LatencySettings>,
+    pub save_masked: Option<&'a Path>,
+    pub command: &'static str,
+    /// The model's name in the report.
+    pub model_name: String,
+    pub dataset: Option<String>,
+}
+
+/// Cuts, compacts, fine-tunes and measures `dense` as `spec` says, and reports. `resume`
+/// continues an interrupted fine-tuning; `started` is when the run began.
+pub fn cut_and_report(
+    req: &CutRequest<'_>,
+    dense: &Model,
+    spec: &StructuredSpec,
+    resume: bool,
+    started: Instant,
+) -> Result<StructuredReport> {
+    let ctx = CutContext {
+        rt: req.rt,
+        data: req.data,
+        test_limit: req.test_limit,
+        dir: req.dir,
+        resume,
+        finetune: req.finetune.clone(),
+        latency: req.latency,
+        save_masked: req.save_masked,
+    };
+    let Outcome {
+        selected,
+        sizes,
+        accuracy,
+        latency,
+    } = cut_compact_finetune(&ctx, dense, spec)?;
+    let l = req.latency.cloned().unwrap_or_default();
+    Ok(StructuredReport {
+        version: version(),
+        command: req.command,
+        run_dir: req.dir.path.display().to_string(),
+        pruned_dir: req.dir.phase("pruned").display().to_string(),
+        model: req.model_name.clone(),
+        dataset: req.dataset.clone(),
+        seed: req.rt.seed,
+        spec: spec.clone(),
+        threshold: selected.threshold,
+        sizes,
+        accuracy,
+        finetune_epochs: req.finetune.as_ref().map_or(0, |f| f.epochs),
+        slimming: None,
+        latency_warmup: l.warmup,
+        latency_repeats: l.repeats,
+        latency_rounds: l.rounds,
+        latency,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The pipeline's cut: the run's data, fine-tuning and latency settings.
+pub fn pipeline_cut(
+    p: &Pipeline<'_>,
+    dense: &Model,
+    spec: &StructuredSpec,
+) -> Result<StructuredReport> {
+    let latency = p.latency();
+    let req = CutRequest {
+        rt: &p.rt,
+        data: Some(p.data),
+        test_limit: p.test_limit(),
+        dir: p.dir,
+        finetune: Some(p.finetune()),
+        latency: latency.as_ref(),
+        save_masked: None,
+        command: p.command,
+        model_name: p.cfg.model.arch.clone(),
+        dataset: Some(p.cfg.data.dataset.clone()),
+    };
+    cut_and_report(&req, dense, spec, p.resume, p.started)
+}
+
+impl PreparedMethod for Prepared {
+    fn label(&self) -> (String, Option<f64>) {
+        (format!("{}-{}", self.spec.method, self.spec.cut_label()), None)
+    }
+
+    fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
+        let dense = dense_baseline(p, true)?;
+        Ok(Report::Structured(pipeline_cut(p, &dense, &self.spec)?))
+    }
+}

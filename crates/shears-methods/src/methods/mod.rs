@@ -1,0 +1,11 @@
+//! One module per method, each a short pipeline over [`crate::steps`]:
+//!
+//! - [`unstructured`]: score -> masks, pruned after training (one-shot or iterative, with
+//!   optional rewinding), at initialisation, or gradually during training.
+//! - [`filter`]: channel pruning by a filter criterion (L1, L2, BN scale, random, Taylor) to a
+//!   channel, params or MACs target, compacted and fine-tuned.
+//! - [`slimming`]: Network Slimming.
+
+pub mod filter;
+pub mod slimming;
+pub mod unstructured;

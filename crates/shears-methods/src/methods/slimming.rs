@@ -1,0 +1,158 @@
+//! Network Slimming (Liu et al., ICCV 2017): train the baseline (or take a trained model), train
+//! with an L1 penalty on every BatchNorm scale (`λ·sign(γ)` added to the gradient), remove the
+//! channels whose |γ| is at or below the global `percentile`, compact, fine-tune.
+//!
+//! Stages are kept in the run directory (`dense/`, `sparse/`, `pruned/`, and the `train`,
+//! `sparsity`, `finetune` checkpoints), so a resumed run continues where it stopped.
+
+use super::filter::{dense_baseline, pipeline_cut};
+use crate::config::ExperimentConfig;
+use crate::error::{MethodError, Result};
+use crate::pipeline::Pipeline;
+use crate::registry::PreparedMethod;
+use crate::report::{Report, SlimmingReport};
+use crate::steps::eval::eval_model;
+use crate::steps::phase::train_phase_with;
+use crate::steps::structured::{StructuredSpec, small_gamma_share};
+use serde::{Deserialize, Serialize};
+use shears_core::artifact::{is_model_dir, load_model, save_model};
+use shears_engine::regularize::BnScaleL1;
+use shears_engine::train::TrainHooks;
+
+fn default_lambda() -> f64 {
+    1e-4
+}
+fn default_sparsity_epochs() -> usize {
+    2
+}
+fn default_percentile() -> f64 {
+    0.5
+}
+fn default_round_to() -> usize {
+    1
+}
+
+/// The keys of `[method] name = "slimming"` (and the flags of `shears slim`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlimmingOptions {
+    /// Strength of the L1 penalty on BatchNorm scales.
+    #[serde(default = "default_lambda")]
+    pub lambda: f64,
+    /// Epochs of sparsity training (from the baseline weights).
+    #[serde(default = "default_sparsity_epochs")]
+    pub sparsity_epochs: usize,
+    /// Learning rate of sparsity training (default: `[train] lr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsity_lr: Option<f64>,
+    /// Channels at or below this global percentile of |γ| are removed.
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+    #[serde(default = "default_round_to")]
+    pub round_to: usize,
+    /// Node names or op kinds never pruned.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+impl Default for SlimmingOptions {
+    fn default() -> Self {
+        SlimmingOptions {
+            lambda: default_lambda(),
+            sparsity_epochs: default_sparsity_epochs(),
+            sparsity_lr: None,
+            percentile: default_percentile(),
+            round_to: default_round_to(),
+            ignore: Vec::new(),
+        }
+    }
+}
+
+impl SlimmingOptions {
+    /// As a `[method]` section.
+    pub fn to_section(&self) -> crate::config::MethodSection {
+        let keys = toml::Table::try_from(self).expect("options serialise");
+        crate::config::MethodSection {
+            name: "slimming".into(),
+            keys,
+        }
+    }
+}
+
+/// Network Slimming with its checked settings.
+pub struct Prepared {
+    opts: SlimmingOptions,
+    spec: StructuredSpec,
+    l1: BnScaleL1,
+}
+
+/// Registry hook for `[method] name = "slimming"`.
+pub fn prepare(
+    name: &str,
+    keys: &toml::Table,
+    _cfg: &ExperimentConfig,
+) -> Result<Box<dyn PreparedMethod>> {
+    let opts: SlimmingOptions = keys.clone().try_into().map_err(|e: toml::de::Error| {
+        MethodError::Invalid(format!("[method] of `{name}`: {}", e.message()))
+    })?;
+    let spec = StructuredSpec::slimming(opts.percentile, opts.round_to, opts.ignore.clone())?;
+    let l1 = BnScaleL1::all(opts.lambda)?;
+    if let Some(lr) = opts.sparsity_lr
+        && !(lr > 0.0 && lr.is_finite())
+    {
+        crate::invalid!("[method] sparsity_lr must be a positive number, got {lr}");
+    }
+    Ok(Box::new(Prepared { opts, spec, l1 }))
+}
+
+impl PreparedMethod for Prepared {
+    fn label(&self) -> (String, Option<f64>) {
+        ("slim".into(), Some(self.opts.percentile))
+    }
+
+    fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
+        // Baseline: a saved model is used as it is; a zoo model is trained for [train] first.
+        let dense = dense_baseline(p, false)?;
+        let accuracy_baseline = eval_model(&p.rt, &dense, p.data, p.test_limit())?.1;
+        let mut sparsity = p.cfg.train.clone();
+        sparsity.epochs = self.opts.sparsity_epochs;
+        if let Some(lr) = self.opts.sparsity_lr {
+            sparsity.lr = lr;
+        }
+        // Sparsity training: L1 on every BatchNorm scale.
+        let sparse_dir = p.dir.phase("sparse");
+        let sparse = if is_model_dir(&sparse_dir) {
+            load_model(&sparse_dir)?
+        } else {
+            let model = if sparsity.epochs == 0 {
+                dense.clone()
+            } else {
+                let mut hooks = TrainHooks {
+                    edits: vec![&self.l1],
+                    ..TrainHooks::default()
+                };
+                train_phase_with(
+                    &p.rt,
+                    &sparsity,
+                    dense.clone(),
+                    p.data,
+                    &p.dir.phase("sparsity"),
+                    p.resume,
+                    &mut hooks,
+                )?
+                .0
+            };
+            save_model(&sparse_dir, &model)?;
+            model
+        };
+        let mut report = pipeline_cut(p, &sparse, &self.spec)?;
+        report.slimming = Some(SlimmingReport {
+            lambda: self.opts.lambda,
+            sparsity_epochs: sparsity.epochs,
+            accuracy_baseline: Some(accuracy_baseline),
+            small_gamma_share_before: small_gamma_share(&dense),
+            small_gamma_share_after: small_gamma_share(&sparse),
+        });
+        Ok(Report::Structured(report))
+    }
+}

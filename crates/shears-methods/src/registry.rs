@@ -1,0 +1,213 @@
+//! Every method by name, as the model zoo lists models: its kind, a one-line description and
+//! how it is prepared from its `[method]` keys. Help texts and errors list from here; adding a
+//! method is its module plus one entry below.
+
+use crate::config::{ExperimentConfig, MethodSection};
+use crate::error::Result;
+use crate::invalid;
+use crate::methods::{filter, slimming, unstructured};
+use crate::pipeline::Pipeline;
+use crate::report::Report;
+
+/// What a method removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodKind {
+    /// Individual weights (masks); the network keeps its shape.
+    Unstructured,
+    /// Whole channels; the network is compacted into a smaller dense one.
+    Structured,
+}
+
+impl MethodKind {
+    /// `unstructured` or `structured`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MethodKind::Unstructured => "unstructured",
+            MethodKind::Structured => "structured",
+        }
+    }
+}
+
+/// A method whose keys were checked: what the pipeline runs.
+pub trait PreparedMethod {
+    /// Method and target for the run directory's name, e.g. (`magnitude`, Some(0.8)).
+    fn label(&self) -> (String, Option<f64>);
+    /// Runs the method's stages in the pipeline's run directory.
+    fn run(&self, pipeline: &Pipeline<'_>) -> Result<Report>;
+}
+
+/// Checks a method's keys and prepares it.
+pub type PrepareFn = fn(&str, &toml::Table, &ExperimentConfig) -> Result<Box<dyn PreparedMethod>>;
+
+/// One registry entry.
+pub struct MethodEntry {
+    /// The name `[method] name` and `--method` take.
+    pub name: &'static str,
+    pub kind: MethodKind,
+    /// One line for help texts and listings.
+    pub description: &'static str,
+    /// Checks the keys and prepares the method.
+    pub prepare: PrepareFn,
+}
+
+/// Every registered method.
+pub const METHODS: &[MethodEntry] = &[
+    MethodEntry {
+        name: "magnitude",
+        kind: MethodKind::Unstructured,
+        description: "remove the smallest |w|, globally or by a layer quota",
+        prepare: unstructured::prepare,
+    },
+    MethodEntry {
+        name: "random",
+        kind: MethodKind::Unstructured,
+        description: "remove random weights, by a layer quota (uniform, uniform+, er, erk, igq)",
+        prepare: unstructured::prepare,
+    },
+    MethodEntry {
+        name: "lamp",
+        kind: MethodKind::Unstructured,
+        description: "layer-adaptive magnitude scores (Lee et al. 2021)",
+        prepare: unstructured::prepare,
+    },
+    MethodEntry {
+        name: "snip",
+        kind: MethodKind::Unstructured,
+        description: "connection sensitivity |g * w| on training batches (Lee et al. 2019)",
+        prepare: unstructured::prepare,
+    },
+    MethodEntry {
+        name: "grasp",
+        kind: MethodKind::Unstructured,
+        description: "gradient-signal preservation -w * Hg (Wang et al. 2020)",
+        prepare: unstructured::prepare,
+    },
+    MethodEntry {
+        name: "synflow",
+        kind: MethodKind::Unstructured,
+        description: "iterative synaptic flow, data-free, global (Tanaka et al. 2020)",
+        prepare: unstructured::prepare,
+    },
+    MethodEntry {
+        name: "l1-filter",
+        kind: MethodKind::Structured,
+        description: "remove the channels of smallest filter L1 norm (Li et al. 2017), then compact",
+        prepare: filter::prepare,
+    },
+    MethodEntry {
+        name: "l2-filter",
+        kind: MethodKind::Structured,
+        description: "remove the channels of smallest filter L2 norm, then compact",
+        prepare: filter::prepare,
+    },
+    MethodEntry {
+        name: "bn-scale",
+        kind: MethodKind::Structured,
+        description: "remove the channels of smallest BatchNorm |gamma|, then compact",
+        prepare: filter::prepare,
+    },
+    MethodEntry {
+        name: "random-filter",
+        kind: MethodKind::Structured,
+        description: "remove random channels (the structured sanity baseline), then compact",
+        prepare: filter::prepare,
+    },
+    MethodEntry {
+        name: "taylor",
+        kind: MethodKind::Structured,
+        description: "remove the channels of smallest first-order Taylor score (Molchanov et al. 2019)",
+        prepare: filter::prepare,
+    },
+    MethodEntry {
+        name: "slimming",
+        kind: MethodKind::Structured,
+        description: "Network Slimming: L1 on BatchNorm scales, global |gamma| cut, compact, fine-tune (Liu et al. 2017)",
+        prepare: slimming::prepare,
+    },
+];
+
+/// Names of the methods of one kind, for help texts and errors.
+pub fn names(kind: MethodKind) -> Vec<&'static str> {
+    METHODS
+        .iter()
+        .filter(|m| m.kind == kind)
+        .map(|m| m.name)
+        .collect()
+}
+
+/// The entry named `name`; an unknown name lists both kinds.
+pub fn find(name: &str) -> Result<&'static MethodEntry> {
+    match METHODS.iter().find(|m| m.name == name) {
+        Some(m) => Ok(m),
+        None => invalid!(
+            "unknown pruning method `{name}` (unstructured: {}; structured: {})",
+            names(MethodKind::Unstructured).join(", "),
+            names(MethodKind::Structured).join(", ")
+        ),
+    }
+}
+
+/// The method a config describes: `[method]`, else the older `[prune]` section, else global
+/// magnitude pruning to 80 % (the default of `[prune]`).
+pub fn resolve(cfg: &ExperimentConfig) -> Result<Box<dyn PreparedMethod>> {
+    match (&cfg.method, &cfg.prune) {
+        (Some(_), Some(_)) => invalid!(
+            "give the method once: either [method] or the older [prune] section, not both"
+        ),
+        (Some(MethodSection { name, keys }), None) => {
+            let entry = find(name)?;
+            (entry.prepare)(name, keys, cfg)
+        }
+        (None, prune) => Ok(Box::new(unstructured::Prepared::from_section(
+            prune.clone().unwrap_or_default(),
+            cfg,
+        )?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_every_unstructured_score_is_registered() {
+        let mut seen = std::collections::BTreeSet::new();
+        for m in METHODS {
+            assert!(seen.insert(m.name), "{} twice", m.name);
+            assert!(!m.description.is_empty());
+        }
+        assert_eq!(
+            names(MethodKind::Unstructured),
+            crate::steps::unstructured::METHODS.to_vec()
+        );
+        let e = find("snop").err().expect("unknown").to_string();
+        assert!(e.contains("snop") && e.contains("synflow") && e.contains("slimming"), "{e}");
+    }
+
+    fn cfg(text: &str) -> Result<ExperimentConfig> {
+        let c: ExperimentConfig = toml::from_str(text).map_err(|e| {
+            crate::MethodError::Invalid(e.to_string())
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn method_sections_are_checked_key_by_key() {
+        cfg("[method]\nname = \"slimming\"\nlambda = 1e-4\npercentile = 0.5\n").unwrap();
+        cfg("[method]\nname = \"l1-filter\"\nmacs_reduction = 0.5\n").unwrap();
+        cfg("[method]\nname = \"magnitude\"\nsparsity = 0.5\nwhen = \"gradual\"\n").unwrap();
+        let e = cfg("[method]\nname = \"slimming\"\nlamda = 1e-4\n").unwrap_err().to_string();
+        assert!(e.contains("lamda") && e.contains("slimming"), "{e}");
+        let e = cfg("[method]\nname = \"l1-filter\"\nsparsity = 0.5\n").unwrap_err().to_string();
+        assert!(e.contains("sparsity") && e.contains("l1-filter"), "{e}");
+        let e = cfg("[method]\nname = \"l1-filter\"\n").unwrap_err().to_string();
+        assert!(e.contains("[method] macs_reduction"), "{e}");
+        let e = cfg("[method]\nname = \"pruneit\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown pruning method `pruneit`"), "{e}");
+        let e = cfg("[method]\nname = \"magnitude\"\n[prune]\nsparsity = 0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
+    }
+}

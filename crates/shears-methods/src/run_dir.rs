@@ -1,0 +1,170 @@
+//! Run directories: one per run, named from method, target, seed and a config hash, holding the
+//! resolved config, per-epoch metrics (JSON lines), checkpoints, `result.json` and the model.
+//! Every file is written atomically, so an interrupted run never leaves a half-written result.
+
+use crate::error::{MethodError, Result};
+use crate::invalid;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use shears_core::artifact::write_atomic;
+use shears_engine::EpochMetrics;
+use std::path::{Path, PathBuf};
+
+/// The resolved config of a run.
+pub const CONFIG_FILE: &str = "config.toml";
+/// The run's report; its presence marks the run finished.
+pub const RESULT_FILE: &str = "result.json";
+
+/// The run's directory and file layout.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    /// The directory itself.
+    pub path: PathBuf,
+}
+
+/// What [`open_run`] found.
+#[derive(Debug)]
+pub enum Opened {
+    /// A directory to run in (new, or holding an interrupted run).
+    Fresh(RunDir),
+    /// The run already finished; its `result.json` text.
+    Finished { dir: RunDir, result: String },
+}
+
+/// Opens the run directory `path`. With `force`, an existing run directory is removed first
+/// (refused for a directory that is not a shears run); a finished run is reported, not re-run.
+pub fn open_run(path: PathBuf, force: bool) -> Result<Opened> {
+    if force && path.exists() {
+        if !path.join(CONFIG_FILE).exists() {
+            invalid!(
+                "refusing to --force over {}: it is not a shears run directory",
+                path.display()
+            );
+        }
+        std::fs::remove_dir_all(&path).map_err(|e| MethodError::io("remove", &path, e))?;
+    }
+    let dir = RunDir::new(path)?;
+    if dir.is_finished() {
+        let result = std::fs::read_to_string(dir.result_path())
+            .map_err(|e| MethodError::io("read", dir.result_path(), e))?;
+        return Ok(Opened::Finished { dir, result });
+    }
+    Ok(Opened::Fresh(dir))
+}
+
+impl RunDir {
+    /// Creates the directory if needed.
+    pub fn new(path: PathBuf) -> Result<RunDir> {
+        std::fs::create_dir_all(&path).map_err(|e| MethodError::io("create run directory", &path, e))?;
+        Ok(RunDir { path })
+    }
+
+    /// Sub-directory of one phase (`train`, `finetune`), holding its checkpoint and metrics.
+    pub fn phase(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Where `result.json` goes.
+    pub fn result_path(&self) -> PathBuf {
+        self.path.join(RESULT_FILE)
+    }
+
+    /// True once the run wrote its result.
+    pub fn is_finished(&self) -> bool {
+        self.result_path().is_file()
+    }
+
+    /// Writes the resolved config.
+    pub fn write_config(&self, toml: &str) -> Result<()> {
+        write_atomic(&self.path.join(CONFIG_FILE), toml.as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes `result.json` (last, so that it marks the run finished).
+    pub fn write_result<T: Serialize>(&self, result: &T) -> Result<()> {
+        let json = serde_json::to_string_pretty(result)
+            .map_err(|e| MethodError::Invalid(format!("cannot serialise the result: {e}")))?;
+        write_atomic(&self.result_path(), json.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Writes the metrics of a phase as JSON lines (rewritten whole, atomically, after each epoch).
+pub fn write_metrics(dir: &Path, rows: &[EpochMetrics]) -> Result<()> {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(
+            &serde_json::to_string(r)
+                .map_err(|e| MethodError::Invalid(format!("cannot serialise metrics: {e}")))?,
+        );
+        text.push('\n');
+    }
+    write_atomic(&dir.join("metrics.jsonl"), text.as_bytes())?;
+    Ok(())
+}
+
+/// Reads the metrics rows of a phase written by [`write_metrics`] (none if the file is absent).
+pub fn read_metrics(dir: &Path) -> Result<Vec<EpochMetrics>> {
+    let path = dir.join("metrics.jsonl");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| MethodError::io("read", &path, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| {
+                MethodError::Invalid(format!("corrupt metrics line in {}: {e}", path.display()))
+            })
+        })
+        .collect()
+}
+
+/// Directory name for a run: `{name}-{method}-{target}-s{seed}-{hash}`.
+pub fn run_name(name: &str, method: &str, target: Option<f64>, seed: u64, hash: &str) -> String {
+    let target = target.map(|t| format!("-{t}")).unwrap_or_default();
+    format!("{name}-{method}{target}-s{seed}-{hash}")
+}
+
+/// The one short hash of shears (config hashes, spec hashes): the first 4 bytes of SHA-256, as
+/// 8 hex digits.
+pub fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_hash_is_eight_hex_digits_and_stable() {
+        let h = short_hash(b"shears");
+        assert_eq!(h.len(), 8);
+        assert!(h.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(h, short_hash(b"shears"));
+        assert_ne!(h, short_hash(b"shears "));
+    }
+
+    #[test]
+    fn force_refuses_a_directory_that_is_not_a_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("mine");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("precious.txt"), "x").unwrap();
+        let e = open_run(p.clone(), true).unwrap_err().to_string();
+        assert!(e.contains("not a shears run directory"), "{e}");
+        assert!(p.join("precious.txt").exists());
+        let Opened::Fresh(dir) = open_run(tmp.path().join("r"), false).unwrap() else {
+            panic!("a new directory is fresh")
+        };
+        dir.write_result(&serde_json::json!({"ok": 1})).unwrap();
+        assert!(matches!(
+            open_run(dir.path.clone(), false).unwrap(),
+            Opened::Finished { .. }
+        ));
+    }
+}

@@ -1,0 +1,166 @@
+//! Human-readable reports on stdout (`--json` prints the same reports as JSON instead).
+
+use crate::cmd::thousands;
+use shears_core::structured::Normalization;
+use shears_methods::report::{StructuredReport, UnstructuredReport};
+use shears_methods::steps::structured::{Cut, scope_name};
+
+fn normalization_name(n: Normalization) -> &'static str {
+    match n {
+        Normalization::None => "none",
+        Normalization::Mean => "mean",
+        Normalization::Max => "max",
+        Normalization::Sum => "sum",
+    }
+}
+
+/// The report of an unstructured run.
+pub fn unstructured(report: &UnstructuredReport) {
+    let r = &report;
+    println!(
+        "shears run: {} on {} (seed {}, config {})",
+        r.model, r.dataset, r.seed, r.config_hash
+    );
+    println!(
+        "  pruning        {} {} to {} sparsity {} ({}{}{})",
+        r.method,
+        r.allocation,
+        r.target_kind,
+        r.target_sparsity,
+        r.when,
+        if r.rewind { ", rewinding" } else { "" },
+        if r.rounds > 1 {
+            format!(", {} rounds", r.rounds)
+        } else {
+            String::new()
+        }
+    );
+    let pct = |v: f64| {
+        if v.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.2}%", v * 100.0)
+        }
+    };
+    println!(
+        "  accuracy       before pruning {}  right after {}  after fine-tuning {}",
+        pct(r.accuracy_before_pruning),
+        pct(r.accuracy_after_pruning),
+        pct(r.accuracy_after_finetune)
+    );
+    println!(
+        "  params         {} total, {} non-zero",
+        thousands(r.params),
+        thousands(r.nonzero_params)
+    );
+    println!(
+        "  sparsity       direct {:.4} ({:.1}x), effective {:.4} ({:.1}x) of conv+linear weights",
+        r.direct_sparsity,
+        r.direct_compression.unwrap_or(f64::INFINITY),
+        r.effective_sparsity,
+        r.effective_compression.unwrap_or(f64::INFINITY)
+    );
+    println!(
+        "  dense MACs     {} ({}); unstructured masks do not reduce measured latency",
+        thousands(r.macs),
+        r.macs_convention
+    );
+    println!("  run directory  {}  ({:.0} s)", r.run_dir, r.seconds);
+}
+
+fn pct_opt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
+}
+
+/// The human-readable report on stdout.
+pub fn structured(r: &StructuredReport) {
+    let s = &r.sizes;
+    let cut = match r.spec.cut {
+        Cut::ChannelRatio(v) => format!("channel ratio {v}"),
+        Cut::ParamsReduction(v) => format!("params reduction {v}"),
+        Cut::MacsReduction(v) => format!("MACs reduction {v} ({})", r.spec.convention.name()),
+        Cut::Percentile(v) => format!(
+            "global percentile {v} of the scores (threshold {})",
+            r.threshold.map_or("-".into(), |t| format!("{t:.4e}"))
+        ),
+    };
+    println!(
+        "structured pruning of {}: {} (importance {}, {} scope, normalisation {}) to {}",
+        r.model,
+        r.spec.method,
+        r.spec.importance.name(),
+        scope_name(r.spec.scope),
+        normalization_name(r.spec.normalization),
+        cut
+    );
+    println!(
+        "  params    {} -> {}  ({:.1}% removed)",
+        thousands(s.params_before),
+        thousands(s.params_after),
+        s.params_reduction * 100.0
+    );
+    println!(
+        "  MACs      {} -> {}  ({:.1}% removed, MACs ratio {:.2}, {})",
+        thousands(s.macs_before),
+        thousands(s.macs_after),
+        s.macs_reduction * 100.0,
+        s.macs_ratio,
+        s.macs_convention
+    );
+    println!(
+        "  channels  {} -> {} in {} prunable groups ({} pruned, {} groups in all)",
+        s.channels_before,
+        s.channels_after,
+        s.prunable_groups,
+        s.pruned_groups.len(),
+        s.groups
+    );
+    if let Some(sl) = &r.slimming {
+        println!(
+            "  sparsity training: λ {} for {} epochs; |γ| ≤ 0.01: {:.1}% -> {:.1}% of BatchNorm scales; baseline accuracy {}",
+            sl.lambda,
+            sl.sparsity_epochs,
+            sl.small_gamma_share_before * 100.0,
+            sl.small_gamma_share_after * 100.0,
+            pct_opt(sl.accuracy_baseline)
+        );
+    }
+    let a = &r.accuracy;
+    if a.accuracy_before_pruning.is_some() {
+        println!(
+            "  accuracy  before pruning {}  right after {} (gated dense {})  after fine-tuning {}  ({} test samples)",
+            pct_opt(a.accuracy_before_pruning),
+            pct_opt(a.accuracy_after_pruning),
+            pct_opt(a.accuracy_after_pruning_gated),
+            pct_opt(a.accuracy_after_finetune),
+            a.test_samples.unwrap_or(0)
+        );
+    }
+    if !r.latency.is_empty() {
+        println!(
+            "  latency (inference, median ms; warm-up {}, {} repeats, best of {} rounds):",
+            r.latency_warmup, r.latency_repeats, r.latency_rounds
+        );
+        println!(
+            "    {:>5} {:>7} {:>10} {:>10} {:>14} {:>10} {:>13}",
+            "batch", "threads", "dense", "compacted", "latency ratio", "MACs ratio", "lat/MACs"
+        );
+        for l in &r.latency {
+            println!(
+                "    {:>5} {:>7} {:>10.3} {:>10.3} {:>14.2} {:>10.2} {:>13.2}",
+                l.batch,
+                l.threads,
+                l.dense_median_ms,
+                l.compacted_median_ms,
+                l.latency_ratio,
+                l.macs_ratio,
+                l.ratio_of_ratios
+            );
+        }
+    }
+    println!(
+        "  saved the compacted model to {} (before fine-tuning: {})  ({:.1} s)",
+        r.run_dir, r.pruned_dir, r.seconds
+    );
+}
+
