@@ -15,6 +15,13 @@ pub enum CoreError {
     UnknownModel(String, String),
     #[error("invalid value for {what}: {message}")]
     InvalidValue { what: String, message: String },
+    /// A fraction (sparsity, reduction, ratio) outside its range; `what` names the option.
+    #[error("{what} must be in {range}, got {value}")]
+    OutOfRange {
+        what: String,
+        value: f64,
+        range: &'static str,
+    },
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{path}: {source}")]

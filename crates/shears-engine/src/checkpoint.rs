@@ -30,12 +30,7 @@ pub fn save_checkpoint(
     opt: &Optimizer,
     state: &CheckpointState,
 ) -> Result<()> {
-    let model = Model {
-        graph: exec.graph().clone(),
-        weights: exec.weights(),
-        masks: exec.masks(),
-    };
-    save_model(dir, &model)?;
+    save_model(dir, &exec.model())?;
     let mut tensors = Weights::new();
     for (i, info) in exec.infos.iter().enumerate() {
         for (prefix, buf) in [("first", &opt.first[i]), ("second", &opt.second[i])] {

@@ -762,6 +762,15 @@ impl Executor {
         }
     }
 
+    /// The model this executor holds now: its graph, current weights and masks.
+    pub fn model(&self) -> shears_core::artifact::Model {
+        shears_core::artifact::Model {
+            graph: self.graph.clone(),
+            weights: self.weights(),
+            masks: self.masks(),
+        }
+    }
+
     /// Builds the input value for a batch of `n` samples stored contiguously (NCHW or NF).
     pub fn input_value(&self, data: Vec<f32>, n: usize) -> Result<Value> {
         let shape = &self.graph.input.shape;

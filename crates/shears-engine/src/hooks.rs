@@ -265,3 +265,267 @@ impl ExtraParams {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::Mode;
+    use crate::regularize::BnScaleL1;
+    use crate::train::{TrainConfig, train};
+    use crate::Schedule;
+    use crate::executor::to_vec as host;
+    use burn::tensor::activation::sigmoid;
+    use shears_core::builder::GraphBuilder;
+    use shears_core::graph::{Graph, ParamKind};
+    use shears_core::weights::{Masks, init_weights};
+    use shears_data::{DataSplits, Dataset};
+
+    /// conv a (3 ch) -> bn -> relu -> conv b (4 ch) -> bn -> relu -> gap -> fc (3).
+    fn graph() -> Graph {
+        let mut b = GraphBuilder::new("t", &[1, 6, 6]);
+        let x = b.input();
+        let a = b.conv2d("a", &x, 3, 3, 1, 1);
+        let a = b.batchnorm("a_bn", &a);
+        let a = b.relu("a_relu", &a);
+        let c = b.conv2d("b", &a, 4, 3, 1, 1);
+        let c = b.batchnorm("b_bn", &c);
+        let c = b.relu("b_relu", &c);
+        let p = b.global_avg_pool("gap", &c);
+        let y = b.linear("fc", &p, 3, true);
+        b.finish(&y)
+    }
+
+    fn data() -> DataSplits {
+        let n = 16;
+        let images: Vec<u8> = (0..n * 36).map(|i| ((i * 37 + i / 7) % 256) as u8).collect();
+        let labels: Vec<u16> = (0..n).map(|i| (i % 3) as u16).collect();
+        let train = Dataset::new("t/train", images.clone(), [1, 6, 6], labels.clone(), 3).unwrap();
+        let test = Dataset::new("t/test", images, [1, 6, 6], labels, 3).unwrap();
+        DataSplits::with_train_stats(train, test).unwrap()
+    }
+
+    fn sgd() -> OptimizerConfig {
+        OptimizerConfig::Sgd {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+
+    fn cfg() -> TrainConfig {
+        TrainConfig {
+            epochs: 1,
+            batch_size: 8,
+            lr: 0.1,
+            schedule: Schedule::Constant,
+            seed: 1,
+            crop_padding: 0,
+            flip: false,
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+
+    fn executor() -> Executor {
+        let g = graph();
+        let w = init_weights(&g, 4);
+        let dev = Device::flex().autodiff();
+        dev.seed(1);
+        Executor::new(&g, &w, &Masks::new(), &dev).unwrap()
+    }
+
+    /// λ·Σ|γ| over every BatchNorm scale, as a loss term.
+    struct L1Term(f64);
+    impl LossTerm for L1Term {
+        fn name(&self) -> &str {
+            "l1"
+        }
+        fn loss(&self, exec: &Executor, _: Option<&ExtraParams>) -> Option<Tensor<1>> {
+            let mut total: Option<Tensor<1>> = None;
+            for (i, info) in exec.infos.iter().enumerate() {
+                if info.kind == ParamKind::BnScale {
+                    let t = exec.params[i].clone().abs().sum().mul_scalar(self.0);
+                    total = Some(match total {
+                        Some(s) => s + t,
+                        None => t,
+                    });
+                }
+            }
+            total
+        }
+    }
+
+    fn run(hooks: &mut TrainHooks<'_>) -> Executor {
+        let mut exec = executor();
+        let mut opt = Optimizer::new(sgd(), exec.params.len()).unwrap();
+        train(&mut exec, &data(), &cfg(), &mut opt, 0, hooks, &mut |_, _, _, _| Ok(())).unwrap();
+        exec
+    }
+
+    #[test]
+    fn a_loss_term_equals_the_same_penalty_as_a_gradient_edit() {
+        let plain = run(&mut TrainHooks::default()).weights();
+        let l1 = BnScaleL1::all(0.05).unwrap();
+        let edited = run(&mut TrainHooks {
+            edits: vec![&l1],
+            ..TrainHooks::default()
+        })
+        .weights();
+        let term = L1Term(0.05);
+        let termed = run(&mut TrainHooks {
+            terms: vec![&term],
+            ..TrainHooks::default()
+        })
+        .weights();
+        let gamma = "b_bn.weight";
+        let diff = |a: &Weights, b: &Weights| {
+            a[gamma]
+                .iter()
+                .zip(b[gamma].iter())
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        };
+        // The penalty moved the scales (two steps of lr·λ = 0.005 each) ...
+        assert!(diff(&plain, &edited) > 5e-3, "{}", diff(&plain, &edited));
+        // ... and the loss term moved them exactly as the subgradient edit did.
+        assert!(diff(&edited, &termed) < 1e-5, "{}", diff(&edited, &termed));
+    }
+
+    /// A term pulling extra parameter `p` towards 3.
+    struct Pull;
+    impl LossTerm for Pull {
+        fn name(&self) -> &str {
+            "pull"
+        }
+        fn loss(&self, _: &Executor, extra: Option<&ExtraParams>) -> Option<Tensor<1>> {
+            let p = extra?.get("p")?;
+            Some(p.sub_scalar(3.0).powi_scalar(2).sum())
+        }
+    }
+
+    #[test]
+    fn extra_parameters_train_with_their_own_optimiser_and_resume_exactly() {
+        let dev = Device::flex().autodiff();
+        let adam = OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let mut extra =
+            ExtraParams::new(&dev, vec![("p".into(), vec![2], vec![0.0, 1.0])], adam.clone(), Some(0.5))
+                .unwrap();
+        run(&mut TrainHooks {
+            terms: vec![&Pull],
+            extra: Some(&mut extra),
+            ..TrainHooks::default()
+        });
+        let p = extra.values()["p"].clone();
+        // Two Adam steps of 0.5 towards 3 (Adam moves by about lr per step).
+        assert!((p[[0]] - 1.0).abs() < 0.02 && (p[[1]] - 2.0).abs() < 0.02, "{p:?}");
+        assert_eq!(extra.opt.steps, 2);
+        let tmp = tempfile::tempdir().unwrap();
+        extra.save(tmp.path()).unwrap();
+        let mut back =
+            ExtraParams::new(&dev, vec![("p".into(), vec![2], vec![9.0, 9.0])], adam.clone(), Some(0.5))
+                .unwrap();
+        back.restore(tmp.path()).unwrap();
+        assert_eq!(back.values(), extra.values());
+        assert_eq!(back.opt.steps, 2);
+        // One more step from the restored state equals one more step from the original.
+        for e in [&mut extra, &mut back] {
+            run(&mut TrainHooks {
+                terms: vec![&Pull],
+                extra: Some(e),
+                ..TrainHooks::default()
+            });
+        }
+        assert_eq!(back.values(), extra.values());
+        // A checkpoint of other parameters is refused with the name of the missing one.
+        let mut other =
+            ExtraParams::new(&dev, vec![("q".into(), vec![1], vec![0.0])], adam, None).unwrap();
+        let e = other.restore(tmp.path()).unwrap_err().to_string();
+        assert!(e.contains("`q`"), "{e}");
+    }
+
+    /// Fixed per-sample gates of node `a` (one row per sample).
+    struct Fixed(Vec<f32>, usize, usize);
+    impl DynamicGates for Fixed {
+        fn gated_nodes(&self) -> Vec<String> {
+            vec!["a".into()]
+        }
+        fn gate(&self, _: &str, input: &Value, _: Option<&ExtraParams>) -> Option<Tensor<2>> {
+            let Value::Map(x) = input else { return None };
+            Some(Tensor::from_data(
+                TensorData::new(self.0.clone(), [self.1, self.2]),
+                &x.device(),
+            ))
+        }
+    }
+
+    #[test]
+    fn per_sample_gates_equal_each_sample_gated_on_its_own() {
+        let mut exec = executor();
+        let d = data();
+        let loader = shears_data::Loader::new(
+            &d.train,
+            shears_data::LoaderConfig::eval(4).normalized(d.normalization.clone()),
+        )
+        .unwrap();
+        let images = loader.epoch(0).next().unwrap().images;
+        let per = 36;
+        let gates = vec![1.0, 0.0, 0.5, 0.0, 1.0, 1.0];
+        let x = exec.input_value(images[..2 * per].to_vec(), 2).unwrap();
+        let both = host(
+            exec.forward_gated(x, Mode::Eval, &Fixed(gates.clone(), 2, 3), None)
+                .inner()
+                .reshape([6]),
+        );
+        for s in 0..2 {
+            exec.set_gate("a", Some(&gates[s * 3..s * 3 + 3])).unwrap();
+            let x = exec
+                .input_value(images[s * per..(s + 1) * per].to_vec(), 1)
+                .unwrap();
+            let one = host(exec.forward(x, Mode::Eval).inner().reshape([3]));
+            for k in 0..3 {
+                assert!((one[k] - both[s * 3 + k]).abs() < 1e-5, "{one:?} vs {both:?}");
+            }
+        }
+        exec.set_gate("a", None).unwrap();
+        let x = exec.input_value(images[..per].to_vec(), 1).unwrap();
+        let dense = host(exec.forward(x, Mode::Eval).inner().reshape([3]));
+        assert!(dense.iter().zip(&both).any(|(a, b)| (a - b).abs() > 1e-4));
+    }
+
+    /// Gates of conv `b` from its input: sigmoid(mean over H, W of the input · W), W extra.
+    struct Predicted;
+    impl DynamicGates for Predicted {
+        fn gated_nodes(&self) -> Vec<String> {
+            vec!["b".into()]
+        }
+        fn gate(&self, _: &str, input: &Value, extra: Option<&ExtraParams>) -> Option<Tensor<2>> {
+            let Value::Map(x) = input else { return None };
+            let [n, c, h, w] = x.dims();
+            let pooled = x.clone().reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);
+            let weight = extra?.get("w")?.reshape([c, 4]);
+            Some(sigmoid(pooled.matmul(weight)))
+        }
+    }
+
+    #[test]
+    fn gates_computed_in_the_forward_pass_train_their_predictor() {
+        let dev = Device::flex().autodiff();
+        let init: Vec<f32> = (0..12).map(|i| (i as f32 - 6.0) * 0.1).collect();
+        let mut extra =
+            ExtraParams::new(&dev, vec![("w".into(), vec![3, 4], init.clone())], sgd(), None)
+                .unwrap();
+        let gates = Predicted;
+        run(&mut TrainHooks {
+            extra: Some(&mut extra),
+            gates: Some(&gates),
+            ..TrainHooks::default()
+        });
+        let w = extra.values()["w"].clone();
+        let moved = w.iter().zip(&init).filter(|(a, b)| (*a - *b).abs() > 1e-7).count();
+        assert!(moved > 6, "the task loss reached only {moved} of 12 predictor weights");
+    }
+}

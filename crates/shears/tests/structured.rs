@@ -551,3 +551,92 @@ fn bad_structured_inputs_get_clear_errors() {
     let e = quick(&["slim", "--model", "small-cnn", "--lambda=-1"]);
     assert!(e.contains("lambda") && e.contains("got -1"), "{e}");
 }
+
+const SLIM_RUN: &str = r#"
+name = "slimrun"
+[model]
+arch = "small-cnn"
+[train]
+epochs = 1
+batch_size = 64
+train_limit = 256
+test_limit = 200
+[method]
+name = "slimming"
+lambda = 1e-3
+sparsity_epochs = 1
+percentile = 0.4
+[finetune]
+epochs = 1
+batch_size = 64
+lr = 0.005
+train_limit = 256
+test_limit = 200
+[latency]
+enabled = false
+"#;
+
+#[test]
+fn run_takes_any_registered_method_from_its_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("slim.toml");
+    std::fs::write(&cfg, SLIM_RUN).unwrap();
+    let out = tmp.path().join("slim");
+    let v = ok_json(&shears(&[
+        "run",
+        "--config",
+        s(&cfg),
+        "--json",
+        "--out",
+        s(&out),
+    ]));
+    assert_eq!(v["command"], "run");
+    assert_eq!(v["spec"]["method"], "slimming");
+    assert_eq!(v["spec"]["importance"], "bn-scale");
+    assert!((f(&v["slimming"], "lambda") - 1e-3).abs() < 1e-15);
+    for k in [
+        "accuracy_before_pruning",
+        "accuracy_after_pruning",
+        "accuracy_after_pruning_gated",
+        "accuracy_after_finetune",
+    ] {
+        assert!(v[k].is_number(), "missing {k}: {v}");
+    }
+    // Compaction is exact: the compacted model scores what the gated dense one does.
+    assert_eq!(v["accuracy_after_pruning"], v["accuracy_after_pruning_gated"]);
+    assert!(u(&v, "channels_after") < u(&v, "channels_before"));
+    assert!(v["latency"].as_array().unwrap().is_empty());
+    for phase in ["dense", "sparse", "pruned", "sparsity/metrics.jsonl", "finetune/metrics.jsonl"] {
+        assert!(out.join(phase).exists(), "missing {phase}");
+    }
+    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("name = \"slimming\""));
+    assert_eq!(inspect(&out)["params"], v["params_after"]);
+
+    // A filter method from the same kind of section, to a MACs target.
+    let l1 = SLIM_RUN.replace(
+        "name = \"slimming\"\nlambda = 1e-3\nsparsity_epochs = 1\npercentile = 0.4",
+        "name = \"l1-filter\"\nmacs_reduction = 0.5\nscope = \"global\"",
+    );
+    let cfg2 = tmp.path().join("l1.toml");
+    std::fs::write(&cfg2, l1).unwrap();
+    let v = ok_json(&shears(&[
+        "run",
+        "--config",
+        s(&cfg2),
+        "--json",
+        "--out",
+        s(&tmp.path().join("l1")),
+    ]));
+    assert_eq!(v["spec"]["method"], "l1-filter");
+    assert!(f(&v, "macs_reduction") >= 0.5, "{v}");
+    assert!(v["slimming"].is_null());
+
+    // Errors name the method and the key it does not take.
+    let e = err_text(&shears(&["run", "--config", s(&cfg), "--method", "l1-filter"]));
+    assert!(e.contains("l1-filter") && e.contains("lambda"), "{e}");
+    let e = err_text(&shears(&["run", "--config", s(&cfg), "--method", "prunify"]));
+    assert!(e.contains("unknown pruning method `prunify`") && e.contains("slimming"), "{e}");
+    std::fs::write(&cfg, SLIM_RUN.replace("lambda = 1e-3", "lamda = 1e-3")).unwrap();
+    let e = err_text(&shears(&["run", "--config", s(&cfg)]));
+    assert!(e.contains("lamda") && e.contains("slimming"), "{e}");
+}

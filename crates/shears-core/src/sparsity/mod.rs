@@ -62,16 +62,17 @@ pub(crate) fn layer_keeps<'a>(
         .collect()
 }
 
-/// Checks a sparsity lies in `[0, 1)`, or `[0, 1]` when `inclusive_one`.
-pub(crate) fn check_fraction(what: &str, value: f64, inclusive_one: bool) -> Result<()> {
+/// Checks a fraction (a sparsity, a reduction, a ratio) lies in `[0, 1)`, or `[0, 1]` when
+/// `inclusive_one`; the one range check of shears, so every such error reads the same.
+pub fn check_fraction(what: &str, value: f64, inclusive_one: bool) -> Result<()> {
     let ok = value.is_finite() && value >= 0.0 && (value < 1.0 || (inclusive_one && value == 1.0));
     if ok {
         Ok(())
     } else {
-        let range = if inclusive_one { "[0, 1]" } else { "[0, 1)" };
-        Err(CoreError::value(
-            what,
-            format!("{value} is outside {range}"),
-        ))
+        Err(CoreError::OutOfRange {
+            what: what.to_string(),
+            value,
+            range: if inclusive_one { "[0, 1]" } else { "[0, 1)" },
+        })
     }
 }

@@ -450,7 +450,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                e.contains("target sparsity") && e.contains("outside [0, 1)"),
+                e.contains("target sparsity") && e.contains("must be in [0, 1)"),
                 "{e}"
             );
         }

@@ -443,7 +443,7 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("outside [0, 1)"), "{e}");
+        assert!(e.to_string().contains("must be in [0, 1)"), "{e}");
         assert_eq!(
             "Effective".parse::<TargetKind>().unwrap(),
             TargetKind::Effective

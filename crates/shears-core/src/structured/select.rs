@@ -406,26 +406,29 @@ pub fn percentile_threshold(scores: &GroupScores, p: f64) -> Result<f32> {
 }
 
 /// Removes every channel scoring ≤ `threshold`; a group that would lose all keeps its best one.
+/// Kept counts are rounded up to a multiple of `round_to` by the same rule as
+/// [`select_channels`]: a group takes back its best-scored removed channels.
 pub fn select_below_threshold(
     graph: &Graph,
     groups: &[ChannelGroup],
     scores: &GroupScores,
     threshold: f32,
     ignore: &[String],
+    round_to: usize,
 ) -> Result<ChannelSelection> {
-    let cands = candidates(graph, groups, scores, ignore, 1.0)?;
-    let mut sel = ChannelSelection::default();
-    for c in &cands {
-        let s = &scores[&c.id];
-        let mut kept: Vec<usize> = (0..c.channels).filter(|&j| s[j] > threshold).collect();
-        if kept.is_empty() {
-            kept.push(c.order[c.channels - 1]);
-        }
-        if kept.len() < c.channels {
-            sel.kept.insert(c.id, kept);
-        }
+    if round_to == 0 {
+        return Err(CoreError::value("round_to", "must be at least 1"));
     }
-    Ok(sel)
+    let cands = candidates(graph, groups, scores, ignore, 1.0)?;
+    let removed: Vec<usize> = cands
+        .iter()
+        .map(|c| {
+            let s = &scores[&c.id];
+            let below = (0..c.channels).filter(|&j| s[j] <= threshold).count();
+            below.min(c.channels - 1)
+        })
+        .collect();
+    Ok(build(&cands, &removed, round_to))
 }
 
 /// MaskSparsity's residual-group rule: each BatchNorm `g` of a group marks the channels with
@@ -700,11 +703,11 @@ mod tests {
         // sorted: .05 .1 .2 .3 .4 .5 .6 .7 .8 .9; p = 0.3 -> index 3 -> 0.3.
         let thr = percentile_threshold(&s, 0.3).unwrap();
         assert_eq!(thr, 0.3);
-        let sel = select_below_threshold(&g, &groups, &s, thr, &[]).unwrap();
+        let sel = select_below_threshold(&g, &groups, &s, thr, &[], 1).unwrap();
         assert_eq!(sel.kept[&ga], vec![0, 2]);
         assert_eq!(sel.kept[&gb], vec![1, 3, 4, 5]);
         // a group entirely below the threshold keeps its best channel.
-        let sel = select_below_threshold(&g, &groups, &s, 0.95, &[]).unwrap();
+        let sel = select_below_threshold(&g, &groups, &s, 0.95, &[], 1).unwrap();
         assert_eq!(sel.kept[&ga], vec![2]);
         assert_eq!(sel.kept[&gb], vec![1]);
         assert!(percentile_threshold(&s, 1.0).is_err());

@@ -73,12 +73,3 @@ pub fn executor(rt: &Runtime, model: &Model, training: bool) -> Result<Executor>
         &device,
     )?)
 }
-
-/// The model an executor holds now: its graph, current weights and masks.
-pub fn model_of(exec: &Executor) -> Model {
-    Model {
-        graph: exec.graph().clone(),
-        weights: exec.weights(),
-        masks: exec.masks(),
-    }
-}

@@ -3,7 +3,7 @@
 //! [`shears_engine::train::TrainHooks`] (gradient edits, loss terms, extra trainable parameters).
 
 use super::Runtime;
-use super::model::{executor, model_of};
+use super::model::executor;
 use crate::config::TrainSection;
 use crate::error::{Context, Result};
 use crate::invalid;
@@ -176,5 +176,114 @@ pub fn train_phase_with(
         &mut on_epoch,
     )?;
     let rows = read_metrics(dir)?;
-    Ok((model_of(&exec), rows))
+    Ok((exec.model(), rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shears_core::GraphBuilder;
+    use shears_core::{Masks, init_weights};
+    use shears_data::Dataset;
+    use shears_engine::burn::tensor::{Device, Tensor};
+    use shears_engine::{ExtraParams, LossTerm, OptimizerConfig, Schedule};
+
+    fn model() -> Model {
+        let mut b = GraphBuilder::new("t", &[1, 4, 4]);
+        let x = b.input();
+        let f = b.flatten("flat", &x);
+        let y = b.linear("fc", &f, 3, true);
+        let graph = b.finish(&y);
+        let weights = init_weights(&graph, 0);
+        Model {
+            graph,
+            weights,
+            masks: Masks::new(),
+        }
+    }
+
+    fn data() -> DataSplits {
+        let n = 12;
+        let images: Vec<u8> = (0..n * 16).map(|i| ((i * 53) % 256) as u8).collect();
+        let labels: Vec<u16> = (0..n).map(|i| (i % 3) as u16).collect();
+        let train = Dataset::new("t/train", images.clone(), [1, 4, 4], labels.clone(), 3).unwrap();
+        let test = Dataset::new("t/test", images, [1, 4, 4], labels, 3).unwrap();
+        DataSplits::with_train_stats(train, test).unwrap()
+    }
+
+    /// (p - 3)² on an extra parameter, plus p times the first logit weight, so the extra
+    /// parameter and the graph's weights move together.
+    struct Coupled;
+    impl LossTerm for Coupled {
+        fn name(&self) -> &str {
+            "coupled"
+        }
+        fn loss(&self, exec: &Executor, extra: Option<&ExtraParams>) -> Option<Tensor<1>> {
+            let p = extra?.get("p")?;
+            let w = exec.params[exec.param_index("fc.weight")?].clone();
+            Some(p.clone().sub_scalar(3.0).powi_scalar(2).sum() + (p * w.slice([0..1])).sum())
+        }
+    }
+
+    fn extra() -> ExtraParams {
+        let sgd = OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        };
+        ExtraParams::new(&Device::flex().autodiff(), vec![("p".into(), vec![1], vec![0.0])], sgd, None)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_resumed_phase_restores_the_extra_parameters_and_their_momentum() {
+        let rt = Runtime {
+            device: "flex".into(),
+            seed: 0,
+        };
+        let section = |epochs| TrainSection {
+            epochs,
+            batch_size: 4,
+            lr: 0.05,
+            schedule: Schedule::Constant,
+            ..TrainSection::default()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let d = data();
+        let mut full = extra();
+        let (whole, _) = train_phase_with(
+            &rt,
+            &section(2),
+            model(),
+            &d,
+            &tmp.path().join("full"),
+            false,
+            &mut TrainHooks {
+                terms: vec![&Coupled],
+                extra: Some(&mut full),
+                ..TrainHooks::default()
+            },
+        )
+        .unwrap();
+        // One epoch, then a new process would resume: new extra parameters at their initial
+        // values, restored from the checkpoint.
+        let dir = tmp.path().join("split");
+        let mut first = extra();
+        train_phase_with(&rt, &section(1), model(), &d, &dir, false, &mut TrainHooks {
+            terms: vec![&Coupled],
+            extra: Some(&mut first),
+            ..TrainHooks::default()
+        })
+        .unwrap();
+        let mut resumed = extra();
+        let (split, _) = train_phase_with(&rt, &section(2), model(), &d, &dir, true, &mut TrainHooks {
+            terms: vec![&Coupled],
+            extra: Some(&mut resumed),
+            ..TrainHooks::default()
+        })
+        .unwrap();
+        assert_ne!(full.values()["p"][[0]], 0.0);
+        assert_eq!(resumed.values(), full.values());
+        assert_eq!(split.weights, whole.weights);
+    }
 }

@@ -155,10 +155,8 @@ impl Spelling {
 }
 
 /// Checks that option `name` is a fraction in `[0, 1)`.
-pub fn check_fraction(name: &str, v: f64) -> Result<f64> {
-    if !(0.0..1.0).contains(&v) {
-        invalid!("{name} must be in [0, 1), got {v}");
-    }
+fn check_fraction(name: &str, v: f64) -> Result<f64> {
+    shears_core::sparsity::check_fraction(name, v, false)?;
     Ok(v)
 }
 
@@ -449,35 +447,6 @@ pub fn group_scores(
     Ok(scores)
 }
 
-/// Rounds each group's kept count up to a multiple of `m` by taking back its best removed channels.
-fn round_up_kept(
-    groups: &[ChannelGroup],
-    scores: &GroupScores,
-    sel: &mut ChannelSelection,
-    m: usize,
-) {
-    if m <= 1 {
-        return;
-    }
-    let mut full = Vec::new();
-    for (gid, kept) in sel.kept.iter_mut() {
-        let c = groups[*gid].channels;
-        let want = kept.len().div_ceil(m).saturating_mul(m).min(c);
-        if want >= c {
-            full.push(*gid);
-            continue;
-        }
-        let Some(s) = scores.get(gid) else { continue };
-        let mut removed: Vec<usize> = (0..c).filter(|j| !kept.contains(j)).collect();
-        removed.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
-        kept.extend(removed.into_iter().take(want - kept.len()));
-        kept.sort_unstable();
-    }
-    for gid in full {
-        sel.kept.remove(&gid);
-    }
-}
-
 /// What was selected, with the threshold of a percentile cut.
 pub struct Selected {
     /// The model's channel groups.
@@ -512,9 +481,14 @@ pub fn select(
     let target = match spec.cut {
         Cut::Percentile(p) => {
             let threshold = percentile_threshold(&scores, p)?;
-            let mut selection =
-                select_below_threshold(graph, &groups, &scores, threshold, &spec.ignore)?;
-            round_up_kept(&groups, &scores, &mut selection, spec.round_to);
+            let selection = select_below_threshold(
+                graph,
+                &groups,
+                &scores,
+                threshold,
+                &spec.ignore,
+                spec.round_to,
+            )?;
             return Ok(Selected {
                 groups,
                 selection,
@@ -963,16 +937,18 @@ mod tests {
             .iter()
             .find(|g| g.prunable && g.channels == 16)
             .unwrap();
+        // Channels 0, 3 and 15 score above the threshold; of the rest, 14 scores best.
+        let mut s: Vec<f32> = (0..16).map(|j| j as f32).collect();
+        s[0] = 100.0;
+        s[3] = 101.0;
+        s[15] = 102.0;
         let mut scores = GroupScores::new();
-        scores.insert(g.id, (0..16).map(|j| j as f32).collect());
-        let mut sel = ChannelSelection::default();
-        sel.kept.insert(g.id, vec![0, 15, 3]);
-        sel.kept.get_mut(&g.id).unwrap().sort_unstable();
-        round_up_kept(&groups, &scores, &mut sel, 4);
+        scores.insert(g.id, s);
+        let sel = select_below_threshold(&m.graph, &groups, &scores, 50.0, &[], 4).unwrap();
         // Three kept round up to four: the best removed channel (14) comes back.
         assert_eq!(sel.kept[&g.id], vec![0, 3, 14, 15]);
-        sel.kept.insert(g.id, (0..13).collect());
-        round_up_kept(&groups, &scores, &mut sel, 8);
+        // Thirteen kept round up to sixteen: the group stays whole.
+        let sel = select_below_threshold(&m.graph, &groups, &scores, 2.5, &[], 8).unwrap();
         assert!(!sel.kept.contains_key(&g.id));
     }
 

@@ -4,7 +4,6 @@
 //! pruning with the cubic schedule of Zhu & Gupta).
 
 use super::Runtime;
-use super::model::model_of;
 use super::phase::{PhaseStart, save_phase, start_phase};
 use crate::config::{PruneSection, TrainSection};
 use crate::error::{Context, MethodError, Result};
@@ -359,7 +358,7 @@ pub fn gradual_phase(
             &mut hooks,
             &mut |_, _, _, _| Ok(()),
         )?;
-        let current = model_of(&exec);
+        let current = exec.model();
         let target = agp_sparsity(0.0, spec.target, epoch + 1, epochs);
         let pruned = prune(&current, &spec.with_target(target), Some(data), &device)?;
         exec.set_masks(&pruned.model.masks)?;
@@ -367,7 +366,7 @@ pub fn gradual_phase(
         write_metrics(dir, &rows)?;
         save_phase(&ckpt, &exec, &opt, &hooks, epoch + 1)?;
     }
-    Ok((model_of(&exec), rows))
+    Ok((exec.model(), rows))
 }
 
 #[cfg(test)]
