@@ -32,11 +32,13 @@ pub struct Cli {
 pub enum Command {
     /// Train a model (zoo name or saved model) and save it with its metrics in a run directory.
     Train(TrainArgs),
-    /// The whole pipeline: train, prune, fine-tune, and report accuracy before pruning, right
-    /// after it and after fine-tuning, with params, MACs and direct/effective sparsity.
+    /// The whole pipeline for any method (`[method] name = ...`, see `inspect --methods`):
+    /// train, prune, fine-tune, and report accuracy before pruning, right after it and after
+    /// fine-tuning, with params, MACs, direct/effective sparsity or measured latency.
     Run(RunArgs),
-    /// Prune a zoo model at initialisation or a saved (trained) model with unstructured masks;
-    /// report direct and effective sparsity and save the masked model.
+    /// Prune a zoo model at initialisation or a saved (trained) model: unstructured masks
+    /// (direct and effective sparsity reported, masked model saved) or structured channel
+    /// pruning (the model compacted; params, MACs, accuracy and latency reported).
     Prune(PruneArgs),
     /// Evaluate a saved model on a data set's test split.
     Eval(EvalArgs),
@@ -129,8 +131,8 @@ pub struct RunArgs {
     /// Pruning sparsity (overrides [prune] sparsity).
     #[arg(long)]
     pub sparsity: Option<f64>,
-    /// Pruning method: magnitude, random, lamp.
-    #[arg(long)]
+    /// Method (overrides [method] name, or [prune] method for an unstructured one).
+    #[arg(long, help = method_help("Method (overrides [method] name, or [prune] method)"))]
     pub method: Option<String>,
     /// Fine-tuning epochs (overrides [finetune] epochs).
     #[arg(long)]
@@ -148,9 +150,8 @@ pub struct PruneArgs {
     pub input: Option<String>,
     #[arg(long)]
     pub classes: Option<usize>,
-    /// Unstructured: magnitude, random, lamp, snip, grasp or synflow. Structured (channels
-    /// removed, model compacted): l1-filter, l2-filter, bn-scale, random-filter, taylor, slimming.
-    #[arg(long, default_value = "magnitude")]
+    /// Pruning method, unstructured (masks) or structured (channels removed, model compacted).
+    #[arg(long, default_value = "magnitude", help = method_help("Pruning method"))]
     pub method: String,
     /// Fraction of conv and linear weights to remove, in [0, 1).
     /// (Unstructured methods need this or --compression; structured ones take their own targets.)
@@ -226,7 +227,7 @@ pub struct EvalArgs {
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Zoo model name or directory of a saved model.
-    #[arg(long, required_unless_present = "list")]
+    #[arg(long, required_unless_present_any = ["list", "methods"])]
     pub model: Option<String>,
     /// Per-sample input shape for zoo models, e.g. 3x32x32.
     #[arg(long, default_value = "1x28x28")]
@@ -239,6 +240,9 @@ pub struct InspectArgs {
     /// List the zoo models.
     #[arg(long)]
     pub list: bool,
+    /// List the pruning methods (name, kind, description).
+    #[arg(long)]
+    pub methods: bool,
     #[arg(long)]
     pub json: bool,
     /// Also list the channel dependency groups (unprunable ones with their reason).
@@ -466,6 +470,16 @@ fn normalization_arg(s: &str) -> std::result::Result<Normalization, String> {
 }
 fn convention_arg(s: &str) -> std::result::Result<Convention, String> {
     parse_convention(s).map_err(|e| e.to_string())
+}
+
+/// `what`, then the registered methods by kind (help texts list from the registry).
+fn method_help(what: &str) -> String {
+    use shears_methods::registry::{MethodKind, names};
+    format!(
+        "{what}. Unstructured: {}. Structured: {}",
+        names(MethodKind::Unstructured).join(", "),
+        names(MethodKind::Structured).join(", ")
+    )
 }
 
 impl StructuredArgs {

@@ -45,6 +45,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if args.methods {
+        for m in shears_methods::METHODS {
+            println!("{:<14} {:<13} {}", m.name, m.kind.name(), m.description);
+        }
+        return Ok(());
+    }
     let name = args.model.clone().unwrap_or_default();
     let convention: Convention = args
         .convention
