@@ -5,7 +5,7 @@
 use crate::config::{ExperimentConfig, MethodSection};
 use crate::error::Result;
 use crate::invalid;
-use crate::methods::{filter, slimming, unstructured};
+use crate::methods::{filter, masksparsity, slimming, unstructured};
 use crate::pipeline::Pipeline;
 use crate::report::Report;
 
@@ -123,6 +123,12 @@ pub const METHODS: &[MethodEntry] = &[
         kind: MethodKind::Structured,
         description: "Network Slimming: L1 on BatchNorm scales, global |gamma| cut, compact, fine-tune (Liu et al. 2017)",
         prepare: slimming::prepare,
+    },
+    MethodEntry {
+        name: "masksparsity",
+        kind: MethodKind::Structured,
+        description: "MaskSparsity: L1 on the BatchNorm scales of masked channels only, cut, compact, fine-tune (Jiang et al. 2022)",
+        prepare: masksparsity::prepare,
     },
 ];
 

@@ -74,6 +74,9 @@ pub struct StructuredReport {
     /// the share of |γ| ≤ 0.01 before and after sparsity training.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slimming: Option<SlimmingReport>,
+    /// MaskSparsity only: the mask, λ and what sparsity training did to masked and kept scales.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masksparsity: Option<crate::methods::masksparsity::MaskSparsityReport>,
     pub latency_warmup: usize,
     pub latency_repeats: usize,
     pub latency_rounds: usize,

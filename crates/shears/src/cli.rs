@@ -98,7 +98,7 @@ pub struct Overrides {
 /// Where and how a run is written.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Exact run directory (default: RUNS_DIR/<name>-<method>-<target>-s<seed>-<hash>).
+    /// Exact run directory (default: `RUNS_DIR/<name>-<method>-<target>-s<seed>-<hash>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[arg(long, default_value = "runs")]
@@ -128,13 +128,13 @@ pub struct RunArgs {
     pub over: Overrides,
     #[command(flatten)]
     pub run: RunOptions,
-    /// Pruning sparsity (overrides [prune] sparsity).
+    /// Pruning sparsity (overrides `[prune]` sparsity).
     #[arg(long)]
     pub sparsity: Option<f64>,
-    /// Method (overrides [method] name, or [prune] method for an unstructured one).
+    /// Method (overrides `[method]` name, or `[prune]` method for an unstructured one).
     #[arg(long, help = method_help("Method (overrides [method] name, or [prune] method)"))]
     pub method: Option<String>,
-    /// Fine-tuning epochs (overrides [finetune] epochs).
+    /// Fine-tuning epochs (overrides `[finetune]` epochs).
     #[arg(long)]
     pub finetune_epochs: Option<usize>,
 }
@@ -446,7 +446,7 @@ pub struct SlimArgs {
     pub percentile: f64,
     #[arg(long, default_value_t = 1)]
     pub finetune_epochs: usize,
-    /// Learning rate of fine-tuning (default: [finetune] lr, else the training lr / 10).
+    /// Learning rate of fine-tuning (default: `[finetune]` lr, else the training lr / 10).
     #[arg(long)]
     pub finetune_lr: Option<f64>,
     /// Round every group's kept channel count up to a multiple of this.

@@ -83,6 +83,8 @@ pub fn structured(r: &StructuredReport) {
             "global percentile {v} of the scores (threshold {})",
             r.threshold.map_or("-".into(), |t| format!("{t:.4e}"))
         ),
+        Cut::Threshold(t) => format!("|γ| ≤ {t} (residual groups merged by vote)"),
+        Cut::Mask => "the mask's channels".into(),
     };
     println!(
         "structured pruning of {}: {} (importance {}, {} scope, normalisation {}) to {}",
@@ -123,6 +125,25 @@ pub fn structured(r: &StructuredReport) {
             sl.small_gamma_share_before * 100.0,
             sl.small_gamma_share_after * 100.0,
             pct_opt(sl.accuracy_baseline)
+        );
+    }
+    if let Some(ms) = &r.masksparsity {
+        println!(
+            "  mask      {}: {} of {} prunable channels; baseline accuracy {:.2}%",
+            ms.mask_source.name(),
+            ms.masked_channels,
+            ms.prunable_channels,
+            ms.accuracy_baseline * 100.0
+        );
+        println!(
+            "  MaskSparsity training: λ {} for {} epochs; mean |γ| masked {:.4} -> {:.4}, kept {:.4} -> {:.4}; {:.1}% of masked |γ| ≤ τ",
+            ms.lambda,
+            ms.sparsity_epochs,
+            ms.masked_gamma_before,
+            ms.masked_gamma_after,
+            ms.kept_gamma_before,
+            ms.kept_gamma_after,
+            ms.masked_below_tau_after * 100.0
         );
     }
     let a = &r.accuracy;

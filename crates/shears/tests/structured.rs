@@ -640,3 +640,110 @@ fn run_takes_any_registered_method_from_its_config() {
     let e = err_text(&shears(&["run", "--config", s(&cfg)]));
     assert!(e.contains("lamda") && e.contains("slimming"), "{e}");
 }
+
+const MS_RUN: &str = r#"
+name = "msrun"
+[model]
+arch = "small-cnn"
+[train]
+epochs = 1
+batch_size = 64
+train_limit = 256
+test_limit = 200
+[method]
+name = "masksparsity"
+mask_epochs = 1
+macs_reduction = 0.5
+lambda = 0.05
+sparsity_epochs = 1
+[finetune]
+epochs = 1
+batch_size = 64
+lr = 0.005
+train_limit = 256
+test_limit = 200
+[latency]
+enabled = false
+"#;
+
+#[test]
+fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("ms.toml");
+    std::fs::write(&cfg, MS_RUN).unwrap();
+    let out = tmp.path().join("ms");
+    let v = ok_json(&shears(&["run", "--config", s(&cfg), "--json", "--out", s(&out)]));
+    assert_eq!(v["spec"]["method"], "masksparsity");
+    assert_eq!(v["spec"]["cut"]["kind"], "mask");
+    let ms = &v["masksparsity"];
+    assert_eq!(ms["mask_source"], "slimming");
+    for k in [
+        "accuracy_before_pruning",
+        "accuracy_after_pruning",
+        "accuracy_after_pruning_gated",
+        "accuracy_after_finetune",
+    ] {
+        assert!(v[k].is_number(), "missing {k}: {v}");
+    }
+    assert!(ms["accuracy_baseline"].is_number());
+    assert_eq!(v["accuracy_after_pruning"], v["accuracy_after_pruning_gated"]);
+    // The cut is the mask: exactly its channels go, and the MACs target is met.
+    let removed = u(&v, "channels_before") - u(&v, "channels_after");
+    assert_eq!(removed, u(ms, "masked_channels"));
+    assert!(f(&v, "macs_reduction") >= 0.5, "{v}");
+    // The masked scales shrank, the kept ones did not.
+    assert!(f(ms, "masked_gamma_after") < f(ms, "masked_gamma_before"));
+    assert!(f(ms, "masked_gamma_after") < f(ms, "kept_gamma_after"));
+    // Per-layer widths kept are reported.
+    assert!(!v["pruned_groups"].as_array().unwrap().is_empty());
+    for phase in [
+        "dense",
+        "global-sparse",
+        "sparse",
+        "pruned",
+        "mask.json",
+        "masksparsity/metrics.jsonl",
+        "finetune/metrics.jsonl",
+    ] {
+        assert!(out.join(phase).exists(), "missing {phase}");
+    }
+
+    // The mask file of that run drives a second run (uniform source and threshold cut too).
+    let file = MS_RUN.replace(
+        "mask_epochs = 1\nmacs_reduction = 0.5",
+        &format!("mask = \"file\"\nmask_file = {:?}", s(&out.join("mask.json"))),
+    );
+    std::fs::write(&cfg, &file).unwrap();
+    let w = ok_json(&shears(&["run", "--config", s(&cfg), "--json", "--out", s(&tmp.path().join("f"))]));
+    assert_eq!(w["masksparsity"]["mask_source"], "file");
+    assert_eq!(w["channels_after"], v["channels_after"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("mask.json")).unwrap(),
+        std::fs::read_to_string(tmp.path().join("f/mask.json")).unwrap()
+    );
+
+    // Bad values are named before any training starts.
+    let bad = |edit: (&str, &str)| {
+        std::fs::write(&cfg, MS_RUN.replace(edit.0, edit.1)).unwrap();
+        err_text(&shears(&["run", "--config", s(&cfg), "--out", s(&tmp.path().join("bad"))]))
+    };
+    let e = bad(("lambda = 0.05", "lambda = -1.0"));
+    assert!(e.contains("lambda") && e.contains("-1"), "{e}");
+    let e = bad(("macs_reduction = 0.5", "mask_tau = 1.5"));
+    assert!(e.contains("mask_tau") && e.contains("[0, 1)"), "{e}");
+    let e = bad(("macs_reduction = 0.5", "macs_reduction = 0.5\ntau = 2.0"));
+    assert!(e.contains("tau") && e.contains("got 2"), "{e}");
+    let e = bad(("mask_epochs = 1\n", "mask = \"file\"\nmask_file = \"/nonexistent/mask.json\"\n"));
+    assert!(e.contains("/nonexistent/mask.json"), "{e}");
+    assert!(!tmp.path().join("bad/dense").exists(), "trained before the mask file was checked");
+    let mut other: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("mask.json")).unwrap()).unwrap();
+    other["model"] = "resnet-20".into();
+    let other_path = tmp.path().join("other.json");
+    std::fs::write(&other_path, other.to_string()).unwrap();
+    let e = bad((
+        "mask_epochs = 1\nmacs_reduction = 0.5",
+        &format!("mask = \"file\"\nmask_file = {:?}", s(&other_path)),
+    ));
+    assert!(e.contains("resnet-20") && e.contains("small-cnn"), "{e}");
+}

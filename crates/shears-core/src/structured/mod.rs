@@ -19,6 +19,7 @@ pub use importance::{
     importance_from_node_scores,
 };
 pub use select::{
-    ChannelSelection, Scope, SelectOptions, StructuredTarget, percentile_threshold,
-    select_below_threshold, select_by_bn_votes, select_channels,
+    BnMarks, ChannelSelection, Scope, SelectOptions, StructuredTarget, merge_bn_marks,
+    percentile_threshold, select_below_threshold, select_by_bn_votes, select_channels,
+    selection_bn_marks,
 };

@@ -432,10 +432,9 @@ pub fn select_below_threshold(
 }
 
 /// MaskSparsity's residual-group rule: each BatchNorm `g` of a group marks the channels with
-/// |γ| ≤ `tau` (keeping its own largest if it would mark all); with `m` the fewest marks of any
-/// member and `v_c` the votes of channel c, the first `i` from the member count down to 1 with
-/// at least `m` channels of `v_c ≥ i` decides: exactly those channels are removed. A group that
-/// would lose all keeps its channel of largest summed |γ|. Groups without BatchNorm stay whole.
+/// |γ| ≤ `tau` (keeping its own largest if it would mark all); the marks are merged by
+/// [`merge_bn_marks`]. A group that would lose all keeps its channel of largest summed |γ|.
+/// Groups without BatchNorm stay whole.
 pub fn select_by_bn_votes(
     graph: &Graph,
     weights: &Weights,
@@ -444,12 +443,12 @@ pub fn select_by_bn_votes(
     ignore: &[String],
 ) -> Result<ChannelSelection> {
     check_ignore(graph, ignore)?;
-    let mut sel = ChannelSelection::default();
+    let mut marks = BnMarks::new();
+    let mut fallback = GroupScores::new();
     for g in groups.iter().filter(|g| g.prunable && g.channels > 1) {
         if ignored(graph, g, ignore) {
             continue;
         }
-        let mut marks: Vec<Vec<bool>> = Vec::new();
         let mut total = vec![0f32; g.channels];
         for m in g.members.iter().filter(|m| m.kind == ParamKind::BnScale) {
             let t = weights
@@ -470,21 +469,53 @@ pub fn select_by_bn_votes(
             for (acc, v) in total.iter_mut().zip(&gamma) {
                 *acc += v;
             }
-            marks.push(q);
+            marks.insert(m.node.clone(), q);
         }
-        if marks.is_empty() {
+        fallback.insert(g.id, total);
+    }
+    merge_bn_marks(groups, &marks, &fallback)
+}
+
+/// Per-BatchNorm prune marks (node name -> one flag per group channel, `true` = prune).
+pub type BnMarks = BTreeMap<String, Vec<bool>>;
+
+/// Merges per-BatchNorm prune marks into one selection per channel group, by the vote rule of
+/// the official MaskSparsity code: with `m` the fewest marks of any member BatchNorm and `v_c` the
+/// votes of channel c, the first `i` from the member count down to 1 with at least `m` channels
+/// of `v_c ≥ i` decides, and exactly those channels are removed. So every BatchNorm feeding one
+/// residual sum gets the same mask. A group that would lose all keeps its channel of largest
+/// `fallback` score (its first channel without one). Members without marks do not vote.
+pub fn merge_bn_marks(
+    groups: &[ChannelGroup],
+    marks: &BnMarks,
+    fallback: &GroupScores,
+) -> Result<ChannelSelection> {
+    let mut sel = ChannelSelection::default();
+    for g in groups.iter().filter(|g| g.prunable && g.channels > 1) {
+        let mut member_marks: Vec<&Vec<bool>> = Vec::new();
+        for m in g.members.iter().filter(|m| m.kind == ParamKind::BnScale) {
+            let Some(q) = marks.get(&m.node) else { continue };
+            if q.len() != g.channels {
+                return Err(CoreError::value(
+                    format!("mask of `{}`", m.node),
+                    format!("has {} entries, its channel group has {}", q.len(), g.channels),
+                ));
+            }
+            member_marks.push(q);
+        }
+        if member_marks.is_empty() {
             continue;
         }
-        let m = marks
+        let m = member_marks
             .iter()
             .map(|q| q.iter().filter(|&&x| x).count())
             .min()
             .unwrap_or(0);
         let votes: Vec<usize> = (0..g.channels)
-            .map(|c| marks.iter().filter(|q| q[c]).count())
+            .map(|c| member_marks.iter().filter(|q| q[c]).count())
             .collect();
         let mut pruned: Vec<bool> = vec![false; g.channels];
-        for i in (1..=marks.len()).rev() {
+        for i in (1..=member_marks.len()).rev() {
             let chosen: Vec<bool> = votes.iter().map(|&v| v >= i).collect();
             if chosen.iter().filter(|&&x| x).count() >= m {
                 pruned = chosen;
@@ -492,7 +523,8 @@ pub fn select_by_bn_votes(
             }
         }
         if pruned.iter().all(|&x| x) {
-            pruned[argmax(&total)] = false;
+            let keep = fallback.get(&g.id).map_or(0, |s| argmax(s));
+            pruned[keep] = false;
         }
         let kept: Vec<usize> = (0..g.channels).filter(|&c| !pruned[c]).collect();
         if kept.len() < g.channels {
@@ -500,6 +532,33 @@ pub fn select_by_bn_votes(
         }
     }
     Ok(sel)
+}
+
+/// The per-BatchNorm prune marks of a selection: every BatchNorm of a pruned group marks the
+/// channels the group loses (the inverse of [`merge_bn_marks`] for group-consistent marks).
+pub fn selection_bn_marks(groups: &[ChannelGroup], selection: &ChannelSelection) -> Result<BnMarks> {
+    let mut out = BnMarks::new();
+    for (&gid, kept) in &selection.kept {
+        let g = groups.get(gid).ok_or_else(|| {
+            CoreError::value(
+                "channel selection",
+                format!("names group {gid}, the model has {} groups", groups.len()),
+            )
+        })?;
+        let mut q = vec![true; g.channels];
+        for &k in kept {
+            *q.get_mut(k).ok_or_else(|| {
+                CoreError::value(
+                    "channel selection",
+                    format!("group {gid} has {} channels, keeps index {k}", g.channels),
+                )
+            })? = false;
+        }
+        for m in g.members.iter().filter(|m| m.kind == ParamKind::BnScale) {
+            out.insert(m.node.clone(), q.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Index of the largest value (the first on ties).

@@ -13,8 +13,8 @@ use crate::steps::Runtime;
 use crate::steps::latency::LatencySettings;
 use crate::steps::phase::train_phase;
 use crate::steps::structured::{
-    CutContext, Importance, Outcome, Spelling, StructuredOptions, StructuredSpec,
-    cut_compact_finetune,
+    CutContext, Importance, Outcome, Selected, Spelling, StructuredOptions, StructuredSpec,
+    compact_finetune, cut_compact_finetune,
 };
 use crate::config::TrainSection;
 use shears_core::artifact::{Model, is_model_dir, load_model, save_model};
@@ -84,12 +84,14 @@ pub struct CutRequest<'a> {
     pub dataset: Option<String>,
 }
 
-/// Cuts, compacts, fine-tunes and measures `dense` as `spec` says, and reports. `resume`
-/// continues an interrupted fine-tuning; `started` is when the run began.
+/// Cuts, compacts, fine-tunes and measures `dense` as `spec` says (or as `selected` says when
+/// the channels were chosen already), and reports. `resume` continues an interrupted
+/// fine-tuning; `started` is when the run began.
 pub fn cut_and_report(
     req: &CutRequest<'_>,
     dense: &Model,
     spec: &StructuredSpec,
+    selected: Option<Selected>,
     resume: bool,
     started: Instant,
 ) -> Result<StructuredReport> {
@@ -103,12 +105,16 @@ pub fn cut_and_report(
         latency: req.latency,
         save_masked: req.save_masked,
     };
+    let outcome = match selected {
+        Some(sel) => compact_finetune(&ctx, dense, sel)?,
+        None => cut_compact_finetune(&ctx, dense, spec)?,
+    };
     let Outcome {
         selected,
         sizes,
         accuracy,
         latency,
-    } = cut_compact_finetune(&ctx, dense, spec)?;
+    } = outcome;
     let l = req.latency.cloned().unwrap_or_default();
     Ok(StructuredReport {
         version: version(),
@@ -124,6 +130,7 @@ pub fn cut_and_report(
         accuracy,
         finetune_epochs: req.finetune.as_ref().map_or(0, |f| f.epochs),
         slimming: None,
+        masksparsity: None,
         latency_warmup: l.warmup,
         latency_repeats: l.repeats,
         latency_rounds: l.rounds,
@@ -132,11 +139,13 @@ pub fn cut_and_report(
     })
 }
 
-/// The pipeline's cut: the run's data, fine-tuning and latency settings.
+/// The pipeline's cut: the run's data, fine-tuning and latency settings; `selected` as in
+/// [`cut_and_report`].
 pub fn pipeline_cut(
     p: &Pipeline<'_>,
     dense: &Model,
     spec: &StructuredSpec,
+    selected: Option<Selected>,
 ) -> Result<StructuredReport> {
     let latency = p.latency();
     let req = CutRequest {
@@ -151,7 +160,7 @@ pub fn pipeline_cut(
         model_name: p.cfg.model.arch.clone(),
         dataset: Some(p.cfg.data.dataset.clone()),
     };
-    cut_and_report(&req, dense, spec, p.resume, p.started)
+    cut_and_report(&req, dense, spec, selected, p.resume, p.started)
 }
 
 impl PreparedMethod for Prepared {
@@ -161,6 +170,6 @@ impl PreparedMethod for Prepared {
 
     fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
         let dense = dense_baseline(p, true)?;
-        Ok(Report::Structured(pipeline_cut(p, &dense, &self.spec)?))
+        Ok(Report::Structured(pipeline_cut(p, &dense, &self.spec, None)?))
     }
 }

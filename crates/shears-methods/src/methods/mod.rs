@@ -5,7 +5,9 @@
 //! - [`filter`]: channel pruning by a filter criterion (L1, L2, BN scale, random, Taylor) to a
 //!   channel, params or MACs target, compacted and fine-tuned.
 //! - [`slimming`]: Network Slimming.
+//! - [`masksparsity`]: MaskSparsity, the L1 penalty on the masked channels' BatchNorm scales only.
 
 pub mod filter;
+pub mod masksparsity;
 pub mod slimming;
 pub mod unstructured;

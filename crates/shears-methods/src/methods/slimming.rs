@@ -13,7 +13,9 @@ use crate::registry::PreparedMethod;
 use crate::report::{Report, SlimmingReport};
 use crate::steps::eval::eval_model;
 use crate::steps::phase::train_phase_with;
-use crate::steps::structured::{StructuredSpec, small_gamma_share};
+use crate::steps::structured::{
+    Importance, Spelling, StructuredOptions, StructuredSpec, small_gamma_share,
+};
 use serde::{Deserialize, Serialize};
 use shears_core::artifact::{is_model_dir, load_model, save_model};
 use shears_engine::regularize::BnScaleL1;
@@ -45,9 +47,17 @@ pub struct SlimmingOptions {
     /// Learning rate of sparsity training (default: `[train] lr`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparsity_lr: Option<f64>,
-    /// Channels at or below this global percentile of |γ| are removed.
-    #[serde(default = "default_percentile")]
-    pub percentile: f64,
+    /// Channels at or below this global percentile of |γ| are removed (the default cut, 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
+    /// Or a target for the global |γ| ranking, for comparisons at one size: exactly one of
+    /// `percentile`, `channel_ratio`, `params_reduction`, `macs_reduction`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_reduction: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs_reduction: Option<f64>,
     #[serde(default = "default_round_to")]
     pub round_to: usize,
     /// Node names or op kinds never pruned.
@@ -61,7 +71,10 @@ impl Default for SlimmingOptions {
             lambda: default_lambda(),
             sparsity_epochs: default_sparsity_epochs(),
             sparsity_lr: None,
-            percentile: default_percentile(),
+            percentile: None,
+            channel_ratio: None,
+            params_reduction: None,
+            macs_reduction: None,
             round_to: default_round_to(),
             ignore: Vec::new(),
         }
@@ -95,7 +108,22 @@ pub fn prepare(
     let opts: SlimmingOptions = keys.clone().try_into().map_err(|e: toml::de::Error| {
         MethodError::Invalid(format!("[method] of `{name}`: {}", e.message()))
     })?;
-    let spec = StructuredSpec::slimming(opts.percentile, opts.round_to, opts.ignore.clone())?;
+    let targets = opts.channel_ratio.is_some()
+        || opts.params_reduction.is_some()
+        || opts.macs_reduction.is_some();
+    let so = StructuredOptions {
+        percentile: match (opts.percentile, targets) {
+            (None, false) => Some(default_percentile()),
+            (p, _) => p,
+        },
+        channel_ratio: opts.channel_ratio,
+        params_reduction: opts.params_reduction,
+        macs_reduction: opts.macs_reduction,
+        round_to: opts.round_to,
+        ignore: opts.ignore.clone(),
+        ..StructuredOptions::default()
+    };
+    let spec = StructuredSpec::resolve("slimming", Importance::BnScale, &so, 0, Spelling::Key)?;
     let l1 = BnScaleL1::all(opts.lambda)?;
     if let Some(lr) = opts.sparsity_lr
         && !(lr > 0.0 && lr.is_finite())
@@ -107,7 +135,7 @@ pub fn prepare(
 
 impl PreparedMethod for Prepared {
     fn label(&self) -> (String, Option<f64>) {
-        ("slim".into(), Some(self.opts.percentile))
+        ("slim".into(), Some(self.opts.percentile.unwrap_or(default_percentile())))
     }
 
     fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
@@ -145,7 +173,7 @@ impl PreparedMethod for Prepared {
             save_model(&sparse_dir, &model)?;
             model
         };
-        let mut report = pipeline_cut(p, &sparse, &self.spec)?;
+        let mut report = pipeline_cut(p, &sparse, &self.spec, None)?;
         report.slimming = Some(SlimmingReport {
             lambda: self.opts.lambda,
             sparsity_epochs: sparsity.epochs,

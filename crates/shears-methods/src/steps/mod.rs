@@ -10,6 +10,7 @@
 //! - [`latency`]: measured dense-against-compacted latency.
 
 pub mod data;
+pub mod channel_mask;
 pub mod eval;
 pub mod latency;
 pub mod model;

@@ -19,7 +19,7 @@ use shears_core::structured::{
     ChannelGroup, ChannelSelection, Criterion, GroupScores, ImportanceOptions, MemberRole,
     Normalization, Reduction, Scope, SelectOptions, StructuredTarget, channel_groups, compact,
     compact_masks, importance, importance_from_node_scores, percentile_threshold,
-    select_below_threshold, select_channels,
+    select_below_threshold, select_by_bn_votes, select_channels,
 };
 use shears_data::DataSplits;
 use shears_engine::device::device_by_name;
@@ -133,6 +133,11 @@ pub enum Cut {
     MacsReduction(f64),
     /// Network Slimming: remove every channel scoring at or below the global `p` percentile.
     Percentile(f64),
+    /// MaskSparsity: remove the channels whose |γ| is at or below τ, the BatchNorms of a
+    /// residual group merged by vote.
+    Threshold(f64),
+    /// Remove exactly the channels of a given mask.
+    Mask,
 }
 
 /// How option names are spelled in errors: command-line flags or config keys.
@@ -386,6 +391,8 @@ impl StructuredSpec {
             Cut::ParamsReduction(v) => format!("params{v}"),
             Cut::MacsReduction(v) => format!("macs{v}"),
             Cut::Percentile(v) => format!("p{v}"),
+            Cut::Threshold(v) => format!("tau{v}"),
+            Cut::Mask => "mask".into(),
         }
     }
 
@@ -495,6 +502,16 @@ pub fn select(
                 threshold: Some(threshold),
             });
         }
+        Cut::Threshold(tau) => {
+            let selection =
+                select_by_bn_votes(graph, &model.weights, &groups, tau as f32, &spec.ignore)?;
+            return Ok(Selected {
+                groups,
+                selection,
+                threshold: Some(tau as f32),
+            });
+        }
+        Cut::Mask => invalid!("a mask cut selects no channels by itself: give the mask"),
         Cut::ChannelRatio(v) => StructuredTarget::ChannelRatio(v),
         Cut::ParamsReduction(v) => StructuredTarget::ParamsReduction(v),
         Cut::MacsReduction(v) => StructuredTarget::MacsReduction(v),
@@ -698,6 +715,12 @@ pub fn cut_compact_finetune(
     dense: &Model,
     spec: &StructuredSpec,
 ) -> Result<Outcome> {
+    let sel = select(dense, spec, ctx.data, &ctx.rt.device)?;
+    compact_finetune(ctx, dense, sel)
+}
+
+/// [`cut_compact_finetune`] for channels already selected (a mask, a vote).
+pub fn compact_finetune(ctx: &CutContext<'_>, dense: &Model, sel: Selected) -> Result<Outcome> {
     let rt = ctx.rt;
     let limit = ctx.test_limit;
     let mut acc = Accuracies::default();
@@ -706,7 +729,6 @@ pub fn cut_compact_finetune(
         acc.accuracy_before_pruning = Some(eval_model(rt, dense, data, limit)?.1);
     }
     let t = Instant::now();
-    let sel = select(dense, spec, ctx.data, &rt.device)?;
     let small = compact_model(dense, &sel.selection)?;
     tracing::info!(
         "selected and compacted in {:.3} s: {} channels removed",

@@ -243,7 +243,7 @@ fn structured(args: PruneArgs) -> Result<()> {
             .as_ref()
             .map(|_| args.dataset.clone().unwrap_or("fashion-mnist-subset".into())),
     };
-    let report = cut_and_report(&req, &model, &spec, false, started)?;
+    let report = cut_and_report(&req, &model, &spec, None, false, started)?;
     dir.write_result(&report)?;
     if args.json {
         return print_json(&report);

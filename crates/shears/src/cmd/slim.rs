@@ -14,9 +14,10 @@ pub fn run(args: SlimArgs) -> Result<()> {
         lambda: args.lambda,
         sparsity_epochs: args.sparsity_epochs,
         sparsity_lr: args.sparsity_lr,
-        percentile: args.percentile,
+        percentile: Some(args.percentile),
         round_to: args.round_to,
         ignore: args.ignore.clone(),
+        ..SlimmingOptions::default()
     };
     cfg.prune = None;
     cfg.method = Some(opts.to_section());
