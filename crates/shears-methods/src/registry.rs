@@ -209,6 +209,14 @@ mod tests {
         assert!(e.contains("sparsity") && e.contains("l1-filter"), "{e}");
         let e = cfg("[method]\nname = \"l1-filter\"\n").unwrap_err().to_string();
         assert!(e.contains("[method] macs_reduction"), "{e}");
+        let e = cfg("[method]\nname = \"masksparsity\"\nmacs_reduction = 0.5\nchannel_ratio = 0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("give one target"), "{e}");
+        let e = cfg("[method]\nname = \"masksparsity\"\nmask = \"uniform\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uniform") && e.contains("needs a target"), "{e}");
         let e = cfg("[method]\nname = \"pruneit\"\n").unwrap_err().to_string();
         assert!(e.contains("unknown pruning method `pruneit`"), "{e}");
         let e = cfg("[method]\nname = \"magnitude\"\n[prune]\nsparsity = 0.5\n")

@@ -24,7 +24,8 @@ use crate::steps::channel_mask::{read_mask, write_mask};
 use crate::steps::eval::eval_model;
 use crate::steps::phase::train_phase_with;
 use crate::steps::structured::{
-    Cut, Importance, Selected, Spelling, StructuredOptions, StructuredSpec, select,
+    Cut, Importance, Selected, Spelling, StructuredOptions, StructuredSpec, reduction_target,
+    select,
 };
 use serde::{Deserialize, Serialize};
 use shears_core::artifact::{Model, is_model_dir, load_model, save_model};
@@ -195,27 +196,12 @@ pub fn prepare(
     {
         invalid!("[method] sparsity_lr must be a positive number, got {lr}");
     }
-    let mut targets = Vec::new();
-    for (key, v, make) in [
-        (
-            "channel_ratio",
-            opts.channel_ratio,
-            StructuredTarget::ChannelRatio as fn(f64) -> StructuredTarget,
-        ),
-        ("params_reduction", opts.params_reduction, StructuredTarget::ParamsReduction),
-        ("macs_reduction", opts.macs_reduction, StructuredTarget::MacsReduction),
-    ] {
-        if let Some(v) = v {
-            shears_core::sparsity::check_fraction(&format!("[method] {key}"), v, false)?;
-            targets.push(make(v));
-        }
-    }
-    if targets.len() > 1 {
-        invalid!(
-            "[method] give one mask target: channel_ratio, params_reduction or macs_reduction"
-        );
-    }
-    let target = targets.pop();
+    let target = reduction_target(
+        opts.channel_ratio,
+        opts.params_reduction,
+        opts.macs_reduction,
+        Spelling::Key,
+    )?;
     match opts.mask {
         MaskSource::Slimming => match (target.is_some(), opts.mask_tau.is_some()) {
             (true, true) => {
@@ -376,17 +362,13 @@ impl Prepared {
                         select_by_bn_votes(&global.graph, &global.weights, groups, tau as f32, &o.ignore)?
                     }
                     (None, Some(target)) => {
-                        let mut so = StructuredOptions {
+                        let so = StructuredOptions {
                             importance: Some(Importance::BnScale),
                             normalize: Some(shears_core::structured::Normalization::None),
                             ignore: o.ignore.clone(),
                             ..StructuredOptions::default()
-                        };
-                        match target {
-                            StructuredTarget::ChannelRatio(v) => so.channel_ratio = Some(v),
-                            StructuredTarget::ParamsReduction(v) => so.params_reduction = Some(v),
-                            StructuredTarget::MacsReduction(v) => so.macs_reduction = Some(v),
                         }
+                        .with_target(target);
                         let spec = StructuredSpec::resolve(
                             "masksparsity",
                             Importance::BnScale,

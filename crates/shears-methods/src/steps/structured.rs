@@ -216,6 +216,58 @@ pub struct StructuredOptions {
     pub score_batch_size: usize,
 }
 
+/// The one reduction target among `channel_ratio`, `params_reduction` and `macs_reduction`
+/// (each checked to be in `[0, 1)`); more than one is an error.
+pub fn reduction_target(
+    channel_ratio: Option<f64>,
+    params_reduction: Option<f64>,
+    macs_reduction: Option<f64>,
+    spelling: Spelling,
+) -> Result<Option<StructuredTarget>> {
+    let mut targets = Vec::new();
+    for (key, v, make) in [
+        (
+            "channel_ratio",
+            channel_ratio,
+            StructuredTarget::ChannelRatio as fn(f64) -> StructuredTarget,
+        ),
+        ("params_reduction", params_reduction, StructuredTarget::ParamsReduction),
+        ("macs_reduction", macs_reduction, StructuredTarget::MacsReduction),
+    ] {
+        if let Some(v) = v {
+            targets.push(make(check_fraction(&spelling.name(key), v)?));
+        }
+    }
+    if targets.len() > 1 {
+        invalid!(
+            "give one target: {}, {} or {}",
+            spelling.name("channel_ratio"),
+            spelling.name("params_reduction"),
+            spelling.name("macs_reduction")
+        );
+    }
+    Ok(targets.pop())
+}
+
+impl StructuredOptions {
+    /// These options with `target` as their one reduction target.
+    pub fn with_target(self, target: StructuredTarget) -> StructuredOptions {
+        let (mut channel_ratio, mut params_reduction, mut macs_reduction) = (None, None, None);
+        match target {
+            StructuredTarget::ChannelRatio(v) => channel_ratio = Some(v),
+            StructuredTarget::ParamsReduction(v) => params_reduction = Some(v),
+            StructuredTarget::MacsReduction(v) => macs_reduction = Some(v),
+        }
+        StructuredOptions {
+            channel_ratio,
+            params_reduction,
+            macs_reduction,
+            percentile: None,
+            ..self
+        }
+    }
+}
+
 impl Default for StructuredOptions {
     fn default() -> Self {
         StructuredOptions {

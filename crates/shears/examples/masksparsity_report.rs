@@ -1,0 +1,317 @@
+//! Tables and SVG plots of the MaskSparsity reproduction, from the run directories that
+//! `scripts/repro_masksparsity.sh` writes with the `shears` binary.
+//!
+//! Usage: `cargo run --release -p shears --example masksparsity_report -- RUNS_DIR OUT_DIR`
+//! Reads `RUNS_DIR/<model>/<method>-macs<target>-s<seed>/result.json` (`shears run --json`) and
+//! the models saved next to them (`dense/`, `sparse/`), writes `results.csv`, one
+//! `gamma-<model>.svg` (histograms of |γ| before and after sparsity training) and one
+//! `loss-<model>.svg` (training loss of the sparsity phases) per model into OUT_DIR, and prints
+//! the Markdown table (mean ± std over seeds) on stdout.
+
+use plotters::prelude::*;
+use serde_json::Value;
+use shears_core::artifact::load_model;
+use shears_core::graph::ParamKind;
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+const METHODS: &[&str] = &["masksparsity", "slimming", "l1-filter"];
+const COLORS: &[RGBColor] = &[
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(120, 120, 120),
+];
+
+/// One finished run.
+struct Run {
+    model: String,
+    method: String,
+    target: String,
+    seed: u64,
+    dir: PathBuf,
+    v: Value,
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(f64::NAN)
+}
+
+fn runs(root: &Path) -> Res<Vec<Run>> {
+    let mut out = Vec::new();
+    for model in std::fs::read_dir(root)? {
+        let model = model?.path();
+        if !model.is_dir() {
+            continue;
+        }
+        let mname = model.file_name().unwrap().to_string_lossy().to_string();
+        for d in std::fs::read_dir(&model)? {
+            let dir = d?.path();
+            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            let Some((head, seed)) = name.rsplit_once("-s") else { continue };
+            let Some((method, target)) = head.rsplit_once("-macs") else { continue };
+            let Ok(seed) = seed.parse() else { continue };
+            let Ok(text) = std::fs::read_to_string(dir.join("result.json")) else { continue };
+            out.push(Run {
+                model: mname.clone(),
+                method: method.to_string(),
+                target: target.to_string(),
+                seed,
+                dir: dir.clone(),
+                v: serde_json::from_str(&text)?,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.model, &a.target, &a.method, a.seed).cmp(&(&b.model, &b.target, &b.method, b.seed)));
+    Ok(out)
+}
+
+/// Latency at batch `b`, 1 thread: (dense ms, compacted ms).
+fn latency(v: &Value, b: u64) -> (f64, f64) {
+    v["latency"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["batch"].as_u64() == Some(b) && r["threads"].as_u64() == Some(1))
+        .map_or((f64::NAN, f64::NAN), |r| (f(r, "dense_median_ms"), f(r, "compacted_median_ms")))
+}
+
+/// Training loss of the network just before the cut.
+fn loss_before_cut(r: &Run) -> f64 {
+    if let Some(l) = r.v["masksparsity"]["train_loss_before_cut"].as_f64() {
+        return l;
+    }
+    let phase = if r.method == "slimming" { "sparsity" } else { "" };
+    if phase.is_empty() {
+        // L1-filter cuts the baseline: its last training epoch.
+        return last_loss(&r.dir.parent().unwrap().join(format!("dense-s{}/train", r.seed)));
+    }
+    last_loss(&r.dir.join(phase))
+}
+
+fn losses(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| f(&v, "train_loss"))
+        .collect()
+}
+
+fn last_loss(dir: &Path) -> f64 {
+    losses(dir).last().copied().unwrap_or(f64::NAN)
+}
+
+fn mean_std(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    let v = if x.len() > 1 {
+        x.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, v.sqrt())
+}
+
+fn gammas(dir: &Path) -> Vec<f64> {
+    let Ok(m) = load_model(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for spec in m.graph.param_specs() {
+        if spec.kind == ParamKind::BnScale {
+            out.extend(m.weights[&spec.name].iter().map(|v| v.abs() as f64));
+        }
+    }
+    out
+}
+
+fn histogram(path: &Path, title: &str, sets: &[(String, Vec<f64>)]) -> Res<()> {
+    let top = sets.iter().flat_map(|s| s.1.iter()).fold(0f64, |a, &b| a.max(b)).max(1e-3) * 1.02;
+    let bins = 40;
+    let w = top / bins as f64;
+    let counts: Vec<Vec<f64>> = sets
+        .iter()
+        .map(|(_, v)| {
+            let mut c = vec![0f64; bins];
+            for &x in v {
+                c[((x / w) as usize).min(bins - 1)] += 1.0;
+            }
+            let n = v.len().max(1) as f64;
+            c.iter().map(|k| k / n).collect()
+        })
+        .collect();
+    let ymax = counts.iter().flatten().fold(0f64, |a, &b| a.max(b)) * 1.1;
+    let root = SVGBackend::new(path, (820, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..top, 0f64..ymax.max(1e-3))?;
+    chart
+        .configure_mesh()
+        .x_desc("|γ| of every BatchNorm scale")
+        .y_desc("share of scales")
+        .draw()?;
+    for (k, ((name, _), c)) in sets.iter().zip(&counts).enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let pts: Vec<(f64, f64)> = c
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &y)| [(i as f64 * w, y), ((i + 1) as f64 * w, y)])
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn loss_plot(path: &Path, title: &str, sets: &[(String, Vec<f64>)]) -> Res<()> {
+    let n = sets.iter().map(|s| s.1.len()).max().unwrap_or(1).max(1);
+    let hi = sets.iter().flat_map(|s| s.1.iter()).fold(0f64, |a, &b| a.max(b)) * 1.1;
+    let root = SVGBackend::new(path, (820, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.5f64..n as f64 + 0.5, 0f64..hi.max(1e-3))?;
+    chart.configure_mesh().x_desc("epoch of the phase").y_desc("training loss").draw()?;
+    for (k, (name, v)) in sets.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let pts: Vec<(f64, f64)> = v.iter().enumerate().map(|(i, &y)| (i as f64 + 1.0, y)).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 {
+        return Err("usage: masksparsity_report RUNS_DIR OUT_DIR".into());
+    }
+    let (root, out) = (Path::new(&args[1]), Path::new(&args[2]));
+    std::fs::create_dir_all(out)?;
+    let all = runs(root)?;
+    let mut csv = String::from(
+        "model,method,macs_target,seed,acc_before_cut,acc_after_cut,acc_finetuned,params_after,macs_after,macs_reduction,params_reduction,train_loss_before_cut,dense_ms_b1,compacted_ms_b1,dense_ms_b64,compacted_ms_b64\n",
+    );
+    for r in &all {
+        let (d1, c1) = latency(&r.v, 1);
+        let (d64, c64) = latency(&r.v, 64);
+        csv.push_str(&format!(
+            "{},{},{},{},{:.4},{:.4},{:.4},{},{},{:.4},{:.4},{:.4},{:.3},{:.3},{:.2},{:.2}\n",
+            r.model,
+            r.method,
+            r.target,
+            r.seed,
+            f(&r.v, "accuracy_before_pruning"),
+            f(&r.v, "accuracy_after_pruning"),
+            f(&r.v, "accuracy_after_finetune"),
+            r.v["params_after"],
+            r.v["macs_after"],
+            f(&r.v, "macs_reduction"),
+            f(&r.v, "params_reduction"),
+            loss_before_cut(r),
+            d1,
+            c1,
+            d64,
+            c64
+        ));
+    }
+    std::fs::write(out.join("results.csv"), csv)?;
+
+    // Mean ± std over seeds.
+    let mut groups: BTreeMap<(String, String, String), Vec<&Run>> = BTreeMap::new();
+    for r in &all {
+        groups.entry((r.model.clone(), r.target.clone(), r.method.clone())).or_default().push(r);
+    }
+    println!("| model | MACs target | method | seeds | before cut | right after cut | after fine-tuning | train loss before cut | params removed | MACs removed | latency b1 dense → compacted (ms) | latency b64 dense → compacted (ms) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let pm = |x: Vec<f64>, scale: f64, digits: usize| {
+        let (m, s) = mean_std(&x);
+        format!("{:.*} ± {:.*}", digits, m * scale, digits, s * scale)
+    };
+    let order = |m: &str| METHODS.iter().position(|x| *x == m).unwrap_or(99);
+    let mut keys: Vec<_> = groups.keys().cloned().collect();
+    keys.sort_by(|a, b| (&a.0, &a.1, order(&a.2)).cmp(&(&b.0, &b.1, order(&b.2))));
+    for k in keys {
+        let rs = &groups[&k];
+        let col = |key: &str| rs.iter().map(|r| f(&r.v, key)).collect::<Vec<_>>();
+        let lat = |b: u64| {
+            let d: Vec<f64> = rs.iter().map(|r| latency(&r.v, b).0).collect();
+            let c: Vec<f64> = rs.iter().map(|r| latency(&r.v, b).1).collect();
+            format!("{:.2} → {:.2}", mean_std(&d).0, mean_std(&c).0)
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            k.0,
+            k.1,
+            k.2,
+            rs.len(),
+            pm(col("accuracy_before_pruning"), 100.0, 2),
+            pm(col("accuracy_after_pruning"), 100.0, 2),
+            pm(col("accuracy_after_finetune"), 100.0, 2),
+            pm(rs.iter().map(|r| loss_before_cut(r)).collect(), 1.0, 3),
+            pm(col("params_reduction"), 100.0, 1),
+            pm(col("macs_reduction"), 100.0, 1),
+            lat(1),
+            lat(64)
+        );
+    }
+
+    // Plots per model, from the first seed at the first target.
+    let models: Vec<String> = {
+        let mut m: Vec<String> = all.iter().map(|r| r.model.clone()).collect();
+        m.dedup();
+        m
+    };
+    for model in models {
+        let pick = |method: &str| {
+            all.iter()
+                .filter(|r| r.model == model && r.method == method)
+                .min_by(|a, b| (a.seed, &a.target).cmp(&(b.seed, &b.target)))
+        };
+        let mut sets = Vec::new();
+        if let Some(r) = pick("masksparsity") {
+            sets.push(("baseline".to_string(), gammas(&r.dir.join("dense"))));
+            sets.push((format!("after global sparsity training (the mask), macs{}", r.target), gammas(&r.dir.join("global-sparse"))));
+            sets.push((format!("after MaskSparsity training, macs{}", r.target), gammas(&r.dir.join("sparse"))));
+        }
+        if let Some(r) = pick("slimming") {
+            sets.push((format!("after Slimming sparsity training, macs{}", r.target), gammas(&r.dir.join("sparse"))));
+        }
+        sets.retain(|s| !s.1.is_empty());
+        if !sets.is_empty() {
+            histogram(&out.join(format!("gamma-{model}.svg")), &format!("{model}: BatchNorm |γ| (seed 0)"), &sets)?;
+        }
+        let mut loss_sets = Vec::new();
+        if let Some(r) = pick("masksparsity") {
+            loss_sets.push(("global sparsity training (mask)".to_string(), losses(&r.dir.join("global"))));
+            loss_sets.push(("MaskSparsity training".to_string(), losses(&r.dir.join("masksparsity"))));
+            loss_sets.push(("MaskSparsity: fine-tuning".to_string(), losses(&r.dir.join("finetune"))));
+        }
+        if let Some(r) = pick("slimming") {
+            loss_sets.push(("Slimming sparsity training".to_string(), losses(&r.dir.join("sparsity"))));
+        }
+        loss_sets.retain(|s| !s.1.is_empty());
+        if !loss_sets.is_empty() {
+            loss_plot(&out.join(format!("loss-{model}.svg")), &format!("{model}: training loss of the phases (seed 0)"), &loss_sets)?;
+        }
+    }
+    Ok(())
+}
