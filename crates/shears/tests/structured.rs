@@ -747,3 +747,43 @@ fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
     ));
     assert!(e.contains("resnet-20") && e.contains("small-cnn"), "{e}");
 }
+
+#[test]
+fn an_interrupted_masksparsity_run_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("ms.toml");
+    // Two epochs of MaskSparsity training, so the interruption falls inside that phase too.
+    std::fs::write(&cfg, MS_RUN.replace("sparsity_epochs = 1", "sparsity_epochs = 2")).unwrap();
+    let whole = ok_json(&shears(&[
+        "run",
+        "--config",
+        s(&cfg),
+        "--json",
+        "--out",
+        s(&tmp.path().join("whole")),
+    ]));
+    let part = tmp.path().join("part");
+    let args = ["run", "--config", s(&cfg), "--json", "--out", s(&part)];
+    // Stop after the first epoch of every phase: baseline, mask, MaskSparsity (epoch 1 of 2).
+    for _ in 0..3 {
+        let out = common::shears_env(
+            &[&args[..], &["--resume"]].concat(),
+            &[("SHEARS_INTERRUPT_AFTER_EPOCH", "1")],
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted after epoch 1"));
+    }
+    assert!(!part.join("result.json").exists(), "the run finished inside the interruptions");
+    let resumed = ok_json(&shears(&[&args[..], &["--resume"]].concat()));
+    for k in [
+        "accuracy_before_pruning",
+        "accuracy_after_pruning",
+        "accuracy_after_finetune",
+        "channels_after",
+    ] {
+        assert_eq!(resumed[k], whole[k], "{k}");
+    }
+    assert_eq!(resumed["masksparsity"]["masked_gamma_after"], whole["masksparsity"]["masked_gamma_after"]);
+}
