@@ -59,6 +59,7 @@ pub struct EpochMetrics {
 }
 
 pub use crate::hooks::{GradientEdit, TrainHooks};
+use crate::hooks::{DynamicGates, ExtraParams};
 
 /// Mean cross-entropy of logits against integer labels.
 pub fn cross_entropy(logits: Tensor<2>, labels: &[i64]) -> Tensor<1> {
@@ -129,6 +130,20 @@ pub fn evaluate(
     batch_size: usize,
     limit: Option<usize>,
 ) -> Result<(f64, f64)> {
+    evaluate_gated(exec, data, norm, batch_size, limit, None, None)
+}
+
+/// [`evaluate`] with per-sample gates computed in the forward pass (the network a gated method
+/// trains is the gated one, so that is the one its accuracy is measured on).
+pub fn evaluate_gated(
+    exec: &mut Executor,
+    data: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+    limit: Option<usize>,
+    gates: Option<&dyn DynamicGates>,
+    extra: Option<&ExtraParams>,
+) -> Result<(f64, f64)> {
     check_data_fits(exec, data)?;
     let loader = Loader::new(
         data,
@@ -140,7 +155,10 @@ pub fn evaluate(
     for batch in loader.epoch(0) {
         let n = batch.len();
         let x = exec.input_value(batch.images, n)?;
-        let logits = exec.forward(x, Mode::Eval);
+        let logits = match gates {
+            Some(g) => exec.forward_gated(x, Mode::Eval, g, extra),
+            None => exec.forward(x, Mode::Eval),
+        };
         let classes = logits.dims()[1];
         let values = to_vec(logits.clone().reshape([n * classes]));
         correct += count_correct(&values, classes, &batch.labels);
@@ -175,6 +193,16 @@ pub fn train(
         ));
     }
     check_data_fits(exec, &data.train)?;
+    if let Some(g) = hooks.gates {
+        for node in g.gated_nodes() {
+            if exec.graph().node_index(&node).is_none() {
+                return Err(EngineError::invalid(
+                    "dynamic gates",
+                    format!("no node named `{node}` in model `{}`", exec.graph().name),
+                ));
+            }
+        }
+    }
     let loader = Loader::new(
         &data.train,
         LoaderConfig::train(cfg.batch_size, cfg.seed)
@@ -247,12 +275,14 @@ pub fn train(
             }
         }
         bar.finish_and_clear();
-        let (test_loss, test_accuracy) = evaluate(
+        let (test_loss, test_accuracy) = evaluate_gated(
             exec,
             &data.test,
             &data.normalization,
             cfg.batch_size.max(64),
             cfg.test_limit,
+            hooks.gates,
+            hooks.extra.as_deref(),
         )?;
         let m = EpochMetrics {
             epoch: epoch + 1,

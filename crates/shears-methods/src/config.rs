@@ -386,6 +386,9 @@ impl ExperimentConfig {
                 .parse::<shears_core::sparsity::TargetKind>()
                 .map_err(|e| MethodError::Invalid(format!("[prune] target_kind: {e}")))?;
         }
+        if let Some(l) = &self.latency {
+            l.validate()?;
+        }
         if self.prune.is_some() && self.method.is_some() {
             invalid!(
                 "give the method once: either [method] or the older [prune] section, not both"

@@ -108,7 +108,8 @@ pub fn run(cfg: &ExperimentConfig, req: &RunRequest) -> Result<RunOutcome> {
     let (label, target) = method.label();
     let name = run_name(&cfg.name, &label, target, cfg.seed, &cfg.hash());
     let path = req.out.clone().unwrap_or_else(|| req.runs_dir.join(name));
-    let dir = match open_run(path, req.force)? {
+    let config = cfg.to_toml();
+    let dir = match open_run(path, req.force, &config)? {
         Opened::Finished { dir, result } => {
             return Ok(RunOutcome::Finished {
                 dir: dir.path,
@@ -117,7 +118,7 @@ pub fn run(cfg: &ExperimentConfig, req: &RunRequest) -> Result<RunOutcome> {
         }
         Opened::Fresh(dir) => dir,
     };
-    dir.write_config(&cfg.to_toml())?;
+    dir.write_config(&config)?;
     let started = Instant::now();
     let data = crate::steps::data::load_configured(cfg)?;
     let explicit_finetune = cfg.finetune.is_some();

@@ -62,6 +62,9 @@ pub struct StructuredReport {
     pub model: String,
     pub dataset: Option<String>,
     pub seed: u64,
+    /// Hash of the resolved config (`shears run`); `None` for `shears prune`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
     pub spec: StructuredSpec,
     /// |γ| (or score) threshold of a percentile cut.
     pub threshold: Option<f32>,

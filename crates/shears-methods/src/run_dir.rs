@@ -31,9 +31,24 @@ pub enum Opened {
     Finished { dir: RunDir, result: String },
 }
 
-/// Opens the run directory `path`. With `force`, an existing run directory is removed first
-/// (refused for a directory that is not a shears run); a finished run is reported, not re-run.
-pub fn open_run(path: PathBuf, force: bool) -> Result<Opened> {
+/// Opens the run directory `path` for the run whose resolved config is `config` (TOML). With
+/// `force`, an existing run directory is removed first (refused for a directory that is not a
+/// shears run); a finished run is reported, not re-run. A directory holding a run of another
+/// config is refused, so no stage cached there (a trained baseline, a mask, a checkpoint) is
+/// ever reused for a config it was not made with.
+pub fn open_run(path: PathBuf, force: bool, config: &str) -> Result<Opened> {
+    let stored = path.join(CONFIG_FILE);
+    if !force
+        && let Ok(old) = std::fs::read_to_string(&stored)
+        && old != config
+    {
+        invalid!(
+            "{} holds a run of another config (config {} there, {} now): use --force to start it over, or another --out",
+            path.display(),
+            short_hash(old.as_bytes()),
+            short_hash(config.as_bytes())
+        );
+    }
     if force && path.exists() {
         if !path.join(CONFIG_FILE).exists() {
             invalid!(
@@ -155,15 +170,23 @@ mod tests {
         let p = tmp.path().join("mine");
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("precious.txt"), "x").unwrap();
-        let e = open_run(p.clone(), true).unwrap_err().to_string();
+        let e = open_run(p.clone(), true, "x").unwrap_err().to_string();
         assert!(e.contains("not a shears run directory"), "{e}");
         assert!(p.join("precious.txt").exists());
-        let Opened::Fresh(dir) = open_run(tmp.path().join("r"), false).unwrap() else {
+        let Opened::Fresh(dir) = open_run(tmp.path().join("r"), false, "a = 1").unwrap() else {
             panic!("a new directory is fresh")
         };
+        dir.write_config("a = 1").unwrap();
+        // Another config is refused; the same one continues.
+        let e = open_run(dir.path.clone(), false, "a = 2").unwrap_err().to_string();
+        assert!(e.contains("another config") && e.contains("--force"), "{e}");
+        assert!(matches!(
+            open_run(dir.path.clone(), false, "a = 1").unwrap(),
+            Opened::Fresh(_)
+        ));
         dir.write_result(&serde_json::json!({"ok": 1})).unwrap();
         assert!(matches!(
-            open_run(dir.path.clone(), false).unwrap(),
+            open_run(dir.path.clone(), false, "a = 1").unwrap(),
             Opened::Finished { .. }
         ));
     }

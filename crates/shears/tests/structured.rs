@@ -725,7 +725,8 @@ fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
     // Bad values are named before any training starts.
     let bad = |edit: (&str, &str)| {
         std::fs::write(&cfg, MS_RUN.replace(edit.0, edit.1)).unwrap();
-        err_text(&shears(&["run", "--config", s(&cfg), "--out", s(&tmp.path().join("bad"))]))
+        let dir = tmp.path().join(format!("bad-{}", edit.1.len()));
+        err_text(&shears(&["run", "--config", s(&cfg), "--out", s(&dir)]))
     };
     let e = bad(("lambda = 0.05", "lambda = -1.0"));
     assert!(e.contains("lambda") && e.contains("-1"), "{e}");
@@ -733,9 +734,14 @@ fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
     assert!(e.contains("mask_tau") && e.contains("[0, 1)"), "{e}");
     let e = bad(("macs_reduction = 0.5", "macs_reduction = 0.5\ntau = 2.0"));
     assert!(e.contains("tau") && e.contains("got 2"), "{e}");
-    let e = bad(("mask_epochs = 1\n", "mask = \"file\"\nmask_file = \"/nonexistent/mask.json\"\n"));
+    let e = bad((
+        "mask_epochs = 1\nmacs_reduction = 0.5",
+        "mask = \"file\"\nmask_file = \"/nonexistent/mask.json\"",
+    ));
     assert!(e.contains("/nonexistent/mask.json"), "{e}");
-    assert!(!tmp.path().join("bad/dense").exists(), "trained before the mask file was checked");
+    let no_file = "mask = \"file\"\nmask_file = \"/nonexistent/mask.json\"";
+    let dir = tmp.path().join(format!("bad-{}", no_file.len()));
+    assert!(!dir.join("dense").exists(), "trained before the mask file was checked");
     let mut other: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("mask.json")).unwrap()).unwrap();
     other["model"] = "resnet-20".into();
@@ -746,6 +752,12 @@ fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
         &format!("mask = \"file\"\nmask_file = {:?}", s(&other_path)),
     ));
     assert!(e.contains("resnet-20") && e.contains("small-cnn"), "{e}");
+    let e = bad(("mask_epochs = 1\nmacs_reduction = 0.5", "mask = \"uniform\"\nmask_epochs = 1\nmacs_reduction = 0.5"));
+    assert!(e.contains("mask_epochs") && e.contains("uniform"), "{e}");
+    // A run directory holding another config is refused instead of reusing its stages.
+    std::fs::write(&cfg, MS_RUN.replace("lambda = 0.05", "lambda = 0.04")).unwrap();
+    let e = err_text(&shears(&["run", "--config", s(&cfg), "--out", s(&out)]));
+    assert!(e.contains("another config") && e.contains("--force"), "{e}");
 }
 
 #[test]

@@ -11,26 +11,37 @@ use crate::report::{Report, StructuredReport, version};
 use crate::run_dir::RunDir;
 use crate::steps::Runtime;
 use crate::steps::latency::LatencySettings;
-use crate::steps::phase::train_phase;
+use crate::steps::phase::cached_phase;
+use shears_engine::train::TrainHooks;
 use crate::steps::structured::{
     CutContext, Importance, Outcome, Selected, Spelling, StructuredOptions, StructuredSpec,
     compact_finetune, cut_compact_finetune,
 };
 use crate::config::TrainSection;
-use shears_core::artifact::{Model, is_model_dir, load_model, save_model};
+use shears_core::artifact::Model;
 use shears_data::DataSplits;
 use std::path::Path;
 use std::time::Instant;
 
-/// The criterion a filter method scores channels by.
-pub fn default_importance(method: &str) -> Importance {
+/// The criterion a method scores channels by when it cuts a given network in one shot, or
+/// `None` for a method that must train first (MaskSparsity): `shears prune` takes only the
+/// first kind; `shears run` takes both.
+pub fn default_importance(method: &str) -> Option<Importance> {
     match method {
-        "l2-filter" => Importance::L2,
-        "bn-scale" | "slimming" => Importance::BnScale,
-        "random-filter" => Importance::Random,
-        "taylor" => Importance::Taylor,
-        _ => Importance::L1,
+        "l1-filter" => Some(Importance::L1),
+        "l2-filter" => Some(Importance::L2),
+        "bn-scale" | "slimming" => Some(Importance::BnScale),
+        "random-filter" => Some(Importance::Random),
+        "taylor" => Some(Importance::Taylor),
+        _ => None,
     }
+}
+
+/// [`default_importance`] of a registered filter method.
+fn importance_of(method: &str) -> Result<Importance> {
+    default_importance(method).ok_or_else(|| {
+        MethodError::Invalid(format!("`{method}` is not a one-shot structured method"))
+    })
 }
 
 /// A filter method with its checked spec.
@@ -47,26 +58,25 @@ pub fn prepare(
     let opts: StructuredOptions = keys.clone().try_into().map_err(|e: toml::de::Error| {
         MethodError::Invalid(format!("[method] of `{name}`: {}", e.message()))
     })?;
-    let spec = StructuredSpec::resolve(name, default_importance(name), &opts, cfg.seed, Spelling::Key)?;
+    let spec = StructuredSpec::resolve(name, importance_of(name)?, &opts, cfg.seed, Spelling::Key)?;
     Ok(Box::new(Prepared { spec }))
 }
 
-/// Trains the dense baseline once (kept in `dense/`, so a resumed run does not retrain it).
-/// A saved model is trained further only when `train_saved`.
-pub fn dense_baseline(p: &Pipeline<'_>, train_saved: bool) -> Result<Model> {
-    let dense_dir = p.dir.phase("dense");
-    if is_model_dir(&dense_dir) {
-        return Ok(load_model(&dense_dir)?);
-    }
-    let from_saved = is_model_dir(Path::new(&p.cfg.model.arch));
-    let model = p.initial()?;
-    let model = if (from_saved && !train_saved) || p.cfg.train.epochs == 0 {
-        model
-    } else {
-        train_phase(&p.rt, &p.cfg.train, model, p.data, &p.dir.phase("train"), p.resume)?.0
-    };
-    save_model(&dense_dir, &model)?;
-    Ok(model)
+/// The dense baseline: the configured model (a zoo model, or a saved one) trained for
+/// `[train] epochs` (0 keeps it as it is), once: it is kept in `dense/`, so a resumed run does
+/// not retrain it. Every method that starts from a trained network starts here.
+pub fn dense_baseline(p: &Pipeline<'_>) -> Result<Model> {
+    Ok(cached_phase(
+        &p.rt,
+        &p.cfg.train,
+        p.initial()?,
+        p.data,
+        &p.dir.phase("train"),
+        &p.dir.phase("dense"),
+        p.resume,
+        &mut TrainHooks::default(),
+    )?
+    .0)
 }
 
 /// Where one structured cut runs, outside any pipeline (`shears prune` on a given model).
@@ -82,6 +92,8 @@ pub struct CutRequest<'a> {
     /// The model's name in the report.
     pub model_name: String,
     pub dataset: Option<String>,
+    /// Hash of the run's config, for the report.
+    pub config_hash: Option<String>,
 }
 
 /// Cuts, compacts, fine-tunes and measures `dense` as `spec` says (or as `selected` says when
@@ -124,6 +136,7 @@ pub fn cut_and_report(
         model: req.model_name.clone(),
         dataset: req.dataset.clone(),
         seed: req.rt.seed,
+        config_hash: req.config_hash.clone(),
         spec: spec.clone(),
         threshold: selected.threshold,
         sizes,
@@ -159,6 +172,7 @@ pub fn pipeline_cut(
         command: p.command,
         model_name: p.cfg.model.arch.clone(),
         dataset: Some(p.cfg.data.dataset.clone()),
+        config_hash: Some(p.cfg.hash()),
     };
     cut_and_report(&req, dense, spec, selected, p.resume, p.started)
 }
@@ -169,7 +183,7 @@ impl PreparedMethod for Prepared {
     }
 
     fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
-        let dense = dense_baseline(p, true)?;
+        let dense = dense_baseline(p)?;
         Ok(Report::Structured(pipeline_cut(p, &dense, &self.spec, None)?))
     }
 }

@@ -22,13 +22,13 @@ use crate::registry::PreparedMethod;
 use crate::report::Report;
 use crate::steps::channel_mask::{read_mask, write_mask};
 use crate::steps::eval::eval_model;
-use crate::steps::phase::train_phase_with;
+use crate::steps::phase::cached_phase;
 use crate::steps::structured::{
     Cut, Importance, Selected, Spelling, StructuredOptions, StructuredSpec, reduction_target,
     select,
 };
 use serde::{Deserialize, Serialize};
-use shears_core::artifact::{Model, is_model_dir, load_model, save_model};
+use shears_core::artifact::Model;
 use shears_core::graph::ParamKind;
 use shears_core::structured::{
     ChannelGroup, ChannelSelection, GroupScores, Scope, SelectOptions, StructuredTarget,
@@ -108,8 +108,8 @@ pub struct MaskSparsityOptions {
     /// `mask = "slimming"`: the global L1 strength (default: `lambda`) and epochs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_lambda: Option<f64>,
-    #[serde(default = "default_epochs")]
-    pub mask_epochs: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_epochs: Option<usize>,
     /// `mask = "slimming"`: mark the channels with |γ| ≤ this after global sparsity training
     /// (instead of a target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +223,33 @@ pub fn prepare(
     if opts.mask != MaskSource::File && opts.mask_file.is_some() {
         invalid!("[method] mask_file is read only with mask = \"file\"");
     }
+    if opts.mask != MaskSource::Slimming {
+        for (key, given) in [
+            ("mask_lambda", opts.mask_lambda.is_some()),
+            ("mask_epochs", opts.mask_epochs.is_some()),
+            ("mask_tau", opts.mask_tau.is_some()),
+        ] {
+            if given {
+                invalid!(
+                    "[method] {key} applies to mask = \"slimming\" only, not to mask = \"{}\"",
+                    opts.mask.name()
+                );
+            }
+        }
+    }
+    if opts.mask == MaskSource::File {
+        if target.is_some() {
+            invalid!("[method] a mask file fixes the channels: drop the target");
+        }
+        if !opts.ignore.is_empty() {
+            invalid!(
+                "[method] ignore applies to masks shears computes; a mask file says itself which channels go"
+            );
+        }
+    }
+    if opts.cut == CutRule::Mask && opts.tau != default_tau() {
+        invalid!("[method] tau is the threshold of cut = \"threshold\"; with cut = \"mask\" drop it");
+    }
     Ok(Box::new(Prepared { opts, target }))
 }
 
@@ -304,35 +331,24 @@ impl Prepared {
         phase: &str,
         cache: &str,
     ) -> Result<(Model, Vec<EpochMetrics>)> {
-        let cache_dir = p.dir.phase(cache);
-        if is_model_dir(&cache_dir) {
-            let rows = crate::run_dir::read_metrics(&p.dir.phase(phase))?;
-            return Ok((load_model(&cache_dir)?, rows));
-        }
         let mut section = p.cfg.train.clone();
         section.epochs = epochs;
         if let Some(lr) = self.opts.sparsity_lr {
             section.lr = lr;
         }
-        let (trained, rows) = if epochs == 0 {
-            (model.clone(), Vec::new())
-        } else {
-            let mut hooks = TrainHooks {
+        cached_phase(
+            &p.rt,
+            &section,
+            model.clone(),
+            p.data,
+            &p.dir.phase(phase),
+            &p.dir.phase(cache),
+            p.resume,
+            &mut TrainHooks {
                 edits: vec![l1],
                 ..TrainHooks::default()
-            };
-            train_phase_with(
-                &p.rt,
-                &section,
-                model.clone(),
-                p.data,
-                &p.dir.phase(phase),
-                p.resume,
-                &mut hooks,
-            )?
-        };
-        save_model(&cache_dir, &trained)?;
-        Ok((trained, rows))
+            },
+        )
     }
 
     /// The mask, from its source; written to `mask.json` (and read back from it on resume).
@@ -356,7 +372,14 @@ impl Prepared {
             MaskSource::Slimming => {
                 let l1 = BnScaleL1::all(o.mask_lambda.unwrap_or(o.lambda))?;
                 let (global, _) =
-                    self.sparsity_phase(p, dense, &l1, o.mask_epochs, "global", "global-sparse")?;
+                    self.sparsity_phase(
+                    p,
+                    dense,
+                    &l1,
+                    o.mask_epochs.unwrap_or(default_epochs()),
+                    "global",
+                    "global-sparse",
+                )?;
                 match (o.mask_tau, self.target) {
                     (Some(tau), _) => {
                         select_by_bn_votes(&global.graph, &global.weights, groups, tau as f32, &o.ignore)?
@@ -400,7 +423,16 @@ impl PreparedMethod for Prepared {
             Some(StructuredTarget::MacsReduction(v)) => format!("-macs{v}"),
             None => String::new(),
         };
-        (format!("masksparsity{t}"), None)
+        let cut = match self.opts.cut {
+            CutRule::Mask => String::new(),
+            CutRule::Threshold => format!("-tau{}", self.opts.tau),
+        };
+        let source = match self.opts.mask {
+            MaskSource::Slimming => String::new(),
+            MaskSource::Uniform => "-uniform".into(),
+            MaskSource::File => "-file".into(),
+        };
+        (format!("masksparsity{source}{t}{cut}"), None)
     }
 
     fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
@@ -413,7 +445,7 @@ impl PreparedMethod for Prepared {
             }
             None => None,
         };
-        let dense = dense_baseline(p, true)?;
+        let dense = dense_baseline(p)?;
         let accuracy_baseline = eval_model(&p.rt, &dense, p.data, p.test_limit())?.1;
         let groups = channel_groups(&dense.graph)?;
         let mask = self.mask(p, &dense, &groups, from_file)?;
@@ -475,7 +507,7 @@ mod tests {
     use super::*;
     use crate::config::TrainSection;
     use crate::steps::Runtime;
-    use crate::steps::phase::train_phase;
+    use crate::steps::phase::{train_phase, train_phase_with};
     use crate::steps::structured::compact_model;
     use ndarray::{ArrayD, IxDyn};
     use shears_core::reference::forward;

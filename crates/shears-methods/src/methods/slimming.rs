@@ -12,12 +12,11 @@ use crate::pipeline::Pipeline;
 use crate::registry::PreparedMethod;
 use crate::report::{Report, SlimmingReport};
 use crate::steps::eval::eval_model;
-use crate::steps::phase::train_phase_with;
+use crate::steps::phase::cached_phase;
 use crate::steps::structured::{
-    Importance, Spelling, StructuredOptions, StructuredSpec, small_gamma_share,
+    Cut, Importance, Spelling, StructuredOptions, StructuredSpec, small_gamma_share,
 };
 use serde::{Deserialize, Serialize};
-use shears_core::artifact::{is_model_dir, load_model, save_model};
 use shears_engine::regularize::BnScaleL1;
 use shears_engine::train::TrainHooks;
 
@@ -135,12 +134,14 @@ pub fn prepare(
 
 impl PreparedMethod for Prepared {
     fn label(&self) -> (String, Option<f64>) {
-        ("slim".into(), Some(self.opts.percentile.unwrap_or(default_percentile())))
+        match self.spec.cut {
+            Cut::Percentile(p) => ("slim".into(), Some(p)),
+            _ => (format!("slim-{}", self.spec.cut_label()), None),
+        }
     }
 
     fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
-        // Baseline: a saved model is used as it is; a zoo model is trained for [train] first.
-        let dense = dense_baseline(p, false)?;
+        let dense = dense_baseline(p)?;
         let accuracy_baseline = eval_model(&p.rt, &dense, p.data, p.test_limit())?.1;
         let mut sparsity = p.cfg.train.clone();
         sparsity.epochs = self.opts.sparsity_epochs;
@@ -148,31 +149,19 @@ impl PreparedMethod for Prepared {
             sparsity.lr = lr;
         }
         // Sparsity training: L1 on every BatchNorm scale.
-        let sparse_dir = p.dir.phase("sparse");
-        let sparse = if is_model_dir(&sparse_dir) {
-            load_model(&sparse_dir)?
-        } else {
-            let model = if sparsity.epochs == 0 {
-                dense.clone()
-            } else {
-                let mut hooks = TrainHooks {
-                    edits: vec![&self.l1],
-                    ..TrainHooks::default()
-                };
-                train_phase_with(
-                    &p.rt,
-                    &sparsity,
-                    dense.clone(),
-                    p.data,
-                    &p.dir.phase("sparsity"),
-                    p.resume,
-                    &mut hooks,
-                )?
-                .0
-            };
-            save_model(&sparse_dir, &model)?;
-            model
-        };
+        let (sparse, _) = cached_phase(
+            &p.rt,
+            &sparsity,
+            dense.clone(),
+            p.data,
+            &p.dir.phase("sparsity"),
+            &p.dir.phase("sparse"),
+            p.resume,
+            &mut TrainHooks {
+                edits: vec![&self.l1],
+                ..TrainHooks::default()
+            },
+        )?;
         let mut report = pipeline_cut(p, &sparse, &self.spec, None)?;
         report.slimming = Some(SlimmingReport {
             lambda: self.opts.lambda,

@@ -12,7 +12,8 @@ use crate::steps::eval::eval_model;
 use crate::steps::phase::train_phase;
 use crate::steps::unstructured::{UnstructuredSpec, gradual_phase, prune, rewind, round_target};
 pub use crate::steps::unstructured::{METHODS, WHEN};
-use shears_core::artifact::{is_model_dir, load_model, save_model};
+use super::filter::dense_baseline;
+use shears_core::artifact::save_model;
 use shears_core::cost::{Convention, cost};
 use shears_core::sparsity::sparsity_report;
 use shears_engine::device::device_by_name;
@@ -134,21 +135,7 @@ impl PreparedMethod for Prepared {
             When::After => {
                 // Phase 1: the dense model (kept in `dense/` so an interrupted run does not
                 // retrain it).
-                let dense_dir = dir.phase("dense");
-                let dense = if is_model_dir(&dense_dir) {
-                    load_model(&dense_dir)?
-                } else {
-                    let (trained, _) = train_phase(
-                        rt,
-                        &cfg.train,
-                        p.initial()?,
-                        data,
-                        &dir.phase("train"),
-                        p.resume,
-                    )?;
-                    save_model(&dense_dir, &trained)?;
-                    trained
-                };
+                let dense = dense_baseline(p)?;
                 let (_, acc_dense) = eval_model(rt, &dense, data, limit)?;
                 // Phase 2..: prune (measuring the damage before any retraining), then
                 // fine-tune, or rewind to the initial weights and retrain with [train];

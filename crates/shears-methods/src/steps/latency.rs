@@ -37,10 +37,22 @@ impl Default for LatencySettings {
 }
 
 impl LatencySettings {
-    /// Checks the counts.
+    /// Checks the counts; errors name both spellings (flag and `[latency]` key).
     pub fn validate(&self) -> Result<()> {
         if self.rounds == 0 || self.repeats == 0 {
-            invalid!("--latency-rounds and --latency-repeats must be at least 1");
+            invalid!(
+                "latency rounds and repeats must be at least 1 (--latency-rounds/--latency-repeats, [latency] rounds/repeats)"
+            );
+        }
+        if self.enabled
+            && (self.batches.is_empty()
+                || self.threads.is_empty()
+                || self.batches.contains(&0)
+                || self.threads.contains(&0))
+        {
+            invalid!(
+                "latency batches and threads must be non-empty lists of counts >= 1 (--latency-batches/--latency-threads, [latency] batches/threads)"
+            );
         }
         Ok(())
     }

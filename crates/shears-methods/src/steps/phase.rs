@@ -79,7 +79,9 @@ pub fn start_phase(
 }
 
 /// Saves the phase's state after `epoch`: the executor, the optimiser and the hooks' extra
-/// parameters with their optimiser.
+/// parameters with their optimiser. The checkpoint is written whole into a fresh directory that
+/// then replaces the old one, so a kill at any moment leaves either the previous complete
+/// checkpoint or none (the phase then starts over), never one torn across two epochs.
 pub fn save_phase(
     ckpt: &Path,
     exec: &Executor,
@@ -87,15 +89,50 @@ pub fn save_phase(
     hooks: &TrainHooks<'_>,
     epoch: usize,
 ) -> shears_engine::Result<()> {
+    let io = |e: std::io::Error| shears_core::CoreError::io(ckpt, e);
+    let fresh = ckpt.with_extension("new");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(io)?;
+    }
     let state = CheckpointState {
         epoch,
         optimizer_steps: opt.steps,
     };
-    save_checkpoint(ckpt, exec, opt, &state)?;
     if let Some(extra) = &hooks.extra {
-        extra.save(ckpt)?;
+        extra.save(&fresh)?;
     }
+    save_checkpoint(&fresh, exec, opt, &state)?;
+    if ckpt.exists() {
+        std::fs::remove_dir_all(ckpt).map_err(io)?;
+    }
+    std::fs::rename(&fresh, ckpt).map_err(io)?;
     Ok(())
+}
+
+/// A phase whose result is kept as a model in `cache` (a stage of a multi-stage method): the
+/// cached model (and the phase's metrics) when it exists, else the phase trained in `dir` and
+/// saved there. Zero epochs return `model` unchanged (and cache it).
+#[allow(clippy::too_many_arguments)]
+pub fn cached_phase(
+    rt: &Runtime,
+    section: &TrainSection,
+    model: Model,
+    data: &DataSplits,
+    dir: &Path,
+    cache: &Path,
+    resume: bool,
+    hooks: &mut TrainHooks<'_>,
+) -> Result<(Model, Vec<EpochMetrics>)> {
+    if shears_core::artifact::is_model_dir(cache) {
+        return Ok((shears_core::artifact::load_model(cache)?, read_metrics(dir)?));
+    }
+    let (trained, rows) = if section.epochs == 0 {
+        (model, Vec::new())
+    } else {
+        train_phase_with(rt, section, model, data, dir, resume, hooks)?
+    };
+    shears_core::artifact::save_model(cache, &trained)?;
+    Ok((trained, rows))
 }
 
 /// Trains one phase in `dir` with a checkpoint every epoch and no method hooks.

@@ -398,18 +398,6 @@ impl StructuredSpec {
         Ok(spec)
     }
 
-    /// Network Slimming's cut: BatchNorm-scale importance (mean |γ| over a group's BatchNorms)
-    /// and a global percentile threshold.
-    pub fn slimming(percentile: f64, round_to: usize, ignore: Vec<String>) -> Result<Self> {
-        let o = StructuredOptions {
-            percentile: Some(percentile),
-            round_to,
-            ignore,
-            ..StructuredOptions::default()
-        };
-        StructuredSpec::resolve("slimming", Importance::BnScale, &o, 0, Spelling::Flag)
-    }
-
     fn validate(&self, spelling: Spelling) -> Result<()> {
         if self.round_to == 0 {
             invalid!("{} must be at least 1", spelling.name("round_to"));
@@ -914,7 +902,7 @@ mod tests {
     fn from_args(method: &str, o: &StructuredOptions) -> Result<StructuredSpec> {
         StructuredSpec::resolve(
             method,
-            crate::methods::filter::default_importance(method),
+            crate::methods::filter::default_importance(method).unwrap(),
             o,
             0,
             Spelling::Flag,
@@ -1041,7 +1029,11 @@ mod tests {
             }
         }
         assert!((small_gamma_share(&m) - 0.5).abs() < 1e-9);
-        let spec = StructuredSpec::slimming(0.4, 1, Vec::new()).unwrap();
+        let o = StructuredOptions {
+            percentile: Some(0.4),
+            ..StructuredOptions::default()
+        };
+        let spec = from_args("slimming", &o).unwrap();
         let sel = select(&m, &spec, None, "flex").unwrap();
         assert_eq!(sel.threshold, Some(0.0));
         for (gid, kept) in &sel.selection.kept {

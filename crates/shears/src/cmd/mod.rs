@@ -21,14 +21,15 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-/// Opens the run directory; a finished run is not re-run unless `--force`.
-/// Returns `None` when the run is already finished (its result is printed instead).
-pub fn open_run(opts: &RunOptions, default_name: String) -> Result<Option<RunDir>> {
+/// Opens the run directory of the run whose resolved config is `config`; a finished run is not
+/// re-run unless `--force`. Returns `None` when the run is already finished (its result is
+/// printed instead).
+pub fn open_run(opts: &RunOptions, default_name: String, config: &str) -> Result<Option<RunDir>> {
     let path: PathBuf = opts
         .out
         .clone()
         .unwrap_or_else(|| opts.runs_dir.join(default_name));
-    match open_run_dir(path, opts.force)? {
+    match open_run_dir(path, opts.force, config)? {
         Opened::Fresh(dir) => Ok(Some(dir)),
         Opened::Finished { dir, result } => {
             print_finished(opts, &dir.path, &result);

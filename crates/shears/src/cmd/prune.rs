@@ -184,9 +184,16 @@ fn structured(args: PruneArgs) -> Result<()> {
         score_batch_size: args.score_batch_size,
         ..s.options()
     };
+    let Some(importance) = default_importance(&args.method) else {
+        bail!(
+            "`{}` trains before it cuts (a mask, then sparsity training): run it with `shears run --config` and `[method] name = \"{}\"`",
+            args.method,
+            args.method
+        );
+    };
     let spec = StructuredSpec::resolve(
         &args.method,
-        default_importance(&args.method),
+        importance,
         &options,
         args.seed,
         Spelling::Flag,
@@ -242,6 +249,7 @@ fn structured(args: PruneArgs) -> Result<()> {
         dataset: data
             .as_ref()
             .map(|_| args.dataset.clone().unwrap_or("fashion-mnist-subset".into())),
+        config_hash: None,
     };
     let report = cut_and_report(&req, &model, &spec, None, false, started)?;
     dir.write_result(&report)?;

@@ -39,10 +39,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         shears_engine::device::set_threads(t)?;
     }
     let name = run_name(&cfg.name, "train", None, cfg.seed, &cfg.hash());
-    let Some(dir) = open_run(&args.run, name)? else {
+    let config = cfg.to_toml();
+    let Some(dir) = open_run(&args.run, name, &config)? else {
         return Ok(());
     };
-    dir.write_config(&cfg.to_toml())?;
+    dir.write_config(&config)?;
     let started = Instant::now();
     let data = load_configured(&cfg)?;
     let model = configured_model(&cfg, Some(&data))?;
