@@ -20,6 +20,11 @@
 #                 the rest sink; D = 2 sank every scale and the network with it (measured, see the
 #                 page), D = 0.15 moved none below 0.01.
 #
+# BatchNorm statistics are recomputed exactly after every epoch of every phase (precise BN over
+# PRECISE_BN training batches, as the official pycls-based code does): without it the network
+# just after MaskSparsity training evaluated at 27 % on resnet-20 (train loss 0.49) because the
+# moving averages lag the quickly moving scales; with it, 79.5 % (the baseline: 80.2 %).
+#
 # Usage: scripts/repro_masksparsity.sh   (finished runs are skipped, interrupted ones resume).
 # Environment: SHEARS (binary), OUT (default runs/repro-masksparsity), MODELS ("resnet-20 vgg-11"),
 # SEEDS ("0 1 2"), TARGETS ("0.5 0.63"), TRAIN_LIMIT (5000 training images of the full set),
@@ -38,6 +43,7 @@ TRAIN_LIMIT=${TRAIN_LIMIT:-5000}
 TEST_LIMIT=${TEST_LIMIT:-5000}
 BASE_EPOCHS=${BASE_EPOCHS:-3}
 BATCH=128
+PRECISE_BN=${PRECISE_BN:-64}
 export SHEARS_LOG=${SHEARS_LOG:-warn}
 DATA_DIR_LINE=""
 if [ -n "${FMNIST_DIR:-}" ]; then DATA_DIR_LINE="dir = \"$FMNIST_DIR\""; fi
@@ -64,6 +70,7 @@ batch_size = $BATCH
 lr = 0.05
 train_limit = $TRAIN_LIMIT
 test_limit = $TEST_LIMIT
+precise_bn_batches = $PRECISE_BN
 optimizer = { kind = "sgd", momentum = 0.9, nesterov = true, weight_decay = 5e-4 }
 schedule = { kind = "cosine", min_lr = 0.0 }
 [finetune]
@@ -72,6 +79,7 @@ batch_size = $BATCH
 lr = 0.005
 train_limit = $TRAIN_LIMIT
 test_limit = $TEST_LIMIT
+precise_bn_batches = $PRECISE_BN
 optimizer = { kind = "sgd", momentum = 0.9, nesterov = true, weight_decay = 5e-4 }
 schedule = { kind = "constant" }
 [latency]

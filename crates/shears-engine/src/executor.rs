@@ -162,6 +162,8 @@ pub struct Executor {
     fold_into: Vec<Option<usize>>,
     /// Folded conv weights and biases for inference; dropped whenever a parameter changes.
     folded: Option<Vec<Option<(Tensor<4>, Tensor<1>)>>>,
+    /// Replaces every BatchNorm's running-statistics momentum while set (precise statistics).
+    bn_momentum: Option<f64>,
 }
 
 fn tensor_from(values: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -354,6 +356,7 @@ impl Executor {
             param_index,
             fold_into,
             folded: None,
+            bn_momentum: None,
         };
         exec.set_masks(masks)?;
         if device.is_autodiff() {
@@ -611,6 +614,7 @@ impl Executor {
                     eps,
                     momentum,
                 } => {
+                    let momentum = &self.bn_momentum.unwrap_or(*momentum);
                     let (g, bt) = (params[*gamma].clone(), params[*beta].clone());
                     let (rm, rv) = (self.buffers[*mean].clone(), self.buffers[*var].clone());
                     let x = arg(0);
@@ -760,6 +764,13 @@ impl Executor {
                 t.reshape([n, c * h * w])
             }
         }
+    }
+
+    /// Overrides the running-statistics momentum of every BatchNorm (`None` restores each
+    /// layer's own); [`crate::train::precise_bn`] uses it for exact averages.
+    pub fn set_bn_momentum(&mut self, momentum: Option<f64>) {
+        self.bn_momentum = momentum;
+        self.folded = None;
     }
 
     /// The model this executor holds now: its graph, current weights and masks.

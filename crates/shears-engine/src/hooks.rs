@@ -323,6 +323,7 @@ mod tests {
             flip: false,
             train_limit: None,
             test_limit: None,
+            precise_bn_batches: None,
         }
     }
 
@@ -527,5 +528,41 @@ mod tests {
         let w = extra.values()["w"].clone();
         let moved = w.iter().zip(&init).filter(|(a, b)| (*a - *b).abs() > 1e-7).count();
         assert!(moved > 6, "the task loss reached only {moved} of 12 predictor weights");
+    }
+
+    #[test]
+    fn precise_bn_statistics_forget_the_moving_average() {
+        let d = data();
+        let stats = |e: &Executor| {
+            let w = e.weights();
+            (w["b_bn.running_mean"].clone(), w["b_bn.running_var"].clone())
+        };
+        // Two executors with the same weights but different running statistics.
+        let mut a = executor();
+        let mut b = executor();
+        let loader = shears_data::Loader::new(
+            &d.train,
+            shears_data::LoaderConfig::eval(8).normalized(d.normalization.clone()),
+        )
+        .unwrap();
+        let batch = loader.epoch(0).next().unwrap();
+        for _ in 0..3 {
+            let x = b.input_value(batch.images.clone(), 8).unwrap();
+            let _ = b.forward(x, Mode::Train);
+        }
+        assert_ne!(stats(&a), stats(&b));
+        for e in [&mut a, &mut b] {
+            crate::train::precise_bn(e, &d, 2, 8, 0, None, None).unwrap();
+        }
+        let (ma, va) = stats(&a);
+        let (mb, vb) = stats(&b);
+        let close = |x: &ndarray::ArrayD<f32>, y: &ndarray::ArrayD<f32>| {
+            x.iter().zip(y.iter()).all(|(p, q)| (p - q).abs() < 1e-5)
+        };
+        assert!(close(&ma, &mb) && close(&va, &vb), "{ma:?} vs {mb:?}");
+        // And the layers' own momentum is back: one more train-mode pass moves the statistics.
+        let x = b.input_value(batch.images, 8).unwrap();
+        let _ = b.forward(x, Mode::Train);
+        assert!(!close(&stats(&b).0, &mb));
     }
 }

@@ -29,6 +29,10 @@ pub struct TrainConfig {
     pub train_limit: Option<usize>,
     /// Evaluate on the first N test samples only.
     pub test_limit: Option<usize>,
+    /// Recompute the BatchNorm running statistics as exact averages over this many training
+    /// batches after every epoch ("precise BN", as pycls and the MaskSparsity code do), so
+    /// evaluation sees the statistics of the final weights, not a lagging moving average.
+    pub precise_bn_batches: Option<usize>,
 }
 
 impl TrainConfig {
@@ -174,6 +178,35 @@ pub fn evaluate_gated(
     Ok((loss_sum / seen as f64, correct as f64 / seen as f64))
 }
 
+/// Recomputes every BatchNorm's running mean and variance as the exact average over the first
+/// `batches` shuffled training batches (train-mode forward passes, no gradient step): batch k
+/// enters with momentum 1/(k+1), so the result is the plain mean of the batch statistics.
+pub fn precise_bn(
+    exec: &mut Executor,
+    data: &DataSplits,
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+    gates: Option<&dyn DynamicGates>,
+    extra: Option<&ExtraParams>,
+) -> Result<()> {
+    let loader = Loader::new(
+        &data.train,
+        LoaderConfig::train(batch_size, seed.wrapping_add(0x5eed)).normalized(data.normalization.clone()),
+    )?;
+    for (k, batch) in loader.epoch(0).take(batches).enumerate() {
+        let n = batch.len();
+        exec.set_bn_momentum(Some(1.0 / (k as f64 + 1.0)));
+        let x = exec.input_value(batch.images, n)?;
+        let _ = match gates {
+            Some(g) => exec.forward_gated(x, Mode::Train, g, extra),
+            None => exec.forward(x, Mode::Train),
+        };
+    }
+    exec.set_bn_momentum(None);
+    Ok(())
+}
+
 /// Trains `exec` from `start_epoch` (0-based) to `cfg.epochs`. `on_epoch` runs after every epoch
 /// (metrics file, checkpoint); its error stops training.
 pub fn train(
@@ -275,6 +308,17 @@ pub fn train(
             }
         }
         bar.finish_and_clear();
+        if let Some(b) = cfg.precise_bn_batches {
+            precise_bn(
+                exec,
+                data,
+                b,
+                cfg.batch_size,
+                cfg.seed.wrapping_add(epoch as u64),
+                hooks.gates,
+                hooks.extra.as_deref(),
+            )?;
+        }
         let (test_loss, test_accuracy) = evaluate_gated(
             exec,
             &data.test,

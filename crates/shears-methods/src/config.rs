@@ -100,6 +100,10 @@ pub struct TrainSection {
     pub train_limit: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_limit: Option<usize>,
+    /// Recompute BatchNorm statistics exactly over this many training batches after every
+    /// epoch (precise BN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precise_bn_batches: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +252,7 @@ impl Default for TrainSection {
             flip: false,
             train_limit: None,
             test_limit: None,
+            precise_bn_batches: None,
         }
     }
 }
@@ -282,6 +287,7 @@ impl TrainSection {
             flip: self.flip,
             train_limit: self.train_limit,
             test_limit: self.test_limit,
+            precise_bn_batches: self.precise_bn_batches,
         }
     }
 
@@ -299,6 +305,9 @@ impl TrainSection {
         self.schedule
             .validate()
             .with_context(|| format!("[{section}] schedule"))?;
+        if self.precise_bn_batches == Some(0) {
+            invalid!("[{section}] precise_bn_batches must be at least 1");
+        }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             invalid!("[{section}] train_limit and test_limit must be at least 1");
         }
