@@ -31,6 +31,8 @@ pub struct RunRequest {
 
 /// What [`run`] did.
 #[derive(Debug)]
+// One per run: the size of the report does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum RunOutcome {
     /// The run had finished before; its `result.json` text.
     Finished { dir: PathBuf, result: String },

@@ -7,6 +7,8 @@ use serde::Serialize;
 
 /// The report of any method.
 #[derive(Debug, Clone, Serialize)]
+// One per run: the size of the report does not matter.
+#[allow(clippy::large_enum_variant)]
 #[serde(untagged)]
 pub enum Report {
     Unstructured(UnstructuredReport),
