@@ -7,10 +7,12 @@
 //! - [`steps`]: what methods share (train phase with resume, unstructured and structured steps,
 //!   evaluation, latency).
 //! - [`pipeline`]: train -> method -> fine-tune -> report in a run directory ([`run_dir`]).
+//! - [`oneshot`]: prune a given network with no training before the cut (`shears prune`).
 
 pub mod config;
 pub mod error;
 pub mod methods;
+pub mod oneshot;
 pub mod pipeline;
 pub mod registry;
 pub mod report;

@@ -5,43 +5,18 @@
 
 use super::print_json;
 use crate::cli::PruneArgs;
-use anyhow::{Context, Result, bail};
-use serde::Serialize;
-use shears_core::artifact::{Model, is_model_dir, save_model};
-use shears_core::sparsity::SparsityReport;
+use anyhow::{Result, bail};
+use shears_core::artifact::{Model, is_model_dir};
 use shears_data::DataSplits;
-use shears_engine::device::device_by_name;
 use shears_methods::Runtime;
-use shears_methods::methods::filter::{CutRequest, cut_and_report, default_importance};
+use shears_methods::methods::filter::default_importance;
+use shears_methods::oneshot::{AfterCut, OneShot, prune_structured, prune_unstructured};
 use shears_methods::registry::{MethodKind, find};
-use shears_methods::run_dir::{RunDir, run_name};
 use shears_methods::steps::data::load_data;
-use shears_methods::steps::model::{executor, load_or_build};
+use shears_methods::steps::model::load_or_build;
 use shears_methods::steps::structured::{Spelling, StructuredSpec};
-use shears_methods::steps::unstructured::{UnstructuredSpec, prune};
+use shears_methods::steps::unstructured::UnstructuredSpec;
 use std::path::Path;
-use std::time::Instant;
-
-#[derive(Serialize)]
-struct PruneResult {
-    model: String,
-    /// `init` for a zoo model with fresh weights, `saved` for a loaded model.
-    pruned_at: &'static str,
-    method: String,
-    allocation: String,
-    target_kind: String,
-    /// Target sparsity.
-    target: f64,
-    target_compression: f64,
-    apply_effective: bool,
-    seed: u64,
-    /// Effective-sparsity evaluations of the target search.
-    evaluations: usize,
-    seconds: f64,
-    run_dir: String,
-    #[serde(flatten)]
-    report: SparsityReport,
-}
 
 /// The target sparsity from `--sparsity` or `--compression`.
 fn target_sparsity(args: &PruneArgs) -> Result<f64> {
@@ -89,11 +64,26 @@ fn model_of(args: &PruneArgs, data: Option<&DataSplits>) -> Result<Model> {
     })
 }
 
+/// The network to prune, as the flags name it.
+fn job<'a>(args: &'a PruneArgs, data: Option<&'a DataSplits>) -> Result<OneShot<'a>> {
+    Ok(OneShot {
+        model_name: &args.model,
+        model: model_of(args, data)?,
+        saved: is_model_dir(Path::new(&args.model)),
+        data,
+        rt: Runtime {
+            device: args.device.clone(),
+            seed: args.seed,
+        },
+        out: args.out.clone(),
+        runs_dir: args.runs_dir.clone(),
+    })
+}
+
 pub fn run(args: PruneArgs) -> Result<()> {
     if find(&args.method)?.kind == MethodKind::Structured {
         return structured(args);
     }
-    let started = Instant::now();
     let target = target_sparsity(&args)?;
     let scope = args.quota.clone().unwrap_or_else(|| "global".into());
     let mut spec =
@@ -109,38 +99,8 @@ pub fn run(args: PruneArgs) -> Result<()> {
     } else {
         None
     };
-    let saved = is_model_dir(Path::new(&args.model));
-    let model = model_of(&args, data.as_ref())?;
-    let device = device_by_name(&args.device)?;
-    let pruned = prune(&model, &spec, data.as_ref(), &device)?;
-    let base = Path::new(&args.model)
-        .file_name()
-        .map_or(args.model.clone(), |s| s.to_string_lossy().into());
-    let name = run_name(
-        &base,
-        &format!("{}-{}", args.method, scope),
-        Some(target),
-        args.seed,
-        &args.target_kind,
-    );
-    let dir = RunDir::new(args.out.clone().unwrap_or_else(|| args.runs_dir.join(name)))?;
-    save_model(&dir.path, &pruned.model)?;
-    let result = PruneResult {
-        model: args.model.clone(),
-        pruned_at: if saved { "saved" } else { "init" },
-        method: args.method.clone(),
-        allocation: spec.allocation_name(),
-        target_kind: spec.kind.name().into(),
-        target,
-        target_compression: 1.0 / (1.0 - target),
-        apply_effective: args.apply_effective,
-        seed: args.seed,
-        evaluations: pruned.evaluations,
-        seconds: started.elapsed().as_secs_f64(),
-        run_dir: dir.path.display().to_string(),
-        report: pruned.report,
-    };
-    dir.write_result(&result)?;
+    let job = job(&args, data.as_ref())?;
+    let result = prune_unstructured(&job, &spec)?;
     if args.json {
         return print_json(&result);
     }
@@ -171,7 +131,6 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
 /// `shears prune` with a structured method: cut, compact, optionally fine-tune, measure.
 fn structured(args: PruneArgs) -> Result<()> {
-    let started = Instant::now();
     let s = &args.structured;
     if args.sparsity.is_some() || args.compression.is_some() {
         bail!(
@@ -207,52 +166,19 @@ fn structured(args: PruneArgs) -> Result<()> {
     } else {
         None
     };
-    let model = model_of(&args, data.as_ref())?;
-    let rt = Runtime {
-        device: args.device.clone(),
-        seed: args.seed,
-    };
-    if let Some(d) = &data {
-        let probe = executor(&rt, &model, false)?;
-        shears_engine::train::check_data_fits(&probe, &d.test)
-            .context("pass --no-eval to prune without evaluating on data")?;
-    }
-    let base = Path::new(&args.model)
-        .file_name()
-        .map_or(args.model.clone(), |s| s.to_string_lossy().into());
-    let name = run_name(
-        &base,
-        &format!("{}-{}", spec.method, spec.cut_label()),
-        None,
-        args.seed,
-        &spec.hash(),
-    );
-    let dir = RunDir::new(args.out.clone().unwrap_or_else(|| args.runs_dir.join(name)))?;
-    // `prune` always starts over: a fine-tuning checkpoint left by an earlier run of another
-    // selection must not be resumed into this one.
-    let stale = dir.phase("finetune");
-    if stale.exists() {
-        std::fs::remove_dir_all(&stale)
-            .with_context(|| format!("cannot clear {}", stale.display()))?;
-    }
+    let job = job(&args, data.as_ref())?;
     let latency = s.latency.settings();
-    let req = CutRequest {
-        rt: &rt,
-        data: data.as_ref(),
-        test_limit: s.test_limit,
-        dir: &dir,
-        finetune: Some(finetune),
-        latency: latency.enabled.then_some(&latency),
+    let after = AfterCut {
+        finetune,
+        latency: &latency,
         save_masked: s.save_masked.as_deref(),
-        command: "prune",
-        model_name: args.model.clone(),
-        dataset: data
-            .as_ref()
-            .map(|_| args.dataset.clone().unwrap_or("fashion-mnist-subset".into())),
-        config_hash: None,
+        dataset: Some(
+            args.dataset
+                .clone()
+                .unwrap_or_else(|| "fashion-mnist-subset".into()),
+        ),
     };
-    let report = cut_and_report(&req, &model, &spec, None, false, started)?;
-    dir.write_result(&report)?;
+    let report = prune_structured(&job, &spec, &after)?;
     if args.json {
         return print_json(&report);
     }
