@@ -284,6 +284,33 @@ fn main() -> Res<()> {
         );
     }
 
+    // The unpruned networks: the shared baseline and the dense control of the same budget.
+    println!();
+    println!("| model | network | seeds | test accuracy |");
+    println!("|---|---|---|---|");
+    let mut models: Vec<String> = all.iter().map(|r| r.model.clone()).collect();
+    models.dedup();
+    for model in &models {
+        for (label, prefix) in [
+            ("dense baseline (3 epochs)", "dense-s"),
+            ("dense control (3 + 4 epochs, unpruned)", "dense-control-s"),
+        ] {
+            let acc: Vec<f64> = std::fs::read_dir(root.join(model))?
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    n.strip_prefix(prefix).is_some_and(|s| s.parse::<u64>().is_ok())
+                })
+                .filter_map(|e| std::fs::read_to_string(e.path().join("result.json")).ok())
+                .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+                .map(|v| f(&v, "test_accuracy"))
+                .collect();
+            if !acc.is_empty() {
+                println!("| {model} | {label} | {} | {} |", acc.len(), pm(acc, 100.0, 2));
+            }
+        }
+    }
+
     // Plots per model, from the first seed at the first target.
     let models: Vec<String> = {
         let mut m: Vec<String> = all.iter().map(|r| r.model.clone()).collect();
