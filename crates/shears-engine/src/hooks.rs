@@ -177,7 +177,8 @@ impl ExtraParams {
             let v = to_vec(self.tensors[i].clone().inner());
             out.insert(
                 name.clone(),
-                ArrayD::from_shape_vec(IxDyn(&self.shapes[i]), v).expect("shape checked at creation"),
+                ArrayD::from_shape_vec(IxDyn(&self.shapes[i]), v)
+                    .expect("shape checked at creation"),
             );
         }
         out
@@ -186,10 +187,16 @@ impl ExtraParams {
     /// Writes values and optimiser state into checkpoint directory `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| shears_core::CoreError::io(dir, e))?;
-        write_atomic(&dir.join(EXTRA_FILE), &weights_to_safetensors(&self.values())?)?;
+        write_atomic(
+            &dir.join(EXTRA_FILE),
+            &weights_to_safetensors(&self.values())?,
+        )?;
         let mut state = Weights::new();
         for (i, name) in self.names.iter().enumerate() {
-            for (prefix, buf) in [("first", &self.opt.first[i]), ("second", &self.opt.second[i])] {
+            for (prefix, buf) in [
+                ("first", &self.opt.first[i]),
+                ("second", &self.opt.second[i]),
+            ] {
                 if let Some(t) = buf {
                     let v = to_vec(t.clone());
                     let n = v.len();
@@ -269,11 +276,11 @@ impl ExtraParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Schedule;
     use crate::executor::Mode;
+    use crate::executor::to_vec as host;
     use crate::regularize::BnScaleL1;
     use crate::train::{TrainConfig, train};
-    use crate::Schedule;
-    use crate::executor::to_vec as host;
     use burn::tensor::activation::sigmoid;
     use shears_core::builder::GraphBuilder;
     use shears_core::graph::{Graph, ParamKind};
@@ -297,7 +304,9 @@ mod tests {
 
     fn data() -> DataSplits {
         let n = 16;
-        let images: Vec<u8> = (0..n * 36).map(|i| ((i * 37 + i / 7) % 256) as u8).collect();
+        let images: Vec<u8> = (0..n * 36)
+            .map(|i| ((i * 37 + i / 7) % 256) as u8)
+            .collect();
         let labels: Vec<u16> = (0..n).map(|i| (i % 3) as u16).collect();
         let train = Dataset::new("t/train", images.clone(), [1, 6, 6], labels.clone(), 3).unwrap();
         let test = Dataset::new("t/test", images, [1, 6, 6], labels, 3).unwrap();
@@ -359,7 +368,16 @@ mod tests {
     fn run(hooks: &mut TrainHooks<'_>) -> Executor {
         let mut exec = executor();
         let mut opt = Optimizer::new(sgd(), exec.params.len()).unwrap();
-        train(&mut exec, &data(), &cfg(), &mut opt, 0, hooks, &mut |_, _, _, _| Ok(())).unwrap();
+        train(
+            &mut exec,
+            &data(),
+            &cfg(),
+            &mut opt,
+            0,
+            hooks,
+            &mut |_, _, _, _| Ok(()),
+        )
+        .unwrap();
         exec
     }
 
@@ -412,9 +430,13 @@ mod tests {
             eps: 1e-8,
             weight_decay: 0.0,
         };
-        let mut extra =
-            ExtraParams::new(&dev, vec![("p".into(), vec![2], vec![0.0, 1.0])], adam.clone(), Some(0.5))
-                .unwrap();
+        let mut extra = ExtraParams::new(
+            &dev,
+            vec![("p".into(), vec![2], vec![0.0, 1.0])],
+            adam.clone(),
+            Some(0.5),
+        )
+        .unwrap();
         run(&mut TrainHooks {
             terms: vec![&Pull],
             extra: Some(&mut extra),
@@ -422,13 +444,20 @@ mod tests {
         });
         let p = extra.values()["p"].clone();
         // Two Adam steps of 0.5 towards 3 (Adam moves by about lr per step).
-        assert!((p[[0]] - 1.0).abs() < 0.02 && (p[[1]] - 2.0).abs() < 0.02, "{p:?}");
+        assert!(
+            (p[[0]] - 1.0).abs() < 0.02 && (p[[1]] - 2.0).abs() < 0.02,
+            "{p:?}"
+        );
         assert_eq!(extra.opt.steps, 2);
         let tmp = tempfile::tempdir().unwrap();
         extra.save(tmp.path()).unwrap();
-        let mut back =
-            ExtraParams::new(&dev, vec![("p".into(), vec![2], vec![9.0, 9.0])], adam.clone(), Some(0.5))
-                .unwrap();
+        let mut back = ExtraParams::new(
+            &dev,
+            vec![("p".into(), vec![2], vec![9.0, 9.0])],
+            adam.clone(),
+            Some(0.5),
+        )
+        .unwrap();
         back.restore(tmp.path()).unwrap();
         assert_eq!(back.values(), extra.values());
         assert_eq!(back.opt.steps, 2);
@@ -488,7 +517,10 @@ mod tests {
                 .unwrap();
             let one = host(exec.forward(x, Mode::Eval).inner().reshape([3]));
             for k in 0..3 {
-                assert!((one[k] - both[s * 3 + k]).abs() < 1e-5, "{one:?} vs {both:?}");
+                assert!(
+                    (one[k] - both[s * 3 + k]).abs() < 1e-5,
+                    "{one:?} vs {both:?}"
+                );
             }
         }
         exec.set_gate("a", None).unwrap();
@@ -516,9 +548,13 @@ mod tests {
     fn gates_computed_in_the_forward_pass_train_their_predictor() {
         let dev = Device::flex().autodiff();
         let init: Vec<f32> = (0..12).map(|i| (i as f32 - 6.0) * 0.1).collect();
-        let mut extra =
-            ExtraParams::new(&dev, vec![("w".into(), vec![3, 4], init.clone())], sgd(), None)
-                .unwrap();
+        let mut extra = ExtraParams::new(
+            &dev,
+            vec![("w".into(), vec![3, 4], init.clone())],
+            sgd(),
+            None,
+        )
+        .unwrap();
         let gates = Predicted;
         run(&mut TrainHooks {
             extra: Some(&mut extra),
@@ -526,8 +562,15 @@ mod tests {
             ..TrainHooks::default()
         });
         let w = extra.values()["w"].clone();
-        let moved = w.iter().zip(&init).filter(|(a, b)| (*a - *b).abs() > 1e-7).count();
-        assert!(moved > 6, "the task loss reached only {moved} of 12 predictor weights");
+        let moved = w
+            .iter()
+            .zip(&init)
+            .filter(|(a, b)| (*a - *b).abs() > 1e-7)
+            .count();
+        assert!(
+            moved > 6,
+            "the task loss reached only {moved} of 12 predictor weights"
+        );
     }
 
     #[test]
@@ -535,7 +578,10 @@ mod tests {
         let d = data();
         let stats = |e: &Executor| {
             let w = e.weights();
-            (w["b_bn.running_mean"].clone(), w["b_bn.running_var"].clone())
+            (
+                w["b_bn.running_mean"].clone(),
+                w["b_bn.running_var"].clone(),
+            )
         };
         // Two executors with the same weights but different running statistics.
         let mut a = executor();

@@ -62,8 +62,8 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-pub use crate::hooks::{GradientEdit, TrainHooks};
 use crate::hooks::{DynamicGates, ExtraParams};
+pub use crate::hooks::{GradientEdit, TrainHooks};
 
 /// Mean cross-entropy of logits against integer labels.
 pub fn cross_entropy(logits: Tensor<2>, labels: &[i64]) -> Tensor<1> {
@@ -192,7 +192,8 @@ pub fn precise_bn(
 ) -> Result<()> {
     let loader = Loader::new(
         &data.train,
-        LoaderConfig::train(batch_size, seed.wrapping_add(0x5eed)).normalized(data.normalization.clone()),
+        LoaderConfig::train(batch_size, seed.wrapping_add(0x5eed))
+            .normalized(data.normalization.clone()),
     )?;
     for (k, batch) in loader.epoch(0).take(batches).enumerate() {
         let n = batch.len();

@@ -318,8 +318,8 @@ impl TrainSection {
 impl ExperimentConfig {
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<ExperimentConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| MethodError::io("read config", path, e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| MethodError::io("read config", path, e))?;
         toml::from_str(&text).map_err(|e| MethodError::ConfigFile {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -520,5 +520,4 @@ mod tests {
         let c: ExperimentConfig = toml::from_str("[prune]\nsparsity = 0.5\nrounds = 0\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("rounds"));
     }
-
 }

@@ -70,7 +70,10 @@ pub struct UnstructuredPruneReport {
 }
 
 /// Prunes `job.model` as `spec` says, saves the masked model and its report.
-pub fn prune_unstructured(job: &OneShot<'_>, spec: &UnstructuredSpec) -> Result<UnstructuredPruneReport> {
+pub fn prune_unstructured(
+    job: &OneShot<'_>,
+    spec: &UnstructuredSpec,
+) -> Result<UnstructuredPruneReport> {
     let started = Instant::now();
     let device = device_by_name(&job.rt.device)?;
     let pruned = prune(&job.model, spec, job.data, &device)?;

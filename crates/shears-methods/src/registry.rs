@@ -157,9 +157,9 @@ pub fn find(name: &str) -> Result<&'static MethodEntry> {
 /// magnitude pruning to 80 % (the default of `[prune]`).
 pub fn resolve(cfg: &ExperimentConfig) -> Result<Box<dyn PreparedMethod>> {
     match (&cfg.method, &cfg.prune) {
-        (Some(_), Some(_)) => invalid!(
-            "give the method once: either [method] or the older [prune] section, not both"
-        ),
+        (Some(_), Some(_)) => {
+            invalid!("give the method once: either [method] or the older [prune] section, not both")
+        }
         (Some(MethodSection { name, keys }), None) => {
             let entry = find(name)?;
             (entry.prepare)(name, keys, cfg)
@@ -187,13 +187,15 @@ mod tests {
             crate::steps::unstructured::METHODS.to_vec()
         );
         let e = find("snop").err().expect("unknown").to_string();
-        assert!(e.contains("snop") && e.contains("synflow") && e.contains("slimming"), "{e}");
+        assert!(
+            e.contains("snop") && e.contains("synflow") && e.contains("slimming"),
+            "{e}"
+        );
     }
 
     fn cfg(text: &str) -> Result<ExperimentConfig> {
-        let c: ExperimentConfig = toml::from_str(text).map_err(|e| {
-            crate::MethodError::Invalid(e.to_string())
-        })?;
+        let c: ExperimentConfig =
+            toml::from_str(text).map_err(|e| crate::MethodError::Invalid(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }
@@ -203,21 +205,30 @@ mod tests {
         cfg("[method]\nname = \"slimming\"\nlambda = 1e-4\npercentile = 0.5\n").unwrap();
         cfg("[method]\nname = \"l1-filter\"\nmacs_reduction = 0.5\n").unwrap();
         cfg("[method]\nname = \"magnitude\"\nsparsity = 0.5\nwhen = \"gradual\"\n").unwrap();
-        let e = cfg("[method]\nname = \"slimming\"\nlamda = 1e-4\n").unwrap_err().to_string();
-        assert!(e.contains("lamda") && e.contains("slimming"), "{e}");
-        let e = cfg("[method]\nname = \"l1-filter\"\nsparsity = 0.5\n").unwrap_err().to_string();
-        assert!(e.contains("sparsity") && e.contains("l1-filter"), "{e}");
-        let e = cfg("[method]\nname = \"l1-filter\"\n").unwrap_err().to_string();
-        assert!(e.contains("[method] macs_reduction"), "{e}");
-        let e = cfg("[method]\nname = \"masksparsity\"\nmacs_reduction = 0.5\nchannel_ratio = 0.5\n")
+        let e = cfg("[method]\nname = \"slimming\"\nlamda = 1e-4\n")
             .unwrap_err()
             .to_string();
+        assert!(e.contains("lamda") && e.contains("slimming"), "{e}");
+        let e = cfg("[method]\nname = \"l1-filter\"\nsparsity = 0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sparsity") && e.contains("l1-filter"), "{e}");
+        let e = cfg("[method]\nname = \"l1-filter\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[method] macs_reduction"), "{e}");
+        let e =
+            cfg("[method]\nname = \"masksparsity\"\nmacs_reduction = 0.5\nchannel_ratio = 0.5\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("give one target"), "{e}");
         let e = cfg("[method]\nname = \"masksparsity\"\nmask = \"uniform\"\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("uniform") && e.contains("needs a target"), "{e}");
-        let e = cfg("[method]\nname = \"pruneit\"\n").unwrap_err().to_string();
+        let e = cfg("[method]\nname = \"pruneit\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown pruning method `pruneit`"), "{e}");
         let e = cfg("[method]\nname = \"magnitude\"\n[prune]\nsparsity = 0.5\n")
             .unwrap_err()

@@ -98,4 +98,3 @@ pub struct SlimmingReport {
     pub small_gamma_share_before: f64,
     pub small_gamma_share_after: f64,
 }
-

@@ -70,7 +70,8 @@ pub fn open_run(path: PathBuf, force: bool, config: &str) -> Result<Opened> {
 impl RunDir {
     /// Creates the directory if needed.
     pub fn new(path: PathBuf) -> Result<RunDir> {
-        std::fs::create_dir_all(&path).map_err(|e| MethodError::io("create run directory", &path, e))?;
+        std::fs::create_dir_all(&path)
+            .map_err(|e| MethodError::io("create run directory", &path, e))?;
         Ok(RunDir { path })
     }
 
@@ -178,7 +179,9 @@ mod tests {
         };
         dir.write_config("a = 1").unwrap();
         // Another config is refused; the same one continues.
-        let e = open_run(dir.path.clone(), false, "a = 2").unwrap_err().to_string();
+        let e = open_run(dir.path.clone(), false, "a = 2")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("another config") && e.contains("--force"), "{e}");
         assert!(matches!(
             open_run(dir.path.clone(), false, "a = 1").unwrap(),

@@ -51,10 +51,16 @@ fn runs(root: &Path) -> Res<Vec<Run>> {
         for d in std::fs::read_dir(&model)? {
             let dir = d?.path();
             let name = dir.file_name().unwrap().to_string_lossy().to_string();
-            let Some((head, seed)) = name.rsplit_once("-s") else { continue };
-            let Some((method, target)) = head.rsplit_once("-macs") else { continue };
+            let Some((head, seed)) = name.rsplit_once("-s") else {
+                continue;
+            };
+            let Some((method, target)) = head.rsplit_once("-macs") else {
+                continue;
+            };
             let Ok(seed) = seed.parse() else { continue };
-            let Ok(text) = std::fs::read_to_string(dir.join("result.json")) else { continue };
+            let Ok(text) = std::fs::read_to_string(dir.join("result.json")) else {
+                continue;
+            };
             out.push(Run {
                 model: mname.clone(),
                 method: method.to_string(),
@@ -65,7 +71,9 @@ fn runs(root: &Path) -> Res<Vec<Run>> {
             });
         }
     }
-    out.sort_by(|a, b| (&a.model, &a.target, &a.method, a.seed).cmp(&(&b.model, &b.target, &b.method, b.seed)));
+    out.sort_by(|a, b| {
+        (&a.model, &a.target, &a.method, a.seed).cmp(&(&b.model, &b.target, &b.method, b.seed))
+    });
     Ok(out)
 }
 
@@ -76,7 +84,9 @@ fn latency(v: &Value, b: u64) -> (f64, f64) {
         .into_iter()
         .flatten()
         .find(|r| r["batch"].as_u64() == Some(b) && r["threads"].as_u64() == Some(1))
-        .map_or((f64::NAN, f64::NAN), |r| (f(r, "dense_median_ms"), f(r, "compacted_median_ms")))
+        .map_or((f64::NAN, f64::NAN), |r| {
+            (f(r, "dense_median_ms"), f(r, "compacted_median_ms"))
+        })
 }
 
 /// Training loss of the network just before the cut.
@@ -84,10 +94,19 @@ fn loss_before_cut(r: &Run) -> f64 {
     if let Some(l) = r.v["masksparsity"]["train_loss_before_cut"].as_f64() {
         return l;
     }
-    let phase = if r.method == "slimming" { "sparsity" } else { "" };
+    let phase = if r.method == "slimming" {
+        "sparsity"
+    } else {
+        ""
+    };
     if phase.is_empty() {
         // L1-filter cuts the baseline: its last training epoch.
-        return last_loss(&r.dir.parent().unwrap().join(format!("dense-s{}/train", r.seed)));
+        return last_loss(
+            &r.dir
+                .parent()
+                .unwrap()
+                .join(format!("dense-s{}/train", r.seed)),
+        );
     }
     last_loss(&r.dir.join(phase))
 }
@@ -117,7 +136,9 @@ fn mean_std(x: &[f64]) -> (f64, f64) {
 }
 
 fn gammas(dir: &Path) -> Vec<f64> {
-    let Ok(m) = load_model(dir) else { return Vec::new() };
+    let Ok(m) = load_model(dir) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for spec in m.graph.param_specs() {
         if spec.kind == ParamKind::BnScale {
@@ -128,7 +149,12 @@ fn gammas(dir: &Path) -> Vec<f64> {
 }
 
 fn histogram(path: &Path, title: &str, sets: &[(String, Vec<f64>)]) -> Res<()> {
-    let top = sets.iter().flat_map(|s| s.1.iter()).fold(0f64, |a, &b| a.max(b)).max(1e-3) * 1.02;
+    let top = sets
+        .iter()
+        .flat_map(|s| s.1.iter())
+        .fold(0f64, |a, &b| a.max(b))
+        .max(1e-3)
+        * 1.02;
     let bins = 40;
     let w = top / bins as f64;
     let counts: Vec<Vec<f64>> = sets
@@ -166,7 +192,9 @@ fn histogram(path: &Path, title: &str, sets: &[(String, Vec<f64>)]) -> Res<()> {
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -180,7 +208,11 @@ fn histogram(path: &Path, title: &str, sets: &[(String, Vec<f64>)]) -> Res<()> {
 
 fn loss_plot(path: &Path, title: &str, sets: &[(String, Vec<f64>)]) -> Res<()> {
     let n = sets.iter().map(|s| s.1.len()).max().unwrap_or(1).max(1);
-    let hi = sets.iter().flat_map(|s| s.1.iter()).fold(0f64, |a, &b| a.max(b)) * 1.1;
+    let hi = sets
+        .iter()
+        .flat_map(|s| s.1.iter())
+        .fold(0f64, |a, &b| a.max(b))
+        * 1.1;
     let root = SVGBackend::new(path, (820, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -189,14 +221,24 @@ fn loss_plot(path: &Path, title: &str, sets: &[(String, Vec<f64>)]) -> Res<()> {
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0.5f64..n as f64 + 0.5, 0f64..hi.max(1e-3))?;
-    chart.configure_mesh().x_desc("epoch of the phase").y_desc("training loss").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch of the phase")
+        .y_desc("training loss")
+        .draw()?;
     for (k, (name, v)) in sets.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
-        let pts: Vec<(f64, f64)> = v.iter().enumerate().map(|(i, &y)| (i as f64 + 1.0, y)).collect();
+        let pts: Vec<(f64, f64)> = v
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| (i as f64 + 1.0, y))
+            .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
     }
     chart
@@ -248,9 +290,14 @@ fn main() -> Res<()> {
     // Mean ± std over seeds.
     let mut groups: BTreeMap<(String, String, String), Vec<&Run>> = BTreeMap::new();
     for r in &all {
-        groups.entry((r.model.clone(), r.target.clone(), r.method.clone())).or_default().push(r);
+        groups
+            .entry((r.model.clone(), r.target.clone(), r.method.clone()))
+            .or_default()
+            .push(r);
     }
-    println!("| model | MACs target | method | seeds | before cut | right after cut | after fine-tuning | train loss before cut | params removed | MACs removed | latency b1 dense → compacted (ms) | latency b64 dense → compacted (ms) |");
+    println!(
+        "| model | MACs target | method | seeds | before cut | right after cut | after fine-tuning | train loss before cut | params removed | MACs removed | latency b1 dense → compacted (ms) | latency b64 dense → compacted (ms) |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let pm = |x: Vec<f64>, scale: f64, digits: usize| {
         let (m, s) = mean_std(&x);
@@ -299,14 +346,19 @@ fn main() -> Res<()> {
                 .filter_map(|e| e.ok())
                 .filter(|e| {
                     let n = e.file_name().to_string_lossy().to_string();
-                    n.strip_prefix(prefix).is_some_and(|s| s.parse::<u64>().is_ok())
+                    n.strip_prefix(prefix)
+                        .is_some_and(|s| s.parse::<u64>().is_ok())
                 })
                 .filter_map(|e| std::fs::read_to_string(e.path().join("result.json")).ok())
                 .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
                 .map(|v| f(&v, "test_accuracy"))
                 .collect();
             if !acc.is_empty() {
-                println!("| {model} | {label} | {} | {} |", acc.len(), pm(acc, 100.0, 2));
+                println!(
+                    "| {model} | {label} | {} | {} |",
+                    acc.len(),
+                    pm(acc, 100.0, 2)
+                );
             }
         }
     }
@@ -326,28 +378,60 @@ fn main() -> Res<()> {
         let mut sets = Vec::new();
         if let Some(r) = pick("masksparsity") {
             sets.push(("baseline".to_string(), gammas(&r.dir.join("dense"))));
-            sets.push((format!("after global sparsity training (the mask), macs{}", r.target), gammas(&r.dir.join("global-sparse"))));
-            sets.push((format!("after MaskSparsity training, macs{}", r.target), gammas(&r.dir.join("sparse"))));
+            sets.push((
+                format!(
+                    "after global sparsity training (the mask), macs{}",
+                    r.target
+                ),
+                gammas(&r.dir.join("global-sparse")),
+            ));
+            sets.push((
+                format!("after MaskSparsity training, macs{}", r.target),
+                gammas(&r.dir.join("sparse")),
+            ));
         }
         if let Some(r) = pick("slimming") {
-            sets.push((format!("after Slimming sparsity training, macs{}", r.target), gammas(&r.dir.join("sparse"))));
+            sets.push((
+                format!("after Slimming sparsity training, macs{}", r.target),
+                gammas(&r.dir.join("sparse")),
+            ));
         }
         sets.retain(|s| !s.1.is_empty());
         if !sets.is_empty() {
-            histogram(&out.join(format!("gamma-{model}.svg")), &format!("{model}: BatchNorm |γ| (seed 0)"), &sets)?;
+            histogram(
+                &out.join(format!("gamma-{model}.svg")),
+                &format!("{model}: BatchNorm |γ| (seed 0)"),
+                &sets,
+            )?;
         }
         let mut loss_sets = Vec::new();
         if let Some(r) = pick("masksparsity") {
-            loss_sets.push(("global sparsity training (mask)".to_string(), losses(&r.dir.join("global"))));
-            loss_sets.push(("MaskSparsity training".to_string(), losses(&r.dir.join("masksparsity"))));
-            loss_sets.push(("MaskSparsity: fine-tuning".to_string(), losses(&r.dir.join("finetune"))));
+            loss_sets.push((
+                "global sparsity training (mask)".to_string(),
+                losses(&r.dir.join("global")),
+            ));
+            loss_sets.push((
+                "MaskSparsity training".to_string(),
+                losses(&r.dir.join("masksparsity")),
+            ));
+            loss_sets.push((
+                "MaskSparsity: fine-tuning".to_string(),
+                losses(&r.dir.join("finetune")),
+            ));
         }
         if let Some(r) = pick("slimming") {
-            loss_sets.push(("Slimming sparsity training".to_string(), losses(&r.dir.join("sparsity"))));
+            loss_sets.push((
+                "Slimming sparsity training".to_string(),
+                losses(&r.dir.join("sparsity")),
+            ));
         }
         loss_sets.retain(|s| !s.1.is_empty());
         if !loss_sets.is_empty() {
-            loss_plot(&out.join(format!("loss-{model}.svg")), &format!("{model}: training loss of the phases (seed 0)"), &loss_sets)?;
+            loss_plot(
+                &out.join(format!("loss-{model}.svg")),
+                &format!("{model}: training loss of the phases (seed 0)"),
+                &loss_sets,
+            )?;
         }
     }
     Ok(())

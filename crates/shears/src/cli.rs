@@ -1,6 +1,8 @@
 //! Command-line definitions (clap derive). Every option that also exists in the config file
 //! overrides it.
 
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
 use shears_core::cost::Convention;
 use shears_core::structured::{Normalization, Scope};
 use shears_methods::config::{ExperimentConfig, TrainSection};
@@ -8,8 +10,6 @@ use shears_methods::steps::latency::LatencySettings;
 use shears_methods::steps::structured::{
     Importance, StructuredOptions, parse_convention, parse_normalization, parse_scope,
 };
-use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -460,7 +460,8 @@ pub struct SlimArgs {
 }
 
 fn importance_arg(s: &str) -> std::result::Result<Importance, String> {
-    s.parse().map_err(|e: shears_methods::MethodError| e.to_string())
+    s.parse()
+        .map_err(|e: shears_methods::MethodError| e.to_string())
 }
 fn scope_arg(s: &str) -> std::result::Result<Scope, String> {
     parse_scope(s).map_err(|e| e.to_string())

@@ -184,4 +184,3 @@ pub fn structured(r: &StructuredReport) {
         r.run_dir, r.pruned_dir, r.seconds
     );
 }
-

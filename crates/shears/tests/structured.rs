@@ -603,13 +603,26 @@ fn run_takes_any_registered_method_from_its_config() {
         assert!(v[k].is_number(), "missing {k}: {v}");
     }
     // Compaction is exact: the compacted model scores what the gated dense one does.
-    assert_eq!(v["accuracy_after_pruning"], v["accuracy_after_pruning_gated"]);
+    assert_eq!(
+        v["accuracy_after_pruning"],
+        v["accuracy_after_pruning_gated"]
+    );
     assert!(u(&v, "channels_after") < u(&v, "channels_before"));
     assert!(v["latency"].as_array().unwrap().is_empty());
-    for phase in ["dense", "sparse", "pruned", "sparsity/metrics.jsonl", "finetune/metrics.jsonl"] {
+    for phase in [
+        "dense",
+        "sparse",
+        "pruned",
+        "sparsity/metrics.jsonl",
+        "finetune/metrics.jsonl",
+    ] {
         assert!(out.join(phase).exists(), "missing {phase}");
     }
-    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("name = \"slimming\""));
+    assert!(
+        std::fs::read_to_string(out.join("config.toml"))
+            .unwrap()
+            .contains("name = \"slimming\"")
+    );
     assert_eq!(inspect(&out)["params"], v["params_after"]);
 
     // A filter method from the same kind of section, to a MACs target.
@@ -632,10 +645,25 @@ fn run_takes_any_registered_method_from_its_config() {
     assert!(v["slimming"].is_null());
 
     // Errors name the method and the key it does not take.
-    let e = err_text(&shears(&["run", "--config", s(&cfg), "--method", "l1-filter"]));
+    let e = err_text(&shears(&[
+        "run",
+        "--config",
+        s(&cfg),
+        "--method",
+        "l1-filter",
+    ]));
     assert!(e.contains("l1-filter") && e.contains("lambda"), "{e}");
-    let e = err_text(&shears(&["run", "--config", s(&cfg), "--method", "prunify"]));
-    assert!(e.contains("unknown pruning method `prunify`") && e.contains("slimming"), "{e}");
+    let e = err_text(&shears(&[
+        "run",
+        "--config",
+        s(&cfg),
+        "--method",
+        "prunify",
+    ]));
+    assert!(
+        e.contains("unknown pruning method `prunify`") && e.contains("slimming"),
+        "{e}"
+    );
     std::fs::write(&cfg, SLIM_RUN.replace("lambda = 1e-3", "lamda = 1e-3")).unwrap();
     let e = err_text(&shears(&["run", "--config", s(&cfg)]));
     assert!(e.contains("lamda") && e.contains("slimming"), "{e}");
@@ -672,7 +700,14 @@ fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
     let cfg = tmp.path().join("ms.toml");
     std::fs::write(&cfg, MS_RUN).unwrap();
     let out = tmp.path().join("ms");
-    let v = ok_json(&shears(&["run", "--config", s(&cfg), "--json", "--out", s(&out)]));
+    let v = ok_json(&shears(&[
+        "run",
+        "--config",
+        s(&cfg),
+        "--json",
+        "--out",
+        s(&out),
+    ]));
     assert_eq!(v["spec"]["method"], "masksparsity");
     assert_eq!(v["spec"]["cut"]["kind"], "mask");
     let ms = &v["masksparsity"];
@@ -686,7 +721,10 @@ fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
         assert!(v[k].is_number(), "missing {k}: {v}");
     }
     assert!(ms["accuracy_baseline"].is_number());
-    assert_eq!(v["accuracy_after_pruning"], v["accuracy_after_pruning_gated"]);
+    assert_eq!(
+        v["accuracy_after_pruning"],
+        v["accuracy_after_pruning_gated"]
+    );
     // The cut is the mask: exactly its channels go, and the MACs target is met.
     let removed = u(&v, "channels_before") - u(&v, "channels_after");
     assert_eq!(removed, u(ms, "masked_channels"));
@@ -711,10 +749,20 @@ fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
     // The mask file of that run drives a second run (uniform source and threshold cut too).
     let file = MS_RUN.replace(
         "mask_epochs = 1\nmacs_reduction = 0.5",
-        &format!("mask = \"file\"\nmask_file = {:?}", s(&out.join("mask.json"))),
+        &format!(
+            "mask = \"file\"\nmask_file = {:?}",
+            s(&out.join("mask.json"))
+        ),
     );
     std::fs::write(&cfg, &file).unwrap();
-    let w = ok_json(&shears(&["run", "--config", s(&cfg), "--json", "--out", s(&tmp.path().join("f"))]));
+    let w = ok_json(&shears(&[
+        "run",
+        "--config",
+        s(&cfg),
+        "--json",
+        "--out",
+        s(&tmp.path().join("f")),
+    ]));
     assert_eq!(w["masksparsity"]["mask_source"], "file");
     assert_eq!(w["channels_after"], v["channels_after"]);
     assert_eq!(
@@ -741,7 +789,10 @@ fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
     assert!(e.contains("/nonexistent/mask.json"), "{e}");
     let no_file = "mask = \"file\"\nmask_file = \"/nonexistent/mask.json\"";
     let dir = tmp.path().join(format!("bad-{}", no_file.len()));
-    assert!(!dir.join("dense").exists(), "trained before the mask file was checked");
+    assert!(
+        !dir.join("dense").exists(),
+        "trained before the mask file was checked"
+    );
     let mut other: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("mask.json")).unwrap()).unwrap();
     other["model"] = "resnet-20".into();
@@ -752,7 +803,10 @@ fn masksparsity_runs_from_a_config_and_reuses_its_mask() {
         &format!("mask = \"file\"\nmask_file = {:?}", s(&other_path)),
     ));
     assert!(e.contains("resnet-20") && e.contains("small-cnn"), "{e}");
-    let e = bad(("mask_epochs = 1\nmacs_reduction = 0.5", "mask = \"uniform\"\nmask_epochs = 1\nmacs_reduction = 0.5"));
+    let e = bad((
+        "mask_epochs = 1\nmacs_reduction = 0.5",
+        "mask = \"uniform\"\nmask_epochs = 1\nmacs_reduction = 0.5",
+    ));
     assert!(e.contains("mask_epochs") && e.contains("uniform"), "{e}");
     // A run directory holding another config is refused instead of reusing its stages.
     std::fs::write(&cfg, MS_RUN.replace("lambda = 0.05", "lambda = 0.04")).unwrap();
@@ -765,7 +819,11 @@ fn an_interrupted_masksparsity_run_resumes_to_the_same_result() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("ms.toml");
     // Two epochs of MaskSparsity training, so the interruption falls inside that phase too.
-    std::fs::write(&cfg, MS_RUN.replace("sparsity_epochs = 1", "sparsity_epochs = 2")).unwrap();
+    std::fs::write(
+        &cfg,
+        MS_RUN.replace("sparsity_epochs = 1", "sparsity_epochs = 2"),
+    )
+    .unwrap();
     let whole = ok_json(&shears(&[
         "run",
         "--config",
@@ -787,7 +845,10 @@ fn an_interrupted_masksparsity_run_resumes_to_the_same_result() {
         }
         assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted after epoch 1"));
     }
-    assert!(!part.join("result.json").exists(), "the run finished inside the interruptions");
+    assert!(
+        !part.join("result.json").exists(),
+        "the run finished inside the interruptions"
+    );
     let resumed = ok_json(&shears(&[&args[..], &["--resume"]].concat()));
     for k in [
         "accuracy_before_pruning",
@@ -797,5 +858,8 @@ fn an_interrupted_masksparsity_run_resumes_to_the_same_result() {
     ] {
         assert_eq!(resumed[k], whole[k], "{k}");
     }
-    assert_eq!(resumed["masksparsity"]["masked_gamma_after"], whole["masksparsity"]["masked_gamma_after"]);
+    assert_eq!(
+        resumed["masksparsity"]["masked_gamma_after"],
+        whole["masksparsity"]["masked_gamma_after"]
+    );
 }

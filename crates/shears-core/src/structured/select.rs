@@ -494,11 +494,17 @@ pub fn merge_bn_marks(
     for g in groups.iter().filter(|g| g.prunable && g.channels > 1) {
         let mut member_marks: Vec<&Vec<bool>> = Vec::new();
         for m in g.members.iter().filter(|m| m.kind == ParamKind::BnScale) {
-            let Some(q) = marks.get(&m.node) else { continue };
+            let Some(q) = marks.get(&m.node) else {
+                continue;
+            };
             if q.len() != g.channels {
                 return Err(CoreError::value(
                     format!("mask of `{}`", m.node),
-                    format!("has {} entries, its channel group has {}", q.len(), g.channels),
+                    format!(
+                        "has {} entries, its channel group has {}",
+                        q.len(),
+                        g.channels
+                    ),
                 ));
             }
             member_marks.push(q);
@@ -536,7 +542,10 @@ pub fn merge_bn_marks(
 
 /// The per-BatchNorm prune marks of a selection: every BatchNorm of a pruned group marks the
 /// channels the group loses (the inverse of [`merge_bn_marks`] for group-consistent marks).
-pub fn selection_bn_marks(groups: &[ChannelGroup], selection: &ChannelSelection) -> Result<BnMarks> {
+pub fn selection_bn_marks(
+    groups: &[ChannelGroup],
+    selection: &ChannelSelection,
+) -> Result<BnMarks> {
     let mut out = BnMarks::new();
     for (&gid, kept) in &selection.kept {
         let g = groups.get(gid).ok_or_else(|| {

@@ -4,6 +4,7 @@
 //! the gated one, fine-tune, and report sizes, accuracy at every stage and measured latency.
 
 use crate::config::ExperimentConfig;
+use crate::config::TrainSection;
 use crate::error::{MethodError, Result};
 use crate::pipeline::Pipeline;
 use crate::registry::PreparedMethod;
@@ -12,14 +13,13 @@ use crate::run_dir::RunDir;
 use crate::steps::Runtime;
 use crate::steps::latency::LatencySettings;
 use crate::steps::phase::cached_phase;
-use shears_engine::train::TrainHooks;
 use crate::steps::structured::{
     CutContext, Importance, Outcome, Selected, Spelling, StructuredOptions, StructuredSpec,
     compact_finetune, cut_compact_finetune,
 };
-use crate::config::TrainSection;
 use shears_core::artifact::Model;
 use shears_data::DataSplits;
+use shears_engine::train::TrainHooks;
 use std::path::Path;
 use std::time::Instant;
 
@@ -179,11 +179,16 @@ pub fn pipeline_cut(
 
 impl PreparedMethod for Prepared {
     fn label(&self) -> (String, Option<f64>) {
-        (format!("{}-{}", self.spec.method, self.spec.cut_label()), None)
+        (
+            format!("{}-{}", self.spec.method, self.spec.cut_label()),
+            None,
+        )
     }
 
     fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
         let dense = dense_baseline(p)?;
-        Ok(Report::Structured(pipeline_cut(p, &dense, &self.spec, None)?))
+        Ok(Report::Structured(pipeline_cut(
+            p, &dense, &self.spec, None,
+        )?))
     }
 }

@@ -248,7 +248,9 @@ pub fn prepare(
         }
     }
     if opts.cut == CutRule::Mask && opts.tau != default_tau() {
-        invalid!("[method] tau is the threshold of cut = \"threshold\"; with cut = \"mask\" drop it");
+        invalid!(
+            "[method] tau is the threshold of cut = \"threshold\"; with cut = \"mask\" drop it"
+        );
     }
     Ok(Box::new(Prepared { opts, target }))
 }
@@ -288,9 +290,10 @@ fn masked_below(model: &Model, groups: &[ChannelGroup], sel: &ChannelSelection, 
                 .iter()
                 .filter(|m| m.kind == ParamKind::BnScale)
                 .all(|m| {
-                    model.weights.get(&m.tensor).is_some_and(|t| {
-                        m.indices(j).all(|i| (t[[i]].abs() as f64) <= tau)
-                    })
+                    model
+                        .weights
+                        .get(&m.tensor)
+                        .is_some_and(|t| m.indices(j).all(|i| (t[[i]].abs() as f64) <= tau))
                 });
             below += usize::from(all);
         }
@@ -307,7 +310,10 @@ fn uniform_mask(
 ) -> Result<ChannelSelection> {
     let mut scores = GroupScores::new();
     for g in groups.iter().filter(|g| g.prunable) {
-        scores.insert(g.id, (0..g.channels).map(|j| (g.channels - j) as f32).collect());
+        scores.insert(
+            g.id,
+            (0..g.channels).map(|j| (g.channels - j) as f32).collect(),
+        );
     }
     let opts = SelectOptions {
         target,
@@ -371,8 +377,7 @@ impl Prepared {
             }
             MaskSource::Slimming => {
                 let l1 = BnScaleL1::all(o.mask_lambda.unwrap_or(o.lambda))?;
-                let (global, _) =
-                    self.sparsity_phase(
+                let (global, _) = self.sparsity_phase(
                     p,
                     dense,
                     &l1,
@@ -381,9 +386,13 @@ impl Prepared {
                     "global-sparse",
                 )?;
                 match (o.mask_tau, self.target) {
-                    (Some(tau), _) => {
-                        select_by_bn_votes(&global.graph, &global.weights, groups, tau as f32, &o.ignore)?
-                    }
+                    (Some(tau), _) => select_by_bn_votes(
+                        &global.graph,
+                        &global.weights,
+                        groups,
+                        tau as f32,
+                        &o.ignore,
+                    )?,
                     (None, Some(target)) => {
                         let so = StructuredOptions {
                             importance: Some(Importance::BnScale),
@@ -479,7 +488,11 @@ impl PreparedMethod for Prepared {
             },
             CutRule::Threshold => select(&sparse, &spec, Some(p.data), &p.rt.device)?,
         };
-        let prunable: usize = groups.iter().filter(|g| g.prunable).map(|g| g.channels).sum();
+        let prunable: usize = groups
+            .iter()
+            .filter(|g| g.prunable)
+            .map(|g| g.channels)
+            .sum();
         let summary = MaskSparsityReport {
             lambda: o.lambda,
             mask_source: o.mask,
@@ -601,8 +614,24 @@ mod tests {
             weight_decay: 0.0,
         };
         let one = section(1, 64, plain);
-        let with = masked_training(&dense, &groups, &mask, &data, 0.5, &one, &tmp.path().join("a"));
-        let without = masked_training(&dense, &groups, &mask, &data, 0.0, &one, &tmp.path().join("b"));
+        let with = masked_training(
+            &dense,
+            &groups,
+            &mask,
+            &data,
+            0.5,
+            &one,
+            &tmp.path().join("a"),
+        );
+        let without = masked_training(
+            &dense,
+            &groups,
+            &mask,
+            &data,
+            0.0,
+            &one,
+            &tmp.path().join("b"),
+        );
         let (w, wo, d) = (
             scales(&with, &groups, &mask),
             scales(&without, &groups, &mask),
@@ -615,23 +644,41 @@ mod tests {
                 let want = -0.05 * 0.5 * g0.signum();
                 assert!(((a - b) - want).abs() < 1e-5, "masked: {a} - {b} != {want}");
             } else {
-                assert!((a - b).abs() < 1e-6, "a kept scale got a sparsity gradient: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 1e-6,
+                    "a kept scale got a sparsity gradient: {a} vs {b}"
+                );
             }
         }
         assert!(masked_seen > 0);
 
         // Longer MaskSparsity training: masked scales collapse, kept ones stay where they were.
         let long = section(3, 512, TrainSection::default().optimizer);
-        let trained = masked_training(&dense, &groups, &mask, &data, 0.3, &long, &tmp.path().join("c"));
+        let trained = masked_training(
+            &dense,
+            &groups,
+            &mask,
+            &data,
+            0.3,
+            &long,
+            &tmp.path().join("c"),
+        );
         let mean = |v: &[(bool, f32)], masked: bool| {
-            let x: Vec<f32> = v.iter().filter(|p| p.0 == masked).map(|p| p.1.abs()).collect();
+            let x: Vec<f32> = v
+                .iter()
+                .filter(|p| p.0 == masked)
+                .map(|p| p.1.abs())
+                .collect();
             x.iter().sum::<f32>() / x.len() as f32
         };
         let after = scales(&trained, &groups, &mask);
         let (m0, m1) = (mean(&d, true), mean(&after, true));
         let (k0, k1) = (mean(&d, false), mean(&after, false));
         assert!(m1 < 0.3 * m0, "masked mean |γ| {m0} -> {m1}");
-        assert!(k1 > 0.8 * k0 && k1 < 1.25 * k0, "kept mean |γ| {k0} -> {k1}");
+        assert!(
+            k1 > 0.8 * k0 && k1 < 1.25 * k0,
+            "kept mean |γ| {k0} -> {k1}"
+        );
     }
 
     #[test]
@@ -639,7 +686,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (dense, groups, mask, data) = baseline(tmp.path());
         let long = section(3, 512, TrainSection::default().optimizer);
-        let sparse = masked_training(&dense, &groups, &mask, &data, 0.3, &long, &tmp.path().join("s"));
+        let sparse = masked_training(
+            &dense,
+            &groups,
+            &mask,
+            &data,
+            0.3,
+            &long,
+            &tmp.path().join("s"),
+        );
         let loader = Loader::new(
             &data.test,
             LoaderConfig::eval(64).normalized(data.normalization.clone()),
@@ -651,7 +706,11 @@ mod tests {
             let full = forward(&m.graph, &m.weights, None, &x).unwrap();
             let small = compact_model(m, &mask).unwrap();
             let cut = forward(&small.graph, &small.weights, None, &x).unwrap();
-            let num: f32 = full.iter().zip(cut.iter()).map(|(a, b)| (a - b).powi(2)).sum();
+            let num: f32 = full
+                .iter()
+                .zip(cut.iter())
+                .map(|(a, b)| (a - b).powi(2))
+                .sum();
             let den: f32 = full.iter().map(|a| a * a).sum();
             (num / den).sqrt()
         };

@@ -3,6 +3,7 @@
 //! after training (one-shot, or `rounds` iterative rounds, optionally rewinding to the initial
 //! weights), at initialisation (then the masked network trains), or gradually (cubic schedule).
 
+use super::filter::dense_baseline;
 use crate::config::{ExperimentConfig, PruneSection};
 use crate::error::{MethodError, Result};
 use crate::pipeline::Pipeline;
@@ -10,9 +11,8 @@ use crate::registry::PreparedMethod;
 use crate::report::{Report, UnstructuredReport, version};
 use crate::steps::eval::eval_model;
 use crate::steps::phase::train_phase;
-use crate::steps::unstructured::{UnstructuredSpec, gradual_phase, prune, rewind, round_target};
 pub use crate::steps::unstructured::{METHODS, WHEN};
-use super::filter::dense_baseline;
+use crate::steps::unstructured::{UnstructuredSpec, gradual_phase, prune, rewind, round_target};
 use shears_core::artifact::save_model;
 use shears_core::cost::{Convention, cost};
 use shears_core::sparsity::sparsity_report;
@@ -149,7 +149,8 @@ impl PreparedMethod for Prepared {
                 let mut acc_pruned = f64::NAN;
                 for round in 1..=prune_cfg.rounds {
                     let target = round_target(prune_cfg.sparsity, round, prune_cfg.rounds);
-                    let pruned = prune(&model, &spec.with_target(target), Some(data), &device)?.model;
+                    let pruned =
+                        prune(&model, &spec.with_target(target), Some(data), &device)?.model;
                     acc_pruned = eval_model(rt, &pruned, data, limit)?.1;
                     let next = if prune_cfg.rewind {
                         rewind(&pruned, &p.initial()?)?

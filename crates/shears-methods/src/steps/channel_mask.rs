@@ -58,11 +58,17 @@ pub fn write_mask(
 pub fn read_mask(path: &Path, graph: &Graph, groups: &[ChannelGroup]) -> Result<ChannelSelection> {
     let text = std::fs::read_to_string(path).map_err(|e| MethodError::io("read mask", path, e))?;
     let file: MaskFile = serde_json::from_str(&text).map_err(|e| {
-        MethodError::Invalid(format!("{} is not a channel mask file: {e}", path.display()))
+        MethodError::Invalid(format!(
+            "{} is not a channel mask file: {e}",
+            path.display()
+        ))
     })?;
     let what = path.display();
     if file.format != MASK_FORMAT {
-        invalid!("{what}: format is `{}`, expected `{MASK_FORMAT}`", file.format);
+        invalid!(
+            "{what}: format is `{}`, expected `{MASK_FORMAT}`",
+            file.format
+        );
     }
     if file.model != graph.name {
         invalid!(
@@ -77,7 +83,10 @@ pub fn read_mask(path: &Path, graph: &Graph, groups: &[ChannelGroup]) -> Result<
                 .iter()
                 .any(|m| m.kind == ParamKind::BnScale && &m.node == bn)
         }) else {
-            invalid!("{what}: `{bn}` is not a BatchNorm of model `{}`", graph.name);
+            invalid!(
+                "{what}: `{bn}` is not a BatchNorm of model `{}`",
+                graph.name
+            );
         };
         if !g.prunable {
             invalid!(
@@ -93,7 +102,10 @@ pub fn read_mask(path: &Path, graph: &Graph, groups: &[ChannelGroup]) -> Result<
             );
         }
         if q.iter().all(|&p| p) {
-            invalid!("{what}: the mask of `{bn}` removes every one of its {} channels", q.len());
+            invalid!(
+                "{what}: the mask of `{bn}` removes every one of its {} channels",
+                q.len()
+            );
         }
     }
     Ok(merge_bn_marks(groups, &file.prune, &GroupScores::new())?)
@@ -118,7 +130,8 @@ mod tests {
         write_mask(&path, &graph, &groups, &sel).unwrap();
         assert_eq!(read_mask(&path, &graph, &groups).unwrap(), sel);
 
-        let good: MaskFile = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let good: MaskFile =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let bad = |edit: &dyn Fn(&mut MaskFile)| {
             let mut f = good.clone();
             edit(&mut f);
@@ -135,7 +148,10 @@ mod tests {
         let e = bad(&|f| {
             f.prune.get_mut(&first).unwrap().push(false);
         });
-        assert!(e.contains(&format!("`{first}` has")) && e.contains("the mask gives"), "{e}");
+        assert!(
+            e.contains(&format!("`{first}` has")) && e.contains("the mask gives"),
+            "{e}"
+        );
         let e = bad(&|f| {
             f.prune.get_mut(&first).unwrap().fill(true);
         });

@@ -130,4 +130,3 @@ pub fn measure_latency(
     }
     Ok(rows)
 }
-

@@ -9,8 +9,8 @@
 //! - [`structured`]: importance -> cut -> compact -> gated-equals-compacted check -> report.
 //! - [`latency`]: measured dense-against-compacted latency.
 
-pub mod data;
 pub mod channel_mask;
+pub mod data;
 pub mod eval;
 pub mod latency;
 pub mod model;

@@ -26,7 +26,9 @@ pub fn load_or_build(
         return load_model(path).with_context(|| format!("cannot load the model saved in {arch}"));
     }
     if path.is_dir() {
-        invalid!("{arch} is a directory but holds no saved model (graph.json + weights.safetensors)");
+        invalid!(
+            "{arch} is a directory but holds no saved model (graph.json + weights.safetensors)"
+        );
     }
     let input = match (input, data) {
         (Some(s), _) => parse_shape(s)?,

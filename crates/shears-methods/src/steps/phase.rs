@@ -124,7 +124,10 @@ pub fn cached_phase(
     hooks: &mut TrainHooks<'_>,
 ) -> Result<(Model, Vec<EpochMetrics>)> {
     if shears_core::artifact::is_model_dir(cache) {
-        return Ok((shears_core::artifact::load_model(cache)?, read_metrics(dir)?));
+        return Ok((
+            shears_core::artifact::load_model(cache)?,
+            read_metrics(dir)?,
+        ));
     }
     let (trained, rows) = if section.epochs == 0 {
         (model, Vec::new())
@@ -268,8 +271,13 @@ mod tests {
             nesterov: false,
             weight_decay: 0.0,
         };
-        ExtraParams::new(&Device::flex().autodiff(), vec![("p".into(), vec![1], vec![0.0])], sgd, None)
-            .unwrap()
+        ExtraParams::new(
+            &Device::flex().autodiff(),
+            vec![("p".into(), vec![1], vec![0.0])],
+            sgd,
+            None,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -306,18 +314,34 @@ mod tests {
         // values, restored from the checkpoint.
         let dir = tmp.path().join("split");
         let mut first = extra();
-        train_phase_with(&rt, &section(1), model(), &d, &dir, false, &mut TrainHooks {
-            terms: vec![&Coupled],
-            extra: Some(&mut first),
-            ..TrainHooks::default()
-        })
+        train_phase_with(
+            &rt,
+            &section(1),
+            model(),
+            &d,
+            &dir,
+            false,
+            &mut TrainHooks {
+                terms: vec![&Coupled],
+                extra: Some(&mut first),
+                ..TrainHooks::default()
+            },
+        )
         .unwrap();
         let mut resumed = extra();
-        let (split, _) = train_phase_with(&rt, &section(2), model(), &d, &dir, true, &mut TrainHooks {
-            terms: vec![&Coupled],
-            extra: Some(&mut resumed),
-            ..TrainHooks::default()
-        })
+        let (split, _) = train_phase_with(
+            &rt,
+            &section(2),
+            model(),
+            &d,
+            &dir,
+            true,
+            &mut TrainHooks {
+                terms: vec![&Coupled],
+                extra: Some(&mut resumed),
+                ..TrainHooks::default()
+            },
+        )
         .unwrap();
         assert_ne!(full.values()["p"][[0]], 0.0);
         assert_eq!(resumed.values(), full.values());

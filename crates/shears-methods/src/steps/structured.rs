@@ -231,8 +231,16 @@ pub fn reduction_target(
             channel_ratio,
             StructuredTarget::ChannelRatio as fn(f64) -> StructuredTarget,
         ),
-        ("params_reduction", params_reduction, StructuredTarget::ParamsReduction),
-        ("macs_reduction", macs_reduction, StructuredTarget::MacsReduction),
+        (
+            "params_reduction",
+            params_reduction,
+            StructuredTarget::ParamsReduction,
+        ),
+        (
+            "macs_reduction",
+            macs_reduction,
+            StructuredTarget::MacsReduction,
+        ),
     ] {
         if let Some(v) = v {
             targets.push(make(check_fraction(&spelling.name(key), v)?));
@@ -322,7 +330,10 @@ impl StructuredSpec {
         let name = |n: &str| spelling.name(n);
         let mut cuts = Vec::new();
         if let Some(v) = o.channel_ratio {
-            cuts.push(Cut::ChannelRatio(check_fraction(&name("channel_ratio"), v)?));
+            cuts.push(Cut::ChannelRatio(check_fraction(
+                &name("channel_ratio"),
+                v,
+            )?));
         }
         if let Some(v) = o.params_reduction {
             cuts.push(Cut::ParamsReduction(check_fraction(
@@ -331,7 +342,10 @@ impl StructuredSpec {
             )?));
         }
         if let Some(v) = o.macs_reduction {
-            cuts.push(Cut::MacsReduction(check_fraction(&name("macs_reduction"), v)?));
+            cuts.push(Cut::MacsReduction(check_fraction(
+                &name("macs_reduction"),
+                v,
+            )?));
         }
         if let Some(v) = o.percentile {
             cuts.push(Cut::Percentile(check_fraction(&name("percentile"), v)?));
@@ -721,7 +735,6 @@ pub fn small_gamma_share(model: &Model) -> f64 {
     small as f64 / all.max(1) as f64
 }
 
-
 /// Where and how the shared tail of a structured run works.
 pub struct CutContext<'a> {
     pub rt: &'a Runtime,
@@ -868,7 +881,6 @@ pub fn group_infos(graph: &Graph) -> Result<Vec<GroupInfo>> {
         .collect())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -949,24 +961,18 @@ mod tests {
         );
         let mut a = args();
         a.macs_reduction = Some(1.5);
-        let e = from_args("l1-filter", &a)
-            .unwrap_err()
-            .to_string();
+        let e = from_args("l1-filter", &a).unwrap_err().to_string();
         assert!(
             e.contains("--macs-reduction must be in [0, 1), got 1.5"),
             "{e}"
         );
         let mut a = args();
         a.channel_ratio = Some(0.2);
-        let e = from_args("l1-filter", &a)
-            .unwrap_err()
-            .to_string();
+        let e = from_args("l1-filter", &a).unwrap_err().to_string();
         assert!(e.contains("exactly one of"), "{e}");
         let mut a = args();
         a.macs_reduction = None;
-        let e = from_args("slimming", &a)
-            .unwrap_err()
-            .to_string();
+        let e = from_args("slimming", &a).unwrap_err().to_string();
         assert!(e.contains("--percentile"), "{e}");
         let e = parse_scope("layerwise").unwrap_err().to_string();
         assert!(e.contains("unknown --scope `layerwise`"), "{e}");

@@ -126,7 +126,9 @@ impl UnstructuredSpec {
             Allocation::Layerwise(scope.parse::<Quota>()?)
         };
         if method == Score::Synflow && allocation != Allocation::Global {
-            invalid!("synflow is a global iterative pruner: use it without a layer quota (`global`)");
+            invalid!(
+                "synflow is a global iterative pruner: use it without a layer quota (`global`)"
+            );
         }
         Ok(UnstructuredSpec {
             method,

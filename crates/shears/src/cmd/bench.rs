@@ -2,13 +2,13 @@
 
 use super::print_json;
 use crate::cli::BenchArgs;
-use shears_methods::steps::model::load_or_build;
 use anyhow::Result;
 use serde::Serialize;
 use shears_core::cost::{Convention, cost};
 use shears_engine::device::device_by_name;
 use shears_engine::latency::{BenchSettings, Latency, inference_latency, training_latency};
 use shears_engine::{Executor, Optimizer, OptimizerConfig};
+use shears_methods::steps::model::load_or_build;
 
 #[derive(Serialize)]
 struct Bench {

@@ -2,14 +2,14 @@
 
 use super::print_json;
 use crate::cli::EvalArgs;
-use shears_methods::Runtime;
-use shears_methods::steps::data::load_data;
-use shears_methods::steps::eval::eval_model;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use shears_core::artifact::load_model;
 use shears_core::cost::{Convention, cost};
 use shears_core::sparsity::sparsity_report;
+use shears_methods::Runtime;
+use shears_methods::steps::data::load_data;
+use shears_methods::steps::eval::eval_model;
 
 #[derive(Serialize)]
 struct EvalResult {

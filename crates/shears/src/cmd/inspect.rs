@@ -2,12 +2,12 @@
 
 use super::{print_json, thousands};
 use crate::cli::InspectArgs;
-use shears_methods::steps::model::load_or_build;
 use anyhow::Result;
 use serde::Serialize;
 use shears_core::cost::{Convention, cost};
 use shears_core::sparsity::sparsity_report;
 use shears_core::zoo;
+use shears_methods::steps::model::load_or_build;
 use std::collections::HashMap;
 
 #[derive(Serialize)]
@@ -92,7 +92,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
         effective_sparsity: sp.effective_sparsity,
         layers,
         groups: if args.groups {
-            Some(shears_methods::steps::structured::group_infos(&model.graph)?)
+            Some(shears_methods::steps::structured::group_infos(
+                &model.graph,
+            )?)
         } else {
             None
         },

@@ -10,9 +10,9 @@ pub mod train;
 
 use crate::cli::RunOptions;
 use anyhow::Result;
+use serde::Serialize;
 use shears_methods::RunRequest;
 use shears_methods::run_dir::{Opened, RunDir, open_run as open_run_dir};
-use serde::Serialize;
 use std::path::PathBuf;
 
 /// Prints `value` as one JSON object on stdout.

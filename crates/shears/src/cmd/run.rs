@@ -28,7 +28,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(s) = args.sparsity {
         match &mut cfg.method {
             Some(section) => {
-                section.keys.insert("sparsity".into(), toml::Value::Float(s));
+                section
+                    .keys
+                    .insert("sparsity".into(), toml::Value::Float(s));
             }
             None => cfg.prune.get_or_insert_with(Default::default).sparsity = s,
         }

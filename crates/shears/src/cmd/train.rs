@@ -2,16 +2,16 @@
 
 use super::{open_run, print_json};
 use crate::cli::TrainArgs;
+use anyhow::Result;
+use serde::Serialize;
+use shears_core::artifact::save_model;
+use shears_core::cost::{Convention, cost};
 use shears_methods::Runtime;
 use shears_methods::report::version;
 use shears_methods::run_dir::run_name;
 use shears_methods::steps::data::load_configured;
 use shears_methods::steps::model::configured_model;
 use shears_methods::steps::phase::train_phase;
-use anyhow::Result;
-use serde::Serialize;
-use shears_core::artifact::save_model;
-use shears_core::cost::{Convention, cost};
 use std::time::Instant;
 
 #[derive(Serialize)]
