@@ -521,6 +521,7 @@ impl Executor {
         dynamic: Option<(&dyn DynamicGates, Option<&ExtraParams>)>,
     ) -> Tensor<2> {
         let train = mode == Mode::Train;
+        // Which nodes are gated per sample; empty (no allocation) on the plain forward pass.
         let gated: Vec<bool> = match dynamic {
             Some((g, _)) => {
                 let names = g.gated_nodes();
@@ -530,9 +531,9 @@ impl Executor {
                     .map(|n| names.contains(&n.name))
                     .collect()
             }
-            None => vec![false; self.steps.len()],
+            None => Vec::new(),
         };
-        let folded = if train || gated.iter().any(|&g| g) {
+        let folded = if train || gated.contains(&true) {
             vec![None; self.steps.len()]
         } else {
             self.folded_convs()
@@ -576,7 +577,11 @@ impl Executor {
                 })
                 .collect();
             // A dynamic gate reads the node's first input, so keep a handle to it.
-            let gate_input = if gated[i] { args[0].clone() } else { None };
+            let gate_input = if gated.get(i) == Some(&true) {
+                args[0].clone()
+            } else {
+                None
+            };
             let mut arg = |k: usize| args[k].take().expect("value computed before use");
             let out = match step {
                 Step::Conv { opts, .. } if folded[i].is_some() => {
