@@ -1,0 +1,25 @@
+//! CPU kernels for the operations that dominate CNN training and inference here: 2-D
+//! convolution (forward, input gradient, weight gradient, bias gradient) and training-mode
+//! BatchNorm (forward and backward, optionally fused with the ReLU that follows).
+//!
+//! Everything works on plain `&[f32]` slices in NCHW order, so the kernels know nothing about
+//! Burn; `shears-engine` wires them into Burn's autodiff through the backend-extension hook.
+//!
+//! Why our own: Burn's flex backend runs the convolution backward passes as generic transposed
+//! convolutions and BatchNorm as about ten composed tensor ops with layout copies; the profile
+//! showed im2col tiles that are zero-filled on every call, NCHW<->NHWC copies and fresh output
+//! allocations. Here an im2col matrix lives in a per-thread scratch buffer that is reused,
+//! outputs that are fully written are never zero-filled, work is split over images (one GEMM
+//! per image and group, no nested parallelism) and, for a single image, inside the GEMM.
+
+mod batchnorm;
+mod conv;
+mod depthwise;
+mod geometry;
+mod im2col;
+mod matmul;
+mod parallel;
+
+pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm_infer};
+pub use conv::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+pub use geometry::{ConvGeometry, Epilogue};

@@ -1,0 +1,57 @@
+//! How work is split over threads, and the per-thread scratch buffers.
+
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// A raw pointer that threads may share because each writes a disjoint range through it.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub *mut f32);
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// # Safety
+    /// The range must be in bounds and no other thread may touch it while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Runs `f(item, gemm_parallelism)` for every item in `0..n`. With at least as many items as
+/// threads, items run in parallel and each GEMM runs on its own thread; with fewer (a batch of
+/// one), items run in order and the GEMM inside splits its tiles over the threads instead.
+pub(crate) fn for_each_item(n: usize, f: impl Fn(usize, gemm::Parallelism) + Sync) {
+    let t = threads();
+    if t > 1 && n >= t {
+        (0..n).into_par_iter().for_each(|i| f(i, gemm::Parallelism::None));
+    } else {
+        let par = if t > 1 {
+            gemm::Parallelism::Rayon(t)
+        } else {
+            gemm::Parallelism::None
+        };
+        (0..n).for_each(|i| f(i, par));
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lends this thread's scratch buffer with at least `len` elements (contents unspecified: every
+/// user writes what it reads). The buffer grows to the largest request and is reused, so a
+/// training step allocates no im2col memory after the first.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
+}

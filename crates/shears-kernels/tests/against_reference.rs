@@ -1,0 +1,233 @@
+//! Every kernel against a direct, obviously-correct loop nest in f64, over random geometries:
+//! stride, padding, dilation, groups (depthwise included), kernels 1/3/5 and odd sizes.
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shears_kernels::*;
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Visits every (n, co, oh, ow, ci, ki, kj) term of the convolution with its input index.
+fn each_term(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
+    let (cig, cog) = (g.in_channels / g.groups, g.out_channels / g.groups);
+    let (oh_n, ow_n) = (g.out_h(), g.out_w());
+    for n in 0..g.batch {
+        for co in 0..g.out_channels {
+            let grp = co / cog;
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let out = ((n * g.out_channels + co) * oh_n + oh) * ow_n + ow;
+                    for ci in 0..cig {
+                        for ki in 0..g.kernel[0] {
+                            for kj in 0..g.kernel[1] {
+                                let ih = (oh * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
+                                let iw = (ow * g.stride[1] + kj * g.dilation[1]) as isize - g.padding[1] as isize;
+                                if ih < 0 || iw < 0 || ih >= g.in_h as isize || iw >= g.in_w as isize {
+                                    continue;
+                                }
+                                let c = grp * cig + ci;
+                                let inp = ((n * g.in_channels + c) * g.in_h + ih as usize) * g.in_w + iw as usize;
+                                let w = ((co * cig + ci) * g.kernel[0] + ki) * g.kernel[1] + kj;
+                                f(out, inp, w);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn close(got: &[f32], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (*g as f64 - w).abs();
+        assert!(err <= 1e-4 * scale, "{what}[{i}]: got {g}, want {w} (scale {scale})");
+    }
+}
+
+fn geometry() -> impl Strategy<Value = ConvGeometry> {
+    (
+        1usize..4,
+        prop::sample::select(vec![1usize, 2, 3, 4]),
+        1usize..4,
+        prop::sample::select(vec![1usize, 2, 4]),
+        prop::sample::select(vec![1usize, 3, 5]),
+        1usize..3,
+        0usize..3,
+        1usize..3,
+        5usize..12,
+        5usize..12,
+        any::<bool>(),
+    )
+        .prop_map(|(batch, groups, per_in, per_out, k, stride, pad, dil, h, w, depthwise)| {
+            let (groups, in_c, out_c) = if depthwise {
+                (groups * 2, groups * 2, groups * 2)
+            } else {
+                (groups, groups * per_in, groups * per_out)
+            };
+            ConvGeometry {
+                batch,
+                in_channels: in_c,
+                in_h: h + (k - 1) * dil,
+                in_w: w + (k - 1) * dil,
+                out_channels: out_c,
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [pad, pad],
+                dilation: [dil, dil],
+                groups,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn convolution_forward_and_gradients_match_the_loop_nest(g in geometry(), seed in 0u64..1000) {
+        let x = random(g.input_len(), seed);
+        let w = random(g.weight_len(), seed + 1);
+        let b = random(g.out_channels, seed + 2);
+        let dy = random(g.output_len(), seed + 3);
+
+        let mut want_y = vec![0.0f64; g.output_len()];
+        let mut want_dx = vec![0.0f64; g.input_len()];
+        let mut want_dw = vec![0.0f64; g.weight_len()];
+        each_term(&g, |o, i, k| {
+            want_y[o] += x[i] as f64 * w[k] as f64;
+            want_dx[i] += dy[o] as f64 * w[k] as f64;
+            want_dw[k] += dy[o] as f64 * x[i] as f64;
+        });
+        let pixels = g.out_pixels();
+        let mut want_db = vec![0.0f64; g.out_channels];
+        for (o, v) in dy.iter().enumerate() {
+            want_db[(o / pixels) % g.out_channels] += *v as f64;
+        }
+
+        let mut y = vec![f32::NAN; g.output_len()];
+        conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y);
+        close(&y, &want_y, "forward");
+
+        let mut dx = vec![f32::NAN; g.input_len()];
+        conv2d_backward_input(&g, &dy, &w, &mut dx);
+        close(&dx, &want_dx, "input gradient");
+
+        let mut dw = vec![f32::NAN; g.weight_len()];
+        conv2d_backward_weight(&g, &x, &dy, &mut dw);
+        close(&dw, &want_dw, "weight gradient");
+
+        let mut db = vec![f32::NAN; g.out_channels];
+        conv2d_backward_bias(&g, &dy, &mut db);
+        close(&db, &want_db, "bias gradient");
+
+        // The fused epilogue: bias, residual, ReLU.
+        let res = random(g.output_len(), seed + 4);
+        let want_fused: Vec<f64> = want_y
+            .iter()
+            .enumerate()
+            .map(|(o, v)| (v + b[(o / pixels) % g.out_channels] as f64 + res[o] as f64).max(0.0))
+            .collect();
+        let epilogue = Epilogue { bias: Some(&b), residual: Some(&res), relu: true };
+        conv2d_forward(&g, &x, &w, epilogue, &mut y);
+        close(&y, &want_fused, "forward with epilogue");
+    }
+
+    #[test]
+    fn batch_norm_matches_the_formula(
+        batch in 1usize..5, channels in 1usize..6, spatial in 1usize..40, relu in any::<bool>(), seed in 0u64..1000
+    ) {
+        prop_assume!(batch * spatial > 1);
+        let shape = BnShape { batch, channels, spatial };
+        let len = batch * channels * spatial;
+        let x: Vec<f32> = random(len, seed).iter().map(|v| v * 3.0 + 0.5).collect();
+        let gamma = random(channels, seed + 1);
+        let beta = random(channels, seed + 2);
+        let dy = random(len, seed + 3);
+        let eps = 1e-5f32;
+        let m = (batch * spatial) as f64;
+        let idx = |n: usize, c: usize, s: usize| (n * channels + c) * spatial + s;
+
+        let (mut want_y, mut want_dx) = (vec![0.0f64; len], vec![0.0f64; len]);
+        let (mut want_mean, mut want_var) = (vec![0.0f64; channels], vec![0.0f64; channels]);
+        let (mut want_dg, mut want_db) = (vec![0.0f64; channels], vec![0.0f64; channels]);
+        for c in 0..channels {
+            let vals: Vec<(usize, f64)> = (0..batch)
+                .flat_map(|n| (0..spatial).map(move |s| idx(n, c, s)))
+                .map(|i| (i, x[i] as f64))
+                .collect();
+            let mu = vals.iter().map(|v| v.1).sum::<f64>() / m;
+            let var = vals.iter().map(|v| (v.1 - mu).powi(2)).sum::<f64>() / m;
+            let inv = 1.0 / (var + eps as f64).sqrt();
+            want_mean[c] = mu;
+            want_var[c] = var;
+            let mut g = vec![0.0f64; len];
+            for &(i, v) in &vals {
+                let pre = gamma[c] as f64 * (v - mu) * inv + beta[c] as f64;
+                want_y[i] = if relu { pre.max(0.0) } else { pre };
+                g[i] = if relu && pre <= 0.0 { 0.0 } else { dy[i] as f64 };
+            }
+            let sum_g: f64 = vals.iter().map(|v| g[v.0]).sum();
+            let sum_gx: f64 = vals.iter().map(|v| g[v.0] * (v.1 - mu) * inv).sum();
+            want_db[c] = sum_g;
+            want_dg[c] = sum_gx;
+            for &(i, v) in &vals {
+                let x_hat = (v - mu) * inv;
+                want_dx[i] = gamma[c] as f64 * inv * (g[i] - sum_g / m - x_hat * sum_gx / m);
+            }
+        }
+
+        let mut y = vec![f32::NAN; len];
+        let (mut mean, mut var) = (vec![0.0; channels], vec![0.0; channels]);
+        batch_norm_forward(shape, &x, &gamma, &beta, eps, relu, &mut y, &mut mean, &mut var);
+        close(&y, &want_y, "bn output");
+        close(&mean, &want_mean, "bn mean");
+        close(&var, &want_var, "bn variance");
+
+        let mut dx = vec![f32::NAN; len];
+        let (mut dg, mut db) = (vec![0.0; channels], vec![0.0; channels]);
+        batch_norm_backward(shape, &dy, &x, &gamma, &beta, &mean, &var, eps, relu, Some(&mut dx), &mut dg, &mut db);
+        close(&dx, &want_dx, "bn input gradient");
+        close(&dg, &want_dg, "bn gamma gradient");
+        close(&db, &want_db, "bn beta gradient");
+
+        let mut yi = vec![f32::NAN; len];
+        batch_norm_infer(shape, &x, &gamma, &beta, &mean, &var, eps, relu, &mut yi);
+        close(&yi, &want_y, "bn inference with the batch statistics");
+    }
+}
+
+/// The single-image path splits the GEMM instead of the batch; both must agree.
+#[test]
+fn one_image_and_many_threads_agree_with_one_thread() {
+    let g = ConvGeometry {
+        batch: 1,
+        in_channels: 16,
+        in_h: 17,
+        in_w: 15,
+        out_channels: 32,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let x = random(g.input_len(), 7);
+    let w = random(g.weight_len(), 8);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut y = vec![0.0; g.output_len()];
+            conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y);
+            y
+        })
+    };
+    let (a, b) = (run(1), run(2));
+    let want: Vec<f64> = a.iter().map(|v| *v as f64).collect();
+    close(&b, &want, "two threads against one");
+}
