@@ -8,6 +8,7 @@
 //! penalties) simple tensors we can save as safetensors and edit by name.
 
 use crate::error::{EngineError, Result};
+use crate::fast_ops;
 use crate::hooks::{DynamicGates, ExtraParams};
 use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, linear, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
@@ -160,10 +161,42 @@ pub struct Executor {
     param_index: HashMap<String, usize>,
     /// Conv step → the BatchNorm step that alone reads its output: folded together at inference.
     fold_into: Vec<Option<usize>>,
+    /// BatchNorm step → the ReLU step that alone reads its output: fused into one kernel.
+    relu_after: Vec<Option<usize>>,
     /// Folded conv weights and biases for inference; dropped whenever a parameter changes.
     folded: Option<Vec<Option<(Tensor<4>, Tensor<1>)>>>,
     /// Replaces every BatchNorm's running-statistics momentum while set (precise statistics).
     bn_momentum: Option<f64>,
+}
+
+/// A training BatchNorm's output and batch statistics, from either implementation.
+struct BnResult<const D: usize> {
+    output: Tensor<D>,
+    mean: Tensor<1>,
+    variance: Tensor<1>,
+}
+
+/// The kernels' description of a convolution on input `x`, or `None` when they cannot run it
+/// (asymmetric padding, which graphs from ONNX may have): Burn's op runs it then.
+fn conv_geometry(
+    x: &Tensor<4>,
+    shape: &[usize; 4],
+    opts: &ConvOptions<2>,
+) -> Option<shears_kernels::ConvGeometry> {
+    let [batch, in_channels, in_h, in_w] = x.dims();
+    let [(t, b), (l, r)] = opts.padding;
+    (t == b && l == r).then_some(shears_kernels::ConvGeometry {
+        batch,
+        in_channels,
+        in_h,
+        in_w,
+        out_channels: shape[0],
+        kernel: [shape[2], shape[3]],
+        stride: opts.stride,
+        padding: [t, l],
+        dilation: opts.dilation,
+        groups: opts.groups,
+    })
 }
 
 fn tensor_from(values: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -340,6 +373,25 @@ impl Executor {
                 }
             }
         }
+        // A ReLU whose only input is a BatchNorm that nothing else reads.
+        let mut readers = vec![0usize; graph.nodes.len() + 1];
+        for ins in &inputs {
+            for &s in ins {
+                readers[s] += 1;
+            }
+        }
+        let mut relu_after = vec![None; steps.len()];
+        for (k, step) in steps.iter().enumerate() {
+            let src = inputs[k][0];
+            if matches!(step, Step::Relu)
+                && src > 0
+                && matches!(steps[src - 1], Step::Bn { .. })
+                && readers[src] == 1
+                && src != output_slot
+            {
+                relu_after[src - 1] = Some(k);
+            }
+        }
         let mut exec = Executor {
             graph: graph.clone(),
             steps,
@@ -355,6 +407,7 @@ impl Executor {
             gates: vec![None; graph.nodes.len()],
             param_index,
             fold_into,
+            relu_after,
             folded: None,
             bn_momentum: None,
         };
@@ -558,6 +611,17 @@ impl Executor {
                 _ => params[i].clone(),
             }
         };
+        // Our kernels on flex devices; a BatchNorm fuses the ReLU after it unless a gate sits
+        // between them.
+        let fast = fast_ops::enabled_on(&self.device);
+        let fuse_relu: Vec<bool> = (0..self.steps.len())
+            .map(|j| {
+                fast && self.relu_after[j].is_some()
+                    && self.gates[j].is_none()
+                    && gated.get(j) != Some(&true)
+            })
+            .collect();
+        let mut relu_fused = vec![false; self.steps.len()];
         let mut bn_folded = vec![false; self.steps.len()];
         let mut slots: Vec<Option<Value>> = vec![None; self.steps.len() + 1];
         slots[0] = Some(x);
@@ -584,18 +648,40 @@ impl Executor {
             };
             let mut arg = |k: usize| args[k].take().expect("value computed before use");
             let out = match step {
-                Step::Conv { opts, .. } if folded[i].is_some() => {
+                Step::Conv { opts, shape, .. } if folded[i].is_some() => {
                     let (weight, bias) = folded[i].clone().expect("checked");
-                    if let Some(j) = self.fold_into[i] {
-                        bn_folded[j] = true;
+                    let j = self.fold_into[i].expect("a folded conv has its BatchNorm");
+                    bn_folded[j] = true;
+                    let x = arg(0).map(name);
+                    match conv_geometry(&x, shape, opts).filter(|_| fast) {
+                        Some(geometry) => {
+                            let relu = fuse_relu[j];
+                            if relu {
+                                relu_fused[self.relu_after[j].expect("checked")] = true;
+                            }
+                            Value::Map(fast_ops::conv2d_fused(
+                                x, weight, bias, None, geometry, relu,
+                            ))
+                        }
+                        None => Value::Map(conv2d(x, weight, Some(bias), opts.clone())),
                     }
-                    Value::Map(conv2d(arg(0).map(name), weight, Some(bias), opts.clone()))
                 }
                 Step::Bn { .. } if bn_folded[i] => arg(0),
+                Step::Relu if relu_fused[i] => arg(0),
                 Step::Conv { w, b, shape, opts } => {
                     let weight = masked(*w).reshape(*shape);
                     let bias = b.map(|b| params[b].clone());
-                    Value::Map(conv2d(arg(0).map(name), weight, bias, opts.clone()))
+                    let x = arg(0).map(name);
+                    match conv_geometry(&x, shape, opts).filter(|_| fast) {
+                        Some(geometry) => {
+                            let y = fast_ops::conv2d(x, weight, geometry);
+                            Value::Map(match bias {
+                                Some(b) => y + b.reshape([1, shape[0], 1, 1]),
+                                None => y,
+                            })
+                        }
+                        None => Value::Map(conv2d(x, weight, bias, opts.clone())),
+                    }
                 }
                 Step::Linear {
                     w,
@@ -625,9 +711,24 @@ impl Executor {
                     let x = arg(0);
                     if train {
                         let numel: usize = x.dims().iter().product();
+                        let relu = fuse_relu[i];
+                        if relu {
+                            relu_fused[self.relu_after[i].expect("checked")] = true;
+                        }
                         macro_rules! bn_train {
-                            ($t:expr, $ctor:path) => {{
-                                let r = batch_norm_train($t, g, bt, *eps);
+                            ($t:expr, $ctor:path, $fast:path) => {{
+                                let r = if fast {
+                                    let r = $fast($t, g, bt, *eps, relu);
+                                    (r.output, r.mean, r.variance)
+                                } else {
+                                    let r = batch_norm_train($t, g, bt, *eps);
+                                    (r.output, r.mean, r.variance)
+                                };
+                                let r = BnResult {
+                                    output: r.0,
+                                    mean: r.1,
+                                    variance: r.2,
+                                };
                                 let n: usize = numel / r.mean.dims()[0];
                                 // Running variance is the unbiased estimate, as in PyTorch.
                                 let unbias = if n > 1 {
@@ -645,8 +746,12 @@ impl Executor {
                             }};
                         }
                         match x {
-                            Value::Map(t) => bn_train!(t, Value::Map),
-                            Value::Flat(t) => bn_train!(t, Value::Flat),
+                            Value::Map(t) => {
+                                bn_train!(t, Value::Map, fast_ops::batch_norm_train_map)
+                            }
+                            Value::Flat(t) => {
+                                bn_train!(t, Value::Flat, fast_ops::batch_norm_train_flat)
+                            }
                         }
                     } else {
                         match x {

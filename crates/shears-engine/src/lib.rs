@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod executor;
+pub mod fast_ops;
 pub mod hooks;
 pub mod latency;
 pub mod optim;

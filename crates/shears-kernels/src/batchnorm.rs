@@ -3,7 +3,7 @@
 //! over channels; each channel's statistics are accumulated per row in f32 and across rows in
 //! f64, so a 64×32×32 channel loses no precision against a two-pass f64 reference.
 
-use crate::parallel::SharedMut;
+use crate::parallel::{SharedMut, rectify};
 use rayon::prelude::*;
 
 /// The layout of a BatchNorm input: `batch` rows of `channels` planes of `spatial` values.
@@ -27,7 +27,10 @@ impl BnShape {
         start..start + self.spatial
     }
     fn check(&self, what: &str, got: usize, want: usize) {
-        assert_eq!(got, want, "batch_norm: {what} has {got} values, {self:?} needs {want}");
+        assert_eq!(
+            got, want,
+            "batch_norm: {what} has {got} values, {self:?} needs {want}"
+        );
     }
 }
 
@@ -47,34 +50,47 @@ pub fn batch_norm_forward(
 ) {
     shape.check("input", x.len(), shape.len());
     shape.check("output", y.len(), shape.len());
-    for (what, v) in [("gamma", gamma.len()), ("beta", beta.len()), ("mean", mean.len()), ("var", var.len())] {
+    for (what, v) in [
+        ("gamma", gamma.len()),
+        ("beta", beta.len()),
+        ("mean", mean.len()),
+        ("var", var.len()),
+    ] {
         shape.check(what, v, shape.channels);
     }
-    assert!(shape.count() > 0, "batch_norm: no values per channel in {shape:?}");
+    assert!(
+        shape.count() > 0,
+        "batch_norm: no values per channel in {shape:?}"
+    );
     let out = SharedMut(y.as_mut_ptr());
     let inv_count = 1.0 / shape.count() as f64;
-    mean.par_iter_mut().zip(var.par_iter_mut()).enumerate().for_each(|(c, (m, v))| {
-        let mut sum = 0.0f64;
-        for n in 0..shape.batch {
-            sum += x[shape.plane(n, c)].iter().sum::<f32>() as f64;
-        }
-        let mu = (sum * inv_count) as f32;
-        let mut sq = 0.0f64;
-        for n in 0..shape.batch {
-            sq += x[shape.plane(n, c)].iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() as f64;
-        }
-        let sigma2 = (sq * inv_count) as f32;
-        let scale = gamma[c] / (sigma2 + eps).sqrt();
-        let shift = beta[c] - mu * scale;
-        for n in 0..shape.batch {
-            let r = shape.plane(n, c);
-            // SAFETY: channel c writes only its own planes.
-            let dst = unsafe { out.slice(r.start, shape.spatial) };
-            affine(&x[r], scale, shift, relu, dst);
-        }
-        *m = mu;
-        *v = sigma2;
-    });
+    mean.par_iter_mut()
+        .zip(var.par_iter_mut())
+        .enumerate()
+        .for_each(|(c, (m, v))| {
+            let mut sum = 0.0f64;
+            for n in 0..shape.batch {
+                sum += x[shape.plane(n, c)].iter().sum::<f32>() as f64;
+            }
+            let mu = (sum * inv_count) as f32;
+            let mut sq = 0.0f64;
+            for n in 0..shape.batch {
+                sq += x[shape.plane(n, c)]
+                    .iter()
+                    .map(|v| (v - mu) * (v - mu))
+                    .sum::<f32>() as f64;
+            }
+            let sigma2 = (sq * inv_count) as f32;
+            let scale = gamma[c] / (sigma2 + eps).sqrt();
+            for n in 0..shape.batch {
+                let r = shape.plane(n, c);
+                // SAFETY: channel c writes only its own planes.
+                let dst = unsafe { out.slice(r.start, shape.spatial) };
+                affine(&x[r], mu, scale, beta[c], relu, dst);
+            }
+            *m = mu;
+            *v = sigma2;
+        });
 }
 
 /// Inference-mode BatchNorm with given statistics (running mean and variance), ReLU if `relu`.
@@ -95,21 +111,26 @@ pub fn batch_norm_infer(
     let out = SharedMut(y.as_mut_ptr());
     (0..shape.channels).into_par_iter().for_each(|c| {
         let scale = gamma[c] / (var[c] + eps).sqrt();
-        let shift = beta[c] - mean[c] * scale;
         for n in 0..shape.batch {
             let r = shape.plane(n, c);
             // SAFETY: channel c writes only its own planes.
             let dst = unsafe { out.slice(r.start, shape.spatial) };
-            affine(&x[r], scale, shift, relu, dst);
+            affine(&x[r], mean[c], scale, beta[c], relu, dst);
         }
     });
 }
 
-fn affine(src: &[f32], scale: f32, shift: f32, relu: bool, dst: &mut [f32]) {
+/// `(x − μ)·scale + β`, in this order as in PyTorch and Burn: a constant channel (a dead one,
+/// x = μ everywhere) then gives exactly β, so the ReLU mask at zero agrees with theirs.
+fn affine(src: &[f32], mu: f32, scale: f32, beta: f32, relu: bool, dst: &mut [f32]) {
     if relu {
-        dst.iter_mut().zip(src).for_each(|(d, s)| *d = (s * scale + shift).max(0.0));
+        dst.iter_mut()
+            .zip(src)
+            .for_each(|(d, s)| *d = rectify((s - mu) * scale + beta));
     } else {
-        dst.iter_mut().zip(src).for_each(|(d, s)| *d = s * scale + shift);
+        dst.iter_mut()
+            .zip(src)
+            .for_each(|(d, s)| *d = (s - mu) * scale + beta);
     }
 }
 
@@ -139,42 +160,46 @@ pub fn batch_norm_backward(
         SharedMut(d.as_mut_ptr())
     });
     let m = shape.count() as f32;
-    dgamma.par_iter_mut().zip(dbeta.par_iter_mut()).enumerate().for_each(|(c, (dg, db))| {
-        let inv_std = 1.0 / (var[c] + eps).sqrt();
-        let mu = mean[c];
-        // The ReLU passed the gradient where its input, the BN output, was positive.
-        let (scale, shift) = (gamma[c] * inv_std, beta[c] - mu * gamma[c] * inv_std);
-        let gate = |xv: f32| !relu || xv * scale + shift > 0.0;
-        let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
-        for n in 0..shape.batch {
-            let r = shape.plane(n, c);
-            let (mut s, mut sx) = (0.0f32, 0.0f32);
-            for (g, xv) in dy[r.clone()].iter().zip(&x[r]) {
-                if gate(*xv) {
-                    s += g;
-                    sx += g * (xv - mu);
-                }
-            }
-            sum_g += s as f64;
-            sum_gx += sx as f64;
-        }
-        let sum_gx_hat = sum_gx as f32 * inv_std;
-        *db = sum_g as f32;
-        *dg = sum_gx_hat;
-        if let Some(ptr) = dx_ptr {
-            let k = gamma[c] * inv_std;
-            let mean_g = sum_g as f32 / m;
-            let mean_gx = sum_gx_hat / m;
+    dgamma
+        .par_iter_mut()
+        .zip(dbeta.par_iter_mut())
+        .enumerate()
+        .for_each(|(c, (dg, db))| {
+            let inv_std = 1.0 / (var[c] + eps).sqrt();
+            let mu = mean[c];
+            // The ReLU passed the gradient where its input, the BN output, was positive.
+            let scale = gamma[c] * inv_std;
+            let gate = |xv: f32| !relu || (xv - mu) * scale + beta[c] > 0.0;
+            let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
             for n in 0..shape.batch {
                 let r = shape.plane(n, c);
-                // SAFETY: channel c writes only its own planes.
-                let dst = unsafe { ptr.slice(r.start, shape.spatial) };
-                for ((d, g), xv) in dst.iter_mut().zip(&dy[r.clone()]).zip(&x[r.clone()]) {
-                    let g = if gate(*xv) { *g } else { 0.0 };
-                    let x_hat = (xv - mu) * inv_std;
-                    *d = k * (g - mean_g - x_hat * mean_gx);
+                let (mut s, mut sx) = (0.0f32, 0.0f32);
+                for (g, xv) in dy[r.clone()].iter().zip(&x[r]) {
+                    if gate(*xv) {
+                        s += g;
+                        sx += g * (xv - mu);
+                    }
+                }
+                sum_g += s as f64;
+                sum_gx += sx as f64;
+            }
+            let sum_gx_hat = sum_gx as f32 * inv_std;
+            *db = sum_g as f32;
+            *dg = sum_gx_hat;
+            if let Some(ptr) = dx_ptr {
+                let k = gamma[c] * inv_std;
+                let mean_g = sum_g as f32 / m;
+                let mean_gx = sum_gx_hat / m;
+                for n in 0..shape.batch {
+                    let r = shape.plane(n, c);
+                    // SAFETY: channel c writes only its own planes.
+                    let dst = unsafe { ptr.slice(r.start, shape.spatial) };
+                    for ((d, g), xv) in dst.iter_mut().zip(&dy[r.clone()]).zip(&x[r.clone()]) {
+                        let g = if gate(*xv) { *g } else { 0.0 };
+                        let x_hat = (xv - mu) * inv_std;
+                        *d = k * (g - mean_g - x_hat * mean_gx);
+                    }
                 }
             }
-        }
-    });
+        });
 }

@@ -9,11 +9,14 @@ use crate::depthwise;
 use crate::geometry::{ConvGeometry, Epilogue};
 use crate::im2col::{col2im_add, im2col};
 use crate::matmul::{View, matmul};
-use crate::parallel::{SharedMut, for_each_item, threads, with_scratch};
+use crate::parallel::{SharedMut, for_each_item, rectify, threads, with_scratch};
 use rayon::prelude::*;
 
 fn check_len(what: &str, got: usize, want: usize) {
-    assert_eq!(got, want, "conv2d: {what} has {got} values, the geometry needs {want}");
+    assert_eq!(
+        got, want,
+        "conv2d: {what} has {got} values, the geometry needs {want}"
+    );
 }
 
 /// `output = conv(input, weight)`, then the epilogue (bias, residual, ReLU) on every value.
@@ -52,11 +55,31 @@ pub fn conv2d_forward(
             let y_g = &mut y[grp * cog * pixels..(grp + 1) * cog * pixels];
             if g.is_pointwise() {
                 let x_g = &image[grp * rows * pixels..(grp + 1) * rows * pixels];
-                matmul(cog, pixels, rows, w, View::rows(x_g, pixels), y_g, pixels, false, par);
+                matmul(
+                    cog,
+                    pixels,
+                    rows,
+                    w,
+                    View::rows(x_g, pixels),
+                    y_g,
+                    pixels,
+                    false,
+                    par,
+                );
             } else {
                 with_scratch(rows * pixels, |col| {
                     im2col(g, image, grp * g.in_per_group(), col);
-                    matmul(cog, pixels, rows, w, View::rows(col, pixels), y_g, pixels, false, par);
+                    matmul(
+                        cog,
+                        pixels,
+                        rows,
+                        w,
+                        View::rows(col, pixels),
+                        y_g,
+                        pixels,
+                        false,
+                        par,
+                    );
                 });
             }
         }
@@ -89,12 +112,15 @@ fn epilogue_image(g: &ConvGeometry, e: Epilogue, n: usize, y: &mut [f32]) {
             Some(r) => {
                 let r = &r[c * pixels..(c + 1) * pixels];
                 if e.relu {
-                    plane.iter_mut().zip(r).for_each(|(v, r)| *v = (*v + b + r).max(0.0));
+                    plane
+                        .iter_mut()
+                        .zip(r)
+                        .for_each(|(v, r)| *v = rectify(*v + b + r));
                 } else {
                     plane.iter_mut().zip(r).for_each(|(v, r)| *v += b + r);
                 }
             }
-            None if e.relu => plane.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+            None if e.relu => plane.iter_mut().for_each(|v| *v = rectify(*v + b)),
             None => plane.iter_mut().for_each(|v| *v += b),
         }
     }
@@ -178,12 +204,25 @@ pub fn conv2d_backward_weight(
                 let dy_g = View::rows(&dy[grp * cog * pixels..(grp + 1) * cog * pixels], pixels);
                 let dw_g = &mut dw[grp * cog * rows..(grp + 1) * cog * rows];
                 if g.is_pointwise() {
-                    let x_t = View::transposed(&x[grp * rows * pixels..(grp + 1) * rows * pixels], pixels);
+                    let x_t = View::transposed(
+                        &x[grp * rows * pixels..(grp + 1) * rows * pixels],
+                        pixels,
+                    );
                     matmul(cog, rows, pixels, dy_g, x_t, dw_g, rows, k > 0, par);
                 } else {
                     with_scratch(rows * pixels, |col| {
                         im2col(g, x, grp * g.in_per_group(), col);
-                        matmul(cog, rows, pixels, dy_g, View::transposed(col, pixels), dw_g, rows, k > 0, par);
+                        matmul(
+                            cog,
+                            rows,
+                            pixels,
+                            dy_g,
+                            View::transposed(col, pixels),
+                            dw_g,
+                            rows,
+                            k > 0,
+                            par,
+                        );
                     });
                 }
             }

@@ -31,60 +31,89 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let (ow_n, sw) = (g.out_w(), g.stride[1]);
     let (ip, op) = (g.in_pixels(), g.out_pixels());
-    output.par_chunks_mut(op).enumerate().for_each(|(plane, y)| {
-        let c = plane % g.in_channels;
-        let x = &input[plane * ip..(plane + 1) * ip];
-        let w = &weight[c * kh * kw..(c + 1) * kh * kw];
-        y.fill(0.0);
-        for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
-            for ki in 0..kh {
-                let Some(ih) = tap_row(g, oh, ki) else { continue };
-                let x_row = &x[ih * g.in_w..(ih + 1) * g.in_w];
-                for kj in 0..kw {
-                    let wv = w[ki * kw + kj];
-                    let (first, end, iw0) = tap_columns(g, kj);
-                    let out = &mut y_row[first..end];
-                    if sw == 1 {
-                        let len = out.len();
-                        out.iter_mut().zip(&x_row[iw0..iw0 + len]).for_each(|(o, x)| *o += wv * x);
-                    } else {
-                        out.iter_mut().enumerate().for_each(|(k, o)| *o += wv * x_row[iw0 + k * sw]);
+    output
+        .par_chunks_mut(op)
+        .enumerate()
+        .for_each(|(plane, y)| {
+            let c = plane % g.in_channels;
+            let x = &input[plane * ip..(plane + 1) * ip];
+            let w = &weight[c * kh * kw..(c + 1) * kh * kw];
+            y.fill(0.0);
+            for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
+                for ki in 0..kh {
+                    let Some(ih) = tap_row(g, oh, ki) else {
+                        continue;
+                    };
+                    let x_row = &x[ih * g.in_w..(ih + 1) * g.in_w];
+                    for kj in 0..kw {
+                        let wv = w[ki * kw + kj];
+                        let (first, end, iw0) = tap_columns(g, kj);
+                        let out = &mut y_row[first..end];
+                        if sw == 1 {
+                            let len = out.len();
+                            out.iter_mut()
+                                .zip(&x_row[iw0..iw0 + len])
+                                .for_each(|(o, x)| *o += wv * x);
+                        } else {
+                            out.iter_mut()
+                                .enumerate()
+                                .for_each(|(k, o)| *o += wv * x_row[iw0 + k * sw]);
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
-pub(crate) fn backward_input(g: &ConvGeometry, grad_output: &[f32], weight: &[f32], grad_input: &mut [f32]) {
+pub(crate) fn backward_input(
+    g: &ConvGeometry,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let (ow_n, sw) = (g.out_w(), g.stride[1]);
     let (ip, op) = (g.in_pixels(), g.out_pixels());
-    grad_input.par_chunks_mut(ip).enumerate().for_each(|(plane, dx)| {
-        let c = plane % g.in_channels;
-        let dy = &grad_output[plane * op..(plane + 1) * op];
-        let w = &weight[c * kh * kw..(c + 1) * kh * kw];
-        dx.fill(0.0);
-        for (oh, dy_row) in dy.chunks(ow_n).enumerate() {
-            for ki in 0..kh {
-                let Some(ih) = tap_row(g, oh, ki) else { continue };
-                let dx_row = &mut dx[ih * g.in_w..(ih + 1) * g.in_w];
-                for kj in 0..kw {
-                    let wv = w[ki * kw + kj];
-                    let (first, end, iw0) = tap_columns(g, kj);
-                    let src = &dy_row[first..end];
-                    if sw == 1 {
-                        dx_row[iw0..iw0 + src.len()].iter_mut().zip(src).for_each(|(d, v)| *d += wv * v);
-                    } else {
-                        src.iter().enumerate().for_each(|(k, v)| dx_row[iw0 + k * sw] += wv * v);
+    grad_input
+        .par_chunks_mut(ip)
+        .enumerate()
+        .for_each(|(plane, dx)| {
+            let c = plane % g.in_channels;
+            let dy = &grad_output[plane * op..(plane + 1) * op];
+            let w = &weight[c * kh * kw..(c + 1) * kh * kw];
+            dx.fill(0.0);
+            for (oh, dy_row) in dy.chunks(ow_n).enumerate() {
+                for ki in 0..kh {
+                    let Some(ih) = tap_row(g, oh, ki) else {
+                        continue;
+                    };
+                    let dx_row = &mut dx[ih * g.in_w..(ih + 1) * g.in_w];
+                    for kj in 0..kw {
+                        let wv = w[ki * kw + kj];
+                        let (first, end, iw0) = tap_columns(g, kj);
+                        let src = &dy_row[first..end];
+                        if sw == 1 {
+                            dx_row[iw0..iw0 + src.len()]
+                                .iter_mut()
+                                .zip(src)
+                                .for_each(|(d, v)| *d += wv * v);
+                        } else {
+                            src.iter()
+                                .enumerate()
+                                .for_each(|(k, v)| dx_row[iw0 + k * sw] += wv * v);
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
-pub(crate) fn backward_weight(g: &ConvGeometry, input: &[f32], grad_output: &[f32], grad_weight: &mut [f32]) {
+pub(crate) fn backward_weight(
+    g: &ConvGeometry,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let (ow_n, sw) = (g.out_w(), g.stride[1]);
     let (ip, op) = (g.in_pixels(), g.out_pixels());
@@ -99,15 +128,23 @@ pub(crate) fn backward_weight(g: &ConvGeometry, input: &[f32], grad_output: &[f3
             let dy = &grad_output[plane * op..(plane + 1) * op];
             for (oh, dy_row) in dy.chunks(ow_n).enumerate() {
                 for ki in 0..kh {
-                    let Some(ih) = tap_row(g, oh, ki) else { continue };
+                    let Some(ih) = tap_row(g, oh, ki) else {
+                        continue;
+                    };
                     let x_row = &x[ih * g.in_w..(ih + 1) * g.in_w];
                     for kj in 0..kw {
                         let (first, end, iw0) = tap_columns(g, kj);
                         let src = &dy_row[first..end];
                         let s: f32 = if sw == 1 {
-                            src.iter().zip(&x_row[iw0..iw0 + src.len()]).map(|(a, b)| a * b).sum()
+                            src.iter()
+                                .zip(&x_row[iw0..iw0 + src.len()])
+                                .map(|(a, b)| a * b)
+                                .sum()
                         } else {
-                            src.iter().enumerate().map(|(k, v)| v * x_row[iw0 + k * sw]).sum()
+                            src.iter()
+                                .enumerate()
+                                .map(|(k, v)| v * x_row[iw0 + k * sw])
+                                .sum()
                         };
                         acc[ki * kw + kj] += s as f64;
                     }

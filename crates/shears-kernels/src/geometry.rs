@@ -29,10 +29,22 @@ pub struct Epilogue<'a> {
 
 impl ConvGeometry {
     pub fn out_h(&self) -> usize {
-        out_size(self.in_h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0])
+        out_size(
+            self.in_h,
+            self.kernel[0],
+            self.stride[0],
+            self.padding[0],
+            self.dilation[0],
+        )
     }
     pub fn out_w(&self) -> usize {
-        out_size(self.in_w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1])
+        out_size(
+            self.in_w,
+            self.kernel[1],
+            self.stride[1],
+            self.padding[1],
+            self.dilation[1],
+        )
     }
     /// Input channels per group.
     pub fn in_per_group(&self) -> usize {

@@ -21,5 +21,7 @@ mod matmul;
 mod parallel;
 
 pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm_infer};
-pub use conv::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+pub use conv::{
+    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+};
 pub use geometry::{ConvGeometry, Epilogue};

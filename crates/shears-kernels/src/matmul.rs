@@ -11,11 +11,19 @@ pub(crate) struct View<'a> {
 impl<'a> View<'a> {
     /// A row-major `rows × cols` matrix.
     pub fn rows(data: &'a [f32], cols: usize) -> View<'a> {
-        View { data, row_stride: cols, col_stride: 1 }
+        View {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn transposed(data: &'a [f32], cols: usize) -> View<'a> {
-        View { data, row_stride: 1, col_stride: cols }
+        View {
+            data,
+            row_stride: 1,
+            col_stride: cols,
+        }
     }
     fn last_index(&self, rows: usize, cols: usize) -> usize {
         (rows - 1) * self.row_stride + (cols - 1) * self.col_stride
@@ -45,9 +53,18 @@ pub(crate) fn matmul(
         }
         return;
     }
-    assert!(a.last_index(m, k) < a.data.len(), "matmul: lhs view out of bounds");
-    assert!(b.last_index(k, n) < b.data.len(), "matmul: rhs view out of bounds");
-    assert!((m - 1) * ldo + n <= out.len(), "matmul: output view out of bounds");
+    assert!(
+        a.last_index(m, k) < a.data.len(),
+        "matmul: lhs view out of bounds"
+    );
+    assert!(
+        b.last_index(k, n) < b.data.len(),
+        "matmul: rhs view out of bounds"
+    );
+    assert!(
+        (m - 1) * ldo + n <= out.len(),
+        "matmul: output view out of bounds"
+    );
     // SAFETY: the three asserts above keep every index gemm touches inside its slice, and `out`
     // is borrowed mutably, so it aliases neither input.
     unsafe {

@@ -28,7 +28,9 @@ pub(crate) fn threads() -> usize {
 pub(crate) fn for_each_item(n: usize, f: impl Fn(usize, gemm::Parallelism) + Sync) {
     let t = threads();
     if t > 1 && n >= t {
-        (0..n).into_par_iter().for_each(|i| f(i, gemm::Parallelism::None));
+        (0..n)
+            .into_par_iter()
+            .for_each(|i| f(i, gemm::Parallelism::None));
     } else {
         let par = if t > 1 {
             gemm::Parallelism::Rayon(t)
@@ -54,4 +56,11 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
         }
         f(&mut buf[..len])
     })
+}
+
+/// ReLU that keeps NaN (as PyTorch and Burn do): `f32::max` would turn a NaN into 0 and hide a
+/// diverged network behind finite logits.
+#[inline(always)]
+pub(crate) fn rectify(v: f32) -> f32 {
+    if v < 0.0 { 0.0 } else { v }
 }

@@ -24,13 +24,20 @@ fn each_term(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
                     for ci in 0..cig {
                         for ki in 0..g.kernel[0] {
                             for kj in 0..g.kernel[1] {
-                                let ih = (oh * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0] as isize;
-                                let iw = (ow * g.stride[1] + kj * g.dilation[1]) as isize - g.padding[1] as isize;
-                                if ih < 0 || iw < 0 || ih >= g.in_h as isize || iw >= g.in_w as isize {
+                                let ih = (oh * g.stride[0] + ki * g.dilation[0]) as isize
+                                    - g.padding[0] as isize;
+                                let iw = (ow * g.stride[1] + kj * g.dilation[1]) as isize
+                                    - g.padding[1] as isize;
+                                if ih < 0
+                                    || iw < 0
+                                    || ih >= g.in_h as isize
+                                    || iw >= g.in_w as isize
+                                {
                                     continue;
                                 }
                                 let c = grp * cig + ci;
-                                let inp = ((n * g.in_channels + c) * g.in_h + ih as usize) * g.in_w + iw as usize;
+                                let inp = ((n * g.in_channels + c) * g.in_h + ih as usize) * g.in_w
+                                    + iw as usize;
                                 let w = ((co * cig + ci) * g.kernel[0] + ki) * g.kernel[1] + kj;
                                 f(out, inp, w);
                             }
@@ -47,7 +54,10 @@ fn close(got: &[f32], want: &[f64], what: &str) {
     let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (*g as f64 - w).abs();
-        assert!(err <= 1e-4 * scale, "{what}[{i}]: got {g}, want {w} (scale {scale})");
+        assert!(
+            err <= 1e-4 * scale,
+            "{what}[{i}]: got {g}, want {w} (scale {scale})"
+        );
     }
 }
 
@@ -65,25 +75,27 @@ fn geometry() -> impl Strategy<Value = ConvGeometry> {
         5usize..12,
         any::<bool>(),
     )
-        .prop_map(|(batch, groups, per_in, per_out, k, stride, pad, dil, h, w, depthwise)| {
-            let (groups, in_c, out_c) = if depthwise {
-                (groups * 2, groups * 2, groups * 2)
-            } else {
-                (groups, groups * per_in, groups * per_out)
-            };
-            ConvGeometry {
-                batch,
-                in_channels: in_c,
-                in_h: h + (k - 1) * dil,
-                in_w: w + (k - 1) * dil,
-                out_channels: out_c,
-                kernel: [k, k],
-                stride: [stride, stride],
-                padding: [pad, pad],
-                dilation: [dil, dil],
-                groups,
-            }
-        })
+        .prop_map(
+            |(batch, groups, per_in, per_out, k, stride, pad, dil, h, w, depthwise)| {
+                let (groups, in_c, out_c) = if depthwise {
+                    (groups * 2, groups * 2, groups * 2)
+                } else {
+                    (groups, groups * per_in, groups * per_out)
+                };
+                ConvGeometry {
+                    batch,
+                    in_channels: in_c,
+                    in_h: h + (k - 1) * dil,
+                    in_w: w + (k - 1) * dil,
+                    out_channels: out_c,
+                    kernel: [k, k],
+                    stride: [stride, stride],
+                    padding: [pad, pad],
+                    dilation: [dil, dil],
+                    groups,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -220,7 +232,10 @@ fn one_image_and_many_threads_agree_with_one_thread() {
     let x = random(g.input_len(), 7);
     let w = random(g.weight_len(), 8);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut y = vec![0.0; g.output_len()];
             conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y);
@@ -230,4 +245,49 @@ fn one_image_and_many_threads_agree_with_one_thread() {
     let (a, b) = (run(1), run(2));
     let want: Vec<f64> = a.iter().map(|v| *v as f64).collect();
     close(&b, &want, "two threads against one");
+}
+
+/// A fused ReLU must not turn NaN into 0: a diverged network has to show NaN logits.
+#[test]
+fn fused_relu_keeps_nan() {
+    let shape = BnShape {
+        batch: 2,
+        channels: 1,
+        spatial: 2,
+    };
+    let x = [1.0, f32::NAN, 0.5, -0.5];
+    let (mut y, mut m, mut v) = ([0.0; 4], [0.0], [0.0]);
+    batch_norm_forward(
+        shape,
+        &x,
+        &[1.0],
+        &[0.0],
+        1e-5,
+        true,
+        &mut y,
+        &mut m,
+        &mut v,
+    );
+    assert!(y.iter().all(|v| v.is_nan()), "{y:?}");
+
+    let g = ConvGeometry {
+        batch: 1,
+        in_channels: 1,
+        in_h: 1,
+        in_w: 2,
+        out_channels: 1,
+        kernel: [1, 1],
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let mut out = [0.0; 2];
+    let epilogue = Epilogue {
+        bias: Some(&[-10.0]),
+        residual: None,
+        relu: true,
+    };
+    conv2d_forward(&g, &[f32::NAN, 1.0], &[1.0], epilogue, &mut out);
+    assert!(out[0].is_nan() && out[1] == 0.0, "{out:?}");
 }

@@ -1,0 +1,462 @@
+//! The kernels of `shears-kernels` as Burn ops with hand-written backward passes, through Burn's
+//! backend-extension hook: convolution and training-mode BatchNorm (with the following ReLU
+//! fused in) on flex devices, plain and autodiff. Other devices keep Burn's own ops; call
+//! [`enabled_on`] first.
+//!
+//! Why: flex runs the convolution gradients as generic transposed convolutions and BatchNorm as
+//! about ten composed ops (see `burn-notes.md`); these were most of a training step.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{Device, Tensor, TensorData};
+use shears_kernels::{
+    BnShape, ConvGeometry, Epilogue, batch_norm_backward, batch_norm_forward,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+};
+use std::borrow::Cow;
+use std::cell::Cell;
+
+thread_local! {
+    static DISABLED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Turns the kernels off (Burn's ops everywhere) or back on for forward passes started on this
+/// thread: benchmarks and equivalence tests compare the two paths, and tests running side by
+/// side do not see each other's choice. On by default.
+pub fn set_enabled(on: bool) {
+    DISABLED.with(|d| d.set(!on));
+}
+
+/// Whether the executor should use these kernels for tensors on `device`: a flex device, plain
+/// or autodiff, with the kernels not switched off on this thread.
+pub fn enabled_on(device: &Device) -> bool {
+    !DISABLED.with(|d| d.get()) && device.clone().inner() == Device::flex()
+}
+
+#[backend_extension(Flex, Autodiff)]
+pub trait FastOps: Backend {
+    /// Convolution without bias: input `[N, C, H, W]`, weight `[O, C/groups, kh, kw]`.
+    fn fast_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self>;
+    /// Inference convolution with the epilogue fused: `relu?(conv(x, w) + bias)`. Not
+    /// differentiable (evaluation passes run on plain tensors).
+    fn fast_conv2d_fused(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: ConvGeometry,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+    /// [`FastOps::fast_conv2d_fused`] with a residual added before the ReLU (the macro takes no
+    /// optional tensors, hence two ops).
+    fn fast_conv2d_fused_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        geometry: ConvGeometry,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+    /// Training-mode BatchNorm of a `[batch, channels, spatial]` tensor, ReLU fused if `relu`. Returns
+    /// the output and the batch mean and biased variance (not differentiable).
+    fn fast_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        shape: BnShape,
+        eps: f32,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The values of a flex tensor as one contiguous slice (a copy only for a strided view).
+fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("a contiguous f32 tensor")
+                .to_vec(),
+        ),
+    }
+}
+
+/// BatchNorm runs on `[batch, channels, spatial]` tensors; the wrappers reshape to and from it.
+fn bn_dims(shape: BnShape) -> Vec<usize> {
+    vec![shape.batch, shape.channels, shape.spatial]
+}
+
+fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn conv_forward(x: &FlexTensor, w: &FlexTensor, g: &ConvGeometry, e: Epilogue) -> FlexTensor {
+    // Every output value is written by the kernel: no zero-fill needed, but Vec needs a value.
+    let mut y = vec![0.0f32; g.output_len()];
+    conv2d_forward(g, &values(x), &values(w), e, &mut y);
+    flex(y, vec![g.batch, g.out_channels, g.out_h(), g.out_w()])
+}
+
+fn bn_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    shape: BnShape,
+    eps: f32,
+    relu: bool,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let mut y = vec![0.0f32; shape.batch * shape.channels * shape.spatial];
+    let mut mean = vec![0.0f32; shape.channels];
+    let mut var = vec![0.0f32; shape.channels];
+    batch_norm_forward(
+        shape,
+        &values(x),
+        &values(gamma),
+        &values(beta),
+        eps,
+        relu,
+        &mut y,
+        &mut mean,
+        &mut var,
+    );
+    let c = shape.channels;
+    (
+        flex(y, bn_dims(shape)),
+        flex(mean, vec![c]),
+        flex(var, vec![c]),
+    )
+}
+
+fn fused(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    bias: &FlexTensor,
+    residual: Option<&FlexTensor>,
+    g: &ConvGeometry,
+    relu: bool,
+) -> FlexTensor {
+    let bias = values(bias);
+    let residual = residual.map(values);
+    let e = Epilogue {
+        bias: Some(&bias),
+        residual: residual.as_deref(),
+        relu,
+    };
+    conv_forward(x, w, g, e)
+}
+
+impl FastOps for Flex {
+    fn fast_conv2d(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTensor {
+        conv_forward(&x, &weight, &geometry, Epilogue::default())
+    }
+
+    fn fast_conv2d_fused(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        geometry: ConvGeometry,
+        relu: bool,
+    ) -> FlexTensor {
+        fused(&x, &weight, &bias, None, &geometry, relu)
+    }
+
+    fn fast_conv2d_fused_residual(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        residual: FlexTensor,
+        geometry: ConvGeometry,
+        relu: bool,
+    ) -> FlexTensor {
+        fused(&x, &weight, &bias, Some(&residual), &geometry, relu)
+    }
+
+    fn fast_batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        shape: BnShape,
+        eps: f32,
+        relu: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        bn_forward(&x, &gamma, &beta, shape, eps, relu)
+    }
+}
+
+/// Backward of [`FastOps::fast_conv2d`]: input and weight gradients, each only when tracked.
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (FlexTensor, FlexTensor, ConvGeometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, w, g) = ops.state;
+        let dy = values(&dy);
+        if let Some(node) = node_x {
+            let mut dx = vec![0.0f32; g.input_len()];
+            conv2d_backward_input(&g, &dy, &values(&w), &mut dx);
+            let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
+            grads.register::<Flex>(node.id, flex(dx, shape));
+        }
+        if let Some(node) = node_w {
+            let mut dw = vec![0.0f32; g.weight_len()];
+            conv2d_backward_weight(&g, &values(&x), &dy, &mut dw);
+            let shape = vec![g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
+            grads.register::<Flex>(node.id, flex(dw, shape));
+        }
+    }
+}
+
+/// Backward of [`FastOps::fast_batch_norm_train`]: input, γ and β gradients.
+#[derive(Debug)]
+struct BnBackward;
+
+/// What the BatchNorm backward needs: input, γ, β, batch mean and variance, and the layout.
+type BnState = (
+    FlexTensor,
+    FlexTensor,
+    FlexTensor,
+    FlexTensor,
+    FlexTensor,
+    BnShape,
+    f32,
+    bool,
+);
+
+impl Backward<Flex, 3> for BnBackward {
+    type State = BnState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, gamma, beta, mean, var, shape, eps, relu) = ops.state;
+        let len = shape.batch * shape.channels * shape.spatial;
+        let mut dx = node_x.as_ref().map(|_| vec![0.0f32; len]);
+        let mut dgamma = vec![0.0f32; shape.channels];
+        let mut dbeta = vec![0.0f32; shape.channels];
+        batch_norm_backward(
+            shape,
+            &values(&dy),
+            &values(&x),
+            &values(&gamma),
+            &values(&beta),
+            &values(&mean),
+            &values(&var),
+            eps,
+            relu,
+            dx.as_deref_mut(),
+            &mut dgamma,
+            &mut dbeta,
+        );
+        let c = shape.channels;
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, flex(dx, bn_dims(shape)));
+        }
+        if let Some(node) = node_g {
+            grads.register::<Flex>(node.id, flex(dgamma, vec![c]));
+        }
+        if let Some(node) = node_b {
+            grads.register::<Flex>(node.id, flex(dbeta, vec![c]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
+    fn fast_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        let (x, x_node) = x.into_parts();
+        let (w, w_node) = weight.into_parts();
+        match ConvBackward
+            .prepare::<C>([x_node, w_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = conv_forward(&x, &w, &geometry, Epilogue::default());
+                prep.finish((x, w, geometry), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(conv_forward(&x, &w, &geometry, Epilogue::default()))
+            }
+        }
+    }
+
+    fn fast_conv2d_fused(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: ConvGeometry,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let (x, w, b) = (
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        <Self as AutodiffBackend>::from_inner(fused(&x, &w, &b, None, &geometry, relu))
+    }
+
+    fn fast_conv2d_fused_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        geometry: ConvGeometry,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let (x, w, b) = (
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        let r = residual.into_primitive();
+        <Self as AutodiffBackend>::from_inner(fused(&x, &w, &b, Some(&r), &geometry, relu))
+    }
+
+    fn fast_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        shape: BnShape,
+        eps: f32,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (x, x_node) = x.into_parts();
+        let (g, g_node) = gamma.into_parts();
+        let (b, b_node) = beta.into_parts();
+        let (y, mean, var) = bn_forward(&x, &g, &b, shape, eps, relu);
+        let stats = (
+            <Self as AutodiffBackend>::from_inner(mean.clone()),
+            <Self as AutodiffBackend>::from_inner(var.clone()),
+        );
+        let y = match BnBackward
+            .prepare::<C>([x_node, g_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, g, b, mean, var, shape, eps, relu), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, stats.0, stats.1)
+    }
+}
+
+/// Differentiable convolution through the kernels (no bias; add it with Burn's ops).
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, geometry: ConvGeometry) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        geometry,
+    ))
+}
+
+/// Inference convolution with bias, optional residual and ReLU fused.
+pub fn conv2d_fused(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    residual: Option<Tensor<4>>,
+    geometry: ConvGeometry,
+    relu: bool,
+) -> Tensor<4> {
+    let (x, w, b) = (
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    );
+    Tensor::from_dispatch(match residual {
+        Some(r) => <Dispatch as FastOps>::fast_conv2d_fused_residual(
+            x,
+            w,
+            b,
+            r.into_dispatch(),
+            geometry,
+            relu,
+        ),
+        None => <Dispatch as FastOps>::fast_conv2d_fused(x, w, b, geometry, relu),
+    })
+}
+
+/// The result of a training-mode BatchNorm: output, batch mean, batch (biased) variance.
+pub struct BnTrainOutput<const D: usize> {
+    pub output: Tensor<D>,
+    pub mean: Tensor<1>,
+    pub variance: Tensor<1>,
+}
+
+/// Training-mode BatchNorm (ReLU fused if `relu`) of `x` seen as `[batch, channels, spatial]`.
+fn batch_norm_train3(
+    x: Tensor<3>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+    relu: bool,
+) -> BnTrainOutput<3> {
+    let [batch, channels, spatial] = x.dims();
+    let shape = BnShape {
+        batch,
+        channels,
+        spatial,
+    };
+    let (y, mean, var) = <Dispatch as FastOps>::fast_batch_norm_train(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        shape,
+        eps as f32,
+        relu,
+    );
+    BnTrainOutput {
+        output: Tensor::from_dispatch(y),
+        mean: Tensor::from_dispatch(mean),
+        variance: Tensor::from_dispatch(var),
+    }
+}
+
+/// Training-mode BatchNorm (ReLU fused if `relu`) of a feature map `[N, C, H, W]`.
+pub fn batch_norm_train_map(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+    relu: bool,
+) -> BnTrainOutput<4> {
+    let [n, c, h, w] = x.dims();
+    let r = batch_norm_train3(x.reshape([n, c, h * w]), gamma, beta, eps, relu);
+    BnTrainOutput {
+        output: r.output.reshape([n, c, h, w]),
+        mean: r.mean,
+        variance: r.variance,
+    }
+}
+
+/// Training-mode BatchNorm (ReLU fused if `relu`) of a feature matrix `[N, F]`.
+pub fn batch_norm_train_flat(
+    x: Tensor<2>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+    relu: bool,
+) -> BnTrainOutput<2> {
+    let [n, c] = x.dims();
+    let r = batch_norm_train3(x.reshape([n, c, 1]), gamma, beta, eps, relu);
+    BnTrainOutput {
+        output: r.output.reshape([n, c]),
+        mean: r.mean,
+        variance: r.variance,
+    }
+}

@@ -1,0 +1,299 @@
+//! Our kernels (through the backend-extension hook) against Burn's own ops: forward values and
+//! gradients on random shapes, and whole training steps of every zoo model with the kernels on
+//! and off.
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shears_core::{Masks, init_weights, zoo};
+use shears_engine::burn::tensor::module::{batch_norm_train, conv2d};
+use shears_engine::burn::tensor::ops::ConvOptions;
+use shears_engine::burn::tensor::{Device, Tensor, TensorData, activation};
+use shears_engine::executor::to_vec;
+use shears_engine::fast_ops;
+use shears_engine::{Executor, Mode};
+use shears_kernels::ConvGeometry;
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    let n: usize = t.dims().iter().product();
+    to_vec(t.reshape([n]))
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: max difference {worst} (scale {scale})"
+    );
+}
+
+fn geometry() -> impl Strategy<Value = ConvGeometry> {
+    (
+        1usize..4,
+        prop::sample::select(vec![1usize, 2, 3]),
+        1usize..4,
+        1usize..4,
+        prop::sample::select(vec![1usize, 3, 5]),
+        1usize..3,
+        0usize..3,
+        1usize..3,
+        4usize..10,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(batch, groups, per_in, per_out, k, stride, pad, dil, size, depthwise)| {
+                let (groups, in_c, out_c) = if depthwise {
+                    (groups * 2, groups * 2, groups * 2)
+                } else {
+                    (groups, groups * per_in, groups * per_out)
+                };
+                let side = size + (k - 1) * dil;
+                ConvGeometry {
+                    batch,
+                    in_channels: in_c,
+                    in_h: side,
+                    in_w: side + 1,
+                    out_channels: out_c,
+                    kernel: [k, k],
+                    stride: [stride, stride],
+                    padding: [pad, pad],
+                    dilation: [dil, dil],
+                    groups,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn convolution_matches_burn_forward_and_gradients(g in geometry(), seed in 0u64..1000) {
+        let device = Device::flex().autodiff();
+        let x_shape = [g.batch, g.in_channels, g.in_h, g.in_w];
+        let w_shape = [g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
+        let x = tensor(random(g.input_len(), seed), x_shape, &device).require_grad();
+        let w = tensor(random(g.weight_len(), seed + 1), w_shape, &device).require_grad();
+        let r = tensor(
+            random(g.output_len(), seed + 2),
+            [g.batch, g.out_channels, g.out_h(), g.out_w()],
+            &device,
+        );
+        let opts = ConvOptions::new(g.stride, g.padding, g.dilation, g.groups);
+
+        let ours = fast_ops::conv2d(x.clone(), w.clone(), g);
+        let burn = conv2d(x.clone(), w.clone(), None, opts);
+        assert_close(&flat(ours.clone().inner()), &flat(burn.clone().inner()), "output");
+        let grads_ours = (ours * r.clone()).sum().backward();
+        let grads_burn = (burn * r).sum().backward();
+        let grad = |t: &Tensor<4>, g: &_| flat(t.grad(g).expect("tracked"));
+        assert_close(&grad(&x, &grads_ours), &grad(&x, &grads_burn), "input gradient");
+        assert_close(&grad(&w, &grads_ours), &grad(&w, &grads_burn), "weight gradient");
+    }
+
+    #[test]
+    fn batch_norm_matches_burn_forward_and_gradients(
+        n in 1usize..5, c in 1usize..6, side in 1usize..7, relu in any::<bool>(), seed in 0u64..1000
+    ) {
+        prop_assume!(n * side * side > 1);
+        let device = Device::flex().autodiff();
+        let len = n * c * side * side;
+        let values: Vec<f32> = random(len, seed).iter().map(|v| 2.0 * v + 0.3).collect();
+        let x = tensor(values, [n, c, side, side], &device).require_grad();
+        let gamma = tensor(random(c, seed + 1), [c], &device).require_grad();
+        let beta = tensor(random(c, seed + 2), [c], &device).require_grad();
+        let r = tensor(random(len, seed + 3), [n, c, side, side], &device);
+
+        let ours = fast_ops::batch_norm_train_map(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+        let burn = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+        let burn_out = if relu { activation::relu(burn.output) } else { burn.output };
+        assert_close(&flat(ours.output.clone().inner()), &flat(burn_out.clone().inner()), "output");
+        assert_close(&flat(ours.mean.inner()), &flat(burn.mean.inner()), "batch mean");
+        assert_close(&flat(ours.variance.inner()), &flat(burn.variance.inner()), "batch variance");
+        let grads_ours = (ours.output * r.clone()).sum().backward();
+        let grads_burn = (burn_out * r).sum().backward();
+        assert_close(
+            &flat(x.grad(&grads_ours).unwrap()), &flat(x.grad(&grads_burn).unwrap()), "input gradient");
+        assert_close(
+            &flat(gamma.grad(&grads_ours).unwrap()), &flat(gamma.grad(&grads_burn).unwrap()), "gamma gradient");
+        assert_close(
+            &flat(beta.grad(&grads_ours).unwrap()), &flat(beta.grad(&grads_burn).unwrap()), "beta gradient");
+    }
+}
+
+/// The loss, every parameter's gradient and the running statistics after one training step.
+fn training_step(
+    name: &str,
+    input: &[usize],
+    kernels: bool,
+    input_scale: f32,
+) -> (f32, Vec<Vec<f32>>, Vec<f32>) {
+    fast_ops::set_enabled(kernels);
+    let graph = zoo::build(name, input, 10).unwrap();
+    let weights = init_weights(&graph, 5);
+    let mut masks = Masks::new();
+    // A masked conv: the mask multiplies the weight inside the forward pass.
+    if let Some(spec) = graph
+        .param_specs()
+        .into_iter()
+        .find(|s| s.name.ends_with(".weight") && weights[&s.name].ndim() == 4)
+    {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        masks.insert(
+            spec.name.clone(),
+            weights[&spec.name].mapv(|_| rng.random_bool(0.6)),
+        );
+    }
+    let device = Device::flex().autodiff();
+    // Dropout draws from the device RNG: both runs must draw the same masks.
+    device.seed(11);
+    let mut exec = Executor::new(&graph, &weights, &masks, &device).unwrap();
+    // Eight samples: with three, the last BatchNorms of ResNet-50 and MobileNet-V2 (1x1 maps)
+    // normalise three values, and rounding differences of 1e-7 flip ReLU masks and move the
+    // loss by 0.5% on either path (measured; finite differences agree with neither better).
+    let n = 8;
+    let per: usize = input.iter().product();
+    let values = random(n * per, 7).iter().map(|v| v * input_scale).collect();
+    let x = exec.input_value(values, n).unwrap();
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
+    let loss = shears_engine::train::cross_entropy(exec.forward(x, Mode::Train), &labels);
+    let value = to_vec(loss.clone().inner())[0];
+    let grads = loss.backward();
+    let g = exec
+        .params
+        .iter()
+        .map(|p| p.grad(&grads).map(flat).unwrap_or_default())
+        .collect();
+    let stats = exec
+        .weights()
+        .iter()
+        .filter(|(k, _)| k.ends_with("running_mean") || k.ends_with("running_var"))
+        .flat_map(|(_, v)| v.iter().copied().collect::<Vec<_>>())
+        .collect();
+    fast_ops::set_enabled(true);
+    (value, g, stats)
+}
+
+/// How the gradients are compared.
+enum Conditioning {
+    /// Every parameter's gradient within 1e-3 (relative L2) of Burn's.
+    Good,
+    /// Deep networks at initialisation: a 1e-6 change of the input moves Burn's own gradients by
+    /// about 2% (ReLU masks flip). The kernels may differ from Burn by at most three times what
+    /// that perturbation does to Burn, over all gradients together.
+    Chaotic,
+}
+
+fn norm(v: impl Iterator<Item = f32>) -> f64 {
+    v.map(|x| (x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+/// Relative L2 difference of two gradient sets, all parameters together.
+fn total_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let diff = norm(
+        a.iter()
+            .zip(b)
+            .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| p - q)),
+    );
+    diff / norm(b.iter().flatten().copied())
+}
+
+fn compare_training_steps(name: &str, input: &[usize], conditioning: Conditioning) {
+    let (loss_k, grads_k, stats_k) = training_step(name, input, true, 1.0);
+    let (loss_b, grads_b, stats_b) = training_step(name, input, false, 1.0);
+    assert!(
+        (loss_k - loss_b).abs() <= 1e-4 * loss_b.abs().max(1.0),
+        "{name}: loss {loss_k} with the kernels, {loss_b} with Burn's ops"
+    );
+    assert_close(&stats_k, &stats_b, &format!("{name}: running statistics"));
+    assert_eq!(grads_k.len(), grads_b.len());
+    for (i, (a, b)) in grads_k.iter().zip(&grads_b).enumerate() {
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "{name}: parameter {i} has a gradient on one path only"
+        );
+    }
+    match conditioning {
+        Conditioning::Good => {
+            // A conv bias in front of a BatchNorm has a gradient that is zero up to rounding:
+            // measure against the parameter's own norm, or a thousandth of the largest one.
+            let largest = grads_b
+                .iter()
+                .map(|g| norm(g.iter().copied()))
+                .fold(0f64, f64::max);
+            for (i, (a, b)) in grads_k.iter().zip(&grads_b).enumerate() {
+                let diff = norm(a.iter().zip(b).map(|(x, y)| x - y));
+                let rel = diff / norm(b.iter().copied()).max(1e-3 * largest);
+                assert!(
+                    rel <= 1e-3,
+                    "{name}: gradient of parameter {i} differs by {rel:.2e}"
+                );
+            }
+        }
+        Conditioning::Chaotic => {
+            let (_, grads_p, _) = training_step(name, input, false, 1.0 + 1e-6);
+            let ours = total_difference(&grads_k, &grads_b);
+            let noise = total_difference(&grads_p, &grads_b);
+            assert!(
+                ours <= 3.0 * noise,
+                "{name}: gradients differ from Burn's by {ours:.2e}; a 1e-6 input change moves \
+                 Burn's by {noise:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn training_steps_match_burn_on_small_and_plain_models() {
+    for name in ["lenet-300-100", "lenet-5", "small-cnn"] {
+        compare_training_steps(name, &[1, 28, 28], Conditioning::Good);
+    }
+    compare_training_steps("vgg-11", &[3, 16, 16], Conditioning::Good);
+}
+
+#[test]
+fn training_steps_match_burn_on_residual_and_depthwise_models() {
+    compare_training_steps("resnet-20", &[3, 32, 32], Conditioning::Good);
+    compare_training_steps("mobilenet-v2", &[3, 32, 32], Conditioning::Chaotic);
+    compare_training_steps("resnet-50", &[3, 64, 64], Conditioning::Chaotic);
+}
+
+/// Evaluation (BN folded into the convs, ReLU fused into their epilogue) with the kernels on
+/// and off.
+#[test]
+fn evaluation_matches_burn_on_every_family() {
+    for name in ["lenet-5", "vgg-11", "resnet-20", "mobilenet-v2"] {
+        let input: &[usize] = if name == "lenet-5" {
+            &[1, 28, 28]
+        } else {
+            &[3, 16, 16]
+        };
+        let graph = zoo::build(name, input, 10).unwrap();
+        let weights = init_weights(&graph, 8);
+        let run = |kernels: bool| {
+            fast_ops::set_enabled(kernels);
+            let mut exec = Executor::new(&graph, &weights, &Masks::new(), &Device::flex()).unwrap();
+            let per: usize = input.iter().product();
+            let x = exec.input_value(random(2 * per, 9), 2).unwrap();
+            let y = flat(exec.forward(x, Mode::Eval));
+            fast_ops::set_enabled(true);
+            y
+        };
+        assert_close(&run(true), &run(false), &format!("{name}: logits"));
+    }
+}

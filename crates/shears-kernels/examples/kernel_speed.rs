@@ -1,0 +1,61 @@
+//! GFLOP/s of each convolution kernel on the layer shapes of ResNet-20 and VGG-11 at batch 64
+//! (3x32x32 input): `cargo run --release -p shears-kernels --example kernel_speed`.
+//! Threads follow RAYON_NUM_THREADS.
+
+use shears_kernels::*;
+use std::time::Instant;
+
+fn time(f: &mut dyn FnMut()) -> f64 {
+    f();
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn main() {
+    let shapes = [
+        ("resnet-20 16x32x32", 16, 16, 32, 1),
+        ("resnet-20 32x16x16", 32, 32, 16, 1),
+        ("resnet-20 64x8x8", 64, 64, 8, 1),
+        ("vgg-11 128x16x16", 64, 128, 16, 1),
+        ("vgg-11 512x4x4", 512, 512, 4, 1),
+    ];
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9}",
+        "layer", "fwd", "dX", "dW", "GFLOP"
+    );
+    for (name, cin, cout, hw, stride) in shapes {
+        let g = ConvGeometry {
+            batch: 64,
+            in_channels: cin,
+            in_h: hw,
+            in_w: hw,
+            out_channels: cout,
+            kernel: [3, 3],
+            stride: [stride, stride],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let x = vec![0.5f32; g.input_len()];
+        let w = vec![0.1f32; g.weight_len()];
+        let mut y = vec![0.0f32; g.output_len()];
+        let mut dx = vec![0.0f32; g.input_len()];
+        let mut dw = vec![0.0f32; g.weight_len()];
+        let flop = 2.0 * g.output_len() as f64 * g.col_rows() as f64 / 1e9;
+        let tf = time(&mut || conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y));
+        let tx = time(&mut || conv2d_backward_input(&g, &y, &w, &mut dx));
+        let tw = time(&mut || conv2d_backward_weight(&g, &x, &y, &mut dw));
+        println!(
+            "{name:<22} {:>9.1} {:>9.1} {:>9.1} {:>9.3}",
+            flop / tf,
+            flop / tx,
+            flop / tw,
+            flop
+        );
+    }
+}
