@@ -35,6 +35,8 @@ SHEARS_PARAMS_3x32x32_10 = {
     "small-cnn": 66_410,
     "vgg-11": 9_231_114,
     "resnet-20": 272_474,
+    "resnet-56": 855_770,
+    "mobilenet-v2": 2_236_682,
 }
 
 
@@ -184,11 +186,88 @@ class CifarResNet(nn.Module):
         return self.fc(x)
 
 
+# MobileNetV2 inverted-residual stages as shears' zoo lists them: expansion t, output
+# channels c, repeats n, stride s of the first block (CIFAR: the second stage keeps stride 1).
+MOBILENET_V2_STAGES = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
+
+
+class InvertedResidual(nn.Module):
+    """Expand 1x1-BN-ReLU (absent when t = 1), depthwise 3x3-BN-ReLU, project 1x1-BN (no biases).
+
+    The input is added when the stride is 1 and the channels are kept, as in shears.
+    """
+
+    def __init__(self, cin, expansion, cout, stride):
+        super().__init__()
+        hidden = cin * expansion
+        self.expanded = expansion != 1
+        if self.expanded:
+            self.expand = nn.Conv2d(cin, hidden, 1, bias=False)
+            self.expand_bn = nn.BatchNorm2d(hidden)
+        self.dw = nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden,
+                            bias=False)
+        self.dw_bn = nn.BatchNorm2d(hidden)
+        self.project = nn.Conv2d(hidden, cout, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = F.relu(self.expand_bn(self.expand(x))) if self.expanded else x
+        y = F.relu(self.dw_bn(self.dw(y)))
+        y = self.project_bn(self.project(y))
+        return y + x if self.residual else y
+
+
+class MobileNetV2(nn.Module):
+    """CIFAR MobileNetV2: 3x3 stem 32 (stride 1)-BN-ReLU, the 17 inverted residuals of
+    MOBILENET_V2_STAGES, 1x1 conv 1280-BN-ReLU, GAP, dropout 0.2, linear.
+
+    ReLU stands in for ReLU6, as in shears (its IR has no ReLU6); parameter counts are the same.
+    """
+
+    def __init__(self, input_shape, classes):
+        super().__init__()
+        c = input_shape[0]
+        self.stem = nn.Conv2d(c, 32, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(32)
+        # Blocks are attributes named like shears' node prefixes (`block3`), in order.
+        self.block_names = []
+        cin = 32
+        for t, cout, n, s in MOBILENET_V2_STAGES:
+            for k in range(n):
+                name = f"block{len(self.block_names)}"
+                setattr(self, name, InvertedResidual(cin, t, cout, s if k == 0 else 1))
+                self.block_names.append(name)
+                cin = cout
+        self.head = nn.Conv2d(cin, 1280, 1, bias=False)
+        self.head_bn = nn.BatchNorm2d(1280)
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(1280, classes)
+
+    def forward(self, x):
+        x = F.relu(self.stem_bn(self.stem(x)))
+        for name in self.block_names:
+            x = getattr(self, name)(x)
+        x = F.relu(self.head_bn(self.head(x)))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(self.dropout(x))
+
+
 MODELS = {
     "lenet-5": lenet_5,
     "small-cnn": small_cnn,
     "vgg-11": lambda shape, classes: vgg(shape, classes, VGG11),
     "resnet-20": lambda shape, classes: CifarResNet(shape, classes, 3),
+    "resnet-56": lambda shape, classes: CifarResNet(shape, classes, 9),
+    "mobilenet-v2": MobileNetV2,
 }
 
 

@@ -163,10 +163,27 @@ pub struct Executor {
     fold_into: Vec<Option<usize>>,
     /// BatchNorm step → the ReLU step that alone reads its output: fused into one kernel.
     relu_after: Vec<Option<usize>>,
+    /// BatchNorm step → the residual sum that alone reads it (and the ReLU after that sum):
+    /// at inference the folded conv adds the residual and applies the ReLU in its epilogue.
+    residual_after: Vec<Option<ResidualFusion>>,
     /// Folded conv weights and biases for inference; dropped whenever a parameter changes.
     folded: Option<Vec<Option<(Tensor<4>, Tensor<1>)>>>,
     /// Replaces every BatchNorm's running-statistics momentum while set (precise statistics).
     bn_momentum: Option<f64>,
+}
+
+/// A residual sum `add(bn, other)` (and the ReLU after it) that the conv in front of `bn` can
+/// compute in its epilogue.
+#[derive(Debug, Clone, Copy)]
+struct ResidualFusion {
+    /// The Add step.
+    add: usize,
+    /// Which of the Add's inputs is the BatchNorm.
+    position: usize,
+    /// The slot of the other summand.
+    other: usize,
+    /// The ReLU step that alone reads the sum, if any.
+    relu: Option<usize>,
 }
 
 /// A training BatchNorm's output and batch statistics, from either implementation.
@@ -197,6 +214,10 @@ fn conv_geometry(
         dilation: opts.dilation,
         groups: opts.groups,
     })
+}
+
+fn conv_out_dims(g: &shears_kernels::ConvGeometry) -> [usize; 4] {
+    [g.batch, g.out_channels, g.out_h(), g.out_w()]
 }
 
 fn tensor_from(values: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -392,6 +413,33 @@ impl Executor {
                 relu_after[src - 1] = Some(k);
             }
         }
+        let mut residual_after = vec![None; steps.len()];
+        for (k, step) in steps.iter().enumerate() {
+            if !matches!(step, Step::Add) || inputs[k].len() != 2 || inputs[k][0] == inputs[k][1] {
+                continue;
+            }
+            for position in 0..2 {
+                let src = inputs[k][position];
+                let other = inputs[k][1 - position];
+                if src == 0 || !matches!(steps[src - 1], Step::Bn { .. }) || readers[src] != 1 {
+                    continue;
+                }
+                let sum = k + 1;
+                let relu = (0..steps.len()).find(|&r| {
+                    matches!(steps[r], Step::Relu)
+                        && inputs[r] == [sum]
+                        && readers[sum] == 1
+                        && sum != output_slot
+                });
+                residual_after[src - 1] = Some(ResidualFusion {
+                    add: k,
+                    position,
+                    other,
+                    relu,
+                });
+                break;
+            }
+        }
         let mut exec = Executor {
             graph: graph.clone(),
             steps,
@@ -408,6 +456,7 @@ impl Executor {
             param_index,
             fold_into,
             relu_after,
+            residual_after,
             folded: None,
             bn_momentum: None,
         };
@@ -622,6 +671,8 @@ impl Executor {
             })
             .collect();
         let mut relu_fused = vec![false; self.steps.len()];
+        let mut add_fused = vec![false; self.steps.len()];
+        let ungated = |j: usize| self.gates[j].is_none() && gated.get(j) != Some(&true);
         let mut bn_folded = vec![false; self.steps.len()];
         let mut slots: Vec<Option<Value>> = vec![None; self.steps.len() + 1];
         slots[0] = Some(x);
@@ -653,14 +704,29 @@ impl Executor {
                     let j = self.fold_into[i].expect("a folded conv has its BatchNorm");
                     bn_folded[j] = true;
                     let x = arg(0).map(name);
+                    // The residual sum after the BN, when its other summand is already known.
+                    let residual = self.residual_after[j].filter(|r| {
+                        r.other <= i && ungated(j) && ungated(r.add) && slots[r.other].is_some()
+                    });
                     match conv_geometry(&x, shape, opts).filter(|_| fast) {
                         Some(geometry) => {
-                            let relu = fuse_relu[j];
+                            let mut relu = fuse_relu[j];
                             if relu {
                                 relu_fused[self.relu_after[j].expect("checked")] = true;
                             }
+                            let summand = residual.and_then(|r| match &slots[r.other] {
+                                Some(Value::Map(t)) if t.dims() == conv_out_dims(&geometry) => {
+                                    add_fused[r.add] = true;
+                                    if let Some(k) = r.relu {
+                                        relu = true;
+                                        relu_fused[k] = true;
+                                    }
+                                    Some(t.clone())
+                                }
+                                _ => None,
+                            });
                             Value::Map(fast_ops::conv2d_fused(
-                                x, weight, bias, None, geometry, relu,
+                                x, weight, bias, summand, geometry, relu,
                             ))
                         }
                         None => Value::Map(conv2d(x, weight, Some(bias), opts.clone())),
@@ -797,6 +863,16 @@ impl Executor {
                     }
                     flat => flat,
                 },
+                Step::Add if add_fused[i] => {
+                    let position = self
+                        .residual_after
+                        .iter()
+                        .flatten()
+                        .find(|r| r.add == i)
+                        .expect("a fused add has its plan")
+                        .position;
+                    arg(position)
+                }
                 Step::Add => {
                     let mut acc = arg(0);
                     for k in 1..self.inputs[i].len() {

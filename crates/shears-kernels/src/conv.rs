@@ -4,11 +4,15 @@
 //! and `X_g` the group's im2col matrix (`col_rows × out_pixels`):
 //! forward `Y_g = W_g · X_g`; input gradient `dX_g = col2im(W_gᵀ · dY_g)`; weight gradient
 //! `dW_g = Σ_images dY_g · X_gᵀ`. A pointwise convolution skips im2col (its input is `X_g`).
+//!
+//! Layers with few output pixels (a 4x4 map has 16) make GEMMs too thin for the micro-kernels,
+//! and each call would pack the whole filter bank again for a few columns. Such layers put a
+//! block of images side by side, so one GEMM has about [`BLOCK_COLUMNS`] columns.
 
 use crate::depthwise;
 use crate::geometry::{ConvGeometry, Epilogue};
 use crate::im2col::{col2im_add, im2col};
-use crate::matmul::{View, matmul};
+use crate::matmul::{View, matmul, matmul_into};
 use crate::parallel::{SharedMut, for_each_item, rectify, threads, with_scratch};
 use rayon::prelude::*;
 
@@ -17,6 +21,34 @@ fn check_len(what: &str, got: usize, want: usize) {
         got, want,
         "conv2d: {what} has {got} values, the geometry needs {want}"
     );
+}
+
+/// Output pixels one GEMM should cover at least: below it, images are put side by side.
+pub const BLOCK_COLUMNS: usize = 512;
+
+/// A run of images handled by one GEMM per group: `images` side by side, `columns` in total.
+#[derive(Clone, Copy)]
+struct Block {
+    first: usize,
+    images: usize,
+    columns: usize,
+}
+
+/// The image blocks of a batch, given a per-image pixel count.
+fn blocks(g: &ConvGeometry) -> (usize, impl Fn(usize) -> Block + Sync) {
+    let pixels = g.out_pixels();
+    let per_block = BLOCK_COLUMNS.div_ceil(pixels).clamp(1, g.batch.max(1));
+    let count = g.batch.div_ceil(per_block);
+    let batch = g.batch;
+    (count, move |b: usize| {
+        let first = b * per_block;
+        let images = per_block.min(batch - first);
+        Block {
+            first,
+            images,
+            columns: images * pixels,
+        }
+    })
 }
 
 /// `output = conv(input, weight)`, then the epilogue (bias, residual, ReLU) on every value.
@@ -46,45 +78,81 @@ pub fn conv2d_forward(
     let out_image = g.out_channels * g.out_pixels();
     let (cog, rows, pixels) = (g.out_per_group(), g.col_rows(), g.out_pixels());
     let out = SharedMut(output.as_mut_ptr());
-    for_each_item(g.batch, |n, par| {
-        let image = &input[n * in_image..(n + 1) * in_image];
-        // SAFETY: image n writes only its own output range.
-        let y = unsafe { out.slice(n * out_image, out_image) };
-        for grp in 0..g.groups {
-            let w = View::rows(&weight[grp * cog * rows..(grp + 1) * cog * rows], rows);
-            let y_g = &mut y[grp * cog * pixels..(grp + 1) * cog * pixels];
-            if g.is_pointwise() {
-                let x_g = &image[grp * rows * pixels..(grp + 1) * rows * pixels];
-                matmul(
-                    cog,
-                    pixels,
-                    rows,
-                    w,
-                    View::rows(x_g, pixels),
-                    y_g,
-                    pixels,
-                    false,
-                    par,
-                );
-            } else {
-                with_scratch(rows * pixels, |col| {
-                    im2col(g, image, grp * g.in_per_group(), col);
-                    matmul(
-                        cog,
-                        pixels,
-                        rows,
-                        w,
-                        View::rows(col, pixels),
-                        y_g,
-                        pixels,
-                        false,
-                        par,
-                    );
-                });
+    let (count, block) = blocks(g);
+    for_each_item(count, |b, par| {
+        let blk = block(b);
+        let ncols = blk.columns;
+        // SAFETY: block b writes only its own images' output range.
+        let y = unsafe { out.slice(blk.first * out_image, blk.images * out_image) };
+        let single = blk.images == 1;
+        let col_len = if single && g.is_pointwise() {
+            0
+        } else {
+            rows * ncols
+        };
+        let out_len = if single { 0 } else { cog * ncols };
+        with_scratch(col_len + out_len, |buf| {
+            let (col, y_block) = buf.split_at_mut(col_len);
+            for grp in 0..g.groups {
+                let w = View::rows(&weight[grp * cog * rows..(grp + 1) * cog * rows], rows);
+                let x_g: &[f32] = if single && g.is_pointwise() {
+                    let image = &input[blk.first * in_image..(blk.first + 1) * in_image];
+                    &image[grp * rows * pixels..(grp + 1) * rows * pixels]
+                } else {
+                    for i in 0..blk.images {
+                        let n = blk.first + i;
+                        let image = &input[n * in_image..(n + 1) * in_image];
+                        gather_columns(g, image, grp, col, ncols, i * pixels);
+                    }
+                    col
+                };
+                let x_view = View::rows(x_g, ncols);
+                if single {
+                    let y_g = &mut y[grp * cog * pixels..(grp + 1) * cog * pixels];
+                    matmul(cog, ncols, rows, w, x_view, y_g, pixels, false, par);
+                } else {
+                    matmul(cog, ncols, rows, w, x_view, y_block, ncols, false, par);
+                    // (co, i·pixels + p) of the block → image i, channel grp·cog + co.
+                    for i in 0..blk.images {
+                        for co in 0..cog {
+                            let src = &y_block[co * ncols + i * pixels..][..pixels];
+                            let c = grp * cog + co;
+                            y[i * out_image + c * pixels..][..pixels].copy_from_slice(src);
+                        }
+                    }
+                }
             }
+        });
+        for i in 0..blk.images {
+            epilogue_image(
+                g,
+                epilogue,
+                blk.first + i,
+                &mut y[i * out_image..(i + 1) * out_image],
+            );
         }
-        epilogue_image(g, epilogue, n, y);
     });
+}
+
+/// Writes group `grp`'s im2col matrix of one image (for a pointwise convolution, its input
+/// rows) into columns `offset..offset + out_pixels` of a matrix with `ld` columns.
+fn gather_columns(
+    g: &ConvGeometry,
+    image: &[f32],
+    grp: usize,
+    col: &mut [f32],
+    ld: usize,
+    offset: usize,
+) {
+    if g.is_pointwise() {
+        let (rows, pixels) = (g.col_rows(), g.out_pixels());
+        let x_g = &image[grp * rows * pixels..(grp + 1) * rows * pixels];
+        for (r, src) in x_g.chunks(pixels).enumerate() {
+            col[r * ld + offset..][..pixels].copy_from_slice(src);
+        }
+    } else {
+        im2col(g, image, grp * g.in_per_group(), col, ld, offset);
+    }
 }
 
 fn apply_epilogue(g: &ConvGeometry, e: Epilogue, output: &mut [f32]) {
@@ -145,30 +213,68 @@ pub fn conv2d_backward_input(
     let out_image = g.out_channels * g.out_pixels();
     let (cog, rows, pixels) = (g.out_per_group(), g.col_rows(), g.out_pixels());
     let dx_all = SharedMut(grad_input.as_mut_ptr());
-    for_each_item(g.batch, |n, par| {
-        let dy = &grad_output[n * out_image..(n + 1) * out_image];
-        // SAFETY: image n writes only its own input-gradient range.
-        let dx = unsafe { dx_all.slice(n * in_image, in_image) };
+    let (count, block) = blocks(g);
+    for_each_item(count, |b, par| {
+        let blk = block(b);
+        let ncols = blk.columns;
+        let single = blk.images == 1;
+        // SAFETY: block b writes only its own images' input-gradient range.
+        let dx = unsafe { dx_all.slice(blk.first * in_image, blk.images * in_image) };
         if !g.is_pointwise() {
             dx.fill(0.0);
         }
-        for grp in 0..g.groups {
-            let w_t = View::transposed(&weight[grp * cog * rows..(grp + 1) * cog * rows], rows);
-            let dy_g = View::rows(&dy[grp * cog * pixels..(grp + 1) * cog * pixels], pixels);
-            if g.is_pointwise() {
-                let dx_g = &mut dx[grp * rows * pixels..(grp + 1) * rows * pixels];
-                matmul(rows, pixels, cog, w_t, dy_g, dx_g, pixels, false, par);
-            } else {
-                with_scratch(rows * pixels, |col| {
-                    matmul(rows, pixels, cog, w_t, dy_g, col, pixels, false, par);
-                    col2im_add(g, col, grp * g.in_per_group(), dx);
-                });
+        let dy = &grad_output[blk.first * out_image..(blk.first + blk.images) * out_image];
+        let dy_len = if single { 0 } else { cog * ncols };
+        let col_len = if single && g.is_pointwise() {
+            0
+        } else {
+            rows * ncols
+        };
+        with_scratch(dy_len + col_len, |buf| {
+            let (dy_block, col) = buf.split_at_mut(dy_len);
+            for grp in 0..g.groups {
+                let w_t = View::transposed(&weight[grp * cog * rows..(grp + 1) * cog * rows], rows);
+                let dy_g: &[f32] = if single {
+                    &dy[grp * cog * pixels..(grp + 1) * cog * pixels]
+                } else {
+                    for i in 0..blk.images {
+                        for co in 0..cog {
+                            let src = &dy[i * out_image + (grp * cog + co) * pixels..][..pixels];
+                            dy_block[co * ncols + i * pixels..][..pixels].copy_from_slice(src);
+                        }
+                    }
+                    dy_block
+                };
+                let dy_view = View::rows(dy_g, ncols);
+                if single && g.is_pointwise() {
+                    let dx_g = &mut dx[grp * rows * pixels..(grp + 1) * rows * pixels];
+                    matmul(rows, ncols, cog, w_t, dy_view, dx_g, pixels, false, par);
+                    continue;
+                }
+                matmul(rows, ncols, cog, w_t, dy_view, col, ncols, false, par);
+                for i in 0..blk.images {
+                    let image = &mut dx[i * in_image..(i + 1) * in_image];
+                    if g.is_pointwise() {
+                        for r in 0..rows {
+                            let src = &col[r * ncols + i * pixels..][..pixels];
+                            image[(grp * rows + r) * pixels..][..pixels].copy_from_slice(src);
+                        }
+                    } else {
+                        col2im_add(g, col, ncols, i * pixels, grp * g.in_per_group(), image);
+                    }
+                }
             }
-        }
+        });
     });
 }
 
 /// The gradient with respect to the weight, summed over the batch.
+///
+/// Both factors, `dY_g` and `X_g`, run along the pixels, which is the reduction axis here; gemm
+/// is fast only when its left operand and output have unit stride down a column, so each
+/// image's `dY_g` is transposed (cheap: out_per_group × pixels) and the sum is accumulated as
+/// `dW_gᵀ` (col_rows × out_per_group), transposed once at the end. Measured on a 16-channel
+/// 32x32 layer: 44 µs per image against 454 µs with the plain layout.
 pub fn conv2d_backward_weight(
     g: &ConvGeometry,
     input: &[f32],
@@ -196,63 +302,92 @@ pub fn conv2d_backward_weight(
         gemm::Parallelism::None
     };
     let per_chunk = g.batch.div_ceil(chunks);
-    let accumulate_images = |images: std::ops::Range<usize>, dw: &mut [f32]| {
-        for (k, n) in images.enumerate() {
-            let x = &input[n * in_image..(n + 1) * in_image];
-            let dy = &grad_output[n * out_image..(n + 1) * out_image];
-            for grp in 0..g.groups {
-                let dy_g = View::rows(&dy[grp * cog * pixels..(grp + 1) * cog * pixels], pixels);
-                let dw_g = &mut dw[grp * cog * rows..(grp + 1) * cog * rows];
-                if g.is_pointwise() {
-                    let x_t = View::transposed(
-                        &x[grp * rows * pixels..(grp + 1) * rows * pixels],
-                        pixels,
-                    );
-                    matmul(cog, rows, pixels, dy_g, x_t, dw_g, rows, k > 0, par);
-                } else {
-                    with_scratch(rows * pixels, |col| {
-                        im2col(g, x, grp * g.in_per_group(), col);
-                        matmul(
-                            cog,
-                            rows,
-                            pixels,
-                            dy_g,
-                            View::transposed(col, pixels),
-                            dw_g,
-                            rows,
-                            k > 0,
-                            par,
-                        );
-                    });
+    // Sums `dW_gᵀ` for every group over `images` into `acc` (groups × rows × cog), a block of
+    // images per GEMM.
+    let accumulate_images = |images: std::ops::Range<usize>, acc: &mut [f32]| {
+        let per_block = BLOCK_COLUMNS.div_ceil(pixels).max(1);
+        let mut first = images.start;
+        let mut started = false;
+        while first < images.end {
+            let count = per_block.min(images.end - first);
+            let ncols = count * pixels;
+            let single_pointwise = count == 1 && g.is_pointwise();
+            let col_len = if single_pointwise { 0 } else { rows * ncols };
+            with_scratch(col_len + cog * ncols, |buf| {
+                let (col, dy_t) = buf.split_at_mut(col_len);
+                for grp in 0..g.groups {
+                    // (co, i·pixels + p) of the block's dY_g, stored transposed.
+                    for i in 0..count {
+                        let n = first + i;
+                        let dy = &grad_output[n * out_image..(n + 1) * out_image];
+                        let dy_g = &dy[grp * cog * pixels..(grp + 1) * cog * pixels];
+                        for (co, plane) in dy_g.chunks(pixels).enumerate() {
+                            for (p, v) in plane.iter().enumerate() {
+                                dy_t[(i * pixels + p) * cog + co] = *v;
+                            }
+                        }
+                    }
+                    let x_g: &[f32] = if single_pointwise {
+                        let x = &input[first * in_image..(first + 1) * in_image];
+                        &x[grp * rows * pixels..(grp + 1) * rows * pixels]
+                    } else {
+                        for i in 0..count {
+                            let n = first + i;
+                            let x = &input[n * in_image..(n + 1) * in_image];
+                            gather_columns(g, x, grp, col, ncols, i * pixels);
+                        }
+                        col
+                    };
+                    // (co, j) of dY_g at j·cog + co; (j, r) of X_gᵀ at r·ncols + j.
+                    let a = View {
+                        data: dy_t,
+                        row_stride: 1,
+                        col_stride: cog,
+                    };
+                    let b = View {
+                        data: x_g,
+                        row_stride: 1,
+                        col_stride: ncols,
+                    };
+                    let acc_g = &mut acc[grp * rows * cog..(grp + 1) * rows * cog];
+                    matmul_into(cog, rows, ncols, a, b, acc_g, (1, cog), started, par);
                 }
-            }
+            });
+            started = true;
+            first += count;
+        }
+    };
+    let len = g.weight_len();
+    let mut acc = vec![0.0f32; chunks * len];
+    let parts = SharedMut(acc.as_mut_ptr());
+    let run_chunk = |c: usize| {
+        let images = c * per_chunk..((c + 1) * per_chunk).min(g.batch);
+        // SAFETY: chunk c writes only its own accumulator.
+        let part = unsafe { parts.slice(c * len, len) };
+        if images.is_empty() {
+            part.fill(0.0);
+        } else {
+            accumulate_images(images, part);
         }
     };
     if chunks == 1 {
-        accumulate_images(0..g.batch, grad_weight);
-        return;
+        run_chunk(0);
+    } else {
+        (0..chunks).into_par_iter().for_each(run_chunk);
     }
-    let mut partials = vec![0.0f32; (chunks - 1) * g.weight_len()];
-    let first = SharedMut(grad_weight.as_mut_ptr());
-    let rest = SharedMut(partials.as_mut_ptr());
-    (0..chunks).into_par_iter().for_each(|c| {
-        let images = c * per_chunk..((c + 1) * per_chunk).min(g.batch);
-        // SAFETY: chunk 0 writes the output, chunk c > 0 its own partial range.
-        let dw = unsafe {
-            if c == 0 {
-                first.slice(0, g.weight_len())
-            } else {
-                rest.slice((c - 1) * g.weight_len(), g.weight_len())
+    let (total, rest) = acc.split_at_mut(len);
+    for p in rest.chunks(len) {
+        total.iter_mut().zip(p).for_each(|(d, v)| *d += v);
+    }
+    // groups × rows × cog → groups × cog × rows.
+    for grp in 0..g.groups {
+        let src = &total[grp * rows * cog..(grp + 1) * rows * cog];
+        let dst = &mut grad_weight[grp * cog * rows..(grp + 1) * cog * rows];
+        for r in 0..rows {
+            for co in 0..cog {
+                dst[co * rows + r] = src[r * cog + co];
             }
-        };
-        if images.is_empty() {
-            dw.fill(0.0);
-        } else {
-            accumulate_images(images, dw);
         }
-    });
-    for p in partials.chunks(g.weight_len()) {
-        grad_weight.iter_mut().zip(p).for_each(|(d, v)| *d += v);
     }
 }
 

@@ -31,6 +31,7 @@ impl<'a> View<'a> {
 }
 
 /// `out (m × n, row-major with row stride ldo) = [out +] a (m × k) · b (k × n)`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     m: usize,
     n: usize,
@@ -42,13 +43,34 @@ pub(crate) fn matmul(
     accumulate: bool,
     par: gemm::Parallelism,
 ) {
+    matmul_into(m, n, k, a, b, out, (ldo, 1), accumulate, par)
+}
+
+/// [`matmul`] into an output with any strides: element (r, c) at `r * strides.0 + c * strides.1`.
+/// gemm's micro-kernels want the output and the left operand with unit stride down a column;
+/// callers pick layouts so that holds (see the weight gradient).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View,
+    b: View,
+    out: &mut [f32],
+    strides: (usize, usize),
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
+    let (ldo, cso) = strides;
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
             for r in 0..m {
-                out[r * ldo..r * ldo + n].fill(0.0);
+                for c in 0..n {
+                    out[r * ldo + c * cso] = 0.0;
+                }
             }
         }
         return;
@@ -66,14 +88,15 @@ pub(crate) fn matmul(
         "matmul: output view out of bounds"
     );
     // SAFETY: the three asserts above keep every index gemm touches inside its slice, and `out`
-    // is borrowed mutably, so it aliases neither input.
+    // is borrowed mutably, so it aliases neither input. Callers never give overlapping output
+    // strides (every (r, c) has its own element).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             out.as_mut_ptr(),
-            1,
+            cso as isize,
             ldo as isize,
             accumulate,
             a.data.as_ptr(),

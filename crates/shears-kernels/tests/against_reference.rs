@@ -61,6 +61,91 @@ fn close(got: &[f32], want: &[f64], what: &str) {
     }
 }
 
+/// Forward (plain and with the fused epilogue), input, weight and bias gradients of one
+/// geometry against the loop nest.
+fn check_convolution(g: &ConvGeometry, seed: u64) {
+    let g = *g;
+    let x = random(g.input_len(), seed);
+    let w = random(g.weight_len(), seed + 1);
+    let b = random(g.out_channels, seed + 2);
+    let dy = random(g.output_len(), seed + 3);
+
+    let mut want_y = vec![0.0f64; g.output_len()];
+    let mut want_dx = vec![0.0f64; g.input_len()];
+    let mut want_dw = vec![0.0f64; g.weight_len()];
+    each_term(&g, |o, i, k| {
+        want_y[o] += x[i] as f64 * w[k] as f64;
+        want_dx[i] += dy[o] as f64 * w[k] as f64;
+        want_dw[k] += dy[o] as f64 * x[i] as f64;
+    });
+    let pixels = g.out_pixels();
+    let mut want_db = vec![0.0f64; g.out_channels];
+    for (o, v) in dy.iter().enumerate() {
+        want_db[(o / pixels) % g.out_channels] += *v as f64;
+    }
+
+    let mut y = vec![f32::NAN; g.output_len()];
+    conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y);
+    close(&y, &want_y, "forward");
+
+    let mut dx = vec![f32::NAN; g.input_len()];
+    conv2d_backward_input(&g, &dy, &w, &mut dx);
+    close(&dx, &want_dx, "input gradient");
+
+    let mut dw = vec![f32::NAN; g.weight_len()];
+    conv2d_backward_weight(&g, &x, &dy, &mut dw);
+    close(&dw, &want_dw, "weight gradient");
+
+    let mut db = vec![f32::NAN; g.out_channels];
+    conv2d_backward_bias(&g, &dy, &mut db);
+    close(&db, &want_db, "bias gradient");
+
+    // The fused epilogue: bias, residual, ReLU.
+    let res = random(g.output_len(), seed + 4);
+    let want_fused: Vec<f64> = want_y
+        .iter()
+        .enumerate()
+        .map(|(o, v)| (v + b[(o / pixels) % g.out_channels] as f64 + res[o] as f64).max(0.0))
+        .collect();
+    let epilogue = Epilogue {
+        bias: Some(&b),
+        residual: Some(&res),
+        relu: true,
+    };
+    conv2d_forward(&g, &x, &w, epilogue, &mut y);
+    close(&y, &want_fused, "forward with epilogue");
+}
+
+/// Stride 1 with "same" padding takes im2col's shifted-plane path: every kernel size, images
+/// smaller than the kernel, odd sizes, groups and batches of one and several images.
+#[test]
+fn same_padding_convolutions_match_the_loop_nest() {
+    let mut seed = 0;
+    for (k, p) in [(3usize, 1usize), (5, 2), (3, 0), (1, 0)] {
+        for (h, w) in [(1usize, 1usize), (2, 3), (5, 4), (7, 9)] {
+            for (batch, groups) in [(1usize, 1usize), (3, 2)] {
+                seed += 1;
+                if h + 2 * p < k || w + 2 * p < k {
+                    continue;
+                }
+                let g = ConvGeometry {
+                    batch,
+                    in_channels: 2 * groups,
+                    in_h: h,
+                    in_w: w,
+                    out_channels: 3 * groups,
+                    kernel: [k, k],
+                    stride: [1, 1],
+                    padding: [p, p],
+                    dilation: [1, 1],
+                    groups,
+                };
+                check_convolution(&g, seed);
+            }
+        }
+    }
+}
+
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
     (
         1usize..4,
@@ -103,51 +188,7 @@ proptest! {
 
     #[test]
     fn convolution_forward_and_gradients_match_the_loop_nest(g in geometry(), seed in 0u64..1000) {
-        let x = random(g.input_len(), seed);
-        let w = random(g.weight_len(), seed + 1);
-        let b = random(g.out_channels, seed + 2);
-        let dy = random(g.output_len(), seed + 3);
-
-        let mut want_y = vec![0.0f64; g.output_len()];
-        let mut want_dx = vec![0.0f64; g.input_len()];
-        let mut want_dw = vec![0.0f64; g.weight_len()];
-        each_term(&g, |o, i, k| {
-            want_y[o] += x[i] as f64 * w[k] as f64;
-            want_dx[i] += dy[o] as f64 * w[k] as f64;
-            want_dw[k] += dy[o] as f64 * x[i] as f64;
-        });
-        let pixels = g.out_pixels();
-        let mut want_db = vec![0.0f64; g.out_channels];
-        for (o, v) in dy.iter().enumerate() {
-            want_db[(o / pixels) % g.out_channels] += *v as f64;
-        }
-
-        let mut y = vec![f32::NAN; g.output_len()];
-        conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y);
-        close(&y, &want_y, "forward");
-
-        let mut dx = vec![f32::NAN; g.input_len()];
-        conv2d_backward_input(&g, &dy, &w, &mut dx);
-        close(&dx, &want_dx, "input gradient");
-
-        let mut dw = vec![f32::NAN; g.weight_len()];
-        conv2d_backward_weight(&g, &x, &dy, &mut dw);
-        close(&dw, &want_dw, "weight gradient");
-
-        let mut db = vec![f32::NAN; g.out_channels];
-        conv2d_backward_bias(&g, &dy, &mut db);
-        close(&db, &want_db, "bias gradient");
-
-        // The fused epilogue: bias, residual, ReLU.
-        let res = random(g.output_len(), seed + 4);
-        let want_fused: Vec<f64> = want_y
-            .iter()
-            .enumerate()
-            .map(|(o, v)| (v + b[(o / pixels) % g.out_channels] as f64 + res[o] as f64).max(0.0))
-            .collect();
-        let epilogue = Epilogue { bias: Some(&b), residual: Some(&res), relu: true };
-        conv2d_forward(&g, &x, &w, epilogue, &mut y);
-        close(&y, &want_fused, "forward with epilogue");
+        check_convolution(&g, seed);
     }
 
     #[test]
