@@ -379,6 +379,8 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-train", action="store_true",
+                   help="measure inference only (batch-1 latency runs)")
     p.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -415,7 +417,8 @@ def main(argv=None):
             if args.input == [3, 32, 32] and args.classes == 10 and params != expected:
                 print(f"warning: {name} has {params} parameters, shears has {expected}",
                       file=sys.stderr)
-            train = bench_train(model, args.input, args.classes, args.batch, args)
+            train = (None if args.no_train
+                     else bench_train(model, args.input, args.classes, args.batch, args))
             infer = bench_infer(model, args.input, args.infer_batch, args)
         except ValueError as e:
             # Input too small for the model, or BN in train mode seeing one value per channel.
@@ -424,19 +427,22 @@ def main(argv=None):
             {
                 "model": name,
                 "params": params,
-                "train_images_per_s": round(train, 1),
+                "train_images_per_s": None if train is None else round(train, 1),
                 "infer_images_per_s": round(infer, 1),
                 "batch": args.batch,
                 "infer_batch": args.infer_batch,
                 "input": list(args.input),
             }
         )
-        print(f"  {name}: train {train:.1f} img/s, infer {infer:.1f} img/s", file=sys.stderr)
+        shown = "-" if train is None else f"{train:.1f}"
+        print(f"  {name}: train {shown} img/s, infer {infer:.1f} img/s", file=sys.stderr)
 
     print(f"\n{'model':<12} {'params':>11} {'train img/s':>12} {'infer img/s':>12}",
           file=sys.stderr)
     for r in results:
-        print(f"{r['model']:<12} {r['params']:>11,} {r['train_images_per_s']:>12.1f} "
+        train = r["train_images_per_s"]
+        shown = "-" if train is None else f"{train:.1f}"
+        print(f"{r['model']:<12} {r['params']:>11,} {shown:>12} "
               f"{r['infer_images_per_s']:>12.1f}", file=sys.stderr)
 
     report = {

@@ -19,22 +19,56 @@ use shears_kernels::{
 };
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static OFF_BY_DEFAULT: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
-    static DISABLED: Cell<bool> = const { Cell::new(false) };
+    static OVERRIDE: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
-/// Turns the kernels off (Burn's ops everywhere) or back on for forward passes started on this
-/// thread: benchmarks and equivalence tests compare the two paths, and tests running side by
-/// side do not see each other's choice. On by default.
+/// Which convolution and BatchNorm implementation flex devices use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// This module's kernels (the default).
+    Ours,
+    /// Burn's own ops, for before/after comparisons.
+    Burn,
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Kernels, String> {
+        match s {
+            "ours" => Ok(Kernels::Ours),
+            "burn" => Ok(Kernels::Burn),
+            other => Err(format!(
+                "unknown kernels `{other}` (expected `ours` or `burn`)"
+            )),
+        }
+    }
+}
+
+/// Chooses the kernels for the whole process (every thread without its own override):
+/// `shears bench --kernels burn` measures Burn's path.
+pub fn set_default(kernels: Kernels) {
+    OFF_BY_DEFAULT.store(kernels == Kernels::Burn, Ordering::Relaxed);
+}
+
+/// Turns the kernels off (Burn's ops) or back on for forward passes started on this thread,
+/// overriding the process default: equivalence tests compare the two paths side by side
+/// without seeing each other's choice.
 pub fn set_enabled(on: bool) {
-    DISABLED.with(|d| d.set(!on));
+    OVERRIDE.with(|o| o.set(Some(on)));
 }
 
 /// Whether the executor should use these kernels for tensors on `device`: a flex device, plain
-/// or autodiff, with the kernels not switched off on this thread.
+/// or autodiff, with the kernels not switched off.
 pub fn enabled_on(device: &Device) -> bool {
-    !DISABLED.with(|d| d.get()) && device.clone().inner() == Device::flex()
+    let on = OVERRIDE
+        .with(|o| o.get())
+        .unwrap_or_else(|| !OFF_BY_DEFAULT.load(Ordering::Relaxed));
+    on && device.clone().inner() == Device::flex()
 }
 
 #[backend_extension(Flex, Autodiff)]

@@ -274,6 +274,10 @@ pub struct BenchArgs {
     pub train: bool,
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Convolution and BatchNorm on flex: `ours` (shears-kernels) or `burn` (Burn's own ops,
+    /// to compare).
+    #[arg(long, default_value = "ours")]
+    pub kernels: shears_engine::fast_ops::Kernels,
     #[arg(long)]
     pub json: bool,
 }

@@ -15,6 +15,7 @@ struct Bench {
     model: String,
     input: Vec<usize>,
     device: String,
+    kernels: String,
     params: u64,
     macs: u64,
     macs_convention: &'static str,
@@ -25,6 +26,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let model = load_or_build(&args.model, Some(&args.input), Some(args.classes), None, 0)?;
     let c = cost(&model.graph, Convention::ConvLinear)?;
     let device = device_by_name(&args.device)?;
+    shears_engine::fast_ops::set_default(args.kernels);
     let mut results = Vec::new();
     for &threads in &args.threads {
         for &batch in &args.batch {
@@ -57,6 +59,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         model: args.model,
         input: model.graph.input.shape.clone(),
         device: args.device,
+        kernels: format!("{:?}", args.kernels).to_lowercase(),
         params: c.params,
         macs: c.macs,
         macs_convention: Convention::ConvLinear.name(),
