@@ -10,6 +10,7 @@
 //! block of images side by side, so one GEMM has about [`BLOCK_COLUMNS`] columns.
 
 use crate::depthwise;
+use crate::direct;
 use crate::geometry::{ConvGeometry, Epilogue};
 use crate::im2col::{col2im_add, im2col};
 use crate::matmul::{View, matmul, matmul_into};
@@ -76,6 +77,25 @@ pub fn conv2d_forward(
     }
     let in_image = g.in_channels * g.in_pixels();
     let out_image = g.out_channels * g.out_pixels();
+    if direct::applies(g) {
+        // One item per image and block of 8 output channels: a single image still uses every
+        // thread. Measured 1.5-2.5x the im2col path on 8-32-channel 16x16 and 32x32 layers.
+        let per_image = g.out_channels.div_ceil(direct::BLOCK);
+        let out = SharedMut(output.as_mut_ptr());
+        let pixels = g.out_pixels();
+        for_each_item(g.batch * per_image, |item, _| {
+            let (n, co0) = (item / per_image, (item % per_image) * direct::BLOCK);
+            let co1 = (co0 + direct::BLOCK).min(g.out_channels);
+            // SAFETY: the item writes only channels co0..co1 of image n.
+            let y = unsafe { out.slice(n * out_image + co0 * pixels, (co1 - co0) * pixels) };
+            let image = &input[n * in_image..(n + 1) * in_image];
+            with_scratch(direct::scratch_len(g), |pad| {
+                direct::forward_block(g, image, weight, co0, pad, y)
+            });
+            epilogue_channels(g, epilogue, n, co0..co1, y);
+        });
+        return;
+    }
     let (cog, rows, pixels) = (g.out_per_group(), g.col_rows(), g.out_pixels());
     let out = SharedMut(output.as_mut_ptr());
     let (count, block) = blocks(g);
@@ -168,13 +188,24 @@ fn apply_epilogue(g: &ConvGeometry, e: Epilogue, output: &mut [f32]) {
 
 /// Bias, residual and ReLU on one image's output, one pass.
 fn epilogue_image(g: &ConvGeometry, e: Epilogue, n: usize, y: &mut [f32]) {
+    epilogue_channels(g, e, n, 0..g.out_channels, y)
+}
+
+/// The epilogue on channels `channels` of image `n`, whose planes `y` holds.
+fn epilogue_channels(
+    g: &ConvGeometry,
+    e: Epilogue,
+    n: usize,
+    channels: std::ops::Range<usize>,
+    y: &mut [f32],
+) {
     if e.bias.is_none() && e.residual.is_none() && !e.relu {
         return;
     }
     let pixels = g.out_pixels();
     let out_image = g.out_channels * pixels;
     let residual = e.residual.map(|r| &r[n * out_image..(n + 1) * out_image]);
-    for (c, plane) in y.chunks_mut(pixels).enumerate() {
+    for (c, plane) in channels.zip(y.chunks_mut(pixels)) {
         let b = e.bias.map_or(0.0, |b| b[c]);
         match residual {
             Some(r) => {

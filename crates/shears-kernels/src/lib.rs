@@ -15,6 +15,7 @@
 mod batchnorm;
 mod conv;
 mod depthwise;
+mod direct;
 mod geometry;
 mod im2col;
 mod matmul;
@@ -24,4 +25,5 @@ pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm
 pub use conv::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
 };
+pub use direct::use_avx2_only;
 pub use geometry::{ConvGeometry, Epilogue};

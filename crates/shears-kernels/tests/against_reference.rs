@@ -288,6 +288,46 @@ fn one_image_and_many_threads_agree_with_one_thread() {
     close(&b, &want, "two threads against one");
 }
 
+/// 3x3, stride 1, padding 1 with rows of 16 or more pixels takes the direct kernel: row widths
+/// around the 16-lane chunks, channel counts around its 8-channel blocks, batch 1 and 2.
+#[test]
+fn direct_convolutions_match_the_loop_nest() {
+    for avx2_only in [false, true] {
+        use_avx2_only(avx2_only);
+        direct_cases();
+    }
+    use_avx2_only(false);
+}
+
+fn direct_cases() {
+    let mut seed = 100;
+    for (h, w) in [(16usize, 16usize), (3, 17), (5, 31), (2, 33)] {
+        for (cin, cout, batch) in [
+            (1usize, 1usize, 1usize),
+            (3, 8, 2),
+            (5, 9, 1),
+            (2, 11, 2),
+            (2, 14, 1),
+            (3, 18, 1),
+        ] {
+            seed += 1;
+            let g = ConvGeometry {
+                batch,
+                in_channels: cin,
+                in_h: h,
+                in_w: w,
+                out_channels: cout,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                dilation: [1, 1],
+                groups: 1,
+            };
+            check_convolution(&g, seed);
+        }
+    }
+}
+
 /// A fused ReLU must not turn NaN into 0: a diverged network has to show NaN logits.
 #[test]
 fn fused_relu_keeps_nan() {

@@ -1,0 +1,222 @@
+//! Direct 3x3 convolution (stride 1, padding 1, no groups) for the forward pass: no im2col
+//! matrix. Each output row is computed for 8 output channels × 16 pixels at a time in
+//! registers, reading a zero-padded copy of the image, so the only memory traffic is the input
+//! (once per 8 output channels) and the output (once). Thin layers (a few channels, as pruning
+//! leaves them) spent more time writing and packing im2col than multiplying.
+//!
+//! The loop nest is written once with fixed-size arrays and compiled for AVX-512 and for
+//! AVX2+FMA; the CPU picks at run time. Without either, callers use im2col + GEMM.
+
+use crate::geometry::ConvGeometry;
+
+const CB: usize = 8;
+
+static AVX2_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the direct kernel use its AVX2 code even where AVX-512 exists, so tests on an
+/// AVX-512 machine cover both. Both are exact, so flipping it while others run is harmless.
+#[doc(hidden)]
+pub fn use_avx2_only(on: bool) {
+    AVX2_ONLY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+const LANES: usize = 16;
+
+/// Whether [`forward_image`] handles this geometry on this CPU.
+pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    g.kernel == [3, 3]
+        && g.stride == [1, 1]
+        && g.padding == [1, 1]
+        && g.dilation == [1, 1]
+        && g.groups == 1
+        && g.in_w >= LANES
+        && cpu_supported()
+}
+
+fn cpu_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            || (std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Scratch floats [`forward_image`] needs: the padded image.
+pub(crate) fn scratch_len(g: &ConvGeometry) -> usize {
+    g.in_channels * (g.in_h + 2) * padded_width(g)
+}
+
+/// Row width of the padded copy: one zero column left, the image, and zeros up to a whole
+/// number of 16-pixel chunks plus the right halo.
+fn padded_width(g: &ConvGeometry) -> usize {
+    g.in_w.div_ceil(LANES) * LANES + 2
+}
+
+/// Output channels one work item computes.
+pub(crate) const BLOCK: usize = CB;
+
+/// Channels `co0..co0 + 8` (fewer at the end) of one image: `image` `[C, H, W]` → `out`, the
+/// planes of just those channels; `scratch` has [`scratch_len`] floats.
+pub(crate) fn forward_block(
+    g: &ConvGeometry,
+    image: &[f32],
+    weight: &[f32],
+    co0: usize,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let (c, h, w) = (g.in_channels, g.in_h, g.in_w);
+    let wp = padded_width(g);
+    let padded = &mut scratch[..scratch_len(g)];
+    // Only the halo needs zeros, but rows are short: one fill is simpler and as fast.
+    padded.fill(0.0);
+    for ci in 0..c {
+        for ih in 0..h {
+            let dst = (ci * (h + 2) + ih + 1) * wp + 1;
+            padded[dst..dst + w].copy_from_slice(&image[(ci * h + ih) * w..][..w]);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2_only = AVX2_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if std::arch::is_x86_feature_detected!("avx512f") && !avx2_only {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            unsafe {
+                match block_width(CB.min(g.out_channels - co0)) {
+                    8 => rows_avx512::<8>(g, padded, weight, co0, out),
+                    4 => rows_avx512::<4>(g, padded, weight, co0, out),
+                    2 => rows_avx512::<2>(g, padded, weight, co0, out),
+                    _ => rows_avx512::<1>(g, padded, weight, co0, out),
+                }
+            }
+            return;
+        }
+        // SAFETY: `applies` checked AVX2 and FMA when AVX-512F is absent (or `avx2_only` did).
+        unsafe {
+            match block_width(CB.min(g.out_channels - co0)) {
+                8 => rows_avx2::<8>(g, padded, weight, co0, out),
+                4 => rows_avx2::<4>(g, padded, weight, co0, out),
+                2 => rows_avx2::<2>(g, padded, weight, co0, out),
+                _ => rows_avx2::<1>(g, padded, weight, co0, out),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("direct convolution is only selected on x86-64");
+}
+
+/// This block's weights as `[ci][tap][b]` (b over `B` output channels, zero past the end).
+fn block_weights<const B: usize>(g: &ConvGeometry, weight: &[f32], co0: usize) -> Vec<f32> {
+    let (c, o) = (g.in_channels, g.out_channels);
+    let mut wb = vec![0.0f32; c * 9 * B];
+    for b in 0..B.min(o - co0) {
+        for ci in 0..c {
+            for tap in 0..9 {
+                wb[(ci * 9 + tap) * B + b] = weight[((co0 + b) * c + ci) * 9 + tap];
+            }
+        }
+    }
+    wb
+}
+
+/// Accumulators per block for `cb` channels: the next power of two, so a pruned layer with 9
+/// channels computes 8 + 1, not 8 + 8.
+fn block_width(cb: usize) -> usize {
+    cb.next_power_of_two().min(CB)
+}
+
+/// AVX-512: 8 output channels × 16 pixels in eight zmm accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_avx512<const B: usize>(
+    g: &ConvGeometry,
+    padded: &[f32],
+    weight: &[f32],
+    co0: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let (c, h, w, o) = (g.in_channels, g.in_h, g.in_w, g.out_channels);
+    let wp = padded_width(g);
+    {
+        let cb = B.min(o - co0);
+        let wb = block_weights::<B>(g, weight, co0);
+        for oh in 0..h {
+            for ow0 in (0..w).step_by(LANES) {
+                let mut acc = [_mm512_setzero_ps(); B];
+                for ci in 0..c {
+                    for ki in 0..3 {
+                        let row = (ci * (h + 2) + oh + ki) * wp + ow0;
+                        for kj in 0..3 {
+                            // In bounds: ow0 + kj + 16 <= the padded width (see padded_width).
+                            debug_assert!(row + kj + LANES <= padded.len());
+                            let xv = unsafe { _mm512_loadu_ps(padded.as_ptr().add(row + kj)) };
+                            let ws = &wb[(ci * 9 + ki * 3 + kj) * B..][..B];
+                            for b in 0..B {
+                                acc[b] = _mm512_fmadd_ps(_mm512_set1_ps(ws[b]), xv, acc[b]);
+                            }
+                        }
+                    }
+                }
+                let n = LANES.min(w - ow0);
+                let mut lane = [0.0f32; LANES];
+                for b in 0..cb {
+                    unsafe { _mm512_storeu_ps(lane.as_mut_ptr(), acc[b]) };
+                    let dst = (b * h + oh) * w + ow0;
+                    out[dst..dst + n].copy_from_slice(&lane[..n]);
+                }
+            }
+        }
+    }
+}
+
+/// AVX2 + FMA: 8 output channels × 8 pixels in eight ymm accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_avx2<const B: usize>(
+    g: &ConvGeometry,
+    padded: &[f32],
+    weight: &[f32],
+    co0: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const HALF: usize = LANES / 2;
+    let (c, h, w, o) = (g.in_channels, g.in_h, g.in_w, g.out_channels);
+    let wp = padded_width(g);
+    {
+        let cb = B.min(o - co0);
+        let wb = block_weights::<B>(g, weight, co0);
+        for oh in 0..h {
+            for ow0 in (0..w).step_by(HALF) {
+                let mut acc = [_mm256_setzero_ps(); B];
+                for ci in 0..c {
+                    for ki in 0..3 {
+                        let row = (ci * (h + 2) + oh + ki) * wp + ow0;
+                        for kj in 0..3 {
+                            debug_assert!(row + kj + HALF <= padded.len());
+                            let xv = unsafe { _mm256_loadu_ps(padded.as_ptr().add(row + kj)) };
+                            let ws = &wb[(ci * 9 + ki * 3 + kj) * B..][..B];
+                            for b in 0..B {
+                                acc[b] = _mm256_fmadd_ps(_mm256_set1_ps(ws[b]), xv, acc[b]);
+                            }
+                        }
+                    }
+                }
+                let n = HALF.min(w - ow0);
+                let mut lane = [0.0f32; HALF];
+                for b in 0..cb {
+                    unsafe { _mm256_storeu_ps(lane.as_mut_ptr(), acc[b]) };
+                    let dst = (b * h + oh) * w + ow0;
+                    out[dst..dst + n].copy_from_slice(&lane[..n]);
+                }
+            }
+        }
+    }
+}
