@@ -11,6 +11,13 @@
 //! allocations. Here an im2col matrix lives in a per-thread scratch buffer that is reused,
 //! outputs that are fully written are never zero-filled, work is split over images (one GEMM
 //! per image and group, no nested parallelism) and, for a single image, inside the GEMM.
+//!
+//! Which path a convolution takes:
+//! - depthwise (one filter per channel): direct loops (`depthwise.rs`);
+//! - forward of a 3x3, stride-1, padding-1 convolution with rows of 16+ pixels: a direct kernel
+//!   with the accumulators in SIMD registers, no im2col (`direct.rs`);
+//! - everything else: im2col + GEMM, with several images per GEMM when a map is small
+//!   (`conv.rs`, `im2col.rs`).
 
 mod batchnorm;
 mod conv;
