@@ -240,6 +240,32 @@ pub fn conv2d_backward_input(
         depthwise::backward_input(g, grad_output, weight, grad_input);
         return;
     }
+    // For a stride-1 3x3 "same" convolution the input gradient is the same convolution of the
+    // output gradient with the filters flipped and their channel axes swapped: the direct kernel.
+    let transposed = ConvGeometry {
+        in_channels: g.out_channels,
+        out_channels: g.in_channels,
+        ..*g
+    };
+    if direct::applies(g) && direct::applies(&transposed) {
+        let (ci_n, co_n) = (g.in_channels, g.out_channels);
+        let mut flipped = vec![0.0f32; g.weight_len()];
+        for co in 0..co_n {
+            for ci in 0..ci_n {
+                for tap in 0..9 {
+                    flipped[(ci * co_n + co) * 9 + (8 - tap)] = weight[(co * ci_n + ci) * 9 + tap];
+                }
+            }
+        }
+        conv2d_forward(
+            &transposed,
+            grad_output,
+            &flipped,
+            Epilogue::default(),
+            grad_input,
+        );
+        return;
+    }
     let in_image = g.in_channels * g.in_pixels();
     let out_image = g.out_channels * g.out_pixels();
     let (cog, rows, pixels) = (g.out_per_group(), g.col_rows(), g.out_pixels());
