@@ -665,7 +665,9 @@ impl Executor {
         let fast = fast_ops::enabled_on(&self.device);
         let fuse_relu: Vec<bool> = (0..self.steps.len())
             .map(|j| {
-                fast && self.relu_after[j].is_some()
+                // A per-sample gate on the ReLU reads the ReLU's input, which fusion would
+                // replace by its output: such a ReLU stays separate.
+                fast && self.relu_after[j].is_some_and(|k| gated.get(k) != Some(&true))
                     && self.gates[j].is_none()
                     && gated.get(j) != Some(&true)
             })
@@ -720,7 +722,9 @@ impl Executor {
                             let summand = residual.and_then(|r| match &slots[r.other] {
                                 Some(Value::Map(t)) if t.dims() == conv_out_dims(&geometry) => {
                                     add_fused[r.add] = true;
-                                    if let Some(k) = r.relu {
+                                    // (Not when the ReLU's per-sample gate reads the sum.)
+                                    if let Some(k) = r.relu.filter(|&k| gated.get(k) != Some(&true))
+                                    {
                                         relu = true;
                                         relu_fused[k] = true;
                                     }
