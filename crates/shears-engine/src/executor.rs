@@ -381,11 +381,22 @@ impl Executor {
             }
         }
         last_use[output_slot] = usize::MAX;
+        // How many nodes read each slot: fusions need a value that only one node reads.
+        let mut readers = vec![0usize; graph.nodes.len() + 1];
+        for ins in &inputs {
+            for &s in ins {
+                readers[s] += 1;
+            }
+        }
         let mut fold_into = vec![None; steps.len()];
         for (j, step) in steps.iter().enumerate() {
             if let Step::Bn { .. } = step {
                 let src = inputs[j][0];
-                if src > 0 && matches!(steps[src - 1], Step::Conv { .. }) && last_use[src] == j {
+                if src > 0
+                    && matches!(steps[src - 1], Step::Conv { .. })
+                    && readers[src] == 1
+                    && src != output_slot
+                {
                     if let Op::BatchNorm { .. } = graph.nodes[j].op {
                         if graph.nodes[j].inputs.len() == 1 {
                             fold_into[src - 1] = Some(j);
@@ -395,12 +406,6 @@ impl Executor {
             }
         }
         // A ReLU whose only input is a BatchNorm that nothing else reads.
-        let mut readers = vec![0usize; graph.nodes.len() + 1];
-        for ins in &inputs {
-            for &s in ins {
-                readers[s] += 1;
-            }
-        }
         let mut relu_after = vec![None; steps.len()];
         for (k, step) in steps.iter().enumerate() {
             let src = inputs[k][0];
@@ -421,7 +426,11 @@ impl Executor {
             for position in 0..2 {
                 let src = inputs[k][position];
                 let other = inputs[k][1 - position];
-                if src == 0 || !matches!(steps[src - 1], Step::Bn { .. }) || readers[src] != 1 {
+                if src == 0
+                    || !matches!(steps[src - 1], Step::Bn { .. })
+                    || readers[src] != 1
+                    || src == output_slot
+                {
                     continue;
                 }
                 let sum = k + 1;

@@ -108,6 +108,14 @@ pub fn batch_norm_infer(
 ) {
     shape.check("input", x.len(), shape.len());
     shape.check("output", y.len(), shape.len());
+    for (what, v) in [
+        ("gamma", gamma.len()),
+        ("beta", beta.len()),
+        ("mean", mean.len()),
+        ("var", var.len()),
+    ] {
+        shape.check(what, v, shape.channels);
+    }
     let out = SharedMut(y.as_mut_ptr());
     (0..shape.channels).into_par_iter().for_each(|c| {
         let scale = gamma[c] / (var[c] + eps).sqrt();
@@ -155,6 +163,16 @@ pub fn batch_norm_backward(
 ) {
     shape.check("output gradient", dy.len(), shape.len());
     shape.check("input", x.len(), shape.len());
+    for (what, v) in [
+        ("gamma", gamma.len()),
+        ("beta", beta.len()),
+        ("mean", mean.len()),
+        ("var", var.len()),
+        ("gamma gradient", dgamma.len()),
+        ("beta gradient", dbeta.len()),
+    ] {
+        shape.check(what, v, shape.channels);
+    }
     let dx_ptr = dx.map(|d| {
         shape.check("input gradient", d.len(), shape.len());
         SharedMut(d.as_mut_ptr())
@@ -168,7 +186,8 @@ pub fn batch_norm_backward(
             let inv_std = 1.0 / (var[c] + eps).sqrt();
             let mu = mean[c];
             // The ReLU passed the gradient where its input, the BN output, was positive.
-            let scale = gamma[c] * inv_std;
+            // The same expression as the forward pass, so the ReLU mask agrees bit for bit.
+            let scale = gamma[c] / (var[c] + eps).sqrt();
             let gate = |xv: f32| !relu || (xv - mu) * scale + beta[c] > 0.0;
             let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
             for n in 0..shape.batch {

@@ -83,7 +83,7 @@ pub fn conv2d_forward(
         let per_image = g.out_channels.div_ceil(direct::BLOCK);
         let out = SharedMut(output.as_mut_ptr());
         let pixels = g.out_pixels();
-        for_each_item(g.batch * per_image, |item, _| {
+        (0..g.batch * per_image).into_par_iter().for_each(|item| {
             let (n, co0) = (item / per_image, (item % per_image) * direct::BLOCK);
             let co1 = (co0 + direct::BLOCK).min(g.out_channels);
             // SAFETY: the item writes only channels co0..co1 of image n.

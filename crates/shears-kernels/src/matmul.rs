@@ -84,7 +84,7 @@ pub(crate) fn matmul_into(
         "matmul: rhs view out of bounds"
     );
     assert!(
-        (m - 1) * ldo + n <= out.len(),
+        (m - 1) * ldo + (n - 1) * cso < out.len(),
         "matmul: output view out of bounds"
     );
     // SAFETY: the three asserts above keep every index gemm touches inside its slice, and `out`
