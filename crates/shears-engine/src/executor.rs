@@ -682,7 +682,8 @@ impl Executor {
             })
             .collect();
         let mut relu_fused = vec![false; self.steps.len()];
-        let mut add_fused = vec![false; self.steps.len()];
+        // Add step → which of its inputs holds the conv that already added the other one.
+        let mut add_fused: Vec<Option<usize>> = vec![None; self.steps.len()];
         // Evaluation keeps flex's depthwise convolution: measured faster than ours at batch 64
         // (MobileNet-V2 inference 212 against 179 img/s, 2 threads); in training ours wins.
         let use_kernels = |g: &shears_kernels::ConvGeometry| fast && (train || !g.is_depthwise());
@@ -730,7 +731,7 @@ impl Executor {
                             }
                             let summand = residual.and_then(|r| match &slots[r.other] {
                                 Some(Value::Map(t)) if t.dims() == conv_out_dims(&geometry) => {
-                                    add_fused[r.add] = true;
+                                    add_fused[r.add] = Some(r.position);
                                     // (Not when the ReLU's per-sample gate reads the sum.)
                                     if let Some(k) = r.relu.filter(|&k| gated.get(k) != Some(&true))
                                     {
@@ -879,16 +880,7 @@ impl Executor {
                     }
                     flat => flat,
                 },
-                Step::Add if add_fused[i] => {
-                    let position = self
-                        .residual_after
-                        .iter()
-                        .flatten()
-                        .find(|r| r.add == i)
-                        .expect("a fused add has its plan")
-                        .position;
-                    arg(position)
-                }
+                Step::Add if add_fused[i].is_some() => arg(add_fused[i].expect("checked")),
                 Step::Add => {
                     let mut acc = arg(0);
                     for k in 1..self.inputs[i].len() {

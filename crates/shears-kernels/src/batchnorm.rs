@@ -32,6 +32,12 @@ impl BnShape {
             "batch_norm: {what} has {got} values, {self:?} needs {want}"
         );
     }
+    /// Every per-channel buffer has one value per channel.
+    fn check_channels(&self, buffers: &[(&str, usize)]) {
+        for &(what, len) in buffers {
+            self.check(what, len, self.channels);
+        }
+    }
 }
 
 /// `y = γ·(x − μ)/√(σ² + ε) + β` with the batch's mean μ and biased variance σ², then ReLU if
@@ -50,14 +56,12 @@ pub fn batch_norm_forward(
 ) {
     shape.check("input", x.len(), shape.len());
     shape.check("output", y.len(), shape.len());
-    for (what, v) in [
+    shape.check_channels(&[
         ("gamma", gamma.len()),
         ("beta", beta.len()),
         ("mean", mean.len()),
         ("var", var.len()),
-    ] {
-        shape.check(what, v, shape.channels);
-    }
+    ]);
     assert!(
         shape.count() > 0,
         "batch_norm: no values per channel in {shape:?}"
@@ -108,14 +112,12 @@ pub fn batch_norm_infer(
 ) {
     shape.check("input", x.len(), shape.len());
     shape.check("output", y.len(), shape.len());
-    for (what, v) in [
+    shape.check_channels(&[
         ("gamma", gamma.len()),
         ("beta", beta.len()),
         ("mean", mean.len()),
         ("var", var.len()),
-    ] {
-        shape.check(what, v, shape.channels);
-    }
+    ]);
     let out = SharedMut(y.as_mut_ptr());
     (0..shape.channels).into_par_iter().for_each(|c| {
         let scale = gamma[c] / (var[c] + eps).sqrt();
@@ -163,16 +165,14 @@ pub fn batch_norm_backward(
 ) {
     shape.check("output gradient", dy.len(), shape.len());
     shape.check("input", x.len(), shape.len());
-    for (what, v) in [
+    shape.check_channels(&[
         ("gamma", gamma.len()),
         ("beta", beta.len()),
         ("mean", mean.len()),
         ("var", var.len()),
         ("gamma gradient", dgamma.len()),
         ("beta gradient", dbeta.len()),
-    ] {
-        shape.check(what, v, shape.channels);
-    }
+    ]);
     let dx_ptr = dx.map(|d| {
         shape.check("input gradient", d.len(), shape.len());
         SharedMut(d.as_mut_ptr())
