@@ -29,8 +29,15 @@ fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_close_above(got, want, 1e-3, what);
+}
+
+/// Relative comparison against the larger of the reference's magnitude and `floor`. A value that
+/// is the cancellation of larger terms (the BN input gradient of a two-sample channel is exactly
+/// zero) can only be checked against the size of those terms, so callers pass that as `floor`.
+fn assert_close_above(got: &[f32], want: &[f32], floor: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    let scale = want.iter().fold(floor, |m, v| m.max(v.abs()));
     let worst = got
         .iter()
         .zip(want)
@@ -120,18 +127,49 @@ proptest! {
 
         let ours = fast_ops::batch_norm_train_map(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
         let burn = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+        // At a pre-activation within rounding of zero the two implementations may take the
+        // ReLU's kink on different sides; both are right, so such draws are not compared.
+        let pre = flat(burn.output.clone().inner());
+        prop_assume!(!relu || pre.iter().all(|p| p.abs() > 1e-5));
         let burn_out = if relu { activation::relu(burn.output) } else { burn.output };
         assert_close(&flat(ours.output.clone().inner()), &flat(burn_out.clone().inner()), "output");
-        assert_close(&flat(ours.mean.inner()), &flat(burn.mean.inner()), "batch mean");
-        assert_close(&flat(ours.variance.inner()), &flat(burn.variance.inner()), "batch variance");
+        assert_close(&flat(ours.mean.inner()), &flat(burn.mean.clone().inner()), "batch mean");
+        let variance = flat(burn.variance.clone().inner());
+        assert_close(&flat(ours.variance.inner()), &variance, "batch variance");
+        // dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂)) cancels terms of size |γ|/σ · |dy|, and
+        // both implementations round x − μ by about ε·|x|, which reaches dx amplified by 1/σ
+        // (see the kernels' own BN test): the floor follows that conditioning.
+        let max_dy = flat(r.clone()).iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max_x = flat(x.clone().inner()).iter().fold(0f32, |m, v| m.max(v.abs()));
+        let term_scale = flat(gamma.clone().inner()).iter().zip(&variance).fold(1e-3f32, |m, (g, v)| {
+            let inv = 1.0 / (v + 1e-5).sqrt();
+            let terms = g.abs() * inv * max_dy;
+            m.max(terms * (1.0 + 1e4 * 16.0 * f32::EPSILON * max_x * inv))
+        });
+        // dγ = Σ dy·x̂ and dβ = Σ dy are sums that may cancel: their floors are Σ|dy·x̂|, Σ|dy|.
+        let (xs, dys, means) = (flat(x.clone().inner()), flat(r.clone()), flat(burn.mean.clone().inner()));
+        let plane = side * side;
+        let (mut sum_gx, mut sum_g) = (1e-3f32, 1e-3f32);
+        for ch in 0..c {
+            let inv = 1.0 / (variance[ch] + 1e-5).sqrt();
+            let at = |i: usize| (i / plane) * c * plane + ch * plane + i % plane;
+            let abs_gx: f32 = (0..n * plane).map(|i| (dys[at(i)] * (xs[at(i)] - means[ch]) * inv).abs()).sum();
+            let abs_g: f32 = (0..n * plane).map(|i| dys[at(i)].abs()).sum();
+            sum_gx = sum_gx.max(abs_gx);
+            sum_g = sum_g.max(abs_g);
+        }
         let grads_ours = (ours.output * r.clone()).sum().backward();
         let grads_burn = (burn_out * r).sum().backward();
-        assert_close(
-            &flat(x.grad(&grads_ours).unwrap()), &flat(x.grad(&grads_burn).unwrap()), "input gradient");
-        assert_close(
-            &flat(gamma.grad(&grads_ours).unwrap()), &flat(gamma.grad(&grads_burn).unwrap()), "gamma gradient");
-        assert_close(
-            &flat(beta.grad(&grads_ours).unwrap()), &flat(beta.grad(&grads_burn).unwrap()), "beta gradient");
+        assert_close_above(
+            &flat(x.grad(&grads_ours).unwrap()),
+            &flat(x.grad(&grads_burn).unwrap()),
+            term_scale,
+            "input gradient",
+        );
+        assert_close_above(
+            &flat(gamma.grad(&grads_ours).unwrap()), &flat(gamma.grad(&grads_burn).unwrap()), sum_gx, "gamma gradient");
+        assert_close_above(
+            &flat(beta.grad(&grads_ours).unwrap()), &flat(beta.grad(&grads_burn).unwrap()), sum_g, "beta gradient");
     }
 }
 

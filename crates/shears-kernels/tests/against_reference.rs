@@ -50,13 +50,19 @@ fn each_term(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
 }
 
 fn close(got: &[f32], want: &[f64], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    close_within(got, want, |_| 1e-4 * scale, what);
+}
+
+/// Element-wise comparison with an error bound per element.
+fn close_within(got: &[f32], want: &[f64], bound: impl Fn(usize) -> f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (*g as f64 - w).abs();
+        let bound = bound(i);
         assert!(
-            err <= 1e-4 * scale,
-            "{what}[{i}]: got {g}, want {w} (scale {scale})"
+            err <= bound,
+            "{what}[{i}]: got {g}, want {w} (bound {bound})"
         );
     }
 }
@@ -209,6 +215,10 @@ proptest! {
         let (mut want_y, mut want_dx) = (vec![0.0f64; len], vec![0.0f64; len]);
         let (mut want_mean, mut want_var) = (vec![0.0f64; channels], vec![0.0f64; channels]);
         let (mut want_dg, mut want_db) = (vec![0.0f64; channels], vec![0.0f64; channels]);
+        let mut dx_bound = vec![0.0f64; len];
+        let mut near_kink = false;
+        let max_x = x.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+        let max_dy = dy.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
         for c in 0..channels {
             let vals: Vec<(usize, f64)> = (0..batch)
                 .flat_map(|n| (0..spatial).map(move |s| idx(n, c, s)))
@@ -222,6 +232,9 @@ proptest! {
             let mut g = vec![0.0f64; len];
             for &(i, v) in &vals {
                 let pre = gamma[c] as f64 * (v - mu) * inv + beta[c] as f64;
+                // f32 may put a pre-activation this close to zero on the other side of the
+                // ReLU's kink; such draws are not compared (see below).
+                near_kink |= relu && pre.abs() <= 1e-5;
                 want_y[i] = if relu { pre.max(0.0) } else { pre };
                 g[i] = if relu && pre <= 0.0 { 0.0 } else { dy[i] as f64 };
             }
@@ -233,8 +246,18 @@ proptest! {
                 let x_hat = (v - mu) * inv;
                 want_dx[i] = gamma[c] as f64 * inv * (g[i] - sum_g / m - x_hat * sum_gx / m);
             }
+            // dx is a cancellation of terms of size |γ|/σ·|dy|, and in f32 x − μ carries an
+            // absolute rounding error of about ε·|x|, which reaches dx amplified by |γ|/σ²·|dy|:
+            // a channel whose values nearly coincide (σ² near ε_bn) is ill-conditioned for any
+            // f32 implementation, so the bound follows the conditioning.
+            let terms = (gamma[c].abs() as f64) * inv * max_dy;
+            let rounding = 8.0 * f32::EPSILON as f64 * max_x * inv * terms;
+            for &(i, _) in &vals {
+                dx_bound[i] = 1e-4 * want_dx[i].abs().max(terms).max(1.0) + rounding;
+            }
         }
 
+        prop_assume!(!near_kink);
         let mut y = vec![f32::NAN; len];
         let (mut mean, mut var) = (vec![0.0; channels], vec![0.0; channels]);
         batch_norm_forward(shape, &x, &gamma, &beta, eps, relu, &mut y, &mut mean, &mut var);
@@ -245,7 +268,7 @@ proptest! {
         let mut dx = vec![f32::NAN; len];
         let (mut dg, mut db) = (vec![0.0; channels], vec![0.0; channels]);
         batch_norm_backward(shape, &dy, &x, &gamma, &beta, &mean, &var, eps, relu, Some(&mut dx), &mut dg, &mut db);
-        close(&dx, &want_dx, "bn input gradient");
+        close_within(&dx, &want_dx, |i| dx_bound[i], "bn input gradient");
         close(&dg, &want_dg, "bn gamma gradient");
         close(&db, &want_db, "bn beta gradient");
 
