@@ -612,9 +612,43 @@ impl Executor {
         self.forward_impl(x, mode, None)
     }
 
+    /// Checks that every node `gates` names, and every gate's source, is a node of this graph,
+    /// and that each source comes no later than the node it gates.
+    pub fn check_gates(&self, gates: &dyn DynamicGates) -> Result<()> {
+        let model = &self.graph.name;
+        for node in gates.gated_nodes() {
+            let Some(i) = self.graph.node_index(&node) else {
+                return Err(EngineError::invalid(
+                    "dynamic gates",
+                    format!("no node named `{node}` in model `{model}`"),
+                ));
+            };
+            let source = gates.source(&node);
+            match self.graph.node_index(&source) {
+                Some(s) if s <= i => {}
+                Some(_) => {
+                    return Err(EngineError::invalid(
+                        "dynamic gates",
+                        format!("the gate of `{node}` reads `{source}`, which runs after it"),
+                    ));
+                }
+                None => {
+                    return Err(EngineError::invalid(
+                        "dynamic gates",
+                        format!(
+                            "the gate of `{node}` reads `{source}`, no node of model `{model}`"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// [`Executor::forward`] with per-sample channel gates computed inside the pass: every node
-    /// that `gates` names has its output multiplied by the gate `[N, C]` computed from its first
-    /// input (and from `extra`). BatchNorm is not folded into a gated conv.
+    /// that `gates` names has its output multiplied by the gate `[N, C]` computed from its
+    /// source's first input (and from `extra`). BatchNorm is not folded into a gated conv. The
+    /// gates must have passed [`Executor::check_gates`].
     pub fn forward_gated(
         &mut self,
         x: Value,
@@ -632,18 +666,30 @@ impl Executor {
         dynamic: Option<(&dyn DynamicGates, Option<&ExtraParams>)>,
     ) -> Tensor<2> {
         let train = mode == Mode::Train;
-        // Which nodes are gated per sample; empty (no allocation) on the plain forward pass.
-        let gated: Vec<bool> = match dynamic {
+        // Which nodes are gated per sample, and the node whose first input each gate reads;
+        // empty (no allocation) on the plain forward pass.
+        let (gated, gate_source): (Vec<bool>, Vec<Option<usize>>) = match dynamic {
             Some((g, _)) => {
                 let names = g.gated_nodes();
-                self.graph
-                    .nodes
+                let nodes = &self.graph.nodes;
+                let gated: Vec<bool> = nodes.iter().map(|n| names.contains(&n.name)).collect();
+                let source = nodes
                     .iter()
-                    .map(|n| names.contains(&n.name))
-                    .collect()
+                    .zip(&gated)
+                    .map(|(n, &is)| {
+                        is.then(|| {
+                            self.graph
+                                .node_index(&g.source(&n.name))
+                                .expect("gate sources are checked by check_gates")
+                        })
+                    })
+                    .collect();
+                (gated, source)
             }
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
+        // A gate that reads its own node's input.
+        let reads_own_input = |k: usize| gate_source.get(k) == Some(&Some(k));
         let folded = if train || gated.contains(&true) {
             vec![None; self.steps.len()]
         } else {
@@ -674,9 +720,9 @@ impl Executor {
         let fast = fast_ops::enabled_on(&self.device);
         let fuse_relu: Vec<bool> = (0..self.steps.len())
             .map(|j| {
-                // A per-sample gate on the ReLU reads the ReLU's input, which fusion would
+                // A per-sample gate on the ReLU that reads the ReLU's input, which fusion would
                 // replace by its output: such a ReLU stays separate.
-                fast && self.relu_after[j].is_some_and(|k| gated.get(k) != Some(&true))
+                fast && self.relu_after[j].is_some_and(|k| !reads_own_input(k))
                     && self.gates[j].is_none()
                     && gated.get(j) != Some(&true)
             })
@@ -690,6 +736,7 @@ impl Executor {
         let ungated = |j: usize| self.gates[j].is_none() && gated.get(j) != Some(&true);
         let mut bn_folded = vec![false; self.steps.len()];
         let mut slots: Vec<Option<Value>> = vec![None; self.steps.len() + 1];
+        let mut gate_inputs: Vec<Option<Value>> = vec![None; gate_source.len()];
         slots[0] = Some(x);
         for (i, step) in self.steps.iter().enumerate() {
             let name = &self.graph.nodes[i].name;
@@ -706,12 +753,12 @@ impl Executor {
                     }
                 })
                 .collect();
-            // A dynamic gate reads the node's first input, so keep a handle to it.
-            let gate_input = if gated.get(i) == Some(&true) {
-                args[0].clone()
-            } else {
-                None
-            };
+            // A dynamic gate reads its source's first input, so keep a handle to it.
+            for (k, src) in gate_source.iter().enumerate() {
+                if *src == Some(i) {
+                    gate_inputs[k] = args[0].clone();
+                }
+            }
             let mut arg = |k: usize| args[k].take().expect("value computed before use");
             let out = match step {
                 Step::Conv { opts, shape, .. } if folded[i].is_some() => {
@@ -938,8 +985,9 @@ impl Executor {
                 Some(g) => out.mul_channels(g.clone()),
                 None => out,
             };
+            let gate_input = gate_inputs.get_mut(i).and_then(Option::take);
             let out = match (dynamic, gate_input) {
-                (Some((g, extra)), Some(input)) => match g.gate(name, &input, extra) {
+                (Some((g, extra)), Some(input)) => match g.gate(name, &input, &out, extra) {
                     Some(gate) => out.mul_sample_channels(gate),
                     None => out,
                 },

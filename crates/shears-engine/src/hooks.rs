@@ -31,19 +31,43 @@ pub trait LossTerm {
     /// Short name for logs and metrics.
     fn name(&self) -> &str;
     /// The term's value as a one-element tensor on the executor's (autodiff) device, built from
-    /// the executor's parameters and the extra parameters; `None` adds nothing this step.
-    fn loss(&self, exec: &Executor, extra: Option<&ExtraParams>) -> Option<Tensor<1>>;
+    /// the executor's parameters and the extra parameters (and what the forward pass of this
+    /// step recorded); `None` adds nothing this step.
+    fn loss(&self, exec: &Executor, extra: Option<&ExtraParams>, at: StepInfo)
+    -> Option<Tensor<1>>;
 }
 
 /// Channel gates computed per sample inside the forward pass. For every node it names, the
 /// executor multiplies the node's output `[N, C, ...]` by the gate `[N, C]` computed from the
-/// node's first input, so a gate is differentiable in whatever produced it.
+/// first input of the gate's source node (by default the gated node itself), so a gate is
+/// differentiable in whatever produced it.
 pub trait DynamicGates {
     /// The nodes whose outputs are gated.
     fn gated_nodes(&self) -> Vec<String>;
-    /// The gate `[N, C]` of `node`'s output for this batch; `input` is the node's first input.
+    /// The node whose first input the gate of `node` reads: `node` itself, or a node before it
+    /// (FTWT gates a conv's BN/ReLU output from the conv's input).
+    fn source(&self, node: &str) -> String {
+        node.to_string()
+    }
+    /// The gate `[N, C]` of `node`'s output for this batch; `input` is the source's first
+    /// input and `output` the node's output before gating (self-supervised targets read it).
     /// `None` leaves the output ungated for this batch.
-    fn gate(&self, node: &str, input: &Value, extra: Option<&ExtraParams>) -> Option<Tensor<2>>;
+    fn gate(
+        &self,
+        node: &str,
+        input: &Value,
+        output: &Value,
+        extra: Option<&ExtraParams>,
+    ) -> Option<Tensor<2>>;
+}
+
+/// Where a training step is: what loss terms with a schedule (FTWT's cooldown) need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepInfo {
+    /// 0-based epoch of the phase.
+    pub epoch: usize,
+    /// Epochs of the phase.
+    pub epochs: usize,
 }
 
 /// Everything a method hooks into the training step. The default hooks nothing: plain training.
@@ -350,7 +374,7 @@ mod tests {
         fn name(&self) -> &str {
             "l1"
         }
-        fn loss(&self, exec: &Executor, _: Option<&ExtraParams>) -> Option<Tensor<1>> {
+        fn loss(&self, exec: &Executor, _: Option<&ExtraParams>, _: StepInfo) -> Option<Tensor<1>> {
             let mut total: Option<Tensor<1>> = None;
             for (i, info) in exec.infos.iter().enumerate() {
                 if info.kind == ParamKind::BnScale {
@@ -415,7 +439,12 @@ mod tests {
         fn name(&self) -> &str {
             "pull"
         }
-        fn loss(&self, _: &Executor, extra: Option<&ExtraParams>) -> Option<Tensor<1>> {
+        fn loss(
+            &self,
+            _: &Executor,
+            extra: Option<&ExtraParams>,
+            _: StepInfo,
+        ) -> Option<Tensor<1>> {
             let p = extra?.get("p")?;
             Some(p.sub_scalar(3.0).powi_scalar(2).sum())
         }
@@ -483,7 +512,13 @@ mod tests {
         fn gated_nodes(&self) -> Vec<String> {
             vec!["a".into()]
         }
-        fn gate(&self, _: &str, input: &Value, _: Option<&ExtraParams>) -> Option<Tensor<2>> {
+        fn gate(
+            &self,
+            _: &str,
+            input: &Value,
+            _: &Value,
+            _: Option<&ExtraParams>,
+        ) -> Option<Tensor<2>> {
             let Value::Map(x) = input else { return None };
             Some(Tensor::from_data(
                 TensorData::new(self.0.clone(), [self.1, self.2]),
@@ -529,13 +564,123 @@ mod tests {
         assert!(dense.iter().zip(&both).any(|(a, b)| (a - b).abs() > 1e-4));
     }
 
+    /// Gates `b_relu`'s output from conv `b`'s input (FTWT's placement): one channel per sample
+    /// is off, picked from the input's mean; records the ungated output it was shown.
+    struct FromConvInput(std::cell::RefCell<Vec<Vec<f32>>>, &'static str);
+    impl DynamicGates for FromConvInput {
+        fn gated_nodes(&self) -> Vec<String> {
+            vec!["b_relu".into()]
+        }
+        fn source(&self, _: &str) -> String {
+            self.1.into()
+        }
+        fn gate(
+            &self,
+            _: &str,
+            input: &Value,
+            output: &Value,
+            _: Option<&ExtraParams>,
+        ) -> Option<Tensor<2>> {
+            let (Value::Map(x), Value::Map(o)) = (input, output) else {
+                return None;
+            };
+            let [n, c, h, w] = x.dims();
+            assert_eq!(c, 3, "the gate sees conv b's input, not the ReLU's");
+            self.0
+                .borrow_mut()
+                .push(host(o.clone().inner().reshape([n * 4 * h * w])));
+            let mean = host(
+                x.clone()
+                    .inner()
+                    .reshape([n, c * h * w])
+                    .mean_dim(1)
+                    .reshape([n]),
+            );
+            let g: Vec<f32> = (0..n * 4)
+                .map(|i| f32::from((mean[i / 4] * 1000.0) as usize % 4 != i % 4))
+                .collect();
+            Some(Tensor::from_data(TensorData::new(g, [n, 4]), &x.device()))
+        }
+    }
+
+    #[test]
+    fn a_gate_reads_its_source_input_and_sees_the_ungated_output() {
+        let mut exec = executor();
+        let d = data();
+        let loader = shears_data::Loader::new(
+            &d.train,
+            shears_data::LoaderConfig::eval(4).normalized(d.normalization.clone()),
+        )
+        .unwrap();
+        let images = loader.epoch(0).next().unwrap().images;
+        let gates = FromConvInput(Default::default(), "b");
+        exec.check_gates(&gates).unwrap();
+        let x = exec.input_value(images.clone(), 4).unwrap();
+        let gated = host(
+            exec.forward_gated(x, Mode::Eval, &gates, None)
+                .inner()
+                .reshape([12]),
+        );
+        let x = exec.input_value(images.clone(), 4).unwrap();
+        let dense = host(exec.forward(x, Mode::Eval).inner().reshape([12]));
+        // The output the gate saw is the dense network's b_relu output (non-negative).
+        let seen = gates.0.borrow()[0].clone();
+        assert!(seen.iter().all(|v| *v >= 0.0) && seen.iter().any(|v| *v > 0.0));
+        // Gated per sample = each sample with its gate set statically.
+        let mut some_off = false;
+        for s in 0..4 {
+            let x = exec
+                .input_value(images[s * 36..(s + 1) * 36].to_vec(), 1)
+                .unwrap();
+            let t = FromConvInput(Default::default(), "b");
+            let g = host(
+                exec.forward_gated(x.clone(), Mode::Eval, &t, None)
+                    .inner()
+                    .reshape([3]),
+            );
+            assert!(
+                g.iter()
+                    .zip(&gated[s * 3..])
+                    .all(|(a, b)| (a - b).abs() < 1e-5)
+            );
+            some_off |= g
+                .iter()
+                .zip(&dense[s * 3..])
+                .any(|(a, b)| (a - b).abs() > 1e-4);
+        }
+        assert!(some_off, "the gates switched some channel off");
+        // In training, too (the BN+ReLU fusion stays on: the gate does not read the ReLU's input).
+        let x = exec.input_value(images, 4).unwrap();
+        let _ = exec.forward_gated(x, Mode::Train, &gates, None);
+        assert_eq!(gates.0.borrow().len(), 2);
+    }
+
+    #[test]
+    fn gates_with_a_missing_or_later_source_are_refused() {
+        let exec = executor();
+        let err = exec
+            .check_gates(&FromConvInput(Default::default(), "nope"))
+            .unwrap_err();
+        assert!(err.to_string().contains("`nope`"), "{err}");
+        let err = exec
+            .check_gates(&FromConvInput(Default::default(), "fc"))
+            .unwrap_err();
+        assert!(err.to_string().contains("runs after it"), "{err}");
+    }
+
     /// Gates of conv `b` from its input: sigmoid(mean over H, W of the input · W), W extra.
     struct Predicted;
     impl DynamicGates for Predicted {
         fn gated_nodes(&self) -> Vec<String> {
             vec!["b".into()]
         }
-        fn gate(&self, _: &str, input: &Value, extra: Option<&ExtraParams>) -> Option<Tensor<2>> {
+        fn gate(
+            &self,
+            _: &str,
+            input: &Value,
+            _: &Value,
+            extra: Option<&ExtraParams>,
+        ) -> Option<Tensor<2>> {
             let Value::Map(x) = input else { return None };
             let [n, c, h, w] = x.dims();
             let pooled = x.clone().reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);

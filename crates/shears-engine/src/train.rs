@@ -62,7 +62,7 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-use crate::hooks::{DynamicGates, ExtraParams};
+use crate::hooks::{DynamicGates, ExtraParams, StepInfo};
 pub use crate::hooks::{GradientEdit, TrainHooks};
 
 /// Mean cross-entropy of logits against integer labels.
@@ -149,6 +149,9 @@ pub fn evaluate_gated(
     extra: Option<&ExtraParams>,
 ) -> Result<(f64, f64)> {
     check_data_fits(exec, data)?;
+    if let Some(g) = gates {
+        exec.check_gates(g)?;
+    }
     let loader = Loader::new(
         data,
         LoaderConfig::eval(batch_size)
@@ -190,6 +193,9 @@ pub fn precise_bn(
     gates: Option<&dyn DynamicGates>,
     extra: Option<&ExtraParams>,
 ) -> Result<()> {
+    if let Some(g) = gates {
+        exec.check_gates(g)?;
+    }
     let loader = Loader::new(
         &data.train,
         LoaderConfig::train(batch_size, seed.wrapping_add(0x5eed))
@@ -228,14 +234,7 @@ pub fn train(
     }
     check_data_fits(exec, &data.train)?;
     if let Some(g) = hooks.gates {
-        for node in g.gated_nodes() {
-            if exec.graph().node_index(&node).is_none() {
-                return Err(EngineError::invalid(
-                    "dynamic gates",
-                    format!("no node named `{node}` in model `{}`", exec.graph().name),
-                ));
-            }
-        }
+        exec.check_gates(g)?;
     }
     let loader = Loader::new(
         &data.train,
@@ -270,7 +269,11 @@ pub fn train(
             let host_logits = to_vec(logits.clone().inner().reshape([n * classes]));
             let mut loss = cross_entropy(logits, &batch.labels);
             for term in &hooks.terms {
-                if let Some(t) = term.loss(exec, hooks.extra.as_deref()) {
+                let at = StepInfo {
+                    epoch,
+                    epochs: cfg.epochs,
+                };
+                if let Some(t) = term.loss(exec, hooks.extra.as_deref(), at) {
                     loss = loss + t;
                 }
             }

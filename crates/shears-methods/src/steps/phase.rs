@@ -258,7 +258,12 @@ mod tests {
         fn name(&self) -> &str {
             "coupled"
         }
-        fn loss(&self, exec: &Executor, extra: Option<&ExtraParams>) -> Option<Tensor<1>> {
+        fn loss(
+            &self,
+            exec: &Executor,
+            extra: Option<&ExtraParams>,
+            _: shears_engine::StepInfo,
+        ) -> Option<Tensor<1>> {
             let p = extra?.get("p")?;
             let w = exec.params[exec.param_index("fc.weight")?].clone();
             Some(p.clone().sub_scalar(3.0).powi_scalar(2).sum() + (p * w.slice(0..1)).sum())
