@@ -5,7 +5,7 @@
 use crate::config::{ExperimentConfig, MethodSection};
 use crate::error::Result;
 use crate::invalid;
-use crate::methods::{filter, masksparsity, slimming, unstructured};
+use crate::methods::{filter, ftwt, masksparsity, slimming, unstructured};
 use crate::pipeline::Pipeline;
 use crate::report::Report;
 
@@ -16,6 +16,8 @@ pub enum MethodKind {
     Unstructured,
     /// Whole channels; the network is compacted into a smaller dense one.
     Structured,
+    /// Channels gated per input by trained predictors; the network keeps its weights.
+    Dynamic,
 }
 
 impl MethodKind {
@@ -24,6 +26,7 @@ impl MethodKind {
         match self {
             MethodKind::Unstructured => "unstructured",
             MethodKind::Structured => "structured",
+            MethodKind::Dynamic => "dynamic",
         }
     }
 }
@@ -130,6 +133,12 @@ pub const METHODS: &[MethodEntry] = &[
         description: "MaskSparsity: L1 on the BatchNorm scales of masked channels only, cut, compact, fine-tune (Jiang et al. 2022)",
         prepare: masksparsity::prepare,
     },
+    MethodEntry {
+        name: "ftwt",
+        kind: MethodKind::Dynamic,
+        description: "Fire Together Wire Together: per-input channel gates from small heads trained on self-supervised targets (Elkerdawy et al. 2022)",
+        prepare: ftwt::prepare,
+    },
 ];
 
 /// Names of the methods of one kind, for help texts and errors.
@@ -146,9 +155,10 @@ pub fn find(name: &str) -> Result<&'static MethodEntry> {
     match METHODS.iter().find(|m| m.name == name) {
         Some(m) => Ok(m),
         None => invalid!(
-            "unknown pruning method `{name}` (unstructured: {}; structured: {})",
+            "unknown pruning method `{name}` (unstructured: {}; structured: {}; dynamic: {})",
             names(MethodKind::Unstructured).join(", "),
-            names(MethodKind::Structured).join(", ")
+            names(MethodKind::Structured).join(", "),
+            names(MethodKind::Dynamic).join(", ")
         ),
     }
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 pub enum Report {
     Unstructured(UnstructuredReport),
     Structured(StructuredReport),
+    Dynamic(crate::methods::ftwt::FtwtReport),
 }
 
 /// `shears` version for reports.

@@ -481,9 +481,10 @@ fn convention_arg(s: &str) -> std::result::Result<Convention, String> {
 fn method_help(what: &str) -> String {
     use shears_methods::registry::{MethodKind, names};
     format!(
-        "{what}. Unstructured: {}. Structured: {}",
+        "{what}. Unstructured: {}. Structured: {}. Dynamic: {}",
         names(MethodKind::Unstructured).join(", "),
-        names(MethodKind::Structured).join(", ")
+        names(MethodKind::Structured).join(", "),
+        names(MethodKind::Dynamic).join(", ")
     )
 }
 

@@ -2,6 +2,7 @@
 
 use crate::cmd::thousands;
 use shears_core::structured::Normalization;
+use shears_methods::methods::ftwt::FtwtReport;
 use shears_methods::report::{StructuredReport, UnstructuredReport};
 use shears_methods::steps::structured::{Cut, scope_name};
 
@@ -183,4 +184,56 @@ pub fn structured(r: &StructuredReport) {
         "  saved the compacted model to {} (before fine-tuning: {})  ({:.1} s)",
         r.run_dir, r.pruned_dir, r.seconds
     );
+}
+
+/// The summary of a dynamic (FTWT) run.
+pub fn dynamic(r: &FtwtReport) {
+    let pct = |v: f64| format!("{:.2}%", v * 100.0);
+    println!(
+        "shears run: {} on {} (seed {}, config {})",
+        r.model, r.dataset, r.seed, r.config_hash
+    );
+    println!(
+        "  ftwt           r {} ({} targets), {}, cooldown {}, {} dynamic epochs",
+        r.r,
+        r.target.name(),
+        r.mode.name(),
+        r.cooldown,
+        r.epochs
+    );
+    println!(
+        "  accuracy       baseline {}  gated by targets (train) {}  dynamic {}",
+        pct(r.accuracy_baseline),
+        pct(r.accuracy_target_gated_train),
+        pct(r.accuracy_dynamic)
+    );
+    println!(
+        "  MACs/sample    dense {}  dynamic {} paper / {} strict",
+        thousands(r.achieved.dense_macs),
+        thousands(r.achieved.paper_macs.round() as u64),
+        thousands(r.achieved.strict_macs.round() as u64)
+    );
+    println!(
+        "  MACs reduction estimated before training {} paper / {} strict; achieved {} / {}",
+        pct(r.estimate.paper_reduction),
+        pct(r.estimate.strict_reduction),
+        pct(r.achieved.paper_reduction),
+        pct(r.achieved.strict_reduction)
+    );
+    println!(
+        "  mask accuracy  {} over all gated layers",
+        pct(r.mask_accuracy)
+    );
+    for l in &r.layers {
+        println!(
+            "    {:<22} {:>4} filters  on {:>6}  targets {:>6}  mask accuracy {:>6}",
+            l.conv,
+            l.filters,
+            pct(l.active_share),
+            pct(l.target_share),
+            pct(l.mask_accuracy)
+        );
+    }
+    println!("  heads          {}", r.heads_dir);
+    println!("  run dir        {} ({:.1} s)", r.run_dir, r.seconds);
 }

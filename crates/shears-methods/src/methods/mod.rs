@@ -6,8 +6,10 @@
 //!   channel, params or MACs target, compacted and fine-tuned.
 //! - [`slimming`]: Network Slimming.
 //! - [`masksparsity`]: MaskSparsity, the L1 penalty on the masked channels' BatchNorm scales only.
+//! - [`ftwt`]: Fire Together Wire Together, per-input channel gates from self-supervised heads.
 
 pub mod filter;
+pub mod ftwt;
 pub mod masksparsity;
 pub mod slimming;
 pub mod unstructured;

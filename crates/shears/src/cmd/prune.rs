@@ -81,8 +81,14 @@ fn job<'a>(args: &'a PruneArgs, data: Option<&'a DataSplits>) -> Result<OneShot<
 }
 
 pub fn run(args: PruneArgs) -> Result<()> {
-    if find(&args.method)?.kind == MethodKind::Structured {
-        return structured(args);
+    match find(&args.method)?.kind {
+        MethodKind::Structured => return structured(args),
+        MethodKind::Dynamic => anyhow::bail!(
+            "`{}` trains per-input gates from a trained model over many epochs: run it with `shears run` and a [method] name = \"{}\" config",
+            args.method,
+            args.method
+        ),
+        MethodKind::Unstructured => {}
     }
     let target = target_sparsity(&args)?;
     let scope = args.quota.clone().unwrap_or_else(|| "global".into());

@@ -50,6 +50,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             match &report {
                 Report::Unstructured(r) => crate::print::unstructured(r),
                 Report::Structured(r) => crate::print::structured(r),
+                Report::Dynamic(r) => crate::print::dynamic(r),
             }
         }
     }

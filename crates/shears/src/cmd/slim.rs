@@ -39,6 +39,7 @@ pub fn run(args: SlimArgs) -> Result<()> {
             }
             match &report {
                 Report::Structured(r) => crate::print::structured(r),
+                Report::Dynamic(r) => crate::print::dynamic(r),
                 Report::Unstructured(r) => crate::print::unstructured(r),
             }
         }
