@@ -5,6 +5,7 @@ pub use burn;
 
 pub mod checkpoint;
 pub mod device;
+pub mod dynamic;
 pub mod error;
 pub mod executor;
 pub mod fast_ops;

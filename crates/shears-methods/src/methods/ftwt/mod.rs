@@ -19,6 +19,7 @@
 
 pub mod cost;
 pub mod gates;
+pub mod inference;
 pub mod layers;
 pub mod targets;
 

@@ -1,0 +1,871 @@
+//! Dynamic inference that skips gated work: a per-sample interpreter of a graph whose gated
+//! convolutions compute only the filters their mask predictor switched on, reading only the
+//! input channels that are non-zero for this sample.
+//!
+//! Every activation is kept *compact*: the data of its live channels and their indices; every
+//! other channel is exactly zero. A gated conv's predictor reads the compact input (pooled and
+//! soft-maxed over all channels, the zeros included), picks its active filters, and runs one
+//! smaller dense convolution with the fast kernels: the folded (conv ⊙ BN) weights of the active
+//! filters restricted to the live input channels, with the bias and the ReLU in the epilogue.
+//! Element-wise ops, pooling and residual sums work on the compact form (a sum keeps the union
+//! of its inputs' channels); `Flatten` and `Linear` expand to dense vectors.
+//!
+//! A batch is run sample by sample (every sample has its own masks), each sample's convs using
+//! all threads inside the kernel.
+
+use crate::error::{EngineError, Result};
+use shears_core::graph::{Graph, Op};
+use shears_core::shape::infer_shapes;
+use shears_core::weights::Weights;
+use shears_kernels::{ConvGeometry, Epilogue, conv2d_forward};
+use std::collections::HashMap;
+
+/// The trained mask predictor of one gated conv: logits = W·softmax(mean_hw(x)) + b.
+#[derive(Debug, Clone)]
+pub struct GateHead {
+    /// The conv whose output filters are gated (its first input is what the head reads).
+    pub conv: String,
+    /// The node whose output the gate multiplies: the conv, its BN or the ReLU after that.
+    pub gate_at: String,
+    /// `[out_channels, in_channels]`, row-major.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub softmax: bool,
+}
+
+impl GateHead {
+    /// The active filters for an input whose channel means are `pooled` (all channels).
+    fn active(&self, pooled: &[f32]) -> Vec<usize> {
+        let ci = pooled.len();
+        let p: Vec<f32> = if self.softmax {
+            let max = pooled.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+            let e: Vec<f32> = pooled.iter().map(|v| (v - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            e.iter().map(|v| v / sum).collect()
+        } else {
+            pooled.to_vec()
+        };
+        (0..self.bias.len())
+            .filter(|&o| {
+                let row = &self.weight[o * ci..(o + 1) * ci];
+                let logit: f32 = row.iter().zip(&p).map(|(w, x)| w * x).sum::<f32>() + self.bias[o];
+                logit > 0.0
+            })
+            .collect()
+    }
+}
+
+/// A value of one sample: a map whose listed channels are live (the rest are zero), or a vector.
+#[derive(Debug, Clone)]
+enum Val {
+    Map {
+        channels: Vec<usize>,
+        total: usize,
+        h: usize,
+        w: usize,
+        data: Vec<f32>,
+    },
+    Vec(Vec<f32>),
+}
+
+impl Val {
+    fn dense(self) -> Vec<f32> {
+        match self {
+            Val::Vec(v) => v,
+            Val::Map {
+                channels,
+                total,
+                h,
+                w,
+                data,
+            } => {
+                let plane = h * w;
+                let mut out = vec![0f32; total * plane];
+                for (k, &c) in channels.iter().enumerate() {
+                    out[c * plane..(c + 1) * plane]
+                        .copy_from_slice(&data[k * plane..(k + 1) * plane]);
+                }
+                out
+            }
+        }
+    }
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A conv with its BN folded in (when the BN alone reads it) and the ReLU fused (when the
+    /// ReLU alone reads the BN); `head` gates its filters.
+    Conv {
+        geometry: ConvGeometry,
+        /// `[out, in/groups, kh, kw]` folded weights and the bias (zero without one).
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        relu: bool,
+        head: Option<GateHead>,
+    },
+    /// A BatchNorm not folded into a conv: per-channel scale and shift.
+    Affine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    Relu,
+    Pool {
+        max: bool,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    },
+    GlobalAvgPool,
+    Flatten,
+    Linear {
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        in_features: usize,
+    },
+    Add,
+    Concat,
+    /// A no-op at inference (Dropout).
+    Identity,
+    /// A BN or ReLU folded into the conv before it: that conv writes this node's value.
+    Folded,
+}
+
+/// What one pass measured: the MACs the convolutions really ran, and the filters kept.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicStats {
+    pub samples: u64,
+    /// MACs of the convolutions as executed (the gathered sizes), summed over samples.
+    pub conv_macs: f64,
+    /// Active filters per gated conv, summed over samples.
+    pub active: Vec<u64>,
+}
+
+/// A graph and its trained heads, ready for dynamic per-sample inference on the CPU.
+pub struct DynamicNet {
+    steps: Vec<Step>,
+    inputs: Vec<Vec<usize>>,
+    /// The slot each step writes: its own, or for a conv the last node folded into it.
+    writes: Vec<usize>,
+    output: usize,
+    input_shape: Vec<usize>,
+    gated: Vec<usize>,
+}
+
+fn param<'a>(weights: &'a Weights, name: &str) -> Result<&'a [f32]> {
+    weights
+        .get(name)
+        .and_then(|a| a.as_slice())
+        .ok_or_else(|| EngineError::invalid("dynamic inference", format!("no weight `{name}`")))
+}
+
+/// The single reader of value `name`, if exactly one node reads it and it is not the output.
+fn only_reader(graph: &Graph, name: &str) -> Option<usize> {
+    let readers: Vec<usize> = (0..graph.nodes.len())
+        .filter(|&i| graph.nodes[i].inputs.iter().any(|v| v == name))
+        .collect();
+    (readers.len() == 1 && graph.output != name).then(|| readers[0])
+}
+
+impl DynamicNet {
+    /// Plans `graph` with `weights` and the heads of its gated convs. A head's gate must sit on
+    /// the conv, its BN or the ReLU right after that BN (FTWT's placement).
+    pub fn new(graph: &Graph, weights: &Weights, heads: &[GateHead]) -> Result<DynamicNet> {
+        let shapes = infer_shapes(graph)?;
+        let index: HashMap<&str, usize> = graph
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i + 1))
+            .collect();
+        let slot = |v: &str| -> usize { if v == graph.input.name { 0 } else { index[v] } };
+        let mut steps: Vec<Step> = vec![Step::Identity; graph.nodes.len()];
+        let mut skip = vec![false; graph.nodes.len()];
+        let mut writes: Vec<usize> = (1..=graph.nodes.len()).collect();
+        let mut gated = Vec::new();
+        for head in heads {
+            let i = graph.node_index(&head.conv).ok_or_else(|| {
+                EngineError::invalid(
+                    "dynamic inference",
+                    format!("no conv `{}` for a head", head.conv),
+                )
+            })?;
+            gated.push(i);
+        }
+        // Stats follow the graph's order of the gated convs.
+        gated.sort_unstable();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if skip[i] {
+                continue;
+            }
+            steps[i] = match &node.op {
+                Op::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    bias,
+                } => {
+                    let input = shapes.get(&node.inputs[0]);
+                    let geometry = ConvGeometry {
+                        batch: 1,
+                        in_channels: *in_channels,
+                        in_h: input[1],
+                        in_w: input[2],
+                        out_channels: *out_channels,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                        dilation: *dilation,
+                        groups: *groups,
+                    };
+                    let mut w = param(weights, &format!("{}.weight", node.name))?.to_vec();
+                    let mut b = if *bias {
+                        param(weights, &format!("{}.bias", node.name))?.to_vec()
+                    } else {
+                        vec![0.0; *out_channels]
+                    };
+                    // Fold the BN that alone reads the conv, then fuse the ReLU that alone
+                    // reads the BN.
+                    let mut end = node.name.clone();
+                    let mut relu = false;
+                    let mut bn_name: Option<String> = None;
+                    if let Some(j) = only_reader(graph, &node.name)
+                        && let Op::BatchNorm { eps, .. } = graph.nodes[j].op
+                    {
+                        let bn = &graph.nodes[j].name;
+                        let g = param(weights, &format!("{bn}.weight"))?;
+                        let beta = param(weights, &format!("{bn}.bias"))?;
+                        let mean = param(weights, &format!("{bn}.running_mean"))?;
+                        let var = param(weights, &format!("{bn}.running_var"))?;
+                        let per = w.len() / out_channels;
+                        for o in 0..*out_channels {
+                            let s = g[o] / (var[o] + eps as f32).sqrt();
+                            w[o * per..(o + 1) * per].iter_mut().for_each(|v| *v *= s);
+                            b[o] = (b[o] - mean[o]) * s + beta[o];
+                        }
+                        skip[j] = true;
+                        steps[j] = Step::Folded;
+                        end = bn.clone();
+                        bn_name = Some(bn.clone());
+                        if let Some(k) = only_reader(graph, bn)
+                            && matches!(graph.nodes[k].op, Op::Relu)
+                        {
+                            skip[k] = true;
+                            steps[k] = Step::Folded;
+                            relu = true;
+                            end = graph.nodes[k].name.clone();
+                        }
+                    }
+                    let head = heads.iter().find(|h| h.conv == node.name).cloned();
+                    if let Some(h) = &head {
+                        // A 0/1 gate after the BN commutes with the ReLU, but one before the BN
+                        // would leave the BN's shift in the gated channels.
+                        let ok_place = h.gate_at == end
+                            || (relu && bn_name.as_deref() == Some(h.gate_at.as_str()))
+                            || (bn_name.is_none() && h.gate_at == node.name);
+                        if !ok_place {
+                            return Err(EngineError::invalid(
+                                "dynamic inference",
+                                format!(
+                                    "the gate of `{}` sits on `{}`: dynamic inference needs it after the conv's BatchNorm (on `{end}`)",
+                                    h.conv, h.gate_at
+                                ),
+                            ));
+                        }
+                        if h.weight.len() != out_channels * in_channels
+                            || h.bias.len() != *out_channels
+                        {
+                            return Err(EngineError::invalid(
+                                "dynamic inference",
+                                format!(
+                                    "the head of `{}` has {} weights and {} biases, the conv needs {}x{} and {}",
+                                    h.conv,
+                                    h.weight.len(),
+                                    h.bias.len(),
+                                    out_channels,
+                                    in_channels,
+                                    out_channels
+                                ),
+                            ));
+                        }
+                        if *groups > 1 && !(*groups == *in_channels && in_channels == out_channels)
+                        {
+                            return Err(EngineError::invalid(
+                                "dynamic inference",
+                                format!(
+                                    "`{}`: gated grouped convolutions other than depthwise are not supported",
+                                    h.conv
+                                ),
+                            ));
+                        }
+                    }
+                    writes[i] = index[end.as_str()];
+                    Step::Conv {
+                        geometry,
+                        weight: w,
+                        bias: b,
+                        relu,
+                        head,
+                    }
+                }
+                Op::BatchNorm { eps, channels, .. } => {
+                    // (Folded BNs were skipped above.)
+                    let n = &node.name;
+                    let g = param(weights, &format!("{n}.weight"))?;
+                    let beta = param(weights, &format!("{n}.bias"))?;
+                    let mean = param(weights, &format!("{n}.running_mean"))?;
+                    let var = param(weights, &format!("{n}.running_var"))?;
+                    let scale: Vec<f32> = (0..*channels)
+                        .map(|c| g[c] / (var[c] + *eps as f32).sqrt())
+                        .collect();
+                    let shift = (0..*channels)
+                        .map(|c| beta[c] - mean[c] * scale[c])
+                        .collect();
+                    Step::Affine { scale, shift }
+                }
+                Op::Relu => Step::Relu,
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => Step::Pool {
+                    max: true,
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: *padding,
+                },
+                Op::AvgPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => Step::Pool {
+                    max: false,
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: *padding,
+                },
+                Op::GlobalAvgPool => Step::GlobalAvgPool,
+                Op::Flatten => Step::Flatten,
+                Op::Linear {
+                    in_features,
+                    out_features,
+                    bias,
+                } => Step::Linear {
+                    weight: param(weights, &format!("{}.weight", node.name))?.to_vec(),
+                    bias: if *bias {
+                        param(weights, &format!("{}.bias", node.name))?.to_vec()
+                    } else {
+                        vec![0.0; *out_features]
+                    },
+                    in_features: *in_features,
+                },
+                Op::Add => Step::Add,
+                Op::Concat => Step::Concat,
+                Op::Dropout { .. } => Step::Identity,
+            };
+        }
+        let inputs = graph
+            .nodes
+            .iter()
+            .map(|n| n.inputs.iter().map(|v| slot(v)).collect())
+            .collect();
+        Ok(DynamicNet {
+            steps,
+            inputs,
+            writes,
+            output: slot(&graph.output),
+            input_shape: graph.input.shape.clone(),
+            gated,
+        })
+    }
+
+    /// Logits of every sample of `input` (`n` samples, NCHW), and what the pass ran.
+    pub fn forward(&self, input: &[f32], n: usize, stats: &mut DynamicStats) -> Result<Vec<f32>> {
+        let per: usize = self.input_shape.iter().product();
+        if input.len() != n * per {
+            return Err(EngineError::invalid(
+                "dynamic inference",
+                format!(
+                    "{} input values for {n} samples of shape {:?}",
+                    input.len(),
+                    self.input_shape
+                ),
+            ));
+        }
+        if stats.active.len() != self.gated.len() {
+            stats.active = vec![0; self.gated.len()];
+        }
+        let mut out = Vec::new();
+        for s in 0..n {
+            out.extend(self.sample(&input[s * per..(s + 1) * per], stats));
+        }
+        stats.samples += n as u64;
+        Ok(out)
+    }
+
+    fn sample(&self, x: &[f32], stats: &mut DynamicStats) -> Vec<f32> {
+        let x = match self.input_shape.as_slice() {
+            [c, h, w] => Val::Map {
+                channels: (0..*c).collect(),
+                total: *c,
+                h: *h,
+                w: *w,
+                data: x.to_vec(),
+            },
+            _ => Val::Vec(x.to_vec()),
+        };
+        let mut slots: Vec<Option<Val>> = vec![None; self.steps.len() + 1];
+        slots[0] = Some(x);
+        // Last reader of every slot, so values are dropped (moved) as soon as possible.
+        let mut last = vec![usize::MAX; self.steps.len() + 1];
+        for (i, ins) in self.inputs.iter().enumerate() {
+            for &v in ins {
+                last[v] = i;
+            }
+        }
+        let mut gated_k = 0;
+        for (i, step) in self.steps.iter().enumerate() {
+            if matches!(step, Step::Folded) {
+                continue;
+            }
+            let arg = |k: usize, slots: &mut Vec<Option<Val>>| -> Val {
+                let v = self.inputs[i][k];
+                if last[v] == i {
+                    slots[v].take()
+                } else {
+                    slots[v].clone()
+                }
+                .expect("value computed before use")
+            };
+            let value = match step {
+                Step::Conv {
+                    geometry,
+                    weight,
+                    bias,
+                    relu,
+                    head,
+                } => {
+                    let x = arg(0, &mut slots);
+                    let y = conv(
+                        geometry,
+                        weight,
+                        bias,
+                        *relu,
+                        head.as_ref(),
+                        x,
+                        stats,
+                        gated_k,
+                    );
+                    if head.is_some() {
+                        gated_k += 1;
+                    }
+                    y
+                }
+                Step::Affine { scale, shift } => affine(arg(0, &mut slots), scale, shift),
+                Step::Relu => match arg(0, &mut slots) {
+                    Val::Map {
+                        channels,
+                        total,
+                        h,
+                        w,
+                        mut data,
+                    } => {
+                        data.iter_mut().for_each(|v| *v = v.max(0.0));
+                        Val::Map {
+                            channels,
+                            total,
+                            h,
+                            w,
+                            data,
+                        }
+                    }
+                    Val::Vec(mut v) => {
+                        v.iter_mut().for_each(|x| *x = x.max(0.0));
+                        Val::Vec(v)
+                    }
+                },
+                Step::Pool {
+                    max,
+                    kernel,
+                    stride,
+                    padding,
+                } => pool(arg(0, &mut slots), *max, *kernel, *stride, *padding),
+                Step::GlobalAvgPool => match arg(0, &mut slots) {
+                    Val::Map {
+                        channels,
+                        total,
+                        h,
+                        w,
+                        data,
+                    } => {
+                        let plane = h * w;
+                        let means: Vec<f32> = (0..channels.len())
+                            .map(|k| {
+                                data[k * plane..(k + 1) * plane].iter().sum::<f32>() / plane as f32
+                            })
+                            .collect();
+                        Val::Map {
+                            channels,
+                            total,
+                            h: 1,
+                            w: 1,
+                            data: means,
+                        }
+                    }
+                    v => v,
+                },
+                Step::Flatten => Val::Vec(arg(0, &mut slots).dense()),
+                Step::Linear {
+                    weight,
+                    bias,
+                    in_features,
+                } => {
+                    let x = arg(0, &mut slots).dense();
+                    let y = bias
+                        .iter()
+                        .enumerate()
+                        .map(|(o, b)| {
+                            let row = &weight[o * in_features..(o + 1) * in_features];
+                            row.iter().zip(&x).map(|(w, v)| w * v).sum::<f32>() + b
+                        })
+                        .collect();
+                    Val::Vec(y)
+                }
+                Step::Add => {
+                    let mut acc = arg(0, &mut slots);
+                    for k in 1..self.inputs[i].len() {
+                        acc = add(acc, arg(k, &mut slots));
+                    }
+                    acc
+                }
+                Step::Concat => {
+                    let parts: Vec<Val> = (0..self.inputs[i].len())
+                        .map(|k| arg(k, &mut slots))
+                        .collect();
+                    concat(parts)
+                }
+                Step::Identity => arg(0, &mut slots),
+                Step::Folded => unreachable!("skipped above"),
+            };
+            slots[self.writes[i]] = Some(value);
+        }
+        slots[self.output]
+            .take()
+            .map(Val::dense)
+            .unwrap_or_default()
+    }
+}
+
+/// The sorted union of two channel lists, with each list's positions in it.
+fn union(a: &[usize], b: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) if x == y => {
+                i += 1;
+                j += 1;
+                x
+            }
+            (Some(&x), Some(&y)) if x < y => {
+                i += 1;
+                x
+            }
+            (Some(_), Some(&y)) => {
+                j += 1;
+                y
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (None, None) => unreachable!(),
+        };
+        out.push(next);
+    }
+    out
+}
+
+fn add(a: Val, b: Val) -> Val {
+    match (a, b) {
+        (
+            Val::Map {
+                channels: ca,
+                total,
+                h,
+                w,
+                data: da,
+            },
+            Val::Map {
+                channels: cb,
+                data: db,
+                ..
+            },
+        ) => {
+            let plane = h * w;
+            if ca == cb {
+                let data = da.iter().zip(&db).map(|(x, y)| x + y).collect();
+                return Val::Map {
+                    channels: ca,
+                    total,
+                    h,
+                    w,
+                    data,
+                };
+            }
+            let channels = union(&ca, &cb);
+            let mut data = vec![0f32; channels.len() * plane];
+            for (src, list) in [(&da, &ca), (&db, &cb)] {
+                let mut pos = 0;
+                for (k, c) in list.iter().enumerate() {
+                    while channels[pos] != *c {
+                        pos += 1;
+                    }
+                    let dst = &mut data[pos * plane..(pos + 1) * plane];
+                    for (d, s) in dst.iter_mut().zip(&src[k * plane..(k + 1) * plane]) {
+                        *d += s;
+                    }
+                }
+            }
+            Val::Map {
+                channels,
+                total,
+                h,
+                w,
+                data,
+            }
+        }
+        (a, b) => Val::Vec(
+            a.dense()
+                .iter()
+                .zip(b.dense())
+                .map(|(x, y)| x + y)
+                .collect(),
+        ),
+    }
+}
+
+fn concat(parts: Vec<Val>) -> Val {
+    let (mut channels, mut data, mut offset, mut hw) = (Vec::new(), Vec::new(), 0, (0, 0));
+    let mut vecs = Vec::new();
+    for p in parts {
+        match p {
+            Val::Map {
+                channels: c,
+                total,
+                h,
+                w,
+                data: d,
+            } => {
+                channels.extend(c.iter().map(|x| x + offset));
+                data.extend(d);
+                offset += total;
+                hw = (h, w);
+            }
+            Val::Vec(v) => vecs.extend(v),
+        }
+    }
+    if !vecs.is_empty() {
+        return Val::Vec(vecs);
+    }
+    Val::Map {
+        channels,
+        total: offset,
+        h: hw.0,
+        w: hw.1,
+        data,
+    }
+}
+
+fn affine(x: Val, scale: &[f32], shift: &[f32]) -> Val {
+    // Zero channels become `shift`: a standalone BN makes every channel live.
+    let dense = match x {
+        Val::Map { total, h, w, .. } => (total, h, w, x.dense()),
+        Val::Vec(v) => {
+            return Val::Vec(
+                v.iter()
+                    .enumerate()
+                    .map(|(c, x)| x * scale[c] + shift[c])
+                    .collect(),
+            );
+        }
+    };
+    let (total, h, w, mut data) = dense;
+    let plane = h * w;
+    for c in 0..total {
+        data[c * plane..(c + 1) * plane]
+            .iter_mut()
+            .for_each(|v| *v = *v * scale[c] + shift[c]);
+    }
+    Val::Map {
+        channels: (0..total).collect(),
+        total,
+        h,
+        w,
+        data,
+    }
+}
+
+fn pool(x: Val, max: bool, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Val {
+    let Val::Map {
+        channels,
+        total,
+        h,
+        w,
+        data,
+    } = x
+    else {
+        return x;
+    };
+    let oh = (h + 2 * padding[0] - kernel[0]) / stride[0] + 1;
+    let ow = (w + 2 * padding[1] - kernel[1]) / stride[1] + 1;
+    let mut out = vec![0f32; channels.len() * oh * ow];
+    for k in 0..channels.len() {
+        let src = &data[k * h * w..(k + 1) * h * w];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                for ky in 0..kernel[0] {
+                    let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..kernel[1] {
+                        let ix = (ox * stride[1] + kx) as isize - padding[1] as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let v = src[iy as usize * w + ix as usize];
+                        acc = if max { acc.max(v) } else { acc + v };
+                    }
+                }
+                out[(k * oh + oy) * ow + ox] = if max {
+                    acc
+                } else {
+                    acc / (kernel[0] * kernel[1]) as f32
+                };
+            }
+        }
+    }
+    Val::Map {
+        channels,
+        total,
+        h: oh,
+        w: ow,
+        data: out,
+    }
+}
+
+/// One conv of one sample: the head picks the filters, the live input channels are gathered,
+/// and one smaller convolution runs.
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    g: &ConvGeometry,
+    weight: &[f32],
+    bias: &[f32],
+    relu: bool,
+    head: Option<&GateHead>,
+    x: Val,
+    stats: &mut DynamicStats,
+    gated_k: usize,
+) -> Val {
+    let (live_in, data) = match x {
+        Val::Map { channels, data, .. } => (channels, data),
+        Val::Vec(v) => ((0..g.in_channels).collect(), v),
+    };
+    let plane = g.in_h * g.in_w;
+    let active: Vec<usize> = match head {
+        Some(h) => {
+            let mut pooled = vec![0f32; g.in_channels];
+            for (k, &c) in live_in.iter().enumerate() {
+                pooled[c] = data[k * plane..(k + 1) * plane].iter().sum::<f32>() / plane as f32;
+            }
+            let a = h.active(&pooled);
+            stats.active[gated_k] += a.len() as u64;
+            a
+        }
+        None => (0..g.out_channels).collect(),
+    };
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let k2 = g.kernel[0] * g.kernel[1];
+    let depthwise = g.groups > 1 && g.groups == g.in_channels && g.in_channels == g.out_channels;
+    let (sub, input, sub_weight): (ConvGeometry, Vec<f32>, Vec<f32>) = if depthwise {
+        // Active filter c reads input channel c: zeros where that channel is not live.
+        let mut input = vec![0f32; active.len() * plane];
+        let mut pos = 0;
+        for (k, &c) in active.iter().enumerate() {
+            while pos < live_in.len() && live_in[pos] < c {
+                pos += 1;
+            }
+            if pos < live_in.len() && live_in[pos] == c {
+                input[k * plane..(k + 1) * plane]
+                    .copy_from_slice(&data[pos * plane..(pos + 1) * plane]);
+            }
+        }
+        let w = active
+            .iter()
+            .flat_map(|&c| weight[c * k2..(c + 1) * k2].iter().copied())
+            .collect();
+        let sub = ConvGeometry {
+            in_channels: active.len(),
+            out_channels: active.len(),
+            groups: active.len().max(1),
+            ..*g
+        };
+        (sub, input, w)
+    } else {
+        let ci = g.in_channels / g.groups;
+        let mut w = Vec::with_capacity(active.len() * live_in.len() * k2);
+        for &o in &active {
+            for &c in &live_in {
+                let base = (o * ci + c) * k2;
+                w.extend_from_slice(&weight[base..base + k2]);
+            }
+        }
+        let sub = ConvGeometry {
+            in_channels: live_in.len(),
+            out_channels: active.len(),
+            groups: 1,
+            ..*g
+        };
+        (sub, data, w)
+    };
+    let sub_bias: Vec<f32> = active.iter().map(|&o| bias[o]).collect();
+    let mut out = vec![0f32; active.len() * oh * ow];
+    if !active.is_empty() && sub.in_channels > 0 {
+        stats.conv_macs +=
+            (sub.out_channels * (sub.in_channels / sub.groups) * k2 * oh * ow) as f64;
+        conv2d_forward(
+            &sub,
+            &input,
+            &sub_weight,
+            Epilogue {
+                bias: Some(&sub_bias),
+                residual: None,
+                relu,
+            },
+            &mut out,
+        );
+    } else {
+        // No live input: every active filter outputs its bias.
+        for (k, b) in sub_bias.iter().enumerate() {
+            let v = if relu { b.max(0.0) } else { *b };
+            out[k * oh * ow..(k + 1) * oh * ow].fill(v);
+        }
+    }
+    Val::Map {
+        channels: active,
+        total: g.out_channels,
+        h: oh,
+        w: ow,
+        data: out,
+    }
+}
