@@ -253,8 +253,12 @@ pub struct InspectArgs {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Zoo model name or directory of a saved model.
-    #[arg(long)]
-    pub model: String,
+    #[arg(long, required_unless_present = "dynamic")]
+    pub model: Option<String>,
+    /// The run directory of a finished FTWT run: its dynamic inference (only the filters each
+    /// test image's heads switch on) against the same network dense, on the run's test images.
+    #[arg(long, conflicts_with_all = ["model", "train"])]
+    pub dynamic: Option<std::path::PathBuf>,
     #[arg(long, default_value = "1x28x28")]
     pub input: String,
     #[arg(long, default_value_t = 10)]

@@ -182,3 +182,55 @@ fn bad_ftwt_settings_are_named_before_training() {
     ]));
     assert!(e.contains("shears run"), "{e}");
 }
+
+#[test]
+fn bench_measures_dynamic_inference_of_a_finished_run_and_refuses_one_without_heads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("ftwt.toml");
+    std::fs::write(&cfg, FTWT_RUN).unwrap();
+    let run = tmp.path().join("run");
+    ok_json(&shears(&[
+        "run",
+        "--config",
+        s(&cfg),
+        "--json",
+        "--out",
+        s(&run),
+    ]));
+    let b = ok_json(&shears(&[
+        "bench",
+        "--dynamic",
+        s(&run),
+        "--batch",
+        "1,8",
+        "--threads",
+        "1",
+        "--repeats",
+        "4",
+        "--warmup",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(b["model"], "small-cnn");
+    let results = b["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert!(f(r, "dense_ms") > 0.0 && f(r, "dynamic_ms") > 0.0, "{r}");
+    }
+    // What the dynamic engine ran is at most the dense cost, and less with r = 0.9.
+    assert!(f(&b, "dynamic_macs") < f(&b, "dense_macs"), "{b}");
+    assert!(f(&b, "macs_reduction") > 0.0);
+    // A run directory without trained heads is named, with what is missing.
+    std::fs::remove_dir_all(run.join("heads")).unwrap();
+    let e = err_text(&shears(&["bench", "--dynamic", s(&run)]));
+    assert!(
+        e.contains("no trained FTWT network") && e.contains("heads"),
+        "{e}"
+    );
+    let e = err_text(&shears(&[
+        "bench",
+        "--dynamic",
+        s(&tmp.path().join("nowhere")),
+    ]));
+    assert!(e.contains("nowhere"), "{e}");
+}

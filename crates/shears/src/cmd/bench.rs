@@ -23,7 +23,14 @@ struct Bench {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let model = load_or_build(&args.model, Some(&args.input), Some(args.classes), None, 0)?;
+    if let Some(dir) = &args.dynamic {
+        return dynamic(dir, &args);
+    }
+    let name = args
+        .model
+        .clone()
+        .expect("clap requires --model without --dynamic");
+    let model = load_or_build(&name, Some(&args.input), Some(args.classes), None, 0)?;
     let c = cost(&model.graph, Convention::ConvLinear)?;
     let device = device_by_name(&args.device)?;
     shears_engine::fast_ops::set_default(args.kernels);
@@ -56,7 +63,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     let out = Bench {
-        model: args.model,
+        model: name,
         input: model.graph.input.shape.clone(),
         device: args.device,
         kernels: format!("{:?}", args.kernels).to_lowercase(),
@@ -90,6 +97,55 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!(
         "(warm-up {} runs, median and p90 of {} timed runs each)",
         args.warmup, args.repeats
+    );
+    Ok(())
+}
+
+/// `shears bench --dynamic RUN_DIR`: FTWT's dynamic inference against the dense network.
+fn dynamic(dir: &std::path::Path, args: &BenchArgs) -> Result<()> {
+    let b = shears_methods::methods::ftwt::bench::bench_dynamic(
+        dir,
+        &args.batch,
+        &args.threads,
+        args.warmup,
+        args.repeats,
+    )?;
+    if args.json {
+        return print_json(&b);
+    }
+    println!(
+        "{} dynamic inference ({}, {} test images)",
+        b.model, b.run_dir, b.samples
+    );
+    println!(
+        "  MACs/sample    dense {}  dynamic {} (as run)  reduction {:.1}%",
+        super::thousands(b.dense_macs),
+        super::thousands(b.dynamic_macs.round() as u64),
+        100.0 * b.macs_reduction
+    );
+    println!(
+        "  accuracy       dense {:.2}%  dynamic {:.2}% on these images",
+        100.0 * b.accuracy_dense_on_measured,
+        100.0 * b.accuracy_dynamic_on_measured
+    );
+    println!(
+        "{:>6} {:>8} {:>10} {:>12} {:>10} {:>16}",
+        "batch", "threads", "dense ms", "dynamic ms", "time red.", "time / MACs red."
+    );
+    for r in &b.results {
+        println!(
+            "{:>6} {:>8} {:>10.3} {:>12.3} {:>9.1}% {:>16.2}",
+            r.batch,
+            r.threads,
+            r.dense_ms,
+            r.dynamic_ms,
+            100.0 * r.time_reduction,
+            r.time_reduction / b.macs_reduction
+        );
+    }
+    println!(
+        "(batch 1: median over {} images one at a time; larger batches: median of {} runs; warm-up {})",
+        b.repeats, b.repeats, b.warmup
     );
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! Modules: [`layers`] (which convs, where the gate sits), [`targets`] (the heatmap-mass and
 //! uniform rules), [`gates`] (heads as engine gates, the BCE loss, tallies), [`cost`] (MACs).
 
+pub mod bench;
 pub mod cost;
 pub mod gates;
 pub mod inference;
