@@ -259,6 +259,14 @@ impl DynamicNet {
                             relu = true;
                             end = graph.nodes[k].name.clone();
                         }
+                    } else if let Some(k) = only_reader(graph, &node.name)
+                        && matches!(graph.nodes[k].op, Op::Relu)
+                    {
+                        // conv -> ReLU without a BN (LeNet): the ReLU goes into the epilogue.
+                        skip[k] = true;
+                        steps[k] = Step::Folded;
+                        relu = true;
+                        end = graph.nodes[k].name.clone();
                     }
                     let head = heads.iter().find(|h| h.conv == node.name).cloned();
                     if let Some(h) = &head {
@@ -427,14 +435,18 @@ impl DynamicNet {
                 last[v] = i;
             }
         }
+        // The output is read at the end, whoever else reads it.
+        last[self.output] = usize::MAX;
         let mut gated_k = 0;
         for (i, step) in self.steps.iter().enumerate() {
             if matches!(step, Step::Folded) {
                 continue;
             }
+            let ins = &self.inputs[i];
             let arg = |k: usize, slots: &mut Vec<Option<Val>>| -> Val {
-                let v = self.inputs[i][k];
-                if last[v] == i {
+                let v = ins[k];
+                // Moved at its last read only (a node may read one value twice: `Add(x, x)`).
+                if last[v] == i && !ins[k + 1..].contains(&v) {
                     slots[v].take()
                 } else {
                     slots[v].clone()
@@ -821,6 +833,14 @@ fn conv(
             ..*g
         };
         (sub, input, w)
+    } else if g.groups > 1 {
+        // Grouped (not depthwise) and ungated (gated ones are refused when planning): the
+        // whole input, every filter, the original geometry.
+        let mut dense = vec![0f32; g.in_channels * plane];
+        for (k, &c) in live_in.iter().enumerate() {
+            dense[c * plane..(c + 1) * plane].copy_from_slice(&data[k * plane..(k + 1) * plane]);
+        }
+        (*g, dense, weight.to_vec())
     } else {
         let ci = g.in_channels / g.groups;
         let mut w = Vec::with_capacity(active.len() * live_in.len() * k2);

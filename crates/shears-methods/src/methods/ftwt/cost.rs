@@ -3,11 +3,13 @@
 //! - **paper** (the official code's counter): gated conv l costs a_l · H·W·k² · a_{l−1}/g, with
 //!   a_l its active filters for this sample and a_{l−1} those of the previous gated layer (the
 //!   input channels for the first), the division floored when g > 1 (so a depthwise layer counts
-//!   0 unless every input channel is active). The FC layer is not counted in the dynamic cost
+//!   0 unless every input channel is active); after an ungated conv, a_{l−1} is that conv's full
+//!   width. The FC layer is not counted in the dynamic cost
 //!   but is in the dense one, so the reduction is slightly optimistic, as published.
 //! - **strict**: gated conv l costs H·W·k²·(in/g) for each active filter paired with each
 //!   non-zero input channel of its group: the channels that really enter it, after residual
-//!   sums (the paper undercounts there). Ungated convs and linear layers count in full.
+//!   sums (the paper undercounts there). Ungated convs (residual projections included, whose
+//!   input may be sparse too) and linear layers count in full: strict never undercounts.
 
 use super::layers::GatedLayer;
 use serde::Serialize;
@@ -72,6 +74,9 @@ impl DynamicCost {
         for s in 0..n {
             let mut prev = layers[0].in_channels as u64;
             for (l, c) in layers.iter().zip(counts) {
+                if l.after_ungated {
+                    prev = l.in_channels as u64;
+                }
                 let a = c.active[s] as u64;
                 let inputs = if l.groups > 1 {
                     prev / l.groups as u64
@@ -159,6 +164,7 @@ mod tests {
             out_channels: co,
             groups,
             macs: hw_k2 * (co * ci / groups) as u64,
+            after_ungated: false,
         }
     }
 
@@ -206,6 +212,22 @@ mod tests {
         assert_eq!(c.paper_sum, 60.0);
         // strict: a = 2·3·10; b: only filter 0 has its input channel on = 10.
         assert_eq!(c.strict_sum, 70.0);
+    }
+
+    #[test]
+    fn after_an_ungated_conv_the_paper_counts_its_full_width() {
+        let mut layers = vec![layer("a", 3, 4, 1, 10), layer("c", 4, 4, 1, 10)];
+        let a = SampleCounts::of(&layers[0], &[1.0, 0.0, 0.0, 0.0], &[true; 3], 1);
+        let c = SampleCounts::of(&layers[1], &[1.0; 4], &[true; 4], 1);
+        let mut chained = DynamicCost::default();
+        chained.add_batch(&layers, &[a.clone(), c.clone()]);
+        // c after a: 4 filters x 1 active input.
+        assert_eq!(chained.paper_sum, 30.0 + 40.0);
+        // An ungated conv between them hands c its full 4 channels.
+        layers[1].after_ungated = true;
+        let mut reset = DynamicCost::default();
+        reset.add_batch(&layers, &[a, c]);
+        assert_eq!(reset.paper_sum, 30.0 + 160.0);
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub struct Tally {
 struct Batch {
     /// Per layer: logits (tracked) and targets of this forward pass, for the BCE loss.
     logits: Vec<Option<(Tensor<2>, Tensor<2>)>>,
-    counts: Vec<SampleCounts>,
+    /// Per layer (by index, whatever order the gates run in).
+    counts: Vec<Option<SampleCounts>>,
 }
 
 /// The gates of every gated layer of one network.
@@ -129,7 +130,7 @@ impl FtwtGates {
             source,
             batch: RefCell::new(Batch {
                 logits: vec![None; n],
-                counts: Vec::new(),
+                counts: vec![None; n],
             }),
             tally: RefCell::new(Tally {
                 layers: vec![LayerTally::default(); n],
@@ -145,13 +146,14 @@ impl FtwtGates {
     /// Folds the finished batch's per-sample counts into the tally.
     fn close_batch(&self) {
         let mut batch = self.batch.borrow_mut();
-        if batch.counts.len() == self.layers.len() {
+        let counts: Option<Vec<SampleCounts>> = batch.counts.iter_mut().map(Option::take).collect();
+        if let Some(counts) = counts {
             self.tally
                 .borrow_mut()
                 .cost
-                .add_batch(&self.layers, &batch.counts);
+                .add_batch(&self.layers, &counts);
         }
-        batch.counts.clear();
+        batch.counts.iter_mut().for_each(|c| *c = None);
     }
 
     /// What the passes since the last call measured (and a fresh tally).
@@ -240,8 +242,8 @@ impl DynamicGates for FtwtGates {
     ) -> Option<Tensor<2>> {
         let k = self.layer_of(node)?;
         let Value::Map(x) = input else { return None };
-        if k == 0 {
-            // A new forward pass starts with the first gated layer.
+        if self.batch.borrow().counts[k].is_some() {
+            // This layer ran already: a new forward pass has started.
             self.close_batch();
         }
         let (n, c, peaks) = peak_activations(output);
@@ -285,7 +287,7 @@ impl DynamicGates for FtwtGates {
         let layer = &self.layers[k];
         let counts = SampleCounts::of(layer, &gate_host, &nz, n);
         let mut batch = self.batch.borrow_mut();
-        batch.counts.push(counts);
+        batch.counts[k] = Some(counts);
         batch.logits[k] = logits.map(|l| (l, target));
         let gate = Tensor::<2>::from_data(TensorData::new(gate_host, [n, c]), &device).inner();
         Some(gate)

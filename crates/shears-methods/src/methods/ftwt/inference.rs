@@ -129,6 +129,7 @@ mod tests {
     #[test]
     fn dynamic_inference_equals_the_gated_network_on_every_gated_zoo_family() {
         check("small-cnn", &[1, 28, 28]);
+        check("lenet-5", &[1, 28, 28]);
         check("vgg-11", &[3, 32, 32]);
         check("resnet-20", &[3, 32, 32]);
         check("mobilenet-v2", &[3, 32, 32]);

@@ -28,6 +28,9 @@ pub struct GatedLayer {
     pub groups: usize,
     /// Dense conv MACs per sample (conv+linear convention).
     pub macs: u64,
+    /// The conv before it (residual projections aside) is not gated: its input is dense, as
+    /// far as the paper's counter knows.
+    pub after_ungated: bool,
 }
 
 impl GatedLayer {
@@ -90,6 +93,8 @@ pub fn gated_layers(graph: &Graph, only: &[String], ignore: &[String]) -> Result
         }
     }
     let mut layers = Vec::new();
+    // Whether the last conv seen (residual projections aside) was gated.
+    let mut previous_gated: Option<bool> = None;
     for (i, node) in graph.nodes.iter().enumerate() {
         let Op::Conv2d {
             in_channels,
@@ -101,12 +106,17 @@ pub fn gated_layers(graph: &Graph, only: &[String], ignore: &[String]) -> Result
             continue;
         };
         let gate_at = gate_point(graph, &node.name);
+        let projection = is_projection(graph, node, &gate_at);
         let chosen = if only.is_empty() {
-            !is_projection(graph, node, &gate_at)
+            !projection
         } else {
             only.contains(&node.name)
-        };
-        if !chosen || ignore.contains(&node.name) {
+        } && !ignore.contains(&node.name);
+        let after_ungated = previous_gated == Some(false);
+        if !projection {
+            previous_gated = Some(chosen);
+        }
+        if !chosen {
             continue;
         }
         layers.push(GatedLayer {
@@ -116,6 +126,7 @@ pub fn gated_layers(graph: &Graph, only: &[String], ignore: &[String]) -> Result
             out_channels,
             groups,
             macs: cost.nodes[i].macs,
+            after_ungated,
         });
     }
     if layers.is_empty() {
@@ -181,6 +192,7 @@ mod tests {
         let only = vec!["conv1".to_string(), "layer1_0_conv1".to_string()];
         let layers = gated_layers(&g, &only, &["conv1".to_string()]).unwrap();
         assert_eq!(layers.len(), 1);
+        assert!(layers[0].after_ungated, "conv1 before it is not gated");
         let err = gated_layers(&g, &["nope".into()], &[])
             .unwrap_err()
             .to_string();

@@ -327,11 +327,20 @@ impl PreparedMethod for Prepared {
         )?;
         // The heads of the last epoch: just trained, or (a finished phase being resumed) in its
         // checkpoint; kept next to the model for dynamic inference.
-        if heads_dir.join("extra.safetensors").is_file() {
+        let saved = ["extra.safetensors", "extra-optimizer.safetensors"]
+            .iter()
+            .all(|f| heads_dir.join(f).is_file());
+        if saved {
             heads.restore(&heads_dir)?;
         } else {
             let ckpt = p.dir.phase("ftwt").join("checkpoint");
-            if section.epochs > 0 && ckpt.is_dir() {
+            if section.epochs > 0 {
+                if !ckpt.is_dir() {
+                    invalid!(
+                        "{} has a trained network but neither its heads nor the checkpoint they are in: start the run over with --force",
+                        p.dir.path.display()
+                    );
+                }
                 heads.restore(&ckpt)?;
             }
             heads.save(&heads_dir)?;
