@@ -18,6 +18,7 @@ use shears_core::graph::{Graph, Op};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::Weights;
 use shears_kernels::{ConvGeometry, Epilogue, conv2d_forward};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The trained mask predictor of one gated conv: logits = W·softmax(mean_hw(x)) + b.
@@ -809,7 +810,11 @@ fn conv(
     let (oh, ow) = (g.out_h(), g.out_w());
     let k2 = g.kernel[0] * g.kernel[1];
     let depthwise = g.groups > 1 && g.groups == g.in_channels && g.in_channels == g.out_channels;
-    let (sub, input, sub_weight): (ConvGeometry, Vec<f32>, Vec<f32>) = if depthwise {
+    let everything = active.len() == g.out_channels && live_in.len() == g.in_channels;
+    let (sub, input, sub_weight): (ConvGeometry, Vec<f32>, Cow<[f32]>) = if everything {
+        // Every filter on every channel: the planned weights as they are, no copy.
+        (*g, data, Cow::Borrowed(weight))
+    } else if depthwise {
         // Active filter c reads input channel c: zeros where that channel is not live.
         let mut input = vec![0f32; active.len() * plane];
         let mut pos = 0;
@@ -832,7 +837,7 @@ fn conv(
             groups: active.len().max(1),
             ..*g
         };
-        (sub, input, w)
+        (sub, input, Cow::Owned(w))
     } else if g.groups > 1 {
         // Grouped (not depthwise) and ungated (gated ones are refused when planning): the
         // whole input, every filter, the original geometry.
@@ -840,7 +845,7 @@ fn conv(
         for (k, &c) in live_in.iter().enumerate() {
             dense[c * plane..(c + 1) * plane].copy_from_slice(&data[k * plane..(k + 1) * plane]);
         }
-        (*g, dense, weight.to_vec())
+        (*g, dense, Cow::Borrowed(weight))
     } else {
         let ci = g.in_channels / g.groups;
         let mut w = Vec::with_capacity(active.len() * live_in.len() * k2);
@@ -856,9 +861,13 @@ fn conv(
             groups: 1,
             ..*g
         };
-        (sub, data, w)
+        (sub, data, Cow::Owned(w))
     };
-    let sub_bias: Vec<f32> = active.iter().map(|&o| bias[o]).collect();
+    let sub_bias: Cow<[f32]> = if active.len() == g.out_channels {
+        Cow::Borrowed(bias)
+    } else {
+        Cow::Owned(active.iter().map(|&o| bias[o]).collect())
+    };
     let mut out = vec![0f32; active.len() * oh * ow];
     if !active.is_empty() && sub.in_channels > 0 {
         stats.conv_macs +=
