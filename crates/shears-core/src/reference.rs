@@ -423,29 +423,21 @@ fn linear(
     Ok(y.into_dyn())
 }
 
-/// Max or average pooling; max ignores padding, average counts it as zeros in the divisor.
-fn pool(
-    node: &Node,
-    x: &ArrayD<f32>,
+/// Max or average pooling of consecutive `h x w` planes into `oh x ow` planes: max ignores
+/// padding, average counts it as zeros in the divisor (PyTorch's `count_include_pad`). Shared
+/// with the engine's dynamic inference, which pools the live channels of one sample.
+pub fn pool_planes(
+    planes: &[f32],
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
     kernel: [usize; 2],
     stride: [usize; 2],
     padding: [usize; 2],
     max: bool,
-) -> Result<ArrayD<f32>> {
-    let [n, c, h, w] = dims4(node, x)?;
-    let oh = crate::shape::window_out(h, kernel[0], stride[0], padding[0], 1);
-    let ow = crate::shape::window_out(w, kernel[1], stride[1], padding[1], 1);
-    let (Some(oh), Some(ow)) = (oh, ow) else {
-        return Err(CoreError::shape(
-            &node.name,
-            format!("pool kernel {kernel:?} does not fit input {h}x{w}"),
-        ));
-    };
-    let xv = x.view();
-    let xs = contiguous(&xv);
+) -> Vec<f32> {
     let divisor = (kernel[0] * kernel[1]) as f32;
-    let mut out = Vec::with_capacity(n * c * oh * ow);
-    for plane in xs.chunks(h * w).take(n * c) {
+    let mut out = Vec::with_capacity(planes.len() / (h * w).max(1) * oh * ow);
+    for plane in planes.chunks(h * w) {
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
@@ -467,6 +459,38 @@ fn pool(
             }
         }
     }
+    out
+}
+
+/// Max or average pooling of a node's `[N, C, H, W]` input.
+fn pool(
+    node: &Node,
+    x: &ArrayD<f32>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    max: bool,
+) -> Result<ArrayD<f32>> {
+    let [n, c, h, w] = dims4(node, x)?;
+    let oh = crate::shape::window_out(h, kernel[0], stride[0], padding[0], 1);
+    let ow = crate::shape::window_out(w, kernel[1], stride[1], padding[1], 1);
+    let (Some(oh), Some(ow)) = (oh, ow) else {
+        return Err(CoreError::shape(
+            &node.name,
+            format!("pool kernel {kernel:?} does not fit input {h}x{w}"),
+        ));
+    };
+    let xv = x.view();
+    let xs = contiguous(&xv);
+    let out = pool_planes(
+        &xs[..n * c * h * w],
+        [h, w],
+        [oh, ow],
+        kernel,
+        stride,
+        padding,
+        max,
+    );
     ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), out)
         .map_err(|e| CoreError::shape(&node.name, e.to_string()))
 }

@@ -740,34 +740,8 @@ fn pool(x: Val, max: bool, kernel: [usize; 2], stride: [usize; 2], padding: [usi
     };
     let oh = (h + 2 * padding[0] - kernel[0]) / stride[0] + 1;
     let ow = (w + 2 * padding[1] - kernel[1]) / stride[1] + 1;
-    let mut out = vec![0f32; channels.len() * oh * ow];
-    for k in 0..channels.len() {
-        let src = &data[k * h * w..(k + 1) * h * w];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                for ky in 0..kernel[0] {
-                    let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..kernel[1] {
-                        let ix = (ox * stride[1] + kx) as isize - padding[1] as isize;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        let v = src[iy as usize * w + ix as usize];
-                        acc = if max { acc.max(v) } else { acc + v };
-                    }
-                }
-                out[(k * oh + oy) * ow + ox] = if max {
-                    acc
-                } else {
-                    acc / (kernel[0] * kernel[1]) as f32
-                };
-            }
-        }
-    }
+    let out =
+        shears_core::reference::pool_planes(&data, [h, w], [oh, ow], kernel, stride, padding, max);
     Val::Map {
         channels,
         total,
