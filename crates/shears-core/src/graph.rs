@@ -67,6 +67,15 @@ impl Graph {
         map
     }
 
+    /// The index of the one node that reads value `name`, if exactly one does and `name` is
+    /// not the graph's output (a value fusion may fold into its reader).
+    pub fn sole_reader(&self, name: &str) -> Option<usize> {
+        let mut readers =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].inputs.iter().any(|v| v == name));
+        let first = readers.next()?;
+        (readers.next().is_none() && self.output != name).then_some(first)
+    }
+
     /// Checks names are unique, inputs refer to earlier values (topological order),
     /// arities are right and the output exists.
     pub fn validate(&self) -> Result<()> {

@@ -160,14 +160,6 @@ fn param<'a>(weights: &'a Weights, name: &str) -> Result<&'a [f32]> {
         .ok_or_else(|| EngineError::invalid("dynamic inference", format!("no weight `{name}`")))
 }
 
-/// The single reader of value `name`, if exactly one node reads it and it is not the output.
-fn only_reader(graph: &Graph, name: &str) -> Option<usize> {
-    let readers: Vec<usize> = (0..graph.nodes.len())
-        .filter(|&i| graph.nodes[i].inputs.iter().any(|v| v == name))
-        .collect();
-    (readers.len() == 1 && graph.output != name).then(|| readers[0])
-}
-
 impl DynamicNet {
     /// Plans `graph` with `weights` and the heads of its gated convs. A head's gate must sit on
     /// the conv, its BN or the ReLU right after that BN (FTWT's placement).
@@ -234,7 +226,7 @@ impl DynamicNet {
                     let mut end = node.name.clone();
                     let mut relu = false;
                     let mut bn_name: Option<String> = None;
-                    if let Some(j) = only_reader(graph, &node.name)
+                    if let Some(j) = graph.sole_reader(&node.name)
                         && let Op::BatchNorm { eps, .. } = graph.nodes[j].op
                     {
                         let bn = &graph.nodes[j].name;
@@ -252,7 +244,7 @@ impl DynamicNet {
                         steps[j] = Step::Folded;
                         end = bn.clone();
                         bn_name = Some(bn.clone());
-                        if let Some(k) = only_reader(graph, bn)
+                        if let Some(k) = graph.sole_reader(bn)
                             && matches!(graph.nodes[k].op, Op::Relu)
                         {
                             skip[k] = true;
@@ -260,7 +252,7 @@ impl DynamicNet {
                             relu = true;
                             end = graph.nodes[k].name.clone();
                         }
-                    } else if let Some(k) = only_reader(graph, &node.name)
+                    } else if let Some(k) = graph.sole_reader(&node.name)
                         && matches!(graph.nodes[k].op, Op::Relu)
                     {
                         // conv -> ReLU without a BN (LeNet): the ReLU goes into the epilogue.

@@ -737,6 +737,13 @@ impl Executor {
         let mut bn_folded = vec![false; self.steps.len()];
         let mut slots: Vec<Option<Value>> = vec![None; self.steps.len() + 1];
         let mut gate_inputs: Vec<Option<Value>> = vec![None; gate_source.len()];
+        // Source step -> the gated nodes that read its first input.
+        let mut gates_reading: Vec<Vec<usize>> = vec![Vec::new(); gate_source.len()];
+        for (k, src) in gate_source.iter().enumerate() {
+            if let Some(s) = *src {
+                gates_reading[s].push(k);
+            }
+        }
         slots[0] = Some(x);
         for (i, step) in self.steps.iter().enumerate() {
             let name = &self.graph.nodes[i].name;
@@ -754,10 +761,8 @@ impl Executor {
                 })
                 .collect();
             // A dynamic gate reads its source's first input, so keep a handle to it.
-            for (k, src) in gate_source.iter().enumerate() {
-                if *src == Some(i) {
-                    gate_inputs[k] = args[0].clone();
-                }
+            for &k in gates_reading.get(i).map_or(&[][..], Vec::as_slice) {
+                gate_inputs[k] = args[0].clone();
             }
             let mut arg = |k: usize| args[k].take().expect("value computed before use");
             let out = match step {

@@ -138,13 +138,14 @@ pub fn bench_dynamic(
     let dense_logits = to_vec(out.reshape([n * classes]));
     let mut stats = DynamicStats::default();
     let dyn_logits = net.forward(&batch.images, n, &mut stats)?;
-    let linear: u64 = cost(&model.graph, Convention::ConvLinear)?
+    let dense_cost = cost(&model.graph, Convention::ConvLinear)?;
+    let linear: u64 = dense_cost
         .nodes
         .iter()
         .filter(|c| c.op == "linear")
         .map(|c| c.macs)
         .sum();
-    let dense_macs = cost(&model.graph, Convention::ConvLinear)?.macs;
+    let dense_macs = dense_cost.macs;
     let dynamic_macs = stats.conv_macs / n as f64 + linear as f64;
 
     let mut results = Vec::new();

@@ -182,7 +182,7 @@ impl FtwtGates {
         };
         let (wn, bn) = head_names(l);
         let (mut weight, mut bias) = (extra.get(&wn)?, extra.get(&bn)?);
-        if !x_is_tracked(&p) {
+        if !p.is_autodiff() {
             // Evaluation: no tape for the heads either.
             weight = weight.inner();
             bias = bias.inner();
@@ -190,10 +190,6 @@ impl FtwtGates {
         let weight = weight.reshape([l.out_channels, l.in_channels]).transpose();
         Some(p.matmul(weight) + bias.reshape([1, l.out_channels]))
     }
-}
-
-fn x_is_tracked(t: &Tensor<2>) -> bool {
-    t.is_autodiff()
 }
 
 /// Per sample: a_c = max over the map of |O_c|, as `[N][C]` on the host.

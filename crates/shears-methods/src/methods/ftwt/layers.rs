@@ -40,23 +40,14 @@ impl GatedLayer {
     }
 }
 
-/// The single consumer of `node`, if exactly one node reads it (and it is not the output).
-fn only_reader<'g>(graph: &'g Graph, node: &str) -> Option<&'g shears_core::graph::Node> {
-    let mut readers = graph
-        .nodes
-        .iter()
-        .filter(|n| n.inputs.iter().any(|i| i == node));
-    let first = readers.next()?;
-    (readers.next().is_none() && graph.output != node).then_some(first)
-}
-
 /// Where the gate of conv `conv` sits: after its BN, after the ReLU that alone reads that.
 fn gate_point(graph: &Graph, conv: &str) -> String {
     let mut at = conv.to_string();
-    if let Some(bn) = only_reader(graph, &at).filter(|n| matches!(n.op, Op::BatchNorm { .. })) {
+    let reader = |v: &str| graph.sole_reader(v).map(|i| &graph.nodes[i]);
+    if let Some(bn) = reader(&at).filter(|n| matches!(n.op, Op::BatchNorm { .. })) {
         at = bn.name.clone();
     }
-    if let Some(relu) = only_reader(graph, &at).filter(|n| matches!(n.op, Op::Relu)) {
+    if let Some(relu) = reader(&at).filter(|n| matches!(n.op, Op::Relu)) {
         at = relu.name.clone();
     }
     at
