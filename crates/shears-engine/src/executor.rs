@@ -9,7 +9,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::fast_ops;
-use crate::hooks::{DynamicGates, ExtraParams};
+use crate::hooks::{DynamicGates, ExtraParams, PassParams};
 use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, linear, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
@@ -489,6 +489,21 @@ impl Executor {
         self.param_index.get(name).copied()
     }
 
+    /// The current parameters, untracked: what an evaluation pass uses.
+    pub fn plain_params(&self) -> Vec<Tensor<1>> {
+        self.params.iter().map(|p| p.clone().inner()).collect()
+    }
+
+    /// `values` (this executor's parameters, e.g. [`Executor::plain_params`]) by graph name,
+    /// as a gated forward pass hands them to [`DynamicGates::begin_pass`].
+    pub fn pass_params<'a>(&'a self, values: &'a [Tensor<1>]) -> PassParams<'a> {
+        PassParams {
+            values,
+            infos: &self.infos,
+            index: &self.param_index,
+        }
+    }
+
     /// Replaces the weight masks (tensors without a mask are dense); zeroes masked weights.
     pub fn set_masks(&mut self, masks: &Masks) -> Result<()> {
         self.masks = vec![None; self.infos.len()];
@@ -709,6 +724,14 @@ impl Executor {
                 Value::Flat(t) => Value::Flat(t.inner()),
             }
         };
+        if let Some((g, extra)) = dynamic {
+            let pass = PassParams {
+                values: &params,
+                infos: &self.infos,
+                index: &self.param_index,
+            };
+            g.begin_pass(&pass, extra);
+        }
         let masked = |i: usize| -> Tensor<1> {
             match &self.masks[i] {
                 Some(m) if train => params[i].clone() * m.clone(),

@@ -9,14 +9,17 @@
 //!
 //! - [`DynamicGates`]: per-sample channel gates computed inside the forward pass from a node's
 //!   input (FTWT's mask predictors, PAAM's score gates), which may read the extra parameters.
+//! - [`EpochStart`]: runs before every epoch (PAAM's budget cut, which changes the gates
+//!   between epochs and keeps its state in the extra parameters' buffers).
 
 use crate::error::{EngineError, Result};
-use crate::executor::{Executor, Value, to_vec};
+use crate::executor::{Executor, ParamInfo, Value, to_vec};
 use crate::optim::{Optimizer, OptimizerConfig};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use ndarray::{ArrayD, IxDyn};
 use shears_core::artifact::write_atomic;
 use shears_core::weights::{Weights, weights_from_safetensors, weights_to_safetensors};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Edits a parameter's gradient before the optimiser step (e.g. adds λ·sign(γ) for an L1
@@ -44,6 +47,11 @@ pub trait LossTerm {
 pub trait DynamicGates {
     /// The nodes whose outputs are gated.
     fn gated_nodes(&self) -> Vec<String>;
+    /// Called once at the start of every gated forward pass with the parameters that pass
+    /// uses (tracked for gradients on a training pass, plain on an evaluation pass). Gates that
+    /// are a function of the weights rather than of the data (PAAM's filter scores) compute
+    /// them here once, instead of once per gated node.
+    fn begin_pass(&self, _params: &PassParams<'_>, _extra: Option<&ExtraParams>) {}
     /// The node whose first input the gate of `node` reads: `node` itself, or a node before it
     /// (FTWT gates a conv's BN/ReLU output from the conv's input).
     fn source(&self, node: &str) -> String {
@@ -61,6 +69,22 @@ pub trait DynamicGates {
     ) -> Option<Tensor<2>>;
 }
 
+/// The parameters one forward pass uses, by graph name: tracked for gradients on a training
+/// pass, plain on an evaluation pass.
+pub struct PassParams<'a> {
+    pub(crate) values: &'a [Tensor<1>],
+    pub(crate) infos: &'a [ParamInfo],
+    pub(crate) index: &'a HashMap<String, usize>,
+}
+
+impl PassParams<'_> {
+    /// Parameter `name` (engine layout, flat) and what it is.
+    pub fn get(&self, name: &str) -> Option<(&Tensor<1>, &ParamInfo)> {
+        let i = *self.index.get(name)?;
+        Some((&self.values[i], &self.infos[i]))
+    }
+}
+
 /// Where a training step is: what loss terms with a schedule (FTWT's cooldown) need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepInfo {
@@ -68,6 +92,18 @@ pub struct StepInfo {
     pub epoch: usize,
     /// Epochs of the phase.
     pub epochs: usize,
+}
+
+/// Runs before the first step of every epoch, a resumed phase's first epoch included, so what
+/// it decides must follow from the state the checkpoint holds (the executor and the extra
+/// parameters with their buffers).
+pub trait EpochStart {
+    fn epoch_start(
+        &self,
+        exec: &Executor,
+        extra: Option<&mut ExtraParams>,
+        at: StepInfo,
+    ) -> Result<()>;
 }
 
 /// Everything a method hooks into the training step. The default hooks nothing: plain training.
@@ -81,17 +117,24 @@ pub struct TrainHooks<'a> {
     pub extra: Option<&'a mut ExtraParams>,
     /// Per-sample channel gates computed in the forward pass (they may read `extra`).
     pub gates: Option<&'a dyn DynamicGates>,
+    /// Runs before every epoch (it may change `extra`).
+    pub epoch_start: Option<&'a dyn EpochStart>,
 }
 
 const EXTRA_FILE: &str = "extra.safetensors";
 const EXTRA_OPTIMIZER_FILE: &str = "extra-optimizer.safetensors";
+/// Buffers are saved next to the parameters under this prefix.
+const BUFFER_PREFIX: &str = "buffer/";
 
-/// Named trainable tensors outside the graph with their own optimiser.
+/// Named trainable tensors outside the graph with their own optimiser, and named buffers:
+/// state that is saved and restored with them but never trained (PAAM's hard budget masks).
 pub struct ExtraParams {
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
     /// Current values on the autodiff device, tracked for gradients.
     tensors: Vec<Tensor<1>>,
+    /// Buffers by name: values on the device, never tracked.
+    buffers: Vec<(String, Tensor<1>)>,
     /// The optimiser of these tensors only.
     pub opt: Optimizer,
     /// Fixed learning rate; `None` follows the phase's learning-rate schedule.
@@ -141,6 +184,7 @@ impl ExtraParams {
             names,
             shapes,
             tensors,
+            buffers: Vec::new(),
             opt,
             lr,
             device: device.clone(),
@@ -170,6 +214,32 @@ impl ExtraParams {
     pub fn get(&self, name: &str) -> Option<Tensor<1>> {
         let i = self.names.iter().position(|n| n == name)?;
         Some(self.tensors[i].clone())
+    }
+
+    /// Adds (or replaces) buffer `name`: state saved and restored with the parameters, never
+    /// trained. A buffer's name must not be a parameter's.
+    pub fn set_buffer(&mut self, name: &str, values: Vec<f32>) -> Result<()> {
+        if self.names.iter().any(|n| n == name) {
+            return Err(EngineError::invalid(
+                "extra parameters",
+                format!("buffer `{name}` has the name of a trainable parameter"),
+            ));
+        }
+        let n = values.len();
+        let t = Tensor::<1>::from_data(TensorData::new(values, [n]), &self.device);
+        match self.buffers.iter_mut().find(|(b, _)| b == name) {
+            Some((_, slot)) => *slot = t,
+            None => self.buffers.push((name.to_string(), t)),
+        }
+        Ok(())
+    }
+
+    /// Buffer `name` (untracked), if set.
+    pub fn buffer(&self, name: &str) -> Option<Tensor<1>> {
+        self.buffers
+            .iter()
+            .find(|(b, _)| b == name)
+            .map(|(_, t)| t.clone())
     }
 
     /// One optimiser step from the gradients of a backward pass; `phase_lr` is used when no
@@ -208,13 +278,19 @@ impl ExtraParams {
         out
     }
 
-    /// Writes values and optimiser state into checkpoint directory `dir`.
+    /// Writes values, buffers and optimiser state into checkpoint directory `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| shears_core::CoreError::io(dir, e))?;
-        write_atomic(
-            &dir.join(EXTRA_FILE),
-            &weights_to_safetensors(&self.values())?,
-        )?;
+        let mut values = self.values();
+        for (name, t) in &self.buffers {
+            let v = to_vec(t.clone());
+            let n = v.len();
+            values.insert(
+                format!("{BUFFER_PREFIX}{name}"),
+                ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-d"),
+            );
+        }
+        write_atomic(&dir.join(EXTRA_FILE), &weights_to_safetensors(&values)?)?;
         let mut state = Weights::new();
         for (i, name) in self.names.iter().enumerate() {
             for (prefix, buf) in [
@@ -244,8 +320,8 @@ impl ExtraParams {
         Ok(())
     }
 
-    /// Restores values and optimiser state saved by [`ExtraParams::save`] in `dir`; every
-    /// parameter must be there with its shape.
+    /// Restores values, buffers and optimiser state saved by [`ExtraParams::save`] in `dir`;
+    /// every parameter must be there with its shape. Buffers are taken as saved.
     pub fn restore(&mut self, dir: &Path) -> Result<()> {
         let read = |file: &str| -> Result<Weights> {
             let path = dir.join(file);
@@ -289,6 +365,18 @@ impl ExtraParams {
                 });
             }
         }
+        self.buffers = values
+            .iter()
+            .filter_map(|(name, a)| {
+                let name = name.strip_prefix(BUFFER_PREFIX)?;
+                let v: Vec<f32> = a.iter().copied().collect();
+                let n = v.len();
+                Some((
+                    name.to_string(),
+                    Tensor::<1>::from_data(TensorData::new(v, [n]), &self.device),
+                ))
+            })
+            .collect();
         self.opt.steps = state
             .get("steps")
             .and_then(|a| a.iter().next().copied())
@@ -504,6 +592,73 @@ mod tests {
             ExtraParams::new(&dev, vec![("q".into(), vec![1], vec![0.0])], adam, None).unwrap();
         let e = other.restore(tmp.path()).unwrap_err().to_string();
         assert!(e.contains("`q`"), "{e}");
+    }
+
+    /// Records the epochs it starts and writes the epoch into buffer `seen`.
+    struct Epochs(std::cell::RefCell<Vec<StepInfo>>);
+    impl EpochStart for Epochs {
+        fn epoch_start(
+            &self,
+            _: &Executor,
+            extra: Option<&mut ExtraParams>,
+            at: StepInfo,
+        ) -> Result<()> {
+            self.0.borrow_mut().push(at);
+            extra
+                .expect("extra parameters")
+                .set_buffer("seen", vec![at.epoch as f32; 3])
+        }
+    }
+
+    #[test]
+    fn epoch_start_runs_before_every_epoch_and_buffers_are_saved_untrained() {
+        let dev = Device::flex().autodiff();
+        let mut extra = ExtraParams::new(
+            &dev,
+            vec![("p".into(), vec![1], vec![0.0])],
+            sgd(),
+            Some(0.1),
+        )
+        .unwrap();
+        assert!(extra.set_buffer("p", vec![1.0]).is_err());
+        let hook = Epochs(Default::default());
+        let mut exec = executor();
+        let mut opt = Optimizer::new(sgd(), exec.params.len()).unwrap();
+        let mut c = cfg();
+        c.epochs = 3;
+        // A phase resumed after its first epoch starts at epoch 1.
+        train(
+            &mut exec,
+            &data(),
+            &c,
+            &mut opt,
+            1,
+            &mut TrainHooks {
+                terms: vec![&Pull],
+                extra: Some(&mut extra),
+                epoch_start: Some(&hook),
+                ..TrainHooks::default()
+            },
+            &mut |_, _, _, _| Ok(()),
+        )
+        .unwrap();
+        let epochs: Vec<usize> = hook.0.borrow().iter().map(|a| a.epoch).collect();
+        assert_eq!(epochs, [1, 2]);
+        assert!(hook.0.borrow().iter().all(|a| a.epochs == 3));
+        // The buffer holds what the last epoch start wrote: the optimiser never touched it.
+        assert_eq!(to_vec(extra.buffer("seen").unwrap()), [2.0; 3]);
+        let tmp = tempfile::tempdir().unwrap();
+        extra.save(tmp.path()).unwrap();
+        let mut back = ExtraParams::new(
+            &dev,
+            vec![("p".into(), vec![1], vec![5.0])],
+            sgd(),
+            Some(0.1),
+        )
+        .unwrap();
+        back.restore(tmp.path()).unwrap();
+        assert_eq!(back.values(), extra.values());
+        assert_eq!(to_vec(back.buffer("seen").unwrap()), [2.0; 3]);
     }
 
     /// Fixed per-sample gates of node `a` (one row per sample).

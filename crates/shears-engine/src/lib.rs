@@ -20,7 +20,9 @@ pub mod train;
 
 pub use error::{EngineError, Result};
 pub use executor::{Executor, Mode, Value};
-pub use hooks::{DynamicGates, ExtraParams, GradientEdit, LossTerm, StepInfo, TrainHooks};
+pub use hooks::{
+    DynamicGates, EpochStart, ExtraParams, GradientEdit, LossTerm, PassParams, StepInfo, TrainHooks,
+};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::Schedule;
 pub use train::{EpochMetrics, TrainConfig, evaluate, train};

@@ -246,6 +246,13 @@ pub fn train(
     let mut history = Vec::new();
     for epoch in start_epoch..cfg.epochs {
         let started = Instant::now();
+        if let Some(h) = hooks.epoch_start {
+            let at = StepInfo {
+                epoch,
+                epochs: cfg.epochs,
+            };
+            h.epoch_start(exec, hooks.extra.as_deref_mut(), at)?;
+        }
         let lr = cfg.schedule.lr(cfg.lr, epoch, cfg.epochs);
         // Dropout draws from the device RNG: seeding it per epoch makes a resumed run identical.
         exec.device()

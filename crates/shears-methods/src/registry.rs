@@ -5,7 +5,7 @@
 use crate::config::{ExperimentConfig, MethodSection};
 use crate::error::Result;
 use crate::invalid;
-use crate::methods::{filter, ftwt, masksparsity, slimming, unstructured};
+use crate::methods::{filter, ftwt, masksparsity, paam, slimming, unstructured};
 use crate::pipeline::Pipeline;
 use crate::report::Report;
 
@@ -132,6 +132,12 @@ pub const METHODS: &[MethodEntry] = &[
         kind: MethodKind::Structured,
         description: "MaskSparsity: L1 on the BatchNorm scales of masked channels only, cut, compact, fine-tune (Jiang et al. 2022)",
         prepare: masksparsity::prepare,
+    },
+    MethodEntry {
+        name: "paam",
+        kind: MethodKind::Structured,
+        description: "PAAM: filter scores learned by attention from the filter weights, trained with the network under one global budget, cut, compact (Babaiee et al. 2022)",
+        prepare: paam::prepare,
     },
     MethodEntry {
         name: "ftwt",

@@ -83,6 +83,9 @@ pub struct StructuredReport {
     /// MaskSparsity only: the mask, λ and what sparsity training did to masked and kept scales.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub masksparsity: Option<crate::methods::masksparsity::MaskSparsityReport>,
+    /// PAAM only: the scorer, the budget's steps and the learned widths.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paam: Option<crate::methods::paam::PaamReport>,
     pub latency_warmup: usize,
     pub latency_repeats: usize,
     pub latency_rounds: usize,

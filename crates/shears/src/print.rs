@@ -3,6 +3,8 @@
 use crate::cmd::thousands;
 use shears_core::structured::Normalization;
 use shears_methods::methods::ftwt::FtwtReport;
+use shears_methods::methods::paam::Start;
+use shears_methods::methods::paam::budget::Budget;
 use shears_methods::report::{StructuredReport, UnstructuredReport};
 use shears_methods::steps::structured::{Cut, scope_name};
 
@@ -146,6 +148,38 @@ pub fn structured(r: &StructuredReport) {
             ms.kept_gamma_after,
             ms.masked_below_tau_after * 100.0
         );
+    }
+    if let Some(pm) = &r.paam {
+        let (kind, value) = match pm.budget {
+            Budget::ParamsReduction(v) => ("params", v),
+            Budget::MacsReduction(v) => ("MACs", v),
+        };
+        println!(
+            "  PAAM      {} scores, {} activation, λ {}; {} epochs from {}; {} of the {} cut from epoch {}, all of it from epoch {}",
+            pm.scorer.name(),
+            pm.activation.name(),
+            pm.lambda,
+            pm.epochs,
+            match pm.start {
+                Start::Scratch => "scratch",
+                Start::Trained => "the trained baseline",
+            },
+            value,
+            kind,
+            pm.first_cut_epoch,
+            pm.full_budget_epoch
+        );
+        println!("  learned widths (kept / channels, mean score kept | cut):");
+        for w in &pm.widths {
+            println!(
+                "    {:<28} {:>4} / {:<4}  {:.3} | {}",
+                w.producers.join(","),
+                w.kept,
+                w.channels,
+                w.mean_score_kept,
+                w.mean_score_cut.map_or("-".into(), |v| format!("{v:.3}"))
+            );
+        }
     }
     let a = &r.accuracy;
     if a.accuracy_before_pruning.is_some() {

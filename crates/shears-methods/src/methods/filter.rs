@@ -144,6 +144,7 @@ pub fn cut_and_report(
         finetune_epochs: req.finetune.as_ref().map_or(0, |f| f.epochs),
         slimming: None,
         masksparsity: None,
+        paam: None,
         latency_warmup: l.warmup,
         latency_repeats: l.repeats,
         latency_rounds: l.rounds,

@@ -14,7 +14,7 @@ use shears_engine::checkpoint::{
     CheckpointState, has_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint,
 };
 use shears_engine::train::TrainHooks;
-use shears_engine::{EngineError, EpochMetrics, Executor, Optimizer, train};
+use shears_engine::{EngineError, EpochMetrics, Executor, ExtraParams, Optimizer, train};
 use std::path::{Path, PathBuf};
 
 /// Environment variable that stops training right after the given epoch's checkpoint, as if
@@ -136,6 +136,38 @@ pub fn cached_phase(
     };
     shears_core::artifact::save_model(cache, &trained)?;
     Ok((trained, rows))
+}
+
+/// The extra parameters (and buffers) of a finished phase's last epoch, kept in `keep` next to
+/// the phase's model: restored from there, or the first time from the checkpoint of the phase
+/// trained in `phase_dir` (which holds them after its last epoch) and then saved in `keep`. A
+/// phase of zero epochs leaves `extra` as it is.
+pub fn finished_extra(
+    extra: &mut ExtraParams,
+    keep: &Path,
+    phase_dir: &Path,
+    epochs: usize,
+) -> Result<()> {
+    let saved = ["extra.safetensors", "extra-optimizer.safetensors"]
+        .iter()
+        .all(|f| keep.join(f).is_file());
+    if saved {
+        extra.restore(keep)?;
+        return Ok(());
+    }
+    let ckpt = phase_dir.join("checkpoint");
+    if epochs > 0 {
+        if !ckpt.is_dir() {
+            invalid!(
+                "{} has a trained network but neither the parameters trained with it ({}) nor the checkpoint they are in: start the run over with --force",
+                phase_dir.parent().unwrap_or(phase_dir).display(),
+                keep.display()
+            );
+        }
+        extra.restore(&ckpt)?;
+    }
+    extra.save(keep)?;
+    Ok(())
 }
 
 /// Trains one phase in `dir` with a checkpoint every epoch and no method hooks.

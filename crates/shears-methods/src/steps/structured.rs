@@ -43,6 +43,10 @@ pub enum Importance {
     Random,
     /// First-order Taylor |a·∂L/∂a| on training batches (Molchanov et al. 2019).
     Taylor,
+    /// Scores a method learns while it trains (PAAM's attention scores); not a criterion a
+    /// one-shot cut can compute.
+    #[serde(skip_deserializing)]
+    Learned,
 }
 
 /// Importance names, as help texts and errors list them.
@@ -74,6 +78,7 @@ impl Importance {
             Importance::BnScale => "bn-scale",
             Importance::Random => "random",
             Importance::Taylor => "taylor",
+            Importance::Learned => "learned",
         }
     }
 }
@@ -485,6 +490,9 @@ pub fn group_scores(
             groups,
             &opts(Criterion::Random { seed: spec.seed }, Reduction::Sum),
         )?,
+        Importance::Learned => invalid!(
+            "learned scores come from training a method that learns them (PAAM), not from a one-shot cut"
+        ),
         Importance::Taylor => {
             let data = data.context("taylor importance needs training data (drop --no-eval)")?;
             let device = device_by_name(device_name)?;

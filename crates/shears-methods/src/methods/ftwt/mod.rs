@@ -33,7 +33,7 @@ use crate::registry::PreparedMethod;
 use crate::report::{Report, version};
 use crate::steps::eval::eval_model;
 use crate::steps::model::executor;
-use crate::steps::phase::cached_phase;
+use crate::steps::phase::{cached_phase, finished_extra};
 use cost::{DenseCost, MacsSummary};
 use gates::{FtwtGates, MaskLoss, Mode, Source, initial_heads};
 use layers::{GatedLayer, gated_layers};
@@ -327,24 +327,7 @@ impl PreparedMethod for Prepared {
         )?;
         // The heads of the last epoch: just trained, or (a finished phase being resumed) in its
         // checkpoint; kept next to the model for dynamic inference.
-        let saved = ["extra.safetensors", "extra-optimizer.safetensors"]
-            .iter()
-            .all(|f| heads_dir.join(f).is_file());
-        if saved {
-            heads.restore(&heads_dir)?;
-        } else {
-            let ckpt = p.dir.phase("ftwt").join("checkpoint");
-            if section.epochs > 0 {
-                if !ckpt.is_dir() {
-                    invalid!(
-                        "{} has a trained network but neither its heads nor the checkpoint they are in: start the run over with --force",
-                        p.dir.path.display()
-                    );
-                }
-                heads.restore(&ckpt)?;
-            }
-            heads.save(&heads_dir)?;
-        }
+        finished_extra(&mut heads, &heads_dir, &p.dir.phase("ftwt"), section.epochs)?;
 
         // Measurement on the test set with the trained heads.
         let eval_gates = self.gates(&layers, Source::Predicted);
