@@ -8,24 +8,17 @@
 //! `loss-<model>.svg` (training loss of the sparsity phases) per model into OUT_DIR, and prints
 //! the Markdown table (mean ± std over seeds) on stdout.
 
+mod common;
+
+use common::{COLORS, Res, f, latency, line_plot, mean_std, metric, pm};
 use plotters::prelude::*;
 use serde_json::Value;
 use shears_core::artifact::load_model;
 use shears_core::graph::ParamKind;
 use std::collections::BTreeMap;
-use std::error::Error;
 use std::path::{Path, PathBuf};
 
-type Res<T> = Result<T, Box<dyn Error>>;
-
 const METHODS: &[&str] = &["masksparsity", "slimming", "l1-filter"];
-const COLORS: &[RGBColor] = &[
-    RGBColor(214, 39, 40),
-    RGBColor(31, 119, 180),
-    RGBColor(44, 160, 44),
-    RGBColor(120, 120, 120),
-];
-
 /// One finished run.
 struct Run {
     model: String,
@@ -34,10 +27,6 @@ struct Run {
     seed: u64,
     dir: PathBuf,
     v: Value,
-}
-
-fn f(v: &Value, k: &str) -> f64 {
-    v[k].as_f64().unwrap_or(f64::NAN)
 }
 
 fn runs(root: &Path) -> Res<Vec<Run>> {
@@ -77,18 +66,6 @@ fn runs(root: &Path) -> Res<Vec<Run>> {
     Ok(out)
 }
 
-/// Latency at batch `b`, 1 thread: (dense ms, compacted ms).
-fn latency(v: &Value, b: u64) -> (f64, f64) {
-    v["latency"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|r| r["batch"].as_u64() == Some(b) && r["threads"].as_u64() == Some(1))
-        .map_or((f64::NAN, f64::NAN), |r| {
-            (f(r, "dense_median_ms"), f(r, "compacted_median_ms"))
-        })
-}
-
 /// Training loss of the network just before the cut.
 fn loss_before_cut(r: &Run) -> f64 {
     if let Some(l) = r.v["masksparsity"]["train_loss_before_cut"].as_f64() {
@@ -112,27 +89,11 @@ fn loss_before_cut(r: &Run) -> f64 {
 }
 
 fn losses(dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| f(&v, "train_loss"))
-        .collect()
+    metric(dir, "train_loss")
 }
 
 fn last_loss(dir: &Path) -> f64 {
     losses(dir).last().copied().unwrap_or(f64::NAN)
-}
-
-fn mean_std(x: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let m = x.iter().sum::<f64>() / n;
-    let v = if x.len() > 1 {
-        x.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, v.sqrt())
 }
 
 fn gammas(dir: &Path) -> Vec<f64> {
@@ -206,51 +167,6 @@ fn histogram(path: &Path, title: &str, sets: &[(String, Vec<f64>)]) -> Res<()> {
     Ok(())
 }
 
-fn loss_plot(path: &Path, title: &str, sets: &[(String, Vec<f64>)]) -> Res<()> {
-    let n = sets.iter().map(|s| s.1.len()).max().unwrap_or(1).max(1);
-    let hi = sets
-        .iter()
-        .flat_map(|s| s.1.iter())
-        .fold(0f64, |a, &b| a.max(b))
-        * 1.1;
-    let root = SVGBackend::new(path, (820, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.5f64..n as f64 + 0.5, 0f64..hi.max(1e-3))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch of the phase")
-        .y_desc("training loss")
-        .draw()?;
-    for (k, (name, v)) in sets.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        let pts: Vec<(f64, f64)> = v
-            .iter()
-            .enumerate()
-            .map(|(i, &y)| (i as f64 + 1.0, y))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
@@ -299,10 +215,6 @@ fn main() -> Res<()> {
         "| model | MACs target | method | seeds | before cut | right after cut | after fine-tuning | train loss before cut | params removed | MACs removed | latency b1 dense → compacted (ms) | latency b64 dense → compacted (ms) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let pm = |x: Vec<f64>, scale: f64, digits: usize| {
-        let (m, s) = mean_std(&x);
-        format!("{:.*} ± {:.*}", digits, m * scale, digits, s * scale)
-    };
     let order = |m: &str| METHODS.iter().position(|x| *x == m).unwrap_or(99);
     let mut keys: Vec<_> = groups.keys().cloned().collect();
     keys.sort_by(|a, b| (&a.0, &a.1, order(&a.2)).cmp(&(&b.0, &b.1, order(&b.2))));
@@ -320,12 +232,12 @@ fn main() -> Res<()> {
             k.1,
             k.2,
             rs.len(),
-            pm(col("accuracy_before_pruning"), 100.0, 2),
-            pm(col("accuracy_after_pruning"), 100.0, 2),
-            pm(col("accuracy_after_finetune"), 100.0, 2),
-            pm(rs.iter().map(|r| loss_before_cut(r)).collect(), 1.0, 3),
-            pm(col("params_reduction"), 100.0, 1),
-            pm(col("macs_reduction"), 100.0, 1),
+            pm(&col("accuracy_before_pruning"), 100.0, 2),
+            pm(&col("accuracy_after_pruning"), 100.0, 2),
+            pm(&col("accuracy_after_finetune"), 100.0, 2),
+            pm(&rs.iter().map(|r| loss_before_cut(r)).collect::<Vec<_>>(), 1.0, 3),
+            pm(&col("params_reduction"), 100.0, 1),
+            pm(&col("macs_reduction"), 100.0, 1),
             lat(1),
             lat(64)
         );
@@ -357,7 +269,7 @@ fn main() -> Res<()> {
                 println!(
                     "| {model} | {label} | {} | {} |",
                     acc.len(),
-                    pm(acc, 100.0, 2)
+                    pm(&acc, 100.0, 2)
                 );
             }
         }
@@ -427,10 +339,18 @@ fn main() -> Res<()> {
         }
         loss_sets.retain(|s| !s.1.is_empty());
         if !loss_sets.is_empty() {
-            loss_plot(
+            let sets: Vec<(String, Vec<(f64, f64)>)> = loss_sets
+                .into_iter()
+                .map(|(n, v)| {
+                    let pts = v.iter().enumerate().map(|(i, &y)| (i as f64 + 1.0, y)).collect();
+                    (n, pts)
+                })
+                .collect();
+            line_plot(
                 &out.join(format!("loss-{model}.svg")),
                 &format!("{model}: training loss of the phases (seed 0)"),
-                &loss_sets,
+                ("epoch of the phase", "training loss"),
+                &sets,
             )?;
         }
     }
