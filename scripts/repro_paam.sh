@@ -55,7 +55,7 @@ LAMBDA_MS=$(lam 1.5 0.75 2)
 LAMBDA_MASK=$(lam 1.0 1.0 1)
 LAMBDA_SLIM=$(lam 0.5 0.67 3)
 
-phase() { # $1 = section, $2 = epochs, $3 = lr, $4 = schedule
+phase() { # $1 = section, $2 = epochs, $3 = lr, $4 = schedule (TOML inline table)
   cat <<TOML
 [$1]
 epochs = $2
@@ -65,7 +65,7 @@ train_limit = $TRAIN_LIMIT
 test_limit = $TEST_LIMIT
 precise_bn_batches = $PRECISE_BN
 optimizer = { kind = "sgd", momentum = 0.9, nesterov = true, weight_decay = 5e-4 }
-schedule = { kind = "$4" }
+schedule = $4
 TOML
 }
 
@@ -79,8 +79,8 @@ arch = "$2"
 dataset = "fashion-mnist"
 $DATA_DIR_LINE
 TOML
-  phase train "$4" 0.05 cosine
-  phase finetune "$5" 0.005 constant
+  phase train "$4" 0.05 '{ kind = "cosine", min_lr = 0.0 }'
+  phase finetune "$5" 0.005 '{ kind = "constant" }'
   cat <<TOML
 [latency]
 batches = [1, 64]
