@@ -235,7 +235,11 @@ fn main() -> Res<()> {
             pm(&col("accuracy_before_pruning"), 100.0, 2),
             pm(&col("accuracy_after_pruning"), 100.0, 2),
             pm(&col("accuracy_after_finetune"), 100.0, 2),
-            pm(&rs.iter().map(|r| loss_before_cut(r)).collect::<Vec<_>>(), 1.0, 3),
+            pm(
+                &rs.iter().map(|r| loss_before_cut(r)).collect::<Vec<_>>(),
+                1.0,
+                3
+            ),
             pm(&col("params_reduction"), 100.0, 1),
             pm(&col("macs_reduction"), 100.0, 1),
             lat(1),
@@ -342,7 +346,11 @@ fn main() -> Res<()> {
             let sets: Vec<(String, Vec<(f64, f64)>)> = loss_sets
                 .into_iter()
                 .map(|(n, v)| {
-                    let pts = v.iter().enumerate().map(|(i, &y)| (i as f64 + 1.0, y)).collect();
+                    let pts = v
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &y)| (i as f64 + 1.0, y))
+                        .collect();
                     (n, pts)
                 })
                 .collect();

@@ -80,7 +80,12 @@ fn kept_shares(v: &Value) -> BTreeMap<u64, f64> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|g| (g["id"].as_u64().unwrap_or(0), f(g, "kept") / f(g, "channels")))
+        .map(|g| {
+            (
+                g["id"].as_u64().unwrap_or(0),
+                f(g, "kept") / f(g, "channels"),
+            )
+        })
         .collect()
 }
 
@@ -181,12 +186,22 @@ fn main() -> Res<()> {
     println!("|---|---|---|---|");
     for model in &models {
         for (label, prefix) in [
-            ("dense baseline (what the other methods start from)", "dense-s"),
-            ("dense control (baseline + 4 epochs: the whole budget)", "dense-control-s"),
+            (
+                "dense baseline (what the other methods start from)",
+                "dense-s",
+            ),
+            (
+                "dense control (baseline + 4 epochs: the whole budget)",
+                "dense-control-s",
+            ),
         ] {
             let acc: Vec<f64> = dense(root, model, prefix).iter().map(|p| p.1).collect();
             if !acc.is_empty() {
-                println!("| {model} | {label} | {} | {} |", acc.len(), pm(&acc, 100.0, 2));
+                println!(
+                    "| {model} | {label} | {} | {} |",
+                    acc.len(),
+                    pm(&acc, 100.0, 2)
+                );
             }
         }
     }
@@ -201,7 +216,11 @@ fn main() -> Res<()> {
         let ids: Vec<u64> = {
             let mut ids: Vec<u64> = methods
                 .iter()
-                .flat_map(|k| groups[*k].iter().flat_map(|r| kept_shares(&r.v).into_keys()))
+                .flat_map(|k| {
+                    groups[*k]
+                        .iter()
+                        .flat_map(|r| kept_shares(&r.v).into_keys())
+                })
                 .collect();
             ids.sort_unstable();
             ids.dedup();
@@ -221,7 +240,10 @@ fn main() -> Res<()> {
             .collect();
         print!("| method |");
         for id in &ids {
-            print!(" g{id} ({}) |", channels.get(id).copied().unwrap_or(f64::NAN));
+            print!(
+                " g{id} ({}) |",
+                channels.get(id).copied().unwrap_or(f64::NAN)
+            );
         }
         println!();
         println!("|---|{}", "---|".repeat(ids.len()));
@@ -248,7 +270,10 @@ fn main() -> Res<()> {
         line_plot(
             &out.join(format!("widths-{model}.svg")),
             &format!("{model}: kept share of each channel group (mean over seeds)"),
-            ("channel group (by id, input to output)", "kept channels / channels"),
+            (
+                "channel group (by id, input to output)",
+                "kept channels / channels",
+            ),
             &sets,
         )?;
     }
@@ -307,7 +332,10 @@ fn main() -> Res<()> {
         let mut score_sets = Vec::new();
         for m in ["paam", "paam-independent", "paam-sigmoid"] {
             let Some(r) = pick(m) else { continue };
-            let rows = r.v["paam"]["history"].as_array().cloned().unwrap_or_default();
+            let rows = r.v["paam"]["history"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let kept: Vec<(f64, f64)> = rows
                 .iter()
                 .map(|h| (f(h, "epoch"), f(h, "mean_score_kept")))

@@ -3,7 +3,7 @@
 //! Every input and the output share unit indices, so a residual Add ties all its branches (and,
 //! through identity shortcuts, their producers) into one channel group.
 
-use super::{Arity, ChannelAxis, ChannelFlow, Op, OpRules, ParamSpec};
+use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
@@ -59,6 +59,14 @@ impl OpRules for Add {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Add)
+    }
+
+    /// `Add` for two inputs, `Sum` for more.
+    fn onnx(&self, _node: &str, inputs: usize) -> Vec<OnnxNode> {
+        vec![OnnxNode::new(
+            if inputs == 2 { "Add" } else { "Sum" },
+            vec![],
+        )]
     }
 }
 

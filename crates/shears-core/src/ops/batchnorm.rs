@@ -4,7 +4,8 @@
 //! It passes channels through, so its four tensors join the group of the channels it normalises.
 
 use super::{
-    Arity, ChannelAxis, ChannelFlow, ChannelSide, Op, OpRules, ParamKind, ParamSpec, param,
+    Arity, ChannelAxis, ChannelFlow, ChannelSide, OnnxAttr, OnnxNode, Op, OpRules, ParamKind,
+    ParamSpec, param,
 };
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -79,6 +80,19 @@ impl OpRules for BatchNorm {
             eps: self.eps,
             momentum: self.momentum,
         })
+    }
+
+    /// ONNX's momentum weighs the running statistic, PyTorch's (and ours) the new batch one.
+    fn onnx(&self, node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        let mut n = OnnxNode::new(
+            "BatchNormalization",
+            vec![
+                ("epsilon", OnnxAttr::Float(self.eps as f32)),
+                ("momentum", OnnxAttr::Float((1.0 - self.momentum) as f32)),
+            ],
+        );
+        n.params = self.param_specs(node).into_iter().map(|p| p.name).collect();
+        vec![n]
     }
 }
 

@@ -3,7 +3,7 @@
 //! Input `k`'s channel `c` is output channel `offset_k + c`, so each input keeps its own channel
 //! group and the output's channels are the union of theirs.
 
-use super::{Arity, ChannelAxis, ChannelFlow, Op, OpRules, ParamSpec};
+use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
@@ -60,6 +60,10 @@ impl OpRules for Concat {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Concat)
+    }
+
+    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        vec![OnnxNode::new("Concat", vec![("axis", OnnxAttr::Int(1))])]
     }
 }
 

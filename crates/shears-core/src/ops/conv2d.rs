@@ -5,8 +5,8 @@
 //! input channel `c`; anything else is a grouped conv whose channels can only go by whole groups.
 
 use super::{
-    Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, Op, OpRules, ParamKind, ParamSpec,
-    Window2d, chw, param, window_out,
+    Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, OnnxAttr, OnnxNode, Op, OpRules,
+    ParamKind, ParamSpec, Window2d, chw, ints, pads, param, window_out,
 };
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -175,6 +175,21 @@ impl OpRules for Conv2d {
             groups,
             bias: self.bias,
         })
+    }
+
+    fn onnx(&self, node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        let mut n = OnnxNode::new(
+            "Conv",
+            vec![
+                ("kernel_shape", ints(self.kernel)),
+                ("strides", ints(self.stride)),
+                ("pads", pads(self.padding)),
+                ("dilations", ints(self.dilation)),
+                ("group", OnnxAttr::Int(self.groups as i64)),
+            ],
+        );
+        n.params = self.param_specs(node).into_iter().map(|p| p.name).collect();
+        vec![n]
     }
 }
 

@@ -1,7 +1,7 @@
 //! Dropout with drop probability `p`: the identity at inference, so it costs nothing and passes
 //! channels and units through; only training (the engine) draws its mask.
 
-use super::{Arity, ChannelAxis, ChannelFlow, Op, OpRules, ParamSpec};
+use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
@@ -50,6 +50,11 @@ impl OpRules for Dropout {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Dropout { p: self.p })
+    }
+
+    /// Identity: an exported network is for inference, where dropout passes its input through.
+    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        vec![OnnxNode::new("Identity", vec![])]
     }
 }
 

@@ -3,7 +3,7 @@
 //! Channel `c` becomes the `H*W` consecutive features from `c*H*W`, so a linear layer after it
 //! loses `H*W` input features per pruned channel.
 
-use super::{Arity, ChannelAxis, ChannelFlow, Op, OpRules, ParamSpec};
+use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::Result;
 use crate::graph::Node;
@@ -44,6 +44,10 @@ impl OpRules for Flatten {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Flatten)
+    }
+
+    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        vec![OnnxNode::new("Flatten", vec![("axis", OnnxAttr::Int(1))])]
     }
 }
 

@@ -4,8 +4,8 @@
 //! so pruning the input features cuts weight axis 1.
 
 use super::{
-    Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, Op, OpRules, ParamKind, ParamSpec,
-    param,
+    Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, OnnxAttr, OnnxNode, Op, OpRules,
+    ParamKind, ParamSpec, param,
 };
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -103,6 +103,13 @@ impl OpRules for Linear {
             out_features: out_channels,
             bias: self.bias,
         })
+    }
+
+    /// `Gemm` with the weight transposed (`[out, in]` is the PyTorch and ONNX Gemm layout).
+    fn onnx(&self, node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        let mut n = OnnxNode::new("Gemm", vec![("transB", OnnxAttr::Int(1))]);
+        n.params = self.param_specs(node).into_iter().map(|p| p.name).collect();
+        vec![n]
     }
 }
 

@@ -240,6 +240,43 @@ pub struct ChannelAxis {
     pub side: ChannelSide,
 }
 
+/// An attribute value of an exported ONNX node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnnxAttr {
+    Int(i64),
+    Ints(Vec<i64>),
+    Float(f32),
+}
+
+/// One ONNX node of an op's export. The first node of an op's list reads the op's inputs, each
+/// later one the node before it; the last produces the op's value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnnxNode {
+    /// The ONNX operator (default domain).
+    pub op_type: &'static str,
+    pub attrs: Vec<(&'static str, OnnxAttr)>,
+    /// Parameter tensors read after the data input, in ONNX input order.
+    pub params: Vec<String>,
+}
+
+impl OnnxNode {
+    fn new(op_type: &'static str, attrs: Vec<(&'static str, OnnxAttr)>) -> Self {
+        OnnxNode {
+            op_type,
+            attrs,
+            params: Vec::new(),
+        }
+    }
+}
+
+/// `[h, w]` pairs as ONNX `INTS`; `pads` doubles them into `[top, left, bottom, right]`.
+fn ints(v: [usize; 2]) -> OnnxAttr {
+    OnnxAttr::Ints(v.iter().map(|&x| x as i64).collect())
+}
+fn pads(v: [usize; 2]) -> OnnxAttr {
+    OnnxAttr::Ints([v[0], v[1], v[0], v[1]].iter().map(|&x| x as i64).collect())
+}
+
 /// Every rule of one op. Implemented once per op file; `Op::with_rules` picks the implementation.
 pub(crate) trait OpRules {
     /// Short lowercase name used in tables and errors.
@@ -258,6 +295,9 @@ pub(crate) trait OpRules {
     fn channel_axes(&self, node: &str) -> Vec<ChannelAxis>;
     /// The op once its input keeps `in_channels` and its output `out_channels` channels.
     fn compacted(&self, node: &str, in_channels: usize, out_channels: usize) -> Result<Op>;
+    /// The ONNX nodes (opset 17, NCHW with a batch axis) that compute `node`, which reads
+    /// `inputs` values; the exporter wires them and writes the parameters as initializers.
+    fn onnx(&self, node: &str, inputs: usize) -> Vec<OnnxNode>;
 }
 
 impl Op {
@@ -375,6 +415,11 @@ impl Op {
     /// output (the parameter tensors are cut along [`Op::channel_axes`]).
     pub fn compacted(&self, node: &str, in_channels: usize, out_channels: usize) -> Result<Op> {
         self.with_rules(|r| r.compacted(node, in_channels, out_channels))
+    }
+
+    /// ONNX mapping: the nodes that compute `node` (reading `inputs` values) in an ONNX graph.
+    pub fn onnx(&self, node: &str, inputs: usize) -> Vec<OnnxNode> {
+        self.with_rules(|r| r.onnx(node, inputs))
     }
 }
 

@@ -4,7 +4,10 @@
 //! positions change. MaxPool's padding never wins (it acts as -inf); AvgPool counts zero padding
 //! in the divisor (`count_include_pad`); both are the reference forward's business, not the rules'.
 
-use super::{Arity, ChannelAxis, ChannelFlow, Op, OpRules, ParamSpec, Window2d, chw, window_out};
+use super::{
+    Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec, Window2d, chw,
+    ints, pads, window_out,
+};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
@@ -98,6 +101,23 @@ impl OpRules for Pool {
             },
         })
     }
+
+    /// Average pooling counts the zero padding in the divisor, as the op does.
+    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        let mut attrs = vec![
+            ("kernel_shape", ints(self.kernel)),
+            ("strides", ints(self.stride)),
+            ("pads", pads(self.padding)),
+        ];
+        let op_type = match self.kind {
+            PoolKind::Max => "MaxPool",
+            PoolKind::Avg => {
+                attrs.push(("count_include_pad", OnnxAttr::Int(1)));
+                "AveragePool"
+            }
+        };
+        vec![OnnxNode::new(op_type, attrs)]
+    }
 }
 
 /// [`Op::GlobalAvgPool`], which has no attributes: `[C,H,W]` to `[C]`.
@@ -139,6 +159,14 @@ impl OpRules for GlobalAvgPool {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::GlobalAvgPool)
+    }
+
+    /// ONNX keeps the pooled 1×1 map; the flatten gives the `[C]` vector this op produces.
+    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        vec![
+            OnnxNode::new("GlobalAveragePool", vec![]),
+            OnnxNode::new("Flatten", vec![("axis", OnnxAttr::Int(1))]),
+        ]
     }
 }
 

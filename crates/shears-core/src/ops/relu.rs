@@ -1,6 +1,6 @@
 //! ReLU: elementwise `max(x, 0)`, no parameters; channels and units pass through.
 
-use super::{Arity, ChannelAxis, ChannelFlow, Op, OpRules, ParamSpec};
+use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::Result;
 use crate::graph::Node;
@@ -44,6 +44,10 @@ impl OpRules for Relu {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Relu)
+    }
+
+    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        vec![OnnxNode::new("Relu", vec![])]
     }
 }
 

@@ -92,7 +92,11 @@ pub fn line_plot(
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(x0 - dx..x1 + dx, y0 - dy..y1 + dy)?;
-    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()?;
     for (k, (name, v)) in sets.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
         chart

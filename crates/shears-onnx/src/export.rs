@@ -1,0 +1,137 @@
+//! ONNX export: any graph (dense, masked or compacted) as an opset-17 model with a dynamic batch
+//! axis. Each op says which ONNX nodes compute it (`Op::onnx`, in the op's own file); this module
+//! only wires them and writes the weights as initializers.
+
+use crate::OnnxError;
+use onnx_ir::{AttributeProto, AttributeType, GraphProto, Message, ModelProto, NodeProto};
+use onnx_ir::{TensorProto, ValueInfoProto};
+use shears_core::artifact::{Model, write_atomic};
+use shears_core::ops::OnnxAttr;
+use shears_core::shape::infer_shapes;
+use std::path::Path;
+
+/// The opset every exported model declares; all mapped ops are stable in it.
+pub const EXPORT_OPSET: i64 = 17;
+/// ONNX `TensorProto.DataType.FLOAT`.
+const FLOAT: i32 = 1;
+
+/// Writes `model` as an ONNX file, atomically. Unstructured masks are applied to the weights
+/// first, so the file computes what the masked network computes.
+pub fn export_onnx(model: &Model, path: &Path) -> Result<(), OnnxError> {
+    let bytes = to_onnx_bytes(model)?;
+    write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// The ONNX encoding of `model` (see [`export_onnx`]).
+pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
+    model.check()?;
+    let graph = &model.graph;
+    let shapes = infer_shapes(graph)?;
+
+    let mut g = GraphProto::new();
+    g.name = graph.name.clone();
+    g.input
+        .push(value_info(&graph.input.name, &graph.input.shape));
+    g.output
+        .push(value_info(&graph.output, shapes.get(&graph.output)));
+
+    for (name, w) in &model.weights {
+        let mut data: Vec<f32> = w.iter().copied().collect();
+        if let Some(mask) = model.masks.get(name) {
+            for (x, &keep) in data.iter_mut().zip(mask.iter()) {
+                if !keep {
+                    *x = 0.0;
+                }
+            }
+        }
+        let mut t = TensorProto::new();
+        t.name = name.clone();
+        t.data_type = FLOAT;
+        t.dims = w.shape().iter().map(|&d| d as i64).collect();
+        t.raw_data = data
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into();
+        g.initializer.push(t);
+    }
+
+    for node in &graph.nodes {
+        let parts = node.op.onnx(&node.name, node.inputs.len());
+        let last = parts.len() - 1;
+        let mut inputs = node.inputs.clone();
+        for (k, part) in parts.into_iter().enumerate() {
+            let output = if k == last {
+                node.name.clone()
+            } else {
+                format!("{}/{}", node.name, part.op_type)
+            };
+            let mut n = NodeProto::new();
+            n.name = output.clone();
+            n.op_type = part.op_type.to_string();
+            n.input = inputs.into_iter().chain(part.params).collect();
+            n.output = vec![output.clone()];
+            n.attribute = part
+                .attrs
+                .into_iter()
+                .map(|(name, value)| attribute(name, value))
+                .collect();
+            g.node.push(n);
+            inputs = vec![output];
+        }
+    }
+
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    m.producer_name = "shears".into();
+    m.producer_version = env!("CARGO_PKG_VERSION").into();
+    m.opset_import.push(Default::default());
+    let opset = m.opset_import.last_mut().expect("just pushed");
+    opset.domain = String::new();
+    opset.version = EXPORT_OPSET;
+    m.graph = Some(g).into();
+    m.write_to_bytes()
+        .map_err(|e| OnnxError::Encode(e.to_string()))
+}
+
+/// A float tensor value `[batch, shape...]` with a symbolic batch axis.
+fn value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
+    let mut v = ValueInfoProto::new();
+    v.name = name.to_string();
+    let ty = v.type_.mut_or_insert_default();
+    let tensor = ty.mut_tensor_type();
+    tensor.elem_type = FLOAT;
+    let dims = &mut tensor.shape.mut_or_insert_default().dim;
+    dims.push(Default::default());
+    dims.last_mut()
+        .expect("just pushed")
+        .set_dim_param("batch".into());
+    for &d in shape {
+        dims.push(Default::default());
+        dims.last_mut()
+            .expect("just pushed")
+            .set_dim_value(d as i64);
+    }
+    v
+}
+
+fn attribute(name: &str, value: OnnxAttr) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.to_string();
+    match value {
+        OnnxAttr::Int(i) => {
+            a.type_ = AttributeType::INT.into();
+            a.i = i;
+        }
+        OnnxAttr::Ints(v) => {
+            a.type_ = AttributeType::INTS.into();
+            a.ints = v;
+        }
+        OnnxAttr::Float(f) => {
+            a.type_ = AttributeType::FLOAT.into();
+            a.f = f;
+        }
+    }
+    a
+}

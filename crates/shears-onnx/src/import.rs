@@ -1,0 +1,814 @@
+//! ONNX import: a CNN exported from PyTorch or elsewhere becomes a graph of the IR with its
+//! weights. `onnx-ir` parses the file, infers static shapes and folds the constant chains a
+//! PyTorch export leaves around a flatten (Shape → Gather → Unsqueeze → Concat → Reshape); this
+//! module maps each remaining node to an op of the IR, or stops with an error naming the node.
+//! Nothing is half-imported: the model is returned only once every node mapped and it checks.
+
+use crate::OnnxError;
+use ndarray::{ArrayD, IxDyn};
+use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
+use onnx_ir::{Argument, Message, ModelProto, Node, OnnxGraphBuilder, TensorDataExt};
+use shears_core::artifact::Model;
+use shears_core::graph::{Graph, Input, Node as IrNode, Op};
+use shears_core::weights::{Masks, Weights};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+/// The ONNX operators the importer maps, for error messages.
+pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Relu, Clip (as ReLU, min 0 and no max), \
+MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape (as flatten), Gemm, MatMul (+ Add), Add, Sum, \
+Concat (channel axis), Identity, Dropout";
+
+/// Reads an ONNX file into a model (graph, weights, no masks), named after the file.
+pub fn import_onnx(path: &Path) -> Result<Model, OnnxError> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "onnx".into());
+    import_onnx_bytes(&bytes, &name).map_err(|e| e.in_file(path))
+}
+
+/// Imports an ONNX model from its bytes; `name` becomes the graph's name.
+pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
+    // onnx-ir asserts on some malformed inputs instead of returning an error: a corrupt file
+    // must still give an error, never a panic.
+    let parsed = std::panic::catch_unwind(|| OnnxGraphBuilder::new().parse_bytes(bytes));
+    let onnx = match parsed {
+        Ok(Ok(g)) => g,
+        Ok(Err(e)) => return Err(OnnxError::Parse(e.to_string())),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the parser stopped".into());
+            return Err(OnnxError::Parse(msg));
+        }
+    };
+
+    // onnx-ir renames every node and value (`conv2d3`, `constant12_out1`); the file's own names
+    // (PyTorch's module paths) come back from the raw protobuf: weights by their content, nodes
+    // by their rank among the nodes of their type.
+    let proto = ModelProto::parse_from_bytes(bytes).map_err(|e| OnnxError::Parse(e.to_string()))?;
+    let mut im = Importer {
+        original: OriginalNames::new(&proto),
+        ..Importer::default()
+    };
+    let input = im.input(&onnx.inputs)?;
+    for node in &onnx.nodes {
+        im.node(node)?;
+    }
+    let [out] = onnx.outputs.as_slice() else {
+        return Err(OnnxError::Model(format!(
+            "the graph has {} outputs; shears imports networks with one output (the logits)",
+            onnx.outputs.len()
+        )));
+    };
+    let output = im.value(&out.name, "the graph output")?;
+    if output.name == input.name {
+        return Err(OnnxError::Model("the graph output is its input".into()));
+    }
+    let model = Model {
+        graph: Graph {
+            name: name.to_string(),
+            input,
+            nodes: im.nodes,
+            output: output.name,
+        },
+        weights: im.weights,
+        masks: Masks::new(),
+    };
+    model.graph.validate()?;
+    model.check()?;
+    Ok(model)
+}
+
+/// What an ONNX value is in the IR: the IR value it maps to and the layout it has there.
+#[derive(Debug, Clone)]
+struct Value {
+    name: String,
+    layout: Layout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Layout {
+    /// `[N, C, H, W]` in ONNX, `[C, H, W]` in the IR.
+    Map,
+    /// `[N, F]` in both (up to the batch axis).
+    Vector,
+    /// `[N, C, 1, 1]` in ONNX (a global average pool's output), `[C]` in the IR: only a flatten
+    /// may read it, and that flatten is then a no-op.
+    Pooled,
+}
+
+/// The names an ONNX file gave its weights and nodes.
+#[derive(Default)]
+struct OriginalNames {
+    /// Initializer name by the bytes of its data; `None` where two initializers share the bytes.
+    weights: HashMap<Vec<u8>, Option<String>>,
+    /// Node names by op type, in file order.
+    nodes: HashMap<String, Vec<String>>,
+}
+
+impl OriginalNames {
+    fn new(proto: &ModelProto) -> Self {
+        let mut names = OriginalNames::default();
+        let Some(graph) = proto.graph.as_ref() else {
+            return names;
+        };
+        for t in &graph.initializer {
+            if t.raw_data.is_empty() {
+                continue;
+            }
+            names
+                .weights
+                .entry(t.raw_data.to_vec())
+                .and_modify(|n| *n = None)
+                .or_insert_with(|| Some(t.name.clone()));
+        }
+        for n in &graph.node {
+            names
+                .nodes
+                .entry(n.op_type.clone())
+                .or_default()
+                .push(n.name.clone());
+        }
+        names
+    }
+
+    /// The file's name of the node onnx-ir calls `node` (`softmax2` is the file's second Softmax).
+    fn node(&self, node: &Node) -> String {
+        let renamed = node.name();
+        let ty = node.node_type().to_string();
+        let op_type = ty
+            .trim_end_matches("1d")
+            .trim_end_matches("2d")
+            .trim_end_matches("3d");
+        let rank: Option<usize> = renamed
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .parse()
+            .ok();
+        rank.and_then(|k| self.nodes.get(op_type)?.get(k.checked_sub(1)?))
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| renamed.to_string())
+    }
+
+    /// The file's name of a stored tensor with these values, when it is unambiguous.
+    fn weight(&self, values: &[f32]) -> Option<String> {
+        let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.weights.get(&bytes).cloned().flatten()
+    }
+}
+
+#[derive(Default)]
+struct Importer {
+    original: OriginalNames,
+    values: HashMap<String, Value>,
+    nodes: Vec<IrNode>,
+    weights: Weights,
+    names: HashSet<String>,
+}
+
+impl Importer {
+    /// The one non-constant graph input, with a static per-sample shape.
+    fn input(&mut self, inputs: &[Argument]) -> Result<Input, OnnxError> {
+        let live: Vec<&Argument> = inputs.iter().filter(|a| !a.is_constant()).collect();
+        let [arg] = live.as_slice() else {
+            return Err(OnnxError::Model(format!(
+                "the graph has {} inputs; shears imports networks with one input",
+                live.len()
+            )));
+        };
+        let dims = arg.ty.static_shape().cloned().unwrap_or_default();
+        let rank = arg.ty.rank();
+        if !(rank == 4 || rank == 2) {
+            return Err(OnnxError::Model(format!(
+                "input `{}` has rank {rank}; shears imports [N, C, H, W] images or [N, F] vectors",
+                arg.name
+            )));
+        }
+        let per_sample: Option<Vec<usize>> = if dims.len() == rank {
+            dims[1..].iter().copied().collect()
+        } else {
+            None
+        };
+        let Some(shape) = per_sample else {
+            return Err(OnnxError::Model(format!(
+                "input `{}` has dynamic sizes {}: shears needs static channel and spatial sizes \
+                 (only the batch axis may be dynamic); export with a fixed input size",
+                arg.name,
+                show_dims(&dims, rank)
+            )));
+        };
+        let name = self.fresh("input");
+        self.values.insert(
+            arg.name.clone(),
+            Value {
+                name: name.clone(),
+                layout: if rank == 4 {
+                    Layout::Map
+                } else {
+                    Layout::Vector
+                },
+            },
+        );
+        Ok(Input { name, shape })
+    }
+
+    fn value(&self, onnx_name: &str, what: &str) -> Result<Value, OnnxError> {
+        self.values.get(onnx_name).cloned().ok_or_else(|| {
+            OnnxError::Model(format!(
+                "{what} reads `{onnx_name}`, which no supported node produces"
+            ))
+        })
+    }
+
+    /// A unique IR name from a candidate.
+    fn fresh(&mut self, candidate: &str) -> String {
+        let base = if candidate.is_empty() {
+            "node"
+        } else {
+            candidate
+        };
+        let mut name = base.to_string();
+        let mut k = 1;
+        while self.names.contains(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
+
+    /// Adds an IR node for ONNX node `node`, named after its weight (PyTorch's module path, e.g.
+    /// `layer1.0.conv1`) when it has one, else after the ONNX node name.
+    fn push(
+        &mut self,
+        node: &Node,
+        op: Op,
+        inputs: Vec<String>,
+        params: Vec<(&str, ArrayD<f32>)>,
+        layout: Layout,
+        weight_name: Option<&str>,
+    ) -> Result<(), OnnxError> {
+        // The weight's own name in the file, found by its values (onnx-ir renamed it).
+        let from_weight = weight_name.and_then(|_| {
+            let first = params.first()?.1.iter().copied().collect::<Vec<f32>>();
+            self.original.weight(&first)
+        });
+        let candidate = from_weight
+            .as_deref()
+            .and_then(|w| w.strip_suffix(".weight"))
+            .map(str::to_string)
+            .unwrap_or_else(|| clean_name(&self.original.node(node)));
+        let name = self.fresh(&candidate);
+        let specs = op.param_specs(&name);
+        for ((suffix, array), spec) in params.into_iter().zip(&specs) {
+            debug_assert!(spec.name.ends_with(suffix));
+            if array.shape() != spec.shape.as_slice() {
+                return Err(unsupported(
+                    node,
+                    format!(
+                        "its `{suffix}` has shape {:?} where {:?} was expected",
+                        array.shape(),
+                        spec.shape
+                    ),
+                ));
+            }
+            self.weights.insert(spec.name.clone(), array);
+        }
+        self.nodes.push(IrNode {
+            name: name.clone(),
+            op,
+            inputs,
+        });
+        self.bind(node, Value { name, layout })
+    }
+
+    /// The node's (first) output is the IR value `v`.
+    fn bind(&mut self, node: &Node, v: Value) -> Result<(), OnnxError> {
+        let out = node
+            .outputs()
+            .first()
+            .ok_or_else(|| unsupported(node, "it has no output".into()))?;
+        self.values.insert(out.name.clone(), v);
+        Ok(())
+    }
+
+    /// The data input `k` of `node`, which must be an imported value of `layout`.
+    fn data(&self, node: &Node, k: usize, layouts: &[Layout]) -> Result<Value, OnnxError> {
+        let arg = node
+            .inputs()
+            .get(k)
+            .ok_or_else(|| unsupported(node, format!("it has no input {k}")))?;
+        if arg.is_constant() {
+            return Err(unsupported(
+                node,
+                format!(
+                    "its input `{}` is a constant; shears needs it computed from the network input",
+                    arg.name
+                ),
+            ));
+        }
+        let v = self.value(&arg.name, &describe(node))?;
+        if !layouts.contains(&v.layout) {
+            return Err(unsupported(
+                node,
+                format!("its input `{}` is {}", arg.name, layout_text(v.layout)),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Maps one ONNX node; errors name the node as the file does.
+    fn node(&mut self, node: &Node) -> Result<(), OnnxError> {
+        self.map_node(node).map_err(|e| match e {
+            OnnxError::Unsupported { op, detail, .. } => OnnxError::Unsupported {
+                node: self.original.node(node),
+                op,
+                detail,
+            },
+            e => e,
+        })
+    }
+
+    fn map_node(&mut self, node: &Node) -> Result<(), OnnxError> {
+        use Layout::*;
+        match node {
+            Node::Conv2d(c) => {
+                let x = self.data(node, 0, &[Map])?;
+                let cfg = &c.config;
+                if !matches!(cfg.auto_pad, AutoPad::NotSet | AutoPad::Valid) {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "auto_pad {:?} is not supported; export with explicit pads",
+                            cfg.auto_pad
+                        ),
+                    ));
+                }
+                let padding = symmetric(node, &cfg.padding)?;
+                let (wname, w) = constant(node, 1, "weight")?;
+                let bias = optional_constant(node, 2, "bias")?;
+                let &[out_channels, in_per_group, kh, kw] = w.shape() else {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "its weight has shape {:?}, not [out, in/groups, kh, kw]",
+                            w.shape()
+                        ),
+                    ));
+                };
+                if [kh, kw] != cfg.kernel_size {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "its kernel_shape {:?} disagrees with its weight {:?}",
+                            cfg.kernel_size,
+                            w.shape()
+                        ),
+                    ));
+                }
+                let op = Op::Conv2d {
+                    in_channels: in_per_group * cfg.groups,
+                    out_channels,
+                    kernel: cfg.kernel_size,
+                    stride: cfg.stride,
+                    padding,
+                    dilation: cfg.dilation,
+                    groups: cfg.groups,
+                    bias: bias.is_some(),
+                };
+                let mut params = vec![("weight", w)];
+                params.extend(bias.map(|(_, b)| ("bias", b)));
+                self.push(node, op, vec![x.name], params, Map, Some(&wname))
+            }
+            Node::BatchNormalization(b) => {
+                let x = self.data(node, 0, &[Map, Vector])?;
+                let (eps, momentum) = match &b.config {
+                    onnx_ir::node::batch_norm::BatchNormConfig::Static(c) => {
+                        (c.epsilon, c.momentum)
+                    }
+                    onnx_ir::node::batch_norm::BatchNormConfig::Runtime(_) => {
+                        return Err(unsupported(
+                            node,
+                            "its scale, bias, mean or variance is computed at run time, not stored"
+                                .into(),
+                        ));
+                    }
+                };
+                let (wname, scale) = constant(node, 1, "scale")?;
+                let (_, shift) = constant(node, 2, "bias")?;
+                let (_, mean) = constant(node, 3, "mean")?;
+                let (_, var) = constant(node, 4, "var")?;
+                let channels = scale.len();
+                let op = Op::BatchNorm {
+                    channels,
+                    eps: f32_decimal(eps),
+                    // ONNX's momentum weighs the running statistic; the IR's (PyTorch's) the batch's.
+                    momentum: f32_decimal(1.0 - momentum),
+                };
+                let params = vec![
+                    ("weight", scale),
+                    ("bias", shift),
+                    ("running_mean", mean),
+                    ("running_var", var),
+                ];
+                self.push(node, op, vec![x.name], params, x.layout, Some(&wname))
+            }
+            Node::Relu(_) => {
+                let x = self.data(node, 0, &[Map, Vector])?;
+                self.push(node, Op::Relu, vec![x.name], vec![], x.layout, None)
+            }
+            Node::Clip(c) => {
+                use onnx_ir::node::clip::ClipInput;
+                let x = self.data(node, 0, &[Map, Vector])?;
+                let min = match &c.config.min {
+                    Some(ClipInput::Static(v)) => Some(*v),
+                    None => None,
+                    Some(ClipInput::Runtime(_)) => {
+                        return Err(unsupported(node, "its min is computed at run time".into()));
+                    }
+                };
+                let max = match &c.config.max {
+                    Some(ClipInput::Static(v)) => Some(*v),
+                    None => None,
+                    Some(ClipInput::Runtime(_)) => {
+                        return Err(unsupported(node, "its max is computed at run time".into()));
+                    }
+                };
+                if min != Some(0.0) || max.is_some_and(|m| m.is_finite()) {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "Clip(min {min:?}, max {max:?}) is not supported: only Clip(0, none) as ReLU; \
+                         ReLU6 (Clip 0..6) is not in the graph IR yet"
+                        ),
+                    ));
+                }
+                self.push(node, Op::Relu, vec![x.name], vec![], x.layout, None)
+            }
+            Node::MaxPool2d(p) => {
+                let x = self.data(node, 0, &[Map])?;
+                let c = &p.config;
+                pool_checks(node, c.ceil_mode, c.dilation, &c.auto_pad)?;
+                let padding = symmetric(node, &c.padding)?;
+                let op = Op::MaxPool {
+                    kernel: c.kernel_size,
+                    stride: c.strides,
+                    padding,
+                };
+                self.push(node, op, vec![x.name], vec![], Map, None)
+            }
+            Node::AveragePool2d(p) => {
+                let x = self.data(node, 0, &[Map])?;
+                let c = &p.config;
+                pool_checks(node, c.ceil_mode, c.dilation, &c.auto_pad)?;
+                let padding = symmetric(node, &c.padding)?;
+                if !c.count_include_pad && padding != [0, 0] {
+                    return Err(unsupported(node, "padded average pooling that leaves the padding out of the divisor (count_include_pad = 0) is not supported".into()));
+                }
+                let op = Op::AvgPool {
+                    kernel: c.kernel_size,
+                    stride: c.strides,
+                    padding,
+                };
+                self.push(node, op, vec![x.name], vec![], Map, None)
+            }
+            Node::GlobalAveragePool(_) => {
+                let x = self.data(node, 0, &[Map])?;
+                self.push(node, Op::GlobalAvgPool, vec![x.name], vec![], Pooled, None)
+            }
+            Node::Flatten(f) => {
+                if f.config.axis != 1 {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "Flatten on axis {} is not supported: only axis 1 (keep the batch axis)",
+                            f.config.axis
+                        ),
+                    ));
+                }
+                self.flatten(node)
+            }
+            Node::Reshape(r) => {
+                // A reshape to [N, -1] (or [N, C*H*W]) is a flatten; anything else is not.
+                let out = node
+                    .outputs()
+                    .first()
+                    .and_then(|o| o.ty.static_shape().cloned());
+                let x = self.data(node, 0, &[Map, Vector, Pooled])?;
+                let is_flatten = match (&r.config.shape, out) {
+                    (_, Some(dims)) if dims.len() == 2 => true,
+                    (onnx_ir::node::reshape::ReshapeInput::Static(s), _) => {
+                        s.len() == 2 && (s[1] == -1 || s[0] == -1 || s[0] == 0)
+                    }
+                    _ => false,
+                };
+                if !is_flatten {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "only a reshape to [batch, features] (a flatten) is supported; its input is {}",
+                            layout_text(x.layout)
+                        ),
+                    ));
+                }
+                self.flatten(node)
+            }
+            Node::Linear(l) => {
+                let x = self.data(node, 0, &[Vector, Pooled])?;
+                let (wname, w) = constant(node, 1, "weight")?;
+                let bias = optional_constant(node, 2, "bias")?;
+                let w = if l.config.transpose_weight {
+                    w
+                } else {
+                    w.t().to_owned()
+                };
+                self.linear(node, x, w, bias.map(|b| b.1), &wname, 1.0, 1.0)
+            }
+            Node::Gemm(g) => {
+                let x = self.data(node, 0, &[Vector, Pooled])?;
+                let c = &g.config;
+                if c.trans_a != 0 {
+                    return Err(unsupported(
+                        node,
+                        "Gemm with transA = 1 is not supported".into(),
+                    ));
+                }
+                let (wname, w) = constant(node, 1, "B")?;
+                let bias = optional_constant(node, 2, "C")?;
+                let w = if c.trans_b != 0 { w } else { w.t().to_owned() };
+                self.linear(node, x, w, bias.map(|b| b.1), &wname, c.alpha, c.beta)
+            }
+            Node::Add(_) | Node::Sum(_) => {
+                let n = node.inputs().len();
+                if node.inputs().iter().any(|a| a.is_constant()) {
+                    return Err(unsupported(node, "adding a constant is not supported (only a MatMul's bias, which is fused into its linear layer)".into()));
+                }
+                let xs: Vec<Value> = (0..n)
+                    .map(|k| self.data(node, k, &[Map, Vector]))
+                    .collect::<Result<_, _>>()?;
+                if n < 2 {
+                    return self.bind(node, xs[0].clone());
+                }
+                let layout = xs[0].layout;
+                self.push(
+                    node,
+                    Op::Add,
+                    xs.into_iter().map(|v| v.name).collect(),
+                    vec![],
+                    layout,
+                    None,
+                )
+            }
+            Node::Concat(c) => {
+                let xs: Vec<Value> = (0..node.inputs().len())
+                    .map(|k| self.data(node, k, &[Map, Vector]))
+                    .collect::<Result<_, _>>()?;
+                if c.config.axis != 1 {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "Concat on axis {} is not supported: only the channel axis 1",
+                            c.config.axis
+                        ),
+                    ));
+                }
+                if xs.len() < 2 {
+                    return self.bind(node, xs[0].clone());
+                }
+                let layout = xs[0].layout;
+                self.push(
+                    node,
+                    Op::Concat,
+                    xs.into_iter().map(|v| v.name).collect(),
+                    vec![],
+                    layout,
+                    None,
+                )
+            }
+            // Initializers and folded constants: their consumers read them through `value()`.
+            Node::Constant(_) => Ok(()),
+            // Identity at inference: the value passes through.
+            Node::Identity(_) | Node::Dropout(_) => {
+                let x = self.data(node, 0, &[Map, Vector, Pooled])?;
+                self.bind(node, x)
+            }
+            _ => Err(OnnxError::Unsupported {
+                node: node.name().to_string(),
+                op: node.node_type().to_string(),
+                detail: format!("this op is not supported; shears imports {SUPPORTED_OPS}"),
+            }),
+        }
+    }
+
+    /// Flatten to `[N, features]`: a no-op after a global pool or on a vector.
+    fn flatten(&mut self, node: &Node) -> Result<(), OnnxError> {
+        let x = self.data(node, 0, &[Layout::Map, Layout::Vector, Layout::Pooled])?;
+        match x.layout {
+            Layout::Map => self.push(
+                node,
+                Op::Flatten,
+                vec![x.name],
+                vec![],
+                Layout::Vector,
+                None,
+            ),
+            Layout::Vector | Layout::Pooled => self.bind(
+                node,
+                Value {
+                    name: x.name,
+                    layout: Layout::Vector,
+                },
+            ),
+        }
+    }
+
+    /// A fully connected layer `alpha * x W^T + beta * b`, W as `[out, in]`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &mut self,
+        node: &Node,
+        x: Value,
+        w: ArrayD<f32>,
+        bias: Option<ArrayD<f32>>,
+        wname: &str,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<(), OnnxError> {
+        let &[out_features, in_features] = w.shape() else {
+            return Err(unsupported(
+                node,
+                format!("its weight has shape {:?}, not a matrix", w.shape()),
+            ));
+        };
+        let w = w.mapv(|v| v * alpha);
+        let bias = match bias {
+            None => None,
+            Some(b) if b.len() == out_features => Some(
+                b.mapv(|v| v * beta)
+                    .into_shape_with_order(IxDyn(&[out_features]))
+                    .expect("length checked"),
+            ),
+            Some(b) => {
+                return Err(unsupported(
+                    node,
+                    format!(
+                        "its bias has shape {:?}; only a per-output bias of {out_features} is supported",
+                        b.shape()
+                    ),
+                ));
+            }
+        };
+        let op = Op::Linear {
+            in_features,
+            out_features,
+            bias: bias.is_some(),
+        };
+        let mut params = vec![("weight", w)];
+        params.extend(bias.map(|b| ("bias", b)));
+        // The weight initializer of a MatMul export is often a bare number (`onnx::MatMul_123`).
+        self.push(node, op, vec![x.name], params, Layout::Vector, Some(wname))
+    }
+}
+
+/// A hyperparameter stored as f32 in the file, back as the decimal it was written from
+/// (`1e-5`, not `9.99999974e-6`): 6 significant digits, below f32 precision.
+fn f32_decimal(x: f64) -> f64 {
+    format!("{x:.5e}").parse().unwrap_or(x)
+}
+
+fn describe(node: &Node) -> String {
+    format!("node `{}` ({})", node.name(), node.node_type())
+}
+
+fn unsupported(node: &Node, detail: String) -> OnnxError {
+    OnnxError::Unsupported {
+        node: node.name().to_string(),
+        op: node.node_type().to_string(),
+        detail,
+    }
+}
+
+/// Input `k` of `node` as a stored tensor (its name and values).
+fn constant(node: &Node, k: usize, what: &str) -> Result<(String, ArrayD<f32>), OnnxError> {
+    optional_constant(node, k, what)?
+        .ok_or_else(|| unsupported(node, format!("its {what} (input {k}) is missing")))
+}
+
+fn optional_constant(
+    node: &Node,
+    k: usize,
+    what: &str,
+) -> Result<Option<(String, ArrayD<f32>)>, OnnxError> {
+    let Some(arg) = node.inputs().get(k) else {
+        return Ok(None);
+    };
+    if arg.is_optional() {
+        return Ok(None);
+    }
+    let Some(data) = arg.value() else {
+        return Err(unsupported(
+            node,
+            format!(
+                "its {what} `{}` is computed at run time; shears needs stored weights",
+                arg.name
+            ),
+        ));
+    };
+    let values = data.to_f32_vec().map_err(|e| {
+        unsupported(
+            node,
+            format!("its {what} `{}` is not numeric: {e:?}", arg.name),
+        )
+    })?;
+    let shape = data.shape().to_vec();
+    let array = ArrayD::from_shape_vec(IxDyn(&shape), values)
+        .map_err(|e| unsupported(node, format!("its {what} `{}`: {e}", arg.name)))?;
+    Ok(Some((arg.name.clone(), array)))
+}
+
+/// `[h, w]` padding from ONNX pads, which must be the same on both sides of each axis.
+fn symmetric(node: &Node, p: &PaddingConfig2d) -> Result<[usize; 2], OnnxError> {
+    match *p {
+        PaddingConfig2d::Valid => Ok([0, 0]),
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            Ok([top, left])
+        }
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Err(unsupported(
+            node,
+            format!(
+                "asymmetric pads (top {top}, left {left}, bottom {bottom}, right {right}) are not supported"
+            ),
+        )),
+    }
+}
+
+fn pool_checks(
+    node: &Node,
+    ceil_mode: bool,
+    dilation: [usize; 2],
+    auto_pad: &AutoPad,
+) -> Result<(), OnnxError> {
+    if ceil_mode {
+        return Err(unsupported(node, "ceil_mode = 1 is not supported".into()));
+    }
+    if dilation != [1, 1] {
+        return Err(unsupported(
+            node,
+            format!("pooling with dilation {dilation:?} is not supported"),
+        ));
+    }
+    if !matches!(auto_pad, AutoPad::NotSet | AutoPad::Valid) {
+        return Err(unsupported(
+            node,
+            format!("auto_pad {auto_pad:?} is not supported; export with explicit pads"),
+        ));
+    }
+    Ok(())
+}
+
+/// An IR node name from an ONNX node name: `/layer1/layer1.0/relu/Relu` → `layer1.0.relu`.
+fn clean_name(onnx: &str) -> String {
+    let parts: Vec<&str> = onnx.split('/').filter(|s| !s.is_empty()).collect();
+    // PyTorch repeats each scope's prefix and ends with the op type; keep the last scope.
+    let name = match parts.as_slice() {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [.., scope, _op] => scope.to_string(),
+    };
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn show_dims(dims: &[Option<usize>], rank: usize) -> String {
+    if dims.is_empty() {
+        return format!("(rank {rank}, no static sizes)");
+    }
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn layout_text(l: Layout) -> &'static str {
+    match l {
+        Layout::Map => "a [N, C, H, W] feature map",
+        Layout::Vector => "a [N, F] vector",
+        Layout::Pooled => "a globally pooled [N, C, 1, 1] map",
+    }
+}

@@ -1,0 +1,116 @@
+//! Export then import: every zoo model comes back with the same outputs (reference forward),
+//! and bad files give errors that name the problem.
+
+use ndarray::{ArrayD, IxDyn};
+use onnx_ir::{Message, ModelProto, NodeProto};
+use shears_core::artifact::Model;
+use shears_core::reference::forward;
+use shears_core::weights::{Masks, init_weights};
+use shears_core::zoo;
+use shears_onnx::{OnnxError, import_onnx, import_onnx_bytes, to_onnx_bytes};
+
+fn model(name: &str) -> Model {
+    let graph = zoo::build(name, &[1, 28, 28], 10).unwrap();
+    let weights = init_weights(&graph, 7);
+    Model {
+        graph,
+        weights,
+        masks: Masks::new(),
+    }
+}
+
+fn input(n: usize) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(IxDyn(&[n, 1, 28, 28]), |i| {
+        ((i[0] * 7 + i[2] * 3 + i[3]) % 11) as f32 / 11.0 - 0.4
+    })
+}
+
+fn max_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn zoo_models_survive_export_and_import_with_the_same_outputs() {
+    for name in ["small-cnn", "resnet-20", "vgg-11"] {
+        let m = model(name);
+        let bytes = to_onnx_bytes(&m).unwrap();
+        let back = import_onnx_bytes(&bytes, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Same ops in the same order, same parameter count.
+        let ops = |g: &shears_core::graph::Graph| {
+            g.nodes.iter().map(|n| n.op.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(ops(&back.graph), ops(&m.graph), "{name}");
+        let count = |m: &Model| m.weights.values().map(|w| w.len()).sum::<usize>();
+        assert_eq!(count(&back), count(&m), "{name}");
+        let x = input(2);
+        let a = forward(&m.graph, &m.weights, None, &x).unwrap();
+        let b = forward(&back.graph, &back.weights, None, &x).unwrap();
+        assert!(
+            max_diff(&a, &b) < 1e-4,
+            "{name}: outputs differ by {}",
+            max_diff(&a, &b)
+        );
+    }
+}
+
+#[test]
+fn masks_are_applied_to_the_exported_weights() {
+    let mut m = model("small-cnn");
+    let (name, w) = m
+        .weights
+        .iter()
+        .find(|(k, _)| k.ends_with(".weight") && k.contains("conv"))
+        .map(|(k, w)| (k.clone(), w.clone()))
+        .unwrap();
+    let mask = ArrayD::from_shape_fn(w.raw_dim(), |i| i[0] % 2 == 0);
+    m.masks.insert(name.clone(), mask.clone());
+    let back = import_onnx_bytes(&to_onnx_bytes(&m).unwrap(), "masked").unwrap();
+    let x = input(1);
+    let a = forward(&m.graph, &m.weights, Some(&m.masks), &x).unwrap();
+    let b = forward(&back.graph, &back.weights, None, &x).unwrap();
+    assert!(max_diff(&a, &b) < 1e-4);
+    let zeros = back.weights[&name]
+        .iter()
+        .zip(mask.iter())
+        .filter(|(_, k)| !**k)
+        .all(|(v, _)| *v == 0.0);
+    assert!(zeros, "pruned weights must be exported as zeros");
+}
+
+#[test]
+fn a_corrupt_file_and_an_unsupported_op_are_named() {
+    let e = import_onnx_bytes(b"this is not a protobuf", "junk").unwrap_err();
+    assert!(matches!(e, OnnxError::Parse(_)), "{e}");
+    assert!(e.to_string().contains("not a readable ONNX model"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.onnx");
+    let e = import_onnx(&missing).unwrap_err().to_string();
+    assert!(e.contains("missing.onnx"), "{e}");
+
+    // The small CNN's logits through a Softmax, which the importer does not map.
+    let m = model("small-cnn");
+    let mut proto = ModelProto::parse_from_bytes(&to_onnx_bytes(&m).unwrap()).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    let logits = g.output[0].name.clone();
+    let mut soft = NodeProto::new();
+    soft.name = "final_softmax".into();
+    soft.op_type = "Softmax".into();
+    soft.input = vec![logits];
+    soft.output = vec!["probs".into()];
+    g.node.push(soft);
+    g.output[0].name = "probs".into();
+    let e = import_onnx_bytes(&proto.write_to_bytes().unwrap(), "soft")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("final_softmax")
+            && e.contains("Softmax")
+            && e.contains("Conv, BatchNormalization"),
+        "{e}"
+    );
+}
