@@ -46,6 +46,13 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Measure inference (and training) latency: warm-up, repeats, median, p90.
     Bench(BenchArgs),
+    /// Import an ONNX CNN (Conv, BatchNormalization, Relu, pools, Flatten, Gemm/MatMul, Add,
+    /// Concat...) with its weights as a model directory; every `--model` also takes an .onnx
+    /// file directly.
+    Import(ImportArgs),
+    /// Export a saved model (dense, masked or compacted) or an ONNX file to ONNX (opset 17,
+    /// dynamic batch axis; masks applied to the weights).
+    Export(ExportArgs),
     /// Network Slimming end to end: train, train with L1 on BatchNorm scales, prune channels at
     /// a global |γ| percentile, compact, fine-tune; report accuracy, params, MACs and latency.
     Slim(SlimArgs),
@@ -539,4 +546,21 @@ impl LatencyArgs {
             rounds: self.latency_rounds,
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The ONNX file.
+    pub file: PathBuf,
+    /// The model directory to write (graph.json + weights.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A saved model directory (or an ONNX file).
+    pub model: PathBuf,
+    /// The ONNX file to write.
+    pub out: PathBuf,
 }

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Slim(a) => cmd::slim::run(a),
+        Command::Import(a) => cmd::onnx::import(a),
+        Command::Export(a) => cmd::onnx::export(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

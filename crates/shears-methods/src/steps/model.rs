@@ -12,7 +12,30 @@ use shears_engine::Executor;
 use shears_engine::device::device_by_name;
 use std::path::Path;
 
-/// Builds a zoo model with fresh weights, or loads a saved one when `arch` is a directory.
+/// Whether `path` names an ONNX file (by its extension), which loads like a saved model.
+pub fn is_onnx_file(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Whether `arch` names trained weights: a saved model directory or an ONNX file.
+pub fn is_saved_model(arch: &str) -> bool {
+    let path = Path::new(arch);
+    is_model_dir(path) || is_onnx_file(path)
+}
+
+/// A saved model: a model directory, or an ONNX file imported on the fly.
+pub fn load_saved(path: &Path) -> Result<Model> {
+    if is_onnx_file(path) {
+        return shears_onnx::import_onnx(path).map_err(|e| {
+            crate::error::MethodError::Invalid(format!("cannot import {}: {e}", path.display()))
+        });
+    }
+    load_model(path).with_context(|| format!("cannot load the model saved in {}", path.display()))
+}
+
+/// Builds a zoo model with fresh weights, or loads a saved one when `arch` is a directory or an
+/// ONNX file.
 /// Input shape and classes default to the data set's.
 pub fn load_or_build(
     arch: &str,
@@ -22,8 +45,8 @@ pub fn load_or_build(
     seed: u64,
 ) -> Result<Model> {
     let path = Path::new(arch);
-    if is_model_dir(path) {
-        return load_model(path).with_context(|| format!("cannot load the model saved in {arch}"));
+    if is_model_dir(path) || is_onnx_file(path) {
+        return load_saved(path);
     }
     if path.is_dir() {
         invalid!(

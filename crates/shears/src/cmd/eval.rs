@@ -4,12 +4,12 @@ use super::print_json;
 use crate::cli::EvalArgs;
 use anyhow::{Context, Result};
 use serde::Serialize;
-use shears_core::artifact::load_model;
 use shears_core::cost::{Convention, cost};
 use shears_core::sparsity::sparsity_report;
 use shears_methods::Runtime;
 use shears_methods::steps::data::load_data;
 use shears_methods::steps::eval::eval_model;
+use shears_methods::steps::model::load_saved;
 
 #[derive(Serialize)]
 struct EvalResult {
@@ -26,7 +26,7 @@ struct EvalResult {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let model = load_model(&args.model)
+    let model = load_saved(&args.model)
         .with_context(|| format!("cannot load model from {}", args.model.display()))?;
     let data = load_data(&args.dataset, args.data.as_deref())?;
     let rt = Runtime {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod eval;
 pub mod inspect;
+pub mod onnx;
 pub mod prune;
 pub mod run;
 pub mod slim;

@@ -6,17 +6,17 @@
 use super::print_json;
 use crate::cli::PruneArgs;
 use anyhow::{Result, bail};
-use shears_core::artifact::{Model, is_model_dir};
+use shears_core::artifact::Model;
 use shears_data::DataSplits;
 use shears_methods::Runtime;
 use shears_methods::methods::filter::default_importance;
 use shears_methods::oneshot::{AfterCut, OneShot, prune_structured, prune_unstructured};
 use shears_methods::registry::{MethodKind, find};
 use shears_methods::steps::data::load_data;
+use shears_methods::steps::model::is_saved_model;
 use shears_methods::steps::model::load_or_build;
 use shears_methods::steps::structured::{Spelling, StructuredSpec};
 use shears_methods::steps::unstructured::UnstructuredSpec;
-use std::path::Path;
 
 /// The target sparsity from `--sparsity` or `--compression`.
 fn target_sparsity(args: &PruneArgs) -> Result<f64> {
@@ -69,7 +69,7 @@ fn job<'a>(args: &'a PruneArgs, data: Option<&'a DataSplits>) -> Result<OneShot<
     Ok(OneShot {
         model_name: &args.model,
         model: model_of(args, data)?,
-        saved: is_model_dir(Path::new(&args.model)),
+        saved: is_saved_model(&args.model),
         data,
         rt: Runtime {
             device: args.device.clone(),
