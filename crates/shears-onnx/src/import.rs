@@ -149,9 +149,8 @@ impl OriginalNames {
             .trim_end_matches("2d")
             .trim_end_matches("3d");
         let rank: Option<usize> = renamed
-            .trim_start_matches(|c: char| !c.is_ascii_digit())
-            .parse()
-            .ok();
+            .strip_prefix(ty.to_lowercase().as_str())
+            .and_then(|k| k.parse().ok());
         rank.and_then(|k| self.nodes.get(op_type)?.get(k.checked_sub(1)?))
             .filter(|n| !n.is_empty())
             .cloned()
@@ -230,10 +229,12 @@ impl Importer {
 
     /// A unique IR name from a candidate.
     fn fresh(&mut self, candidate: &str) -> String {
+        // `.` separates a node's name from its parameter's suffix; PyTorch paths use `_` here.
+        let candidate = candidate.replace('.', "_");
         let base = if candidate.is_empty() {
             "node"
         } else {
-            candidate
+            candidate.as_str()
         };
         let mut name = base.to_string();
         let mut k = 1;
@@ -246,7 +247,7 @@ impl Importer {
     }
 
     /// Adds an IR node for ONNX node `node`, named after its weight (PyTorch's module path, e.g.
-    /// `layer1.0.conv1`) when it has one, else after the ONNX node name.
+    /// `layer1.0.conv1` → `layer1_0_conv1`) when it has one, else after the ONNX node name.
     fn push(
         &mut self,
         node: &Node,
@@ -774,14 +775,24 @@ fn pool_checks(
     Ok(())
 }
 
-/// An IR node name from an ONNX node name: `/layer1/layer1.0/relu/Relu` → `layer1.0.relu`.
+/// An IR node name from a PyTorch-style ONNX node name: `/layer1/conv1/Conv` → `layer1.conv1`
+/// (a module's own op takes the module's path), `/layer1/Relu_1` → `layer1.relu_1`; the dots
+/// become `_` in [`Importer::fresh`].
 fn clean_name(onnx: &str) -> String {
     let parts: Vec<&str> = onnx.split('/').filter(|s| !s.is_empty()).collect();
-    // PyTorch repeats each scope's prefix and ends with the op type; keep the last scope.
     let name = match parts.as_slice() {
         [] => String::new(),
-        [one] => one.to_string(),
-        [.., scope, _op] => scope.to_string(),
+        [one] => one.to_lowercase(),
+        [scope @ .., last] => {
+            let module_op = ["Conv", "Gemm", "MatMul", "BatchNormalization"]
+                .iter()
+                .any(|op| last.starts_with(op));
+            if module_op {
+                scope.join(".")
+            } else {
+                format!("{}.{}", scope.join("."), last.to_lowercase())
+            }
+        }
     };
     name.chars()
         .map(|c| {
