@@ -787,7 +787,11 @@ fn clean_name(onnx: &str) -> String {
             let module_op = ["Conv", "Gemm", "MatMul", "BatchNormalization"]
                 .iter()
                 .any(|op| last.starts_with(op));
-            if module_op {
+            // Our own export names a multi-node op's inner nodes `{node}/{OpType}`.
+            let repeated = scope
+                .last()
+                .is_some_and(|s| s.ends_with(&last.to_lowercase()));
+            if module_op || repeated {
                 scope.join(".")
             } else {
                 format!("{}.{}", scope.join("."), last.to_lowercase())

@@ -86,3 +86,46 @@ fn a_corrupt_or_missing_onnx_file_is_a_clear_error() {
     ]));
     assert!(e.contains("none.onnx"), "{e}");
 }
+
+#[test]
+fn a_pytorch_resnet_given_as_onnx_is_pruned_compacted_and_exported_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shears-onnx/tests/fixtures/resnet.onnx");
+    let pruned = tmp.path().join("pruned");
+    let r = ok_json(&shears(&[
+        "prune",
+        "--model",
+        s(&fixture),
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "0.5",
+        "--test-limit",
+        "100",
+        "--latency-batches",
+        "1",
+        "--latency-threads",
+        "1",
+        "--out",
+        s(&pruned),
+        "--json",
+    ]));
+    let reduction = r["macs_reduction"].as_f64().unwrap();
+    assert!(
+        (0.45..0.6).contains(&reduction),
+        "MACs reduction {reduction}"
+    );
+    let file = tmp.path().join("pruned.onnx");
+    let exported = ok_json(&shears(&["export", s(&pruned), s(&file)]));
+    assert_eq!(exported["macs"], r["macs_after"]);
+    assert_eq!(exported["params"], r["params_after"]);
+    // The smaller network reads back as it was written.
+    let back = ok_json(&shears(&[
+        "import",
+        s(&file),
+        "--out",
+        s(&tmp.path().join("back")),
+    ]));
+    assert_eq!(back["macs"], r["macs_after"]);
+}
