@@ -1,0 +1,107 @@
+//! Exported models run in onnxruntime and `onnx.checker` accepts them: zoo models (dense and
+//! masked) exported by shears, run by Python's onnxruntime on one input, against shears' own
+//! reference forward. `.ci/run` installs onnx and onnxruntime with pip; where they are missing
+//! (a developer machine without them) the test says so and checks nothing.
+
+use ndarray::{ArrayD, IxDyn};
+use shears_core::artifact::Model;
+use shears_core::reference::forward;
+use shears_core::weights::{Masks, init_weights};
+use shears_core::zoo;
+use shears_onnx::export_onnx;
+use std::path::Path;
+use std::process::Command;
+
+const CHECK: &str = r#"
+import sys, numpy as np, onnx, onnxruntime as ort
+path, xs, ys = sys.argv[1], sys.argv[2], sys.argv[3]
+onnx.checker.check_model(onnx.load(path), full_check=True)
+sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+x = np.fromfile(xs, dtype="<f4").reshape(3, 1, 28, 28)
+y = np.fromfile(ys, dtype="<f4").reshape(3, -1)
+out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+print(float(np.abs(out - y).max()))
+"#;
+
+fn python() -> String {
+    std::env::var("SHEARS_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn onnxruntime_available() -> bool {
+    Command::new(python())
+        .args(["-c", "import numpy, onnx, onnxruntime"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn write_f32(path: &Path, a: &ArrayD<f32>) {
+    let bytes: Vec<u8> = a.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn exported_models_pass_the_checker_and_match_in_onnxruntime() {
+    if !onnxruntime_available() {
+        eprintln!(
+            "onnxruntime not installed for {}: skipped (`.ci/run` installs it)",
+            python()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let x = ArrayD::from_shape_fn(IxDyn(&[3, 1, 28, 28]), |i| {
+        ((i[0] * 5 + i[2] * 3 + i[3] * 7) % 13) as f32 / 13.0 - 0.5
+    });
+    let xs = dir.path().join("x.bin");
+    write_f32(&xs, &x);
+    for (name, masked) in [
+        ("small-cnn", false),
+        ("small-cnn", true),
+        ("resnet-20", false),
+        ("vgg-11", false),
+    ] {
+        let graph = zoo::build(name, &[1, 28, 28], 10).unwrap();
+        let weights = init_weights(&graph, 3);
+        let mut masks = Masks::new();
+        if masked {
+            for (k, w) in &weights {
+                if k.ends_with(".weight") && w.ndim() == 4 {
+                    masks.insert(
+                        k.clone(),
+                        ArrayD::from_shape_fn(w.raw_dim(), |i| (i[0] + i[1]) % 3 != 0),
+                    );
+                }
+            }
+        }
+        let model = Model {
+            graph,
+            weights,
+            masks,
+        };
+        let y = forward(&model.graph, &model.weights, Some(&model.masks), &x).unwrap();
+        let file = dir.path().join(format!("{name}-{masked}.onnx"));
+        let ys = dir.path().join("y.bin");
+        export_onnx(&model, &file).unwrap();
+        write_f32(&ys, &y);
+        let out = Command::new(python())
+            .args([
+                "-c",
+                CHECK,
+                file.to_str().unwrap(),
+                xs.to_str().unwrap(),
+                ys.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} (masked: {masked}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let diff: f32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(
+            diff < 1e-4,
+            "{name} (masked: {masked}): onnxruntime differs from shears by {diff}"
+        );
+    }
+}
