@@ -114,3 +114,28 @@ fn a_corrupt_file_and_an_unsupported_op_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn a_model_with_dynamic_spatial_sizes_is_refused_by_name() {
+    let mut proto =
+        ModelProto::parse_from_bytes(&to_onnx_bytes(&model("small-cnn")).unwrap()).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    let dims = &mut g.input[0]
+        .type_
+        .as_mut()
+        .unwrap()
+        .mut_tensor_type()
+        .shape
+        .as_mut()
+        .unwrap()
+        .dim;
+    dims[2].set_dim_param("height".into());
+    dims[3].set_dim_param("width".into());
+    let e = import_onnx_bytes(&proto.write_to_bytes().unwrap(), "dynamic")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dynamic sizes") && e.contains("[?, 1, ?, ?]"),
+        "{e}"
+    );
+}
