@@ -34,7 +34,10 @@ class Vgg(nn.Module):
                                  nn.AvgPool2d(2))
         s.classifier=nn.Sequential(nn.Linear(16*3*3,32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32,10))
     def forward(s,x):
-        return s.classifier(s.features(x).flatten(1))
+        # view(size(0), -1): the exporter writes the Shape → Gather → Unsqueeze → Concat → Reshape
+        # chain the importer must fold into a flatten.
+        x = s.features(x)
+        return s.classifier(x.view(x.size(0), -1))
 
 def export(model, name, out):
     torch.manual_seed(1)

@@ -340,6 +340,12 @@ impl Importer {
 
     fn map_node(&mut self, node: &Node) -> Result<(), OnnxError> {
         use Layout::*;
+        if computes_a_shape(node) {
+            // Shape → Gather → Unsqueeze → Concat before a Reshape: what a PyTorch `view(n, -1)`
+            // leaves when the batch axis is dynamic. The Reshape is judged by its output shape,
+            // so the chain itself maps to nothing.
+            return Ok(());
+        }
         match node {
             Node::Conv2d(c) => {
                 let x = self.data(node, 0, &[Map])?;
@@ -499,13 +505,12 @@ impl Importer {
             }
             Node::Reshape(r) => {
                 // A reshape to [N, -1] (or [N, C*H*W]) is a flatten; anything else is not.
-                let out = node
-                    .outputs()
-                    .first()
-                    .and_then(|o| o.ty.static_shape().cloned());
+                // With a dynamic batch axis the target shape is computed at run time (a folded
+                // Shape chain), and the output's rank 2 is what says "flatten".
+                let out_rank = node.outputs().first().map(|o| o.ty.rank());
                 let x = self.data(node, 0, &[Map, Vector, Pooled])?;
-                let is_flatten = match (&r.config.shape, out) {
-                    (_, Some(dims)) if dims.len() == 2 => true,
+                let is_flatten = match (&r.config.shape, out_rank) {
+                    (onnx_ir::node::reshape::ReshapeInput::Runtime(_), Some(2)) => true,
                     (onnx_ir::node::reshape::ReshapeInput::Static(s), _) => {
                         s.len() == 2 && (s[1] == -1 || s[0] == -1 || s[0] == 0)
                     }
@@ -677,6 +682,27 @@ impl Importer {
         // The weight initializer of a MatMul export is often a bare number (`onnx::MatMul_123`).
         self.push(node, op, vec![x.name], params, Layout::Vector, Some(wname))
     }
+}
+
+/// Whether `node` only computes shapes or indices (integer tensors, shape values, scalars), as
+/// the ops of a flatten's shape chain do.
+fn computes_a_shape(node: &Node) -> bool {
+    let shape_op = matches!(
+        node,
+        Node::Shape(_)
+            | Node::Gather(_)
+            | Node::Unsqueeze(_)
+            | Node::Concat(_)
+            | Node::Squeeze(_)
+            | Node::Slice(_)
+            | Node::Cast(_)
+    );
+    shape_op
+        && !node.outputs().is_empty()
+        && node
+            .outputs()
+            .iter()
+            .all(|o| o.ty.is_shape() || o.ty.is_scalar() || !o.ty.elem_type().is_float())
 }
 
 /// A hyperparameter stored as f32 in the file, back as the decimal it was written from
