@@ -39,6 +39,27 @@ class Vgg(nn.Module):
         x = s.features(x)
         return s.classifier(x.view(x.size(0), -1))
 
+class InvertedResidual(nn.Module):
+    def __init__(s, c, expand):
+        super().__init__()
+        h = c * expand
+        s.conv = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU6(),
+                               nn.Conv2d(h, h, 3, 1, 1, groups=h, bias=False), nn.BatchNorm2d(h), nn.ReLU6(),
+                               nn.Conv2d(h, c, 1, bias=False), nn.BatchNorm2d(c))
+    def forward(s, x):
+        return x + s.conv(x)
+
+class MobileNet(nn.Module):
+    """MobileNet-V2-style: ReLU6, depthwise convs, inverted residual blocks."""
+    def __init__(s):
+        super().__init__()
+        s.stem = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+        s.blocks = nn.Sequential(InvertedResidual(8, 4), InvertedResidual(8, 4))
+        s.pool = nn.AdaptiveAvgPool2d(1)
+        s.fc = nn.Linear(8, 10)
+    def forward(s, x):
+        return s.fc(torch.flatten(s.pool(s.blocks(s.stem(x))), 1))
+
 def export(model, name, out):
     torch.manual_seed(1)
     for mod in model.modules():
@@ -63,3 +84,5 @@ if __name__ == "__main__":
     export(Net(), "resnet", out)
     torch.manual_seed(0)
     export(Vgg(), "vgg", out)
+    torch.manual_seed(0)
+    export(MobileNet(), "mobilenet", out)

@@ -195,6 +195,10 @@ impl GraphBuilder {
         self.push(name, Op::Relu, &[x])
     }
 
+    pub fn relu6(&mut self, name: &str, x: &str) -> String {
+        self.push(name, Op::Relu6, &[x])
+    }
+
     pub fn maxpool(&mut self, name: &str, x: &str, k: usize, stride: usize, pad: usize) -> String {
         self.push(
             name,

@@ -213,6 +213,7 @@ fn eval_node(node: &Node, ins: &[&ArrayD<f32>], p: &Params<'_>) -> Result<ArrayD
             Ok(y)
         }
         Op::Relu => Ok(x.mapv(|v| v.max(0.0))),
+        Op::Relu6 => Ok(x.mapv(|v| v.clamp(0.0, 6.0))),
         Op::Dropout { .. } => Ok(x.clone()),
         Op::MaxPool {
             kernel,

@@ -329,6 +329,15 @@ impl DynamicNet {
                     Step::Affine { scale, shift }
                 }
                 Op::Relu => Step::Relu,
+                Op::Relu6 => {
+                    return Err(EngineError::invalid(
+                        "dynamic inference",
+                        format!(
+                            "node `{}`: ReLU6 is not supported by dynamic inference yet",
+                            node.name
+                        ),
+                    ));
+                }
                 Op::MaxPool {
                     kernel,
                     stride,

@@ -91,6 +91,7 @@ enum Step {
         momentum: f64,
     },
     Relu,
+    Relu6,
     MaxPool {
         kernel: [usize; 2],
         stride: [usize; 2],
@@ -346,6 +347,7 @@ impl Executor {
                     }
                 }
                 Op::Relu => Step::Relu,
+                Op::Relu6 => Step::Relu6,
                 Op::MaxPool {
                     kernel,
                     stride,
@@ -921,6 +923,10 @@ impl Executor {
                 Step::Relu => match arg(0) {
                     Value::Map(t) => Value::Map(activation::relu(t)),
                     Value::Flat(t) => Value::Flat(activation::relu(t)),
+                },
+                Step::Relu6 => match arg(0) {
+                    Value::Map(t) => Value::Map(t.clamp(0.0, 6.0)),
+                    Value::Flat(t) => Value::Flat(t.clamp(0.0, 6.0)),
                 },
                 Step::MaxPool {
                     kernel,

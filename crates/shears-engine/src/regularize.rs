@@ -61,6 +61,7 @@ impl BnScaleL1 {
                     op @ (Op::Conv2d { .. }
                     | Op::Linear { .. }
                     | Op::Relu
+                    | Op::Relu6
                     | Op::MaxPool { .. }
                     | Op::AvgPool { .. }
                     | Op::GlobalAvgPool

@@ -285,6 +285,7 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
             ref op @ (Op::Conv2d { .. }
             | Op::Linear { .. }
             | Op::Relu
+            | Op::Relu6
             | Op::AvgPool { .. }
             | Op::GlobalAvgPool
             | Op::Flatten

@@ -86,6 +86,7 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
             Op::Conv2d { .. }
             | Op::Linear { .. }
             | Op::Relu
+            | Op::Relu6
             | Op::MaxPool { .. }
             | Op::AvgPool { .. }
             | Op::GlobalAvgPool

@@ -158,3 +158,40 @@ fn training_step_lowers_the_loss_and_keeps_masked_weights_zero() {
         "kept weights were not trained"
     );
 }
+
+#[test]
+fn executor_matches_reference_through_relu6_where_it_clips() {
+    use shears_core::builder::GraphBuilder;
+    let mut b = GraphBuilder::new("relu6", &[1, 8, 8]);
+    let x = b.input();
+    let c = b.conv2d("conv", &x, 4, 3, 1, 1);
+    let n = b.batchnorm("bn", &c);
+    let r = b.relu6("act", &n);
+    let p = b.global_avg_pool("pool", &r);
+    let y = b.linear("fc", &p, 10, true);
+    let graph = b.finish(&y);
+    let mut weights = init_weights(&graph, 5);
+    // Large weights push many activations above 6, so the cap is exercised.
+    weights
+        .get_mut("conv.weight")
+        .unwrap()
+        .mapv_inplace(|v| v * 20.0);
+    let x = random_input(&[1, 8, 8], 2, 6);
+    let expected = shears_core::reference::forward(&graph, &weights, None, &x).unwrap();
+    // The same network with a plain ReLU computes something else: the cap is really hit.
+    let mut uncapped = graph.clone();
+    for node in &mut uncapped.nodes {
+        if node.op == shears_core::graph::Op::Relu6 {
+            node.op = shears_core::graph::Op::Relu;
+        }
+    }
+    let relu = shears_core::reference::forward(&uncapped, &weights, None, &x).unwrap();
+    assert_ne!(expected, relu, "no activation reached 6");
+    let device = Device::flex();
+    let mut exec = Executor::new(&graph, &weights, &Masks::new(), &device).unwrap();
+    let value = exec.input_value(x.iter().copied().collect(), 2).unwrap();
+    let got = to_vec(exec.forward(value, Mode::Eval).reshape([20]));
+    let exp: Vec<f32> = expected.iter().copied().collect();
+    let d = max_rel_diff(&got, &exp);
+    assert!(d < 1e-4, "relu6: max relative difference {d}");
+}

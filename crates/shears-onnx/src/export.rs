@@ -67,10 +67,24 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
             } else {
                 format!("{}/{}", node.name, part.op_type)
             };
+            let mut consts = Vec::new();
+            for (suffix, value) in &part.consts {
+                let name = format!("{}.{suffix}", node.name);
+                let mut t = TensorProto::new();
+                t.name = name.clone();
+                t.data_type = FLOAT;
+                t.raw_data = value.to_le_bytes().to_vec().into();
+                g.initializer.push(t);
+                consts.push(name);
+            }
             let mut n = NodeProto::new();
             n.name = output.clone();
             n.op_type = part.op_type.to_string();
-            n.input = inputs.into_iter().chain(part.params).collect();
+            n.input = inputs
+                .into_iter()
+                .chain(part.params)
+                .chain(consts)
+                .collect();
             n.output = vec![output.clone()];
             n.attribute = part
                 .attrs

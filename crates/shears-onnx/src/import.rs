@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// The ONNX operators the importer maps, for error messages.
-pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Relu, Clip (as ReLU, min 0 and no max), \
+pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Relu, Clip (as ReLU or ReLU6), \
 MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape (as flatten), Gemm, MatMul (+ Add), Add, Sum, \
 Concat (channel axis), Identity, Dropout";
 
@@ -449,16 +449,20 @@ impl Importer {
                         return Err(unsupported(node, "its max is computed at run time".into()));
                     }
                 };
-                if min != Some(0.0) || max.is_some_and(|m| m.is_finite()) {
-                    return Err(unsupported(
-                        node,
-                        format!(
-                            "Clip(min {min:?}, max {max:?}) is not supported: only Clip(0, none) as ReLU; \
-                         ReLU6 (Clip 0..6) is not in the graph IR yet"
-                        ),
-                    ));
-                }
-                self.push(node, Op::Relu, vec![x.name], vec![], x.layout, None)
+                let op = match (min, max) {
+                    (Some(lo), None) if lo == 0.0 => Op::Relu,
+                    (Some(lo), Some(hi)) if lo == 0.0 && hi.is_infinite() => Op::Relu,
+                    (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Op::Relu6,
+                    _ => {
+                        return Err(unsupported(
+                            node,
+                            format!(
+                                "Clip(min {min:?}, max {max:?}) is not supported: only Clip(0) as ReLU and Clip(0, 6) as ReLU6"
+                            ),
+                        ));
+                    }
+                };
+                self.push(node, op, vec![x.name], vec![], x.layout, None)
             }
             Node::MaxPool2d(p) => {
                 let x = self.data(node, 0, &[Map])?;

@@ -40,7 +40,7 @@ fn max_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
 
 #[test]
 fn pytorch_exports_import_with_pytorchs_outputs_and_survive_a_round_trip() {
-    for name in ["resnet", "vgg"] {
+    for name in ["resnet", "vgg", "mobilenet"] {
         let model = import_onnx(&fixture(&format!("{name}.onnx")))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let x = tensor(name, "x");

@@ -53,6 +53,8 @@ pub enum Op {
         momentum: f64,
     },
     Relu,
+    /// `min(max(x, 0), 6)` (MobileNet's activation; ONNX `Clip(0, 6)`).
+    Relu6,
     MaxPool {
         kernel: [usize; 2],
         stride: [usize; 2],
@@ -257,6 +259,9 @@ pub struct OnnxNode {
     pub attrs: Vec<(&'static str, OnnxAttr)>,
     /// Parameter tensors read after the data input, in ONNX input order.
     pub params: Vec<String>,
+    /// Scalar constants read after the parameters (an attribute that became an input in later
+    /// opsets, as Clip's bounds); written as initializers `{node}.{name}`.
+    pub consts: Vec<(&'static str, f32)>,
 }
 
 impl OnnxNode {
@@ -265,6 +270,7 @@ impl OnnxNode {
             op_type,
             attrs,
             params: Vec::new(),
+            consts: Vec::new(),
         }
     }
 }
@@ -343,6 +349,7 @@ impl Op {
                 momentum,
             }),
             Op::Relu => f(&relu::Relu),
+            Op::Relu6 => f(&relu::Relu6),
             Op::MaxPool {
                 kernel,
                 stride,

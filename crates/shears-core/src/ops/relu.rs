@@ -51,6 +51,50 @@ impl OpRules for Relu {
     }
 }
 
+/// [`Op::Relu6`]: ReLU capped at 6; every rule but the arithmetic and the export is ReLU's.
+pub(crate) struct Relu6;
+
+impl OpRules for Relu6 {
+    fn name(&self) -> &'static str {
+        "relu6"
+    }
+
+    fn arity(&self) -> Arity {
+        Relu.arity()
+    }
+
+    fn param_specs(&self, node: &str) -> Vec<ParamSpec> {
+        Relu.param_specs(node)
+    }
+
+    fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
+        Relu.output_shape(node, ins)
+    }
+
+    fn macs(&self, ins: &[&Shape], out: &[usize], convention: Convention) -> u64 {
+        Relu.macs(ins, out, convention)
+    }
+
+    fn channel_flow(&self) -> ChannelFlow {
+        Relu.channel_flow()
+    }
+
+    fn channel_axes(&self, node: &str) -> Vec<ChannelAxis> {
+        Relu.channel_axes(node)
+    }
+
+    fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
+        Ok(Op::Relu6)
+    }
+
+    /// `Clip` with its bounds as inputs (opset 11 and later).
+    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        let mut n = OnnxNode::new("Clip", vec![]);
+        n.consts = vec![("min", 0.0), ("max", 6.0)];
+        vec![n]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{one_op, single};

@@ -399,7 +399,7 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                 }
                 sizes.push(in_features * out_features);
             }
-            Op::BatchNorm { .. } | Op::Relu | Op::Dropout { .. } | Op::Flatten => {
+            Op::BatchNorm { .. } | Op::Relu | Op::Relu6 | Op::Dropout { .. } | Op::Flatten => {
                 for u in 0..numel(&n.name) {
                     edges.push((xb + u, yb + u, None));
                 }
