@@ -10,61 +10,15 @@
 
 mod common;
 
-use common::{COLORS, Res, f, latency, line_plot, mean_std, metric, pm};
+use common::{COLORS, Res, Run, f, latency, line_plot, mean_std, metric, pm, scan_runs};
 use plotters::prelude::*;
 use serde_json::Value;
 use shears_core::artifact::load_model;
 use shears_core::graph::ParamKind;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const METHODS: &[&str] = &["masksparsity", "slimming", "l1-filter"];
-/// One finished run.
-struct Run {
-    model: String,
-    method: String,
-    target: String,
-    seed: u64,
-    dir: PathBuf,
-    v: Value,
-}
-
-fn runs(root: &Path) -> Res<Vec<Run>> {
-    let mut out = Vec::new();
-    for model in std::fs::read_dir(root)? {
-        let model = model?.path();
-        if !model.is_dir() {
-            continue;
-        }
-        let mname = model.file_name().unwrap().to_string_lossy().to_string();
-        for d in std::fs::read_dir(&model)? {
-            let dir = d?.path();
-            let name = dir.file_name().unwrap().to_string_lossy().to_string();
-            let Some((head, seed)) = name.rsplit_once("-s") else {
-                continue;
-            };
-            let Some((method, target)) = head.rsplit_once("-macs") else {
-                continue;
-            };
-            let Ok(seed) = seed.parse() else { continue };
-            let Ok(text) = std::fs::read_to_string(dir.join("result.json")) else {
-                continue;
-            };
-            out.push(Run {
-                model: mname.clone(),
-                method: method.to_string(),
-                target: target.to_string(),
-                seed,
-                dir: dir.clone(),
-                v: serde_json::from_str(&text)?,
-            });
-        }
-    }
-    out.sort_by(|a, b| {
-        (&a.model, &a.target, &a.method, a.seed).cmp(&(&b.model, &b.target, &b.method, b.seed))
-    });
-    Ok(out)
-}
 
 /// Training loss of the network just before the cut.
 fn loss_before_cut(r: &Run) -> f64 {
@@ -174,7 +128,7 @@ fn main() -> Res<()> {
     }
     let (root, out) = (Path::new(&args[1]), Path::new(&args[2]));
     std::fs::create_dir_all(out)?;
-    let all = runs(root)?;
+    let all = scan_runs(root, "macs")?;
     let mut csv = String::from(
         "model,method,macs_target,seed,acc_before_cut,acc_after_cut,acc_finetuned,params_after,macs_after,macs_reduction,params_reduction,train_loss_before_cut,dense_ms_b1,compacted_ms_b1,dense_ms_b64,compacted_ms_b64\n",
     );

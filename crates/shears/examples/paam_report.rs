@@ -11,10 +11,10 @@
 
 mod common;
 
-use common::{Res, f, latency, line_plot, mean_std, metric, pm};
+use common::{Res, Run, f, latency, line_plot, mean_std, metric, pm, scan_runs};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const METHODS: &[&str] = &[
     "paam",
@@ -24,51 +24,6 @@ const METHODS: &[&str] = &[
     "slimming",
     "l1-filter",
 ];
-
-/// One finished run.
-struct Run {
-    model: String,
-    method: String,
-    seed: u64,
-    dir: PathBuf,
-    v: Value,
-}
-
-fn runs(root: &Path) -> Res<Vec<Run>> {
-    let mut out = Vec::new();
-    for model in std::fs::read_dir(root)? {
-        let model = model?.path();
-        if !model.is_dir() {
-            continue;
-        }
-        let mname = model.file_name().unwrap().to_string_lossy().to_string();
-        for d in std::fs::read_dir(&model)? {
-            let dir = d?.path();
-            let name = dir.file_name().unwrap().to_string_lossy().to_string();
-            let Some((head, seed)) = name.rsplit_once("-s") else {
-                continue;
-            };
-            let Some((method, _target)) = head.rsplit_once("-params") else {
-                continue;
-            };
-            let (Ok(seed), Ok(text)) = (
-                seed.parse(),
-                std::fs::read_to_string(dir.join("result.json")),
-            ) else {
-                continue;
-            };
-            out.push(Run {
-                model: mname.clone(),
-                method: method.to_string(),
-                seed,
-                dir: dir.clone(),
-                v: serde_json::from_str(&text)?,
-            });
-        }
-    }
-    out.sort_by(|a, b| (&a.model, &a.method, a.seed).cmp(&(&b.model, &b.method, b.seed)));
-    Ok(out)
-}
 
 fn order(m: &str) -> usize {
     METHODS.iter().position(|x| *x == m).unwrap_or(99)
@@ -115,7 +70,7 @@ fn main() -> Res<()> {
     }
     let (root, out) = (Path::new(&args[1]), Path::new(&args[2]));
     std::fs::create_dir_all(out)?;
-    let all = runs(root)?;
+    let all = scan_runs(root, "params")?;
     let mut csv = String::from(
         "model,method,seed,acc_before_cut,acc_after_cut,acc_finetuned,params_after,params_reduction,macs_after,macs_reduction,dense_ms_b1,compacted_ms_b1,dense_ms_b64,compacted_ms_b64,kept_channels\n",
     );

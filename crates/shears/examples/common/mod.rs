@@ -6,7 +6,7 @@
 use plotters::prelude::*;
 use serde_json::Value;
 use std::error::Error;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -20,6 +20,57 @@ pub const COLORS: &[RGBColor] = &[
 ];
 
 /// Number `k` of a JSON object, NaN when absent.
+/// One finished run of a reproduction script.
+pub struct Run {
+    pub model: String,
+    pub method: String,
+    /// The target as the directory names it (`0.5`).
+    pub target: String,
+    pub seed: u64,
+    pub dir: PathBuf,
+    /// The run's `result.json`.
+    pub v: Value,
+}
+
+/// The finished runs under `root/<model>/<method>-<target_kind><target>-s<seed>/` (those with a
+/// `result.json`), sorted by model, target, method and seed; other entries are skipped.
+pub fn scan_runs(root: &Path, target_kind: &str) -> Res<Vec<Run>> {
+    let mut out = Vec::new();
+    for model in std::fs::read_dir(root)? {
+        let model = model?.path();
+        if !model.is_dir() {
+            continue;
+        }
+        let mname = model.file_name().unwrap().to_string_lossy().to_string();
+        for d in std::fs::read_dir(&model)? {
+            let dir = d?.path();
+            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            let Some((head, seed)) = name.rsplit_once("-s") else {
+                continue;
+            };
+            let Some((method, target)) = head.rsplit_once(&format!("-{target_kind}")) else {
+                continue;
+            };
+            let Ok(seed) = seed.parse() else { continue };
+            let Ok(text) = std::fs::read_to_string(dir.join("result.json")) else {
+                continue;
+            };
+            out.push(Run {
+                model: mname.clone(),
+                method: method.to_string(),
+                target: target.to_string(),
+                seed,
+                dir: dir.clone(),
+                v: serde_json::from_str(&text)?,
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.model, &a.target, &a.method, a.seed).cmp(&(&b.model, &b.target, &b.method, b.seed))
+    });
+    Ok(out)
+}
+
 pub fn f(v: &Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or(f64::NAN)
 }
