@@ -316,7 +316,8 @@ impl Importer {
                 ),
             ));
         }
-        let v = self.value(&arg.name, &describe(node))?;
+        let what = format!("node `{}` ({})", self.original.node(node), node.node_type());
+        let v = self.value(&arg.name, &what)?;
         if !layouts.contains(&v.layout) {
             return Err(unsupported(
                 node,
@@ -713,10 +714,6 @@ fn computes_a_shape(node: &Node) -> bool {
 /// (`1e-5`, not `9.99999974e-6`): 6 significant digits, below f32 precision.
 fn f32_decimal(x: f64) -> f64 {
     format!("{x:.5e}").parse().unwrap_or(x)
-}
-
-fn describe(node: &Node) -> String {
-    format!("node `{}` ({})", node.name(), node.node_type())
 }
 
 fn unsupported(node: &Node, detail: String) -> OnnxError {

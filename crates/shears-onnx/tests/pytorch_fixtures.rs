@@ -1,6 +1,9 @@
 //! Models exported by PyTorch (`scripts/onnx_fixtures.py`): imported, they compute what PyTorch
 //! computed for the stored input, within 1e-4; exported again and re-imported, they still do.
 
+mod common;
+use common::max_diff;
+
 use ndarray::{ArrayD, IxDyn};
 use shears_core::reference::forward;
 use shears_onnx::{import_onnx, import_onnx_bytes, to_onnx_bytes};
@@ -28,14 +31,6 @@ fn tensor(name: &str, which: &str) -> ArrayD<f32> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap()
-}
-
-fn max_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Export then import: every zoo model comes back with the same outputs (reference forward),
 //! and bad files give errors that name the problem.
 
+mod common;
+use common::max_diff;
+
 use ndarray::{ArrayD, IxDyn};
 use onnx_ir::{Message, ModelProto, NodeProto};
 use shears_core::artifact::Model;
@@ -23,14 +26,6 @@ fn input(n: usize) -> ArrayD<f32> {
     ArrayD::from_shape_fn(IxDyn(&[n, 1, 28, 28]), |i| {
         ((i[0] * 7 + i[2] * 3 + i[3]) % 11) as f32 / 11.0 - 0.4
     })
-}
-
-fn max_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]
