@@ -12,6 +12,8 @@ pub struct Dataset {
     shape: [usize; 3],
     labels: Vec<u16>,
     classes: usize,
+    /// Names of the classes in label order, where the data set has them (image folders).
+    class_names: Vec<String>,
 }
 
 impl Dataset {
@@ -63,7 +65,21 @@ impl Dataset {
             shape,
             labels,
             classes,
+            class_names: Vec::new(),
         })
+    }
+
+    /// The same data set with the names of its classes (label `i` is `names[i]`); names beyond
+    /// the class count are dropped.
+    pub fn with_class_names(mut self, names: Vec<String>) -> Self {
+        self.class_names = names;
+        self.class_names.truncate(self.classes);
+        self
+    }
+
+    /// Class names in label order; empty when the data set has none.
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
     }
 
     /// Name used in logs and reports (for example `fashion-mnist/train`).

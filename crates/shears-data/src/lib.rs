@@ -7,6 +7,9 @@
 //!   `/usr/share/datasets/fashion-mnist`), `mnist`, `cifar10`, `cifar100` (`dir` or
 //!   `$SHEARS_DATA_DIR/<name>`). [`load_from`] takes the data root explicitly; [`search_dirs`]
 //!   lists where it looks.
+//! - `image-folder`: the user's own images, `DIR/train/CLASS/*.png|jpg` and `DIR/test/...`
+//!   ([`folder::read_image_folder`]`(dir, shape)`), resized and centre-cropped to the model's
+//!   input, normalised by the training split's statistics.
 //! - Format readers: [`idx::read_idx_dataset`] (IDX, gzip or raw by magic bytes) and
 //!   [`cifar::read_cifar_files`] (CIFAR-10 / CIFAR-100 binary, fine labels). A bad file fails
 //!   with [`DataError`] naming the file and what is wrong.
@@ -31,6 +34,7 @@ pub mod cifar;
 pub mod dataset;
 pub mod error;
 pub mod file;
+pub mod folder;
 pub mod idx;
 pub mod loader;
 mod seed;
@@ -39,5 +43,6 @@ pub mod source;
 pub use augment::Transform;
 pub use dataset::{DataSplits, Dataset, Normalization};
 pub use error::{DataError, Result};
+pub use folder::read_image_folder;
 pub use loader::{Batch, Batches, Loader, LoaderConfig};
-pub use source::{DatasetKind, load, load_embedded_subset, load_from, search_dirs};
+pub use source::{DatasetKind, load, load_embedded_subset, load_from, load_sized, search_dirs};

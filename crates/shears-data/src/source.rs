@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cifar::{CifarVariant, read_cifar_files};
 use crate::dataset::{DataSplits, Normalization};
 use crate::error::{DataError, Result};
+use crate::folder::read_image_folder;
 use crate::idx::{decode_idx_dataset, read_idx_dataset};
 
 /// Environment variable naming a folder that holds one sub-folder per data set.
@@ -31,16 +32,19 @@ pub enum DatasetKind {
     Cifar10,
     /// CIFAR-100 binary release (50,000 / 10,000, 3x32x32, fine labels).
     Cifar100,
+    /// The user's own images: `DIR/train/CLASS/*.png|jpg` and `DIR/test/CLASS/...`.
+    ImageFolder,
 }
 
 impl DatasetKind {
     /// Every kind, in the order names are listed to users.
-    pub const ALL: [DatasetKind; 5] = [
+    pub const ALL: [DatasetKind; 6] = [
         DatasetKind::FashionMnistSubset,
         DatasetKind::FashionMnist,
         DatasetKind::Mnist,
         DatasetKind::Cifar10,
         DatasetKind::Cifar100,
+        DatasetKind::ImageFolder,
     ];
 
     /// The name used on the command line and in configs.
@@ -51,29 +55,32 @@ impl DatasetKind {
             DatasetKind::Mnist => "mnist",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::ImageFolder => "image-folder",
         }
     }
 
-    /// Number of classes.
-    pub fn classes(self) -> usize {
+    /// Number of classes, fixed for the published data sets (an image folder has its own).
+    pub fn classes(self) -> Option<usize> {
         match self {
-            DatasetKind::Cifar100 => 100,
-            _ => 10,
+            DatasetKind::ImageFolder => None,
+            DatasetKind::Cifar100 => Some(100),
+            _ => Some(10),
         }
     }
 
-    /// Per-sample shape `[C, H, W]` of the standard files.
-    pub fn shape(self) -> [usize; 3] {
+    /// Per-sample shape `[C, H, W]` of the published files (an image folder takes the model's).
+    pub fn shape(self) -> Option<[usize; 3]> {
         match self {
-            DatasetKind::Cifar10 | DatasetKind::Cifar100 => [3, 32, 32],
-            _ => [1, 28, 28],
+            DatasetKind::ImageFolder => None,
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => Some([3, 32, 32]),
+            _ => Some([1, 28, 28]),
         }
     }
 
     /// Widely published train-split mean/std, where the data set has them (not the subset).
     pub fn published_normalization(self) -> Option<Normalization> {
         let (mean, std): (&[f32], &[f32]) = match self {
-            DatasetKind::FashionMnistSubset => return None,
+            DatasetKind::FashionMnistSubset | DatasetKind::ImageFolder => return None,
             DatasetKind::FashionMnist => (&[0.2860], &[0.3530]),
             DatasetKind::Mnist => (&[0.1307], &[0.3081]),
             // Per-pixel population std; the often-copied (0.2023, 0.1994, 0.2010) is not that.
@@ -89,7 +96,7 @@ impl DatasetKind {
     /// Sub-folders of a search base that commonly hold this data set's files.
     fn subdirs(self) -> &'static [&'static str] {
         match self {
-            DatasetKind::FashionMnistSubset => &[],
+            DatasetKind::FashionMnistSubset | DatasetKind::ImageFolder => &[],
             DatasetKind::FashionMnist => &["fashion-mnist", "FashionMNIST/raw"],
             DatasetKind::Mnist => &["mnist", "MNIST/raw"],
             DatasetKind::Cifar10 => &["cifar-10-batches-bin", "cifar10"],
@@ -117,6 +124,11 @@ impl DatasetKind {
                 "pass --data DIR (or set {DATA_DIR_ENV} to a folder with cifar100/) holding \
                  train.bin and test.bin (the cifar-100-binary folder of the binary release)"
             ),
+            DatasetKind::ImageFolder => {
+                "pass --data DIR (or [data] dir) holding train/CLASS/*.png|jpg and \
+                 test/CLASS/*.png|jpg"
+                    .to_string()
+            }
             DatasetKind::FashionMnistSubset => String::new(),
         }
     }
@@ -155,14 +167,31 @@ const IDX_FILES: [&str; 4] = [
 /// The subset is embedded and ignores `dir`. Without `dir`, files are looked for under
 /// `$SHEARS_DATA_DIR/<name>` and, for Fashion-MNIST, in [`SYSTEM_FASHION_MNIST`].
 pub fn load(kind: DatasetKind, dir: Option<&Path>) -> Result<DataSplits> {
+    load_sized(kind, dir, None)
+}
+
+/// [`load`] where an image folder's images are brought to `image_shape` `[C, H, W]` (the
+/// model's input); the published data sets have their own shape and ignore it.
+pub fn load_sized(
+    kind: DatasetKind,
+    dir: Option<&Path>,
+    image_shape: Option<[usize; 3]>,
+) -> Result<DataSplits> {
     let root = std::env::var_os(DATA_DIR_ENV).map(PathBuf::from);
+    if kind == DatasetKind::ImageFolder
+        && let Some(d) = dir
+    {
+        return read_image_folder(d, image_shape);
+    }
     load_from(kind, dir, root.as_deref())
 }
 
 /// [`load`] with the data root given explicitly instead of read from `$SHEARS_DATA_DIR`.
 pub fn load_from(kind: DatasetKind, dir: Option<&Path>, root: Option<&Path>) -> Result<DataSplits> {
-    if kind == DatasetKind::FashionMnistSubset {
-        return load_embedded_subset();
+    match (kind, dir) {
+        (DatasetKind::FashionMnistSubset, _) => return load_embedded_subset(),
+        (DatasetKind::ImageFolder, Some(d)) => return read_image_folder(d, None),
+        _ => {}
     }
     let looked = search_dirs(kind, dir, root);
     // The first folder holding any of the files decides: a partial set there is an error.
@@ -180,10 +209,11 @@ pub fn load_from(kind: DatasetKind, dir: Option<&Path>, root: Option<&Path>) -> 
             });
         }
     };
+    let classes = kind.classes().unwrap_or(10);
     let (train, test) = match &files {
         Files::Idx(f) => (
-            read_idx_dataset(&format!("{kind}/train"), &f[0], &f[1], kind.classes())?,
-            read_idx_dataset(&format!("{kind}/test"), &f[2], &f[3], kind.classes())?,
+            read_idx_dataset(&format!("{kind}/train"), &f[0], &f[1], classes)?,
+            read_idx_dataset(&format!("{kind}/test"), &f[2], &f[3], classes)?,
         ),
         Files::Cifar { train, test } => {
             let variant = match kind {
@@ -206,6 +236,7 @@ pub fn load_from(kind: DatasetKind, dir: Option<&Path>, root: Option<&Path>) -> 
 pub fn search_dirs(kind: DatasetKind, dir: Option<&Path>, root: Option<&Path>) -> Vec<PathBuf> {
     let bases: Vec<PathBuf> = match (dir, kind) {
         (_, DatasetKind::FashionMnistSubset) => Vec::new(),
+        (None, DatasetKind::ImageFolder) => Vec::new(),
         (Some(d), _) => vec![d.to_path_buf()],
         (None, _) => {
             let mut b: Vec<PathBuf> = root.map(|r| r.join(kind.name())).into_iter().collect();
@@ -234,7 +265,7 @@ enum Files {
 /// Finds `kind`'s files in `dir`: `None` when none is there, an error when only some are.
 fn locate(kind: DatasetKind, dir: &Path) -> Result<Option<Files>> {
     let wanted: Vec<Vec<String>> = match kind {
-        DatasetKind::FashionMnistSubset => return Ok(None),
+        DatasetKind::FashionMnistSubset | DatasetKind::ImageFolder => return Ok(None),
         DatasetKind::FashionMnist | DatasetKind::Mnist => IDX_FILES
             .iter()
             .map(|gz| {
@@ -349,7 +380,7 @@ mod tests {
         assert_eq!(
             err,
             "unknown dataset `imagenet` (known: fashion-mnist-subset, fashion-mnist, mnist, \
-             cifar10, cifar100)"
+             cifar10, cifar100, image-folder)"
         );
     }
 

@@ -72,7 +72,9 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `fashion-mnist-subset` (embedded), `fashion-mnist`, `mnist`, `cifar10`, `cifar100`.
+    /// `fashion-mnist-subset` (embedded), `fashion-mnist`, `mnist`, `cifar10`, `cifar100`, or
+    /// `image-folder` (`dir/train/CLASS/*.png|jpg`, `dir/test/CLASS/...`, brought to the model's
+    /// input shape).
     #[serde(default = "default_dataset")]
     pub dataset: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,6 +343,14 @@ impl ExperimentConfig {
             .dataset
             .parse::<shears_data::DatasetKind>()
             .map_err(|e| MethodError::Invalid(format!("[data] dataset: {e}")))?;
+        if self.data.dataset == shears_data::DatasetKind::ImageFolder.name()
+            && self.data.dir.is_none()
+        {
+            invalid!(
+                "[data] dataset = \"image-folder\" needs [data] dir (or --data): a folder holding \
+                 train/CLASS/*.png|jpg and test/CLASS/*.png|jpg"
+            );
+        }
         if let Some(s) = &self.model.input {
             parse_shape(s).context("[model] input")?;
         }

@@ -10,6 +10,7 @@ use crate::methods::filter::{CutRequest, cut_and_report};
 use crate::report::StructuredReport;
 use crate::run_dir::{RunDir, run_name};
 use crate::steps::Runtime;
+use crate::steps::data::{DataSource, write_data_record};
 use crate::steps::latency::LatencySettings;
 use crate::steps::model::executor;
 use crate::steps::structured::StructuredSpec;
@@ -31,6 +32,8 @@ pub struct OneShot<'a> {
     pub saved: bool,
     /// Data to score (SNIP, GraSP, Taylor), evaluate and fine-tune on; `None` for neither.
     pub data: Option<&'a DataSplits>,
+    /// Where `data` came from, recorded with it in the run directory.
+    pub data_source: Option<DataSource>,
     pub rt: Runtime,
     /// The run directory; `None` names one under `runs_dir`.
     pub out: Option<PathBuf>,
@@ -44,6 +47,14 @@ impl OneShot<'_> {
             .map_or(self.model_name.to_string(), |s| s.to_string_lossy().into());
         let name = run_name(&base, method, target, self.rt.seed, hash);
         RunDir::new(self.out.clone().unwrap_or_else(|| self.runs_dir.join(name)))
+    }
+
+    /// Records the data set and its normalisation in the run directory, when there are data.
+    fn record_data(&self, dir: &RunDir) -> Result<()> {
+        match (self.data, &self.data_source) {
+            (Some(data), Some(source)) => write_data_record(&dir.path, source, data),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -83,6 +94,7 @@ pub fn prune_unstructured(
         spec.kind.name(),
     )?;
     save_model(&dir.path, &pruned.model)?;
+    job.record_data(&dir)?;
     let report = UnstructuredPruneReport {
         model: job.model_name.to_string(),
         pruned_at: if job.saved { "saved" } else { "init" },
@@ -150,6 +162,7 @@ pub fn prune_structured(
         config_hash: None,
     };
     let report = cut_and_report(&req, &job.model, spec, None, false, started)?;
+    job.record_data(&dir)?;
     dir.write_result(&report)?;
     Ok(report)
 }

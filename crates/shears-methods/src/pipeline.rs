@@ -123,6 +123,11 @@ pub fn run(cfg: &ExperimentConfig, req: &RunRequest) -> Result<RunOutcome> {
     dir.write_config(&config)?;
     let started = Instant::now();
     let data = crate::steps::data::load_configured(cfg)?;
+    crate::steps::data::write_data_record(
+        &dir.path,
+        &crate::steps::data::DataSource::of(cfg),
+        &data,
+    )?;
     let explicit_finetune = cfg.finetune.is_some();
     let pipeline = Pipeline {
         cfg,

@@ -72,7 +72,8 @@ pub struct Overrides {
     pub input: Option<String>,
     #[arg(long)]
     pub classes: Option<usize>,
-    /// fashion-mnist-subset (embedded), fashion-mnist, mnist, cifar10, cifar100.
+    /// fashion-mnist-subset (embedded), fashion-mnist, mnist, cifar10, cifar100, or
+    /// image-folder (your own images: --data DIR with train/CLASS/*.png|jpg and test/CLASS/...).
     #[arg(long)]
     pub dataset: Option<String>,
     /// Directory holding the data set's files.
@@ -180,7 +181,8 @@ pub struct PruneArgs {
     /// Allow a layer to lose all its weights (by default each layer keeps its best weight).
     #[arg(long)]
     pub allow_collapse: bool,
-    /// Data set for snip and grasp scores (default fashion-mnist-subset, embedded).
+    /// Data set for snip and grasp scores and for fine-tuning (default fashion-mnist-subset,
+    /// embedded; image-folder reads --data DIR/train/CLASS/*.png|jpg at the model's input size).
     #[arg(long)]
     pub dataset: Option<String>,
     /// Directory holding the data set's files.
@@ -219,8 +221,10 @@ pub struct EvalArgs {
     /// Directory of a saved model (a run directory).
     #[arg(long)]
     pub model: PathBuf,
+    /// A data set name (see `shears train --help`); image-folder takes the model's input size.
     #[arg(long, default_value = "fashion-mnist-subset")]
     pub dataset: String,
+    /// Directory holding the data set's files.
     #[arg(long)]
     pub data: Option<PathBuf>,
     #[arg(long)]

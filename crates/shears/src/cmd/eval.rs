@@ -7,7 +7,7 @@ use serde::Serialize;
 use shears_core::cost::{Convention, cost};
 use shears_core::sparsity::sparsity_report;
 use shears_methods::Runtime;
-use shears_methods::steps::data::load_data;
+use shears_methods::steps::data::load_data_shaped;
 use shears_methods::steps::eval::eval_model;
 use shears_methods::steps::model::load_saved;
 
@@ -28,7 +28,9 @@ struct EvalResult {
 pub fn run(args: EvalArgs) -> Result<()> {
     let model = load_saved(&args.model)
         .with_context(|| format!("cannot load model from {}", args.model.display()))?;
-    let data = load_data(&args.dataset, args.data.as_deref())?;
+    let data = load_data_shaped(&args.dataset, args.data.as_deref(), || {
+        Ok(Some(model.graph.input.shape.clone()))
+    })?;
     let rt = Runtime {
         device: args.device.clone(),
         seed: 0,

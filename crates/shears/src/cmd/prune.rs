@@ -12,7 +12,7 @@ use shears_methods::Runtime;
 use shears_methods::methods::filter::default_importance;
 use shears_methods::oneshot::{AfterCut, OneShot, prune_structured, prune_unstructured};
 use shears_methods::registry::{MethodKind, find};
-use shears_methods::steps::data::load_data;
+use shears_methods::steps::data::{DataSource, known_model_input, load_data_shaped};
 use shears_methods::steps::model::is_saved_model;
 use shears_methods::steps::model::load_or_build;
 use shears_methods::steps::structured::{Spelling, StructuredSpec};
@@ -37,10 +37,17 @@ fn target_sparsity(args: &PruneArgs) -> Result<f64> {
     }
 }
 
+/// The data set `--dataset` names, else the embedded subset.
+fn dataset_name(args: &PruneArgs) -> &str {
+    args.dataset.as_deref().unwrap_or("fashion-mnist-subset")
+}
+
 /// The data `--dataset`/`--data` name, or the embedded subset.
 fn data_of(args: &PruneArgs) -> Result<DataSplits> {
-    let name = args.dataset.as_deref().unwrap_or("fashion-mnist-subset");
-    Ok(load_data(name, args.data.as_deref())?)
+    let name = dataset_name(args);
+    Ok(load_data_shaped(name, args.data.as_deref(), || {
+        known_model_input(&args.model, args.input.as_deref())
+    })?)
 }
 
 /// The model to prune: a saved one, or a zoo model with fresh weights, shaped by the data when
@@ -71,6 +78,10 @@ fn job<'a>(args: &'a PruneArgs, data: Option<&'a DataSplits>) -> Result<OneShot<
         model: model_of(args, data)?,
         saved: is_saved_model(&args.model),
         data,
+        data_source: data.map(|_| DataSource {
+            dataset: dataset_name(args).to_string(),
+            dir: args.data.clone(),
+        }),
         rt: Runtime {
             device: args.device.clone(),
             seed: args.seed,
@@ -178,11 +189,7 @@ fn structured(args: PruneArgs) -> Result<()> {
         finetune,
         latency: &latency,
         save_masked: s.save_masked.as_deref(),
-        dataset: Some(
-            args.dataset
-                .clone()
-                .unwrap_or_else(|| "fashion-mnist-subset".into()),
-        ),
+        dataset: Some(dataset_name(&args).to_string()),
     };
     let report = prune_structured(&job, &spec, &after)?;
     if args.json {

@@ -9,7 +9,7 @@ use shears_core::cost::{Convention, cost};
 use shears_methods::Runtime;
 use shears_methods::report::version;
 use shears_methods::run_dir::run_name;
-use shears_methods::steps::data::load_configured;
+use shears_methods::steps::data::{DataSource, load_configured, write_data_record};
 use shears_methods::steps::model::configured_model;
 use shears_methods::steps::phase::train_phase;
 use std::time::Instant;
@@ -46,6 +46,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     dir.write_config(&config)?;
     let started = Instant::now();
     let data = load_configured(&cfg)?;
+    write_data_record(&dir.path, &DataSource::of(&cfg), &data)?;
     let model = configured_model(&cfg, Some(&data))?;
     let (trained, rows) = train_phase(
         &Runtime::of(&cfg),
