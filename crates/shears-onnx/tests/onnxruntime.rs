@@ -1,11 +1,15 @@
-//! Exported models run in onnxruntime and `onnx.checker` accepts them: zoo models (dense and
-//! masked) exported by shears, run by Python's onnxruntime on one input, against shears' own
+//! Exported models run in onnxruntime and `onnx.checker` accepts them: zoo models (dense,
+//! masked, and compacted to half their MACs) exported by shears, run by Python's onnxruntime on one input, against shears' own
 //! reference forward. `.ci/run` installs onnx and onnxruntime with pip; where they are missing
 //! (a developer machine without them) the test says so and checks nothing.
 
 use ndarray::{ArrayD, IxDyn};
 use shears_core::artifact::Model;
 use shears_core::reference::forward;
+use shears_core::structured::{
+    ImportanceOptions, SelectOptions, StructuredTarget, channel_groups, compact, importance,
+    select_channels,
+};
 use shears_core::weights::{Masks, init_weights};
 use shears_core::zoo;
 use shears_onnx::export_onnx;
@@ -87,6 +91,14 @@ fn exported_models_pass_the_checker_and_match_in_onnxruntime() {
         };
         models.push((format!("{name}-masked-{masked}"), model));
     }
+    // Compacted: L1 filters cut to half the MACs, a smaller dense network (residual and
+    // depthwise channel coupling included).
+    let compacted: Vec<(String, Model)> = models
+        .iter()
+        .filter(|(n, _)| n == "resnet-20-masked-false" || n == "mobilenet-fixture")
+        .map(|(n, m)| (format!("{n}-compacted"), compacted(m)))
+        .collect();
+    models.extend(compacted);
     for (name, model) in &models {
         let y = forward(&model.graph, &model.weights, Some(&model.masks), &x).unwrap();
         let file = dir.path().join(format!("{name}.onnx"));
@@ -113,5 +125,30 @@ fn exported_models_pass_the_checker_and_match_in_onnxruntime() {
             diff < 1e-4,
             "{name}: onnxruntime differs from shears by {diff}"
         );
+    }
+}
+
+/// `model` with half its MACs removed by L1 filter scores, physically compacted.
+fn compacted(model: &Model) -> Model {
+    let groups = channel_groups(&model.graph).unwrap();
+    let scores = importance(&model.weights, &groups, &ImportanceOptions::default()).unwrap();
+    let opts = SelectOptions::new(StructuredTarget::MacsReduction(0.5));
+    let selection = select_channels(&model.graph, &groups, &scores, &opts).unwrap();
+    let (graph, weights) = compact(&model.graph, &model.weights, &selection).unwrap();
+    assert!(graph.param_specs().len() == model.graph.param_specs().len());
+    let before = shears_core::cost::cost(&model.graph, opts.convention)
+        .unwrap()
+        .macs;
+    let after = shears_core::cost::cost(&graph, opts.convention)
+        .unwrap()
+        .macs;
+    assert!(
+        (after as f64) < 0.55 * before as f64,
+        "compaction removed too little: {before} -> {after} MACs"
+    );
+    Model {
+        graph,
+        weights,
+        masks: Masks::new(),
     }
 }
