@@ -26,6 +26,9 @@ pub enum MethodError {
     /// A config file that does not parse.
     #[error("invalid config {}: {message}", path.display())]
     ConfigFile { path: PathBuf, message: String },
+    /// Another process holds the run directory's lock: the run is going on elsewhere.
+    #[error("{} is being run by another process (its lock {} is held); wait for it, or run elsewhere", dir.display(), lock.display())]
+    RunBusy { dir: PathBuf, lock: PathBuf },
     /// An error with what was being done when it happened.
     #[error("{context}")]
     Context {

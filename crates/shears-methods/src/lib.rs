@@ -18,6 +18,7 @@ pub mod registry;
 pub mod report;
 pub mod run_dir;
 pub mod steps;
+pub mod sweep;
 
 pub use config::{ExperimentConfig, MethodSection, TrainSection};
 pub use error::{Context, MethodError, Result};

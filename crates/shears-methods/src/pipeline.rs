@@ -3,16 +3,19 @@
 //! write `result.json` last.
 
 use crate::config::{ExperimentConfig, TrainSection};
+use crate::error::MethodError;
 use crate::error::Result;
 use crate::registry::resolve;
 use crate::report::Report;
-use crate::run_dir::{Opened, RunDir, open_run, run_name};
+use crate::run_dir::{
+    FAILED_FILE, FailedRun, Opened, RunDir, RunLock, open_run, run_name, write_failed,
+};
 use crate::steps::Runtime;
 use crate::steps::latency::LatencySettings;
 use crate::steps::model::configured_model;
 use shears_core::artifact::Model;
 use shears_data::DataSplits;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// How to run: where, and whether to resume or start over.
@@ -100,16 +103,30 @@ impl Pipeline<'_> {
     }
 }
 
+/// The run directory `cfg` gets under `runs_dir`: named from the method, its target, the seed
+/// and the config hash, so that a finished run is found again by any later request for it.
+pub fn run_path(cfg: &ExperimentConfig, runs_dir: &Path) -> Result<PathBuf> {
+    let method = resolve(cfg)?;
+    let (label, target) = method.label();
+    Ok(runs_dir.join(run_name(&cfg.name, &label, target, cfg.seed, &cfg.hash())))
+}
+
 /// Runs `cfg`'s method through the pipeline in its run directory.
+///
+/// The directory is locked for the whole run ([`RunLock`]), so two processes asked for the same
+/// run never write it at once: the second gets [`crate::MethodError::RunBusy`]. A run that fails
+/// leaves `failed.json` with the error; trying it again removes that record first.
 pub fn run(cfg: &ExperimentConfig, req: &RunRequest) -> Result<RunOutcome> {
     cfg.validate()?;
     let method = resolve(cfg)?;
     if let Some(t) = cfg.threads {
         shears_engine::device::set_threads(t)?;
     }
-    let (label, target) = method.label();
-    let name = run_name(&cfg.name, &label, target, cfg.seed, &cfg.hash());
-    let path = req.out.clone().unwrap_or_else(|| req.runs_dir.join(name));
+    let path = match &req.out {
+        Some(p) => p.clone(),
+        None => run_path(cfg, &req.runs_dir)?,
+    };
+    let _lock = RunLock::acquire(&path)?;
     let config = cfg.to_toml();
     let dir = match open_run(path, req.force, &config)? {
         Opened::Finished { dir, result } => {
@@ -120,8 +137,45 @@ pub fn run(cfg: &ExperimentConfig, req: &RunRequest) -> Result<RunOutcome> {
         }
         Opened::Fresh(dir) => dir,
     };
+    let failed = dir.path.join(FAILED_FILE);
+    if failed.exists() {
+        std::fs::remove_file(&failed).map_err(|e| MethodError::io("remove", &failed, e))?;
+    }
     dir.write_config(&config)?;
     let started = Instant::now();
+    let outcome = run_stages(cfg, req, method.as_ref(), &dir, started);
+    if let Err(e) = &outcome {
+        // Best effort: the error itself is what the caller must see.
+        let record = FailedRun {
+            error: format!("{e}{}", source_chain(e)),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        if let Err(w) = write_failed(&dir.path, &record) {
+            tracing::warn!("could not record the failure: {w}");
+        }
+    }
+    outcome
+}
+
+/// The causes of `e`, each as `: cause`, as anyhow's `{:#}` prints them.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    out
+}
+
+/// Loads the data and runs the method's stages in the opened run directory.
+fn run_stages(
+    cfg: &ExperimentConfig,
+    req: &RunRequest,
+    method: &dyn crate::registry::PreparedMethod,
+    dir: &RunDir,
+    started: Instant,
+) -> Result<RunOutcome> {
     let data = crate::steps::data::load_configured(cfg)?;
     crate::steps::data::write_data_record(
         &dir.path,
@@ -132,7 +186,7 @@ pub fn run(cfg: &ExperimentConfig, req: &RunRequest) -> Result<RunOutcome> {
     let pipeline = Pipeline {
         cfg,
         rt: Runtime::of(cfg),
-        dir: &dir,
+        dir,
         data: &data,
         resume: req.resume,
         command: req.command,

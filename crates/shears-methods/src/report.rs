@@ -52,6 +52,8 @@ pub struct UnstructuredReport {
     pub train_epochs: usize,
     pub finetune_epochs: usize,
     pub seconds: f64,
+    /// Direct and effective sparsity of each masked tensor of the final model.
+    pub layers: Vec<shears_core::sparsity::LayerSparsity>,
 }
 
 /// The report of a structured pruning run (`result.json`, `--json`).

@@ -194,3 +194,79 @@ mod tests {
         ));
     }
 }
+
+/// The record of a run that stopped with an error; removed when the run is tried again.
+pub const FAILED_FILE: &str = "failed.json";
+
+/// The lock file of run directory `dir`: a hidden sibling (`.NAME.lock`), so that removing the
+/// directory (`--force`) never removes a lock another process holds.
+pub fn lock_path(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!(".{name}.lock"))
+}
+
+/// An exclusive lock on one run directory, held while the run goes on and released when
+/// dropped or when the process dies (an OS file lock, so a killed run leaves no stale lock).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock of run directory `dir`, or fails with [`MethodError::RunBusy`] when
+    /// another process holds it.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let lock = lock_path(dir);
+        if let Some(parent) = lock.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| MethodError::io("create runs directory", parent, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|e| MethodError::io("open lock", &lock, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(MethodError::RunBusy {
+                dir: dir.to_path_buf(),
+                lock,
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(MethodError::io("lock", &lock, e)),
+        }
+    }
+
+    /// True while another process holds `dir`'s lock (a run is going on there).
+    pub fn is_held(dir: &Path) -> bool {
+        let lock = lock_path(dir);
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&lock) else {
+            return false;
+        };
+        matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+    }
+}
+
+/// Why a run failed, as [`FAILED_FILE`] records it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct FailedRun {
+    pub error: String,
+    /// Seconds from the start of the attempt to the error.
+    pub seconds: f64,
+}
+
+/// Records a failure in `dir` (atomically).
+pub fn write_failed(dir: &Path, failed: &FailedRun) -> Result<()> {
+    let json = serde_json::to_string_pretty(failed)
+        .map_err(|e| MethodError::Invalid(format!("cannot serialise the failure: {e}")))?;
+    write_atomic(&dir.join(FAILED_FILE), json.as_bytes())?;
+    Ok(())
+}
+
+/// The failure recorded in `dir`, if any.
+pub fn read_failed(dir: &Path) -> Option<FailedRun> {
+    let text = std::fs::read_to_string(dir.join(FAILED_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}

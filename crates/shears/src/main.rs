@@ -8,6 +8,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
+/// Exit status of a run whose directory another process is running (sysexits' EX_TEMPFAIL).
+pub const EXIT_BUSY: u8 = 75;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = if cli.quiet {
@@ -39,7 +42,18 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let busy = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<shears_methods::MethodError>(),
+                    Some(shears_methods::MethodError::RunBusy { .. })
+                )
+            });
+            // EX_TEMPFAIL: a sweep worker waits for the other process instead of failing.
+            if busy {
+                ExitCode::from(EXIT_BUSY)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

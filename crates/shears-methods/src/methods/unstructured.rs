@@ -205,6 +205,7 @@ impl PreparedMethod for Prepared {
             train_epochs: cfg.train.epochs,
             finetune_epochs,
             seconds: p.started.elapsed().as_secs_f64(),
+            layers: sp.layers,
         }))
     }
 }

@@ -1,0 +1,467 @@
+//! Sweeps: one experiment config plus a `[sweep]` grid, expanded into runs.
+//!
+//! A sweep file is an ordinary experiment config (the base every run starts from) with one more
+//! table:
+//!
+//! ```toml
+//! [sweep]
+//! workers = 2                       # local worker processes (default 1)
+//! [sweep.grid]                      # every combination of these is one run
+//! method = [{ name = "l1-filter" }, { name = "taylor" }]
+//! "method.macs_reduction" = [0.3, 0.5, 0.7]
+//! seed = [0, 1]
+//! [sweep.slurm]                     # optional, for --slurm
+//! partition = "gpu"
+//! time = "02:00:00"
+//! ```
+//!
+//! A grid key is a dotted path into the config. A table value is merged into the table at its
+//! path (so `method = {name = "taylor"}` keeps the base's other `[method]` keys), any other value
+//! replaces it. Axes vary in key order with `seed` innermost. Each point is checked as a whole
+//! config before anything runs, and the error names the point.
+//!
+//! Each run is an ordinary `shears run` of the expanded config in its ordinary run directory
+//! (named by method, target, seed and config hash), so finished runs are found and skipped,
+//! interrupted ones resume, and a run directory is never shared by two configs.
+
+pub mod results;
+
+use crate::config::ExperimentConfig;
+use crate::error::{MethodError, Result};
+use crate::invalid;
+use crate::pipeline::run_path;
+use crate::run_dir::{FAILED_FILE, RESULT_FILE, RunLock, read_failed};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where a sweep keeps its own files inside the runs directory.
+pub const SWEEP_DIR: &str = ".sweep";
+
+/// The `[sweep]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSection {
+    /// Dotted config key -> the values it takes.
+    #[serde(default)]
+    pub grid: toml::Table,
+    /// Local worker processes (overridden by `--workers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmSection>,
+}
+
+/// `[sweep.slurm]`: what the job array asks the scheduler for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// Wall-clock limit per task, Slurm's format (`02:00:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<usize>,
+    /// Memory per task, Slurm's format (`8G`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    /// Tasks running at once (`--array=...%N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
+    /// Further `#SBATCH` lines, verbatim (`--gres=gpu:1`).
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+/// A parsed sweep file.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    /// The sweep's name (the base config's `name`).
+    pub name: String,
+    pub file: PathBuf,
+    pub base: toml::Table,
+    pub section: SweepSection,
+}
+
+/// One run of a sweep.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    /// Position in the sweep (0-based; the Slurm array index).
+    pub index: usize,
+    /// The grid point: `(key, value)` per axis, in axis order.
+    pub point: Vec<(String, String)>,
+    pub config: ExperimentConfig,
+    /// Its run directory.
+    pub dir: PathBuf,
+}
+
+impl PlannedRun {
+    /// A short label of the point, for progress lines (`method=taylor seed=1`).
+    pub fn label(&self) -> String {
+        self.point
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Where the worker finds this run's expanded config.
+    pub fn config_file(&self, runs_dir: &Path, sweep: &str) -> PathBuf {
+        sweep_dir(runs_dir, sweep)
+            .join("configs")
+            .join(format!("{}.toml", self.dir_name()))
+    }
+
+    /// The run directory's name.
+    pub fn dir_name(&self) -> String {
+        self.dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    }
+}
+
+/// A sweep's own folder in `runs_dir` (expanded configs, logs, the Slurm script).
+pub fn sweep_dir(runs_dir: &Path, sweep: &str) -> PathBuf {
+    runs_dir.join(SWEEP_DIR).join(sweep)
+}
+
+impl Sweep {
+    /// Reads and checks a sweep file (without expanding it).
+    pub fn from_file(path: &Path) -> Result<Sweep> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| MethodError::io("read sweep", path, e))?;
+        let bad = |message: String| MethodError::ConfigFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut base: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let section: SweepSection = match base.remove("sweep") {
+            Some(v) => v
+                .try_into()
+                .map_err(|e: toml::de::Error| bad(format!("[sweep]: {e}")))?,
+            None => return Err(bad("has no [sweep] table; a sweep file is an experiment config with [sweep.grid] = {key = [values]}".into())),
+        };
+        if section.grid.is_empty() {
+            return Err(bad(
+                "[sweep.grid] is empty: give at least one key with a list of values".into(),
+            ));
+        }
+        for (key, values) in &section.grid {
+            match values.as_array() {
+                Some(a) if !a.is_empty() => {}
+                _ => {
+                    return Err(bad(format!(
+                        "[sweep.grid] `{key}` must be a non-empty list of values"
+                    )));
+                }
+            }
+            if key.split('.').any(str::is_empty) || key.starts_with("sweep") {
+                return Err(bad(format!("[sweep.grid] `{key}` is not a config key")));
+            }
+        }
+        if section.workers == Some(0) {
+            return Err(bad("[sweep] workers must be at least 1".into()));
+        }
+        let name = base
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("sweep")
+            .to_string();
+        Ok(Sweep {
+            name,
+            file: path.to_path_buf(),
+            base,
+            section,
+        })
+    }
+
+    /// The grid axes in the order they vary (key order, `seed` innermost).
+    fn axes(&self) -> Vec<(&String, &Vec<toml::Value>)> {
+        let mut axes: Vec<_> = self
+            .section
+            .grid
+            .iter()
+            .filter_map(|(k, v)| v.as_array().map(|a| (k, a)))
+            .collect();
+        axes.sort_by_key(|(k, _)| *k == "seed");
+        axes
+    }
+
+    /// Expands the grid into runs under `runs_dir`, checking every point as a config.
+    pub fn plan(&self, runs_dir: &Path) -> Result<Vec<PlannedRun>> {
+        let axes = self.axes();
+        let total: usize = axes.iter().map(|(_, v)| v.len()).product();
+        let mut runs = Vec::with_capacity(total);
+        for index in 0..total {
+            // Mixed radix: the last axis varies fastest.
+            let mut rest = index;
+            let mut choice = vec![0; axes.len()];
+            for (a, (_, values)) in axes.iter().enumerate().rev() {
+                choice[a] = rest % values.len();
+                rest /= values.len();
+            }
+            let mut table = self.base.clone();
+            let mut point = Vec::with_capacity(axes.len());
+            for (a, (key, values)) in axes.iter().enumerate() {
+                let value = &values[choice[a]];
+                set_path(&mut table, key, value.clone());
+                point.push(((*key).clone(), short(value)));
+            }
+            let at = || {
+                point
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut config: ExperimentConfig =
+                toml::Value::Table(table)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| {
+                        MethodError::Invalid(format!("sweep point {}: {e}", at()))
+                    })?;
+            // `shears run` prunes by magnitude when a config names no method; so does a sweep.
+            if config.method.is_none() && config.prune.is_none() {
+                config.prune = Some(Default::default());
+            }
+            config
+                .validate()
+                .map_err(|e| MethodError::Invalid(format!("sweep point {}: {e}", at())))?;
+            let dir = run_path(&config, runs_dir)
+                .map_err(|e| MethodError::Invalid(format!("sweep point {}: {e}", at())))?;
+            runs.push(PlannedRun {
+                index,
+                point,
+                config,
+                dir,
+            });
+        }
+        for (i, r) in runs.iter().enumerate() {
+            if let Some(other) = runs[..i].iter().find(|o| o.dir == r.dir) {
+                invalid!(
+                    "sweep points {} and {} are the same run (the grid repeats a value?)",
+                    other.label(),
+                    r.label()
+                );
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Writes every run's expanded config where its worker reads it.
+    pub fn write_configs(&self, runs: &[PlannedRun], runs_dir: &Path) -> Result<()> {
+        for r in runs {
+            let file = r.config_file(runs_dir, &self.name);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| MethodError::io("create", parent, e))?;
+            }
+            shears_core::artifact::write_atomic(&file, r.config.to_toml().as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// A value as a table cell: strings bare, a table by its `name` (else inline TOML).
+pub fn short(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Table(t) => match t.get("name").and_then(|n| n.as_str()) {
+            Some(n) if t.len() == 1 => n.to_string(),
+            _ => toml::Value::Table(t.clone()).to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Sets dotted `path` in `table`: a table value merges into an existing table, anything else
+/// replaces what is there.
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
+    let mut parts = path.split('.').peekable();
+    let mut cur = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            match (cur.get_mut(part), value) {
+                (Some(toml::Value::Table(existing)), toml::Value::Table(new)) => {
+                    merge(existing, new);
+                }
+                (_, value) => {
+                    cur.insert(part.to_string(), value);
+                }
+            }
+            return;
+        }
+        let next = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !next.is_table() {
+            *next = toml::Value::Table(toml::Table::new());
+        }
+        cur = next.as_table_mut().expect("made a table above");
+    }
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Where one run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Not started, or interrupted and not running now.
+    Pending,
+    /// A process holds its lock.
+    Running,
+    /// `result.json` is there.
+    Done,
+    /// `failed.json` is there and nothing runs it.
+    Failed,
+}
+
+impl RunState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Pending => "pending",
+            RunState::Running => "running",
+            RunState::Done => "done",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
+/// The state of the run in `dir`, from its files and its lock.
+pub fn run_state(dir: &Path) -> RunState {
+    if dir.join(RESULT_FILE).is_file() {
+        RunState::Done
+    } else if RunLock::is_held(dir) {
+        RunState::Running
+    } else if dir.join(FAILED_FILE).is_file() {
+        RunState::Failed
+    } else {
+        RunState::Pending
+    }
+}
+
+/// The recorded error of a failed run, if any.
+pub fn failure(dir: &Path) -> Option<String> {
+    read_failed(dir).map(|f| f.error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("sweep.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const BASE: &str = r#"
+name = "cmp"
+[model]
+arch = "small-cnn"
+[train]
+epochs = 1
+[method]
+name = "l1-filter"
+macs_reduction = 0.5
+"#;
+
+    #[test]
+    fn the_grid_expands_to_every_point_with_seed_innermost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = write(
+            tmp.path(),
+            &format!(
+                "{BASE}[sweep.grid]\nseed = [0, 1]\nmethod = [{{ name = \"l1-filter\" }}, {{ name = \"taylor\" }}]\n\"method.macs_reduction\" = [0.3, 0.5, 0.7]\n"
+            ),
+        );
+        let sweep = Sweep::from_file(&f).unwrap();
+        let runs = sweep.plan(tmp.path()).unwrap();
+        assert_eq!(runs.len(), 12);
+        assert_eq!(
+            runs[0].label(),
+            "method=l1-filter method.macs_reduction=0.3 seed=0"
+        );
+        assert_eq!(
+            runs[1].label(),
+            "method=l1-filter method.macs_reduction=0.3 seed=1"
+        );
+        assert_eq!(
+            runs[11].label(),
+            "method=taylor method.macs_reduction=0.7 seed=1"
+        );
+        let m = runs[11].config.method.as_ref().unwrap();
+        assert_eq!(m.name, "taylor");
+        assert_eq!(m.keys["macs_reduction"].as_float(), Some(0.7));
+        assert_eq!(runs[11].config.seed, 1);
+        // Every point has its own run directory, named as `shears run` names it.
+        let mut dirs: Vec<_> = runs.iter().map(|r| r.dir.clone()).collect();
+        dirs.sort();
+        dirs.dedup();
+        assert_eq!(dirs.len(), 12);
+        assert_eq!(runs[3].dir, run_path(&runs[3].config, tmp.path()).unwrap());
+    }
+
+    #[test]
+    fn a_bad_point_is_named_before_anything_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = write(
+            tmp.path(),
+            &format!("{BASE}[sweep.grid]\n\"method.macs_reduction\" = [0.5, 1.5]\n"),
+        );
+        let e = Sweep::from_file(&f)
+            .unwrap()
+            .plan(tmp.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sweep point method.macs_reduction=1.5:"),
+            "{e}"
+        );
+
+        let f = write(tmp.path(), BASE);
+        let e = Sweep::from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("has no [sweep] table"), "{e}");
+        let f = write(tmp.path(), &format!("{BASE}[sweep.grid]\nseed = 3\n"));
+        let e = Sweep::from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("`seed` must be a non-empty list"), "{e}");
+        let f = write(
+            tmp.path(),
+            &format!("{BASE}[sweep]\nworker = 2\n[sweep.grid]\nseed = [1]\n"),
+        );
+        let e = Sweep::from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("unknown field `worker`"), "{e}");
+    }
+
+    #[test]
+    fn states_follow_the_files_and_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(run_state(&dir), RunState::Pending);
+        std::fs::write(dir.join(FAILED_FILE), r#"{"error":"boom","seconds":1.0}"#).unwrap();
+        assert_eq!(run_state(&dir), RunState::Failed);
+        assert_eq!(failure(&dir).as_deref(), Some("boom"));
+        // A lock taken in this process is held for another open file description too.
+        let lock = RunLock::acquire(&dir).unwrap();
+        assert_eq!(run_state(&dir), RunState::Running);
+        assert!(matches!(
+            RunLock::acquire(&dir),
+            Err(MethodError::RunBusy { .. })
+        ));
+        drop(lock);
+        assert_eq!(run_state(&dir), RunState::Failed);
+        std::fs::write(dir.join(RESULT_FILE), "{}").unwrap();
+        assert_eq!(run_state(&dir), RunState::Done);
+    }
+}
