@@ -56,6 +56,46 @@ pub enum Command {
     /// Network Slimming end to end: train, train with L1 on BatchNorm scales, prune channels at
     /// a global |γ| percentile, compact, fine-tune; report accuracy, params, MACs and latency.
     Slim(SlimArgs),
+    /// Run a grid of experiments (methods x targets x seeds x any config key) from one sweep
+    /// file: local worker processes or a Slurm job array; finished runs are skipped, interrupted
+    /// ones resume; writes a results table (CSV, markdown) with mean ± std over seeds.
+    Sweep(SweepArgs),
+    /// Write one self-contained HTML page of a runs directory: the results table and plots of
+    /// accuracy against compression, MACs and latency, per-layer widths or sparsities, and
+    /// training curves.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// The sweep file: an experiment config with a `[sweep.grid]` table.
+    pub file: PathBuf,
+    /// Where the runs go (default: runs/<sweep name>).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// Local worker processes (default: `[sweep] workers`, else 1).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Submit the runs as a Slurm job array (`sbatch`) instead of running them here.
+    #[arg(long, conflicts_with = "status")]
+    pub slurm: bool,
+    /// Show each run's state (pending, running, done, failed) and rewrite the results tables.
+    #[arg(long)]
+    pub status: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A runs directory (a sweep's, or any folder holding run directories).
+    pub runs_dir: PathBuf,
+    /// The HTML file to write (default: RUNS_DIR/report.html).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Page title (default: the runs directory's name).
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 /// Options shared by commands that train.

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cmd;
+mod html_report;
 mod print;
 
 use clap::Parser;
@@ -37,6 +38,8 @@ fn main() -> ExitCode {
         Command::Slim(a) => cmd::slim::run(a),
         Command::Import(a) => cmd::onnx::import(a),
         Command::Export(a) => cmd::onnx::export(a),
+        Command::Sweep(a) => cmd::sweep::run(a),
+        Command::Report(a) => cmd::report::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

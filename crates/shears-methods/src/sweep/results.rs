@@ -29,6 +29,17 @@ impl RunRecord {
         let table: toml::Table = toml::from_str(&text).ok()?;
         let mut config = BTreeMap::new();
         flatten("", &toml::Value::Table(table), &mut config);
+        // A value naming something of this run's own seed (a per-seed baseline `dense-s1`)
+        // reads `dense-s*`, so that runs differing only in the seed fall in one row.
+        if let Some(seed) = config.get("seed").cloned() {
+            let suffix = format!("-s{seed}");
+            for (k, v) in config.iter_mut() {
+                if k != "seed" && v.ends_with(&suffix) {
+                    v.truncate(v.len() - suffix.len());
+                    v.push_str("-s*");
+                }
+            }
+        }
         let result: Option<Value> = std::fs::read_to_string(dir.join(RESULT_FILE))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
@@ -430,8 +441,8 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Config keys whose values differ among `runs`, the seed aside; `method.name` (or
-/// `prune.method`) always leads when there is more than one group.
+/// Config keys set to two different values among `runs`, the seed aside; `method.name` (or
+/// `prune.method`) leads.
 pub fn varying_keys(runs: &[RunRecord]) -> Vec<String> {
     let mut all: BTreeMap<&str, Vec<Option<&String>>> = BTreeMap::new();
     for r in runs {
@@ -443,9 +454,11 @@ pub fn varying_keys(runs: &[RunRecord]) -> Vec<String> {
         .keys()
         .filter(|k| **k != "seed")
         .filter(|k| {
-            let mut values = runs.iter().map(|r| r.config.get(**k));
-            let first = values.next().flatten();
-            values.any(|v| v != first)
+            // Two different values where the key is set; a key only some runs have (the
+            // fine-tuning of the pruned runs beside a dense baseline) does not split by itself.
+            let mut values = runs.iter().filter_map(|r| r.config.get(**k));
+            let first = values.next();
+            values.any(|v| Some(v) != first)
         })
         .map(|k| k.to_string())
         .collect();

@@ -5,8 +5,10 @@ pub mod eval;
 pub mod inspect;
 pub mod onnx;
 pub mod prune;
+pub mod report;
 pub mod run;
 pub mod slim;
+pub mod sweep;
 pub mod train;
 
 use crate::cli::RunOptions;
