@@ -336,7 +336,9 @@ fn submit(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path, json: bool) -> Re
         s.push_str(&format!("#SBATCH {e}\n"));
     }
     s.push_str("# One task per run; each runs the command a local worker would.\n");
-    s.push_str("set -u\ncase \"$SLURM_ARRAY_TASK_ID\" in\n");
+    s.push_str("set -u\n# The CPUs Slurm gave the task, not the whole node's.\n");
+    s.push_str("export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}\n");
+    s.push_str("case \"$SLURM_ARRAY_TASK_ID\" in\n");
     for (task, run) in todo.iter().enumerate() {
         let argv: Vec<String> = run_command(&exe, run, runs_dir, &sweep.name)
             .iter()
