@@ -9,7 +9,8 @@
 # Usage: scripts/repro_effective_sparsity.sh [a|b|b-masks|all]   (default all; finished runs are skipped,
 # so an interrupted run continues). Environment: SHEARS (binary, default
 # target/release/shears, built if missing), OUT (runs, default runs/repro-effective-sparsity),
-# EPOCHS (default 10), SEEDS (default "0 1 2"), THREADS (default 1), FMNIST_DIR (data directory;
+# EPOCHS (default 10), SEEDS (default "0 1 2"), THREADS (default 1), WORKERS (part b's sweep
+# workers, default 2), FMNIST_DIR (data directory;
 # default: shears' search path, e.g. /usr/share/datasets/fashion-mnist).
 # Then: cargo run --release -p shears --example effective_sparsity_plots -- \
 #         runs/repro-effective-sparsity docs/reproductions/effective-sparsity
@@ -65,60 +66,23 @@ part_a() {
   done
 }
 
-# One `shears run` per (pruner, compression, seed): prune to the effective target with the
-# effective masks applied, then train; magnitude-trained trains dense, prunes the trained weights
-# and rewinds to the initial ones (lottery ticket, as ES's magnitude baseline).
-run_b() {
-  local p=$1 c=$2 s=$3 dir="$OUT/b/$1-c$2-s$3"
-  [ -f "$dir/result.json" ] && return 0
-  local sparsity method scope when rewind
-  sparsity=$(awk "BEGIN { printf \"%.12f\", 1 - 1 / $c }")
-  case $p in
-    random-*) method=random; scope=${p#random-} ;;
-    magnitude-*) method=magnitude; scope=global ;;
-    *) method=$p; scope=global ;;
-  esac
-  when=init; rewind=false
-  if [ "$p" = magnitude-trained ]; then when=after; rewind=true; fi
-  local data_dir=""
-  if [ -n "${FMNIST_DIR:-}" ]; then data_dir="dir = \"$FMNIST_DIR\""; fi
-  mkdir -p "$dir"
-  cat > "$dir.toml" <<TOML
-name = "es"
-seed = $s
-threads = $THREADS
-[model]
-arch = "lenet-300-100"
-[data]
-dataset = "fashion-mnist"
-$data_dir
-[train]
-epochs = $EPOCHS
-batch_size = 100
-lr = 0.1
-[prune]
-method = "$method"
-scope = "$scope"
-sparsity = $sparsity
-target_kind = "effective"
-when = "$when"
-rewind = $rewind
-apply_effective = true
-TOML
-  "$SHEARS" run --config "$dir.toml" --out "$dir" --resume --json > /dev/null
-}
-
+# Part (b) is one sweep (configs/sweeps/effective-sparsity.toml): one `shears run` per (pruner,
+# effective compression, seed), pruning to the effective target with the effective masks applied
+# and then training; magnitude-trained trains dense, prunes the trained weights and rewinds to the
+# initial ones (lottery ticket, as ES's magnitude baseline). Finished runs are skipped.
 part_b() {
-  for s in $SEEDS; do
-    dense "$s"
-    for c in 10 30 100 300 1000; do
-      for p in $ORDER magnitude-trained; do
-        local t0=$SECONDS
-        run_b "$p" "$c" "$s"
-        echo "b: $p c=$c seed=$s ($((SECONDS - t0)) s)" >&2
-      done
-    done
-  done
+  local sweep=configs/sweeps/effective-sparsity.toml
+  if [ -n "${FMNIST_DIR:-}" ] || [ "$EPOCHS" != 10 ] || [ "$SEEDS" != "0 1 2" ]; then
+    # The committed sweep is the published setting; other settings get a copy.
+    sweep="$OUT/effective-sparsity.toml"
+    local seeds data_dir=""
+    seeds=$(echo "$SEEDS" | sed 's/ /, /g')
+    if [ -n "${FMNIST_DIR:-}" ]; then data_dir="dir = \"$FMNIST_DIR\""; fi
+    sed -e "s/^epochs = 10$/epochs = $EPOCHS/" -e "s/^seed = \[0, 1, 2\]$/seed = [$seeds]/" \
+      -e "s|^dataset = \"fashion-mnist\"$|dataset = \"fashion-mnist\"\n$data_dir|" \
+      configs/sweeps/effective-sparsity.toml > "$sweep"
+  fi
+  "$SHEARS" sweep "$sweep" --runs-dir "$OUT/b" --workers "${WORKERS:-2}"
 }
 
 # The masks of part (b) alone (same seeds, so the same masks as inside `shears run`), without

@@ -52,6 +52,24 @@ fn parse_name(name: &str) -> Option<(String, f64, u64)> {
     Some((pruner.to_string(), c.parse().ok()?, seed.parse().ok()?))
 }
 
+/// The pruner, effective compression and seed of a run made by the sweep
+/// `configs/sweeps/effective-sparsity.toml`, read from its `config.toml`.
+fn parse_config(dir: &Path) -> Option<(String, f64, u64)> {
+    let cfg: toml::Table =
+        toml::from_str(&std::fs::read_to_string(dir.join("config.toml")).ok()?).ok()?;
+    let prune = cfg.get("prune")?.as_table()?;
+    let text = |k: &str| prune.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    let pruner = match (text("method"), text("scope"), text("when")) {
+        ("random", scope, _) => format!("random-{scope}"),
+        ("magnitude", _, "after") => "magnitude-trained".to_string(),
+        ("magnitude", _, _) => "magnitude-init".to_string(),
+        (m, _, _) => m.to_string(),
+    };
+    let sparsity = prune.get("sparsity")?.as_float()?;
+    let seed = cfg.get("seed").and_then(|v| v.as_integer()).unwrap_or(0);
+    Some((pruner, (1.0 / (1.0 - sparsity)).round(), seed as u64))
+}
+
 fn read_runs(dir: &Path) -> Res<Vec<Run>> {
     let mut runs = Vec::new();
     if !dir.is_dir() {
@@ -64,7 +82,7 @@ fn read_runs(dir: &Path) -> Res<Vec<Run>> {
             .unwrap_or_default()
             .to_string_lossy()
             .to_string();
-        let Some((pruner, target, seed)) = parse_name(&name) else {
+        let Some((pruner, target, seed)) = parse_name(&name).or_else(|| parse_config(&path)) else {
             continue;
         };
         let file = path.join("result.json");

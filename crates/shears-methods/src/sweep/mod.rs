@@ -262,14 +262,23 @@ impl Sweep {
     }
 }
 
-/// A value as a table cell: strings bare, a table by its `name` (else inline TOML).
+/// A value as a table cell: strings bare; a table as its `name` or `method` followed by its
+/// other keys (`magnitude when=after rewind=true`).
 pub fn short(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
-        toml::Value::Table(t) => match t.get("name").and_then(|n| n.as_str()) {
-            Some(n) if t.len() == 1 => n.to_string(),
-            _ => toml::Value::Table(t.clone()).to_string(),
-        },
+        toml::Value::Table(t) => {
+            let lead = ["name", "method"]
+                .iter()
+                .find_map(|k| t.get(*k).and_then(|n| n.as_str()).map(|n| (*k, n)));
+            let mut parts: Vec<String> = lead.iter().map(|(_, n)| n.to_string()).collect();
+            parts.extend(
+                t.iter()
+                    .filter(|(k, _)| lead.is_none_or(|(l, _)| l != k.as_str()))
+                    .map(|(k, v)| format!("{k}={}", short(v))),
+            );
+            parts.join(" ")
+        }
         other => other.to_string(),
     }
 }
@@ -404,6 +413,12 @@ macs_reduction = 0.5
         assert_eq!(m.name, "taylor");
         assert_eq!(m.keys["macs_reduction"].as_float(), Some(0.7));
         assert_eq!(runs[11].config.seed, 1);
+        let pruner: toml::Value = toml::from_str::<toml::Table>(
+            "v = { method = \"magnitude\", when = \"after\", rewind = true }",
+        )
+        .unwrap()["v"]
+            .clone();
+        assert_eq!(short(&pruner), "magnitude rewind=true when=after");
         // Every point has its own run directory, named as `shears run` names it.
         let mut dirs: Vec<_> = runs.iter().map(|r| r.dir.clone()).collect();
         dirs.sort();

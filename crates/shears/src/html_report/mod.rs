@@ -69,7 +69,7 @@ pub fn render(runs_dir: &Path, title: &str) -> anyhow::Result<String> {
     let charts: [(&str, &str, bool, fn(&Metrics) -> f64); 5] = [
         (
             "Accuracy vs direct compression",
-            "compression (dense / remaining weights, log)",
+            "compression (dense / remaining weights)",
             true,
             |m| {
                 if m.direct_compression.is_finite() {
@@ -81,7 +81,7 @@ pub fn render(runs_dir: &Path, title: &str) -> anyhow::Result<String> {
         ),
         (
             "Accuracy vs effective compression",
-            "effective compression (dense / connected weights, log)",
+            "effective compression (dense / connected weights)",
             true,
             |m| m.effective_compression,
         ),
