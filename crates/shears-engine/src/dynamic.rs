@@ -32,6 +32,9 @@ pub struct GateHead {
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
     pub softmax: bool,
+    /// When every logit is ≤ 0, keep the filter of the largest one on, so that no layer goes
+    /// dark for a sample (FTWT's `keep_one`; not in the paper).
+    pub keep_one: bool,
 }
 
 impl GateHead {
@@ -46,13 +49,19 @@ impl GateHead {
         } else {
             pooled.to_vec()
         };
-        (0..self.bias.len())
-            .filter(|&o| {
+        let logits: Vec<f32> = (0..self.bias.len())
+            .map(|o| {
                 let row = &self.weight[o * ci..(o + 1) * ci];
-                let logit: f32 = row.iter().zip(&p).map(|(w, x)| w * x).sum::<f32>() + self.bias[o];
-                logit > 0.0
+                row.iter().zip(&p).map(|(w, x)| w * x).sum::<f32>() + self.bias[o]
             })
-            .collect()
+            .collect();
+        let mut on: Vec<usize> = (0..logits.len()).filter(|&o| logits[o] > 0.0).collect();
+        if on.is_empty() && self.keep_one {
+            // The first of the largest, as the training gates pick it.
+            let best = (0..logits.len()).fold(0, |b, o| if logits[o] > logits[b] { o } else { b });
+            on.push(best);
+        }
+        on
     }
 }
 
@@ -463,7 +472,10 @@ impl DynamicNet {
                     relu,
                     head,
                 } => {
-                    let x = arg(0, &mut slots);
+                    // Read in place: a block's input is read again by its residual sum, and a
+                    // copy of it per sample costs as much as a small conv.
+                    let v = ins[0];
+                    let x = slots[v].as_ref().expect("value computed before use");
                     let y = conv(
                         geometry,
                         weight,
@@ -474,6 +486,9 @@ impl DynamicNet {
                         stats,
                         gated_k,
                     );
+                    if last[v] == i {
+                        slots[v] = None;
+                    }
                     if head.is_some() {
                         gated_k += 1;
                     }
@@ -626,7 +641,8 @@ fn add(a: Val, b: Val) -> Val {
         ) => {
             let plane = h * w;
             if ca == cb {
-                let data = da.iter().zip(&db).map(|(x, y)| x + y).collect();
+                let mut data = da;
+                data.iter_mut().zip(&db).for_each(|(x, y)| *x += y);
                 return Val::Map {
                     channels: ca,
                     total,
@@ -761,13 +777,17 @@ fn conv(
     bias: &[f32],
     relu: bool,
     head: Option<&GateHead>,
-    x: Val,
+    x: &Val,
     stats: &mut DynamicStats,
     gated_k: usize,
 ) -> Val {
-    let (live_in, data) = match x {
+    let all: Vec<usize>;
+    let (live_in, data): (&[usize], &[f32]) = match x {
         Val::Map { channels, data, .. } => (channels, data),
-        Val::Vec(v) => ((0..g.in_channels).collect(), v),
+        Val::Vec(v) => {
+            all = (0..g.in_channels).collect();
+            (&all, v)
+        }
     };
     let plane = g.in_h * g.in_w;
     let active: Vec<usize> = match head {
@@ -786,9 +806,9 @@ fn conv(
     let k2 = g.kernel[0] * g.kernel[1];
     let depthwise = g.groups > 1 && g.groups == g.in_channels && g.in_channels == g.out_channels;
     let everything = active.len() == g.out_channels && live_in.len() == g.in_channels;
-    let (sub, input, sub_weight): (ConvGeometry, Vec<f32>, Cow<[f32]>) = if everything {
+    let (sub, input, sub_weight): (ConvGeometry, Cow<[f32]>, Cow<[f32]>) = if everything {
         // Every filter on every channel: the planned weights as they are, no copy.
-        (*g, data, Cow::Borrowed(weight))
+        (*g, Cow::Borrowed(data), Cow::Borrowed(weight))
     } else if depthwise {
         // Active filter c reads input channel c: zeros where that channel is not live.
         let mut input = vec![0f32; active.len() * plane];
@@ -812,7 +832,7 @@ fn conv(
             groups: active.len().max(1),
             ..*g
         };
-        (sub, input, Cow::Owned(w))
+        (sub, Cow::Owned(input), Cow::Owned(w))
     } else if g.groups > 1 {
         // Grouped (not depthwise) and ungated (gated ones are refused when planning): the
         // whole input, every filter, the original geometry.
@@ -820,14 +840,23 @@ fn conv(
         for (k, &c) in live_in.iter().enumerate() {
             dense[c * plane..(c + 1) * plane].copy_from_slice(&data[k * plane..(k + 1) * plane]);
         }
-        (*g, dense, Cow::Borrowed(weight))
+        (*g, Cow::Owned(dense), Cow::Borrowed(weight))
     } else {
         let ci = g.in_channels / g.groups;
+        // Live channels in runs of consecutive indices: one copy per run and filter (one per
+        // filter when every channel is live) instead of one per channel.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &c in live_in {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == c => *len += 1,
+                _ => runs.push((c, 1)),
+            }
+        }
         let mut w = Vec::with_capacity(active.len() * live_in.len() * k2);
         for &o in &active {
-            for &c in &live_in {
+            for &(c, len) in &runs {
                 let base = (o * ci + c) * k2;
-                w.extend_from_slice(&weight[base..base + k2]);
+                w.extend_from_slice(&weight[base..base + len * k2]);
             }
         }
         let sub = ConvGeometry {
@@ -836,7 +865,7 @@ fn conv(
             groups: 1,
             ..*g
         };
-        (sub, data, Cow::Owned(w))
+        (sub, Cow::Borrowed(data), Cow::Owned(w))
     };
     let sub_bias: Cow<[f32]> = if active.len() == g.out_channels {
         Cow::Borrowed(bias)

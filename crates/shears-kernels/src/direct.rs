@@ -56,19 +56,37 @@ fn padded_width(g: &ConvGeometry) -> usize {
     g.in_w.div_ceil(LANES) * LANES + 2
 }
 
-/// Output channels one work item computes.
-pub(crate) const BLOCK: usize = CB;
+/// The output-channel blocks `(first, count)` of a layer: full blocks of 8, then the rest in
+/// power-of-two pieces, so that a pruned layer (or a dynamically gated one) with 13 channels
+/// computes 8 + 4 + 1 channels, not 8 + 8.
+pub(crate) fn channel_blocks(out_channels: usize) -> Vec<(usize, usize)> {
+    let mut blocks = Vec::with_capacity(out_channels / CB + 3);
+    let mut co = 0;
+    while co < out_channels {
+        let rest = out_channels - co;
+        let cb = if rest >= CB {
+            CB
+        } else {
+            1 << (usize::BITS - 1 - rest.leading_zeros())
+        };
+        blocks.push((co, cb));
+        co += cb;
+    }
+    blocks
+}
 
-/// Channels `co0..co0 + 8` (fewer at the end) of one image: `image` `[C, H, W]` → `out`, the
-/// planes of just those channels; `scratch` has [`scratch_len`] floats.
+/// Channels `co0..co0 + cb` (`cb` one of 8, 4, 2, 1; see [`channel_blocks`]) of one image:
+/// `image` `[C, H, W]` → `out`, the planes of just those channels; `scratch` has
+/// [`scratch_len`] floats.
 pub(crate) fn forward_block(
     g: &ConvGeometry,
     image: &[f32],
     weight: &[f32],
-    co0: usize,
+    (co0, cb): (usize, usize),
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
+    debug_assert!(cb.is_power_of_two() && cb <= CB && co0 + cb <= g.out_channels);
     let (c, h, w) = (g.in_channels, g.in_h, g.in_w);
     let wp = padded_width(g);
     let padded = &mut scratch[..scratch_len(g)];
@@ -88,7 +106,7 @@ pub(crate) fn forward_block(
         if std::arch::is_x86_feature_detected!("avx512f") && !avx2_only {
             // SAFETY: the CPU has AVX-512F, checked just above.
             unsafe {
-                match block_width(CB.min(g.out_channels - co0)) {
+                match cb {
                     8 => rows_avx512::<8>(g, padded, weight, co0, out),
                     4 => rows_avx512::<4>(g, padded, weight, co0, out),
                     2 => rows_avx512::<2>(g, padded, weight, co0, out),
@@ -99,7 +117,7 @@ pub(crate) fn forward_block(
         }
         // SAFETY: `applies` checked AVX2 and FMA when AVX-512F is absent (or `avx2_only` did).
         unsafe {
-            match block_width(CB.min(g.out_channels - co0)) {
+            match cb {
                 8 => rows_avx2::<8>(g, padded, weight, co0, out),
                 4 => rows_avx2::<4>(g, padded, weight, co0, out),
                 2 => rows_avx2::<2>(g, padded, weight, co0, out),
@@ -123,12 +141,6 @@ fn block_weights<const B: usize>(g: &ConvGeometry, weight: &[f32], co0: usize) -
         }
     }
     wb
-}
-
-/// Accumulators per block for `cb` channels: the next power of two, so a pruned layer with 9
-/// channels computes 8 + 1, not 8 + 8.
-fn block_width(cb: usize) -> usize {
-    cb.next_power_of_two().min(CB)
 }
 
 /// AVX-512: 8 output channels × 16 pixels in eight zmm accumulators.
@@ -217,6 +229,29 @@ unsafe fn rows_avx2<const B: usize>(
                     out[dst..dst + n].copy_from_slice(&lane[..n]);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_blocks;
+
+    #[test]
+    fn channel_blocks_cover_every_channel_once_in_power_of_two_pieces() {
+        assert_eq!(channel_blocks(16), vec![(0, 8), (8, 8)]);
+        assert_eq!(channel_blocks(13), vec![(0, 8), (8, 4), (12, 1)]);
+        assert_eq!(channel_blocks(7), vec![(0, 4), (4, 2), (6, 1)]);
+        assert_eq!(channel_blocks(1), vec![(0, 1)]);
+        for n in 1..70 {
+            let blocks = channel_blocks(n);
+            let mut next = 0;
+            for (co, cb) in blocks {
+                assert_eq!(co, next);
+                assert!(cb.is_power_of_two() && cb <= 8);
+                next += cb;
+            }
+            assert_eq!(next, n);
         }
     }
 }

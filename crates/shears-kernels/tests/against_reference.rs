@@ -312,7 +312,8 @@ fn one_image_and_many_threads_agree_with_one_thread() {
 }
 
 /// 3x3, stride 1, padding 1 with rows of 16 or more pixels takes the direct kernel: row widths
-/// around the 16-lane chunks, channel counts around its 8-channel blocks, batch 1 and 2.
+/// around the 16-lane chunks, channel counts around its 8-channel blocks and every remainder
+/// split (15 = 8 + 4 + 2 + 1), batch 1 and 2.
 #[test]
 fn direct_convolutions_match_the_loop_nest() {
     for avx2_only in [false, true] {
@@ -332,6 +333,8 @@ fn direct_cases() {
             (2, 11, 2),
             (2, 14, 1),
             (3, 18, 1),
+            (4, 15, 2),
+            (2, 7, 1),
         ] {
             seed += 1;
             let g = ConvGeometry {

@@ -107,7 +107,7 @@ pub fn bench_dynamic(
     let layers = gated_layers(&model.graph, &opts.gated, &opts.ignore)?;
     let bytes = std::fs::read(&heads_file).map_err(|e| MethodError::io("read", &heads_file, e))?;
     let heads = weights_from_safetensors(&bytes, &heads_file)?;
-    let net = dynamic_net(&model, &layers, &heads, opts.softmax)?;
+    let net = dynamic_net(&model, &layers, &heads, opts.softmax, opts.keep_one)?;
 
     let data = crate::steps::data::load_configured(&cfg)?;
     let samples = repeats.max(*batches.iter().max().expect("checked"));

@@ -107,6 +107,8 @@ pub struct FtwtGates {
     pub r: f64,
     pub mode: Mode,
     pub softmax: bool,
+    /// Keep each sample's largest-logit filter on when the head switches a layer all off.
+    pub keep_one: bool,
     pub source: Source,
     batch: RefCell<Batch>,
     tally: RefCell<Tally>,
@@ -127,6 +129,7 @@ impl FtwtGates {
             r,
             mode,
             softmax: true,
+            keep_one: true,
             source,
             batch: RefCell::new(Batch {
                 logits: vec![None; n],
@@ -207,6 +210,17 @@ fn peak_activations(output: &Value) -> (usize, usize, Vec<f32>) {
     }
 }
 
+/// For each sample (a row of `c` logits) whose gates are all off, switches on the first filter
+/// of the largest logit (the dynamic engine's `GateHead` picks the same one).
+fn keep_one_on(logits: &[f32], gates: &mut [f32], c: usize) {
+    for (row, g) in logits.chunks_exact(c).zip(gates.chunks_exact_mut(c)) {
+        if g.iter().all(|v| *v == 0.0) {
+            let best = (0..c).fold(0, |b, o| if row[o] > row[b] { o } else { b });
+            g[best] = 1.0;
+        }
+    }
+}
+
 /// Per sample and channel: whether the map carries any non-zero value.
 fn nonzero_channels(x: &Tensor<4>) -> Vec<bool> {
     let [n, c, h, w] = x.dims();
@@ -260,12 +274,11 @@ impl DynamicGates for FtwtGates {
             Source::Predicted => {
                 let logits = self.logits(k, x, extra?)?;
                 let host = to_vec(logits.clone().inner().reshape([n * c]));
-                (
-                    host.iter()
-                        .map(|v| f32::from(*v > 0.0))
-                        .collect::<Vec<f32>>(),
-                    Some(logits),
-                )
+                let mut on: Vec<f32> = host.iter().map(|v| f32::from(*v > 0.0)).collect();
+                if self.keep_one {
+                    keep_one_on(&host, &mut on, c);
+                }
+                (on, Some(logits))
             }
         };
         // Tallies and per-sample counts.

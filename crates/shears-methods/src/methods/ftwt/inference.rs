@@ -15,6 +15,7 @@ pub fn dynamic_net(
     layers: &[GatedLayer],
     heads: &Weights,
     softmax: bool,
+    keep_one: bool,
 ) -> Result<DynamicNet> {
     let mut gate_heads = Vec::new();
     for l in layers {
@@ -28,6 +29,7 @@ pub fn dynamic_net(
             weight: weight.iter().copied().collect(),
             bias: bias.iter().copied().collect(),
             softmax,
+            keep_one,
         });
     }
     Ok(DynamicNet::new(&model.graph, &model.weights, &gate_heads)?)
@@ -73,6 +75,12 @@ mod tests {
     /// The dynamic net's logits against the engine's masked (gated) forward pass, and the
     /// filters each kept.
     fn check(name: &str, input: &[usize]) {
+        check_with(name, input, 0.0);
+    }
+
+    /// [`check`] with every head bias shifted by `shift` (very negative: heads that switch whole
+    /// layers off, which `keep_one` must catch the same way in both engines).
+    fn check_with(name: &str, input: &[usize], shift: f32) {
         let m = model(name, input);
         let layers = gated_layers(&m.graph, &[], &[]).unwrap();
         let dev = Device::flex();
@@ -81,7 +89,13 @@ mod tests {
             nesterov: false,
             weight_decay: 0.0,
         };
-        let extra = ExtraParams::new(&dev, initial_heads(&layers, 11), sgd, None).unwrap();
+        let mut heads = initial_heads(&layers, 11);
+        for (name, _, values) in &mut heads {
+            if name.ends_with(".bias") {
+                values.iter_mut().for_each(|v| *v += shift);
+            }
+        }
+        let extra = ExtraParams::new(&dev, heads, sgd, None).unwrap();
         let gates = FtwtGates::new(
             layers.clone(),
             TargetRule::Mass,
@@ -101,7 +115,7 @@ mod tests {
                 .reshape([n * 10]),
         );
         let tally = gates.take_tally();
-        let net = dynamic_net(&m, &layers, &extra.values(), true).unwrap();
+        let net = dynamic_net(&m, &layers, &extra.values(), true, true).unwrap();
         let mut stats = DynamicStats::default();
         let got = net.forward(&x, n, &mut stats).unwrap();
         let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
@@ -124,6 +138,16 @@ mod tests {
             "{name}: some filter off"
         );
         assert!(stats.conv_macs < (n as u64 * dense) as f64 * 1.5, "{name}");
+        if shift < -10.0 {
+            // Every head says "all off": exactly one filter per sample and layer stays on.
+            assert!(active.iter().all(|a| *a == n as u64), "{name}: {active:?}");
+        }
+    }
+
+    #[test]
+    fn heads_that_switch_a_layer_off_keep_one_filter_in_both_engines() {
+        check_with("small-cnn", &[1, 28, 28], -100.0);
+        check_with("resnet-20", &[3, 32, 32], -100.0);
     }
 
     #[test]
@@ -139,7 +163,7 @@ mod tests {
     fn heads_of_another_network_are_refused() {
         let m = model("small-cnn", &[1, 28, 28]);
         let layers = gated_layers(&m.graph, &[], &[]).unwrap();
-        let e = dynamic_net(&m, &layers, &Weights::new(), true)
+        let e = dynamic_net(&m, &layers, &Weights::new(), true, true)
             .err()
             .unwrap()
             .to_string();

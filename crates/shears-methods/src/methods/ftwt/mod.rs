@@ -92,6 +92,11 @@ pub struct FtwtOptions {
     /// Softmax over the pooled input channels before the head's linear map.
     #[serde(default = "default_true")]
     pub softmax: bool,
+    /// Keep the filter with the largest logit on when a head switches all of a layer's filters
+    /// off for a sample, so that no layer goes dark and cuts the network (not in the paper:
+    /// without it VGG-11 collapsed to chance at r ≤ 0.95 here).
+    #[serde(default = "default_true")]
+    pub keep_one: bool,
     /// The convs to gate (default: every conv but residual projections).
     #[serde(default)]
     pub gated: Vec<String>,
@@ -233,6 +238,7 @@ impl Prepared {
         let o = &self.opts;
         let mut g = FtwtGates::new(layers.to_vec(), o.target, o.r, o.mode, source);
         g.softmax = o.softmax;
+        g.keep_one = o.keep_one;
         g
     }
 
