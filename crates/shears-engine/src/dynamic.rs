@@ -623,6 +623,23 @@ fn union(a: &[usize], b: &[usize]) -> Vec<usize> {
     out
 }
 
+/// Where each of the sorted channels `sub` sits in the sorted `set`, or `None` when one is
+/// missing.
+fn positions(set: &[usize], sub: &[usize]) -> Option<Vec<usize>> {
+    let mut out = Vec::with_capacity(sub.len());
+    let mut pos = 0;
+    for &c in sub {
+        while pos < set.len() && set[pos] < c {
+            pos += 1;
+        }
+        if pos == set.len() || set[pos] != c {
+            return None;
+        }
+        out.push(pos);
+    }
+    Some(out)
+}
+
 fn add(a: Val, b: Val) -> Val {
     match (a, b) {
         (
@@ -651,6 +668,30 @@ fn add(a: Val, b: Val) -> Val {
                     data,
                 };
             }
+            // One side live on every channel the other has (the identity path of a residual
+            // block against a gated conv): add the smaller into the larger where it lies.
+            let (big, small) = if ca.len() >= cb.len() {
+                ((ca, da), (cb, db))
+            } else {
+                ((cb, db), (ca, da))
+            };
+            if let Some(at) = positions(&big.0, &small.0) {
+                let (channels, mut data) = big;
+                for (k, pos) in at.into_iter().enumerate() {
+                    data[pos * plane..(pos + 1) * plane]
+                        .iter_mut()
+                        .zip(&small.1[k * plane..(k + 1) * plane])
+                        .for_each(|(d, s)| *d += s);
+                }
+                return Val::Map {
+                    channels,
+                    total,
+                    h,
+                    w,
+                    data,
+                };
+            }
+            let ((ca, da), (cb, db)) = (big, small);
             let channels = union(&ca, &cb);
             let mut data = vec![0f32; channels.len() * plane];
             for (src, list) in [(&da, &ca), (&db, &cb)] {

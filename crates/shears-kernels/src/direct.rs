@@ -107,10 +107,10 @@ pub(crate) fn forward_block(
             // SAFETY: the CPU has AVX-512F, checked just above.
             unsafe {
                 match cb {
-                    8 => rows_avx512::<8>(g, padded, weight, co0, out),
-                    4 => rows_avx512::<4>(g, padded, weight, co0, out),
-                    2 => rows_avx512::<2>(g, padded, weight, co0, out),
-                    _ => rows_avx512::<1>(g, padded, weight, co0, out),
+                    8 => rows_avx512::<8, { rows_per_group(8) }>(g, padded, weight, co0, out),
+                    4 => rows_avx512::<4, { rows_per_group(4) }>(g, padded, weight, co0, out),
+                    2 => rows_avx512::<2, { rows_per_group(2) }>(g, padded, weight, co0, out),
+                    _ => rows_avx512::<1, { rows_per_group(1) }>(g, padded, weight, co0, out),
                 }
             }
             return;
@@ -118,10 +118,10 @@ pub(crate) fn forward_block(
         // SAFETY: `applies` checked AVX2 and FMA when AVX-512F is absent (or `avx2_only` did).
         unsafe {
             match cb {
-                8 => rows_avx2::<8>(g, padded, weight, co0, out),
-                4 => rows_avx2::<4>(g, padded, weight, co0, out),
-                2 => rows_avx2::<2>(g, padded, weight, co0, out),
-                _ => rows_avx2::<1>(g, padded, weight, co0, out),
+                8 => rows_avx2::<8, { rows_per_group(8) }>(g, padded, weight, co0, out),
+                4 => rows_avx2::<4, { rows_per_group(4) }>(g, padded, weight, co0, out),
+                2 => rows_avx2::<2, { rows_per_group(2) }>(g, padded, weight, co0, out),
+                _ => rows_avx2::<1, { rows_per_group(1) }>(g, padded, weight, co0, out),
             }
         }
     }
@@ -143,91 +143,145 @@ fn block_weights<const B: usize>(g: &ConvGeometry, weight: &[f32], co0: usize) -
     wb
 }
 
-/// AVX-512: 8 output channels × 16 pixels in eight zmm accumulators.
+/// Output rows computed together for a block of `B` channels: `B × P = 8` accumulators, so that
+/// a small block (a pruned or gated layer's last channels) still keeps eight independent FMA
+/// chains in flight instead of waiting on one (a 1-channel block is otherwise ~8x slower per
+/// channel than a full one).
+const fn rows_per_group(b: usize) -> usize {
+    CB / b
+}
+
+/// AVX-512: `B` output channels × 16 pixels × `P` rows in `B·P` zmm accumulators.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512<const B: usize>(
+unsafe fn rows_avx512<const B: usize, const P: usize>(
     g: &ConvGeometry,
     padded: &[f32],
     weight: &[f32],
     co0: usize,
     out: &mut [f32],
 ) {
+    let h = g.in_h;
+    let wb = block_weights::<B>(g, weight, co0);
+    let mut oh = 0;
+    while oh + P <= h {
+        unsafe { group_avx512::<B, P>(g, padded, &wb, co0, oh, out) };
+        oh += P;
+    }
+    while oh < h {
+        unsafe { group_avx512::<B, 1>(g, padded, &wb, co0, oh, out) };
+        oh += 1;
+    }
+}
+
+/// Rows `oh0..oh0 + P` of a block (see [`rows_avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn group_avx512<const B: usize, const P: usize>(
+    g: &ConvGeometry,
+    padded: &[f32],
+    wb: &[f32],
+    co0: usize,
+    oh0: usize,
+    out: &mut [f32],
+) {
     use std::arch::x86_64::*;
     let (c, h, w, o) = (g.in_channels, g.in_h, g.in_w, g.out_channels);
     let wp = padded_width(g);
-    {
-        let cb = B.min(o - co0);
-        let wb = block_weights::<B>(g, weight, co0);
-        for oh in 0..h {
-            for ow0 in (0..w).step_by(LANES) {
-                let mut acc = [_mm512_setzero_ps(); B];
-                for ci in 0..c {
-                    for ki in 0..3 {
-                        let row = (ci * (h + 2) + oh + ki) * wp + ow0;
-                        for kj in 0..3 {
-                            // In bounds: ow0 + kj + 16 <= the padded width (see padded_width).
-                            debug_assert!(row + kj + LANES <= padded.len());
-                            let xv = unsafe { _mm512_loadu_ps(padded.as_ptr().add(row + kj)) };
-                            let ws = &wb[(ci * 9 + ki * 3 + kj) * B..][..B];
-                            for b in 0..B {
-                                acc[b] = _mm512_fmadd_ps(_mm512_set1_ps(ws[b]), xv, acc[b]);
-                            }
+    let cb = B.min(o - co0);
+    for ow0 in (0..w).step_by(LANES) {
+        let mut acc = [[_mm512_setzero_ps(); B]; P];
+        for ci in 0..c {
+            for ki in 0..3 {
+                for kj in 0..3 {
+                    let ws = &wb[(ci * 9 + ki * 3 + kj) * B..][..B];
+                    for (p, acc_p) in acc.iter_mut().enumerate() {
+                        let at = (ci * (h + 2) + oh0 + p + ki) * wp + ow0 + kj;
+                        // In bounds: ow0 + kj + 16 <= the padded width (see padded_width).
+                        debug_assert!(at + LANES <= padded.len());
+                        let xv = unsafe { _mm512_loadu_ps(padded.as_ptr().add(at)) };
+                        for b in 0..B {
+                            acc_p[b] = _mm512_fmadd_ps(_mm512_set1_ps(ws[b]), xv, acc_p[b]);
                         }
                     }
                 }
-                let n = LANES.min(w - ow0);
-                let mut lane = [0.0f32; LANES];
-                for b in 0..cb {
-                    unsafe { _mm512_storeu_ps(lane.as_mut_ptr(), acc[b]) };
-                    let dst = (b * h + oh) * w + ow0;
-                    out[dst..dst + n].copy_from_slice(&lane[..n]);
-                }
+            }
+        }
+        let n = LANES.min(w - ow0);
+        let mut lane = [0.0f32; LANES];
+        for (p, acc_p) in acc.iter().enumerate() {
+            for (b, v) in acc_p.iter().enumerate().take(cb) {
+                unsafe { _mm512_storeu_ps(lane.as_mut_ptr(), *v) };
+                let dst = (b * h + oh0 + p) * w + ow0;
+                out[dst..dst + n].copy_from_slice(&lane[..n]);
             }
         }
     }
 }
 
-/// AVX2 + FMA: 8 output channels × 8 pixels in eight ymm accumulators.
+/// AVX2 + FMA: `B` output channels × 8 pixels × `P` rows in `B·P` ymm accumulators.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2<const B: usize>(
+unsafe fn rows_avx2<const B: usize, const P: usize>(
     g: &ConvGeometry,
     padded: &[f32],
     weight: &[f32],
     co0: usize,
+    out: &mut [f32],
+) {
+    let h = g.in_h;
+    let wb = block_weights::<B>(g, weight, co0);
+    let mut oh = 0;
+    while oh + P <= h {
+        unsafe { group_avx2::<B, P>(g, padded, &wb, co0, oh, out) };
+        oh += P;
+    }
+    while oh < h {
+        unsafe { group_avx2::<B, 1>(g, padded, &wb, co0, oh, out) };
+        oh += 1;
+    }
+}
+
+/// Rows `oh0..oh0 + P` of a block (see [`rows_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn group_avx2<const B: usize, const P: usize>(
+    g: &ConvGeometry,
+    padded: &[f32],
+    wb: &[f32],
+    co0: usize,
+    oh0: usize,
     out: &mut [f32],
 ) {
     use std::arch::x86_64::*;
     const HALF: usize = LANES / 2;
     let (c, h, w, o) = (g.in_channels, g.in_h, g.in_w, g.out_channels);
     let wp = padded_width(g);
-    {
-        let cb = B.min(o - co0);
-        let wb = block_weights::<B>(g, weight, co0);
-        for oh in 0..h {
-            for ow0 in (0..w).step_by(HALF) {
-                let mut acc = [_mm256_setzero_ps(); B];
-                for ci in 0..c {
-                    for ki in 0..3 {
-                        let row = (ci * (h + 2) + oh + ki) * wp + ow0;
-                        for kj in 0..3 {
-                            debug_assert!(row + kj + HALF <= padded.len());
-                            let xv = unsafe { _mm256_loadu_ps(padded.as_ptr().add(row + kj)) };
-                            let ws = &wb[(ci * 9 + ki * 3 + kj) * B..][..B];
-                            for b in 0..B {
-                                acc[b] = _mm256_fmadd_ps(_mm256_set1_ps(ws[b]), xv, acc[b]);
-                            }
+    let cb = B.min(o - co0);
+    for ow0 in (0..w).step_by(HALF) {
+        let mut acc = [[_mm256_setzero_ps(); B]; P];
+        for ci in 0..c {
+            for ki in 0..3 {
+                for kj in 0..3 {
+                    let ws = &wb[(ci * 9 + ki * 3 + kj) * B..][..B];
+                    for (p, acc_p) in acc.iter_mut().enumerate() {
+                        let at = (ci * (h + 2) + oh0 + p + ki) * wp + ow0 + kj;
+                        debug_assert!(at + HALF <= padded.len());
+                        let xv = unsafe { _mm256_loadu_ps(padded.as_ptr().add(at)) };
+                        for b in 0..B {
+                            acc_p[b] = _mm256_fmadd_ps(_mm256_set1_ps(ws[b]), xv, acc_p[b]);
                         }
                     }
                 }
-                let n = HALF.min(w - ow0);
-                let mut lane = [0.0f32; HALF];
-                for b in 0..cb {
-                    unsafe { _mm256_storeu_ps(lane.as_mut_ptr(), acc[b]) };
-                    let dst = (b * h + oh) * w + ow0;
-                    out[dst..dst + n].copy_from_slice(&lane[..n]);
-                }
+            }
+        }
+        let n = HALF.min(w - ow0);
+        let mut lane = [0.0f32; HALF];
+        for (p, acc_p) in acc.iter().enumerate() {
+            for (b, v) in acc_p.iter().enumerate().take(cb) {
+                unsafe { _mm256_storeu_ps(lane.as_mut_ptr(), *v) };
+                let dst = (b * h + oh0 + p) * w + ow0;
+                out[dst..dst + n].copy_from_slice(&lane[..n]);
             }
         }
     }

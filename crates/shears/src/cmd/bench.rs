@@ -129,20 +129,32 @@ fn dynamic(dir: &std::path::Path, args: &BenchArgs) -> Result<()> {
         100.0 * b.accuracy_dynamic_on_measured
     );
     println!(
-        "{:>6} {:>8} {:>10} {:>12} {:>10} {:>16}",
-        "batch", "threads", "dense ms", "dynamic ms", "time red.", "time / MACs red."
+        "{:>6} {:>8} {:>10} {:>12} {:>10} {:>16} {:>11} {:>15}",
+        "batch",
+        "threads",
+        "dense ms",
+        "dynamic ms",
+        "time red.",
+        "time / MACs red.",
+        "ungated ms",
+        "red. vs ungated"
     );
     for r in &b.results {
         println!(
-            "{:>6} {:>8} {:>10.3} {:>12.3} {:>9.1}% {:>16.2}",
+            "{:>6} {:>8} {:>10.3} {:>12.3} {:>9.1}% {:>16.2} {:>11.3} {:>14.1}%",
             r.batch,
             r.threads,
             r.dense_ms,
             r.dynamic_ms,
             100.0 * r.time_reduction,
-            r.time_reduction / b.macs_reduction
+            r.time_reduction / b.macs_reduction,
+            r.ungated_ms,
+            100.0 * r.skip_time_reduction
         );
     }
+    println!(
+        "(ungated: the dynamic engine with every filter on; its gap to dense is the engine's own overhead)"
+    );
     println!(
         "(batch 1: median over {} images one at a time; larger batches: median of {} runs; warm-up {})",
         b.repeats, b.repeats, b.warmup

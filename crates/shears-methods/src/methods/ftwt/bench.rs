@@ -4,7 +4,8 @@
 //! Batch 1: each of the first `repeats` test images alone, median over images. Batch B > 1:
 //! the first B test images, median over `repeats` runs; the dynamic engine runs a batch sample
 //! by sample (every sample has its own masks). Dense is the run's baseline network (`dense/`)
-//! in the engine's inference plan (BN folded, residual sums fused).
+//! in the engine's inference plan (BN folded, residual sums fused). "Ungated" is the dynamic
+//! engine with every filter on, which separates the engine's own overhead from the skipped work.
 
 use super::FtwtOptions;
 use super::inference::dynamic_net;
@@ -32,6 +33,11 @@ pub struct DynamicLatency {
     pub dynamic_ms: f64,
     /// 1 − dynamic / dense.
     pub time_reduction: f64,
+    /// The dynamic engine with every filter on (no heads): its own overhead against the dense
+    /// plan, apart from the work the heads skip.
+    pub ungated_ms: f64,
+    /// 1 − dynamic / ungated: the time the skipped work saved within the dynamic engine.
+    pub skip_time_reduction: f64,
 }
 
 /// What `shears bench --dynamic` reports.
@@ -108,6 +114,7 @@ pub fn bench_dynamic(
     let bytes = std::fs::read(&heads_file).map_err(|e| MethodError::io("read", &heads_file, e))?;
     let heads = weights_from_safetensors(&bytes, &heads_file)?;
     let net = dynamic_net(&model, &layers, &heads, opts.softmax, opts.keep_one)?;
+    let ungated = shears_engine::dynamic::DynamicNet::new(&model.graph, &model.weights, &[])?;
 
     let data = crate::steps::data::load_configured(&cfg)?;
     let samples = repeats.max(*batches.iter().max().expect("checked"));
@@ -155,51 +162,53 @@ pub fn bench_dynamic(
             .build()
             .map_err(|e| MethodError::Invalid(format!("threads: {e}")))?;
         for &b in batches {
-            let (dense_ms, dynamic_ms) = pool.install(|| -> Result<(f64, f64)> {
-                let mut time_dense = |x: &[f32], k: usize| -> Result<f64> {
-                    let v = exec.input_value(x.to_vec(), k)?;
-                    let t0 = Instant::now();
-                    let y = exec.forward(v, Mode::Eval);
-                    let _ = to_vec(y.sum());
-                    Ok(t0.elapsed().as_secs_f64() * 1000.0)
-                };
-                let time_dynamic = |x: &[f32], k: usize| -> Result<f64> {
-                    let mut s = DynamicStats::default();
-                    let t0 = Instant::now();
-                    let y = net.forward(x, k, &mut s)?;
-                    std::hint::black_box(y);
-                    Ok(t0.elapsed().as_secs_f64() * 1000.0)
-                };
-                let (mut d, mut q) = (Vec::new(), Vec::new());
-                if b == 1 {
-                    for i in 0..warmup.min(n) {
-                        time_dense(&batch.images[i * per..(i + 1) * per], 1)?;
-                        time_dynamic(&batch.images[i * per..(i + 1) * per], 1)?;
+            let (dense_ms, dynamic_ms, ungated_ms) =
+                pool.install(|| -> Result<(f64, f64, f64)> {
+                    let mut time_dense = |x: &[f32], k: usize| -> Result<f64> {
+                        let v = exec.input_value(x.to_vec(), k)?;
+                        let t0 = Instant::now();
+                        let y = exec.forward(v, Mode::Eval);
+                        let _ = to_vec(y.sum());
+                        Ok(t0.elapsed().as_secs_f64() * 1000.0)
+                    };
+                    let time_engine =
+                        |engine: &shears_engine::dynamic::DynamicNet, x: &[f32], k: usize| {
+                            let mut s = DynamicStats::default();
+                            let t0 = Instant::now();
+                            let y = engine.forward(x, k, &mut s)?;
+                            std::hint::black_box(y);
+                            Ok::<f64, MethodError>(t0.elapsed().as_secs_f64() * 1000.0)
+                        };
+                    let (mut d, mut q, mut u) = (Vec::new(), Vec::new(), Vec::new());
+                    // The three are interleaved per repeat, so that drift on a shared machine
+                    // touches them alike.
+                    let inputs: Vec<(&[f32], usize)> = if b == 1 {
+                        (0..repeats.min(n))
+                            .map(|i| (&batch.images[i * per..(i + 1) * per], 1))
+                            .collect()
+                    } else {
+                        vec![(&batch.images[..b.min(n) * per], b.min(n)); repeats]
+                    };
+                    for &(x, k) in inputs.iter().take(warmup) {
+                        time_dense(x, k)?;
+                        time_engine(&net, x, k)?;
+                        time_engine(&ungated, x, k)?;
                     }
-                    for i in 0..repeats.min(n) {
-                        let x = &batch.images[i * per..(i + 1) * per];
-                        d.push(time_dense(x, 1)?);
-                        q.push(time_dynamic(x, 1)?);
+                    for &(x, k) in &inputs {
+                        d.push(time_dense(x, k)?);
+                        q.push(time_engine(&net, x, k)?);
+                        u.push(time_engine(&ungated, x, k)?);
                     }
-                } else {
-                    let x = &batch.images[..b.min(n) * per];
-                    for _ in 0..warmup {
-                        time_dense(x, b.min(n))?;
-                        time_dynamic(x, b.min(n))?;
-                    }
-                    for _ in 0..repeats {
-                        d.push(time_dense(x, b.min(n))?);
-                        q.push(time_dynamic(x, b.min(n))?);
-                    }
-                }
-                Ok((median(d), median(q)))
-            })?;
+                    Ok((median(d), median(q), median(u)))
+                })?;
             results.push(DynamicLatency {
                 batch: b.min(n),
                 threads: t,
                 dense_ms,
                 dynamic_ms,
                 time_reduction: 1.0 - dynamic_ms / dense_ms,
+                ungated_ms,
+                skip_time_reduction: 1.0 - dynamic_ms / ungated_ms,
             });
         }
     }
