@@ -27,6 +27,7 @@ mod geometry;
 mod im2col;
 mod matmul;
 mod parallel;
+mod vector;
 
 pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm_infer};
 pub use conv::{
@@ -34,3 +35,4 @@ pub use conv::{
 };
 pub use direct::use_avx2_only;
 pub use geometry::{ConvGeometry, Epilogue};
+pub use vector::{dot, sum};
