@@ -11,7 +11,7 @@
 # Usage: scripts/repro_ftwt.sh   (finished runs are skipped, interrupted ones resume).
 # Environment: SHEARS (binary), OUT (default runs/repro-ftwt), MODELS ("resnet-20 vgg-11"),
 # RS ("1.0 0.95 0.9"), MODES ("decoupled joint"), EPOCHS (2), TRAIN_LIMIT (5000), TEST_LIMIT
-# (2000), BASE_EPOCHS (3), SEED (0), FMNIST_DIR. A baseline of the MaskSparsity reproduction
+# (2000), BASE_EPOCHS (3), SEED (0), HEAD_SOFTMAX (unset: the paper's softmax), FMNIST_DIR. A baseline of the MaskSparsity reproduction
 # with the same settings (runs/repro-masksparsity/<model>/dense-s<seed>) is reused if present.
 # Then: cargo run --release -p shears --example ftwt_report -- runs/repro-ftwt docs/reproductions/ftwt
 set -euo pipefail
@@ -30,6 +30,9 @@ SEED=${SEED:-0}
 BATCH=128
 export SHEARS_LOG=${SHEARS_LOG:-warn}
 DATA_DIR_LINE=""
+# HEAD_SOFTMAX=false feeds the heads the raw channel means (the paper's softmax is the default).
+SOFTMAX_LINE=""
+if [ -n "${HEAD_SOFTMAX:-}" ]; then SOFTMAX_LINE="softmax = $HEAD_SOFTMAX"; fi
 if [ -n "${FMNIST_DIR:-}" ]; then DATA_DIR_LINE="dir = \"$FMNIST_DIR\""; fi
 if [ ! -x "$SHEARS" ]; then cargo build --release -p shears; fi
 
@@ -71,6 +74,7 @@ mode = "$mode"
 cooldown = 0.5
 head_lr = 0.1
 head_momentum = 0.9
+$SOFTMAX_LINE
 [finetune]
 epochs = $EPOCHS
 batch_size = $BATCH
