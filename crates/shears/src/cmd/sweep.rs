@@ -105,6 +105,8 @@ fn run_local(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path, workers: usize
     let failed = Mutex::new(0usize);
     std::thread::scope(|scope| {
         for _ in 0..workers {
+            // Not `while let`: its scrutinee would hold the queue's lock for the whole run.
+            #[allow(clippy::while_let_loop)]
             scope.spawn(|| {
                 loop {
                     let Some(run) = queue.lock().map(|mut q| q.pop_front()).ok().flatten() else {

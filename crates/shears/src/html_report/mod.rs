@@ -14,6 +14,18 @@ use shears_methods::sweep::results::{Group, Metrics, ResultsTable, RunRecord, me
 use std::fmt::Write as _;
 use std::path::Path;
 
+/// The x value a chart takes from a run's figures.
+type XOf = fn(&Metrics) -> f64;
+
+/// One run's per-layer profile: layer names, a percentage per layer (kept channels, active
+/// share, or direct sparsity), the effective sparsity (unstructured only) and which kind.
+struct LayerProfile {
+    names: Vec<String>,
+    values: Vec<f64>,
+    effective: Vec<f64>,
+    kind: &'static str,
+}
+
 /// Most lines one per-run chart (per-layer profiles, training curves) draws.
 const MAX_PROFILE_SERIES: usize = 8;
 
@@ -66,7 +78,7 @@ pub fn render(runs_dir: &Path, title: &str) -> anyhow::Result<String> {
     html.push_str("<h2>Plots</h2>\n<div class=\"plots\">\n");
     let series_of = SeriesKeys::of(&table);
     let accuracy = |m: &Metrics| m.accuracy * 100.0;
-    let charts: [(&str, &str, bool, fn(&Metrics) -> f64); 5] = [
+    let charts: [(&str, &str, bool, XOf); 5] = [
         (
             "Accuracy vs direct compression",
             "compression (dense / remaining weights)",
@@ -268,8 +280,8 @@ fn representatives(table: &ResultsTable) -> Vec<(&Group, &RunRecord)> {
         .collect()
 }
 
-/// A per-layer profile of one result: (layer names, kept %, kind of profile).
-fn layer_profile(v: &Value) -> Option<(Vec<String>, Vec<f64>, Vec<f64>, &'static str)> {
+/// The per-layer profile of one result, where its method reports one.
+fn layer_profile(v: &Value) -> Option<LayerProfile> {
     if let Some(groups) = v.get("pruned_groups").and_then(Value::as_array) {
         let names = groups
             .iter()
@@ -285,7 +297,12 @@ fn layer_profile(v: &Value) -> Option<(Vec<String>, Vec<f64>, Vec<f64>, &'static
             .iter()
             .map(|g| 100.0 * num(g, "kept") / num(g, "channels"))
             .collect();
-        return Some((names, kept, Vec::new(), "structured"));
+        return Some(LayerProfile {
+            names,
+            values: kept,
+            effective: Vec::new(),
+            kind: "structured",
+        });
     }
     let layers = v.get("layers").and_then(Value::as_array)?;
     if layers
@@ -305,7 +322,12 @@ fn layer_profile(v: &Value) -> Option<(Vec<String>, Vec<f64>, Vec<f64>, &'static
             .iter()
             .map(|l| 100.0 * num(l, "active_share"))
             .collect();
-        return Some((names, kept, Vec::new(), "dynamic"));
+        return Some(LayerProfile {
+            names,
+            values: kept,
+            effective: Vec::new(),
+            kind: "dynamic",
+        });
     }
     let names = layers
         .iter()
@@ -324,7 +346,12 @@ fn layer_profile(v: &Value) -> Option<(Vec<String>, Vec<f64>, Vec<f64>, &'static
         .iter()
         .map(|l| 100.0 * num(l, "effective_sparsity"))
         .collect();
-    Some((names, direct, effective, "unstructured"))
+    Some(LayerProfile {
+        names,
+        values: direct,
+        effective,
+        kind: "unstructured",
+    })
 }
 
 /// Per-layer widths (structured), active shares (dynamic) and sparsities (unstructured).
@@ -334,7 +361,13 @@ fn per_layer(html: &mut String, table: &ResultsTable, keys: &SeriesKeys) -> usiz
     let mut names_w: Vec<String> = Vec::new();
     let mut names_s: Vec<String> = Vec::new();
     for (g, r) in representatives(table) {
-        let Some((names, a, b, kind)) = r.result.as_ref().and_then(layer_profile) else {
+        let Some(LayerProfile {
+            names,
+            values: a,
+            effective: b,
+            kind,
+        }) = r.result.as_ref().and_then(layer_profile)
+        else {
             continue;
         };
         let label = if keys.categorical.len() == g.key.len() {
