@@ -75,21 +75,12 @@ pub(crate) fn channel_blocks(out_channels: usize) -> Vec<(usize, usize)> {
     blocks
 }
 
-/// Channels `co0..co0 + cb` (`cb` one of 8, 4, 2, 1; see [`channel_blocks`]) of one image:
-/// `image` `[C, H, W]` → `out`, the planes of just those channels; `scratch` has
-/// [`scratch_len`] floats.
-pub(crate) fn forward_block(
-    g: &ConvGeometry,
-    image: &[f32],
-    weight: &[f32],
-    (co0, cb): (usize, usize),
-    scratch: &mut [f32],
-    out: &mut [f32],
-) {
-    debug_assert!(cb.is_power_of_two() && cb <= CB && co0 + cb <= g.out_channels);
+/// Copies one image `[C, H, W]` into `padded` ([`scratch_len`] floats): a zero border of one
+/// pixel, rows widened to whole 16-pixel chunks. Every block of the image reads this one copy.
+pub(crate) fn pad_image(g: &ConvGeometry, image: &[f32], padded: &mut [f32]) {
     let (c, h, w) = (g.in_channels, g.in_h, g.in_w);
     let wp = padded_width(g);
-    let padded = &mut scratch[..scratch_len(g)];
+    let padded = &mut padded[..scratch_len(g)];
     // Only the halo needs zeros, but rows are short: one fill is simpler and as fast.
     padded.fill(0.0);
     for ci in 0..c {
@@ -98,6 +89,35 @@ pub(crate) fn forward_block(
             padded[dst..dst + w].copy_from_slice(&image[(ci * h + ih) * w..][..w]);
         }
     }
+}
+
+/// The weights of block `(co0, cb)` laid out for its kernel (see [`block_weights`]); made once
+/// per call and shared by every image.
+pub(crate) fn block_weights_for(
+    g: &ConvGeometry,
+    weight: &[f32],
+    (co0, cb): (usize, usize),
+) -> Vec<f32> {
+    match cb {
+        8 => block_weights::<8>(g, weight, co0),
+        4 => block_weights::<4>(g, weight, co0),
+        2 => block_weights::<2>(g, weight, co0),
+        _ => block_weights::<1>(g, weight, co0),
+    }
+}
+
+/// Channels `co0..co0 + cb` (`cb` one of 8, 4, 2, 1; see [`channel_blocks`]) of one image, from
+/// its [`pad_image`] copy and the block's [`block_weights_for`] → `out`, the planes of just
+/// those channels.
+pub(crate) fn forward_block(
+    g: &ConvGeometry,
+    padded: &[f32],
+    wb: &[f32],
+    (co0, cb): (usize, usize),
+    out: &mut [f32],
+) {
+    debug_assert!(cb.is_power_of_two() && cb <= CB && co0 + cb <= g.out_channels);
+    let padded = &padded[..scratch_len(g)];
     #[cfg(target_arch = "x86_64")]
     {
         let avx2_only = AVX2_ONLY.load(std::sync::atomic::Ordering::Relaxed)
@@ -107,10 +127,10 @@ pub(crate) fn forward_block(
             // SAFETY: the CPU has AVX-512F, checked just above.
             unsafe {
                 match cb {
-                    8 => rows_avx512::<8, { rows_per_group(8) }>(g, padded, weight, co0, out),
-                    4 => rows_avx512::<4, { rows_per_group(4) }>(g, padded, weight, co0, out),
-                    2 => rows_avx512::<2, { rows_per_group(2) }>(g, padded, weight, co0, out),
-                    _ => rows_avx512::<1, { rows_per_group(1) }>(g, padded, weight, co0, out),
+                    8 => rows_avx512::<8, { rows_per_group(8) }>(g, padded, wb, co0, out),
+                    4 => rows_avx512::<4, { rows_per_group(4) }>(g, padded, wb, co0, out),
+                    2 => rows_avx512::<2, { rows_per_group(2) }>(g, padded, wb, co0, out),
+                    _ => rows_avx512::<1, { rows_per_group(1) }>(g, padded, wb, co0, out),
                 }
             }
             return;
@@ -118,10 +138,10 @@ pub(crate) fn forward_block(
         // SAFETY: `applies` checked AVX2 and FMA when AVX-512F is absent (or `avx2_only` did).
         unsafe {
             match cb {
-                8 => rows_avx2::<8, { rows_per_group(8) }>(g, padded, weight, co0, out),
-                4 => rows_avx2::<4, { rows_per_group(4) }>(g, padded, weight, co0, out),
-                2 => rows_avx2::<2, { rows_per_group(2) }>(g, padded, weight, co0, out),
-                _ => rows_avx2::<1, { rows_per_group(1) }>(g, padded, weight, co0, out),
+                8 => rows_avx2::<8, { rows_per_group(8) }>(g, padded, wb, co0, out),
+                4 => rows_avx2::<4, { rows_per_group(4) }>(g, padded, wb, co0, out),
+                2 => rows_avx2::<2, { rows_per_group(2) }>(g, padded, wb, co0, out),
+                _ => rows_avx2::<1, { rows_per_group(1) }>(g, padded, wb, co0, out),
             }
         }
     }
@@ -157,19 +177,19 @@ const fn rows_per_group(b: usize) -> usize {
 unsafe fn rows_avx512<const B: usize, const P: usize>(
     g: &ConvGeometry,
     padded: &[f32],
-    weight: &[f32],
+    wb: &[f32],
     co0: usize,
     out: &mut [f32],
 ) {
     let h = g.in_h;
-    let wb = block_weights::<B>(g, weight, co0);
+    debug_assert_eq!(wb.len(), g.in_channels * 9 * B);
     let mut oh = 0;
     while oh + P <= h {
-        unsafe { group_avx512::<B, P>(g, padded, &wb, co0, oh, out) };
+        unsafe { group_avx512::<B, P>(g, padded, wb, co0, oh, out) };
         oh += P;
     }
     while oh < h {
-        unsafe { group_avx512::<B, 1>(g, padded, &wb, co0, oh, out) };
+        unsafe { group_avx512::<B, 1>(g, padded, wb, co0, oh, out) };
         oh += 1;
     }
 }
@@ -225,19 +245,19 @@ unsafe fn group_avx512<const B: usize, const P: usize>(
 unsafe fn rows_avx2<const B: usize, const P: usize>(
     g: &ConvGeometry,
     padded: &[f32],
-    weight: &[f32],
+    wb: &[f32],
     co0: usize,
     out: &mut [f32],
 ) {
     let h = g.in_h;
-    let wb = block_weights::<B>(g, weight, co0);
+    debug_assert_eq!(wb.len(), g.in_channels * 9 * B);
     let mut oh = 0;
     while oh + P <= h {
-        unsafe { group_avx2::<B, P>(g, padded, &wb, co0, oh, out) };
+        unsafe { group_avx2::<B, P>(g, padded, wb, co0, oh, out) };
         oh += P;
     }
     while oh < h {
-        unsafe { group_avx2::<B, 1>(g, padded, &wb, co0, oh, out) };
+        unsafe { group_avx2::<B, 1>(g, padded, wb, co0, oh, out) };
         oh += 1;
     }
 }
