@@ -127,6 +127,24 @@ fn a_local_sweep_runs_the_grid_skips_finished_runs_and_reports() {
     assert!(done.iter().all(|l| l.ends_with(" s)")), "{err}");
     assert_eq!(run_dirs(&runs).len(), 12);
     check_table(&runs, "grid");
+    // One dense baseline per seed, trained once and shared by the six runs of that seed.
+    let baselines = std::fs::read_dir(runs.join(".baselines")).unwrap().count();
+    assert_eq!(baselines, 2);
+    let weights = |name: &str| {
+        let dir = run_dirs(&runs)
+            .into_iter()
+            .find(|d| d.file_name().unwrap().to_string_lossy().starts_with(name))
+            .unwrap();
+        std::fs::read(dir.join("dense/weights.safetensors")).unwrap()
+    };
+    assert_eq!(
+        weights("grid-l1-filter-macs0.3-s1"),
+        weights("grid-random-filter-macs0.7-s1")
+    );
+    assert_ne!(
+        weights("grid-l1-filter-macs0.3-s0"),
+        weights("grid-l1-filter-macs0.3-s1")
+    );
     // stdout is the markdown table.
     assert!(String::from_utf8_lossy(&first.stdout).contains("| l1-filter | 0.5 | 2/2 |"));
 

@@ -12,14 +12,12 @@ use crate::report::{Report, StructuredReport, version};
 use crate::run_dir::RunDir;
 use crate::steps::Runtime;
 use crate::steps::latency::LatencySettings;
-use crate::steps::phase::cached_phase;
 use crate::steps::structured::{
     CutContext, Importance, Outcome, Selected, Spelling, StructuredOptions, StructuredSpec,
     compact_finetune, cut_compact_finetune,
 };
 use shears_core::artifact::Model;
 use shears_data::DataSplits;
-use shears_engine::train::TrainHooks;
 use std::path::Path;
 use std::time::Instant;
 
@@ -64,19 +62,11 @@ pub fn prepare(
 
 /// The dense baseline: the configured model (a zoo model, or a saved one) trained for
 /// `[train] epochs` (0 keeps it as it is), once: it is kept in `dense/`, so a resumed run does
-/// not retrain it. Every method that starts from a trained network starts here.
+/// not retrain it, and shared with the other runs of its runs directory that train the same
+/// one ([`crate::steps::baseline`]). Every method that starts from a trained network starts
+/// here.
 pub fn dense_baseline(p: &Pipeline<'_>) -> Result<Model> {
-    Ok(cached_phase(
-        &p.rt,
-        &p.cfg.train,
-        p.initial()?,
-        p.data,
-        &p.dir.phase("train"),
-        &p.dir.phase("dense"),
-        p.resume,
-        &mut TrainHooks::default(),
-    )?
-    .0)
+    crate::steps::baseline::dense_baseline(p)
 }
 
 /// Where one structured cut runs, outside any pipeline (`shears prune` on a given model).

@@ -1,6 +1,7 @@
 //! The steps every method is made of. A method composes these; none re-implements them.
 //!
 //! - [`data`]: load the configured data set.
+//! - [`baseline`]: the dense baseline, trained once per runs directory and shared.
 //! - [`model`]: build a zoo model or load a saved one; executors; the model an executor holds.
 //! - [`phase`]: one training phase with a checkpoint every epoch and resume, with the method's
 //!   loss terms, gradient edits and extra trainable parameters.
@@ -9,6 +10,7 @@
 //! - [`structured`]: importance -> cut -> compact -> gated-equals-compacted check -> report.
 //! - [`latency`]: measured dense-against-compacted latency.
 
+pub mod baseline;
 pub mod channel_mask;
 pub mod data;
 pub mod eval;

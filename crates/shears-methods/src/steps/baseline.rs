@@ -1,0 +1,98 @@
+//! The dense baseline a method starts from, trained once per runs directory and shared.
+//!
+//! Training is deterministic in the model, the data, the `[train]` section, the seed and the
+//! device. So runs that agree on those (the methods and targets of one sweep, for each seed)
+//! train the same network. The first run to need it trains it in its own run directory and
+//! then keeps a copy in `RUNS_DIR/.baselines/<key>/`. Later runs copy it from there instead of
+//! training it again. A file lock on the key lets one process train while the others wait for
+//! its result.
+
+use crate::error::{MethodError, Result};
+use crate::pipeline::Pipeline;
+use crate::run_dir::short_hash;
+use crate::steps::phase::cached_phase;
+use shears_core::artifact::{Model, is_model_dir, load_model, save_model, write_atomic};
+use shears_engine::TrainHooks;
+use std::path::{Path, PathBuf};
+
+/// Where the shared baselines of a runs directory live.
+pub const BASELINES_DIR: &str = ".baselines";
+
+/// The key of the baseline `p`'s config trains: a hash of everything that decides it.
+pub fn baseline_key(p: &Pipeline<'_>) -> String {
+    let c = p.cfg;
+    let parts = format!(
+        "model = {}\ndata = {}\ntrain = {}\nseed = {}\ndevice = {}\n",
+        toml::to_string(&c.model).unwrap_or_default(),
+        toml::to_string(&c.data).unwrap_or_default(),
+        toml::to_string(&c.train).unwrap_or_default(),
+        c.seed,
+        c.device
+    );
+    short_hash(parts.as_bytes())
+}
+
+/// The shared copy of `p`'s baseline, beside its run directory.
+fn shared_dir(p: &Pipeline<'_>) -> Option<PathBuf> {
+    let runs = p.dir.path.parent()?;
+    Some(runs.join(BASELINES_DIR).join(baseline_key(p)))
+}
+
+/// The trained dense network of `p`'s config: this run's own (an interrupted run resumes it), a
+/// copy of one another run of the same runs directory trained, or trained now and shared.
+pub fn dense_baseline(p: &Pipeline<'_>) -> Result<Model> {
+    let own = p.dir.phase("dense");
+    let shared = match shared_dir(p) {
+        Some(s) if !is_model_dir(&own) && p.cfg.train.epochs > 0 => s,
+        _ => return train(p),
+    };
+    std::fs::create_dir_all(&shared).map_err(|e| MethodError::io("create", &shared, e))?;
+    let lock_path = shared.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| MethodError::io("open lock", &lock_path, e))?;
+    // Blocks while another process trains this baseline; released when `lock` drops.
+    lock.lock()
+        .map_err(|e| MethodError::io("lock", &lock_path, e))?;
+    if is_model_dir(&shared) {
+        tracing::info!("dense baseline: shared copy {}", shared.display());
+        let model = load_model(&shared)?;
+        save_model(&own, &model)?;
+        copy_metrics(&shared, &p.dir.phase("train"))?;
+        return train(p);
+    }
+    let model = train(p)?;
+    copy_metrics(&p.dir.phase("train"), &shared)?;
+    save_model(&shared, &model)?;
+    Ok(model)
+}
+
+/// This run's baseline phase: loaded from `dense/` when there, else trained (and resumed).
+fn train(p: &Pipeline<'_>) -> Result<Model> {
+    Ok(cached_phase(
+        &p.rt,
+        &p.cfg.train,
+        p.initial()?,
+        p.data,
+        &p.dir.phase("train"),
+        &p.dir.phase("dense"),
+        p.resume,
+        &mut TrainHooks::default(),
+    )?
+    .0)
+}
+
+/// Copies the per-epoch metrics of a baseline phase, so a shared baseline keeps its curve.
+fn copy_metrics(from: &Path, to: &Path) -> Result<()> {
+    let src = from.join("metrics.jsonl");
+    if !src.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read(&src).map_err(|e| MethodError::io("read", &src, e))?;
+    std::fs::create_dir_all(to).map_err(|e| MethodError::io("create", to, e))?;
+    write_atomic(&to.join("metrics.jsonl"), &text)?;
+    Ok(())
+}
