@@ -15,6 +15,17 @@
 //! time = "02:00:00"
 //! ```
 //!
+//! Methods that differ in more than one section (their own epochs, a fine-tune of their own)
+//! are `[[sweep.variants]]`, each a `label` and the tables it merges into the config, crossed
+//! with the grid:
+//!
+//! ```toml
+//! [[sweep.variants]]
+//! label = "l1-filter"
+//! method = { name = "l1-filter", params_reduction = 0.5 }
+//! finetune = { epochs = 4 }
+//! ```
+//!
 //! A grid key is a dotted path into the config. A table value is merged into the table at its
 //! path (so `method = {name = "taylor"}` keeps the base's other `[method]` keys), any other value
 //! replaces it. Axes vary in key order with `seed` innermost. Each point is checked as a whole
@@ -34,6 +45,9 @@ use crate::run_dir::{FAILED_FILE, RESULT_FILE, RunLock, read_failed};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The name of the axis the `[[sweep.variants]]` make.
+pub const VARIANT_AXIS: &str = "variant";
+
 /// Where a sweep keeps its own files inside the runs directory.
 pub const SWEEP_DIR: &str = ".sweep";
 
@@ -44,6 +58,10 @@ pub struct SweepSection {
     /// Dotted config key -> the values it takes.
     #[serde(default)]
     pub grid: toml::Table,
+    /// `[[sweep.variants]]`: whole-config variants (each a `label` and tables merged at the
+    /// config's root), for methods that differ in more than one section; crossed with the grid.
+    #[serde(default)]
+    pub variants: Vec<toml::Table>,
     /// Local worker processes (overridden by `--workers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
@@ -141,10 +159,25 @@ impl Sweep {
                 .map_err(|e: toml::de::Error| bad(format!("[sweep]: {e}")))?,
             None => return Err(bad("has no [sweep] table; a sweep file is an experiment config with [sweep.grid] = {key = [values]}".into())),
         };
-        if section.grid.is_empty() {
+        if section.grid.is_empty() && section.variants.is_empty() {
             return Err(bad(
-                "[sweep.grid] is empty: give at least one key with a list of values".into(),
+                "[sweep.grid] is empty and there is no [[sweep.variants]]: give at least one key with a list of values".into(),
             ));
+        }
+        let mut labels = Vec::new();
+        for (i, v) in section.variants.iter().enumerate() {
+            let Some(label) = v.get("label").and_then(|l| l.as_str()) else {
+                return Err(bad(format!(
+                    "[[sweep.variants]] number {} has no `label = \"...\"`",
+                    i + 1
+                )));
+            };
+            if labels.contains(&label) {
+                return Err(bad(format!(
+                    "[[sweep.variants]] label `{label}` is given twice"
+                )));
+            }
+            labels.push(label);
         }
         for (key, values) in &section.grid {
             match values.as_array() {
@@ -175,15 +208,25 @@ impl Sweep {
         })
     }
 
-    /// The grid axes in the order they vary (key order, `seed` innermost).
-    fn axes(&self) -> Vec<(&String, &Vec<toml::Value>)> {
-        let mut axes: Vec<_> = self
+    /// The axes in the order they vary: the variants (if any), the grid keys in key order,
+    /// `seed` innermost.
+    fn axes(&self) -> Vec<(String, Vec<toml::Value>)> {
+        let mut axes: Vec<(String, Vec<toml::Value>)> = self
             .section
             .grid
             .iter()
-            .filter_map(|(k, v)| v.as_array().map(|a| (k, a)))
+            .filter_map(|(k, v)| v.as_array().map(|a| (k.clone(), a.clone())))
             .collect();
-        axes.sort_by_key(|(k, _)| *k == "seed");
+        axes.sort_by_key(|(k, _)| k == "seed");
+        if !self.section.variants.is_empty() {
+            let variants = self
+                .section
+                .variants
+                .iter()
+                .map(|v| toml::Value::Table(v.clone()))
+                .collect();
+            axes.insert(0, (VARIANT_AXIS.to_string(), variants));
+        }
         axes
     }
 
@@ -204,8 +247,20 @@ impl Sweep {
             let mut point = Vec::with_capacity(axes.len());
             for (a, (key, values)) in axes.iter().enumerate() {
                 let value = &values[choice[a]];
+                if key == VARIANT_AXIS
+                    && let toml::Value::Table(variant) = value
+                {
+                    let mut variant = variant.clone();
+                    let label = variant
+                        .remove("label")
+                        .map(|l| short(&l))
+                        .unwrap_or_default();
+                    merge(&mut table, variant);
+                    point.push((key.clone(), label));
+                    continue;
+                }
                 set_path(&mut table, key, value.clone());
-                point.push(((*key).clone(), short(value)));
+                point.push((key.clone(), short(value)));
             }
             let at = || {
                 point
@@ -425,6 +480,40 @@ macs_reduction = 0.5
         dirs.dedup();
         assert_eq!(dirs.len(), 12);
         assert_eq!(runs[3].dir, run_path(&runs[3].config, tmp.path()).unwrap());
+    }
+
+    #[test]
+    fn variants_merge_whole_sections_and_cross_the_grid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = write(
+            tmp.path(),
+            &format!(
+                "{BASE}[[sweep.variants]]\nlabel = \"l1-long\"\nmethod = {{ name = \"l1-filter\" }}\ntrain = {{ epochs = 3 }}\n\
+                 [[sweep.variants]]\nlabel = \"taylor\"\nmethod = {{ name = \"taylor\", macs_reduction = 0.3 }}\n\
+                 [sweep.grid]\nseed = [0, 1]\n"
+            ),
+        );
+        let runs = Sweep::from_file(&f).unwrap().plan(tmp.path()).unwrap();
+        assert_eq!(runs.len(), 4);
+        assert_eq!(runs[0].label(), "variant=l1-long seed=0");
+        assert_eq!(runs[0].config.train.epochs, 3);
+        // The base's other keys stay: l1-filter keeps macs_reduction = 0.5.
+        assert_eq!(
+            runs[0].config.method.as_ref().unwrap().keys["macs_reduction"].as_float(),
+            Some(0.5)
+        );
+        assert_eq!(runs[3].label(), "variant=taylor seed=1");
+        assert_eq!(runs[3].config.train.epochs, 1);
+        assert_eq!(
+            runs[3].config.method.as_ref().unwrap().keys["macs_reduction"].as_float(),
+            Some(0.3)
+        );
+        let f = write(
+            tmp.path(),
+            &format!("{BASE}[[sweep.variants]]\nmethod = {{ name = \"taylor\" }}\n"),
+        );
+        let e = Sweep::from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("number 1 has no `label"), "{e}");
     }
 
     #[test]
