@@ -830,9 +830,11 @@ fn an_interrupted_masksparsity_run_resumes_to_the_same_result() {
         s(&cfg),
         "--json",
         "--out",
-        s(&tmp.path().join("whole")),
+        s(&tmp.path().join("whole/run")),
     ]));
-    let part = tmp.path().join("part");
+    // Another parent folder than `whole`: runs side by side would share the baseline, and this
+    // run must train (and be interrupted in) its own.
+    let part = tmp.path().join("part/run");
     let args = ["run", "--config", s(&cfg), "--json", "--out", s(&part)];
     // Stop after the first epoch of every phase: baseline, mask, MaskSparsity (epoch 1 of 2).
     for _ in 0..3 {
