@@ -215,9 +215,8 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Takes the lock of run directory `dir`, or fails with [`MethodError::RunBusy`] when
-    /// another process holds it.
-    pub fn acquire(dir: &Path) -> Result<RunLock> {
+    /// Opens (creating it and its folder if needed) the lock file of `dir`.
+    fn open(dir: &Path) -> Result<(std::fs::File, PathBuf)> {
         let lock = lock_path(dir);
         if let Some(parent) = lock.parent() {
             std::fs::create_dir_all(parent)
@@ -229,6 +228,13 @@ impl RunLock {
             .write(true)
             .open(&lock)
             .map_err(|e| MethodError::io("open lock", &lock, e))?;
+        Ok((file, lock))
+    }
+
+    /// Takes the lock of run directory `dir`, or fails with [`MethodError::RunBusy`] when
+    /// another process holds it.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let (file, lock) = Self::open(dir)?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(MethodError::RunBusy {
@@ -237,6 +243,13 @@ impl RunLock {
             }),
             Err(std::fs::TryLockError::Error(e)) => Err(MethodError::io("lock", &lock, e)),
         }
+    }
+
+    /// Takes the lock of `dir`, waiting while another process holds it.
+    pub fn wait(dir: &Path) -> Result<RunLock> {
+        let (file, lock) = Self::open(dir)?;
+        file.lock().map_err(|e| MethodError::io("lock", &lock, e))?;
+        Ok(RunLock { _file: file })
     }
 
     /// True while another process holds `dir`'s lock (a run is going on there).

@@ -128,7 +128,10 @@ fn a_local_sweep_runs_the_grid_skips_finished_runs_and_reports() {
     assert_eq!(run_dirs(&runs).len(), 12);
     check_table(&runs, "grid");
     // One dense baseline per seed, trained once and shared by the six runs of that seed.
-    let baselines = std::fs::read_dir(runs.join(".baselines")).unwrap().count();
+    let baselines = std::fs::read_dir(runs.join(".baselines"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
     assert_eq!(baselines, 2);
     let weights = |name: &str| {
         let dir = run_dirs(&runs)

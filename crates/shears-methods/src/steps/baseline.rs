@@ -9,7 +9,7 @@
 
 use crate::error::{MethodError, Result};
 use crate::pipeline::Pipeline;
-use crate::run_dir::short_hash;
+use crate::run_dir::{RunLock, short_hash};
 use crate::steps::phase::cached_phase;
 use shears_core::artifact::{Model, is_model_dir, load_model, save_model, write_atomic};
 use shears_engine::TrainHooks;
@@ -46,17 +46,8 @@ pub fn dense_baseline(p: &Pipeline<'_>) -> Result<Model> {
         Some(s) if !is_model_dir(&own) && p.cfg.train.epochs > 0 => s,
         _ => return train(p),
     };
-    std::fs::create_dir_all(&shared).map_err(|e| MethodError::io("create", &shared, e))?;
-    let lock_path = shared.join(".lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| MethodError::io("open lock", &lock_path, e))?;
-    // Blocks while another process trains this baseline; released when `lock` drops.
-    lock.lock()
-        .map_err(|e| MethodError::io("lock", &lock_path, e))?;
+    // Waits while another process trains this baseline; released when `_lock` drops.
+    let _lock = RunLock::wait(&shared)?;
     if is_model_dir(&shared) {
         tracing::info!("dense baseline: shared copy {}", shared.display());
         let model = load_model(&shared)?;
