@@ -52,14 +52,24 @@ impl GateHead {
         let logits: Vec<f32> = (0..self.bias.len())
             .map(|o| dot(&self.weight[o * ci..(o + 1) * ci], &p) + self.bias[o])
             .collect();
-        let mut on: Vec<usize> = (0..logits.len()).filter(|&o| logits[o] > 0.0).collect();
-        if on.is_empty() && self.keep_one {
-            // The first of the largest, as the training gates pick it.
-            let best = (0..logits.len()).fold(0, |b, o| if logits[o] > logits[b] { o } else { b });
-            on.push(best);
-        }
-        on
+        gates_on(&logits, self.keep_one)
+            .iter()
+            .enumerate()
+            .filter_map(|(o, on)| on.then_some(o))
+            .collect()
     }
+}
+
+/// Which filters one sample's head logits switch on: those with a logit above 0 (sigmoid above
+/// 0.5), and with `keep_one`, when none is, the first of the largest (so no layer goes dark).
+/// The training gates and this engine both decide by it, so they agree filter for filter.
+pub fn gates_on(logits: &[f32], keep_one: bool) -> Vec<bool> {
+    let mut on: Vec<bool> = logits.iter().map(|&l| l > 0.0).collect();
+    if keep_one && !logits.is_empty() && !on.contains(&true) {
+        let best = (0..logits.len()).fold(0, |b, o| if logits[o] > logits[b] { o } else { b });
+        on[best] = true;
+    }
+    on
 }
 
 /// A value of one sample: a map whose listed channels are live (the rest are zero), or a vector.
@@ -997,5 +1007,22 @@ fn conv(
         h: oh,
         w: ow,
         data: out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gates_on;
+
+    #[test]
+    fn gates_switch_on_positive_logits_and_keep_one_only_when_asked() {
+        assert_eq!(gates_on(&[0.5, -1.0, 0.0], true), vec![true, false, false]);
+        // All off: the first of the largest stays on with keep_one, nothing without.
+        assert_eq!(
+            gates_on(&[-3.0, -0.5, -0.5], true),
+            vec![false, true, false]
+        );
+        assert_eq!(gates_on(&[-3.0, -0.5, -0.5], false), vec![false; 3]);
+        assert!(gates_on(&[], true).is_empty());
     }
 }

@@ -13,6 +13,7 @@ use super::layers::GatedLayer;
 use super::targets::{TargetRule, targets};
 use serde::{Deserialize, Serialize};
 use shears_engine::burn::tensor::{Tensor, TensorData, activation::softmax};
+use shears_engine::dynamic::gates_on;
 use shears_engine::executor::to_vec;
 use shears_engine::{DynamicGates, Executor, ExtraParams, LossTerm, StepInfo, Value};
 use std::cell::RefCell;
@@ -210,17 +211,6 @@ fn peak_activations(output: &Value) -> (usize, usize, Vec<f32>) {
     }
 }
 
-/// For each sample (a row of `c` logits) whose gates are all off, switches on the first filter
-/// of the largest logit (the dynamic engine's `GateHead` picks the same one).
-fn keep_one_on(logits: &[f32], gates: &mut [f32], c: usize) {
-    for (row, g) in logits.chunks_exact(c).zip(gates.chunks_exact_mut(c)) {
-        if g.iter().all(|v| *v == 0.0) {
-            let best = (0..c).fold(0, |b, o| if row[o] > row[b] { o } else { b });
-            g[best] = 1.0;
-        }
-    }
-}
-
 /// Per sample and channel: whether the map carries any non-zero value.
 fn nonzero_channels(x: &Tensor<4>) -> Vec<bool> {
     let [n, c, h, w] = x.dims();
@@ -274,10 +264,11 @@ impl DynamicGates for FtwtGates {
             Source::Predicted => {
                 let logits = self.logits(k, x, extra?)?;
                 let host = to_vec(logits.clone().inner().reshape([n * c]));
-                let mut on: Vec<f32> = host.iter().map(|v| f32::from(*v > 0.0)).collect();
-                if self.keep_one {
-                    keep_one_on(&host, &mut on, c);
-                }
+                let on: Vec<f32> = host
+                    .chunks_exact(c)
+                    .flat_map(|row| gates_on(row, self.keep_one))
+                    .map(f32::from)
+                    .collect();
                 (on, Some(logits))
             }
         };
