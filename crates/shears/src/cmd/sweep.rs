@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where a sweep's submitted Slurm job is recorded.
@@ -101,8 +102,8 @@ fn run_local(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path, workers: usize
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / workers).max(1).to_string();
     let queue: Mutex<VecDeque<&PlannedRun>> = Mutex::new(runs.iter().collect());
-    let finished = Mutex::new(0usize);
-    let failed = Mutex::new(0usize);
+    let finished = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             // Not `while let`: its scrutinee would hold the queue's lock for the whole run.
@@ -114,11 +115,7 @@ fn run_local(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path, workers: usize
                     };
                     let started = Instant::now();
                     let ended = run_one(&exe, run, runs_dir, sweep, &logs, &threads);
-                    let k = finished.lock().map(|mut n| {
-                        *n += 1;
-                        *n
-                    });
-                    let k = k.unwrap_or(0);
+                    let k = finished.fetch_add(1, Ordering::Relaxed) + 1;
                     let secs = started.elapsed().as_secs_f64();
                     let line = match &ended {
                         Ended::Skipped => format!("skipped  {} (finished before)", run.label()),
@@ -132,9 +129,7 @@ fn run_local(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path, workers: usize
                             format!("done     {}{acc}  ({secs:.1} s)", run.label())
                         }
                         Ended::Failed(e) => {
-                            if let Ok(mut n) = failed.lock() {
-                                *n += 1;
-                            }
+                            failed.fetch_add(1, Ordering::Relaxed);
                             format!("FAILED   {}  ({secs:.1} s): {e}", run.label())
                         }
                     };
@@ -143,7 +138,7 @@ fn run_local(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path, workers: usize
             });
         }
     });
-    Ok(failed.into_inner().unwrap_or(0))
+    Ok(failed.into_inner())
 }
 
 /// Runs one run to its end: waits while another process holds it, records a failure.
@@ -228,9 +223,7 @@ fn sweep_table(runs: &[PlannedRun]) -> ResultsTable {
             .filter(|(k, _)| k != "seed")
             .map(|(_, v)| v.clone())
             .collect();
-        let Some(record) = RunRecord::read(&run.dir).or_else(|| pending_record(run)) else {
-            continue;
-        };
+        let record = RunRecord::read(&run.dir).unwrap_or_else(|| pending_record(run));
         match groups.iter_mut().find(|g| g.key == key) {
             Some(g) => g.runs.push(record),
             None => groups.push(Group {
@@ -243,15 +236,15 @@ fn sweep_table(runs: &[PlannedRun]) -> ResultsTable {
 }
 
 /// A run that has not written its config yet, counted as pending.
-fn pending_record(run: &PlannedRun) -> Option<RunRecord> {
-    Some(RunRecord {
+fn pending_record(run: &PlannedRun) -> RunRecord {
+    RunRecord {
         dir: run.dir.clone(),
         config: Default::default(),
         state: run_state(&run.dir),
         result: None,
         error: None,
         metrics: Default::default(),
-    })
+    }
 }
 
 /// Writes `<sweep>-results.csv` and `.md` into the runs directory.
