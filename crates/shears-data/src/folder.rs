@@ -44,18 +44,28 @@ pub fn read_image_folder(dir: &Path, shape: Option<[usize; 3]>) -> Result<DataSp
     let train_files = list_classes(&train_dir)?;
     let test_files = list_classes(&test_dir)?;
     let classes: Vec<String> = train_files.iter().map(|(c, _)| c.clone()).collect();
-    if let Some((missing, _)) = test_files.iter().find(|(c, _)| !classes.contains(c)) {
-        return Err(DataError::file(
-            test_dir.join(missing),
-            format!(
-                "test class `{missing}` has no folder in {} (training classes: {})",
-                train_dir.display(),
-                classes.join(", ")
-            ),
-        ));
+    // Labels are the training classes' positions; a test class must be one of them.
+    let mut test_labelled = Vec::with_capacity(test_files.len());
+    for (class, files) in &test_files {
+        let Some(label) = classes.iter().position(|c| c == class) else {
+            return Err(DataError::file(
+                test_dir.join(class),
+                format!(
+                    "test class `{class}` has no folder in {} (training classes: {})",
+                    train_dir.display(),
+                    classes.join(", ")
+                ),
+            ));
+        };
+        test_labelled.push((label, files.as_slice()));
     }
+    let train_labelled: Vec<(usize, &[PathBuf])> = train_files
+        .iter()
+        .enumerate()
+        .map(|(label, (_, files))| (label, files.as_slice()))
+        .collect();
 
-    let train_images = decode_split(&train_files, shape.map(|[_, h, w]| [h, w]))?;
+    let train_images = decode_split(&train_labelled, shape.map(|[_, h, w]| [h, w]))?;
     // The first training image fixes the size when the caller gave none.
     let [h, w] = match shape {
         Some([_, h, w]) => [h, w],
@@ -69,14 +79,13 @@ pub fn read_image_folder(dir: &Path, shape: Option<[usize; 3]>) -> Result<DataSp
         None if train_images.iter().any(|(_, im)| im.color().has_color()) => 3,
         None => 1,
     };
-    let test_images = decode_split(&test_files, Some([h, w]))?;
-    let label = |class: &str| classes.iter().position(|c| c == class).unwrap_or(0) as u16;
-    let build = |name: &str, images: Vec<(String, DynamicImage)>| {
+    let test_images = decode_split(&test_labelled, Some([h, w]))?;
+    let build = |name: &str, images: Vec<(u16, DynamicImage)>| {
         let mut bytes = Vec::with_capacity(images.len() * channels * h * w);
         let mut labels = Vec::with_capacity(images.len());
-        for (class, img) in images {
+        for (label, img) in images {
             push_chw(&mut bytes, &img, channels);
-            labels.push(label(&class));
+            labels.push(label);
         }
         Dataset::new(name, bytes, [channels, h, w], labels, classes.len())
             .map(|d| d.with_class_names(classes.clone()))
@@ -166,16 +175,18 @@ fn list_classes(split: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
 /// Decodes every file of a split, each brought to `size` `[H, W]` when given (else the first
 /// image's size decides, and later images are brought to it).
 fn decode_split(
-    classes: &[(String, Vec<PathBuf>)],
+    classes: &[(usize, &[PathBuf])],
     size: Option<[usize; 2]>,
-) -> Result<Vec<(String, DynamicImage)>> {
+) -> Result<Vec<(u16, DynamicImage)>> {
     let mut size = size;
     let mut out = Vec::new();
-    for (class, files) in classes {
+    for &(label, files) in classes {
+        // At most 65536 classes (checked when listed), so every label fits.
+        let label = label as u16;
         for path in files {
             let img = decode(path)?;
             let [h, w] = *size.get_or_insert([img.height() as usize, img.width() as usize]);
-            out.push((class.clone(), fit(img, h as u32, w as u32)));
+            out.push((label, fit(img, h as u32, w as u32)));
         }
     }
     Ok(out)
