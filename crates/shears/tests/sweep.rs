@@ -285,6 +285,15 @@ fn a_failed_run_is_recorded_and_the_sweep_goes_on() {
     );
     let md = std::fs::read_to_string(runs.join("fails-results.md")).unwrap();
     assert!(md.contains("| no-such-net | 0/1 (1 failed) |"), "{md}");
+
+    // Bad input is refused before anything runs, naming the problem.
+    let e = common::err_text(&shears(&["sweep", s(&file), "--workers", "0"]));
+    assert!(e.contains("--workers must be at least 1"), "{e}");
+    let missing = tmp.path().join("nope.toml");
+    let e = common::err_text(&shears(&["sweep", s(&missing)]));
+    assert!(e.contains("nope.toml"), "{e}");
+    let e = common::err_text(&shears(&["report", s(&tmp.path().join("empty"))]));
+    assert!(e.contains("no run directories under"), "{e}");
 }
 
 /// Waits for `n` finished runs under `runs`, at most `limit`.

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 const SLURM_RECORD: &str = "slurm.json";
 
 pub fn run(args: SweepArgs) -> Result<()> {
+    if args.workers == Some(0) {
+        bail!("--workers must be at least 1");
+    }
     let sweep = Sweep::from_file(&args.file)?;
     let runs_dir = args
         .runs_dir
@@ -39,7 +42,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if args.slurm {
         return submit(&sweep, &runs, &runs_dir, args.json);
     }
-    let workers = args.workers.or(sweep.section.workers).unwrap_or(1).max(1);
+    let workers = args.workers.or(sweep.section.workers).unwrap_or(1);
     let failed = run_local(&sweep, &runs, &runs_dir, workers)?;
     let table = write_tables(&sweep, &runs, &runs_dir)?;
     if args.json {
