@@ -46,7 +46,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let failed = run_local(&sweep, &runs, &runs_dir, workers)?;
     let table = write_tables(&sweep, &runs, &runs_dir)?;
     if args.json {
-        print_status_json(&sweep, &runs, &runs_dir)?;
+        print_status_json(&sweep, statuses(&sweep, &runs, &runs_dir), &runs_dir)?;
     } else {
         print!("{}", table.to_markdown());
     }
@@ -467,7 +467,7 @@ fn statuses(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path) -> Vec<RunStatu
         .collect()
 }
 
-fn print_status_json(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path) -> Result<()> {
+fn print_status_json(sweep: &Sweep, runs: Vec<RunStatus>, runs_dir: &Path) -> Result<()> {
     #[derive(Serialize)]
     struct Out<'a> {
         sweep: &'a str,
@@ -475,7 +475,6 @@ fn print_status_json(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path) -> Res
         counts: std::collections::BTreeMap<&'static str, usize>,
         runs: Vec<RunStatus>,
     }
-    let runs = statuses(sweep, runs, runs_dir);
     let mut counts = std::collections::BTreeMap::new();
     for s in ["pending", "running", "done", "failed"] {
         counts.insert(s, runs.iter().filter(|r| r.state == s).count());
@@ -490,11 +489,13 @@ fn print_status_json(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path) -> Res
 
 /// `--status`: every run's state, the counts, and the results tables of what finished.
 fn status(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path, json: bool) -> Result<()> {
+    // States first, tables after: a run that finishes in between is then in the tables too,
+    // so tables written by a status that says "all done" hold every run.
+    let list = statuses(sweep, runs, runs_dir);
     write_tables(sweep, runs, runs_dir)?;
     if json {
-        return print_status_json(sweep, runs, runs_dir);
+        return print_status_json(sweep, list, runs_dir);
     }
-    let list = statuses(sweep, runs, runs_dir);
     let width = list.iter().map(|r| r.point.len()).max().unwrap_or(0);
     for r in &list {
         let slurm = r
