@@ -17,7 +17,10 @@ use crate::error::{EngineError, Result};
 use shears_core::graph::{Graph, Op};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::Weights;
-use shears_kernels::{ConvGeometry, Epilogue, conv2d_forward, dot, sum};
+use shears_kernels::{
+    ConvGeometry, Epilogue, Selection, axpy, conv2d_forward, conv3x3_selected, dot, is_3x3_same,
+    sum,
+};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -37,27 +40,54 @@ pub struct GateHead {
     pub keep_one: bool,
 }
 
-impl GateHead {
+/// A head as the plan keeps it: its weight transposed, `[in_channels, out_channels]`, so the
+/// logits are a sum of weight rows scaled by the input's channel means, and a channel that is
+/// zero for this sample (gated off upstream) costs nothing without the softmax.
+#[derive(Debug, Clone)]
+struct PlannedHead {
+    head: GateHead,
+    weight_t: Vec<f32>,
+}
+
+impl PlannedHead {
+    fn new(head: GateHead) -> PlannedHead {
+        let (co, ci) = (head.bias.len(), head.weight.len() / head.bias.len().max(1));
+        let mut weight_t = vec![0f32; co * ci];
+        for o in 0..co {
+            for c in 0..ci {
+                weight_t[c * co + o] = head.weight[o * ci + c];
+            }
+        }
+        PlannedHead { head, weight_t }
+    }
+
     /// The active filters for an input whose channel means are `pooled` (all channels).
     fn active(&self, pooled: &[f32]) -> Vec<usize> {
-        let ci = pooled.len();
-        let p: Vec<f32> = if self.softmax {
-            let max = pooled.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-            let e: Vec<f32> = pooled.iter().map(|v| (v - max).exp()).collect();
-            let sum: f32 = e.iter().sum();
-            e.iter().map(|v| v / sum).collect()
+        let co = self.head.bias.len();
+        let p: Cow<[f32]> = if self.head.softmax {
+            Cow::Owned(softmax(pooled))
         } else {
-            pooled.to_vec()
+            Cow::Borrowed(pooled)
         };
-        let logits: Vec<f32> = (0..self.bias.len())
-            .map(|o| dot(&self.weight[o * ci..(o + 1) * ci], &p) + self.bias[o])
-            .collect();
-        gates_on(&logits, self.keep_one)
+        let mut logits = self.head.bias.clone();
+        for (c, &pc) in p.iter().enumerate() {
+            if pc != 0.0 {
+                axpy(pc, &self.weight_t[c * co..(c + 1) * co], &mut logits);
+            }
+        }
+        gates_on(&logits, self.head.keep_one)
             .iter()
             .enumerate()
             .filter_map(|(o, on)| on.then_some(o))
             .collect()
     }
+}
+
+fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let e: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|v| v / sum).collect()
 }
 
 /// Which filters one sample's head logits switch on: those with a logit above 0 (sigmoid above
@@ -119,7 +149,7 @@ enum Step {
         weight: Vec<f32>,
         bias: Vec<f32>,
         relu: bool,
-        head: Option<GateHead>,
+        head: Option<PlannedHead>,
     },
     /// A BatchNorm not folded into a conv: per-channel scale and shift.
     Affine {
@@ -326,7 +356,7 @@ impl DynamicNet {
                         weight: w,
                         bias: b,
                         relu,
-                        head,
+                        head: head.map(PlannedHead::new),
                     }
                 }
                 Op::BatchNorm { eps, channels, .. } => {
@@ -811,74 +841,16 @@ fn pool(x: Val, max: bool, kernel: [usize; 2], stride: [usize; 2], padding: [usi
     }
 }
 
-/// MACs a gathered weight must save for a gated conv to gather its active filters' weights;
-/// below that it runs whole (every filter on the zero-filled input, the active filters kept).
-/// A gathered float costs a copy, a MAC a fraction of a GEMM cycle: on tiny maps (VGG's 3x3
-/// and 1x1 layers) each weight serves a few pixels, and gathering cost more than it saved.
-/// Measured on VGG-11 / ResNet-20 FTWT runs at batch 1: 32 → 5.8% slower / 4.1% faster than
-/// dense, 8 → 11.0% / 7.1% faster, 2 → 1.9% / 5.2% faster.
-const GATHER_COST: usize = 8;
-
-/// A gated conv run whole: dead input channels as zeros, every filter computed with the planned
-/// weights (no copy), then the active filters' planes kept. The MACs it runs are counted whole.
-#[allow(clippy::too_many_arguments)]
-fn whole_conv(
-    g: &ConvGeometry,
-    weight: &[f32],
-    bias: &[f32],
-    relu: bool,
-    active: &[usize],
-    live_in: &[usize],
-    data: &[f32],
-    stats: &mut DynamicStats,
-) -> Val {
-    let plane = g.in_h * g.in_w;
-    let (oh, ow) = (g.out_h(), g.out_w());
-    let pixels = oh * ow;
-    let input: Cow<[f32]> = if live_in.len() == g.in_channels {
-        Cow::Borrowed(data)
-    } else {
-        let mut dense = vec![0f32; g.in_channels * plane];
-        for (k, &c) in live_in.iter().enumerate() {
-            dense[c * plane..(c + 1) * plane].copy_from_slice(&data[k * plane..(k + 1) * plane]);
-        }
-        Cow::Owned(dense)
-    };
-    let mut full = vec![0f32; g.out_channels * pixels];
-    stats.conv_macs += (g.out_channels * g.in_channels * g.kernel[0] * g.kernel[1] * pixels) as f64;
-    conv2d_forward(
-        g,
-        &input,
-        weight,
-        Epilogue {
-            bias: Some(bias),
-            residual: None,
-            relu,
-        },
-        &mut full,
-    );
-    let mut out = Vec::with_capacity(active.len() * pixels);
-    for &o in active {
-        out.extend_from_slice(&full[o * pixels..(o + 1) * pixels]);
-    }
-    Val::Map {
-        channels: active.to_vec(),
-        total: g.out_channels,
-        h: oh,
-        w: ow,
-        data: out,
-    }
-}
-
-/// One conv of one sample: the head picks the filters, the live input channels are gathered,
-/// and one smaller convolution runs.
+/// One conv of one sample: the head picks the filters; a 3x3 "same" conv reads their weights
+/// in place ([`conv3x3_selected`]), any other gathers the live input channels' weights of the
+/// active filters and runs one smaller convolution.
 #[allow(clippy::too_many_arguments)]
 fn conv(
     g: &ConvGeometry,
     weight: &[f32],
     bias: &[f32],
     relu: bool,
-    head: Option<&GateHead>,
+    head: Option<&PlannedHead>,
     x: &Val,
     stats: &mut DynamicStats,
     gated_k: usize,
@@ -906,13 +878,34 @@ fn conv(
     };
     let (oh, ow) = (g.out_h(), g.out_w());
     let k2 = g.kernel[0] * g.kernel[1];
+    if is_3x3_same(g) {
+        // The common case: the active filters' weights read in place on the compact input.
+        let mut out = vec![0f32; active.len() * oh * ow];
+        stats.conv_macs += (active.len() * live_in.len() * k2 * oh * ow) as f64;
+        conv3x3_selected(
+            Selection {
+                weight,
+                bias,
+                in_channels: g.in_channels,
+                filters: &active,
+                channels: live_in,
+            },
+            g.in_h,
+            g.in_w,
+            data,
+            relu,
+            &mut out,
+        );
+        return Val::Map {
+            channels: active,
+            total: g.out_channels,
+            h: oh,
+            w: ow,
+            data: out,
+        };
+    }
     let depthwise = g.groups > 1 && g.groups == g.in_channels && g.in_channels == g.out_channels;
     let everything = active.len() == g.out_channels && live_in.len() == g.in_channels;
-    let gathered = active.len() * live_in.len() * k2;
-    let skipped = (g.out_channels * g.in_channels - active.len() * live_in.len()) * k2 * oh * ow;
-    if !everything && !depthwise && g.groups == 1 && skipped < GATHER_COST * gathered {
-        return whole_conv(g, weight, bias, relu, &active, live_in, data, stats);
-    }
     let (sub, input, sub_weight): (ConvGeometry, Cow<[f32]>, Cow<[f32]>) = if everything {
         // Every filter on every channel: the planned weights as they are, no copy.
         (*g, Cow::Borrowed(data), Cow::Borrowed(weight))

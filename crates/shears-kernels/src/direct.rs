@@ -19,6 +19,12 @@ static AVX2_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 pub fn use_avx2_only(on: bool) {
     AVX2_ONLY.store(on, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Whether [`use_avx2_only`] is on.
+pub(crate) fn avx2_only() -> bool {
+    AVX2_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 const LANES: usize = 16;
 
 /// Whether [`forward_image`] handles this geometry on this CPU.

@@ -14,8 +14,11 @@
 //!
 //! Which path a convolution takes:
 //! - depthwise (one filter per channel): direct loops (`depthwise.rs`);
-//! - forward of a 3x3, stride-1, padding-1 convolution with rows of 16+ pixels: a direct kernel
-//!   with the accumulators in SIMD registers, no im2col (`direct.rs`);
+//! - forward of any 3x3, stride-1, padding-1 convolution of one image, and dynamic inference's
+//!   gated ones (chosen filters and input channels, weights read in place): a direct kernel on
+//!   the image flattened into one padded row (`selected.rs`);
+//! - forward of such a convolution on a batch, with rows of 16+ pixels: a direct kernel with
+//!   the accumulators in SIMD registers, no im2col (`direct.rs`);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
 
@@ -27,6 +30,7 @@ mod geometry;
 mod im2col;
 mod matmul;
 mod parallel;
+mod selected;
 mod vector;
 
 pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm_infer};
@@ -35,4 +39,5 @@ pub use conv::{
 };
 pub use direct::use_avx2_only;
 pub use geometry::{ConvGeometry, Epilogue};
-pub use vector::{dot, sum};
+pub use selected::{Selection, conv3x3_selected, is_3x3_same};
+pub use vector::{axpy, dot, sum};

@@ -27,6 +27,28 @@ pub fn sum(a: &[f32]) -> f32 {
     sum_wide(a)
 }
 
+/// `y += a·x` over the common length.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { axpy_avx2(a, x, y) };
+    }
+    axpy_plain(a, x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(a: f32, x: &[f32], y: &mut [f32]) {
+    axpy_plain(a, x, y)
+}
+
+#[inline(always)]
+fn axpy_plain(a: f32, x: &[f32], y: &mut [f32]) {
+    // Element by element: no order of a sum to keep, so the compiler vectorises it as it is.
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
@@ -87,6 +109,11 @@ mod tests {
             assert!((dot(&a, &b) as f64 - want).abs() < 1e-3, "dot, n = {n}");
             let want: f64 = a.iter().map(|x| *x as f64).sum();
             assert!((sum(&a) as f64 - want).abs() < 1e-3, "sum, n = {n}");
+            let mut y = b.clone();
+            axpy(0.5, &a, &mut y);
+            for i in 0..n {
+                assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-5, "axpy, n = {n}");
+            }
         }
     }
 }

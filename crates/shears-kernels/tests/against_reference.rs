@@ -311,8 +311,9 @@ fn one_image_and_many_threads_agree_with_one_thread() {
     close(&b, &want, "two threads against one");
 }
 
-/// 3x3, stride 1, padding 1 with rows of 16 or more pixels takes the direct kernel: row widths
-/// around the 16-lane chunks, channel counts around its 8-channel blocks and every remainder
+/// 3x3, stride 1, padding 1 takes a direct kernel: the row kernel for batches with rows of 16 or
+/// more pixels, the flattened one for a single image (any width, 1x1 included). Row widths
+/// around the 16-lane chunks, channel counts around the 8-channel blocks and every remainder
 /// split (15 = 8 + 4 + 2 + 1), batch 1 and 2.
 #[test]
 fn direct_convolutions_match_the_loop_nest() {
@@ -325,7 +326,15 @@ fn direct_convolutions_match_the_loop_nest() {
 
 fn direct_cases() {
     let mut seed = 100;
-    for (h, w) in [(16usize, 16usize), (3, 17), (5, 31), (2, 33)] {
+    for (h, w) in [
+        (16usize, 16usize),
+        (3, 17),
+        (5, 31),
+        (2, 33),
+        (7, 7),
+        (1, 1),
+        (3, 2),
+    ] {
         for (cin, cout, batch) in [
             (1usize, 1usize, 1usize),
             (3, 8, 2),
