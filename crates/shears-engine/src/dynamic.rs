@@ -4,9 +4,11 @@
 //!
 //! Every activation is kept *compact*: the data of its live channels and their indices; every
 //! other channel is exactly zero. A gated conv's predictor reads the compact input (pooled and
-//! soft-maxed over all channels, the zeros included), picks its active filters, and runs one
-//! smaller dense convolution with the fast kernels: the folded (conv ⊙ BN) weights of the active
-//! filters restricted to the live input channels, with the bias and the ReLU in the epilogue.
+//! soft-maxed over all channels, the zeros included), picks its active filters, and runs only
+//! them on the live input channels, with the folded (conv ⊙ BN) weights, the bias and the ReLU:
+//! a 3x3 "same" conv through `conv3x3_selected`, which reads those filters' weights in place
+//! (a gathered copy cost as much as the conv on small maps), any other conv as one smaller
+//! convolution on gathered weights.
 //! Element-wise ops, pooling and residual sums work on the compact form (a sum keeps the union
 //! of its inputs' channels); `Flatten` and `Linear` expand to dense vectors.
 //!
@@ -18,8 +20,8 @@ use shears_core::graph::{Graph, Op};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::Weights;
 use shears_kernels::{
-    ConvGeometry, Epilogue, Selection, axpy, conv2d_forward, conv3x3_selected, dot, is_3x3_same,
-    sum,
+    ConvGeometry, Epilogue, Selection, add_scaled_rows, conv2d_forward, conv3x3_selected, dot,
+    is_3x3_same, plane_means, sum,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -70,11 +72,8 @@ impl PlannedHead {
             Cow::Borrowed(pooled)
         };
         let mut logits = self.head.bias.clone();
-        for (c, &pc) in p.iter().enumerate() {
-            if pc != 0.0 {
-                axpy(pc, &self.weight_t[c * co..(c + 1) * co], &mut logits);
-            }
-        }
+        debug_assert_eq!(logits.len(), co);
+        add_scaled_rows(&self.weight_t, &p, &mut logits);
         gates_on(&logits, self.head.keep_one)
             .iter()
             .enumerate()
@@ -866,9 +865,11 @@ fn conv(
     let plane = g.in_h * g.in_w;
     let active: Vec<usize> = match head {
         Some(h) => {
+            let mut means = vec![0f32; live_in.len()];
+            plane_means(data, plane, &mut means);
             let mut pooled = vec![0f32; g.in_channels];
-            for (k, &c) in live_in.iter().enumerate() {
-                pooled[c] = sum(&data[k * plane..(k + 1) * plane]) / plane as f32;
+            for (&c, m) in live_in.iter().zip(means) {
+                pooled[c] = m;
             }
             let a = h.active(&pooled);
             stats.active[gated_k] += a.len() as u64;

@@ -40,4 +40,4 @@ pub use conv::{
 pub use direct::use_avx2_only;
 pub use geometry::{ConvGeometry, Epilogue};
 pub use selected::{Selection, conv3x3_selected, is_3x3_same};
-pub use vector::{axpy, dot, sum};
+pub use vector::{add_scaled_rows, dot, plane_means, sum};

@@ -43,18 +43,39 @@ pub(crate) fn for_each_item(n: usize, f: impl Fn(usize, gemm::Parallelism) + Syn
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static IMAGE_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Lends this thread's scratch buffer with at least `len` elements (contents unspecified: every
 /// user writes what it reads). The buffer grows to the largest request and is reused, so a
 /// training step allocates no im2col memory after the first.
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < len {
-            buf.resize(len, 0.0);
+    lend(&SCRATCH, len, f)
+}
+
+/// A second buffer like [`with_scratch`], for an input that a call prepares once and its
+/// parallel items then read (the padded image of a single-image convolution): the calling
+/// thread also runs items, which borrow [`with_scratch`]'s buffer meanwhile. Reusing it spares
+/// an allocation per call, which glibc served from freshly faulted pages.
+pub(crate) fn with_image_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    lend(&IMAGE_SCRATCH, len, f)
+}
+
+fn lend<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
         }
-        f(&mut buf[..len])
+        // Already lent on this thread: a rayon worker waiting inside a parallel loop can pick
+        // up another call's work, which then needs its own buffer.
+        Err(_) => f(&mut vec![0.0; len]),
     })
 }
 

@@ -15,7 +15,7 @@
 //! not 9 of 16; a 1x1 map is one dot product per filter), and the columns `ow ≥ w` that the vectors also compute are dropped when the
 //! rows are copied out with the bias and the ReLU.
 
-use crate::parallel::{SharedMut, rectify, threads, with_scratch};
+use crate::parallel::{SharedMut, rectify, threads, with_image_scratch, with_scratch};
 use rayon::prelude::*;
 
 /// What to compute: `out[a] = bias[filters[a]] + Σ_k weight[filters[a], channels[k]] ⋆ x[k]`.
@@ -82,14 +82,29 @@ pub fn conv3x3_selected(
     let isa = Isa::detect();
     let lanes = isa.lanes();
     let layout = Layout::new(h, w, nc, lanes);
-    let mut padded = vec![0f32; layout.padded_len()];
-    layout.pad(x, &mut padded);
+    with_image_scratch(layout.padded_len(), |padded| {
+        layout.pad(x, padded);
+        run_blocks(&sel, &layout, padded, isa, relu, out)
+    });
+}
+
+/// Every filter block of the selection, from the padded image, into `out`.
+fn run_blocks(
+    sel: &Selection,
+    layout: &Layout,
+    padded: &[f32],
+    isa: Isa,
+    relu: bool,
+    out: &mut [f32],
+) {
+    let (h, w) = (layout.h, layout.wp - 2);
+    let nf = sel.filters.len();
     let blocks = blocks(nf);
     let out_ptr = SharedMut(out.as_mut_ptr());
     let plane = h * w;
     let run = |&(first, count): &(usize, usize)| {
         with_scratch(count * layout.staged(), |stage| {
-            compute_block(isa, &sel, &layout, &padded, first, count, stage);
+            compute_block(isa, sel, layout, padded, first, count, stage);
             // SAFETY: each block writes only the planes of its own filters.
             let y = unsafe { out_ptr.slice(first * plane, count * plane) };
             for b in 0..count {
@@ -196,14 +211,22 @@ impl Layout {
         self.vectors * self.lanes
     }
 
+    /// Writes every float of `padded` (`padded_len()`, contents unknown): the zero border
+    /// and the tail, and the image's rows inside.
     fn pad(&self, x: &[f32], padded: &mut [f32]) {
-        let w = self.wp - 2;
+        let (w, wp) = (self.wp - 2, self.wp);
         for k in 0..self.channels {
+            let plane = &mut padded[k * self.plane..(k + 1) * self.plane];
+            plane[..wp].fill(0.0);
+            plane[(self.h + 1) * wp..].fill(0.0);
             for ih in 0..self.h {
-                let dst = k * self.plane + (ih + 1) * self.wp + 1;
-                padded[dst..dst + w].copy_from_slice(&x[(k * self.h + ih) * w..][..w]);
+                let row = &mut plane[(ih + 1) * wp..(ih + 2) * wp];
+                row[0] = 0.0;
+                row[1..=w].copy_from_slice(&x[(k * self.h + ih) * w..][..w]);
+                row[w + 1] = 0.0;
             }
         }
+        padded[self.channels * self.plane..self.padded_len()].fill(0.0);
     }
 }
 
@@ -528,7 +551,7 @@ mod tests {
             channels: &channels,
         };
         let layout = Layout::new(h, w, channels.len(), 8);
-        let mut padded = vec![0f32; layout.padded_len()];
+        let mut padded = vec![f32::NAN; layout.padded_len()];
         layout.pad(&x, &mut padded);
         let rows: Vec<&[f32]> = filters
             .iter()
