@@ -11,7 +11,8 @@
 # Usage: scripts/repro_ftwt.sh   (finished runs are skipped, interrupted ones resume).
 # Environment: SHEARS (binary), OUT (default runs/repro-ftwt), MODELS ("resnet-20 vgg-11"),
 # RS ("1.0 0.95 0.9"), MODES ("decoupled joint"), EPOCHS (2), TRAIN_LIMIT (5000), TEST_LIMIT
-# (2000), BASE_EPOCHS (3), SEED (0), HEAD_SOFTMAX (unset: the paper's softmax), FMNIST_DIR. A baseline of the MaskSparsity reproduction
+# (2000), BASE_EPOCHS (3), SEED (0), HEAD_SOFTMAX (unset: the paper's softmax), BENCH (1; 0
+# trains only, so the latency can be measured later on a quiet machine), FMNIST_DIR. A baseline of the MaskSparsity reproduction
 # with the same settings (runs/repro-masksparsity/<model>/dense-s<seed>) is reused if present.
 # Then: cargo run --release -p shears --example ftwt_report -- runs/repro-ftwt docs/reproductions/ftwt
 set -euo pipefail
@@ -88,7 +89,7 @@ TOML
         "$SHEARS" run --config "$cfg" --out "$dir" --resume --json > /dev/null
         echo "$model $mode r$r: $(( $(date +%s) - start )) s" >&2
       fi
-      if [ ! -f "$dir/bench.json" ]; then
+      if [ "${BENCH:-1}" != 0 ] && [ ! -f "$dir/bench.json" ]; then
         "$SHEARS" bench --dynamic "$dir" --batch 1,64 --threads 1 --warmup 3 --repeats 30 --json > "$dir/bench.json.tmp"
         mv "$dir/bench.json.tmp" "$dir/bench.json"
       fi

@@ -6,7 +6,7 @@
 //! other channel is exactly zero. A gated conv's predictor reads the compact input (pooled and
 //! soft-maxed over all channels, the zeros included), picks its active filters, and runs only
 //! them on the live input channels, with the folded (conv ⊙ BN) weights, the bias and the ReLU:
-//! a 3x3 "same" conv through `conv3x3_selected`, which reads those filters' weights in place
+//! a 3x3 conv with padding 1 and stride 1 or 2 through `conv3x3_selected`, which reads those filters' weights in place
 //! (a gathered copy cost as much as the conv on small maps), any other conv as one smaller
 //! convolution on gathered weights.
 //! Element-wise ops, pooling and residual sums work on the compact form (a sum keeps the union
@@ -21,7 +21,7 @@ use shears_core::shape::infer_shapes;
 use shears_core::weights::Weights;
 use shears_kernels::{
     ConvGeometry, Epilogue, Selection, add_scaled_rows, conv2d_forward, conv3x3_selected, dot,
-    is_3x3_same, plane_means, sum,
+    plane_means, selected_stride, sum,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -879,7 +879,7 @@ fn conv(
     };
     let (oh, ow) = (g.out_h(), g.out_w());
     let k2 = g.kernel[0] * g.kernel[1];
-    if is_3x3_same(g) {
+    if let Some(stride) = selected_stride(g) {
         // The common case: the active filters' weights read in place on the compact input.
         let mut out = vec![0f32; active.len() * oh * ow];
         stats.conv_macs += (active.len() * live_in.len() * k2 * oh * ow) as f64;
@@ -893,6 +893,7 @@ fn conv(
             },
             g.in_h,
             g.in_w,
+            stride,
             data,
             relu,
             &mut out,

@@ -1,5 +1,6 @@
 //! Microseconds per layer at batch 1 on one thread, for the 3x3 layers of VGG-11 and ResNet-20
-//! on a 1x28x28 input (the shapes FTWT's dynamic inference runs image by image):
+//! on a 1x28x28 input (the shapes FTWT's dynamic inference runs image by image), through
+//! `conv2d_forward` (whichever kernel it picks) and through `conv3x3_selected`:
 //! `cargo run --release -p shears-kernels --example batch1_layers`.
 
 use shears_kernels::*;
@@ -22,15 +23,17 @@ fn median_us(f: &mut dyn FnMut()) -> f64 {
 
 fn main() {
     let shapes = [
-        ("resnet-20 16x28x28", 16, 16, 28),
-        ("resnet-20 32x14x14", 32, 32, 14),
-        ("resnet-20 64x7x7", 64, 64, 7),
-        ("vgg-11 64->128 14x14", 64, 128, 14),
-        ("vgg-11 128->256 7x7", 128, 256, 7),
-        ("vgg-11 256->256 7x7", 256, 256, 7),
-        ("vgg-11 256->512 3x3", 256, 512, 3),
-        ("vgg-11 512->512 3x3", 512, 512, 3),
-        ("vgg-11 512->512 1x1", 512, 512, 1),
+        ("resnet-20 16x28x28", 16, 16, 28, 1),
+        ("resnet-20 16->32 28x28 /2", 16, 32, 28, 2),
+        ("resnet-20 32->64 14x14 /2", 32, 64, 14, 2),
+        ("resnet-20 32x14x14", 32, 32, 14, 1),
+        ("resnet-20 64x7x7", 64, 64, 7, 1),
+        ("vgg-11 64->128 14x14", 64, 128, 14, 1),
+        ("vgg-11 128->256 7x7", 128, 256, 7, 1),
+        ("vgg-11 256->256 7x7", 256, 256, 7, 1),
+        ("vgg-11 256->512 3x3", 256, 512, 3, 1),
+        ("vgg-11 512->512 3x3", 512, 512, 3, 1),
+        ("vgg-11 512->512 1x1", 512, 512, 1, 1),
     ];
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -41,7 +44,7 @@ fn main() {
         "layer", "MACs", "conv us", "GMAC/s", "selected us", "3/4 x 3/4 us"
     );
     pool.install(|| {
-        for (name, ci, co, hw) in shapes {
+        for (name, ci, co, hw, stride) in shapes {
             let g = ConvGeometry {
                 batch: 1,
                 in_channels: ci,
@@ -49,7 +52,7 @@ fn main() {
                 in_w: hw,
                 out_channels: co,
                 kernel: [3, 3],
-                stride: [1, 1],
+                stride: [stride, stride],
                 padding: [1, 1],
                 dilation: [1, 1],
                 groups: 1,
@@ -71,11 +74,12 @@ fn main() {
                     &mut y,
                 )
             });
-            let macs = (ci * co * 9 * hw * hw) as f64;
+            let out_hw = hw.div_ceil(stride);
+            let macs = (ci * co * 9 * out_hw * out_hw) as f64;
             // Every filter and channel through the selected kernel, then three in four of each.
-            let mut selected = |filters: &[usize], channels: &[usize]| {
+            let selected = |filters: &[usize], channels: &[usize]| {
                 let xs = &x[..channels.len() * hw * hw];
-                let mut ys = vec![0f32; filters.len() * hw * hw];
+                let mut ys = vec![0f32; filters.len() * out_hw * out_hw];
                 median_us(&mut || {
                     conv3x3_selected(
                         Selection {
@@ -87,6 +91,7 @@ fn main() {
                         },
                         hw,
                         hw,
+                        stride,
                         xs,
                         true,
                         &mut ys,

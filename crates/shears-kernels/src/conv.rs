@@ -76,10 +76,12 @@ pub fn conv2d_forward(
         apply_epilogue(g, epilogue, output);
         return;
     }
-    if g.batch == 1 && selected::is_3x3_same(g) {
+    if g.batch == 1
+        && let Some(stride) = selected::selected_stride(g)
+    {
         // One image: the flattened direct kernel, which wastes fewer lanes on narrow maps
         // than either path below (measured 1.1-2.3x on the 3x3 layers of ResNet-20 and VGG-11
-        // at 28x28 and below; `examples/batch1_layers.rs`).
+        // at 28x28 and below, 1.3-1.4x on their stride-2 ones; `examples/batch1_layers.rs`).
         let zeros;
         let bias = match epilogue.bias {
             Some(b) => b,
@@ -98,7 +100,7 @@ pub fn conv2d_forward(
             channels: &channels,
         };
         let relu_now = epilogue.relu && epilogue.residual.is_none();
-        selected::conv3x3_selected(selection, g.in_h, g.in_w, input, relu_now, output);
+        selected::conv3x3_selected(selection, g.in_h, g.in_w, stride, input, relu_now, output);
         if epilogue.residual.is_some() {
             let rest = Epilogue {
                 bias: None,

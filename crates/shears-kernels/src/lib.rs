@@ -14,7 +14,7 @@
 //!
 //! Which path a convolution takes:
 //! - depthwise (one filter per channel): direct loops (`depthwise.rs`);
-//! - forward of any 3x3, stride-1, padding-1 convolution of one image, and dynamic inference's
+//! - forward of any 3x3, padding-1 convolution of one image at stride 1 or 2, and dynamic inference's
 //!   gated ones (chosen filters and input channels, weights read in place): a direct kernel on
 //!   the image flattened into one padded row (`selected.rs`);
 //! - forward of such a convolution on a batch, with rows of 16+ pixels: a direct kernel with
@@ -39,5 +39,5 @@ pub use conv::{
 };
 pub use direct::use_avx2_only;
 pub use geometry::{ConvGeometry, Epilogue};
-pub use selected::{Selection, conv3x3_selected, is_3x3_same};
+pub use selected::{Selection, conv3x3_selected, selected_stride};
 pub use vector::{add_scaled_rows, dot, plane_means, sum};

@@ -1,4 +1,4 @@
-//! One image's 3x3 convolution (stride 1, padding 1) restricted to chosen filters and chosen
+//! One image's 3x3 convolution (padding 1, stride 1 or 2) restricted to chosen filters and chosen
 //! input channels, reading the full weight tensor where it lies: what dynamic inference runs
 //! for a gated layer (and, with every filter and channel chosen, for an ungated one).
 //!
@@ -14,6 +14,8 @@
 //! vector of 16 consecutive `p` works for any width (a 7-pixel row wastes 2 of every 9 lanes,
 //! not 9 of 16; a 1x1 map is one dot product per filter), and the columns `ow ≥ w` that the vectors also compute are dropped when the
 //! rows are copied out with the bias and the ReLU.
+//! At stride 2 the padded image is split into its four phases (even/odd rows and columns), so
+//! every tap again reads one fixed offset from `p` with unit stride (see `Layout`).
 
 use crate::parallel::{SharedMut, rectify, threads, with_image_scratch, with_scratch};
 use rayon::prelude::*;
@@ -33,32 +35,41 @@ pub struct Selection<'a> {
     pub channels: &'a [usize],
 }
 
-/// Whether a convolution is one [`conv3x3_selected`] computes: 3x3, stride 1, padding 1, no
-/// dilation, no groups.
-pub fn is_3x3_same(g: &crate::geometry::ConvGeometry) -> bool {
-    g.kernel == [3, 3]
-        && g.stride == [1, 1]
+/// The stride with which [`conv3x3_selected`] computes a convolution, if it does: 3x3,
+/// padding 1, stride 1 or 2 (both axes alike), no dilation, no groups.
+pub fn selected_stride(g: &crate::geometry::ConvGeometry) -> Option<usize> {
+    let fits = g.kernel == [3, 3]
         && g.padding == [1, 1]
         && g.dilation == [1, 1]
         && g.groups == 1
+        && g.stride[0] == g.stride[1]
+        && (g.stride[0] == 1 || g.stride[0] == 2);
+    fits.then_some(g.stride[0])
 }
 
 /// Filters computed together: one broadcast weight feeds `P` pixel vectors.
 const MAX_BLOCK: usize = 8;
 
-/// `out` (`filters.len()` planes of `h × w`) = the selected convolution of `x`
-/// (`channels.len()` planes of `h × w`), then the bias and, with `relu`, the ReLU.
+/// `out` (`filters.len()` planes of the output map) = the selected convolution of `x`
+/// (`channels.len()` planes of `h × w`) with `stride` 1 or 2 (output `⌈h/stride⌉ × ⌈w/stride⌉`),
+/// then the bias and, with `relu`, the ReLU.
 pub fn conv3x3_selected(
     sel: Selection,
     h: usize,
     w: usize,
+    stride: usize,
     x: &[f32],
     relu: bool,
     out: &mut [f32],
 ) {
+    assert!(
+        stride == 1 || stride == 2,
+        "conv3x3_selected: stride {stride}"
+    );
     let (nf, nc) = (sel.filters.len(), sel.channels.len());
+    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
     assert_eq!(x.len(), nc * h * w, "conv3x3_selected: input size");
-    assert_eq!(out.len(), nf * h * w, "conv3x3_selected: output size");
+    assert_eq!(out.len(), nf * oh * ow, "conv3x3_selected: output size");
     assert_eq!(
         sel.bias.len() * sel.in_channels * 9,
         sel.weight.len(),
@@ -80,8 +91,7 @@ pub fn conv3x3_selected(
         return;
     }
     let isa = Isa::detect();
-    let lanes = isa.lanes();
-    let layout = Layout::new(h, w, nc, lanes);
+    let layout = Layout::new(h, w, stride, nc, isa.lanes());
     with_image_scratch(layout.padded_len(), |padded| {
         layout.pad(x, padded);
         run_blocks(&sel, &layout, padded, isa, relu, out)
@@ -97,7 +107,7 @@ fn run_blocks(
     relu: bool,
     out: &mut [f32],
 ) {
-    let (h, w) = (layout.h, layout.wp - 2);
+    let (h, w, row_len) = (layout.out_h, layout.out_w, layout.row);
     let nf = sel.filters.len();
     let blocks = blocks(nf);
     let out_ptr = SharedMut(out.as_mut_ptr());
@@ -111,7 +121,7 @@ fn run_blocks(
                 let bias = sel.bias[sel.filters[first + b]];
                 let src = &stage[b * layout.staged()..];
                 for oh in 0..h {
-                    let row = &src[oh * layout.wp..oh * layout.wp + w];
+                    let row = &src[oh * row_len..oh * row_len + w];
                     let dst = &mut y[(b * h + oh) * w..(b * h + oh + 1) * w];
                     if relu {
                         dst.iter_mut()
@@ -173,35 +183,68 @@ fn blocks(n: usize) -> Vec<(usize, usize)> {
     out
 }
 
-/// The padded, flattened image and the pixel vectors that cover it.
+/// The padded, flattened image and the pixel vectors that cover the output.
+///
+/// Stride 1: each channel is the zero-padded image, rows of `w + 2`; output pixel `(oh, ow)` is
+/// `p = oh·(w+2) + ow` and tap `(ki, kj)` reads `p + ki·(w+2) + kj`.
+///
+/// Stride 2: each channel is the padded image split into its four phases (even/odd rows ×
+/// even/odd columns), each `hq × wq` with `hq = ⌈(h+2)/2⌉`, `wq = ⌈(w+2)/2⌉`. Padded pixel
+/// `(2a + s, 2b + t)` is `(a, b)` of phase `(s, t)`, so tap `(ki, kj)` of output `(oh, ow)`
+/// reads `(oh + ki/2, ow + kj/2)` of phase `(ki%2, kj%2)`: with `p = oh·wq + ow`, again one
+/// fixed offset per tap and unit stride along a vector.
 struct Layout {
     h: usize,
+    w: usize,
+    stride: usize,
     channels: usize,
-    /// Padded row width, `w + 2`.
-    wp: usize,
-    /// Floats per padded channel plane, `(h + 2)·wp`.
+    /// Floats per channel of the padded input (one plane, or four phases).
     plane: usize,
-    /// Pixel vectors per channel: they cover `p` in `0..h·wp`.
+    /// Floats per padded (phase) row.
+    row: usize,
+    out_h: usize,
+    out_w: usize,
+    /// Where each tap reads, relative to `p`, within its channel.
+    offsets: [usize; 9],
+    /// Pixel vectors per filter: they cover `p` in `0..out_h·row`.
     vectors: usize,
     lanes: usize,
 }
 
 impl Layout {
-    fn new(h: usize, w: usize, channels: usize, lanes: usize) -> Layout {
-        let wp = w + 2;
+    fn new(h: usize, w: usize, stride: usize, channels: usize, lanes: usize) -> Layout {
+        let (out_h, out_w) = (h.div_ceil(stride), w.div_ceil(stride));
+        let (row, plane, offsets) = if stride == 1 {
+            let wp = w + 2;
+            let offsets = std::array::from_fn(|tap| (tap / 3) * wp + tap % 3);
+            (wp, (h + 2) * wp, offsets)
+        } else {
+            let (hq, wq) = ((h + 2).div_ceil(2), (w + 2).div_ceil(2));
+            let offsets = std::array::from_fn(|tap| {
+                let (ki, kj) = (tap / 3, tap % 3);
+                ((ki % 2) * 2 + kj % 2) * hq * wq + (ki / 2) * wq + kj / 2
+            });
+            (wq, 4 * hq * wq, offsets)
+        };
         Layout {
             h,
+            w,
+            stride,
             channels,
-            wp,
-            plane: (h + 2) * wp,
-            vectors: (h * wp).div_ceil(lanes),
+            plane,
+            row,
+            out_h,
+            out_w,
+            offsets,
+            vectors: (out_h * row).div_ceil(lanes),
             lanes,
         }
     }
 
-    /// The last vector of the last channel reads up to `lanes` floats past the planes (a
-    /// valid pixel never does: `(h-1)·wp + w-1 + 2·wp + 2 < plane`; the extra lanes land on
-    /// columns `≥ w` or rows `≥ h`, which are dropped).
+    /// A valid output pixel reads inside its own channel (stride 1: `(h-1)·wp + w-1 + 2·wp + 2
+    /// < plane`; stride 2: `oh·wq + ow + wq + 1 < hq·wq` in the last phase, as `hq ≥ out_h + 1`
+    /// and `wq ≥ out_w + 1`). The last vector of the last channel reads up to `lanes` floats
+    /// past the planes; such lanes are columns `≥ out_w` or rows `≥ out_h`, which are dropped.
     fn padded_len(&self) -> usize {
         self.channels * self.plane + self.lanes
     }
@@ -211,19 +254,41 @@ impl Layout {
         self.vectors * self.lanes
     }
 
-    /// Writes every float of `padded` (`padded_len()`, contents unknown): the zero border
-    /// and the tail, and the image's rows inside.
+    /// Writes every float of `padded` (`padded_len()`, contents unknown): the zero border and
+    /// the tail, and the image inside.
     fn pad(&self, x: &[f32], padded: &mut [f32]) {
-        let (w, wp) = (self.wp - 2, self.wp);
+        let (h, w) = (self.h, self.w);
         for k in 0..self.channels {
             let plane = &mut padded[k * self.plane..(k + 1) * self.plane];
-            plane[..wp].fill(0.0);
-            plane[(self.h + 1) * wp..].fill(0.0);
-            for ih in 0..self.h {
-                let row = &mut plane[(ih + 1) * wp..(ih + 2) * wp];
-                row[0] = 0.0;
-                row[1..=w].copy_from_slice(&x[(k * self.h + ih) * w..][..w]);
-                row[w + 1] = 0.0;
+            let image = &x[k * h * w..(k + 1) * h * w];
+            if self.stride == 1 {
+                let wp = self.row;
+                plane[..wp].fill(0.0);
+                plane[(h + 1) * wp..].fill(0.0);
+                for ih in 0..h {
+                    let row = &mut plane[(ih + 1) * wp..(ih + 2) * wp];
+                    row[0] = 0.0;
+                    row[1..=w].copy_from_slice(&image[ih * w..(ih + 1) * w]);
+                    row[w + 1] = 0.0;
+                }
+            } else {
+                let (wq, phase) = (self.row, self.plane / 4);
+                plane.fill(0.0);
+                for ih in 0..h {
+                    // Padded row ih + 1 is row (ih + 1) / 2 of row phase (ih + 1) % 2.
+                    let (pr, s) = (ih.div_ceil(2), (ih + 1) % 2);
+                    let src = &image[ih * w..(ih + 1) * w];
+                    // Padded column iw + 1: odd for even iw (phase t = 1, column iw / 2), even
+                    // for odd iw (phase t = 0, column (iw + 1) / 2).
+                    let odd = &mut plane[(s * 2 + 1) * phase + pr * wq..][..w.div_ceil(2)];
+                    odd.iter_mut()
+                        .zip(src.iter().step_by(2))
+                        .for_each(|(d, v)| *d = *v);
+                    let even = &mut plane[s * 2 * phase + pr * wq + 1..][..w / 2];
+                    even.iter_mut()
+                        .zip(src.iter().skip(1).step_by(2))
+                        .for_each(|(d, v)| *d = *v);
+                }
             }
         }
         padded[self.channels * self.plane..self.padded_len()].fill(0.0);
@@ -309,7 +374,7 @@ fn scalar_block(
             let x = &padded[k * layout.plane..];
             for tap in 0..9 {
                 let wv = wrow[c * 9 + tap];
-                let off = (tap / 3) * layout.wp + tap % 3;
+                let off = layout.offsets[tap];
                 for (p, a) in acc.iter_mut().enumerate() {
                     // Past the buffer only for dropped lanes of the last channel.
                     if let Some(xv) = x.get(p + off) {
@@ -372,17 +437,20 @@ macro_rules! simd_kernel {
                 v0: usize,
                 stage: &mut [f32],
             ) {
-                let wp = layout.wp;
+                let offsets = layout.offsets;
                 let q0 = v0 * LANES;
                 let mut acc: [[$vec; B]; P] = [[$zero(); B]; P];
                 let wrows: [*const f32; B] = std::array::from_fn(|b| rows[b].as_ptr());
                 for (k, &c) in channels.iter().enumerate() {
                     let base = k * layout.plane + q0;
                     // Every read is inside `padded` (see `Layout::padded_len`).
-                    debug_assert!(base + (P - 1) * LANES + 2 * wp + 2 + LANES <= padded.len());
+                    debug_assert!(
+                        base + (P - 1) * LANES + offsets.iter().max().unwrap() + LANES
+                            <= padded.len()
+                    );
                     let x = unsafe { padded.as_ptr().add(base) };
                     for tap in 0..9 {
-                        let off = (tap / 3) * wp + tap % 3;
+                        let off = offsets[tap];
                         let mut xv: [$vec; P] = [$zero(); P];
                         for (p, v) in xv.iter_mut().enumerate() {
                             *v = unsafe { $load(x.add(off + p * LANES)) };
@@ -464,16 +532,24 @@ mod tests {
     use super::*;
 
     /// The selected convolution by its definition, in f64.
-    fn reference(sel: &Selection, h: usize, w: usize, x: &[f32], relu: bool) -> Vec<f64> {
-        let mut out = vec![0f64; sel.filters.len() * h * w];
+    fn reference(
+        sel: &Selection,
+        h: usize,
+        w: usize,
+        stride: usize,
+        x: &[f32],
+        relu: bool,
+    ) -> Vec<f64> {
+        let (out_h, out_w) = (h.div_ceil(stride), w.div_ceil(stride));
+        let mut out = vec![0f64; sel.filters.len() * out_h * out_w];
         for (a, &f) in sel.filters.iter().enumerate() {
-            for oh in 0..h {
-                for ow in 0..w {
+            for oh in 0..out_h {
+                for ow in 0..out_w {
                     let mut s = sel.bias[f] as f64;
                     for (k, &c) in sel.channels.iter().enumerate() {
                         for ki in 0..3 {
                             for kj in 0..3 {
-                                let (ih, iw) = (oh + ki, ow + kj);
+                                let (ih, iw) = (oh * stride + ki, ow * stride + kj);
                                 if ih == 0 || iw == 0 || ih > h || iw > w {
                                     continue;
                                 }
@@ -483,7 +559,7 @@ mod tests {
                             }
                         }
                     }
-                    out[(a * h + oh) * w + ow] = if relu { s.max(0.0) } else { s };
+                    out[(a * out_h + oh) * out_w + ow] = if relu { s.max(0.0) } else { s };
                 }
             }
         }
@@ -500,7 +576,17 @@ mod tests {
         crate::direct::use_avx2_only(isa_avx2_only);
         // Maps from 1x1 to wider than a vector, filter counts that leave blocks of every size,
         // channel lists with gaps and out of order.
-        for &(h, w) in &[(1, 1), (3, 3), (2, 5), (7, 7), (14, 14), (5, 19), (28, 28)] {
+        let maps = [
+            (1, 1),
+            (3, 3),
+            (2, 5),
+            (7, 7),
+            (14, 14),
+            (5, 19),
+            (28, 28),
+            (4, 2),
+        ];
+        for (&(h, w), stride) in maps.iter().flat_map(|m| [(m, 1), (m, 2)]) {
             for &(o, c) in &[(1, 1), (13, 6), (16, 16), (23, 9)] {
                 let weight = values(o * c * 9, o + c);
                 let bias = values(o, 3);
@@ -515,13 +601,15 @@ mod tests {
                     channels: &channels,
                 };
                 for relu in [false, true] {
-                    let mut out = vec![f32::NAN; filters.len() * h * w];
-                    conv3x3_selected(sel, h, w, &x, relu, &mut out);
-                    let want = reference(&sel, h, w, &x, relu);
+                    let out_len = filters.len() * h.div_ceil(stride) * w.div_ceil(stride);
+                    let mut out = vec![f32::NAN; out_len];
+                    conv3x3_selected(sel, h, w, stride, &x, relu, &mut out);
+                    let want = reference(&sel, h, w, stride, &x, relu);
                     for (i, (g, r)) in out.iter().zip(&want).enumerate() {
                         assert!(
                             (*g as f64 - r).abs() < 1e-4 * (1.0 + r.abs()),
-                            "{h}x{w}, {o} filters, {c} channels, relu {relu}, value {i}: {g} vs {r}"
+                            "{h}x{w} stride {stride}, {o} filters, {c} channels, relu {relu}, \
+                             value {i}: {g} vs {r}"
                         );
                     }
                 }
@@ -550,22 +638,28 @@ mod tests {
             filters: &filters,
             channels: &channels,
         };
-        let layout = Layout::new(h, w, channels.len(), 8);
-        let mut padded = vec![f32::NAN; layout.padded_len()];
-        layout.pad(&x, &mut padded);
-        let rows: Vec<&[f32]> = filters
-            .iter()
-            .map(|&f| &weight[f * c * 9..(f + 1) * c * 9])
-            .collect();
-        let mut stage = vec![0f32; filters.len() * layout.staged()];
-        scalar_block(&layout, &padded, &rows, &channels, &mut stage);
-        let want = reference(&sel, h, w, &x, false);
-        for (a, &f) in filters.iter().enumerate() {
-            for oh in 0..h {
-                for ow in 0..w {
-                    let got = stage[a * layout.staged() + oh * layout.wp + ow] + bias[f];
-                    let r = want[(a * h + oh) * w + ow];
-                    assert!((got as f64 - r).abs() < 1e-4 * (1.0 + r.abs()));
+        for stride in [1, 2] {
+            let layout = Layout::new(h, w, stride, channels.len(), 8);
+            let mut padded = vec![f32::NAN; layout.padded_len()];
+            layout.pad(&x, &mut padded);
+            let rows: Vec<&[f32]> = filters
+                .iter()
+                .map(|&f| &weight[f * c * 9..(f + 1) * c * 9])
+                .collect();
+            let mut stage = vec![0f32; filters.len() * layout.staged()];
+            scalar_block(&layout, &padded, &rows, &channels, &mut stage);
+            let want = reference(&sel, h, w, stride, &x, false);
+            let (oh_n, ow_n) = (layout.out_h, layout.out_w);
+            for (a, &f) in filters.iter().enumerate() {
+                for oh in 0..oh_n {
+                    for ow in 0..ow_n {
+                        let got = stage[a * layout.staged() + oh * layout.row + ow] + bias[f];
+                        let r = want[(a * oh_n + oh) * ow_n + ow];
+                        assert!(
+                            (got as f64 - r).abs() < 1e-4 * (1.0 + r.abs()),
+                            "stride {stride}"
+                        );
+                    }
                 }
             }
         }

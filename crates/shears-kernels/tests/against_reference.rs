@@ -311,8 +311,9 @@ fn one_image_and_many_threads_agree_with_one_thread() {
     close(&b, &want, "two threads against one");
 }
 
-/// 3x3, stride 1, padding 1 takes a direct kernel: the row kernel for batches with rows of 16 or
-/// more pixels, the flattened one for a single image (any width, 1x1 included). Row widths
+/// 3x3 with padding 1 takes a direct kernel: the row kernel for batches at stride 1 with rows of
+/// 16 or more pixels, the flattened one for a single image at stride 1 or 2 (any width, 1x1
+/// included). Row widths
 /// around the 16-lane chunks, channel counts around the 8-channel blocks and every remainder
 /// split (15 = 8 + 4 + 2 + 1), batch 1 and 2.
 #[test]
@@ -345,20 +346,22 @@ fn direct_cases() {
             (4, 15, 2),
             (2, 7, 1),
         ] {
-            seed += 1;
-            let g = ConvGeometry {
-                batch,
-                in_channels: cin,
-                in_h: h,
-                in_w: w,
-                out_channels: cout,
-                kernel: [3, 3],
-                stride: [1, 1],
-                padding: [1, 1],
-                dilation: [1, 1],
-                groups: 1,
-            };
-            check_convolution(&g, seed);
+            for stride in [1, 2] {
+                seed += 1;
+                let g = ConvGeometry {
+                    batch,
+                    in_channels: cin,
+                    in_h: h,
+                    in_w: w,
+                    out_channels: cout,
+                    kernel: [3, 3],
+                    stride: [stride, stride],
+                    padding: [1, 1],
+                    dilation: [1, 1],
+                    groups: 1,
+                };
+                check_convolution(&g, seed);
+            }
         }
     }
 }
