@@ -25,6 +25,12 @@ fn check_len(what: &str, got: usize, want: usize) {
     );
 }
 
+/// Weights (floats) up to which a batch's 3x3 convolutions run image by image on the selected
+/// kernel: 256 K floats (1 MiB), the L2 cache of one core here. ResNet-20's layers (at most
+/// 37 K) qualify; VGG-11's 512-channel ones (2.4 M) stay on the batched GEMM, which reads each
+/// weight once for many images.
+const SELECTED_BATCH_WEIGHTS: usize = 256 * 1024;
+
 /// Output pixels one GEMM should cover at least: below it, images are put side by side.
 pub const BLOCK_COLUMNS: usize = 512;
 
@@ -76,12 +82,14 @@ pub fn conv2d_forward(
         apply_epilogue(g, epilogue, output);
         return;
     }
-    if g.batch == 1
-        && let Some(stride) = selected::selected_stride(g)
+    if let Some(stride) = selected::selected_stride(g)
+        && (g.batch == 1 || g.weight_len() <= SELECTED_BATCH_WEIGHTS)
     {
-        // One image: the flattened direct kernel, which wastes fewer lanes on narrow maps
-        // than either path below (measured 1.1-2.3x on the 3x3 layers of ResNet-20 and VGG-11
-        // at 28x28 and below, 1.3-1.4x on their stride-2 ones; `examples/batch1_layers.rs`).
+        // The flattened direct kernel, image by image. It wastes fewer lanes on narrow maps
+        // than either path below (one image: 1.1-2.3x on the 3x3 layers of ResNet-20 and
+        // VGG-11 at 28x28 and below, 1.3-1.4x on their stride-2 ones;
+        // `examples/batch1_layers.rs`), but reads the weights again for every image, so a
+        // batch takes it only when they stay in cache.
         let zeros;
         let bias = match epilogue.bias {
             Some(b) => b,
@@ -100,7 +108,25 @@ pub fn conv2d_forward(
             channels: &channels,
         };
         let relu_now = epilogue.relu && epilogue.residual.is_none();
-        selected::conv3x3_selected(selection, g.in_h, g.in_w, stride, input, relu_now, output);
+        let (in_image, out_image) = (
+            g.in_channels * g.in_pixels(),
+            g.out_channels * g.out_pixels(),
+        );
+        if g.batch >= threads() {
+            // An image per item, its filter blocks in order on that thread.
+            output
+                .par_chunks_mut(out_image)
+                .zip(input.par_chunks(in_image))
+                .for_each(|(y, x)| {
+                    selected::conv3x3_selected_on(
+                        selection, g.in_h, g.in_w, stride, x, relu_now, y, false,
+                    )
+                });
+        } else {
+            for (y, x) in output.chunks_mut(out_image).zip(input.chunks(in_image)) {
+                selected::conv3x3_selected(selection, g.in_h, g.in_w, stride, x, relu_now, y);
+            }
+        }
         if epilogue.residual.is_some() {
             let rest = Epilogue {
                 bias: None,

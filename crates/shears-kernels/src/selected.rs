@@ -62,6 +62,22 @@ pub fn conv3x3_selected(
     relu: bool,
     out: &mut [f32],
 ) {
+    conv3x3_selected_on(sel, h, w, stride, x, relu, out, true)
+}
+
+/// [`conv3x3_selected`], its filter blocks spread over the threads only with `parallel` (a
+/// caller running one image per thread passes false).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv3x3_selected_on(
+    sel: Selection,
+    h: usize,
+    w: usize,
+    stride: usize,
+    x: &[f32],
+    relu: bool,
+    out: &mut [f32],
+    parallel: bool,
+) {
     assert!(
         stride == 1 || stride == 2,
         "conv3x3_selected: stride {stride}"
@@ -94,7 +110,7 @@ pub fn conv3x3_selected(
     let layout = Layout::new(h, w, stride, nc, isa.lanes());
     with_image_scratch(layout.padded_len(), |padded| {
         layout.pad(x, padded);
-        run_blocks(&sel, &layout, padded, isa, relu, out)
+        run_blocks(&sel, &layout, padded, isa, relu, out, parallel)
     });
 }
 
@@ -106,6 +122,7 @@ fn run_blocks(
     isa: Isa,
     relu: bool,
     out: &mut [f32],
+    parallel: bool,
 ) {
     let (h, w, row_len) = (layout.out_h, layout.out_w, layout.row);
     let nf = sel.filters.len();
@@ -134,7 +151,7 @@ fn run_blocks(
             }
         })
     };
-    if threads() > 1 && blocks.len() > 1 {
+    if parallel && threads() > 1 && blocks.len() > 1 {
         blocks.par_iter().for_each(run);
     } else {
         blocks.iter().for_each(run);
