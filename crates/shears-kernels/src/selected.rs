@@ -47,9 +47,6 @@ pub fn selected_stride(g: &crate::geometry::ConvGeometry) -> Option<usize> {
     fits.then_some(g.stride[0])
 }
 
-/// Filters computed together: one broadcast weight feeds `P` pixel vectors.
-const MAX_BLOCK: usize = 8;
-
 /// `out` (`filters.len()` planes of the output map) = the selected convolution of `x`
 /// (`channels.len()` planes of `h × w`) with `stride` 1 or 2 (output `⌈h/stride⌉ × ⌈w/stride⌉`),
 /// then the bias and, with `relu`, the ReLU.
@@ -126,7 +123,8 @@ fn run_blocks(
 ) {
     let (h, w, row_len) = (layout.out_h, layout.out_w, layout.row);
     let nf = sel.filters.len();
-    let blocks = blocks(nf);
+    // Whole blocks of 8, then powers of two for the rest (as the row kernel splits them).
+    let blocks = crate::direct::channel_blocks(nf);
     let out_ptr = SharedMut(out.as_mut_ptr());
     let plane = h * w;
     let run = |&(first, count): &(usize, usize)| {
@@ -181,23 +179,6 @@ fn single_pixel(sel: &Selection, x: &[f32], relu: bool, out: &mut [f32]) {
         s += sel.bias[f];
         *y = if relu { rectify(s) } else { s };
     }
-}
-
-/// The filter blocks `(first, count)`: whole blocks of 8, then powers of two for the rest.
-fn blocks(n: usize) -> Vec<(usize, usize)> {
-    let mut out = Vec::with_capacity(n / MAX_BLOCK + 3);
-    let mut first = 0;
-    while first < n {
-        let rest = n - first;
-        let count = if rest >= MAX_BLOCK {
-            MAX_BLOCK
-        } else {
-            1 << (usize::BITS - 1 - rest.leading_zeros())
-        };
-        out.push((first, count));
-        first += count;
-    }
-    out
 }
 
 /// The padded, flattened image and the pixel vectors that cover the output.
