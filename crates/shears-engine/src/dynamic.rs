@@ -6,9 +6,9 @@
 //! other channel is exactly zero. A gated conv's predictor reads the compact input (pooled and
 //! soft-maxed over all channels, the zeros included), picks its active filters, and runs only
 //! them on the live input channels, with the folded (conv ⊙ BN) weights, the bias and the ReLU:
-//! a 3x3 conv with padding 1 and stride 1 or 2 through `conv3x3_selected`, which reads those filters' weights in place
-//! (a gathered copy cost as much as the conv on small maps), any other conv as one smaller
-//! convolution on gathered weights.
+//! a 3x3 conv with padding 1 and stride 1 or 2 through `conv3x3_selected`, which reads those
+//! filters' weights in place (a gathered copy cost as much as the conv on small maps), any other
+//! conv as one smaller convolution on gathered weights.
 //! Element-wise ops, pooling and residual sums work on the compact form (a sum keeps the union
 //! of its inputs' channels); `Flatten` and `Linear` expand to dense vectors.
 //!
@@ -47,12 +47,14 @@ pub struct GateHead {
 /// zero for this sample (gated off upstream) costs nothing without the softmax.
 #[derive(Debug, Clone)]
 struct PlannedHead {
-    head: GateHead,
     weight_t: Vec<f32>,
+    bias: Vec<f32>,
+    softmax: bool,
+    keep_one: bool,
 }
 
 impl PlannedHead {
-    fn new(head: GateHead) -> PlannedHead {
+    fn new(head: &GateHead) -> PlannedHead {
         let (co, ci) = (head.bias.len(), head.weight.len() / head.bias.len().max(1));
         let mut weight_t = vec![0f32; co * ci];
         for o in 0..co {
@@ -60,21 +62,24 @@ impl PlannedHead {
                 weight_t[c * co + o] = head.weight[o * ci + c];
             }
         }
-        PlannedHead { head, weight_t }
+        PlannedHead {
+            weight_t,
+            bias: head.bias.clone(),
+            softmax: head.softmax,
+            keep_one: head.keep_one,
+        }
     }
 
     /// The active filters for an input whose channel means are `pooled` (all channels).
     fn active(&self, pooled: &[f32]) -> Vec<usize> {
-        let co = self.head.bias.len();
-        let p: Cow<[f32]> = if self.head.softmax {
+        let p: Cow<[f32]> = if self.softmax {
             Cow::Owned(softmax(pooled))
         } else {
             Cow::Borrowed(pooled)
         };
-        let mut logits = self.head.bias.clone();
-        debug_assert_eq!(logits.len(), co);
+        let mut logits = self.bias.clone();
         add_scaled_rows(&self.weight_t, &p, &mut logits);
-        gates_on(&logits, self.head.keep_one)
+        gates_on(&logits, self.keep_one)
             .iter()
             .enumerate()
             .filter_map(|(o, on)| on.then_some(o))
@@ -355,7 +360,7 @@ impl DynamicNet {
                         weight: w,
                         bias: b,
                         relu,
-                        head: head.map(PlannedHead::new),
+                        head: head.as_ref().map(PlannedHead::new),
                     }
                 }
                 Op::BatchNorm { eps, channels, .. } => {
@@ -840,8 +845,8 @@ fn pool(x: Val, max: bool, kernel: [usize; 2], stride: [usize; 2], padding: [usi
     }
 }
 
-/// One conv of one sample: the head picks the filters; a 3x3 "same" conv reads their weights
-/// in place ([`conv3x3_selected`]), any other gathers the live input channels' weights of the
+/// One conv of one sample: the head picks the filters; a 3x3 conv with padding 1 and stride 1
+/// or 2 reads their weights in place ([`conv3x3_selected`]), any other gathers the live input channels' weights of the
 /// active filters and runs one smaller convolution.
 #[allow(clippy::too_many_arguments)]
 fn conv(

@@ -14,11 +14,12 @@
 //!
 //! Which path a convolution takes:
 //! - depthwise (one filter per channel): direct loops (`depthwise.rs`);
-//! - forward of any 3x3, padding-1 convolution of one image at stride 1 or 2, and dynamic inference's
-//!   gated ones (chosen filters and input channels, weights read in place): a direct kernel on
-//!   the image flattened into one padded row (`selected.rs`);
-//! - forward of such a convolution on a batch, with rows of 16+ pixels: a direct kernel with
-//!   the accumulators in SIMD registers, no im2col (`direct.rs`);
+//! - forward of a 3x3, padding-1 convolution at stride 1 or 2, for one image or, image by image,
+//!   for a batch when the weights fit one core's L2; and dynamic inference's gated ones (chosen
+//!   filters and input channels, weights read in place): a direct kernel on the image flattened
+//!   into one padded row (`selected.rs`);
+//! - forward of such a convolution at stride 1 on a batch with larger weights and rows of 16+
+//!   pixels: a direct kernel with the accumulators in SIMD registers, no im2col (`direct.rs`);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
 

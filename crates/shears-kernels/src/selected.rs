@@ -1,6 +1,7 @@
-//! One image's 3x3 convolution (padding 1, stride 1 or 2) restricted to chosen filters and chosen
-//! input channels, reading the full weight tensor where it lies: what dynamic inference runs
-//! for a gated layer (and, with every filter and channel chosen, for an ungated one).
+//! One image's 3x3 convolution (padding 1, stride 1 or 2) restricted to chosen filters and
+//! chosen input channels, reading the full weight tensor where it lies: what dynamic inference
+//! runs for a gated layer (and, with every filter and channel chosen, for an ungated one, for a
+//! single image and for a batch of layers whose weights stay in cache).
 //!
 //! Gathering the chosen filters' weights into a smaller tensor first costs a copy of every
 //! weight used, which on small maps (a 3x3 map reuses each weight 9 times) is as much work as
@@ -12,10 +13,10 @@
 //! The image is zero-padded into rows of `w + 2` and treated as one long row: output pixel
 //! `(oh, ow)` sits at `p = oh·(w+2) + ow`, and tap `(ki, kj)` reads `p + ki·(w+2) + kj`. So a
 //! vector of 16 consecutive `p` works for any width (a 7-pixel row wastes 2 of every 9 lanes,
-//! not 9 of 16; a 1x1 map is one dot product per filter), and the columns `ow ≥ w` that the vectors also compute are dropped when the
-//! rows are copied out with the bias and the ReLU.
-//! At stride 2 the padded image is split into its four phases (even/odd rows and columns), so
-//! every tap again reads one fixed offset from `p` with unit stride (see `Layout`).
+//! not 9 of 16), and the columns `ow ≥ w` that the vectors also compute are dropped when the
+//! rows are copied out with the bias and the ReLU. At stride 2 the padded image is split into
+//! its four phases (even/odd rows and columns), so every tap again reads one fixed offset from
+//! `p` with unit stride (see `Layout`). A 1x1 map is one dot product per filter.
 
 use crate::parallel::{SharedMut, rectify, threads, with_image_scratch, with_scratch};
 use rayon::prelude::*;
