@@ -2,6 +2,7 @@
 //! The zoo, tests and examples use it; the importer and compaction write `Graph` directly.
 
 use crate::graph::{Graph, Input, Node, Op};
+use crate::ops::{Activation, GlobalPool, Pool2d};
 use crate::shape::{Shape, node_shape};
 use std::collections::HashMap;
 
@@ -202,11 +203,7 @@ impl GraphBuilder {
     pub fn maxpool(&mut self, name: &str, x: &str, k: usize, stride: usize, pad: usize) -> String {
         self.push(
             name,
-            Op::MaxPool {
-                kernel: [k, k],
-                stride: [stride, stride],
-                padding: [pad, pad],
-            },
+            Op::MaxPool(Pool2d::square(k, stride, pad)),
             &[x],
         )
     }
@@ -214,17 +211,27 @@ impl GraphBuilder {
     pub fn avgpool(&mut self, name: &str, x: &str, k: usize, stride: usize, pad: usize) -> String {
         self.push(
             name,
-            Op::AvgPool {
-                kernel: [k, k],
-                stride: [stride, stride],
-                padding: [pad, pad],
-            },
+            Op::AvgPool(Pool2d::square(k, stride, pad)),
             &[x],
         )
     }
 
     pub fn global_avg_pool(&mut self, name: &str, x: &str) -> String {
-        self.push(name, Op::GlobalAvgPool, &[x])
+        self.push(name, Op::GlobalAvgPool(GlobalPool { keep_dims: false }), &[x])
+    }
+
+    /// Global average pooling to a `[C,1,1]` map (what a squeeze-excitation reads).
+    pub fn global_avg_pool_keep(&mut self, name: &str, x: &str) -> String {
+        self.push(name, Op::GlobalAvgPool(GlobalPool { keep_dims: true }), &[x])
+    }
+
+    pub fn activation(&mut self, name: &str, x: &str, f: Activation) -> String {
+        self.push(name, Op::Activation(f), &[x])
+    }
+
+    /// Elementwise product; `b` may be a `[C,1,1]` per-channel value of `a`'s channels.
+    pub fn mul(&mut self, name: &str, a: &str, b: &str) -> String {
+        self.push(name, Op::Mul, &[a, b])
     }
 
     pub fn flatten(&mut self, name: &str, x: &str) -> String {

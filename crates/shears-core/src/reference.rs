@@ -13,6 +13,7 @@
 
 use crate::error::{CoreError, Result};
 use crate::graph::{Graph, Node, Op};
+use crate::ops::Pool2d;
 use crate::shape::infer_shapes;
 use crate::weights::{Masks, Weights, check_masks, check_weights};
 use ndarray::linalg::general_mat_mul;
@@ -214,24 +215,34 @@ fn eval_node(node: &Node, ins: &[&ArrayD<f32>], p: &Params<'_>) -> Result<ArrayD
         }
         Op::Relu => Ok(x.mapv(|v| v.max(0.0))),
         Op::Relu6 => Ok(x.mapv(|v| v.clamp(0.0, 6.0))),
+        Op::Activation(f) => Ok(x.mapv(|v| f.apply(v))),
         Op::Dropout { .. } => Ok(x.clone()),
-        Op::MaxPool {
-            kernel,
-            stride,
-            padding,
-        } => pool(node, x, kernel, stride, padding, true),
-        Op::AvgPool {
-            kernel,
-            stride,
-            padding,
-        } => pool(node, x, kernel, stride, padding, false),
-        Op::GlobalAvgPool => {
+        Op::MaxPool(attrs) => pool(node, x, &attrs, true),
+        Op::AvgPool(attrs) => pool(node, x, &attrs, false),
+        Op::GlobalAvgPool(g) => {
             let [n, c, h, w] = dims4(node, x)?;
             let flat = x
                 .to_shape((n, c, h * w))
                 .map_err(|e| CoreError::shape(name, e.to_string()))?;
             let mean = flat.sum_axis(Axis(2)) / (h * w) as f32;
-            Ok(mean.into_dyn())
+            let out = if g.keep_dims {
+                mean.into_shape_with_order((n, c, 1, 1))
+                    .map_err(|e| CoreError::shape(name, e.to_string()))?
+                    .into_dyn()
+            } else {
+                mean.into_dyn()
+            };
+            Ok(out)
+        }
+        Op::Mul => {
+            let (a, b) = (x, ins[1]);
+            // ndarray broadcasts a [N,C,1,1] operand over [N,C,H,W] on either side.
+            let y = if a.shape() == b.shape() || b.len() < a.len() {
+                a * b
+            } else {
+                b * a
+            };
+            Ok(y)
         }
         Op::Flatten => {
             let n = x.shape()[0];
@@ -431,12 +442,15 @@ pub fn pool_planes(
     planes: &[f32],
     [h, w]: [usize; 2],
     [oh, ow]: [usize; 2],
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
+    attrs: &Pool2d,
     max: bool,
 ) -> Vec<f32> {
-    let divisor = (kernel[0] * kernel[1]) as f32;
+    let Pool2d {
+        kernel,
+        stride,
+        padding,
+        ..
+    } = *attrs;
     let mut out = Vec::with_capacity(planes.len() / (h * w).max(1) * oh * ow);
     for plane in planes.chunks(h * w) {
         for oy in 0..oh {
@@ -456,7 +470,11 @@ pub fn pool_planes(
                         acc = if max { acc.max(v) } else { acc + v };
                     }
                 }
-                out.push(if max { acc } else { acc / divisor });
+                out.push(if max {
+                    acc
+                } else {
+                    acc / attrs.window_divisor([h, w], oy, ox)
+                });
             }
         }
     }
@@ -464,21 +482,12 @@ pub fn pool_planes(
 }
 
 /// Max or average pooling of a node's `[N, C, H, W]` input.
-fn pool(
-    node: &Node,
-    x: &ArrayD<f32>,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    max: bool,
-) -> Result<ArrayD<f32>> {
+fn pool(node: &Node, x: &ArrayD<f32>, attrs: &Pool2d, max: bool) -> Result<ArrayD<f32>> {
     let [n, c, h, w] = dims4(node, x)?;
-    let oh = crate::shape::window_out(h, kernel[0], stride[0], padding[0], 1);
-    let ow = crate::shape::window_out(w, kernel[1], stride[1], padding[1], 1);
-    let (Some(oh), Some(ow)) = (oh, ow) else {
+    let (Some(oh), Some(ow)) = (attrs.out_len(0, h), attrs.out_len(1, w)) else {
         return Err(CoreError::shape(
             &node.name,
-            format!("pool kernel {kernel:?} does not fit input {h}x{w}"),
+            format!("pool kernel {:?} does not fit input {h}x{w}", attrs.kernel),
         ));
     };
     let xv = x.view();
@@ -487,9 +496,7 @@ fn pool(
         &xs[..n * c * h * w],
         [h, w],
         [oh, ow],
-        kernel,
-        stride,
-        padding,
+        attrs,
         max,
     );
     ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), out)

@@ -17,6 +17,7 @@
 
 use crate::error::{EngineError, Result};
 use shears_core::graph::{Graph, Op};
+use shears_core::ops::Pool2d;
 use shears_core::shape::infer_shapes;
 use shears_core::weights::Weights;
 use shears_kernels::{
@@ -163,9 +164,7 @@ enum Step {
     Relu,
     Pool {
         max: bool,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
+        attrs: Pool2d,
     },
     GlobalAvgPool,
     Flatten,
@@ -388,27 +387,32 @@ impl DynamicNet {
                         ),
                     ));
                 }
-                Op::MaxPool {
-                    kernel,
-                    stride,
-                    padding,
-                } => Step::Pool {
+                Op::MaxPool(attrs) => Step::Pool {
                     max: true,
-                    kernel: *kernel,
-                    stride: *stride,
-                    padding: *padding,
+                    attrs: *attrs,
                 },
-                Op::AvgPool {
-                    kernel,
-                    stride,
-                    padding,
-                } => Step::Pool {
+                Op::AvgPool(attrs) => Step::Pool {
                     max: false,
-                    kernel: *kernel,
-                    stride: *stride,
-                    padding: *padding,
+                    attrs: *attrs,
                 },
-                Op::GlobalAvgPool => Step::GlobalAvgPool,
+                Op::GlobalAvgPool(g) if !g.keep_dims => Step::GlobalAvgPool,
+                // FTWT gates the filters of plain CNNs (ReLU, pooling, residual adds); these
+                // ops have no per-sample skipping rule here yet, so the network is refused
+                // whole rather than run partly gated.
+                op @ (Op::GlobalAvgPool(_) | Op::Activation(_) | Op::Mul) => {
+                    return Err(EngineError::invalid(
+                        "dynamic inference",
+                        format!(
+                            "node `{}`: {} is not supported by dynamic inference (FTWT runs \
+                             networks of convs, BatchNorm, ReLU, pooling, Add and Concat)",
+                            node.name,
+                            match op {
+                                Op::GlobalAvgPool(_) => "a global pool kept as a [C,1,1] map",
+                                other => other.kind_name(),
+                            }
+                        ),
+                    ));
+                }
                 Op::Flatten => Step::Flatten,
                 Op::Linear {
                     in_features,
@@ -558,12 +562,7 @@ impl DynamicNet {
                         Val::Vec(v)
                     }
                 },
-                Step::Pool {
-                    max,
-                    kernel,
-                    stride,
-                    padding,
-                } => pool(arg(0, &mut slots), *max, *kernel, *stride, *padding),
+                Step::Pool { max, attrs } => pool(arg(0, &mut slots), *max, attrs),
                 Step::GlobalAvgPool => match arg(0, &mut slots) {
                     Val::Map {
                         channels,
@@ -821,7 +820,7 @@ fn affine(x: Val, scale: &[f32], shift: &[f32]) -> Val {
     }
 }
 
-fn pool(x: Val, max: bool, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Val {
+fn pool(x: Val, max: bool, attrs: &Pool2d) -> Val {
     let Val::Map {
         channels,
         total,
@@ -832,10 +831,12 @@ fn pool(x: Val, max: bool, kernel: [usize; 2], stride: [usize; 2], padding: [usi
     else {
         return x;
     };
-    let oh = (h + 2 * padding[0] - kernel[0]) / stride[0] + 1;
-    let ow = (w + 2 * padding[1] - kernel[1]) / stride[1] + 1;
-    let out =
-        shears_core::reference::pool_planes(&data, [h, w], [oh, ow], kernel, stride, padding, max);
+    // Shape inference checked the window fits when the plan was built.
+    let (oh, ow) = (
+        attrs.out_len(0, h).unwrap_or(1),
+        attrs.out_len(1, w).unwrap_or(1),
+    );
+    let out = shears_core::reference::pool_planes(&data, [h, w], [oh, ow], attrs, max);
     Val::Map {
         channels,
         total,

@@ -10,11 +10,13 @@
 use crate::error::{EngineError, Result};
 use crate::fast_ops;
 use crate::hooks::{DynamicGates, ExtraParams, PassParams};
-use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, linear, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use crate::ops;
+use burn::tensor::module::{batch_norm, batch_norm_train, conv2d, linear};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
 use ndarray::{ArrayD, IxDyn};
 use shears_core::graph::{Graph, Op, ParamKind};
+use shears_core::ops::{Activation, GlobalPool, Pool2d};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::{Masks, Weights, check_masks, check_weights};
 use std::collections::HashMap;
@@ -92,19 +94,13 @@ enum Step {
     },
     Relu,
     Relu6,
-    MaxPool {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-    },
-    AvgPool {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-    },
-    GlobalAvgPool,
+    Activation(Activation),
+    MaxPool(Pool2d),
+    AvgPool(Pool2d),
+    GlobalAvgPool(GlobalPool),
     Flatten,
     Add,
+    Mul,
     Concat,
     Dropout {
         p: f64,
@@ -348,27 +344,13 @@ impl Executor {
                 }
                 Op::Relu => Step::Relu,
                 Op::Relu6 => Step::Relu6,
-                Op::MaxPool {
-                    kernel,
-                    stride,
-                    padding,
-                } => Step::MaxPool {
-                    kernel,
-                    stride,
-                    padding,
-                },
-                Op::AvgPool {
-                    kernel,
-                    stride,
-                    padding,
-                } => Step::AvgPool {
-                    kernel,
-                    stride,
-                    padding,
-                },
-                Op::GlobalAvgPool => Step::GlobalAvgPool,
+                Op::Activation(f) => Step::Activation(f),
+                Op::MaxPool(a) => Step::MaxPool(a),
+                Op::AvgPool(a) => Step::AvgPool(a),
+                Op::GlobalAvgPool(g) => Step::GlobalAvgPool(g),
                 Op::Flatten => Step::Flatten,
                 Op::Add => Step::Add,
+                Op::Mul => Step::Mul,
                 Op::Concat => Step::Concat,
                 Op::Dropout { p } => Step::Dropout { p },
             };
@@ -928,32 +910,27 @@ impl Executor {
                     Value::Map(t) => Value::Map(t.clamp(0.0, 6.0)),
                     Value::Flat(t) => Value::Flat(t.clamp(0.0, 6.0)),
                 },
-                Step::MaxPool {
-                    kernel,
-                    stride,
-                    padding,
-                } => Value::Map(max_pool2d(
-                    arg(0).map(name),
-                    MaxPoolOptions::new(*kernel)
-                        .with_stride(*stride)
-                        .with_padding(*padding),
-                )),
-                Step::AvgPool {
-                    kernel,
-                    stride,
-                    padding,
-                } => Value::Map(avg_pool2d(
-                    arg(0).map(name),
-                    AvgPoolOptions::new(*kernel)
-                        .with_stride(*stride)
-                        .with_padding(*padding)
-                        .with_count_include_pad(true),
-                )),
-                Step::GlobalAvgPool => {
-                    let t = arg(0).map(name);
-                    let [n, c, h, w] = t.dims();
-                    Value::Flat(t.reshape([n, c, h * w]).mean_dim(2).reshape([n, c]))
+                Step::Activation(f) => match arg(0) {
+                    Value::Map(t) => Value::Map(ops::activation::forward(*f, t)),
+                    Value::Flat(t) => Value::Flat(ops::activation::forward(*f, t)),
+                },
+                Step::MaxPool(a) => Value::Map(ops::pool::max(arg(0).map(name), a)),
+                Step::AvgPool(a) => Value::Map(ops::pool::avg(arg(0).map(name), a)),
+                Step::GlobalAvgPool(g) => {
+                    let pooled = ops::pool::global_avg(arg(0).map(name));
+                    if g.keep_dims {
+                        Value::Map(pooled)
+                    } else {
+                        let [n, c, _, _] = pooled.dims();
+                        Value::Flat(pooled.reshape([n, c]))
+                    }
                 }
+                // Burn broadcasts a [N,C,1,1] operand over [N,C,H,W] on either side.
+                Step::Mul => match (arg(0), arg(1)) {
+                    (Value::Map(a), Value::Map(b)) => Value::Map(a * b),
+                    (Value::Flat(a), Value::Flat(b)) => Value::Flat(a * b),
+                    _ => unreachable!("mul `{name}` of mixed ranks"),
+                },
                 Step::Flatten => match arg(0) {
                     Value::Map(t) => {
                         let [n, c, h, w] = t.dims();

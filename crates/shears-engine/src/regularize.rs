@@ -62,9 +62,11 @@ impl BnScaleL1 {
                     | Op::Linear { .. }
                     | Op::Relu
                     | Op::Relu6
+                    | Op::Activation(_)
+                    | Op::Mul
                     | Op::MaxPool { .. }
                     | Op::AvgPool { .. }
-                    | Op::GlobalAvgPool
+                    | Op::GlobalAvgPool(_)
                     | Op::Flatten
                     | Op::Add
                     | Op::Concat

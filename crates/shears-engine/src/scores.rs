@@ -267,27 +267,23 @@ pub fn synflow_scores(
 }
 
 /// ES's linearised network for SynFlow: BN becomes the identity (dropout with p = 0), max-pool
-/// becomes average pooling, biases are 0 and weights |θ|; the masks of prunable tensors are kept.
+/// becomes average pooling, other activations than ReLU the identity, biases are 0 and weights |θ|; the masks of prunable tensors are kept.
 fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
     let mut graph: Graph = model.graph.clone();
     for node in &mut graph.nodes {
         node.op = match node.op {
             Op::BatchNorm { .. } => Op::Dropout { p: 0.0 },
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-            } => Op::AvgPool {
-                kernel,
-                stride,
-                padding,
-            },
+            Op::MaxPool(a) => Op::AvgPool(a),
+            // SynFlow removes the nonlinearities; ReLU is already the identity on its positive
+            // signal, the others (a sigmoid, a GELU) are not.
+            Op::Activation(_) => Op::Dropout { p: 0.0 },
             ref op @ (Op::Conv2d { .. }
             | Op::Linear { .. }
             | Op::Relu
             | Op::Relu6
+            | Op::Mul
             | Op::AvgPool { .. }
-            | Op::GlobalAvgPool
+            | Op::GlobalAvgPool(_)
             | Op::Flatten
             | Op::Add
             | Op::Concat

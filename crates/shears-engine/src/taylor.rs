@@ -87,9 +87,11 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
             | Op::Linear { .. }
             | Op::Relu
             | Op::Relu6
+            | Op::Activation(_)
+            | Op::Mul
             | Op::MaxPool { .. }
             | Op::AvgPool { .. }
-            | Op::GlobalAvgPool
+            | Op::GlobalAvgPool(_)
             | Op::Flatten
             | Op::Add
             | Op::Concat

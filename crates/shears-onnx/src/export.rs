@@ -65,7 +65,7 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
             let output = if k == last {
                 node.name.clone()
             } else {
-                format!("{}/{}", node.name, part.op_type)
+                format!("{}/{}{k}", node.name, part.op_type)
             };
             let mut consts = Vec::new();
             for (suffix, value) in &part.consts {
@@ -80,8 +80,10 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
             let mut n = NodeProto::new();
             n.name = output.clone();
             n.op_type = part.op_type.to_string();
+            let op_input = part.reads_op_input.then(|| node.inputs[0].clone());
             n.input = inputs
                 .into_iter()
+                .chain(op_input)
                 .chain(part.params)
                 .chain(consts)
                 .collect();

@@ -10,14 +10,17 @@ use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
 use onnx_ir::{Argument, Message, ModelProto, Node, OnnxGraphBuilder, TensorDataExt};
 use shears_core::artifact::Model;
 use shears_core::graph::{Graph, Input, Node as IrNode, Op};
+use shears_core::ops::{Activation, GlobalPool, Pool2d};
 use shears_core::weights::{Masks, Weights};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// The ONNX operators the importer maps, for error messages.
-pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Relu, Clip (as ReLU or ReLU6), \
-MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape (as flatten), Gemm, MatMul (+ Add), Add, Sum, \
-Concat (channel axis), Identity, Dropout";
+pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Relu, Clip, Sigmoid, HardSigmoid, \
+HardSwish, LeakyRelu, Tanh, Gelu (also as Div -> Erf -> Add -> Mul -> Mul), SiLU (as x * Sigmoid(x)), \
+MaxPool, AveragePool (both with ceil_mode), GlobalAveragePool, ReduceMean over the spatial axes, \
+Flatten, Reshape (as flatten), Gemm, MatMul (+ Add), Add, Sum, Mul (of two computed values, a \
+[N,C,1,1] one broadcast), Concat (channel axis), Identity, Dropout";
 
 /// Reads an ONNX file into a model (graph, weights, no masks), named after the file.
 pub fn import_onnx(path: &Path) -> Result<Model, OnnxError> {
@@ -56,6 +59,7 @@ pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
     let proto = ModelProto::parse_from_bytes(bytes).map_err(|e| OnnxError::Parse(e.to_string()))?;
     let mut im = Importer {
         original: OriginalNames::new(&proto),
+        readers: reader_kinds(&onnx.nodes),
         ..Importer::default()
     };
     let input = im.input(&onnx.inputs)?;
@@ -69,6 +73,12 @@ pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
         )));
     };
     let output = im.value(&out.name, "the graph output")?;
+    if let Some((value, stage)) = im.pending.iter().find(|(v, _)| **v == out.name) {
+        return Err(OnnxError::Model(format!(
+            "the graph output `{value}` is a partial GELU pattern (after its {stage:?} step)"
+        )));
+    }
+    fuse_silu(&mut im.nodes, &output.name);
     if output.name == input.name {
         return Err(OnnxError::Model("the graph output is its input".into()));
     }
@@ -167,6 +177,11 @@ impl OriginalNames {
 #[derive(Default)]
 struct Importer {
     original: OriginalNames,
+    /// The op types that read each ONNX value (decides whether a global pool stays a map).
+    readers: HashMap<String, Vec<String>>,
+    /// Values that are a step of the GELU pattern exporters write for opsets before 20,
+    /// with the step reached and the value the GELU is of.
+    pending: HashMap<String, (GeluStep, Value)>,
     values: HashMap<String, Value>,
     nodes: Vec<IrNode>,
     weights: Weights,
@@ -433,6 +448,33 @@ impl Importer {
                 let x = self.data(node, 0, &[Map, Vector])?;
                 self.push(node, Op::Relu, vec![x.name], vec![], x.layout, None)
             }
+            Node::Sigmoid(_) => self.activation(node, Activation::Sigmoid),
+            Node::HardSigmoid(h) => self.activation(
+                node,
+                Activation::HardSigmoid {
+                    alpha: h.config.alpha as f32,
+                    beta: h.config.beta as f32,
+                },
+            ),
+            Node::HardSwish(_) => self.activation(node, Activation::HardSwish),
+            Node::LeakyRelu(l) => self.activation(
+                node,
+                Activation::LeakyRelu {
+                    alpha: l.config.alpha as f32,
+                },
+            ),
+            Node::Tanh(_) => self.activation(node, Activation::Tanh),
+            Node::Gelu(g) => {
+                if g.config.approximate != onnx_ir::node::gelu::GeluApproximate::Exact {
+                    return Err(unsupported(
+                        node,
+                        "the tanh approximation of GELU is not supported (only the exact one)"
+                            .into(),
+                    ));
+                }
+                self.activation(node, Activation::Gelu)
+            }
+            Node::Div(_) | Node::Erf(_) => self.gelu_step(node),
             Node::Clip(c) => {
                 use onnx_ir::node::clip::ClipInput;
                 let x = self.data(node, 0, &[Map, Vector])?;
@@ -454,47 +496,59 @@ impl Importer {
                     (Some(lo), None) if lo == 0.0 => Op::Relu,
                     (Some(lo), Some(hi)) if lo == 0.0 && hi.is_infinite() => Op::Relu,
                     (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Op::Relu6,
-                    _ => {
-                        return Err(unsupported(
-                            node,
-                            format!(
-                                "Clip(min {min:?}, max {max:?}) is not supported: only Clip(0) as ReLU and Clip(0, 6) as ReLU6"
-                            ),
-                        ));
-                    }
+                    (lo, hi) => Op::Activation(Activation::Clip {
+                        min: lo.map_or(f32::NEG_INFINITY, |v| v as f32),
+                        max: hi.map_or(f32::INFINITY, |v| v as f32),
+                    }),
                 };
                 self.push(node, op, vec![x.name], vec![], x.layout, None)
             }
             Node::MaxPool2d(p) => {
                 let x = self.data(node, 0, &[Map])?;
                 let c = &p.config;
-                pool_checks(node, c.ceil_mode, c.dilation, &c.auto_pad)?;
-                let padding = symmetric(node, &c.padding)?;
-                let op = Op::MaxPool {
+                pool_checks(node, c.dilation, &c.auto_pad)?;
+                let op = Op::MaxPool(Pool2d {
                     kernel: c.kernel_size,
                     stride: c.strides,
-                    padding,
-                };
+                    padding: symmetric(node, &c.padding)?,
+                    ceil_mode: c.ceil_mode,
+                    count_include_pad: true,
+                });
                 self.push(node, op, vec![x.name], vec![], Map, None)
             }
             Node::AveragePool2d(p) => {
                 let x = self.data(node, 0, &[Map])?;
                 let c = &p.config;
-                pool_checks(node, c.ceil_mode, c.dilation, &c.auto_pad)?;
-                let padding = symmetric(node, &c.padding)?;
-                if !c.count_include_pad && padding != [0, 0] {
-                    return Err(unsupported(node, "padded average pooling that leaves the padding out of the divisor (count_include_pad = 0) is not supported".into()));
-                }
-                let op = Op::AvgPool {
+                pool_checks(node, c.dilation, &c.auto_pad)?;
+                let op = Op::AvgPool(Pool2d {
                     kernel: c.kernel_size,
                     stride: c.strides,
-                    padding,
-                };
+                    padding: symmetric(node, &c.padding)?,
+                    ceil_mode: c.ceil_mode,
+                    count_include_pad: c.count_include_pad,
+                });
                 self.push(node, op, vec![x.name], vec![], Map, None)
             }
-            Node::GlobalAveragePool(_) => {
-                let x = self.data(node, 0, &[Map])?;
-                self.push(node, Op::GlobalAvgPool, vec![x.name], vec![], Pooled, None)
+            Node::GlobalAveragePool(_) => self.global_pool(node, true),
+            Node::ReduceMean(r) => {
+                use onnx_ir::node::reduce::ReduceAxes;
+                let mut axes = match &r.config.axes {
+                    ReduceAxes::Static(a) => a.clone(),
+                    ReduceAxes::Runtime(_) => {
+                        return Err(unsupported(node, "its axes are computed at run time".into()));
+                    }
+                };
+                axes.sort_unstable();
+                if axes != [2, 3] {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "ReduceMean over axes {axes:?} is not supported: only over the spatial \
+                             axes [2, 3] of a feature map (a global average pool)"
+                        ),
+                    ));
+                }
+                self.global_pool(node, r.config.keepdims)
             }
             Node::Flatten(f) => {
                 if f.config.axis != 1 {
@@ -557,6 +611,8 @@ impl Importer {
                 let w = if c.trans_b != 0 { w } else { w.t().to_owned() };
                 self.linear(node, x, w, bias.map(|b| b.1), &wname, c.alpha, c.beta)
             }
+            Node::Mul(_) => self.mul(node),
+            Node::Add(_) if self.gelu_input(node).is_some() => self.gelu_step(node),
             Node::Add(_) | Node::Sum(_) => {
                 let n = node.inputs().len();
                 if node.inputs().iter().any(|a| a.is_constant()) {
@@ -617,6 +673,130 @@ impl Importer {
                 detail: format!("this op is not supported; shears imports {SUPPORTED_OPS}"),
             }),
         }
+    }
+
+    /// A pointwise activation of one map or vector.
+    fn activation(&mut self, node: &Node, f: Activation) -> Result<(), OnnxError> {
+        let x = self.data(node, 0, &[Layout::Map, Layout::Vector])?;
+        let layout = x.layout;
+        self.push(node, Op::Activation(f), vec![x.name], vec![], layout, None)
+    }
+
+    /// A global average pool (`GlobalAveragePool`, or `ReduceMean` over H and W with `keep`).
+    /// A kept `[N,C,1,1]` result that only flattens read is the IR's `[C]` vector (the flatten
+    /// is then a no-op); one that a conv or a product reads stays a `[C,1,1]` map.
+    fn global_pool(&mut self, node: &Node, keep: bool) -> Result<(), OnnxError> {
+        let x = self.data(node, 0, &[Layout::Map])?;
+        let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+        let only_flattened = self.readers.get(&out).is_none_or(|kinds| {
+            kinds
+                .iter()
+                .all(|k| matches!(k.as_str(), "Flatten" | "Reshape" | "Identity" | "Dropout"))
+        });
+        let (keep_dims, layout) = match (keep, only_flattened) {
+            (false, _) => (false, Layout::Vector),
+            (true, true) => (false, Layout::Pooled),
+            (true, false) => (true, Layout::Map),
+        };
+        let op = Op::GlobalAvgPool(GlobalPool { keep_dims });
+        self.push(node, op, vec![x.name], vec![], layout, None)
+    }
+
+    /// `Mul` of two computed values (a `[N,C,1,1]` one broadcast over a map), or a step of
+    /// the GELU pattern.
+    fn mul(&mut self, node: &Node) -> Result<(), OnnxError> {
+        if self.gelu_input(node).is_some() {
+            return self.gelu_step(node);
+        }
+        if node.inputs().iter().any(|a| a.is_constant()) {
+            return Err(unsupported(
+                node,
+                "multiplying by a stored constant is not supported (only products of two computed \
+                 values, such as a squeeze-excitation's scale)"
+                    .into(),
+            ));
+        }
+        let a = self.data(node, 0, &[Layout::Map, Layout::Vector])?;
+        let b = self.data(node, 1, &[Layout::Map, Layout::Vector])?;
+        let layout = if a.layout == Layout::Map || b.layout == Layout::Map {
+            Layout::Map
+        } else {
+            Layout::Vector
+        };
+        self.push(node, Op::Mul, vec![a.name, b.name], vec![], layout, None)
+    }
+
+    /// The pending GELU step that `node` continues, if it does: its inputs are a pending value
+    /// (or, for the first step, any value) and the constant the next step needs.
+    fn gelu_input(&self, node: &Node) -> Option<(GeluStep, Value)> {
+        let ins = node.inputs();
+        let scalar = |k: usize| -> Option<f32> {
+            let a = ins.get(k)?;
+            let v = a.value()?.to_f32_vec().ok()?;
+            (v.len() == 1).then(|| v[0])
+        };
+        let pending = |k: usize| ins.get(k).and_then(|a| self.pending.get(&a.name)).cloned();
+        let near = |v: Option<f32>, want: f32| v.is_some_and(|v| (v - want).abs() < 1e-4);
+        match node {
+            Node::Div(_) if near(scalar(1), std::f32::consts::SQRT_2) => {
+                let x = self.values.get(&ins.first()?.name)?.clone();
+                Some((GeluStep::Div, x))
+            }
+            Node::Erf(_) => pending(0).filter(|(s, _)| *s == GeluStep::Div),
+            Node::Add(_) => (0..2).find_map(|k| {
+                pending(k).filter(|(s, _)| *s == GeluStep::Erf && near(scalar(1 - k), 1.0))
+            }),
+            Node::Mul(_) => (0..2).find_map(|k| {
+                let (step, x) = pending(k)?;
+                let other = ins.get(1 - k)?;
+                match step {
+                    GeluStep::AddOne if self.values.get(&other.name)?.name == x.name => {
+                        Some((step, x))
+                    }
+                    GeluStep::MulX if near(scalar(1 - k), 0.5) => Some((step, x)),
+                    _ => None,
+                }
+            }),
+            _ => None,
+        }
+    }
+
+    /// Advances the GELU pattern by `node`; its last step emits the GELU activation.
+    fn gelu_step(&mut self, node: &Node) -> Result<(), OnnxError> {
+        let Some((step, x)) = self.gelu_input(node) else {
+            return Err(unsupported(
+                node,
+                "only as a step of the GELU pattern x * 0.5 * (1 + Erf(x / sqrt 2)) is this op \
+                 supported"
+                    .into(),
+            ));
+        };
+        let out = node
+            .outputs()
+            .first()
+            .ok_or_else(|| unsupported(node, "it has no output".into()))?
+            .name
+            .clone();
+        let next = match (node, step) {
+            (Node::Div(_), _) => GeluStep::Div,
+            (Node::Erf(_), _) => GeluStep::Erf,
+            (Node::Add(_), _) => GeluStep::AddOne,
+            (Node::Mul(_), GeluStep::AddOne) => GeluStep::MulX,
+            (Node::Mul(_), _) => {
+                let layout = x.layout;
+                return self.push(
+                    node,
+                    Op::Activation(Activation::Gelu),
+                    vec![x.name],
+                    vec![],
+                    layout,
+                    None,
+                );
+            }
+            _ => unreachable!("gelu_input matched only these"),
+        };
+        self.pending.insert(out, (next, x));
+        Ok(())
     }
 
     /// Flatten to `[N, features]`: a no-op after a global pool or on a vector.
@@ -686,6 +866,62 @@ impl Importer {
         params.extend(bias.map(|b| ("bias", b)));
         // The weight initializer of a MatMul export is often a bare number (`onnx::MatMul_123`).
         self.push(node, op, vec![x.name], params, Layout::Vector, Some(wname))
+    }
+}
+
+/// The step of the GELU pattern (`x / √2 → Erf → + 1 → · x → · 0.5`) a value has reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GeluStep {
+    Div,
+    Erf,
+    AddOne,
+    MulX,
+}
+
+/// For every ONNX value, the op types of the nodes that read it.
+fn reader_kinds(nodes: &[Node]) -> HashMap<String, Vec<String>> {
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for n in nodes {
+        for a in n.inputs() {
+            map.entry(a.name.clone())
+                .or_default()
+                .push(n.node_type().to_string());
+        }
+    }
+    map
+}
+
+/// Rewrites `x * Sigmoid(x)` (SiLU as PyTorch exports it before opset 20) into one SiLU node,
+/// where the sigmoid has no other reader. The product keeps its name, so its readers are intact.
+fn fuse_silu(nodes: &mut Vec<IrNode>, output: &str) {
+    let readers = |nodes: &[IrNode], v: &str| {
+        nodes
+            .iter()
+            .filter(|n| n.inputs.iter().any(|i| i == v))
+            .count()
+    };
+    let mut i = 0;
+    while i < nodes.len() {
+        let fused = if nodes[i].op == Op::Mul {
+            let (a, b) = (nodes[i].inputs[0].clone(), nodes[i].inputs[1].clone());
+            [(a.clone(), b.clone()), (b, a)].into_iter().find_map(|(x, s)| {
+                let j = nodes.iter().position(|n| n.name == s)?;
+                let is_sigmoid_of_x = nodes[j].op == Op::Activation(Activation::Sigmoid)
+                    && nodes[j].inputs == [x.clone()];
+                (is_sigmoid_of_x && s != output && readers(nodes, &s) == 1).then_some((j, x))
+            })
+        } else {
+            None
+        };
+        match fused {
+            Some((j, x)) => {
+                nodes[i].op = Op::Activation(Activation::Silu);
+                nodes[i].inputs = vec![x];
+                nodes.remove(j);
+                i = 0;
+            }
+            None => i += 1,
+        }
     }
 }
 
@@ -778,15 +1014,7 @@ fn symmetric(node: &Node, p: &PaddingConfig2d) -> Result<[usize; 2], OnnxError> 
     }
 }
 
-fn pool_checks(
-    node: &Node,
-    ceil_mode: bool,
-    dilation: [usize; 2],
-    auto_pad: &AutoPad,
-) -> Result<(), OnnxError> {
-    if ceil_mode {
-        return Err(unsupported(node, "ceil_mode = 1 is not supported".into()));
-    }
+fn pool_checks(node: &Node, dilation: [usize; 2], auto_pad: &AutoPad) -> Result<(), OnnxError> {
     if dilation != [1, 1] {
         return Err(unsupported(
             node,

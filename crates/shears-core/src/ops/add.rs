@@ -50,7 +50,7 @@ impl OpRules for Add {
     }
 
     fn channel_flow(&self) -> ChannelFlow {
-        ChannelFlow::Add
+        ChannelFlow::Elementwise
     }
 
     fn channel_axes(&self, _node: &str) -> Vec<ChannelAxis> {
@@ -97,7 +97,7 @@ mod tests {
     fn add_cost_flow_arity_and_compaction() {
         let (cl, all) = single(|b, x| b.add("s", &[x, x, x]), &[2, 3, 3]);
         assert_eq!((cl.macs, all.macs), (0, 18 * 2));
-        assert_eq!(Op::Add.channel_flow(), ChannelFlow::Add);
+        assert_eq!(Op::Add.channel_flow(), ChannelFlow::Elementwise);
         assert_eq!(Op::Add.arity(), Arity::TwoOrMore);
         assert!(!Op::Add.arity().accepts(1) && Op::Add.arity().accepts(3));
         assert_eq!(Op::Add.compacted("s", 1, 1).unwrap(), Op::Add);

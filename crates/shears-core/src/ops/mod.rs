@@ -9,6 +9,7 @@
 //! need an op's arithmetic (the reference forward, the Burn executor) match on `Op` exhaustively
 //! themselves.
 
+mod activation;
 mod add;
 mod batchnorm;
 mod concat;
@@ -16,6 +17,7 @@ mod conv2d;
 mod dropout;
 mod flatten;
 mod linear;
+mod mul;
 mod pool;
 mod relu;
 
@@ -24,6 +26,9 @@ use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
 use serde::{Deserialize, Serialize};
+
+pub use activation::{Activation, erf};
+pub use pool::{GlobalPool, Pool2d};
 
 /// One operation and its structural attributes. Parameter shapes follow from these attributes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,22 +60,20 @@ pub enum Op {
     Relu,
     /// `min(max(x, 0), 6)` (MobileNet's activation; ONNX `Clip(0, 6)`).
     Relu6,
-    MaxPool {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-    },
-    /// Average pooling; zero padding counts in the divisor (PyTorch's `count_include_pad=True`).
-    AvgPool {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-    },
-    GlobalAvgPool,
+    /// A pointwise function other than ReLU (Sigmoid, HardSwish, SiLU, GELU, ...).
+    Activation(Activation),
+    /// Max pooling; padding never wins.
+    MaxPool(Pool2d),
+    /// Average pooling; see [`Pool2d`] for the divisor.
+    AvgPool(Pool2d),
+    /// Mean over the spatial axes: `[C,H,W]` to `[C]`, or `[C,1,1]` with `keep_dims`.
+    GlobalAvgPool(GlobalPool),
     /// `[C,H,W]` to `[C*H*W]`, channel-major (PyTorch order).
     Flatten,
     /// Elementwise sum of two or more inputs of identical shape.
     Add,
+    /// Elementwise product of two inputs; a `[C,1,1]` input broadcasts over a `[C,H,W]` one.
+    Mul,
     /// Concatenation along the channel (first per-sample) axis.
     Concat,
     /// Dropout with drop probability `p` (identity at inference).
@@ -122,6 +125,8 @@ fn param(node: &str, suffix: &str, shape: Vec<usize>, kind: ParamKind) -> ParamS
 pub enum Arity {
     /// Exactly one input: every op except the merges.
     One,
+    /// Exactly two inputs (Mul).
+    Two,
     /// Two or more inputs: merges (Add, Concat), for which one input would be a no-op.
     TwoOrMore,
 }
@@ -131,6 +136,7 @@ impl Arity {
     pub fn accepts(self, n: usize) -> bool {
         match self {
             Arity::One => n == 1,
+            Arity::Two => n == 2,
             Arity::TwoOrMore => n >= 2,
         }
     }
@@ -139,6 +145,7 @@ impl Arity {
     pub fn text(self) -> &'static str {
         match self {
             Arity::One => "exactly one",
+            Arity::Two => "exactly two",
             Arity::TwoOrMore => "two or more",
         }
     }
@@ -215,8 +222,9 @@ pub enum ChannelFlow {
     },
     /// Each input channel becomes `H*W` consecutive features, channel-major.
     Flatten,
-    /// All inputs and the output share channel (and unit) indices one to one.
-    Add,
+    /// All inputs and the output share channel indices one to one (Add, Mul); an input whose map
+    /// is 1×1 is broadcast over the output's positions.
+    Elementwise,
     /// Input `k`'s channel `c` is output channel `offset_k + c`, offsets in input order.
     Concat,
 }
@@ -260,8 +268,11 @@ pub struct OnnxNode {
     /// Parameter tensors read after the data input, in ONNX input order.
     pub params: Vec<String>,
     /// Scalar constants read after the parameters (an attribute that became an input in later
-    /// opsets, as Clip's bounds); written as initializers `{node}.{name}`.
+    /// opsets, as Clip's bounds); written as initializers `{node}.{name}`, so names must differ
+    /// across one op's nodes.
     pub consts: Vec<(&'static str, f32)>,
+    /// Also reads the op's first input, after the previous node's output (SiLU's `x * σ(x)`).
+    pub reads_op_input: bool,
 }
 
 impl OnnxNode {
@@ -271,6 +282,7 @@ impl OnnxNode {
             attrs,
             params: Vec::new(),
             consts: Vec::new(),
+            reads_op_input: false,
         }
     }
 }
@@ -350,29 +362,19 @@ impl Op {
             }),
             Op::Relu => f(&relu::Relu),
             Op::Relu6 => f(&relu::Relu6),
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-            } => f(&pool::Pool {
+            Op::Activation(a) => f(&a),
+            Op::MaxPool(attrs) => f(&pool::Pool {
                 kind: pool::PoolKind::Max,
-                kernel,
-                stride,
-                padding,
+                attrs,
             }),
-            Op::AvgPool {
-                kernel,
-                stride,
-                padding,
-            } => f(&pool::Pool {
+            Op::AvgPool(attrs) => f(&pool::Pool {
                 kind: pool::PoolKind::Avg,
-                kernel,
-                stride,
-                padding,
+                attrs,
             }),
-            Op::GlobalAvgPool => f(&pool::GlobalAvgPool),
+            Op::GlobalAvgPool(g) => f(&g),
             Op::Flatten => f(&flatten::Flatten),
             Op::Add => f(&add::Add),
+            Op::Mul => f(&mul::Mul),
             Op::Concat => f(&concat::Concat),
             Op::Dropout { p } => f(&dropout::Dropout { p }),
         }

@@ -1,17 +1,93 @@
 //! Pooling: MaxPool and AvgPool over a sliding window, GlobalAvgPool over the whole map.
 //!
 //! No parameters; output channel `c` pools input channel `c`, so channels pass through and only
-//! positions change. MaxPool's padding never wins (it acts as -inf); AvgPool counts zero padding
-//! in the divisor (`count_include_pad`); both are the reference forward's business, not the rules'.
+//! positions change. MaxPool's padding never wins (it acts as -inf). AvgPool's divisor counts the
+//! zero padding (`count_include_pad`, PyTorch's default) or only the input elements a window
+//! covers. With `ceil_mode` the output size rounds up, as PyTorch's: a last window that starts
+//! inside the input or its left padding counts even where it runs past the right padding, and
+//! that overhang never counts in a divisor. [`Pool2d::window_divisor`] is that rule, shared by
+//! every interpreter.
 
 use super::{
     Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec, Window2d, chw,
-    ints, pads, window_out,
+    ints, pads,
 };
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use serde::{Deserialize, Serialize};
+
+/// The attributes of [`Op::MaxPool`] and [`Op::AvgPool`]: a 2-D window with symmetric padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool2d {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    /// Output sizes round up (PyTorch's and ONNX's `ceil_mode`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ceil_mode: bool,
+    /// Average pooling: zero padding counts in the divisor. Max pooling ignores it.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub count_include_pad: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn yes() -> bool {
+    true
+}
+
+impl Pool2d {
+    /// A `k`×`k` window with the given stride and padding, floor mode, padding counted.
+    pub fn square(k: usize, stride: usize, padding: usize) -> Self {
+        Pool2d {
+            kernel: [k, k],
+            stride: [stride, stride],
+            padding: [padding, padding],
+            ceil_mode: false,
+            count_include_pad: true,
+        }
+    }
+
+    /// Output length along `axis` (0 = height, 1 = width) for an input of length `len`.
+    pub fn out_len(&self, axis: usize, len: usize) -> Option<usize> {
+        let (k, s, p) = (self.kernel[axis], self.stride[axis], self.padding[axis]);
+        let padded = len + 2 * p;
+        if s == 0 || k == 0 || padded < k {
+            return None;
+        }
+        if !self.ceil_mode {
+            return Some((padded - k) / s + 1);
+        }
+        let mut out = (padded - k).div_ceil(s) + 1;
+        // PyTorch's rule: the last window must start inside the input or its left padding.
+        if (out - 1) * s >= len + p {
+            out -= 1;
+        }
+        Some(out)
+    }
+
+    /// The divisor of average pooling at output position `(oy, ox)` of an `h`×`w` input: the
+    /// window's area within the padded input (`count_include_pad`), else within the input.
+    pub fn window_divisor(&self, [h, w]: [usize; 2], oy: usize, ox: usize) -> f32 {
+        let span = |axis: usize, o: usize, len: usize| -> usize {
+            let (k, s, p) = (self.kernel[axis], self.stride[axis], self.padding[axis]);
+            let start = o * s; // in padded coordinates
+            let end = (start + k).min(len + 2 * p);
+            if self.count_include_pad {
+                end - start
+            } else {
+                end.min(len + p).saturating_sub(start.max(p))
+            }
+        };
+        (span(0, oy, h) * span(1, ox, w)).max(1) as f32
+    }
+}
 
 /// Which reduction a windowed pool applies; every rule here but the name is shared.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -20,12 +96,10 @@ pub(crate) enum PoolKind {
     Avg,
 }
 
-/// The attributes of [`Op::MaxPool`] and [`Op::AvgPool`], on which their rules are written.
+/// A windowed pool's rules: [`Op::MaxPool`] and [`Op::AvgPool`] differ only in `kind`.
 pub(crate) struct Pool {
     pub kind: PoolKind,
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
+    pub attrs: Pool2d,
 }
 
 impl OpRules for Pool {
@@ -46,16 +120,16 @@ impl OpRules for Pool {
 
     fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
         let err = |m: String| CoreError::shape(&node.name, m);
-        let (kernel, stride, padding) = (self.kernel, self.stride, self.padding);
+        let Pool2d {
+            kernel, padding, ..
+        } = self.attrs;
         let (c, h, w) = chw(node, ins[0])?;
         if padding[0] * 2 > kernel[0] || padding[1] * 2 > kernel[1] {
             return Err(err(format!(
                 "padding {padding:?} must be at most half the kernel {kernel:?}"
             )));
         }
-        let oh = window_out(h, kernel[0], stride[0], padding[0], 1);
-        let ow = window_out(w, kernel[1], stride[1], padding[1], 1);
-        match (oh, ow) {
+        match (self.attrs.out_len(0, h), self.attrs.out_len(1, w)) {
             (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok(vec![c, oh, ow]),
             _ => Err(err(format!(
                 "pool kernel {kernel:?} does not fit input {h}x{w}"
@@ -65,19 +139,18 @@ impl OpRules for Pool {
 
     /// One MAC per window element of every output under `all-ops`, none under `conv+linear`.
     fn macs(&self, _ins: &[&Shape], out: &[usize], convention: Convention) -> u64 {
+        let kernel = self.attrs.kernel;
         match convention {
             Convention::ConvLinear => 0,
-            Convention::AllOps => {
-                out.iter().product::<usize>() as u64 * (self.kernel[0] * self.kernel[1]) as u64
-            }
+            Convention::AllOps => out.iter().product::<usize>() as u64 * (kernel[0] * kernel[1]) as u64,
         }
     }
 
     fn channel_flow(&self) -> ChannelFlow {
         ChannelFlow::PoolWindow(Window2d {
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
+            kernel: self.attrs.kernel,
+            stride: self.attrs.stride,
+            padding: self.attrs.padding,
             dilation: [1, 1],
         })
     }
@@ -87,32 +160,26 @@ impl OpRules for Pool {
     }
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
-        let (kernel, stride, padding) = (self.kernel, self.stride, self.padding);
         Ok(match self.kind {
-            PoolKind::Max => Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-            },
-            PoolKind::Avg => Op::AvgPool {
-                kernel,
-                stride,
-                padding,
-            },
+            PoolKind::Max => Op::MaxPool(self.attrs),
+            PoolKind::Avg => Op::AvgPool(self.attrs),
         })
     }
 
-    /// Average pooling counts the zero padding in the divisor, as the op does.
     fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+        let a = self.attrs;
         let mut attrs = vec![
-            ("kernel_shape", ints(self.kernel)),
-            ("strides", ints(self.stride)),
-            ("pads", pads(self.padding)),
+            ("kernel_shape", ints(a.kernel)),
+            ("strides", ints(a.stride)),
+            ("pads", pads(a.padding)),
         ];
+        if a.ceil_mode {
+            attrs.push(("ceil_mode", OnnxAttr::Int(1)));
+        }
         let op_type = match self.kind {
             PoolKind::Max => "MaxPool",
             PoolKind::Avg => {
-                attrs.push(("count_include_pad", OnnxAttr::Int(1)));
+                attrs.push(("count_include_pad", OnnxAttr::Int(a.count_include_pad as i64)));
                 "AveragePool"
             }
         };
@@ -120,10 +187,15 @@ impl OpRules for Pool {
     }
 }
 
-/// [`Op::GlobalAvgPool`], which has no attributes: `[C,H,W]` to `[C]`.
-pub(crate) struct GlobalAvgPool;
+/// The attributes of [`Op::GlobalAvgPool`]: `[C,H,W]` to `[C]`, or to `[C,1,1]` with `keep_dims`
+/// (what a squeeze-excitation's convolutions read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GlobalPool {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_dims: bool,
+}
 
-impl OpRules for GlobalAvgPool {
+impl OpRules for GlobalPool {
     fn name(&self) -> &'static str {
         "globalavgpool"
     }
@@ -138,7 +210,7 @@ impl OpRules for GlobalAvgPool {
 
     fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
         let (c, _, _) = chw(node, ins[0])?;
-        Ok(vec![c])
+        Ok(if self.keep_dims { vec![c, 1, 1] } else { vec![c] })
     }
 
     /// One MAC per input element under `all-ops`, none under `conv+linear`.
@@ -158,15 +230,16 @@ impl OpRules for GlobalAvgPool {
     }
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
-        Ok(Op::GlobalAvgPool)
+        Ok(Op::GlobalAvgPool(*self))
     }
 
-    /// ONNX keeps the pooled 1×1 map; the flatten gives the `[C]` vector this op produces.
+    /// ONNX keeps the pooled 1×1 map; without `keep_dims` a flatten gives the `[C]` vector.
     fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
-        vec![
-            OnnxNode::new("GlobalAveragePool", vec![]),
-            OnnxNode::new("Flatten", vec![("axis", OnnxAttr::Int(1))]),
-        ]
+        let mut nodes = vec![OnnxNode::new("GlobalAveragePool", vec![])];
+        if !self.keep_dims {
+            nodes.push(OnnxNode::new("Flatten", vec![("axis", OnnxAttr::Int(1))]));
+        }
+        nodes
     }
 }
 
@@ -185,29 +258,24 @@ mod tests {
         let g = one_op(|b, x| b.global_avg_pool("g", x), &[4, 9, 9]);
         assert_eq!(infer_shapes(&g).unwrap().get("g"), &vec![4]);
         let mut g = one_op(|b, x| b.maxpool("m", x, 3, 1, 1), &[4, 9, 9]);
-        g.nodes[0].op = Op::MaxPool {
-            kernel: [3, 3],
-            stride: [1, 1],
+        g.nodes[0].op = Op::MaxPool(Pool2d {
             padding: [2, 2],
-        };
+            ..Pool2d::square(3, 1, 1)
+        });
         let e = infer_shapes(&g).unwrap_err().to_string();
         assert!(
             e.contains("`m`") && e.contains("at most half the kernel"),
             "{e}"
         );
         let mut g = one_op(|b, x| b.avgpool("a", x, 2, 2, 0), &[4, 3, 3]);
-        g.nodes[0].op = Op::AvgPool {
-            kernel: [4, 4],
-            stride: [1, 1],
-            padding: [0, 0],
-        };
+        g.nodes[0].op = Op::AvgPool(Pool2d::square(4, 1, 0));
         let e = infer_shapes(&g).unwrap_err().to_string();
         assert!(
             e.contains("pool kernel [4, 4] does not fit input 3x3"),
             "{e}"
         );
         let mut g = one_op(|b, x| b.relu("r", x), &[5]);
-        g.nodes[0].op = Op::GlobalAvgPool;
+        g.nodes[0].op = Op::GlobalAvgPool(GlobalPool::default());
         let e = infer_shapes(&g).unwrap_err().to_string();
         assert!(e.contains("globalavgpool needs a [C,H,W]"), "{e}");
     }
@@ -239,7 +307,50 @@ mod tests {
         let g = one_op(|b, x| b.avgpool("a", x, 2, 1, 0), &[4, 9, 9]);
         assert_eq!(g.nodes[0].op.compacted("a", 3, 3).unwrap(), g.nodes[0].op);
         assert_eq!(g.nodes[0].op.kind_name(), "avgpool");
-        assert_eq!(Op::GlobalAvgPool.channel_flow(), ChannelFlow::PoolGlobal);
-        assert!(Op::GlobalAvgPool.channel_axes("g").is_empty());
+        let gap = Op::GlobalAvgPool(GlobalPool::default());
+        assert_eq!(gap.channel_flow(), ChannelFlow::PoolGlobal);
+        assert!(gap.channel_axes("g").is_empty());
+    }
+
+    #[test]
+    fn ceil_mode_sizes_and_divisors_follow_pytorch() {
+        // torch.nn.MaxPool2d(3, 2, ceil_mode=True) on 8x8 gives 4x4 (floor: 3x3).
+        let ceil = Pool2d {
+            ceil_mode: true,
+            ..Pool2d::square(3, 2, 0)
+        };
+        assert_eq!(ceil.out_len(0, 8), Some(4));
+        assert_eq!(Pool2d::square(3, 2, 0).out_len(0, 8), Some(3));
+        // A window may not start in the right padding: 5 with k 2, s 2, p 1 gives 3, not 4.
+        let padded = Pool2d {
+            ceil_mode: true,
+            ..Pool2d::square(2, 2, 1)
+        };
+        assert_eq!(padded.out_len(0, 5), Some(3));
+        // AvgPool2d(3, 2, padding=1, ceil_mode=True) on 6 wide: windows [-1,2), [1,4), [3,6)
+        // and [5,8) clipped to the padded end 7: divisors 3, 3, 3, 2 (padding counted) or
+        // 2, 3, 3, 1 (padding left out).
+        let mut avg = Pool2d {
+            ceil_mode: true,
+            ..Pool2d::square(3, 2, 1)
+        };
+        assert_eq!(avg.out_len(1, 6), Some(4));
+        let divisors = |p: &Pool2d| (0..4).map(|o| p.window_divisor([1, 6], 0, o)).collect::<Vec<_>>();
+        // Rows: the 1-row input with its two padding rows counts 3.
+        assert_eq!(divisors(&avg), vec![9.0, 9.0, 9.0, 6.0]);
+        avg.count_include_pad = false;
+        assert_eq!(divisors(&avg), vec![2.0, 3.0, 3.0, 1.0]);
+    }
+
+    #[test]
+    fn pool_json_without_new_fields_still_loads() {
+        let op: Op = serde_json::from_str(
+            r#"{"type":"max_pool","kernel":[3,3],"stride":[2,2],"padding":[1,1]}"#,
+        )
+        .unwrap();
+        assert_eq!(op, Op::MaxPool(Pool2d::square(3, 2, 1)));
+        let gap: Op = serde_json::from_str(r#"{"type":"global_avg_pool"}"#).unwrap();
+        assert_eq!(gap, Op::GlobalAvgPool(GlobalPool { keep_dims: false }));
+        assert_eq!(serde_json::to_string(&gap).unwrap(), r#"{"type":"global_avg_pool"}"#);
     }
 }

@@ -300,7 +300,7 @@ enum Step {
         input: usize,
         output: usize,
     },
-    Add {
+    Elementwise {
         inputs: Vec<usize>,
         output: usize,
     },
@@ -476,7 +476,7 @@ impl Plan {
                 },
                 ChannelFlow::PoolGlobal => Step::GlobalPool { input, output },
                 ChannelFlow::Flatten => Step::Flatten { input, output },
-                ChannelFlow::Add => Step::Add {
+                ChannelFlow::Elementwise => Step::Elementwise {
                     inputs: ins,
                     output,
                 },
@@ -559,10 +559,18 @@ impl Plan {
                     }
                     f[*output] = out;
                 }
-                Step::Add { inputs, output } => {
-                    let mut out = self.values[*output].zeros();
+                Step::Elementwise { inputs, output } => {
+                    // An input with fewer positions is a [C,1,1] value broadcast over them.
+                    let vo = self.values[*output];
+                    let mut out = vo.zeros();
                     for i in inputs {
-                        or_into(&mut out, &f[*i]);
+                        if self.values[*i].positions == vo.positions {
+                            or_into(&mut out, &f[*i]);
+                        } else {
+                            for chunk in out.chunks_exact_mut(vo.words) {
+                                or_into(chunk, &f[*i]);
+                            }
+                        }
                     }
                     f[*output] = out;
                 }
@@ -602,7 +610,7 @@ impl Plan {
                 | Step::Pool { output, .. }
                 | Step::GlobalPool { output, .. }
                 | Step::Flatten { output, .. }
-                | Step::Add { output, .. }
+                | Step::Elementwise { output, .. }
                 | Step::Concat { output, .. } => *output,
             };
             // Nothing downstream of this value reaches the output: it contributes nothing.
@@ -687,10 +695,17 @@ impl Plan {
                     });
                     b[*input] = Some(bin);
                 }
-                Step::Add { inputs, .. } => {
+                Step::Elementwise { inputs, .. } => {
+                    let vo = self.values[out_id];
                     for i in inputs {
                         let mut bin = b[*i].take().unwrap_or_else(|| self.values[*i].zeros());
-                        or_into(&mut bin, &bout);
+                        if self.values[*i].positions == vo.positions {
+                            or_into(&mut bin, &bout);
+                        } else {
+                            for chunk in bout.chunks_exact(vo.words) {
+                                or_into(&mut bin, chunk);
+                            }
+                        }
                         b[*i] = Some(bin);
                     }
                 }

@@ -8,7 +8,8 @@
 //! - BatchNorm, ReLU, Dropout, pooling and global average pooling pass channels through;
 //! - a depthwise conv (`groups = in = out`) ties output channel c to input channel c;
 //! - Add ties all its inputs and its output, unit by unit (residual branches, identity shortcuts,
-//!   recursively up to the producers, or to the graph input);
+//!   recursively up to the producers, or to the graph input); Mul does the same, so a
+//!   squeeze-excitation's excitation filters join the group of the channels they scale;
 //! - Concat maps input k's unit c to output unit `offset_k + c`;
 //! - Flatten keeps the units of its input and makes each cover `H*W` consecutive features, so a
 //!   linear layer after it loses `H*W` input features per pruned channel.
@@ -323,7 +324,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                 lay.tie(v, x, 0);
                 v
             }
-            ChannelFlow::Add | ChannelFlow::Concat => {
+            ChannelFlow::Elementwise | ChannelFlow::Concat => {
                 let same_layout = ins.iter().all(|&i| lay.unit_len[i] == lay.unit_len[x]);
                 if !same_layout {
                     // Units of different sizes cannot be tied one to one: keep everything whole.
@@ -338,7 +339,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                     }
                     lay.pin(v, why);
                     v
-                } else if flow == ChannelFlow::Add {
+                } else if flow == ChannelFlow::Elementwise {
                     let v = lay.push(lay.units[x], lay.unit_len[x]);
                     for &i in &ins {
                         lay.tie(i, v, 0);

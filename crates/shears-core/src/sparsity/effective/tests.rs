@@ -1,6 +1,7 @@
 use super::*;
 use crate::builder::GraphBuilder;
 use crate::graph::Op;
+use crate::ops::{Activation, Pool2d};
 use crate::shape::window_out;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -122,18 +123,17 @@ fn stride_skips_positions_and_their_taps() {
 fn pooling_is_an_or_over_its_window_without_padding() {
     let pool = |kernel, stride, padding, max| {
         move |b: &mut GraphBuilder, a: &str| {
+            let attrs = Pool2d {
+                kernel,
+                stride,
+                padding,
+                ceil_mode: false,
+                count_include_pad: true,
+            };
             let op = if max {
-                Op::MaxPool {
-                    kernel,
-                    stride,
-                    padding,
-                }
+                Op::MaxPool(attrs)
             } else {
-                Op::AvgPool {
-                    kernel,
-                    stride,
-                    padding,
-                }
+                Op::AvgPool(attrs)
             };
             push(b, "p", op, a)
         }
@@ -399,21 +399,28 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                 }
                 sizes.push(in_features * out_features);
             }
-            Op::BatchNorm { .. } | Op::Relu | Op::Relu6 | Op::Dropout { .. } | Op::Flatten => {
+            Op::BatchNorm { .. }
+            | Op::Relu
+            | Op::Relu6
+            | Op::Activation(_)
+            | Op::Dropout { .. }
+            | Op::Flatten => {
                 for u in 0..numel(&n.name) {
                     edges.push((xb + u, yb + u, None));
                 }
             }
-            Op::MaxPool {
+            Op::MaxPool(Pool2d {
                 kernel,
                 stride,
                 padding,
-            }
-            | Op::AvgPool {
+                ..
+            })
+            | Op::AvgPool(Pool2d {
                 kernel,
                 stride,
                 padding,
-            } => {
+                ..
+            }) => {
                 let (hi, wi) = (xs[1] as isize, xs[2] as isize);
                 for c in 0..ys[0] {
                     for oy in 0..ys[1] {
@@ -434,7 +441,7 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                     }
                 }
             }
-            Op::GlobalAvgPool => {
+            Op::GlobalAvgPool(_) => {
                 let p = xs[1] * xs[2];
                 for c in 0..xs[0] {
                     for q in 0..p {
@@ -442,10 +449,14 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                     }
                 }
             }
-            Op::Add => {
+            Op::Add | Op::Mul => {
+                // A [C,1,1] input (fewer units) broadcasts: its unit c feeds every (c, p).
+                let positions = numel(&n.name) / ys[0];
                 for inp in &n.inputs {
+                    let broadcast = numel(inp) < numel(&n.name);
                     for u in 0..numel(&n.name) {
-                        edges.push((base[inp.as_str()] + u, yb + u, None));
+                        let src = if broadcast { u / positions } else { u };
+                        edges.push((base[inp.as_str()] + src, yb + u, None));
                     }
                 }
             }
@@ -577,7 +588,7 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
     let mut b = GraphBuilder::new("cnn", &shape);
     let mut cur = b.input();
     for i in 0..rng.random_range(1..=4) {
-        match rng.random_range(0..5) {
+        match rng.random_range(0..6) {
             0 | 1 => {
                 if let Some(y) = random_conv(rng, &mut b, &format!("c{i}"), &cur, false) {
                     cur = if rng.random_bool(0.5) {
@@ -598,18 +609,17 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
                 ];
                 if fits(h, k[0], s[0], p[0], 1).is_some() && fits(w, k[1], s[1], p[1], 1).is_some()
                 {
+                    let attrs = Pool2d {
+                        kernel: k,
+                        stride: s,
+                        padding: p,
+                        ceil_mode: rng.random_bool(0.5),
+                        count_include_pad: true,
+                    };
                     let op = if rng.random_bool(0.5) {
-                        Op::MaxPool {
-                            kernel: k,
-                            stride: s,
-                            padding: p,
-                        }
+                        Op::MaxPool(attrs)
                     } else {
-                        Op::AvgPool {
-                            kernel: k,
-                            stride: s,
-                            padding: p,
-                        }
+                        Op::AvgPool(attrs)
                     };
                     cur = push(&mut b, &format!("p{i}"), op, &cur);
                 }
@@ -618,6 +628,20 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
                 if let Some(y) = random_conv(rng, &mut b, &format!("rc{i}"), &cur, true) {
                     cur = b.add(&format!("res{i}"), &[&y, &cur]);
                 }
+            }
+            4 => {
+                // Squeeze-excitation: pooled [C,1,1] -> 1x1 convs -> sigmoid, scaling the map.
+                let c = b.shape(&cur)[0];
+                let p = b.global_avg_pool_keep(&format!("se_pool{i}"), &cur);
+                let s = b.conv2d(&format!("se_sq{i}"), &p, rng.random_range(1..=3), 1, 1, 0);
+                let s = b.activation(&format!("se_act{i}"), &s, Activation::Silu);
+                let e = b.conv2d(&format!("se_ex{i}"), &s, c, 1, 1, 0);
+                let e = b.activation(&format!("se_gate{i}"), &e, Activation::Sigmoid);
+                cur = if rng.random_bool(0.5) {
+                    b.mul(&format!("se_mul{i}"), &cur, &e)
+                } else {
+                    b.mul(&format!("se_mul{i}"), &e, &cur)
+                };
             }
             _ => {
                 let l = random_conv(rng, &mut b, &format!("ca{i}"), &cur, true);
