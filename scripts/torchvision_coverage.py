@@ -5,7 +5,7 @@
 
 Every model is built with weights=None (random init, seed 0; BatchNorm affine parameters
 randomised and running statistics measured on random batches, so no BatchNorm is an identity), in
-eval mode (googlenet / inception_v3 without aux logits), and exported as the fixtures are:
+eval mode (googlenet / inception_v3 without aux logits, vit_* with image_size=SIZE), and exported as the fixtures are:
 opset 17, the TorchScript exporter (dynamo=False), a dynamic batch axis, BatchNorm kept as its
 own node (training=PRESERVE, no constant folding). Each export runs in its own process, so a
 crash or a hang (--timeout) costs one row only. Then, with the shears binary (--shears, default
@@ -71,6 +71,8 @@ def export_one(name, size, path, max_params):
     kwargs = {}
     if name in ("googlenet", "inception_v3"):
         kwargs = {"aux_logits": False, "init_weights": False}
+    if name.startswith("vit_"):
+        kwargs = {"image_size": size}  # the position embedding is sized for the input
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     params = sum(p.numel() for p in model.parameters())
     if params > max_params:

@@ -195,3 +195,78 @@ fn executor_matches_reference_through_relu6_where_it_clips() {
     let d = max_rel_diff(&got, &exp);
     assert!(d < 1e-4, "relu6: max relative difference {d}");
 }
+
+/// A network of every pointwise activation, a squeeze-excitation (pooled `[C,1,1]` map, 1×1
+/// convs, a per-channel product) and ceil-mode pools with and without the padding in the
+/// divisor: the Burn forward equals the reference forward.
+fn activations_and_se_graph() -> shears_core::Graph {
+    use shears_core::builder::GraphBuilder;
+    use shears_core::graph::Op;
+    use shears_core::ops::{Activation, Pool2d};
+    let mut b = GraphBuilder::new("se", &[3, 12, 12]);
+    let x = b.input();
+    let c = b.conv2d("conv", &x, 8, 3, 1, 1);
+    let n = b.batchnorm("bn", &c);
+    let mut h = n;
+    for (i, f) in [
+        Activation::HardSwish,
+        Activation::Silu,
+        Activation::Gelu,
+        Activation::Tanh,
+        Activation::LeakyRelu { alpha: 0.1 },
+        Activation::Clip { min: -0.5, max: 1.5 },
+        Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h = b.activation(&format!("act{i}"), &h, f);
+    }
+    let p = b.global_avg_pool_keep("se_pool", &h);
+    let s = b.conv2d("se_fc1", &p, 4, 1, 1, 0);
+    let s = b.relu("se_relu", &s);
+    let s = b.conv2d("se_fc2", &s, 8, 1, 1, 0);
+    let s = b.activation("se_gate", &s, Activation::Sigmoid);
+    let m = b.mul("se_mul", &h, &s);
+    let mp = b.push(
+        "maxpool",
+        Op::MaxPool(Pool2d {
+            ceil_mode: true,
+            ..Pool2d::square(3, 2, 0)
+        }),
+        &[&m],
+    );
+    let ap = b.push(
+        "avgpool",
+        Op::AvgPool(Pool2d {
+            ceil_mode: true,
+            count_include_pad: false,
+            ..Pool2d::square(3, 2, 1)
+        }),
+        &[&mp],
+    );
+    let g = b.global_avg_pool("pool", &ap);
+    let y = b.linear("fc", &g, 10, true);
+    b.finish(&y)
+}
+
+#[test]
+fn executor_matches_reference_through_new_activations_se_and_ceil_pools() {
+    let graph = activations_and_se_graph();
+    let mut weights = init_weights(&graph, 7);
+    perturb_bn(&mut weights, 8);
+    let x = random_input(&[3, 12, 12], 2, 9);
+    let expected = shears_core::reference::forward(&graph, &weights, None, &x).unwrap();
+    let device = Device::flex();
+    let mut exec = Executor::new(&graph, &weights, &Masks::new(), &device).unwrap();
+    let value = exec.input_value(x.iter().copied().collect(), 2).unwrap();
+    let got = to_vec(exec.forward(value, Mode::Eval).reshape([20]));
+    let exp: Vec<f32> = expected.iter().copied().collect();
+    let d = max_rel_diff(&got, &exp);
+    assert!(d < 1e-4, "max relative difference {d}");
+    // The ceil-mode pools give 6x6 and then 4x4 maps on a 12x12 input (floor: 5x5, then 3x3),
+    // so the partial windows are really exercised.
+    let shapes = shears_core::shape::infer_shapes(&graph).unwrap();
+    assert_eq!(shapes.get("maxpool"), &vec![8, 6, 6]);
+    assert_eq!(shapes.get("avgpool"), &vec![8, 4, 4]);
+}

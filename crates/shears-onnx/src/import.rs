@@ -37,6 +37,8 @@ pub fn import_onnx(path: &Path) -> Result<Model, OnnxError> {
 
 /// Imports an ONNX model from its bytes; `name` becomes the graph's name.
 pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
+    let (bytes, avgpool_ceil) = strip_avgpool_ceil_mode(bytes)?;
+    let bytes = bytes.as_slice();
     // onnx-ir asserts on some malformed inputs instead of returning an error: a corrupt file
     // must still give an error, never a panic.
     let parsed = std::panic::catch_unwind(|| OnnxGraphBuilder::new().parse_bytes(bytes));
@@ -60,6 +62,7 @@ pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
     let mut im = Importer {
         original: OriginalNames::new(&proto),
         readers: reader_kinds(&onnx.nodes),
+        avgpool_ceil,
         ..Importer::default()
     };
     let input = im.input(&onnx.inputs)?;
@@ -150,6 +153,15 @@ impl OriginalNames {
         names
     }
 
+    /// The rank of `node` among the file's nodes of its type (onnx-ir names the k-th `relu{k}`).
+    fn rank(node: &Node) -> Option<usize> {
+        let ty = node.node_type().to_string();
+        node.name()
+            .strip_prefix(ty.to_lowercase().as_str())
+            .and_then(|k| k.parse::<usize>().ok())
+            .and_then(|k| k.checked_sub(1))
+    }
+
     /// The file's name of the node onnx-ir calls `node` (`softmax2` is the file's second Softmax).
     fn node(&self, node: &Node) -> String {
         let renamed = node.name();
@@ -182,6 +194,8 @@ struct Importer {
     /// Values that are a step of the GELU pattern exporters write for opsets before 20,
     /// with the step reached and the value the GELU is of.
     pending: HashMap<String, (GeluStep, Value)>,
+    /// Whether each AveragePool of the file (in file order) has `ceil_mode = 1`.
+    avgpool_ceil: Vec<bool>,
     values: HashMap<String, Value>,
     nodes: Vec<IrNode>,
     weights: Weights,
@@ -524,7 +538,9 @@ impl Importer {
                     kernel: c.kernel_size,
                     stride: c.strides,
                     padding: symmetric(node, &c.padding)?,
-                    ceil_mode: c.ceil_mode,
+                    ceil_mode: c.ceil_mode
+                        || OriginalNames::rank(node)
+                            .is_some_and(|k| self.avgpool_ceil.get(k).copied().unwrap_or(false)),
                     count_include_pad: c.count_include_pad,
                 });
                 self.push(node, op, vec![x.name], vec![], Map, None)
@@ -867,6 +883,29 @@ impl Importer {
         // The weight initializer of a MatMul export is often a bare number (`onnx::MatMul_123`).
         self.push(node, op, vec![x.name], params, Layout::Vector, Some(wname))
     }
+}
+
+/// onnx-ir 0.22 refuses `ceil_mode` on AveragePool before opset 19, though ONNX has it since
+/// opset 10 (PyTorch exports it at 17). The attribute is taken out of the bytes onnx-ir reads and
+/// returned per AveragePool, in file order, for the importer to put back.
+fn strip_avgpool_ceil_mode(bytes: &[u8]) -> Result<(Vec<u8>, Vec<bool>), OnnxError> {
+    let mut proto =
+        ModelProto::parse_from_bytes(bytes).map_err(|e| OnnxError::Parse(e.to_string()))?;
+    let mut flags = Vec::new();
+    if let Some(graph) = proto.graph.as_mut() {
+        for n in graph.node.iter_mut().filter(|n| n.op_type == "AveragePool") {
+            let before = n.attribute.len();
+            n.attribute.retain(|a| !(a.name == "ceil_mode" && a.i != 0));
+            flags.push(n.attribute.len() != before);
+        }
+    }
+    if !flags.contains(&true) {
+        return Ok((bytes.to_vec(), flags));
+    }
+    let out = proto
+        .write_to_bytes()
+        .map_err(|e| OnnxError::Parse(e.to_string()))?;
+    Ok((out, flags))
 }
 
 /// The step of the GELU pattern (`x / √2 → Erf → + 1 → · x → · 0.5`) a value has reached.
