@@ -4,17 +4,19 @@
         [--shears PATH] [--out FILE] [--export-only] [--size 64] [--timeout 600] [--large]
 
 Every model is built with weights=None (random init, seed 0; BatchNorm affine parameters
-randomised and running statistics measured on random batches, so no BatchNorm is an identity), in
-eval mode (googlenet / inception_v3 without aux logits, vit_* with image_size=SIZE), and exported as the fixtures are:
-opset 17, the TorchScript exporter (dynamo=False), a dynamic batch axis, BatchNorm kept as its
+randomised and running statistics measured on random batches, so no BatchNorm is an identity;
+zero-initialised layers, like ViT's head, given small random weights), in eval mode (googlenet
+and inception_v3 without aux logits, vit_* with image_size=SIZE), and exported as the fixtures
+are: opset 17, the TorchScript exporter (dynamo=False), a dynamic batch axis, BatchNorm kept as its
 own node (training=PRESERVE, no constant folding). Each export runs in its own process, so a
 crash or a hang (--timeout) costs one row only. Then, with the shears binary (--shears, default
 $CARGO_TARGET_DIR/release/shears, else ~/.cache/shears/target/release/shears):
 
   import      shears import MODEL.onnx --out DIR/imported
   round trip  shears export DIR/imported DIR/rt.onnx; onnxruntime on rt.onnx equals onnxruntime
-              on MODEL.onnx within 1e-4 (max abs; times max|output| when that is above 1, see
-              close()) on a fixed random batch of 2
+              on MODEL.onnx within 1e-4 (max abs; see tolerance(): scaled by max|output| when
+              that is above 1, and at least twice the PyTorch-vs-onnxruntime difference of the
+              same export, which deep random nets make larger) on a fixed random batch of 2
   l1-filter   shears prune --model MODEL.onnx --method l1-filter --macs-reduction 0.5
               --finetune-epochs 0 --no-eval --no-latency --save-masked DIR/l1-masked --out DIR/l1
               (no data needed: --no-eval skips accuracy; the latency is measured below instead)
@@ -52,11 +54,14 @@ LARGE = re.compile(r"^(vgg\d+(_bn)?|alexnet)$")
 HUGE = {"vit_h_14", "regnet_y_128gf"}
 TOL = 1e-4
 
-def close(d, ref):
-    """Max abs difference `d` within TOL, scaled by the reference's largest magnitude when that
-    is above 1: random-init resnet50 / wide_resnet50_2 give logits in the hundreds, where float32
-    summation order alone (PyTorch against onnxruntime) differs by 3e-4."""
-    return d <= TOL * max(1.0, ref)
+def tolerance(ref, floor):
+    """The largest max-abs difference that passes: TOL, times the reference's largest magnitude
+    when that is above 1, and at least twice `floor`, the difference between PyTorch and
+    onnxruntime on the same export. Random-init deep nets amplify float32 rounding: resnet152's
+    PyTorch float32 output differs from its float64 output by 1.4e-3 (outputs up to 2.7), and
+    onnxruntime from PyTorch by 1.7e-3, so a different but exact summation order cannot be held
+    to 1e-4 there."""
+    return max(TOL * max(1.0, ref), 2.0 * floor)
 
 # ----------------------------------------------------------------------------- export (child)
 
@@ -83,6 +88,10 @@ def export_one(name, size, path, max_params):
     torch.manual_seed(1)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     with torch.no_grad():
+        # Layers initialised to zero (ViT's head) would make every output 0.
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and not m.weight.any():
+                nn.init.normal_(m.weight, std=0.02)
         for bn in bns:
             bn.weight.uniform_(0.5, 1.5); bn.bias.uniform_(-0.2, 0.2)
             bn.reset_running_stats(); bn.momentum = None
@@ -146,6 +155,9 @@ def first_error(text):
     if not lines:
         return "no output"
     head = next((l for l in lines if l.lstrip().startswith(("Error", "error"))), None)
+    panic = next((i for i, l in enumerate(lines) if "panicked at" in l), None)
+    if head is None and panic is not None:  # the message is on the line after the location
+        head = lines[panic] + " " + (lines[panic + 1] if panic + 1 < len(lines) else "")
     if head is None:
         head = next((l for l in lines if re.search(r"\b(error|panicked)\b", l, re.I)), lines[-1])
     causes = []
@@ -283,8 +295,9 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
         else:
             try:
                 d = float(np.abs(ort_run(rt, x) - y0).max())
-                col["round trip"] = "pass" if close(d, float(np.abs(y0).max())) else "fail"
-                notes.append(f"round trip: max abs diff {d:.2g} (outputs up to {np.abs(y0).max():.3g})")
+                tol = tolerance(float(np.abs(y0).max()), meta["torch_diff"])
+                col["round trip"] = "pass" if d <= tol else "fail"
+                notes.append(f"round trip: max abs diff {d:.2g} (tolerance {tol:.2g})")
             except Exception as e:
                 fail("round trip", "onnxruntime: " + exc_line(e))
     else:
@@ -309,7 +322,7 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
             try:
                 rep = json.loads(stdout) if stdout.strip().startswith("{") else \
                     json.loads((out / "result.json").read_text())
-                s = rep["sizes"]
+                s = rep.get("sizes", rep)  # the report flattens its sizes
                 notes.append(f"{method}: MACs -{100 * s['macs_reduction']:.1f}%, params "
                              f"-{100 * s['params_reduction']:.1f}%, {s['prunable_groups']}/"
                              f"{s['groups']} groups prunable")
@@ -350,8 +363,9 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
                 raise RuntimeError("no compacted output")
             ym = ort_run(m_onnx, x)
             d = float(np.abs(yc - ym).max())
-            eq.append(close(d, float(np.abs(ym).max())))
-            notes.append(f"{key} compacted vs masked: max abs diff {d:.2g} (outputs up to {np.abs(ym).max():.3g})")
+            tol = tolerance(float(np.abs(ym).max()), meta["torch_diff"])
+            eq.append(d <= tol)
+            notes.append(f"{key} compacted vs masked: max abs diff {d:.2g} (tolerance {tol:.2g})")
         except Exception as e:
             eq.append(False); notes.append(f"{key} compacted vs masked: {exc_line(e)}")
     col["compacted = masked"] = "-" if not eq else ("pass" if all(eq) else "fail")

@@ -771,7 +771,11 @@ impl Executor {
             for &k in gates_reading.get(i).map_or(&[][..], Vec::as_slice) {
                 gate_inputs[k] = args[0].clone();
             }
-            let mut arg = |k: usize| args[k].take().expect("value computed before use");
+            let mut arg = |k: usize| {
+                args[k]
+                    .take()
+                    .unwrap_or_else(|| panic!("value {k} of `{name}` taken before use"))
+            };
             let out = match step {
                 Step::Conv { opts, shape, .. } if folded[i].is_some() => {
                     let (weight, bias) = folded[i].clone().expect("checked");
@@ -950,23 +954,27 @@ impl Executor {
                     }
                     acc
                 }
-                Step::Concat => match arg(0) {
-                    Value::Map(_) => Value::Map(Tensor::cat(
-                        (0..self.inputs[i].len())
-                            .map(|k| arg(k).map(name))
-                            .collect(),
-                        1,
-                    )),
-                    Value::Flat(_) => Value::Flat(Tensor::cat(
-                        (0..self.inputs[i].len())
-                            .map(|k| match arg(k) {
-                                Value::Flat(t) => t,
-                                Value::Map(_) => unreachable!("concat `{name}` of mixed ranks"),
-                            })
-                            .collect(),
-                        1,
-                    )),
-                },
+                Step::Concat => {
+                    let parts: Vec<Value> = (0..self.inputs[i].len()).map(&mut arg).collect();
+                    match parts[0] {
+                        Value::Map(_) => Value::Map(Tensor::cat(
+                            parts.into_iter().map(|v| v.map(name)).collect(),
+                            1,
+                        )),
+                        Value::Flat(_) => Value::Flat(Tensor::cat(
+                            parts
+                                .into_iter()
+                                .map(|v| match v {
+                                    Value::Flat(t) => t,
+                                    Value::Map(_) => {
+                                        unreachable!("concat `{name}` of mixed ranks")
+                                    }
+                                })
+                                .collect(),
+                            1,
+                        )),
+                    }
+                }
                 Step::Dropout { p } => {
                     let x = arg(0);
                     if train && *p > 0.0 {

@@ -236,6 +236,8 @@ fn activations_and_se_graph() -> shears_core::Graph {
         }),
         &[&m],
     );
+    let branch = b.conv2d("branch", &mp, 4, 1, 1, 0);
+    let cat = b.concat("cat", &[&mp, &branch]);
     let ap = b.push(
         "avgpool",
         Op::AvgPool(Pool2d {
@@ -243,7 +245,7 @@ fn activations_and_se_graph() -> shears_core::Graph {
             count_include_pad: false,
             ..Pool2d::square(3, 2, 1)
         }),
-        &[&mp],
+        &[&cat],
     );
     let g = b.global_avg_pool("pool", &ap);
     let y = b.linear("fc", &g, 10, true);
@@ -268,5 +270,45 @@ fn executor_matches_reference_through_new_activations_se_and_ceil_pools() {
     // so the partial windows are really exercised.
     let shapes = shears_core::shape::infer_shapes(&graph).unwrap();
     assert_eq!(shapes.get("maxpool"), &vec![8, 6, 6]);
-    assert_eq!(shapes.get("avgpool"), &vec![8, 4, 4]);
+    assert_eq!(shapes.get("avgpool"), &vec![12, 4, 4]);
+}
+
+/// Training runs through every new op, a concat included, and lowers the loss.
+#[test]
+fn training_through_new_activations_se_concat_and_ceil_pools_lowers_the_loss() {
+    let graph = activations_and_se_graph();
+    let weights = init_weights(&graph, 3);
+    let device = Device::flex().autodiff();
+    let mut exec = Executor::new(&graph, &weights, &Masks::new(), &device).unwrap();
+    let mut opt = shears_engine::Optimizer::new(
+        shears_engine::OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        exec.params.len(),
+    )
+    .unwrap();
+    let x = random_input(&[3, 12, 12], 8, 4);
+    let labels: Vec<i64> = (0..8).map(|i| i % 3).collect();
+    let mut losses = Vec::new();
+    for _ in 0..6 {
+        let v = exec.input_value(x.iter().copied().collect(), 8).unwrap();
+        let loss = shears_engine::train::cross_entropy(exec.forward(v, Mode::Train), &labels);
+        losses.push(to_vec(loss.clone().inner())[0]);
+        let grads = loss.backward();
+        for i in 0..exec.params.len() {
+            if let Some(g) = exec.params[i].grad(&grads) {
+                let new = opt.update(i, exec.params[i].clone().inner(), g, 0.05);
+                exec.replace_param(i, new);
+            }
+        }
+    }
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(losses[5] < losses[0], "loss did not go down: {losses:?}");
+    let moved = exec.weights()["se_fc2.weight"]
+        .iter()
+        .zip(weights["se_fc2.weight"].iter())
+        .any(|(a, b)| a != b);
+    assert!(moved, "the excitation conv was not trained");
 }
