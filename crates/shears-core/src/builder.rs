@@ -2,7 +2,7 @@
 //! The zoo, tests and examples use it; the importer and compaction write `Graph` directly.
 
 use crate::graph::{Graph, Input, Node, Op};
-use crate::ops::{Activation, GlobalPool, Pool2d};
+use crate::ops::{Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pool2d};
 use crate::shape::{Shape, node_shape};
 use std::collections::HashMap;
 
@@ -227,6 +227,16 @@ impl GraphBuilder {
 
     pub fn activation(&mut self, name: &str, x: &str, f: Activation) -> String {
         self.push(name, Op::Activation(f), &[x])
+    }
+
+    /// Channels `start..end` of `x`.
+    pub fn slice(&mut self, name: &str, x: &str, start: usize, end: usize) -> String {
+        self.push(name, Op::Slice(ChannelSlice { start, end }), &[x])
+    }
+
+    /// ShuffleNet's channel shuffle in `groups` blocks.
+    pub fn channel_shuffle(&mut self, name: &str, x: &str, groups: usize) -> String {
+        self.push(name, Op::ChannelShuffle(ChannelShuffle { groups }), &[x])
     }
 
     /// Elementwise product; `b` may be a `[C,1,1]` per-channel value of `a`'s channels.

@@ -269,6 +269,14 @@ fn eval_node(node: &Node, ins: &[&ArrayD<f32>], p: &Params<'_>) -> Result<ArrayD
             }
             Ok(y)
         }
+        Op::Slice(sl) => Ok(x.slice_axis(Axis(1), (sl.start..sl.end).into()).to_owned()),
+        Op::ChannelShuffle(sh) => {
+            let c = x.shape()[1];
+            let parts: Vec<ArrayViewD<'_, f32>> = (0..c)
+                .map(|j| x.slice_axis(Axis(1), (sh.source(j, c)..sh.source(j, c) + 1).into()))
+                .collect();
+            ndarray::concatenate(Axis(1), &parts).map_err(|e| CoreError::shape(name, e.to_string()))
+        }
         Op::Concat => {
             let views: Vec<ArrayViewD<'_, f32>> = ins.iter().map(|a| a.view()).collect();
             ndarray::concatenate(Axis(1), &views).map_err(|e| CoreError::shape(name, e.to_string()))

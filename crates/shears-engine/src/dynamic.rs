@@ -399,7 +399,11 @@ impl DynamicNet {
                 // FTWT gates the filters of plain CNNs (ReLU, pooling, residual adds); these
                 // ops have no per-sample skipping rule here yet, so the network is refused
                 // whole rather than run partly gated.
-                op @ (Op::GlobalAvgPool(_) | Op::Activation(_) | Op::Mul) => {
+                op @ (Op::GlobalAvgPool(_)
+                | Op::Activation(_)
+                | Op::Mul
+                | Op::Slice(_)
+                | Op::ChannelShuffle(_)) => {
                     return Err(EngineError::invalid(
                         "dynamic inference",
                         format!(

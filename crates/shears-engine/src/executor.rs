@@ -16,7 +16,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
 use ndarray::{ArrayD, IxDyn};
 use shears_core::graph::{Graph, Op, ParamKind};
-use shears_core::ops::{Activation, GlobalPool, Pool2d};
+use shears_core::ops::{Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pool2d};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::{Masks, Weights, check_masks, check_weights};
 use std::collections::HashMap;
@@ -102,6 +102,8 @@ enum Step {
     Add,
     Mul,
     Concat,
+    Slice(ChannelSlice),
+    Shuffle(ChannelShuffle),
     Dropout {
         p: f64,
     },
@@ -351,6 +353,8 @@ impl Executor {
                 Op::Flatten => Step::Flatten,
                 Op::Add => Step::Add,
                 Op::Mul => Step::Mul,
+                Op::Slice(sl) => Step::Slice(sl),
+                Op::ChannelShuffle(sh) => Step::Shuffle(sh),
                 Op::Concat => Step::Concat,
                 Op::Dropout { p } => Step::Dropout { p },
             };
@@ -954,6 +958,11 @@ impl Executor {
                     }
                     acc
                 }
+                Step::Slice(sl) => match arg(0) {
+                    Value::Map(t) => Value::Map(t.narrow(1, sl.start, sl.end - sl.start)),
+                    Value::Flat(t) => Value::Flat(t.narrow(1, sl.start, sl.end - sl.start)),
+                },
+                Step::Shuffle(sh) => Value::Map(ops::shuffle::forward(arg(0).map(name), sh.groups)),
                 Step::Concat => {
                     let parts: Vec<Value> = (0..self.inputs[i].len()).map(&mut arg).collect();
                     match parts[0] {

@@ -70,6 +70,8 @@ impl BnScaleL1 {
                     | Op::Flatten
                     | Op::Add
                     | Op::Concat
+                    | Op::Slice(_)
+                    | Op::ChannelShuffle(_)
                     | Op::Dropout { .. }),
                 ) => {
                     return Err(EngineError::invalid(
@@ -164,7 +166,7 @@ pub fn penalty_masks_from_selection(
             *slot = true;
         }
         for m in g.members.iter().filter(|m| m.kind == ParamKind::BnScale) {
-            let len = m.offset + g.channels * m.stride_per_channel;
+            let len = m.indices(g.channels.saturating_sub(1)).end;
             let mask = out.entry(m.node.clone()).or_default();
             if mask.len() < len {
                 mask.resize(len, false);

@@ -287,6 +287,8 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
             | Op::Flatten
             | Op::Add
             | Op::Concat
+            | Op::Slice(_)
+            | Op::ChannelShuffle(_)
             | Op::Dropout { .. }) => op.clone(),
         };
     }

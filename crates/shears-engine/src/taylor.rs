@@ -95,6 +95,8 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
             | Op::Flatten
             | Op::Add
             | Op::Concat
+            | Op::Slice(_)
+            | Op::ChannelShuffle(_)
             | Op::Dropout { .. } => continue,
         };
         if !params.is_empty() {

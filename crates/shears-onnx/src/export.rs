@@ -14,6 +14,8 @@ use std::path::Path;
 pub const EXPORT_OPSET: i64 = 17;
 /// ONNX `TensorProto.DataType.FLOAT`.
 const FLOAT: i32 = 1;
+/// ONNX `TensorProto.DataType.INT64`.
+const INT64: i32 = 7;
 
 /// Writes `model` as an ONNX file, atomically. Unstructured masks are applied to the weights
 /// first, so the file computes what the masked network computes.
@@ -58,7 +60,8 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
     }
 
     for node in &graph.nodes {
-        let parts = node.op.onnx(&node.name, node.inputs.len());
+        let in_shapes: Vec<&Vec<usize>> = node.inputs.iter().map(|v| shapes.get(v)).collect();
+        let parts = node.op.onnx(&node.name, &in_shapes);
         let last = parts.len() - 1;
         let mut inputs = node.inputs.clone();
         for (k, part) in parts.into_iter().enumerate() {
@@ -80,6 +83,20 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
             let mut n = NodeProto::new();
             n.name = output.clone();
             n.op_type = part.op_type.to_string();
+            for (suffix, values) in &part.int_consts {
+                let name = format!("{}.{suffix}", node.name);
+                let mut t = TensorProto::new();
+                t.name = name.clone();
+                t.data_type = INT64;
+                t.dims = vec![values.len() as i64];
+                t.raw_data = values
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into();
+                g.initializer.push(t);
+                consts.push(name);
+            }
             let op_input = part.reads_op_input.then(|| node.inputs[0].clone());
             n.input = inputs
                 .into_iter()

@@ -10,7 +10,7 @@ use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
 use onnx_ir::{Argument, Message, ModelProto, Node, OnnxGraphBuilder, TensorDataExt};
 use shears_core::artifact::Model;
 use shears_core::graph::{Graph, Input, Node as IrNode, Op};
-use shears_core::ops::{Activation, GlobalPool, Pool2d};
+use shears_core::ops::{Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pool2d};
 use shears_core::weights::{Masks, Weights};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -20,7 +20,8 @@ pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Relu, Clip, Sigmoid, 
 HardSwish, LeakyRelu, Tanh, Gelu (also as Div -> Erf -> Add -> Mul -> Mul), SiLU (as x * Sigmoid(x)), \
 MaxPool, AveragePool (both with ceil_mode), GlobalAveragePool, ReduceMean over the spatial axes, \
 Flatten, Reshape (as flatten), Gemm, MatMul (+ Add), Add, Sum, Mul (of two computed values, a \
-[N,C,1,1] one broadcast), Concat (channel axis), Identity, Dropout";
+[N,C,1,1] one broadcast), Concat, Slice and Split (channel axis), channel shuffle (Reshape -> \
+Transpose -> Reshape), Identity, Dropout";
 
 /// Reads an ONNX file into a model (graph, weights, no masks), named after the file.
 pub fn import_onnx(path: &Path) -> Result<Model, OnnxError> {
@@ -66,6 +67,7 @@ pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
         ..Importer::default()
     };
     let input = im.input(&onnx.inputs)?;
+    im.shapes.insert(input.name.clone(), input.shape.clone());
     for node in &onnx.nodes {
         im.node(node)?;
     }
@@ -196,6 +198,13 @@ struct Importer {
     pending: HashMap<String, (GeluStep, Value)>,
     /// Whether each AveragePool of the file (in file order) has `ceil_mode = 1`.
     avgpool_ceil: Vec<bool>,
+    /// Per-sample shape of every IR value made so far.
+    shapes: HashMap<String, Vec<usize>>,
+    /// Integer values of shape computations (`None` where unknown before run time: the batch).
+    shape_values: HashMap<String, Vec<Option<i64>>>,
+    /// The steps of a channel shuffle seen so far: the value reshaped into `groups` blocks,
+    /// then (`true`) its two block axes swapped.
+    shuffles: HashMap<String, (Value, usize, bool)>,
     values: HashMap<String, Value>,
     nodes: Vec<IrNode>,
     weights: Weights,
@@ -286,6 +295,21 @@ impl Importer {
         layout: Layout,
         weight_name: Option<&str>,
     ) -> Result<(), OnnxError> {
+        self.push_at(node, 0, op, inputs, params, layout, weight_name)
+    }
+
+    /// [`Importer::push`] for output `out` of a node with several (a Split's).
+    #[allow(clippy::too_many_arguments)]
+    fn push_at(
+        &mut self,
+        node: &Node,
+        out: usize,
+        op: Op,
+        inputs: Vec<String>,
+        params: Vec<(&str, ArrayD<f32>)>,
+        layout: Layout,
+        weight_name: Option<&str>,
+    ) -> Result<(), OnnxError> {
         // The weight's own name in the file, found by its values (onnx-ir renamed it).
         let from_weight = weight_name.and_then(|_| {
             let first = params.first()?.1.iter().copied().collect::<Vec<f32>>();
@@ -312,23 +336,207 @@ impl Importer {
             }
             self.weights.insert(spec.name.clone(), array);
         }
-        self.nodes.push(IrNode {
+        let ir = IrNode {
             name: name.clone(),
             op,
             inputs,
-        });
-        self.bind(node, Value { name, layout })
+        };
+        let ins: Vec<&Vec<usize>> = ir.inputs.iter().map(|v| &self.shapes[v]).collect();
+        let shape = shears_core::shape::node_shape(&ir, &ins)
+            .map_err(|e| unsupported(node, e.to_string()))?;
+        self.shapes.insert(name.clone(), shape);
+        self.nodes.push(ir);
+        self.bind_at(node, out, Value { name, layout })
     }
 
     /// The node's (first) output is the IR value `v`.
     fn bind(&mut self, node: &Node, v: Value) -> Result<(), OnnxError> {
+        self.bind_at(node, 0, v)
+    }
+
+    /// The node's output `k` is the IR value `v`.
+    fn bind_at(&mut self, node: &Node, k: usize, v: Value) -> Result<(), OnnxError> {
         let out = node
             .outputs()
-            .first()
-            .ok_or_else(|| unsupported(node, "it has no output".into()))?;
+            .get(k)
+            .ok_or_else(|| unsupported(node, format!("it has no output {k}")))?;
         self.values.insert(out.name.clone(), v);
         Ok(())
     }
+
+    /// The per-sample channels of an imported value.
+    fn channels(&self, v: &Value) -> usize {
+        self.shapes.get(&v.name).and_then(|s| s.first().copied()).unwrap_or(0)
+    }
+
+    /// Records the value a shape-computing node produces, where it is known: `Shape` of an
+    /// imported value (the batch unknown), and Gather, Unsqueeze, Squeeze, Cast, Concat and
+    /// integer arithmetic over those and constants. Reshapes and slices read these to find
+    /// their static targets when the exporter computed them at run time.
+    fn eval_shape_node(&mut self, node: &Node) {
+        let ins = node.inputs();
+        let sym = |k: usize| ins.get(k).and_then(|a| self.symbolic(a));
+        let result: Option<Vec<Option<i64>>> = match node {
+            Node::Shape(_) => ins.first().and_then(|a| {
+                let v = self.values.get(&a.name)?;
+                let s = self.shapes.get(&v.name)?;
+                let mut dims = vec![None];
+                match v.layout {
+                    Layout::Pooled => dims.extend([Some(s[0] as i64), Some(1), Some(1)]),
+                    Layout::Map | Layout::Vector => dims.extend(s.iter().map(|&d| Some(d as i64))),
+                }
+                Some(dims)
+            }),
+            Node::Gather(_) => {
+                let (data, idx) = (sym(0), sym(1));
+                match (data, idx.as_deref()) {
+                    (Some(d), Some([Some(i)])) => {
+                        let i = if *i < 0 { *i + d.len() as i64 } else { *i };
+                        usize::try_from(i).ok().and_then(|i| d.get(i).copied()).map(|x| vec![x])
+                    }
+                    _ => None,
+                }
+            }
+            Node::Unsqueeze(_) | Node::Squeeze(_) | Node::Cast(_) => sym(0),
+            Node::Concat(_) => (0..ins.len())
+                .map(sym)
+                .collect::<Option<Vec<_>>>()
+                .map(|parts| parts.concat()),
+            Node::Div(_) | Node::Mul(_) | Node::Add(_) | Node::Sub(_) => {
+                match (sym(0), sym(1)) {
+                    (Some(a), Some(b)) if a.len() == b.len() || b.len() == 1 || a.len() == 1 => {
+                        let n = a.len().max(b.len());
+                        let at = |v: &Vec<Option<i64>>, i: usize| v[if v.len() == 1 { 0 } else { i }];
+                        Some(
+                            (0..n)
+                                .map(|i| {
+                                    let (x, y) = (at(&a, i)?, at(&b, i)?);
+                                    match node {
+                                        Node::Div(_) => (y != 0).then(|| x.div_euclid(y)),
+                                        Node::Mul(_) => Some(x * y),
+                                        Node::Add(_) => Some(x + y),
+                                        _ => Some(x - y),
+                                    }
+                                })
+                                .collect(),
+                        )
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let (Some(v), Some(out)) = (result, node.outputs().first()) {
+            self.shape_values.insert(out.name.clone(), v);
+        }
+    }
+
+    /// An integer input's value: a stored constant, or a shape value recorded before.
+    fn symbolic(&self, a: &Argument) -> Option<Vec<Option<i64>>> {
+        if let Some(d) = a.value() {
+            return d.to_i64_vec().ok().map(|v| v.into_iter().map(Some).collect());
+        }
+        self.shape_values.get(&a.name).cloned()
+    }
+
+    /// A Slice or Split bound: stored, or computed from shapes by the exporter.
+    fn ints(&self, node: &Node, input: &onnx_ir::node::slice::SliceInput) -> Option<Vec<i64>> {
+        match input {
+            onnx_ir::node::slice::SliceInput::Static(v) => Some(v.clone()),
+            onnx_ir::node::slice::SliceInput::Runtime(r) => self
+                .symbolic(node.inputs().get(r.input_index)?)?
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// `Slice` of channels (axis 1, step 1) of a map or vector.
+    fn slice(&mut self, node: &Node, cfg: &onnx_ir::node::slice::SliceConfig) -> Result<(), OnnxError> {
+        let x = self.data(node, 0, &[Layout::Map, Layout::Vector])?;
+        let c = self.channels(&x) as i64;
+        let need = |what: &str| unsupported(node, format!("its {what} are not known before run time"));
+        let starts = self.ints(node, &cfg.starts).ok_or_else(|| need("starts"))?;
+        let ends = self.ints(node, &cfg.ends).ok_or_else(|| need("ends"))?;
+        let axes = match &cfg.axes {
+            Some(a) => self.ints(node, a).ok_or_else(|| need("axes"))?,
+            None => (0..starts.len() as i64).collect(),
+        };
+        let steps = match &cfg.steps {
+            Some(a) => self.ints(node, a).ok_or_else(|| need("steps"))?,
+            None => vec![1; starts.len()],
+        };
+        let ([start], [end], [1], [1]) = (starts.as_slice(), ends.as_slice(), axes.as_slice(), steps.as_slice()) else {
+            return Err(unsupported(
+                node,
+                format!(
+                    "only a slice of channels (axis 1, step 1) is supported, not axes {axes:?} steps {steps:?}"
+                ),
+            ));
+        };
+        let clamp = |v: i64| (if v < 0 { v + c } else { v }).clamp(0, c) as usize;
+        let (start, end) = (clamp(*start), clamp(*end));
+        if start == 0 && end == c as usize {
+            return self.bind(node, x);
+        }
+        let layout = x.layout;
+        let op = Op::Slice(ChannelSlice { start, end });
+        self.push(node, op, vec![x.name], vec![], layout, None)
+    }
+
+    /// `Split` along channels: one IR slice per output.
+    fn split(&mut self, node: &Node, cfg: &onnx_ir::node::split::SplitConfig) -> Result<(), OnnxError> {
+        use onnx_ir::node::split::SplitSizesInput;
+        let x = self.data(node, 0, &[Layout::Map, Layout::Vector])?;
+        if cfg.axis != 1 {
+            return Err(unsupported(
+                node,
+                format!("Split on axis {} is not supported: only the channel axis 1", cfg.axis),
+            ));
+        }
+        let c = self.channels(&x);
+        let outputs = node.outputs().len();
+        let sizes: Vec<usize> = match (&cfg.split_sizes, cfg.split_size) {
+            (Some(SplitSizesInput::Static(v)), _) => v.clone(),
+            (Some(SplitSizesInput::Runtime(r)), _) => node
+                .inputs()
+                .get(r.input_index)
+                .and_then(|a| self.symbolic(a))
+                .and_then(|v| v.into_iter().map(|d| d.and_then(|d| usize::try_from(d).ok())).collect())
+                .ok_or_else(|| unsupported(node, "its split sizes are not known before run time".into()))?,
+            (None, Some(size)) => {
+                let mut v = vec![size; c / size.max(1)];
+                if c % size.max(1) != 0 {
+                    v.push(c % size);
+                }
+                v
+            }
+            (None, None) => vec![c / outputs.max(1); outputs],
+        };
+        if sizes.iter().sum::<usize>() != c || sizes.len() != outputs || sizes.contains(&0) {
+            return Err(unsupported(
+                node,
+                format!("its sizes {sizes:?} do not split {c} channels into {outputs} outputs"),
+            ));
+        }
+        let mut start = 0;
+        for (k, size) in sizes.into_iter().enumerate() {
+            let op = Op::Slice(ChannelSlice { start, end: start + size });
+            self.push_at(node, k, op, vec![x.name.clone()], vec![], x.layout, None)?;
+            start += size;
+        }
+        Ok(())
+    }
+
+    /// The static target of a Reshape, from its stored shape or the shape values recorded.
+    fn reshape_target(&self, node: &Node, r: &onnx_ir::node::reshape::ReshapeConfig) -> Option<Vec<Option<i64>>> {
+        match &r.shape {
+            onnx_ir::node::reshape::ReshapeInput::Static(s) => Some(s.iter().map(|&d| Some(d)).collect()),
+            onnx_ir::node::reshape::ReshapeInput::Runtime(rt) => {
+                self.symbolic(node.inputs().get(rt.input_index)?)
+            }
+        }
+    }
+
 
     /// The data input `k` of `node`, which must be an imported value of `layout`.
     fn data(&self, node: &Node, k: usize, layouts: &[Layout]) -> Result<Value, OnnxError> {
@@ -371,6 +579,7 @@ impl Importer {
     fn map_node(&mut self, node: &Node) -> Result<(), OnnxError> {
         use Layout::*;
         if computes_a_shape(node) {
+            self.eval_shape_node(node);
             // Shape → Gather → Unsqueeze → Concat before a Reshape: what a PyTorch `view(n, -1)`
             // leaves when the batch axis is dynamic. The Reshape is judged by its output shape,
             // so the chain itself maps to nothing.
@@ -579,11 +788,47 @@ impl Importer {
                 self.flatten(node)
             }
             Node::Reshape(r) => {
+                let input = node.inputs().first().map(|a| a.name.clone()).unwrap_or_default();
+                let target = self.reshape_target(node, &r.config);
+                // The last step of a channel shuffle: the swapped blocks merged back into C.
+                if let Some((x, groups, true)) = self.shuffles.get(&input).cloned() {
+                    let c = self.channels(&x) as i64;
+                    let back = target.as_ref().is_some_and(|t| {
+                        t.len() == 4 && matches!(t[1], Some(d) if d == c || d == -1)
+                    });
+                    if !back {
+                        return Err(unsupported(
+                            node,
+                            format!("a reshape of swapped channel blocks to {target:?} is not a channel shuffle"),
+                        ));
+                    }
+                    let op = Op::ChannelShuffle(ChannelShuffle { groups });
+                    return self.push(node, op, vec![x.name], vec![], Map, None);
+                }
+                let x = self.data(node, 0, &[Map, Vector, Pooled])?;
+                // The first step of a channel shuffle: [N, C, H, W] as [N, g, C/g, H, W].
+                if x.layout == Map
+                    && let Some(t) = target.as_ref().filter(|t| t.len() == 5)
+                {
+                    let s = self.shapes[&x.name].clone();
+                    let (c, h, w) = (s[0] as i64, s[1] as i64, s[2] as i64);
+                    let groups = match (t[1], t[2]) {
+                        (Some(g), Some(per)) if g > 0 && (per == -1 || g * per == c) => g,
+                        (Some(g), None) if g > 0 => g,
+                        _ => 0,
+                    };
+                    let spatial = [t[3], t[4]] == [Some(h), Some(w)]
+                        || [t[3], t[4]].iter().any(|d| *d == Some(-1));
+                    if groups > 0 && c % groups == 0 && spatial {
+                        let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+                        self.shuffles.insert(out, (x, groups as usize, false));
+                        return Ok(());
+                    }
+                }
                 // A reshape to [N, -1] (or [N, C*H*W]) is a flatten; anything else is not.
                 // With a dynamic batch axis the target shape is computed at run time (a folded
                 // Shape chain), and the output's rank 2 is what says "flatten".
                 let out_rank = node.outputs().first().map(|o| o.ty.rank());
-                let x = self.data(node, 0, &[Map, Vector, Pooled])?;
                 let is_flatten = match (&r.config.shape, out_rank) {
                     (onnx_ir::node::reshape::ReshapeInput::Runtime(_), Some(2)) => true,
                     (onnx_ir::node::reshape::ReshapeInput::Static(s), _) => {
@@ -595,12 +840,39 @@ impl Importer {
                     return Err(unsupported(
                         node,
                         format!(
-                            "only a reshape to [batch, features] (a flatten) is supported; its input is {}",
+                            "only a reshape to [batch, features] (a flatten) or a channel shuffle's \
+                             [N, g, C/g, H, W] is supported; its input is {} and its target {target:?}",
                             layout_text(x.layout)
                         ),
                     ));
                 }
                 self.flatten(node)
+            }
+            Node::Transpose(t) => {
+                let input = node.inputs().first().map(|a| a.name.clone()).unwrap_or_default();
+                match self.shuffles.get(&input).cloned() {
+                    Some((x, groups, false)) if t.config.perm == [0, 2, 1, 3, 4] => {
+                        let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+                        self.shuffles.insert(out, (x, groups, true));
+                        Ok(())
+                    }
+                    _ => Err(unsupported(
+                        node,
+                        format!(
+                            "Transpose {:?} is supported only as a channel shuffle's swap of its \
+                             blocks (perm [0, 2, 1, 3, 4] after a reshape to [N, g, C/g, H, W])",
+                            t.config.perm
+                        ),
+                    )),
+                }
+            }
+            Node::Slice(sl) => {
+                let cfg = sl.config.clone();
+                self.slice(node, &cfg)
+            }
+            Node::Split(sp) => {
+                let cfg = sp.config.clone();
+                self.split(node, &cfg)
             }
             Node::Linear(l) => {
                 let x = self.data(node, 0, &[Vector, Pooled])?;
@@ -976,6 +1248,10 @@ fn computes_a_shape(node: &Node) -> bool {
             | Node::Squeeze(_)
             | Node::Slice(_)
             | Node::Cast(_)
+            | Node::Div(_)
+            | Node::Mul(_)
+            | Node::Add(_)
+            | Node::Sub(_)
     );
     shape_op
         && !node.outputs().is_empty()

@@ -25,6 +25,9 @@ const BLOCKS: &[&str] = &[
     "act_zoo",
     "ceil_pool",
     "mean_head",
+    "ghost_slice",
+    "shuffle_unit",
+    "res2net_split",
 ];
 
 fn fixture(name: &str) -> PathBuf {

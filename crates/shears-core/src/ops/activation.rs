@@ -159,7 +159,7 @@ impl OpRules for Activation {
 
     /// Opset 17 has every one of these as a node except SiLU and GELU (opset 20), which are
     /// written as the patterns exporters write: `x * Sigmoid(x)` and `0.5 x (1 + Erf(x / √2))`.
-    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let with_consts = |op: &'static str, consts: Vec<(&'static str, f32)>| {
             let mut n = OnnxNode::new(op, vec![]);
             n.consts = consts;

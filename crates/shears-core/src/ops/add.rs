@@ -62,9 +62,9 @@ impl OpRules for Add {
     }
 
     /// `Add` for two inputs, `Sum` for more.
-    fn onnx(&self, _node: &str, inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, ins: &[&Shape]) -> Vec<OnnxNode> {
         vec![OnnxNode::new(
-            if inputs == 2 { "Add" } else { "Sum" },
+            if ins.len() == 2 { "Add" } else { "Sum" },
             vec![],
         )]
     }

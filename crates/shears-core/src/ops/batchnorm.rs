@@ -83,7 +83,7 @@ impl OpRules for BatchNorm {
     }
 
     /// ONNX's momentum weighs the running statistic, PyTorch's (and ours) the new batch one.
-    fn onnx(&self, node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let mut n = OnnxNode::new(
             "BatchNormalization",
             vec![

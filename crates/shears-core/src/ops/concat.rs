@@ -62,7 +62,7 @@ impl OpRules for Concat {
         Ok(Op::Concat)
     }
 
-    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         vec![OnnxNode::new("Concat", vec![("axis", OnnxAttr::Int(1))])]
     }
 }

@@ -177,7 +177,7 @@ impl OpRules for Conv2d {
         })
     }
 
-    fn onnx(&self, node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let mut n = OnnxNode::new(
             "Conv",
             vec![

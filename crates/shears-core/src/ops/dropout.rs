@@ -53,7 +53,7 @@ impl OpRules for Dropout {
     }
 
     /// Identity: an exported network is for inference, where dropout passes its input through.
-    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         vec![OnnxNode::new("Identity", vec![])]
     }
 }

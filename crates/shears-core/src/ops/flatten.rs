@@ -46,7 +46,7 @@ impl OpRules for Flatten {
         Ok(Op::Flatten)
     }
 
-    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         vec![OnnxNode::new("Flatten", vec![("axis", OnnxAttr::Int(1))])]
     }
 }

@@ -106,7 +106,7 @@ impl OpRules for Linear {
     }
 
     /// `Gemm` with the weight transposed (`[out, in]` is the PyTorch and ONNX Gemm layout).
-    fn onnx(&self, node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let mut n = OnnxNode::new("Gemm", vec![("transB", OnnxAttr::Int(1))]);
         n.params = self.param_specs(node).into_iter().map(|p| p.name).collect();
         vec![n]

@@ -20,6 +20,8 @@ mod linear;
 mod mul;
 mod pool;
 mod relu;
+mod shuffle;
+mod slice;
 
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -29,6 +31,8 @@ use serde::{Deserialize, Serialize};
 
 pub use activation::{Activation, erf};
 pub use pool::{GlobalPool, Pool2d};
+pub use shuffle::ChannelShuffle;
+pub use slice::ChannelSlice;
 
 /// One operation and its structural attributes. Parameter shapes follow from these attributes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +80,10 @@ pub enum Op {
     Mul,
     /// Concatenation along the channel (first per-sample) axis.
     Concat,
+    /// The channels `start..end` of the input (ONNX Slice or one output of a Split).
+    Slice(ChannelSlice),
+    /// ShuffleNet's channel shuffle: blocks interleaved.
+    ChannelShuffle(ChannelShuffle),
     /// Dropout with drop probability `p` (identity at inference).
     Dropout {
         p: f64,
@@ -227,6 +235,10 @@ pub enum ChannelFlow {
     Elementwise,
     /// Input `k`'s channel `c` is output channel `offset_k + c`, offsets in input order.
     Concat,
+    /// Output channel `c` is input channel `start + c`.
+    Slice { start: usize },
+    /// Output channel `b * groups + a` is input channel `a * (C / groups) + b`.
+    Shuffle { groups: usize },
 }
 
 /// Which channels a parameter axis indexes: kept output channels or kept input channels.
@@ -273,6 +285,9 @@ pub struct OnnxNode {
     pub consts: Vec<(&'static str, f32)>,
     /// Also reads the op's first input, after the previous node's output (SiLU's `x * σ(x)`).
     pub reads_op_input: bool,
+    /// Integer tensors read after the float constants (a Slice's bounds, a Reshape's shape),
+    /// written as INT64 initializers `{node}.{name}`.
+    pub int_consts: Vec<(&'static str, Vec<i64>)>,
 }
 
 impl OnnxNode {
@@ -283,6 +298,7 @@ impl OnnxNode {
             params: Vec::new(),
             consts: Vec::new(),
             reads_op_input: false,
+            int_consts: Vec::new(),
         }
     }
 }
@@ -313,9 +329,14 @@ pub(crate) trait OpRules {
     fn channel_axes(&self, node: &str) -> Vec<ChannelAxis>;
     /// The op once its input keeps `in_channels` and its output `out_channels` channels.
     fn compacted(&self, node: &str, in_channels: usize, out_channels: usize) -> Result<Op>;
-    /// The ONNX nodes (opset 17, NCHW with a batch axis) that compute `node`, which reads
-    /// `inputs` values; the exporter wires them and writes the parameters as initializers.
-    fn onnx(&self, node: &str, inputs: usize) -> Vec<OnnxNode>;
+    /// The op once its inputs keep the channel indices `ins` and its output `out`; by default
+    /// only the counts matter.
+    fn compacted_with(&self, node: &str, ins: &[&[usize]], out: &[usize]) -> Result<Op> {
+        self.compacted(node, ins[0].len(), out.len())
+    }
+    /// The ONNX nodes (opset 17, NCHW with a batch axis) that compute `node` from inputs of
+    /// per-sample shapes `ins`; the exporter wires them and writes the parameters as initializers.
+    fn onnx(&self, node: &str, ins: &[&Shape]) -> Vec<OnnxNode>;
 }
 
 impl Op {
@@ -376,6 +397,8 @@ impl Op {
             Op::Add => f(&add::Add),
             Op::Mul => f(&mul::Mul),
             Op::Concat => f(&concat::Concat),
+            Op::Slice(s) => f(&s),
+            Op::ChannelShuffle(s) => f(&s),
             Op::Dropout { p } => f(&dropout::Dropout { p }),
         }
     }
@@ -426,9 +449,16 @@ impl Op {
         self.with_rules(|r| r.compacted(node, in_channels, out_channels))
     }
 
-    /// ONNX mapping: the nodes that compute `node` (reading `inputs` values) in an ONNX graph.
-    pub fn onnx(&self, node: &str, inputs: usize) -> Vec<OnnxNode> {
-        self.with_rules(|r| r.onnx(node, inputs))
+    /// ONNX mapping: the nodes that compute `node` from inputs of per-sample shapes `ins`.
+    pub fn onnx(&self, node: &str, ins: &[&Shape]) -> Vec<OnnxNode> {
+        self.with_rules(|r| r.onnx(node, ins))
+    }
+
+    /// Compaction rewrite from the kept channel indices of each input and of the output: what
+    /// ops whose attributes name channel positions (a slice's bounds) need; the others read
+    /// only the counts ([`Op::compacted`]).
+    pub fn compacted_with(&self, node: &str, ins: &[&[usize]], out: &[usize]) -> Result<Op> {
+        self.with_rules(|r| r.compacted_with(node, ins, out))
     }
 }
 

@@ -76,7 +76,7 @@ impl OpRules for Mul {
     }
 
     /// ONNX's `Mul` broadcasts `[N,C,1,1]` against `[N,C,H,W]` the same way.
-    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         vec![OnnxNode::new("Mul", vec![])]
     }
 }

@@ -166,7 +166,7 @@ impl OpRules for Pool {
         })
     }
 
-    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let a = self.attrs;
         let mut attrs = vec![
             ("kernel_shape", ints(a.kernel)),
@@ -234,7 +234,7 @@ impl OpRules for GlobalPool {
     }
 
     /// ONNX keeps the pooled 1×1 map; without `keep_dims` a flatten gives the `[C]` vector.
-    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let mut nodes = vec![OnnxNode::new("GlobalAveragePool", vec![])];
         if !self.keep_dims {
             nodes.push(OnnxNode::new("Flatten", vec![("axis", OnnxAttr::Int(1))]));

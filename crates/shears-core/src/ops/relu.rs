@@ -46,7 +46,7 @@ impl OpRules for Relu {
         Ok(Op::Relu)
     }
 
-    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         vec![OnnxNode::new("Relu", vec![])]
     }
 }
@@ -88,7 +88,7 @@ impl OpRules for Relu6 {
     }
 
     /// `Clip` with its bounds as inputs (opset 11 and later).
-    fn onnx(&self, _node: &str, _inputs: usize) -> Vec<OnnxNode> {
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let mut n = OnnxNode::new("Clip", vec![]);
         n.consts = vec![("min", 0.0), ("max", 6.0)];
         vec![n]

@@ -304,6 +304,12 @@ enum Step {
         inputs: Vec<usize>,
         output: usize,
     },
+    /// Output channel `c` copies input channel `source[c]` at every position (slice, shuffle).
+    Gather {
+        input: usize,
+        output: usize,
+        source: Vec<usize>,
+    },
     Concat {
         inputs: Vec<usize>,
         output: usize,
@@ -484,6 +490,20 @@ impl Plan {
                     inputs: ins,
                     output,
                 },
+                ChannelFlow::Slice { start } => Step::Gather {
+                    input,
+                    output,
+                    source: (start..start + out_shape[0]).collect(),
+                },
+                ChannelFlow::Shuffle { groups } => {
+                    let shuffle = crate::ops::ChannelShuffle { groups };
+                    let c = out_shape[0];
+                    Step::Gather {
+                        input,
+                        output,
+                        source: (0..c).map(|j| shuffle.source(j, c)).collect(),
+                    }
+                }
                 ChannelFlow::PassThrough => {
                     storage.insert(&node.name, input);
                     continue;
@@ -574,6 +594,24 @@ impl Plan {
                     }
                     f[*output] = out;
                 }
+                Step::Gather {
+                    input,
+                    output,
+                    source,
+                } => {
+                    let (vi, vo) = (self.values[*input], self.values[*output]);
+                    let mut out = vo.zeros();
+                    for p in 0..vo.positions {
+                        let src = &f[*input][p * vi.words..(p + 1) * vi.words];
+                        let dst = &mut out[p * vo.words..(p + 1) * vo.words];
+                        for (c, &s) in source.iter().enumerate() {
+                            if get_bit(src, s) {
+                                set_bit(dst, c);
+                            }
+                        }
+                    }
+                    f[*output] = out;
+                }
                 Step::Concat { inputs, output } => {
                     let vo = self.values[*output];
                     let mut out = vo.zeros();
@@ -611,6 +649,7 @@ impl Plan {
                 | Step::GlobalPool { output, .. }
                 | Step::Flatten { output, .. }
                 | Step::Elementwise { output, .. }
+                | Step::Gather { output, .. }
                 | Step::Concat { output, .. } => *output,
             };
             // Nothing downstream of this value reaches the output: it contributes nothing.
@@ -708,6 +747,20 @@ impl Plan {
                         }
                         b[*i] = Some(bin);
                     }
+                }
+                Step::Gather { input, source, .. } => {
+                    let (vi, vo) = (self.values[*input], self.values[out_id]);
+                    let mut bin = b[*input].take().unwrap_or_else(|| vi.zeros());
+                    for p in 0..vo.positions {
+                        let src = &bout[p * vo.words..(p + 1) * vo.words];
+                        let dst = &mut bin[p * vi.words..(p + 1) * vi.words];
+                        for (c, &s) in source.iter().enumerate() {
+                            if get_bit(src, c) {
+                                set_bit(dst, s);
+                            }
+                        }
+                    }
+                    b[*input] = Some(bin);
                 }
                 Step::Concat { inputs, .. } => {
                     let vo = self.values[out_id];

@@ -159,11 +159,17 @@ fn make_plan(
 
 /// The graph with the new channel counts of `plan`, shape-checked.
 fn rewrite_graph(graph: &Graph, shapes: &Shapes, plan: &Plan) -> Result<Graph> {
-    let len = |v: &str| plan.values.get(v).map_or(shapes.get(v)[0], |k| k.len());
+    let kept = |v: &str| -> Cow<'_, [usize]> {
+        match plan.values.get(v) {
+            Some(k) => Cow::Borrowed(k.as_slice()),
+            None => Cow::Owned((0..shapes.get(v)[0]).collect()),
+        }
+    };
     let mut out = graph.clone();
     for node in &mut out.nodes {
-        let (inp, own) = (len(&node.inputs[0]), len(&node.name));
-        node.op = node.op.compacted(&node.name, inp, own)?;
+        let ins: Vec<Cow<'_, [usize]>> = node.inputs.iter().map(|v| kept(v)).collect();
+        let ins: Vec<&[usize]> = ins.iter().map(|k| k.as_ref()).collect();
+        node.op = node.op.compacted_with(&node.name, &ins, &kept(&node.name))?;
     }
     infer_shapes(&out)?;
     Ok(out)

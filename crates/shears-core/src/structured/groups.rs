@@ -27,7 +27,7 @@
 
 use crate::error::Result;
 use crate::graph::{Graph, Op, ParamKind};
-use crate::ops::{ChannelFlow, ChannelSide, FilterGroups};
+use crate::ops::{ChannelFlow, ChannelShuffle, ChannelSide, FilterGroups};
 use crate::shape::infer_shapes;
 use std::collections::HashMap;
 use std::fmt;
@@ -47,7 +47,8 @@ pub enum MemberRole {
 }
 
 /// One parameter-tensor slice of a group: group channel `j` is the index range
-/// `offset + j * stride_per_channel .. offset + (j + 1) * stride_per_channel` along `axis`.
+/// `offset + j * step .. offset + j * step + stride_per_channel` along `axis` (`step` equals
+/// `stride_per_channel` except behind a channel shuffle, whose group channels interleave).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
     /// Node that owns the tensor.
@@ -60,30 +61,33 @@ pub struct Member {
     pub offset: usize,
     /// Consecutive indices per group channel: `H*W` for a linear layer's input after a flatten.
     pub stride_per_channel: usize,
+    /// Distance between the first indices of consecutive group channels.
+    pub step: usize,
 }
 
 impl Member {
     /// Indices along `axis` that group channel `channel` owns in this tensor.
     pub fn indices(&self, channel: usize) -> Range<usize> {
-        let start = self.offset + channel * self.stride_per_channel;
+        let start = self.offset + channel * self.step;
         start..start + self.stride_per_channel
     }
 }
 
 /// A slice of one value's channel axis that belongs to a group, laid out like [`Member`]:
-/// group channel `j` covers per-sample indices `offset + j * stride_per_channel ..` (+ stride).
+/// group channel `j` covers per-sample indices `offset + j * step ..` (+ `stride_per_channel`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValueSlice {
     /// A node name or the graph input's name.
     pub value: String,
     pub offset: usize,
     pub stride_per_channel: usize,
+    pub step: usize,
 }
 
 impl ValueSlice {
     /// Indices of the value's axis 0 that group channel `channel` covers.
     pub fn indices(&self, channel: usize) -> Range<usize> {
-        let start = self.offset + channel * self.stride_per_channel;
+        let start = self.offset + channel * self.step;
         start..start + self.stride_per_channel
     }
 }
@@ -248,6 +252,11 @@ impl Layout {
             self.uf.union(x, y);
         }
     }
+    /// Ties unit `i` of `a` to unit `j` of `b`.
+    fn tie_units(&mut self, a: usize, i: usize, b: usize, j: usize) {
+        let (x, y) = (self.base[a] + i, self.base[b] + j);
+        self.uf.union(x, y);
+    }
     fn pin(&mut self, v: usize, reason: String) {
         if !self.pins[v].contains(&reason) {
             self.pins[v].push(reason);
@@ -315,6 +324,44 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
             ChannelFlow::PassThrough | ChannelFlow::PoolWindow(_) | ChannelFlow::PoolGlobal => {
                 let v = lay.push(lay.units[x], lay.unit_len[x]);
                 lay.tie(v, x, 0);
+                v
+            }
+            ChannelFlow::Slice { start } => {
+                let len = lay.unit_len[x];
+                let (c_out, end) = (out_shape[0], start + out_shape[0]);
+                if start % len != 0 || end % len != 0 {
+                    // A slice through the middle of a flattened channel cannot keep it whole.
+                    let v = lay.push(c_out, 1);
+                    let why = format!("slice `{}` cuts flattened channels apart", node.name);
+                    lay.pin(x, why.clone());
+                    lay.pin(v, why);
+                    v
+                } else {
+                    let v = lay.push(c_out / len, len);
+                    lay.tie(v, x, start / len);
+                    v
+                }
+            }
+            ChannelFlow::Shuffle { groups } => {
+                let c = out_shape[0];
+                let v = lay.push(c, 1);
+                if lay.unit_len[x] != 1 {
+                    let why = format!("channel shuffle `{}` of flattened channels", node.name);
+                    lay.pin(x, why.clone());
+                    lay.pin(v, why);
+                } else {
+                    let shuffle = ChannelShuffle { groups };
+                    let per = c / groups;
+                    for j in 0..c {
+                        lay.tie_units(v, j, x, shuffle.source(j, c));
+                    }
+                    // Every block keeps the same positions, or the shuffle would not stay one.
+                    for b in 0..per {
+                        for a in 1..groups {
+                            lay.tie_units(x, b, x, a * per + b);
+                        }
+                    }
+                }
                 v
             }
             ChannelFlow::Flatten => {
@@ -386,33 +433,76 @@ fn assemble(graph: &Graph, lay: &mut Layout) -> Vec<ChannelGroup> {
             classes[k].push((v, u));
         }
     }
-    // Same values at the same relative unit positions -> parallel classes of one group.
-    type Signature = Vec<(usize, isize)>;
-    let mut by_sig: HashMap<Signature, Vec<(usize, usize)>> = HashMap::new();
-    let mut sig_order: Vec<Signature> = Vec::new();
-    for (k, elems) in classes.iter().enumerate() {
-        let base = elems[0].1;
-        let sig: Signature = elems
-            .iter()
-            .map(|&(v, u)| (v, u as isize - base as isize))
-            .collect();
-        let entry = by_sig.entry(sig).or_insert_with_key(|s| {
-            sig_order.push(s.clone());
-            Vec::new()
-        });
-        entry.push((base, k));
+    // Parallel classes form one group: the same values with the same pattern of units around
+    // each value's first unit, each value's first unit advancing by a fixed step from class to
+    // class (1 for ordinary channels; a channel shuffle's output advances by its group count).
+    type Signature = Vec<(usize, usize)>;
+    struct Class {
+        /// First unit of each value, in signature order (values ascending).
+        firsts: Vec<usize>,
     }
-    // Runs of consecutive bases become groups: (first value, first base, signature, channels).
-    let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut by_sig: HashMap<Signature, Vec<Class>> = HashMap::new();
+    let mut sig_order: Vec<Signature> = Vec::new();
+    for elems in &classes {
+        let mut sig: Signature = Vec::with_capacity(elems.len());
+        let mut firsts = Vec::new();
+        let mut current: Option<(usize, usize)> = None;
+        for &(v, u) in elems {
+            let first = match current {
+                Some((cv, f)) if cv == v => f,
+                _ => {
+                    firsts.push(u);
+                    current = Some((v, u));
+                    u
+                }
+            };
+            sig.push((v, u - first));
+        }
+        by_sig
+            .entry(sig)
+            .or_insert_with_key(|s| {
+                sig_order.push(s.clone());
+                Vec::new()
+            })
+            .push(Class { firsts });
+    }
+    // Runs: (first value, first unit, signature index, first class's firsts, steps, channels).
+    let mut runs: Vec<(usize, usize, usize, Vec<usize>, Vec<usize>, usize)> = Vec::new();
     for (si, sig) in sig_order.iter().enumerate() {
-        let mut bases: Vec<usize> = by_sig[sig].iter().map(|&(b, _)| b).collect();
-        bases.sort_unstable();
+        let list = by_sig.get_mut(sig).expect("every signature has its classes");
+        list.sort_by_key(|c| c.firsts[0]);
         let mut start = 0;
-        for i in 1..=bases.len() {
-            if i == bases.len() || bases[i] != bases[i - 1] + 1 {
-                runs.push((sig[0].0, bases[start], si, i - start));
-                start = i;
+        while start < list.len() {
+            let mut end = start + 1;
+            let mut steps: Vec<usize> = Vec::new();
+            if end < list.len() {
+                let d: Option<Vec<usize>> = list[start]
+                    .firsts
+                    .iter()
+                    .zip(&list[end].firsts)
+                    .map(|(a, b)| b.checked_sub(*a).filter(|&d| d > 0))
+                    .collect();
+                if let Some(d) = d {
+                    steps = d;
+                    end += 1;
+                    while end < list.len()
+                        && list[end - 1]
+                            .firsts
+                            .iter()
+                            .zip(&list[end].firsts)
+                            .zip(&steps)
+                            .all(|((a, b), s)| b.checked_sub(*a) == Some(*s))
+                    {
+                        end += 1;
+                    }
+                }
             }
+            if steps.is_empty() {
+                steps = vec![1; list[start].firsts.len()];
+            }
+            let firsts = list[start].firsts.clone();
+            runs.push((sig[0].0, firsts[0], si, firsts, steps, end - start));
+            start = end;
         }
     }
     runs.sort_unstable();
@@ -426,20 +516,26 @@ fn assemble(graph: &Graph, lay: &mut Layout) -> Vec<ChannelGroup> {
     };
     let consumers = graph.consumers();
     let mut groups = Vec::with_capacity(runs.len());
-    for (id, &(_, base, si, channels)) in runs.iter().enumerate() {
-        let sig = &sig_order[si];
+    for (id, (_, _, si, firsts, steps, channels)) in runs.iter().enumerate() {
+        let (sig, channels) = (&sig_order[*si], *channels);
         let mut values = Vec::with_capacity(sig.len());
         let mut members = Vec::new();
         let mut producers: Vec<String> = Vec::new();
         let mut reasons: Vec<String> = Vec::new();
-        for &(v, delta) in sig {
+        let mut k = 0;
+        for (i, &(v, delta)) in sig.iter().enumerate() {
+            if i > 0 && sig[i - 1].0 != v {
+                k += 1;
+            }
             let unit_len = lay.unit_len[v];
-            let offset = (base as isize + delta) as usize * unit_len;
+            let offset = (firsts[k] + delta) * unit_len;
+            let step = steps[k] * unit_len;
             let value = name_of(v);
             values.push(ValueSlice {
                 value: value.to_string(),
                 offset,
                 stride_per_channel: unit_len,
+                step,
             });
             for r in &lay.pins[v] {
                 if !reasons.contains(r) {
@@ -448,7 +544,7 @@ fn assemble(graph: &Graph, lay: &mut Layout) -> Vec<ChannelGroup> {
             }
             if v > 0 {
                 let node = &graph.nodes[v - 1];
-                own_members(node, offset, unit_len, &mut members, &mut producers);
+                own_members(node, offset, unit_len, step, &mut members, &mut producers);
             }
             for &ci in consumers.get(value).map(|c| c.as_slice()).unwrap_or(&[]) {
                 let c = &graph.nodes[ci];
@@ -462,6 +558,7 @@ fn assemble(graph: &Graph, lay: &mut Layout) -> Vec<ChannelGroup> {
                             axis: a.axis,
                             offset,
                             stride_per_channel: unit_len,
+                            step,
                         });
                     }
                 }
@@ -490,6 +587,7 @@ fn own_members(
     node: &crate::graph::Node,
     offset: usize,
     unit_len: usize,
+    step: usize,
     members: &mut Vec<Member>,
     producers: &mut Vec<String>,
 ) {
@@ -516,6 +614,7 @@ fn own_members(
             axis: a.axis,
             offset,
             stride_per_channel: unit_len,
+            step,
         });
     }
 }

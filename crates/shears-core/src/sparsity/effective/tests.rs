@@ -469,6 +469,19 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                     off += numel(inp);
                 }
             }
+            Op::Slice(_) | Op::ChannelShuffle(_) => {
+                let positions = numel(&n.name) / ys[0];
+                for c in 0..ys[0] {
+                    let src = match n.op {
+                        Op::Slice(sl) => sl.start + c,
+                        Op::ChannelShuffle(sh) => sh.source(c, ys[0]),
+                        _ => unreachable!(),
+                    };
+                    for p in 0..positions {
+                        edges.push((xb + src * positions + p, yb + c * positions + p, None));
+                    }
+                }
+            }
         }
     }
     let search = |starts: std::ops::Range<usize>, forward: bool| -> Vec<bool> {
@@ -588,7 +601,7 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
     let mut b = GraphBuilder::new("cnn", &shape);
     let mut cur = b.input();
     for i in 0..rng.random_range(1..=4) {
-        match rng.random_range(0..6) {
+        match rng.random_range(0..7) {
             0 | 1 => {
                 if let Some(y) = random_conv(rng, &mut b, &format!("c{i}"), &cur, false) {
                     cur = if rng.random_bool(0.5) {
@@ -627,6 +640,17 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
             3 => {
                 if let Some(y) = random_conv(rng, &mut b, &format!("rc{i}"), &cur, true) {
                     cur = b.add(&format!("res{i}"), &[&y, &cur]);
+                }
+            }
+            5 => {
+                // ShuffleNet-style: two halves, one through a conv, joined and shuffled.
+                let c = b.shape(&cur)[0];
+                if c >= 2 && c % 2 == 0 {
+                    let left = b.slice(&format!("sl{i}"), &cur, 0, c / 2);
+                    let right = b.slice(&format!("sr{i}"), &cur, c / 2, c);
+                    let r = b.conv2d(&format!("sc{i}"), &right, c / 2, 1, 1, 0);
+                    let cat = b.concat(&format!("scat{i}"), &[&left, &r]);
+                    cur = b.channel_shuffle(&format!("shuf{i}"), &cat, 2);
                 }
             }
             4 => {

@@ -116,7 +116,7 @@ fn producer(graph: &Graph, group: &ChannelGroup, p: &str) -> std::result::Result
     let weight = format!("{p}.weight");
     let whole = group
         .members_with(MemberRole::Filter)
-        .any(|m| m.tensor == weight && m.offset == 0 && m.stride_per_channel == 1);
+        .any(|m| m.tensor == weight && m.offset == 0 && m.stride_per_channel == 1 && m.step == 1);
     if !whole || out != group.channels {
         return Err(format!(
             "`{p}` has {out} filters of which the group holds a part"
