@@ -2,7 +2,9 @@
 //! The zoo, tests and examples use it; the importer and compaction write `Graph` directly.
 
 use crate::graph::{Graph, Input, Node, Op};
-use crate::ops::{Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pool2d};
+use crate::ops::{
+    Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, LayerNorm, Pool2d,
+};
 use crate::shape::{Shape, node_shape};
 use std::collections::HashMap;
 
@@ -227,6 +229,19 @@ impl GraphBuilder {
 
     pub fn activation(&mut self, name: &str, x: &str, f: Activation) -> String {
         self.push(name, Op::Activation(f), &[x])
+    }
+
+    /// A per-channel affine `x * scale + shift` (layer scale).
+    pub fn affine(&mut self, name: &str, x: &str) -> String {
+        let s = self.shape(x);
+        let op = Op::Affine(ChannelAffine { channels: s[0], map: s.len() == 3 });
+        self.push(name, op, &[x])
+    }
+
+    /// Layer normalisation over the channels of each position.
+    pub fn layer_norm(&mut self, name: &str, x: &str) -> String {
+        let channels = self.channels(x);
+        self.push(name, Op::LayerNorm(LayerNorm { channels, eps: 1e-6 }), &[x])
     }
 
     /// Channels `start..end` of `x`.

@@ -101,7 +101,7 @@ pub fn forward_with_channel_gates(
     for (i, node) in graph.nodes.iter().enumerate() {
         let mut out = {
             let ins: Vec<&ArrayD<f32>> = node.inputs.iter().map(|n| &values[n.as_str()]).collect();
-            eval_node(node, &ins, &params)?
+            eval_node(node, &ins, &params, gates.get(&node.inputs[0]))?
         };
         if let Some(g) = gates.get(&node.name) {
             apply_gate(&mut out, g);
@@ -165,7 +165,14 @@ fn dims4(node: &Node, x: &ArrayD<f32>) -> Result<[usize; 4]> {
     }
 }
 
-fn eval_node(node: &Node, ins: &[&ArrayD<f32>], p: &Params<'_>) -> Result<ArrayD<f32>> {
+/// One node's output. `in_gate` is the gate on the node's first input, which only a LayerNorm
+/// reads (its statistics leave gated channels out, as compaction removes them).
+fn eval_node(
+    node: &Node,
+    ins: &[&ArrayD<f32>],
+    p: &Params<'_>,
+    in_gate: Option<&Vec<f32>>,
+) -> Result<ArrayD<f32>> {
     let name = &node.name;
     let x = ins[0];
     match node.op {
@@ -266,6 +273,36 @@ fn eval_node(node: &Node, ins: &[&ArrayD<f32>], p: &Params<'_>) -> Result<ArrayD
                     ));
                 }
                 y += *other;
+            }
+            Ok(y)
+        }
+        Op::Affine(_) => {
+            let scale = p.get(&format!("{name}.scale"))?;
+            let shift = p.get(&format!("{name}.shift"))?;
+            Ok(x * &*scale + &*shift)
+        }
+        Op::LayerNorm(ln) => {
+            let weight = p.get(&format!("{name}.weight"))?;
+            let bias = p.get(&format!("{name}.bias"))?;
+            let (scale, shift): (Vec<f32>, Vec<f32>) =
+                (weight.iter().copied().collect(), bias.iter().copied().collect());
+            let mut y = x.as_standard_layout().into_owned();
+            let n = y.shape()[0];
+            let per_sample = y.len() / n.max(1);
+            let positions = per_sample / ln.channels.max(1);
+            let data = y
+                .as_slice_mut()
+                .ok_or_else(|| CoreError::shape(name, "layer norm input is not contiguous"))?;
+            for sample in data.chunks_mut(per_sample) {
+                for pos in 0..positions {
+                    ln.normalize(
+                        &mut sample[pos..],
+                        positions,
+                        in_gate.map(|g| g.as_slice()),
+                        &scale,
+                        &shift,
+                    );
+                }
             }
             Ok(y)
         }

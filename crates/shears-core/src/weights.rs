@@ -30,8 +30,10 @@ pub fn init_weights(graph: &Graph, seed: u64) -> Weights {
                     let normal = Normal::new(0.0f32, std).expect("finite std");
                     ArrayD::from_shape_simple_fn(shape, || normal.sample(&mut rng))
                 }
-                ParamKind::BnScale | ParamKind::RunningVar => ArrayD::ones(shape),
-                ParamKind::Bias | ParamKind::BnShift | ParamKind::RunningMean => {
+                ParamKind::BnScale | ParamKind::RunningVar | ParamKind::Scale => {
+                    ArrayD::ones(shape)
+                }
+                ParamKind::Bias | ParamKind::BnShift | ParamKind::RunningMean | ParamKind::Shift => {
                     ArrayD::zeros(shape)
                 }
             };

@@ -403,7 +403,9 @@ impl DynamicNet {
                 | Op::Activation(_)
                 | Op::Mul
                 | Op::Slice(_)
-                | Op::ChannelShuffle(_)) => {
+                | Op::ChannelShuffle(_)
+                | Op::Affine(_)
+                | Op::LayerNorm(_)) => {
                     return Err(EngineError::invalid(
                         "dynamic inference",
                         format!(

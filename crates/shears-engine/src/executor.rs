@@ -104,9 +104,29 @@ enum Step {
     Concat,
     Slice(ChannelSlice),
     Shuffle(ChannelShuffle),
+    Affine {
+        scale: usize,
+        shift: usize,
+    },
+    LayerNorm {
+        weight: usize,
+        bias: usize,
+        eps: f64,
+    },
     Dropout {
         p: f64,
     },
+}
+
+/// Applies a map op to a value, a vector `[N,F]` as the map `[N,F,1,1]`.
+fn on_map(v: Value, f: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Value {
+    match v {
+        Value::Map(t) => Value::Map(f(t)),
+        Value::Flat(t) => {
+            let [n, c] = t.dims();
+            Value::Flat(f(t.reshape([n, c, 1, 1])).reshape([n, c]))
+        }
+    }
 }
 
 /// One trainable parameter: its graph name, role and engine-layout shape.
@@ -354,6 +374,15 @@ impl Executor {
                 Op::Add => Step::Add,
                 Op::Mul => Step::Mul,
                 Op::Slice(sl) => Step::Slice(sl),
+                Op::Affine(_) => Step::Affine {
+                    scale: add_param("scale", ParamKind::Scale, false),
+                    shift: add_param("shift", ParamKind::Shift, false),
+                },
+                Op::LayerNorm(ln) => Step::LayerNorm {
+                    weight: add_param("weight", ParamKind::Scale, false),
+                    bias: add_param("bias", ParamKind::Shift, false),
+                    eps: ln.eps,
+                },
                 Op::ChannelShuffle(sh) => Step::Shuffle(sh),
                 Op::Concat => Step::Concat,
                 Op::Dropout { p } => Step::Dropout { p },
@@ -957,6 +986,18 @@ impl Executor {
                         };
                     }
                     acc
+                }
+                Step::Affine { scale, shift } => {
+                    let (s, b) = (params[*scale].clone(), params[*shift].clone());
+                    on_map(arg(0), |t| ops::layernorm::affine(t, s, b))
+                }
+                Step::LayerNorm { weight, bias, eps } => {
+                    let (w, b) = (params[*weight].clone(), params[*bias].clone());
+                    // The gate on this node's input, if any: its pruned channels leave the
+                    // statistics, as compaction removes them.
+                    let src = self.inputs[i][0];
+                    let keep = (src > 0).then(|| self.gates[src - 1].clone()).flatten();
+                    on_map(arg(0), |t| ops::layernorm::layer_norm(t, w, b, *eps, keep))
                 }
                 Step::Slice(sl) => match arg(0) {
                     Value::Map(t) => Value::Map(t.narrow(1, sl.start, sl.end - sl.start)),

@@ -71,6 +71,8 @@ impl BnScaleL1 {
                     | Op::Add
                     | Op::Concat
                     | Op::Slice(_)
+                    | Op::Affine(_)
+                    | Op::LayerNorm(_)
                     | Op::ChannelShuffle(_)
                     | Op::Dropout { .. }),
                 ) => {

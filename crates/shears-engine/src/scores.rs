@@ -288,6 +288,8 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
             | Op::Add
             | Op::Concat
             | Op::Slice(_)
+            | Op::Affine(_)
+            | Op::LayerNorm(_)
             | Op::ChannelShuffle(_)
             | Op::Dropout { .. }) => op.clone(),
         };

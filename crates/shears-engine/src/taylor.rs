@@ -96,6 +96,8 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
             | Op::Add
             | Op::Concat
             | Op::Slice(_)
+            | Op::Affine(_)
+            | Op::LayerNorm(_)
             | Op::ChannelShuffle(_)
             | Op::Dropout { .. } => continue,
         };

@@ -238,6 +238,8 @@ fn activations_and_se_graph() -> shears_core::Graph {
     );
     let branch = b.conv2d("branch", &mp, 4, 1, 1, 0);
     let cat = b.concat("cat", &[&mp, &branch]);
+    let ln = b.layer_norm("ln", &cat);
+    let scaled = b.affine("layer_scale", &ln);
     let ap = b.push(
         "avgpool",
         Op::AvgPool(Pool2d {
@@ -245,7 +247,7 @@ fn activations_and_se_graph() -> shears_core::Graph {
             count_include_pad: false,
             ..Pool2d::square(3, 2, 1)
         }),
-        &[&cat],
+        &[&scaled],
     );
     let g = b.global_avg_pool("pool", &ap);
     let y = b.linear("fc", &g, 10, true);
@@ -257,6 +259,14 @@ fn executor_matches_reference_through_new_activations_se_and_ceil_pools() {
     let graph = activations_and_se_graph();
     let mut weights = init_weights(&graph, 7);
     perturb_bn(&mut weights, 8);
+    // A layer scale and LayerNorm affine that are not the identity.
+    for name in ["layer_scale.scale", "layer_scale.shift", "ln.weight", "ln.bias"] {
+        let mut rng = ChaCha8Rng::seed_from_u64(name.len() as u64);
+        weights
+            .get_mut(name)
+            .unwrap()
+            .mapv_inplace(|_| rng.random_range(0.5..1.5));
+    }
     let x = random_input(&[3, 12, 12], 2, 9);
     let expected = shears_core::reference::forward(&graph, &weights, None, &x).unwrap();
     let device = Device::flex();
@@ -266,6 +276,17 @@ fn executor_matches_reference_through_new_activations_se_and_ceil_pools() {
     let exp: Vec<f32> = expected.iter().copied().collect();
     let d = max_rel_diff(&got, &exp);
     assert!(d < 1e-4, "max relative difference {d}");
+    // Gating the LayerNorm's input leaves the gated channels out of its statistics in both.
+    let gate: Vec<f32> = (0..12).map(|k| if k % 3 == 1 { 0.0 } else { 1.0 }).collect();
+    let mut gates = ChannelGates::new();
+    gates.insert("cat".to_string(), gate.clone());
+    exec.set_gate("cat", Some(&gate)).unwrap();
+    let expected = forward_with_channel_gates(&graph, &weights, None, &gates, &x).unwrap();
+    let value = exec.input_value(x.iter().copied().collect(), 2).unwrap();
+    let got = to_vec(exec.forward(value, Mode::Eval).reshape([20]));
+    let exp: Vec<f32> = expected.iter().copied().collect();
+    let d = max_rel_diff(&got, &exp);
+    assert!(d < 1e-4, "gated: max relative difference {d}");
     // The ceil-mode pools give 6x6 and then 4x4 maps on a 12x12 input (floor: 5x5, then 3x3),
     // so the partial windows are really exercised.
     let shapes = shears_core::shape::infer_shapes(&graph).unwrap();

@@ -10,7 +10,9 @@ use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
 use onnx_ir::{Argument, Message, ModelProto, Node, OnnxGraphBuilder, TensorDataExt};
 use shears_core::artifact::Model;
 use shears_core::graph::{Graph, Input, Node as IrNode, Op};
-use shears_core::ops::{Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pool2d};
+use shears_core::ops::{
+    Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, LayerNorm, Pool2d,
+};
 use shears_core::weights::{Masks, Weights};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -21,7 +23,9 @@ HardSwish, LeakyRelu, Tanh, Gelu (also as Div -> Erf -> Add -> Mul -> Mul), SiLU
 MaxPool, AveragePool (both with ceil_mode), GlobalAveragePool, ReduceMean over the spatial axes, \
 Flatten, Reshape (as flatten), Gemm, MatMul (+ Add), Add, Sum, Mul (of two computed values, a \
 [N,C,1,1] one broadcast), Concat, Slice and Split (channel axis), channel shuffle (Reshape -> \
-Transpose -> Reshape), Identity, Dropout";
+Transpose -> Reshape), LayerNormalization over channels and MatMul on channels (a channels-last \
+map between Transposes, as ConvNeXt), Mul/Add/Sub/Div by a per-channel or scalar constant, \
+Identity, Dropout";
 
 /// Reads an ONNX file into a model (graph, weights, no masks), named after the file.
 pub fn import_onnx(path: &Path) -> Result<Model, OnnxError> {
@@ -118,6 +122,10 @@ enum Layout {
     /// `[N, C, 1, 1]` in ONNX (a global average pool's output), `[C]` in the IR: only a flatten
     /// may read it, and that flatten is then a no-op.
     Pooled,
+    /// `[N, H, W, C]` in ONNX (a map transposed channels-last, as ConvNeXt's blocks are), the
+    /// same `[C, H, W]` value in the IR: per-channel ops on it (LayerNorm over the last axis, a
+    /// Linear on channels, activations, constants) map to the IR's channel ops on the map.
+    Nhwc,
 }
 
 /// The names an ONNX file gave its weights and nodes.
@@ -205,6 +213,9 @@ struct Importer {
     /// The steps of a channel shuffle seen so far: the value reshaped into `groups` blocks,
     /// then (`true`) its two block axes swapped.
     shuffles: HashMap<String, (Value, usize, bool)>,
+    /// Stored matrices the graph transposes, by the transposed value's name (with the name of
+    /// the stored tensor).
+    folded: HashMap<String, (String, ArrayD<f32>)>,
     values: HashMap<String, Value>,
     nodes: Vec<IrNode>,
     weights: Weights,
@@ -384,6 +395,7 @@ impl Importer {
                 match v.layout {
                     Layout::Pooled => dims.extend([Some(s[0] as i64), Some(1), Some(1)]),
                     Layout::Map | Layout::Vector => dims.extend(s.iter().map(|&d| Some(d as i64))),
+                    Layout::Nhwc => dims.extend([s[1], s[2], s[0]].iter().map(|&d| Some(d as i64))),
                 }
                 Some(dims)
             }),
@@ -527,6 +539,116 @@ impl Importer {
         Ok(())
     }
 
+    /// A Linear on the channels of a channels-last map (ConvNeXt's MLP): a 1×1 conv of the IR.
+    fn pointwise_conv(
+        &mut self,
+        node: &Node,
+        x: Value,
+        w: ArrayD<f32>,
+        bias: Option<ArrayD<f32>>,
+        wname: &str,
+    ) -> Result<(), OnnxError> {
+        let &[out_channels, in_channels] = w.shape() else {
+            return Err(unsupported(node, format!("its weight has shape {:?}, not a matrix", w.shape())));
+        };
+        let w = w
+            .into_shape_with_order(IxDyn(&[out_channels, in_channels, 1, 1]))
+            .map_err(|e| unsupported(node, e.to_string()))?;
+        let bias = match bias {
+            None => None,
+            Some(b) if b.len() == out_channels => Some(
+                b.into_shape_with_order(IxDyn(&[out_channels]))
+                    .map_err(|e| unsupported(node, e.to_string()))?,
+            ),
+            Some(b) => {
+                return Err(unsupported(node, format!("its bias has shape {:?}", b.shape())));
+            }
+        };
+        let op = Op::Conv2d {
+            in_channels,
+            out_channels,
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            bias: bias.is_some(),
+        };
+        let mut params = vec![("weight", w)];
+        params.extend(bias.map(|b| ("bias", b)));
+        self.push(node, op, vec![x.name], params, Layout::Nhwc, Some(wname))
+    }
+
+    /// `Mul`, `Add`, `Sub` or `Div` of a computed value and a stored per-channel or scalar
+    /// constant: a per-channel affine of the IR.
+    fn constant_arithmetic(&mut self, node: &Node) -> Result<(), OnnxError> {
+        let ins = node.inputs();
+        let Some(k) = (0..ins.len().min(2)).find(|&k| ins[k].value().is_some()) else {
+            return Err(unsupported(node, "it has no stored constant operand".into()));
+        };
+        let x = self.data(node, 1 - k, &[Layout::Map, Layout::Vector, Layout::Nhwc])?;
+        let (_, c) = constant(node, k, "constant")?;
+        let channels = self.channels(&x);
+        // The constant must broadcast per channel: along axis 1 of NCHW, the last axis of NHWC.
+        let per_channel: Option<Vec<f32>> = {
+            let dims: Vec<usize> = c.shape().iter().copied().filter(|&d| d != 1).collect();
+            let values: Vec<f32> = c.iter().copied().collect();
+            let aligned = match x.layout {
+                Layout::Nhwc | Layout::Vector => c.shape().last().is_none_or(|&d| d == channels || d == 1),
+                _ => {
+                    let s = c.shape();
+                    let rank = s.len();
+                    // [C,1,1] or [1,C,1,1]: the channel axis is third from the end.
+                    rank < 3 || s[rank - 3] == channels || s[rank - 3] == 1
+                }
+            };
+            match (dims.as_slice(), aligned) {
+                ([], _) => Some(vec![values[0]; channels]),
+                ([d], true) if *d == channels => Some(values),
+                _ => None,
+            }
+        };
+        let Some(v) = per_channel else {
+            return Err(unsupported(
+                node,
+                format!(
+                    "its constant of shape {:?} is not a scalar or one value per channel of {}",
+                    c.shape(),
+                    layout_text(x.layout)
+                ),
+            ));
+        };
+        let (scale, shift): (Vec<f32>, Vec<f32>) = match (node, k) {
+            (Node::Mul(_), _) => (v, vec![0.0; channels]),
+            (Node::Add(_), _) => (vec![1.0; channels], v),
+            (Node::Sub(_), 1) => (vec![1.0; channels], v.iter().map(|a| -a).collect()),
+            (Node::Sub(_), _) => (vec![-1.0; channels], v),
+            (Node::Div(_), 1) => (v.iter().map(|a| 1.0 / a).collect(), vec![0.0; channels]),
+            _ => {
+                return Err(unsupported(
+                    node,
+                    "dividing a constant by a computed value is not supported".into(),
+                ));
+            }
+        };
+        if scale.iter().chain(&shift).any(|a| !a.is_finite()) {
+            return Err(unsupported(node, "its constant gives a non-finite scale or shift".into()));
+        }
+        let map = x.layout != Layout::Vector;
+        let shape: Vec<usize> = if map { vec![channels, 1, 1] } else { vec![channels] };
+        let arr = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("one value per channel");
+        let op = Op::Affine(ChannelAffine { channels, map });
+        let layout = x.layout;
+        self.push(
+            node,
+            op,
+            vec![x.name],
+            vec![("scale", arr(scale)), ("shift", arr(shift))],
+            layout,
+            None,
+        )
+    }
+
     /// The static target of a Reshape, from its stored shape or the shape values recorded.
     fn reshape_target(&self, node: &Node, r: &onnx_ir::node::reshape::ReshapeConfig) -> Option<Vec<Option<i64>>> {
         match &r.shape {
@@ -668,7 +790,7 @@ impl Importer {
                 self.push(node, op, vec![x.name], params, x.layout, Some(&wname))
             }
             Node::Relu(_) => {
-                let x = self.data(node, 0, &[Map, Vector])?;
+                let x = self.data(node, 0, &[Map, Vector, Nhwc])?;
                 self.push(node, Op::Relu, vec![x.name], vec![], x.layout, None)
             }
             Node::Sigmoid(_) => self.activation(node, Activation::Sigmoid),
@@ -697,7 +819,9 @@ impl Importer {
                 }
                 self.activation(node, Activation::Gelu)
             }
-            Node::Div(_) | Node::Erf(_) => self.gelu_step(node),
+            Node::Erf(_) => self.gelu_step(node),
+            Node::Div(_) if self.gelu_input(node).is_some() => self.gelu_step(node),
+            Node::Div(_) => self.constant_arithmetic(node),
             Node::Clip(c) => {
                 use onnx_ir::node::clip::ClipInput;
                 let x = self.data(node, 0, &[Map, Vector])?;
@@ -848,8 +972,30 @@ impl Importer {
                 }
                 self.flatten(node)
             }
+            Node::Transpose(t) if node.inputs().first().is_some_and(|a| a.value().is_some()) => {
+                // A stored matrix transposed in the graph (PyTorch's Linear on a channels-last
+                // map exports MatMul(x, Transpose(W))): folded here, read by that MatMul.
+                let (wname, w) = constant(node, 0, "matrix")?;
+                if w.ndim() != 2 || t.config.perm != [1, 0] {
+                    return Err(unsupported(node, "only a stored matrix's transpose is supported".into()));
+                }
+                let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+                self.folded.insert(out, (wname, w.t().to_owned()));
+                Ok(())
+            }
             Node::Transpose(t) => {
                 let input = node.inputs().first().map(|a| a.name.clone()).unwrap_or_default();
+                let to = match t.config.perm.as_slice() {
+                    [0, 2, 3, 1] => Some((Map, Nhwc)),
+                    [0, 3, 1, 2] => Some((Nhwc, Map)),
+                    _ => None,
+                };
+                if let Some((from, to)) = to
+                    && self.values.get(&input).is_some_and(|v| v.layout == from)
+                {
+                    let x = self.data(node, 0, &[from])?;
+                    return self.bind(node, Value { name: x.name, layout: to });
+                }
                 match self.shuffles.get(&input).cloned() {
                     Some((x, groups, false)) if t.config.perm == [0, 2, 1, 3, 4] => {
                         let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
@@ -859,8 +1005,10 @@ impl Importer {
                     _ => Err(unsupported(
                         node,
                         format!(
-                            "Transpose {:?} is supported only as a channel shuffle's swap of its \
-                             blocks (perm [0, 2, 1, 3, 4] after a reshape to [N, g, C/g, H, W])",
+                            "Transpose {:?} is supported only between channels-first and \
+                             channels-last maps (perm [0, 2, 3, 1] and [0, 3, 1, 2]) and as a \
+                             channel shuffle's swap of its blocks (perm [0, 2, 1, 3, 4] after a \
+                             reshape to [N, g, C/g, H, W])",
                             t.config.perm
                         ),
                     )),
@@ -875,7 +1023,7 @@ impl Importer {
                 self.split(node, &cfg)
             }
             Node::Linear(l) => {
-                let x = self.data(node, 0, &[Vector, Pooled])?;
+                let x = self.data(node, 0, &[Vector, Pooled, Nhwc])?;
                 let (wname, w) = constant(node, 1, "weight")?;
                 let bias = optional_constant(node, 2, "bias")?;
                 let w = if l.config.transpose_weight {
@@ -883,8 +1031,68 @@ impl Importer {
                 } else {
                     w.t().to_owned()
                 };
+                if x.layout == Nhwc {
+                    return self.pointwise_conv(node, x, w, bias.map(|b| b.1), &wname);
+                }
                 self.linear(node, x, w, bias.map(|b| b.1), &wname, 1.0, 1.0)
             }
+            Node::MatMul(_)
+                if node
+                    .inputs()
+                    .get(1)
+                    .is_some_and(|a| a.value().is_some() || self.folded.contains_key(&a.name)) =>
+            {
+                let x = self.data(node, 0, &[Vector, Pooled, Nhwc])?;
+                let b = &node.inputs()[1];
+                let (wname, w) = match self.folded.get(&b.name) {
+                    Some(f) => f.clone(),
+                    None => constant(node, 1, "weight")?,
+                };
+                let w = w.t().to_owned();
+                if x.layout == Nhwc {
+                    return self.pointwise_conv(node, x, w, None, &wname);
+                }
+                self.linear(node, x, w, None, &wname, 1.0, 1.0)
+            }
+            Node::LayerNormalization(ln) => {
+                let x = self.data(node, 0, &[Nhwc, Vector])?;
+                if !matches!(ln.config.axis, -1) && !(x.layout == Vector && ln.config.axis == 1)
+                    && !(x.layout == Nhwc && ln.config.axis == 3)
+                {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "LayerNormalization from axis {} is not supported: only over the \
+                             channels (the last axis of a channels-last map or of a vector)",
+                            ln.config.axis
+                        ),
+                    ));
+                }
+                let (wname, scale) = constant(node, 1, "scale")?;
+                let shift = optional_constant(node, 2, "bias")?
+                    .map(|b| b.1)
+                    .unwrap_or_else(|| ArrayD::zeros(scale.raw_dim()));
+                let channels = scale.len();
+                let flat = |a: ArrayD<f32>| a.into_shape_with_order(IxDyn(&[channels]));
+                let (scale, shift) = match (flat(scale), flat(shift)) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    _ => return Err(unsupported(node, "its scale and bias are not per-channel vectors".into())),
+                };
+                let op = Op::LayerNorm(LayerNorm {
+                    channels,
+                    eps: f32_decimal(ln.config.epsilon),
+                });
+                let layout = x.layout;
+                self.push(
+                    node,
+                    op,
+                    vec![x.name],
+                    vec![("weight", scale), ("bias", shift)],
+                    layout,
+                    Some(&wname),
+                )
+            }
+            Node::Sub(_) => self.constant_arithmetic(node),
             Node::Gemm(g) => {
                 let x = self.data(node, 0, &[Vector, Pooled])?;
                 let c = &g.config;
@@ -901,13 +1109,16 @@ impl Importer {
             }
             Node::Mul(_) => self.mul(node),
             Node::Add(_) if self.gelu_input(node).is_some() => self.gelu_step(node),
+            Node::Add(_) if node.inputs().iter().any(|a| a.is_constant()) => {
+                self.constant_arithmetic(node)
+            }
             Node::Add(_) | Node::Sum(_) => {
                 let n = node.inputs().len();
                 if node.inputs().iter().any(|a| a.is_constant()) {
-                    return Err(unsupported(node, "adding a constant is not supported (only a MatMul's bias, which is fused into its linear layer)".into()));
+                    return Err(unsupported(node, "a Sum with a constant is not supported".into()));
                 }
                 let xs: Vec<Value> = (0..n)
-                    .map(|k| self.data(node, k, &[Map, Vector]))
+                    .map(|k| self.data(node, k, &[Map, Vector, Nhwc]))
                     .collect::<Result<_, _>>()?;
                 if n < 2 {
                     return self.bind(node, xs[0].clone());
@@ -965,7 +1176,7 @@ impl Importer {
 
     /// A pointwise activation of one map or vector.
     fn activation(&mut self, node: &Node, f: Activation) -> Result<(), OnnxError> {
-        let x = self.data(node, 0, &[Layout::Map, Layout::Vector])?;
+        let x = self.data(node, 0, &[Layout::Map, Layout::Vector, Layout::Nhwc])?;
         let layout = x.layout;
         self.push(node, Op::Activation(f), vec![x.name], vec![], layout, None)
     }
@@ -997,12 +1208,7 @@ impl Importer {
             return self.gelu_step(node);
         }
         if node.inputs().iter().any(|a| a.is_constant()) {
-            return Err(unsupported(
-                node,
-                "multiplying by a stored constant is not supported (only products of two computed \
-                 values, such as a squeeze-excitation's scale)"
-                    .into(),
-            ));
+            return self.constant_arithmetic(node);
         }
         let a = self.data(node, 0, &[Layout::Map, Layout::Vector])?;
         let b = self.data(node, 1, &[Layout::Map, Layout::Vector])?;
@@ -1106,6 +1312,7 @@ impl Importer {
                     layout: Layout::Vector,
                 },
             ),
+            Layout::Nhwc => unreachable!("data() admitted only the layouts listed"),
         }
     }
 
@@ -1395,5 +1602,6 @@ fn layout_text(l: Layout) -> &'static str {
         Layout::Map => "a [N, C, H, W] feature map",
         Layout::Vector => "a [N, F] vector",
         Layout::Pooled => "a globally pooled [N, C, 1, 1] map",
+        Layout::Nhwc => "a channels-last [N, H, W, C] map",
     }
 }

@@ -28,6 +28,7 @@ const BLOCKS: &[&str] = &[
     "ghost_slice",
     "shuffle_unit",
     "res2net_split",
+    "convnext_block",
 ];
 
 fn fixture(name: &str) -> PathBuf {

@@ -11,11 +11,13 @@
 
 mod activation;
 mod add;
+mod affine;
 mod batchnorm;
 mod concat;
 mod conv2d;
 mod dropout;
 mod flatten;
+mod layernorm;
 mod linear;
 mod mul;
 mod pool;
@@ -30,6 +32,8 @@ use crate::shape::Shape;
 use serde::{Deserialize, Serialize};
 
 pub use activation::{Activation, erf};
+pub use affine::ChannelAffine;
+pub use layernorm::LayerNorm;
 pub use pool::{GlobalPool, Pool2d};
 pub use shuffle::ChannelShuffle;
 pub use slice::ChannelSlice;
@@ -78,6 +82,10 @@ pub enum Op {
     Add,
     /// Elementwise product of two inputs; a `[C,1,1]` input broadcasts over a `[C,H,W]` one.
     Mul,
+    /// `x * scale[c] + shift[c]` with stored tensors (an imported model's constant arithmetic).
+    Affine(ChannelAffine),
+    /// Normalisation over the channels of each position, then a per-channel affine.
+    LayerNorm(LayerNorm),
     /// Concatenation along the channel (first per-sample) axis.
     Concat,
     /// The channels `start..end` of the input (ONNX Slice or one output of a Split).
@@ -102,6 +110,10 @@ pub enum ParamKind {
     BnShift,
     RunningMean,
     RunningVar,
+    /// A per-channel scale other than BatchNorm's (LayerNorm, a layer scale).
+    Scale,
+    /// A per-channel shift other than BatchNorm's.
+    Shift,
 }
 
 impl ParamKind {
@@ -237,6 +249,9 @@ pub enum ChannelFlow {
     Concat,
     /// Output channel `c` is input channel `start + c`.
     Slice { start: usize },
+    /// Channels pass through (groups tie them one to one), but every output channel of a
+    /// position reads every input channel of it (LayerNorm's statistics).
+    MixChannels,
     /// Output channel `b * groups + a` is input channel `a * (C / groups) + b`.
     Shuffle { groups: usize },
 }
@@ -396,6 +411,8 @@ impl Op {
             Op::Flatten => f(&flatten::Flatten),
             Op::Add => f(&add::Add),
             Op::Mul => f(&mul::Mul),
+            Op::Affine(a) => f(&a),
+            Op::LayerNorm(l) => f(&l),
             Op::Concat => f(&concat::Concat),
             Op::Slice(s) => f(&s),
             Op::ChannelShuffle(s) => f(&s),

@@ -304,6 +304,11 @@ enum Step {
         inputs: Vec<usize>,
         output: usize,
     },
+    /// Every output channel of a position reads every input channel of it (LayerNorm).
+    Mix {
+        input: usize,
+        output: usize,
+    },
     /// Output channel `c` copies input channel `source[c]` at every position (slice, shuffle).
     Gather {
         input: usize,
@@ -504,6 +509,7 @@ impl Plan {
                         source: (0..c).map(|j| shuffle.source(j, c)).collect(),
                     }
                 }
+                ChannelFlow::MixChannels => Step::Mix { input, output },
                 ChannelFlow::PassThrough => {
                     storage.insert(&node.name, input);
                     continue;
@@ -594,6 +600,18 @@ impl Plan {
                     }
                     f[*output] = out;
                 }
+                Step::Mix { input, output } => {
+                    let vo = self.values[*output];
+                    let mut out = vo.zeros();
+                    let full = vo.ones();
+                    for (p, chunk) in f[*input].chunks_exact(vo.words).enumerate() {
+                        if chunk.iter().any(|&w| w != 0) {
+                            out[p * vo.words..(p + 1) * vo.words]
+                                .copy_from_slice(&full[..vo.words]);
+                        }
+                    }
+                    f[*output] = out;
+                }
                 Step::Gather {
                     input,
                     output,
@@ -650,6 +668,7 @@ impl Plan {
                 | Step::Flatten { output, .. }
                 | Step::Elementwise { output, .. }
                 | Step::Gather { output, .. }
+                | Step::Mix { output, .. }
                 | Step::Concat { output, .. } => *output,
             };
             // Nothing downstream of this value reaches the output: it contributes nothing.
@@ -747,6 +766,20 @@ impl Plan {
                         }
                         b[*i] = Some(bin);
                     }
+                }
+                Step::Mix { input, .. } => {
+                    let vi = self.values[*input];
+                    let mut bin = b[*input].take().unwrap_or_else(|| vi.zeros());
+                    let full = vi.ones();
+                    for (p, chunk) in bout.chunks_exact(vi.words).enumerate() {
+                        if chunk.iter().any(|&w| w != 0) {
+                            or_into(
+                                &mut bin[p * vi.words..(p + 1) * vi.words],
+                                &full[..vi.words],
+                            );
+                        }
+                    }
+                    b[*input] = Some(bin);
                 }
                 Step::Gather { input, source, .. } => {
                     let (vi, vo) = (self.values[*input], self.values[out_id]);

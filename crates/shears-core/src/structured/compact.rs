@@ -368,9 +368,12 @@ mod tests {
             let a = (6.0 / fan_in as f32).sqrt();
             let (lo, hi) = match spec.kind {
                 ParamKind::Weight => (-a, a),
-                ParamKind::BnScale => (0.5, 1.5),
+                ParamKind::BnScale | ParamKind::Scale => (0.5, 1.5),
                 ParamKind::RunningVar => (0.5, 2.0),
-                ParamKind::Bias | ParamKind::BnShift | ParamKind::RunningMean => (-0.5, 0.5),
+                ParamKind::Bias
+                | ParamKind::BnShift
+                | ParamKind::RunningMean
+                | ParamKind::Shift => (-0.5, 0.5),
             };
             let t = ArrayD::from_shape_simple_fn(IxDyn(&spec.shape), || uniform(lo, hi));
             w.insert(spec.name, t);

@@ -44,6 +44,8 @@ pub enum MemberRole {
     BatchNorm,
     /// Input channels of a plain conv (weight axis 1) or input features of a linear layer.
     InputChannels,
+    /// A per-channel scale or shift other than BatchNorm's (LayerNorm, a layer scale).
+    Affine,
 }
 
 /// One parameter-tensor slice of a group: group channel `j` is the index range
@@ -321,7 +323,10 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                     v
                 }
             },
-            ChannelFlow::PassThrough | ChannelFlow::PoolWindow(_) | ChannelFlow::PoolGlobal => {
+            ChannelFlow::PassThrough
+            | ChannelFlow::MixChannels
+            | ChannelFlow::PoolWindow(_)
+            | ChannelFlow::PoolGlobal => {
                 let v = lay.push(lay.units[x], lay.unit_len[x]);
                 lay.tie(v, x, 0);
                 v
@@ -602,6 +607,7 @@ fn own_members(
             | ParamKind::BnShift
             | ParamKind::RunningMean
             | ParamKind::RunningVar => MemberRole::BatchNorm,
+            ParamKind::Scale | ParamKind::Shift => MemberRole::Affine,
         };
         if role == MemberRole::Filter && !producers.contains(&node.name) {
             producers.push(node.name.clone());

@@ -3,5 +3,6 @@
 //! `shears_core::reference` (tested in `tests/ops.rs`).
 
 pub mod activation;
+pub mod layernorm;
 pub mod pool;
 pub mod shuffle;

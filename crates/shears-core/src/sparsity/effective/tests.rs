@@ -403,6 +403,7 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
             | Op::Relu
             | Op::Relu6
             | Op::Activation(_)
+            | Op::Affine(_)
             | Op::Dropout { .. }
             | Op::Flatten => {
                 for u in 0..numel(&n.name) {
@@ -467,6 +468,16 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                         edges.push((base[inp.as_str()] + u, yb + off + u, None));
                     }
                     off += numel(inp);
+                }
+            }
+            Op::LayerNorm(_) => {
+                let positions = numel(&n.name) / ys[0];
+                for p in 0..positions {
+                    for i in 0..ys[0] {
+                        for o in 0..ys[0] {
+                            edges.push((xb + i * positions + p, yb + o * positions + p, None));
+                        }
+                    }
                 }
             }
             Op::Slice(_) | Op::ChannelShuffle(_) => {
@@ -651,6 +662,10 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
                     let r = b.conv2d(&format!("sc{i}"), &right, c / 2, 1, 1, 0);
                     let cat = b.concat(&format!("scat{i}"), &[&left, &r]);
                     cur = b.channel_shuffle(&format!("shuf{i}"), &cat, 2);
+                }
+                if rng.random_bool(0.5) {
+                    let ln = b.layer_norm(&format!("ln{i}"), &cur);
+                    cur = b.affine(&format!("ls{i}"), &ln);
                 }
             }
             4 => {
