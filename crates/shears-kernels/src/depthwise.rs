@@ -48,6 +48,12 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
                     for kj in 0..kw {
                         let wv = w[ki * kw + kj];
                         let (first, end, iw0) = tap_columns(g, kj);
+                        if first == end {
+                            // The tap reads only padding for every output column (a kernel
+                            // wider than the padded map): nothing to add, and `iw0` would
+                            // point past the row.
+                            continue;
+                        }
                         let out = &mut y_row[first..end];
                         if sw == 1 {
                             let len = out.len();
@@ -91,6 +97,12 @@ pub(crate) fn backward_input(
                     for kj in 0..kw {
                         let wv = w[ki * kw + kj];
                         let (first, end, iw0) = tap_columns(g, kj);
+                        if first == end {
+                            // The tap reads only padding for every output column (a kernel
+                            // wider than the padded map): nothing to add, and `iw0` would
+                            // point past the row.
+                            continue;
+                        }
                         let src = &dy_row[first..end];
                         if sw == 1 {
                             dx_row[iw0..iw0 + src.len()]
@@ -134,6 +146,12 @@ pub(crate) fn backward_weight(
                     let x_row = &x[ih * g.in_w..(ih + 1) * g.in_w];
                     for kj in 0..kw {
                         let (first, end, iw0) = tap_columns(g, kj);
+                        if first == end {
+                            // The tap reads only padding for every output column (a kernel
+                            // wider than the padded map): nothing to add, and `iw0` would
+                            // point past the row.
+                            continue;
+                        }
                         let src = &dy_row[first..end];
                         let s: f32 = if sw == 1 {
                             src.iter()

@@ -410,3 +410,27 @@ fn fused_relu_keeps_nan() {
     conv2d_forward(&g, &[f32::NAN, 1.0], &[1.0], epilogue, &mut out);
     assert!(out[0].is_nan() && out[1] == 0.0, "{out:?}");
 }
+
+/// A kernel wider than its map with the padding that keeps the size (ConvNeXt's 7×7 depthwise
+/// conv, pad 3, on the 2×2 and 1×1 maps of a 64×64 input): taps that read only padding.
+#[test]
+fn kernels_wider_than_the_map_match_the_loop_nest() {
+    for (h, w) in [(2, 2), (1, 1), (3, 2)] {
+        for depthwise in [true, false] {
+            let (groups, channels) = if depthwise { (4, 4) } else { (1, 4) };
+            let g = ConvGeometry {
+                batch: 2,
+                in_channels: channels,
+                in_h: h,
+                in_w: w,
+                out_channels: channels,
+                kernel: [7, 7],
+                stride: [1, 1],
+                padding: [3, 3],
+                dilation: [1, 1],
+                groups,
+            };
+            check_convolution(&g, 5);
+        }
+    }
+}

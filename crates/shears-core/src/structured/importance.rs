@@ -216,6 +216,15 @@ pub fn importance(
         normalize(&mut acc, opts.normalization);
         out.insert(g.id, acc);
     }
+    if opts.criterion == Criterion::BnScale && out.is_empty() && groups.iter().any(|g| g.prunable)
+    {
+        return Err(crate::error::CoreError::value(
+            "bn-scale importance",
+            "it ranks channels by their BatchNorm scales, and no prunable channel group of this \
+             network has a BatchNorm (it normalises with LayerNorm or not at all); rank by filter \
+             norms (l1-filter, l2-filter) or by taylor instead",
+        ));
+    }
     Ok(out)
 }
 
