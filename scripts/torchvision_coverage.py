@@ -25,6 +25,9 @@ $CARGO_TARGET_DIR/release/shears, else ~/.cache/shears/target/release/shears):
               at least as many outputs as the data has classes; the images are resized to the
               model's input) with --score-batches 1 --score-batch-size 8 --test-limit 4
   compacted = masked
+              ("pass (gated)": the network has a LayerNorm over pruned channels, which a dense
+              zeroed model cannot reproduce; prune's own check of the compacted network against
+              the gated one, compaction_max_abs_diff in result.json, must be within 1e-4)
               prune saves the compacted model in OUT/pruned and, with --save-masked, the dense
               model with the removed channels zeroed at their source. prune itself compares the
               two only by accuracy on data (accuracy_after_pruning vs _gated in result.json,
@@ -304,7 +307,7 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
         col["round trip"] = "-"
 
     # 3-4. prune
-    pruned = {}
+    pruned, reports = {}, {}
     for method, key in (("l1-filter", "l1"), ("taylor", "taylor")):
         out, masked = mdir / key, mdir / f"{key}-masked"
         for d in (out, masked):
@@ -322,6 +325,7 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
             try:
                 rep = json.loads(stdout) if stdout.strip().startswith("{") else \
                     json.loads((out / "result.json").read_text())
+                reports[key] = rep
                 s = rep.get("sizes", rep)  # the report flattens its sizes
                 notes.append(f"{method}: MACs -{100 * s['macs_reduction']:.1f}%, params "
                              f"-{100 * s['params_reduction']:.1f}%, {s['prunable_groups']}/"
@@ -332,7 +336,7 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
             fail(method, err or "no OUT/pruned directory")
 
     # 5-6. compacted vs masked, compacted in onnxruntime
-    eq, rt_ok, compact_onnx = [], [], {}
+    eq, rt_ok, compact_onnx, gated_only = [], [], {}, []
     for key, (compact_dir, masked_dir) in pruned.items():
         c_onnx, m_onnx = mdir / f"{key}_compacted.onnx", mdir / f"{key}_masked.onnx"
         ok, _, err = run_cmd(sh + ["export", compact_dir, c_onnx], timeout)
@@ -351,6 +355,18 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
             yc = None
             rt_ok.append(False)
             notes.append(f"onnxruntime {key}: {exc_line(e)}")
+        rep = reports.get(key, {})
+        if rep.get("masked_model_equivalent") is False:
+            # A LayerNorm over pruned channels: zeroed channels still count in its statistics,
+            # so no dense ONNX model equals the compacted one. prune itself checks the compacted
+            # network against the gated dense one (statistics over the kept channels) in its
+            # reference interpreter; that is the check reported here.
+            d = float(rep.get("compaction_max_abs_diff", float("inf")))
+            eq.append(d <= TOL)
+            gated_only.append(key)
+            notes.append(f"{key} compacted vs gated (LayerNorm: no dense masked model is "
+                         f"equivalent; shears' reference check): max abs diff {d:.2g}")
+            continue
         if masked_dir is None:
             eq.append(False); notes.append(f"{key}: prune wrote no --save-masked model")
             continue
@@ -368,7 +384,8 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
             notes.append(f"{key} compacted vs masked: max abs diff {d:.2g} (tolerance {tol:.2g})")
         except Exception as e:
             eq.append(False); notes.append(f"{key} compacted vs masked: {exc_line(e)}")
-    col["compacted = masked"] = "-" if not eq else ("pass" if all(eq) else "fail")
+    col["compacted = masked"] = "-" if not eq else (
+        ("pass (gated)" if gated_only else "pass") if all(eq) else "fail")
     col["onnxruntime"] = "-" if not rt_ok else ("pass" if all(rt_ok) else "fail")
 
     # 7. latency

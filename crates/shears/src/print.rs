@@ -120,6 +120,15 @@ pub fn structured(r: &StructuredReport) {
         s.pruned_groups.len(),
         s.groups
     );
+    println!(
+        "  check     compacted vs gated dense on a random input: max |difference| {:.1e}{}",
+        s.compaction_max_abs_diff,
+        if s.masked_model_equivalent {
+            ""
+        } else {
+            " (a LayerNorm normalised over removed channels: a zeroed dense model would differ)"
+        }
+    );
     if let Some(sl) = &r.slimming {
         println!(
             "  sparsity training: λ {} for {} epochs; |γ| ≤ 0.01: {:.1}% -> {:.1}% of BatchNorm scales; baseline accuracy {}",

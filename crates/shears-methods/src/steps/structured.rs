@@ -624,7 +624,10 @@ pub fn zeroed_model(
         let removed: Vec<usize> = (0..g.channels).filter(|j| !kept.contains(j)).collect();
         for m in &g.members {
             let source = matches!(m.role, MemberRole::Filter | MemberRole::Bias)
-                || matches!(m.kind, ParamKind::BnScale | ParamKind::BnShift);
+                || matches!(
+                    m.kind,
+                    ParamKind::BnScale | ParamKind::BnShift | ParamKind::Scale | ParamKind::Shift
+                );
             if !source {
                 continue;
             }
@@ -674,6 +677,13 @@ pub struct Sizes {
     pub channels_before: usize,
     pub channels_after: usize,
     pub pruned_groups: Vec<PrunedGroup>,
+    /// Largest |difference| between the compacted network and the gated dense one on one
+    /// random input, in the reference interpreter (the check every compaction passes).
+    pub compaction_max_abs_diff: f64,
+    /// Whether `--save-masked`'s dense model with the removed channels zeroed computes what the
+    /// compacted one does: not when a LayerNorm normalises over channels that were removed
+    /// (zeroed channels still count in its statistics; compaction takes them out).
+    pub masked_model_equivalent: bool,
 }
 
 pub fn sizes(dense: &Graph, small: &Graph, sel: &Selected) -> Result<Sizes> {
@@ -714,7 +724,59 @@ pub fn sizes(dense: &Graph, small: &Graph, sel: &Selected) -> Result<Sizes> {
         channels_before,
         channels_after: channels_before - sel.selection.removed_channels(&sel.groups),
         pruned_groups,
+        compaction_max_abs_diff: 0.0,
+        masked_model_equivalent: !normalises_over_removed_channels(dense, sel),
     })
+}
+
+/// Whether a LayerNorm reads a value some of whose channels the selection removes.
+fn normalises_over_removed_channels(dense: &Graph, sel: &Selected) -> bool {
+    let removed_values: std::collections::HashSet<&str> = sel
+        .selection
+        .kept
+        .iter()
+        .filter(|(id, kept)| kept.len() < sel.groups[**id].channels)
+        .flat_map(|(id, _)| sel.groups[*id].values.iter().map(|v| v.value.as_str()))
+        .collect();
+    dense.nodes.iter().any(|n| {
+        matches!(n.op, shears_core::graph::Op::LayerNorm(_))
+            && removed_values.contains(n.inputs[0].as_str())
+    })
+}
+
+/// Runs the compacted and the gated dense network on one seeded random input in the reference
+/// interpreter and returns the largest |difference|, or an error when it is beyond float
+/// rounding: compaction must never change what the network computes.
+fn check_compaction(dense: &Model, small: &Model, selection: &ChannelSelection) -> Result<f64> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut dims = vec![1];
+    dims.extend_from_slice(&dense.graph.input.shape);
+    let x = ndarray::ArrayD::from_shape_simple_fn(ndarray::IxDyn(&dims), || {
+        rng.random_range(-1.0f32..1.0)
+    });
+    let gates = shears_core::structured::selection_gates(&dense.graph, selection)?;
+    let gated = shears_core::reference::forward_with_channel_gates(
+        &dense.graph,
+        &dense.weights,
+        Some(&dense.masks),
+        &gates,
+        &x,
+    )?;
+    let compacted =
+        shears_core::reference::forward(&small.graph, &small.weights, Some(&small.masks), &x)?;
+    let scale = gated.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let diff = gated
+        .iter()
+        .zip(compacted.iter())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    if !(diff <= 1e-3 * scale) {
+        invalid!(
+            "compaction changed the network's output by {diff} (outputs up to {scale}): a bug in \
+             shears' rules for one of this network's ops; please report it with the model"
+        );
+    }
+    Ok(diff as f64)
 }
 
 /// Accuracy at each stage (test split, `test_samples` of them).
@@ -796,10 +858,19 @@ pub fn compact_finetune(ctx: &CutContext<'_>, dense: &Model, sel: Selected) -> R
         t.elapsed().as_secs_f64(),
         sel.selection.removed_channels(&sel.groups)
     );
-    let sizes = sizes(&dense.graph, &small.graph, &sel)?;
+    let mut sizes = sizes(&dense.graph, &small.graph, &sel)?;
+    sizes.compaction_max_abs_diff = check_compaction(dense, &small, &sel.selection)?;
     let pruned_dir = ctx.dir.phase("pruned");
     save_model(&pruned_dir, &small)?;
     if let Some(path) = ctx.save_masked {
+        if !sizes.masked_model_equivalent {
+            tracing::warn!(
+                "the masked model saved to {} is not equivalent to the compacted one: a \
+                 LayerNorm normalises over removed channels, which it still counts when they are \
+                 zeroed (compaction takes them out of its statistics)",
+                path.display()
+            );
+        }
         save_model(path, &zeroed_model(dense, &sel.groups, &sel.selection)?)?;
     }
     if let Some(data) = ctx.data {
