@@ -3,7 +3,8 @@
 
 use crate::graph::{Graph, Input, Node, Op};
 use crate::ops::{
-    Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, LayerNorm, Pool2d,
+    Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, GroupNorm, LayerNorm,
+    Pool2d, Resize, ResizeMode,
 };
 use crate::shape::{Shape, node_shape};
 use std::collections::HashMap;
@@ -242,6 +243,17 @@ impl GraphBuilder {
     pub fn layer_norm(&mut self, name: &str, x: &str) -> String {
         let channels = self.channels(x);
         self.push(name, Op::LayerNorm(LayerNorm { channels, eps: 1e-6 }), &[x])
+    }
+
+    /// Upsampling by integer factors.
+    pub fn resize(&mut self, name: &str, x: &str, scale: [usize; 2], mode: ResizeMode) -> String {
+        self.push(name, Op::Resize(Resize { scale, mode }), &[x])
+    }
+
+    /// Group normalisation in `groups` blocks.
+    pub fn group_norm(&mut self, name: &str, x: &str, groups: usize) -> String {
+        let channels = self.channels(x);
+        self.push(name, Op::GroupNorm(GroupNorm { channels, groups, eps: 1e-5 }), &[x])
     }
 
     /// Channels `start..end` of `x`.

@@ -165,8 +165,9 @@ fn dims4(node: &Node, x: &ArrayD<f32>) -> Result<[usize; 4]> {
     }
 }
 
-/// One node's output. `in_gate` is the gate on the node's first input, which only a LayerNorm
-/// reads (its statistics leave gated channels out, as compaction removes them).
+/// One node's output. `in_gate` is the gate on the node's first input, which only the norms
+/// over channels read (LayerNorm, GroupNorm: their statistics leave gated channels out, as
+/// compaction removes them).
 fn eval_node(
     node: &Node,
     ins: &[&ArrayD<f32>],
@@ -305,6 +306,42 @@ fn eval_node(
                 }
             }
             Ok(y)
+        }
+        Op::GroupNorm(gn) => {
+            let weight = p.get(&format!("{name}.weight"))?;
+            let bias = p.get(&format!("{name}.bias"))?;
+            let (scale, shift): (Vec<f32>, Vec<f32>) =
+                (weight.iter().copied().collect(), bias.iter().copied().collect());
+            let mut y = x.as_standard_layout().into_owned();
+            let n = y.shape()[0];
+            let per_sample = y.len() / n.max(1);
+            let data = y
+                .as_slice_mut()
+                .ok_or_else(|| CoreError::shape(name, "group norm input is not contiguous"))?;
+            for sample in data.chunks_mut(per_sample.max(1)) {
+                gn.normalize(
+                    sample,
+                    per_sample / gn.channels.max(1),
+                    in_gate.map(|g| g.as_slice()),
+                    &scale,
+                    &shift,
+                );
+            }
+            Ok(y)
+        }
+        Op::Resize(r) => {
+            let [n, c, h, w] = dims4(node, x)?;
+            let taps = r.taps([h, w]);
+            let xs = x.as_standard_layout();
+            let src = xs.as_slice().expect("standard layout");
+            let mut out = Vec::with_capacity(n * c * taps.len());
+            for plane in src.chunks(h * w) {
+                for t in &taps {
+                    out.push(t.iter().map(|&(q, wt)| plane[q] * wt).sum::<f32>());
+                }
+            }
+            ArrayD::from_shape_vec(IxDyn(&[n, c, h * r.scale[0], w * r.scale[1]]), out)
+                .map_err(|e| CoreError::shape(name, e.to_string()))
         }
         Op::Slice(sl) => Ok(x.slice_axis(Axis(1), (sl.start..sl.end).into()).to_owned()),
         Op::ChannelShuffle(sh) => {

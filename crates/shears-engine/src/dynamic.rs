@@ -405,7 +405,9 @@ impl DynamicNet {
                 | Op::Slice(_)
                 | Op::ChannelShuffle(_)
                 | Op::Affine(_)
-                | Op::LayerNorm(_)) => {
+                | Op::LayerNorm(_)
+                | Op::GroupNorm(_)
+                | Op::Resize(_)) => {
                     return Err(EngineError::invalid(
                         "dynamic inference",
                         format!(

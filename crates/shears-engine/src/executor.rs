@@ -16,7 +16,9 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
 use ndarray::{ArrayD, IxDyn};
 use shears_core::graph::{Graph, Op, ParamKind};
-use shears_core::ops::{Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pool2d};
+use shears_core::ops::{
+    Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pool2d, Resize,
+};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::{Masks, Weights, check_masks, check_weights};
 use std::collections::HashMap;
@@ -113,6 +115,13 @@ enum Step {
         bias: usize,
         eps: f64,
     },
+    GroupNorm {
+        weight: usize,
+        bias: usize,
+        groups: usize,
+        eps: f64,
+    },
+    Resize(Resize),
     Dropout {
         p: f64,
     },
@@ -378,6 +387,13 @@ impl Executor {
                     scale: add_param("scale", ParamKind::Scale, false),
                     shift: add_param("shift", ParamKind::Shift, false),
                 },
+                Op::GroupNorm(gn) => Step::GroupNorm {
+                    weight: add_param("weight", ParamKind::Scale, false),
+                    bias: add_param("bias", ParamKind::Shift, false),
+                    groups: gn.groups,
+                    eps: gn.eps,
+                },
+                Op::Resize(r) => Step::Resize(r),
                 Op::LayerNorm(ln) => Step::LayerNorm {
                     weight: add_param("weight", ParamKind::Scale, false),
                     bias: add_param("bias", ParamKind::Shift, false),
@@ -999,6 +1015,18 @@ impl Executor {
                     let keep = (src > 0).then(|| self.gates[src - 1].clone()).flatten();
                     on_map(arg(0), |t| ops::layernorm::layer_norm(t, w, b, *eps, keep))
                 }
+                Step::GroupNorm {
+                    weight,
+                    bias,
+                    groups,
+                    eps,
+                } => {
+                    let (w, b) = (params[*weight].clone(), params[*bias].clone());
+                    let src = self.inputs[i][0];
+                    let keep = (src > 0).then(|| self.gates[src - 1].clone()).flatten();
+                    Value::Map(ops::layernorm::group_norm(arg(0).map(name), w, b, *groups, *eps, keep))
+                }
+                Step::Resize(r) => Value::Map(ops::pool::resize(arg(0).map(name), r)),
                 Step::Slice(sl) => match arg(0) {
                     Value::Map(t) => Value::Map(t.narrow(1, sl.start, sl.end - sl.start)),
                     Value::Flat(t) => Value::Flat(t.narrow(1, sl.start, sl.end - sl.start)),

@@ -73,6 +73,8 @@ impl BnScaleL1 {
                     | Op::Slice(_)
                     | Op::Affine(_)
                     | Op::LayerNorm(_)
+                    | Op::GroupNorm(_)
+                    | Op::Resize(_)
                     | Op::ChannelShuffle(_)
                     | Op::Dropout { .. }),
                 ) => {

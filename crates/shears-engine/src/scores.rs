@@ -290,6 +290,8 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
             | Op::Slice(_)
             | Op::Affine(_)
             | Op::LayerNorm(_)
+            | Op::GroupNorm(_)
+            | Op::Resize(_)
             | Op::ChannelShuffle(_)
             | Op::Dropout { .. }) => op.clone(),
         };

@@ -98,6 +98,8 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
             | Op::Slice(_)
             | Op::Affine(_)
             | Op::LayerNorm(_)
+            | Op::GroupNorm(_)
+            | Op::Resize(_)
             | Op::ChannelShuffle(_)
             | Op::Dropout { .. } => continue,
         };

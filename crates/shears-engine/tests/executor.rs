@@ -240,6 +240,14 @@ fn activations_and_se_graph() -> shears_core::Graph {
     let cat = b.concat("cat", &[&mp, &branch]);
     let ln = b.layer_norm("ln", &cat);
     let scaled = b.affine("layer_scale", &ln);
+    let gn = b.group_norm("gn", &scaled, 3);
+    let up = b.resize("up", &gn, [2, 2], shears_core::ops::ResizeMode::Bilinear);
+    let near = b.resize("near", &up, [1, 2], shears_core::ops::ResizeMode::Nearest);
+    let scaled = b.push(
+        "shrink",
+        Op::MaxPool(Pool2d::square(2, 2, 0)),
+        &[&near],
+    );
     let ap = b.push(
         "avgpool",
         Op::AvgPool(Pool2d {
@@ -260,7 +268,14 @@ fn executor_matches_reference_through_new_activations_se_and_ceil_pools() {
     let mut weights = init_weights(&graph, 7);
     perturb_bn(&mut weights, 8);
     // A layer scale and LayerNorm affine that are not the identity.
-    for name in ["layer_scale.scale", "layer_scale.shift", "ln.weight", "ln.bias"] {
+    for name in [
+        "layer_scale.scale",
+        "layer_scale.shift",
+        "ln.weight",
+        "ln.bias",
+        "gn.weight",
+        "gn.bias",
+    ] {
         let mut rng = ChaCha8Rng::seed_from_u64(name.len() as u64);
         weights
             .get_mut(name)
@@ -276,11 +291,13 @@ fn executor_matches_reference_through_new_activations_se_and_ceil_pools() {
     let exp: Vec<f32> = expected.iter().copied().collect();
     let d = max_rel_diff(&got, &exp);
     assert!(d < 1e-4, "max relative difference {d}");
-    // Gating the LayerNorm's input leaves the gated channels out of its statistics in both.
+    // Gating a norm's input leaves the gated channels out of its statistics in both.
     let gate: Vec<f32> = (0..12).map(|k| if k % 3 == 1 { 0.0 } else { 1.0 }).collect();
     let mut gates = ChannelGates::new();
     gates.insert("cat".to_string(), gate.clone());
     exec.set_gate("cat", Some(&gate)).unwrap();
+    gates.insert("layer_scale".to_string(), gate.clone());
+    exec.set_gate("layer_scale", Some(&gate)).unwrap();
     let expected = forward_with_channel_gates(&graph, &weights, None, &gates, &x).unwrap();
     let value = exec.input_value(x.iter().copied().collect(), 2).unwrap();
     let got = to_vec(exec.forward(value, Mode::Eval).reshape([20]));
@@ -291,7 +308,7 @@ fn executor_matches_reference_through_new_activations_se_and_ceil_pools() {
     // so the partial windows are really exercised.
     let shapes = shears_core::shape::infer_shapes(&graph).unwrap();
     assert_eq!(shapes.get("maxpool"), &vec![8, 6, 6]);
-    assert_eq!(shapes.get("avgpool"), &vec![12, 4, 4]);
+    assert_eq!(shapes.get("avgpool"), &vec![12, 4, 7]);
 }
 
 /// Training runs through every new op, a concat included, and lowers the loss.

@@ -97,6 +97,37 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
                 g.initializer.push(t);
                 consts.push(name);
             }
+            for (suffix, values) in &part.float_tensors {
+                let name = format!("{}.{suffix}", node.name);
+                let mut t = TensorProto::new();
+                t.name = name.clone();
+                t.data_type = FLOAT;
+                t.dims = vec![values.len() as i64];
+                t.raw_data = values
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into();
+                g.initializer.push(t);
+                consts.push(name);
+            }
+            for (suffix, param) in &part.map_params {
+                let w = model.weights.get(param).ok_or_else(|| {
+                    OnnxError::Model(format!("`{param}` is missing from the weights"))
+                })?;
+                let name = format!("{}.{suffix}", node.name);
+                let mut t = TensorProto::new();
+                t.name = name.clone();
+                t.data_type = FLOAT;
+                t.dims = vec![w.len() as i64, 1, 1];
+                t.raw_data = w
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into();
+                g.initializer.push(t);
+                consts.push(name);
+            }
             let op_input = part.reads_op_input.then(|| node.inputs[0].clone());
             n.input = inputs
                 .into_iter()
@@ -164,6 +195,10 @@ fn attribute(name: &str, value: OnnxAttr) -> AttributeProto {
         OnnxAttr::Float(f) => {
             a.type_ = AttributeType::FLOAT.into();
             a.f = f;
+        }
+        OnnxAttr::Str(text) => {
+            a.type_ = AttributeType::STRING.into();
+            a.s = text.as_bytes().to_vec().into();
         }
     }
     a

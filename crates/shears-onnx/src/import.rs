@@ -11,7 +11,8 @@ use onnx_ir::{Argument, Message, ModelProto, Node, OnnxGraphBuilder, TensorDataE
 use shears_core::artifact::Model;
 use shears_core::graph::{Graph, Input, Node as IrNode, Op};
 use shears_core::ops::{
-    Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, LayerNorm, Pool2d,
+    Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, GroupNorm, LayerNorm,
+    Pool2d, Resize, ResizeMode,
 };
 use shears_core::weights::{Masks, Weights};
 use std::collections::{HashMap, HashSet};
@@ -25,7 +26,8 @@ Flatten, Reshape (as flatten), Gemm, MatMul (+ Add), Add, Sum, Mul (of two compu
 [N,C,1,1] one broadcast), Concat, Slice and Split (channel axis), channel shuffle (Reshape -> \
 Transpose -> Reshape), LayerNormalization over channels and MatMul on channels (a channels-last \
 map between Transposes, as ConvNeXt), Mul/Add/Sub/Div by a per-channel or scalar constant, \
-Identity, Dropout";
+group norm (Reshape -> InstanceNormalization -> Reshape), Resize (integer upsampling, nearest or \
+bilinear), Identity, Dropout";
 
 /// Reads an ONNX file into a model (graph, weights, no masks), named after the file.
 pub fn import_onnx(path: &Path) -> Result<Model, OnnxError> {
@@ -213,6 +215,8 @@ struct Importer {
     /// The steps of a channel shuffle seen so far: the value reshaped into `groups` blocks,
     /// then (`true`) its two block axes swapped.
     shuffles: HashMap<String, (Value, usize, bool)>,
+    /// The steps of a group norm seen so far, by the value each produced.
+    group_norms: HashMap<String, GroupNormStep>,
     /// Stored matrices the graph transposes, by the transposed value's name (with the name of
     /// the stored tensor).
     folded: HashMap<String, (String, ArrayD<f32>)>,
@@ -929,7 +933,41 @@ impl Importer {
                     let op = Op::ChannelShuffle(ChannelShuffle { groups });
                     return self.push(node, op, vec![x.name], vec![], Map, None);
                 }
+                // The last step of a group norm: the normalised blocks back to [N, C, H, W].
+                if let Some(GroupNormStep::Normalised { x, groups, eps, scale, shift }) =
+                    self.group_norms.get(&input).cloned()
+                {
+                    let c = self.channels(&x);
+                    let back = target
+                        .as_ref()
+                        .is_some_and(|t| t.len() == 4 && matches!(t[1], Some(d) if d == c as i64));
+                    if !back {
+                        return Err(unsupported(
+                            node,
+                            format!("a reshape of instance-normalised groups to {target:?} is not a group norm"),
+                        ));
+                    }
+                    let per = c / groups;
+                    let repeat = |v: &[f32]| -> ArrayD<f32> {
+                        ArrayD::from_shape_fn(IxDyn(&[c]), |i| v[i[0] / per])
+                    };
+                    let op = Op::GroupNorm(GroupNorm { channels: c, groups, eps });
+                    let params = vec![("weight", repeat(&scale)), ("bias", repeat(&shift))];
+                    return self.push(node, op, vec![x.name], params, Map, None);
+                }
                 let x = self.data(node, 0, &[Map, Vector, Pooled])?;
+                // The first step of a group norm: [N, C, H, W] as [N, G, C/G * H * W].
+                if x.layout == Map
+                    && let Some(t) = target.as_ref().filter(|t| t.len() == 3)
+                {
+                    let c = self.channels(&x) as i64;
+                    let rest_ok = matches!(t[2], Some(-1)) || t[2].is_some();
+                    if let Some(g) = t[1].filter(|&g| g > 0 && c % g == 0 && rest_ok) {
+                        let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+                        self.group_norms.insert(out, GroupNormStep::Grouped { x, groups: g as usize });
+                        return Ok(());
+                    }
+                }
                 // The first step of a channel shuffle: [N, C, H, W] as [N, g, C/g, H, W].
                 if x.layout == Map
                     && let Some(t) = target.as_ref().filter(|t| t.len() == 5)
@@ -1093,6 +1131,95 @@ impl Importer {
                 )
             }
             Node::Sub(_) => self.constant_arithmetic(node),
+            Node::InstanceNormalization(inorm) => {
+                let input = node.inputs().first().map(|a| a.name.clone()).unwrap_or_default();
+                let Some(GroupNormStep::Grouped { x, groups }) = self.group_norms.get(&input).cloned()
+                else {
+                    return Err(unsupported(
+                        node,
+                        "InstanceNormalization is supported only as the middle of a group norm \
+                         (after a reshape of a map to [N, groups, -1])"
+                            .into(),
+                    ));
+                };
+                let (_, scale) = constant(node, 1, "scale")?;
+                let (_, shift) = constant(node, 2, "bias")?;
+                if scale.len() != groups || shift.len() != groups {
+                    return Err(unsupported(node, format!("its scale and bias are not {groups} per-group values")));
+                }
+                let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+                self.group_norms.insert(
+                    out,
+                    GroupNormStep::Normalised {
+                        x,
+                        groups,
+                        eps: f32_decimal(inorm.config.epsilon),
+                        scale: scale.iter().copied().collect(),
+                        shift: shift.iter().copied().collect(),
+                    },
+                );
+                Ok(())
+            }
+            Node::Resize(r) => {
+                use onnx_ir::node::resize::{CoordinateTransformMode as Ct, NearestMode, ResizeMode as Rm, ResizeScales, ResizeSizes};
+                let x = self.data(node, 0, &[Map])?;
+                let s = self.shapes[&x.name].clone();
+                let cfg = &r.config;
+                let floats = |k: usize| node.inputs().get(k).and_then(|a| a.value()?.to_f32_vec().ok());
+                let factors: Option<Vec<f64>> = match (&cfg.scales, &cfg.sizes) {
+                    (Some(ResizeScales::Static(v)), _) => Some(v.iter().map(|&f| f as f64).collect()),
+                    (Some(ResizeScales::Runtime(rt)), _) => {
+                        floats(rt.input_index).map(|v| v.into_iter().map(|f| f as f64).collect())
+                    }
+                    (_, Some(ResizeSizes::Static(v))) if v.len() == 4 => Some(vec![
+                        1.0,
+                        1.0,
+                        v[2] as f64 / s[1] as f64,
+                        v[3] as f64 / s[2] as f64,
+                    ]),
+                    (_, Some(ResizeSizes::Runtime(rt))) => node
+                        .inputs()
+                        .get(rt.input_index)
+                        .and_then(|a| self.symbolic(a))
+                        .filter(|v| v.len() == 4)
+                        .and_then(|v| Some(vec![1.0, 1.0, v[2]? as f64 / s[1] as f64, v[3]? as f64 / s[2] as f64])),
+                    _ => None,
+                };
+                // onnx-ir gives the spatial scales alone; the file has [1, 1, s_h, s_w].
+                let spatial = match factors.as_deref() {
+                    Some([1.0, 1.0, h, w]) | Some([h, w]) => Some([*h, *w]),
+                    _ => None,
+                };
+                let scale = match spatial {
+                    Some([h, w]) if h.fract() == 0.0 && w.fract() == 0.0 && h >= 1.0 && w >= 1.0 => {
+                        [h as usize, w as usize]
+                    }
+                    _ => {
+                        return Err(unsupported(
+                            node,
+                            format!(
+                                "only an upsampling of the spatial axes by integer factors known before \
+                                 run time is supported, not scales {factors:?}"
+                            ),
+                        ));
+                    }
+                };
+                let mode = match (&cfg.mode, &cfg.coordinate_transformation_mode, &cfg.nearest_mode) {
+                    (Rm::Nearest, Ct::Asymmetric, NearestMode::Floor) => ResizeMode::Nearest,
+                    (Rm::Linear, Ct::HalfPixel | Ct::PytorchHalfPixel, _) => ResizeMode::Bilinear,
+                    (m, ct, nm) => {
+                        return Err(unsupported(
+                            node,
+                            format!(
+                                "Resize {m:?} with {ct:?} coordinates ({nm:?}) is not supported: only \
+                                 nearest (asymmetric, floor) and linear (half_pixel), as PyTorch exports \
+                                 nearest and bilinear upsampling without align_corners"
+                            ),
+                        ));
+                    }
+                };
+                self.push(node, Op::Resize(Resize { scale, mode }), vec![x.name], vec![], Map, None)
+            }
             Node::Gemm(g) => {
                 let x = self.data(node, 0, &[Vector, Pooled])?;
                 let c = &g.config;
@@ -1385,6 +1512,21 @@ fn strip_avgpool_ceil_mode(bytes: &[u8]) -> Result<(Vec<u8>, Vec<bool>), OnnxErr
         .write_to_bytes()
         .map_err(|e| OnnxError::Parse(e.to_string()))?;
     Ok((out, flags))
+}
+
+/// How far a group norm's export (Reshape → InstanceNormalization → Reshape) has come.
+#[derive(Debug, Clone)]
+enum GroupNormStep {
+    /// The map `x` reshaped into `groups` blocks.
+    Grouped { x: Value, groups: usize },
+    /// The blocks normalised, with the instance norm's per-group scale and shift.
+    Normalised {
+        x: Value,
+        groups: usize,
+        eps: f64,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
 }
 
 /// The step of the GELU pattern (`x / √2 → Erf → + 1 → · x → · 0.5`) a value has reached.

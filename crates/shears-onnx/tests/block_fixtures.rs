@@ -29,6 +29,8 @@ const BLOCKS: &[&str] = &[
     "shuffle_unit",
     "res2net_split",
     "convnext_block",
+    "groupnorm_block",
+    "hrnet_fuse",
 ];
 
 fn fixture(name: &str) -> PathBuf {

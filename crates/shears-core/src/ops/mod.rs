@@ -17,11 +17,13 @@ mod concat;
 mod conv2d;
 mod dropout;
 mod flatten;
+mod groupnorm;
 mod layernorm;
 mod linear;
 mod mul;
 mod pool;
 mod relu;
+mod resize;
 mod shuffle;
 mod slice;
 
@@ -33,7 +35,9 @@ use serde::{Deserialize, Serialize};
 
 pub use activation::{Activation, erf};
 pub use affine::ChannelAffine;
+pub use groupnorm::GroupNorm;
 pub use layernorm::LayerNorm;
+pub use resize::{Resize, ResizeMode};
 pub use pool::{GlobalPool, Pool2d};
 pub use shuffle::ChannelShuffle;
 pub use slice::ChannelSlice;
@@ -86,6 +90,10 @@ pub enum Op {
     Affine(ChannelAffine),
     /// Normalisation over the channels of each position, then a per-channel affine.
     LayerNorm(LayerNorm),
+    /// Normalisation over blocks of channels and all positions, then a per-channel affine.
+    GroupNorm(GroupNorm),
+    /// Upsampling of a map by integer factors, nearest or bilinear.
+    Resize(Resize),
     /// Concatenation along the channel (first per-sample) axis.
     Concat,
     /// The channels `start..end` of the input (ONNX Slice or one output of a Split).
@@ -252,6 +260,12 @@ pub enum ChannelFlow {
     /// Channels pass through (groups tie them one to one), but every output channel of a
     /// position reads every input channel of it (LayerNorm's statistics).
     MixChannels,
+    /// Channels pass through, the `groups` blocks keep equal positions (GroupNorm), and every
+    /// output of a block reads every input of that block.
+    GroupMix { groups: usize },
+    /// Channels pass through; each output position reads a few input positions
+    /// ([`Resize::taps`]).
+    Resample(Resize),
     /// Output channel `b * groups + a` is input channel `a * (C / groups) + b`.
     Shuffle { groups: usize },
 }
@@ -280,6 +294,7 @@ pub struct ChannelAxis {
 /// An attribute value of an exported ONNX node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OnnxAttr {
+    Str(&'static str),
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
@@ -303,6 +318,12 @@ pub struct OnnxNode {
     /// Integer tensors read after the float constants (a Slice's bounds, a Reshape's shape),
     /// written as INT64 initializers `{node}.{name}`.
     pub int_consts: Vec<(&'static str, Vec<i64>)>,
+    /// Float tensors of any length read after the integer ones (Resize's `roi` and `scales`),
+    /// written as FLOAT initializers `{node}.{name}`.
+    pub float_tensors: Vec<(&'static str, Vec<f32>)>,
+    /// `[C]` parameters read last, written again as `{node}.{name}` with shape `[C,1,1]` so they
+    /// broadcast over a map.
+    pub map_params: Vec<(&'static str, String)>,
 }
 
 impl OnnxNode {
@@ -314,6 +335,8 @@ impl OnnxNode {
             consts: Vec::new(),
             reads_op_input: false,
             int_consts: Vec::new(),
+            float_tensors: Vec::new(),
+            map_params: Vec::new(),
         }
     }
 }
@@ -413,6 +436,8 @@ impl Op {
             Op::Mul => f(&mul::Mul),
             Op::Affine(a) => f(&a),
             Op::LayerNorm(l) => f(&l),
+            Op::GroupNorm(g) => f(&g),
+            Op::Resize(r) => f(&r),
             Op::Concat => f(&concat::Concat),
             Op::Slice(s) => f(&s),
             Op::ChannelShuffle(s) => f(&s),

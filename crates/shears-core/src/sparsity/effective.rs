@@ -309,6 +309,18 @@ enum Step {
         input: usize,
         output: usize,
     },
+    /// Every output of a block of channels reads every input of that block (GroupNorm).
+    GroupMix {
+        input: usize,
+        output: usize,
+        groups: usize,
+    },
+    /// Output position `p` of channel `c` reads input positions `sources[p]` of channel `c`.
+    Resample {
+        input: usize,
+        output: usize,
+        sources: Vec<Vec<usize>>,
+    },
     /// Output channel `c` copies input channel `source[c]` at every position (slice, shuffle).
     Gather {
         input: usize,
@@ -510,6 +522,20 @@ impl Plan {
                     }
                 }
                 ChannelFlow::MixChannels => Step::Mix { input, output },
+                ChannelFlow::GroupMix { groups } => Step::GroupMix {
+                    input,
+                    output,
+                    groups,
+                },
+                ChannelFlow::Resample(r) => Step::Resample {
+                    input,
+                    output,
+                    sources: r
+                        .taps(hw(in_shape))
+                        .into_iter()
+                        .map(|t| t.into_iter().map(|(q, _)| q).collect())
+                        .collect(),
+                },
                 ChannelFlow::PassThrough => {
                     storage.insert(&node.name, input);
                     continue;
@@ -612,6 +638,32 @@ impl Plan {
                     }
                     f[*output] = out;
                 }
+                Step::GroupMix {
+                    input,
+                    output,
+                    groups,
+                } => {
+                    let vi = self.values[*input];
+                    let live = block_activity(&f[*input], vi, *groups);
+                    f[*output] = blocks_to_units(&live, self.values[*output], *groups);
+                }
+                Step::Resample {
+                    input,
+                    output,
+                    sources,
+                } => {
+                    let (vi, vo) = (self.values[*input], self.values[*output]);
+                    let mut out = vo.zeros();
+                    for (p, srcs) in sources.iter().enumerate() {
+                        for &q in srcs {
+                            or_into(
+                                &mut out[p * vo.words..(p + 1) * vo.words],
+                                &f[*input][q * vi.words..(q + 1) * vi.words],
+                            );
+                        }
+                    }
+                    f[*output] = out;
+                }
                 Step::Gather {
                     input,
                     output,
@@ -669,6 +721,8 @@ impl Plan {
                 | Step::Elementwise { output, .. }
                 | Step::Gather { output, .. }
                 | Step::Mix { output, .. }
+                | Step::GroupMix { output, .. }
+                | Step::Resample { output, .. }
                 | Step::Concat { output, .. } => *output,
             };
             // Nothing downstream of this value reaches the output: it contributes nothing.
@@ -776,6 +830,26 @@ impl Plan {
                             or_into(
                                 &mut bin[p * vi.words..(p + 1) * vi.words],
                                 &full[..vi.words],
+                            );
+                        }
+                    }
+                    b[*input] = Some(bin);
+                }
+                Step::GroupMix { input, groups, .. } => {
+                    let vi = self.values[*input];
+                    let live = block_activity(&bout, self.values[out_id], *groups);
+                    let mut bin = b[*input].take().unwrap_or_else(|| vi.zeros());
+                    or_into(&mut bin, &blocks_to_units(&live, vi, *groups));
+                    b[*input] = Some(bin);
+                }
+                Step::Resample { input, sources, .. } => {
+                    let (vi, vo) = (self.values[*input], self.values[out_id]);
+                    let mut bin = b[*input].take().unwrap_or_else(|| vi.zeros());
+                    for (p, srcs) in sources.iter().enumerate() {
+                        for &q in srcs {
+                            or_into(
+                                &mut bin[q * vi.words..(q + 1) * vi.words],
+                                &bout[p * vo.words..(p + 1) * vo.words],
                             );
                         }
                     }
@@ -894,6 +968,30 @@ impl Plan {
         }
         used
     }
+}
+
+/// Which of `groups` channel blocks has any active unit at any position.
+fn block_activity(bits: &[u64], v: ValueInfo, groups: usize) -> Vec<bool> {
+    let per = v.channels / groups.max(1);
+    let mut live = vec![false; groups];
+    for chunk in bits.chunks_exact(v.words) {
+        for_each_set_bit(chunk, |c| live[(c / per.max(1)).min(groups - 1)] = true);
+    }
+    live
+}
+
+/// Every unit (all positions) of the live blocks set.
+fn blocks_to_units(live: &[bool], v: ValueInfo, groups: usize) -> Vec<u64> {
+    let per = v.channels / groups.max(1);
+    let mut out = v.zeros();
+    for p in 0..v.positions {
+        for c in 0..v.channels {
+            if live[(c / per.max(1)).min(groups - 1)] {
+                set_bit(&mut out[p * v.words..(p + 1) * v.words], c);
+            }
+        }
+    }
+    out
 }
 
 /// Row-major effective keep-flags of one layer: kept ∧ used.

@@ -323,8 +323,21 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                     v
                 }
             },
+            ChannelFlow::GroupMix { groups } => {
+                let v = lay.push(lay.units[x], lay.unit_len[x]);
+                lay.tie(v, x, 0);
+                // Every block keeps the same positions, so the norm keeps its group count.
+                let per = lay.units[x] / groups.max(1);
+                for b in 0..per {
+                    for a in 1..groups {
+                        lay.tie_units(x, b, x, a * per + b);
+                    }
+                }
+                v
+            }
             ChannelFlow::PassThrough
             | ChannelFlow::MixChannels
+            | ChannelFlow::Resample(_)
             | ChannelFlow::PoolWindow(_)
             | ChannelFlow::PoolGlobal => {
                 let v = lay.push(lay.units[x], lay.unit_len[x]);

@@ -1,7 +1,7 @@
 use super::*;
 use crate::builder::GraphBuilder;
 use crate::graph::Op;
-use crate::ops::{Activation, Pool2d};
+use crate::ops::{Activation, Pool2d, ResizeMode};
 use crate::shape::window_out;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -470,6 +470,28 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                     off += numel(inp);
                 }
             }
+            Op::GroupNorm(gn) => {
+                let positions = numel(&n.name) / ys[0];
+                let per = ys[0] / gn.groups;
+                for i in 0..numel(&n.name) {
+                    for o in 0..numel(&n.name) {
+                        if i / positions / per == o / positions / per {
+                            edges.push((xb + i, yb + o, None));
+                        }
+                    }
+                }
+            }
+            Op::Resize(r) => {
+                let (h, w) = (xs[1], xs[2]);
+                let taps = r.taps([h, w]);
+                for c in 0..ys[0] {
+                    for (p, t) in taps.iter().enumerate() {
+                        for &(q, _) in t {
+                            edges.push((xb + c * h * w + q, yb + c * taps.len() + p, None));
+                        }
+                    }
+                }
+            }
             Op::LayerNorm(_) => {
                 let positions = numel(&n.name) / ys[0];
                 for p in 0..positions {
@@ -666,6 +688,18 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
                 if rng.random_bool(0.5) {
                     let ln = b.layer_norm(&format!("ln{i}"), &cur);
                     cur = b.affine(&format!("ls{i}"), &ln);
+                }
+                let c = b.shape(&cur)[0];
+                if c % 2 == 0 && rng.random_bool(0.5) {
+                    cur = b.group_norm(&format!("gn{i}"), &cur, 2);
+                }
+                if rng.random_bool(0.3) {
+                    let mode = if rng.random_bool(0.5) {
+                        ResizeMode::Nearest
+                    } else {
+                        ResizeMode::Bilinear
+                    };
+                    cur = b.resize(&format!("up{i}"), &cur, [2, 1 + rng.random_range(0..2)], mode);
                 }
             }
             4 => {
