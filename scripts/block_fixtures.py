@@ -254,6 +254,25 @@ class GroupNormBlock(nn.Module):
         return s.fc(torch.flatten(s.pool(torch.relu(x + y)), 1))
 
 # name -> (builder, per-sample input shape)
+class CbamMaxHead(nn.Module):
+    """A channel-attention head in the style of CBAM: a spatial max (ReduceMax) and mean of the
+    map through one shared MLP, their sum through a sigmoid scaling the map, then a global max
+    pool and a Linear. (F.pad is left out: the TorchScript exporter computes its pads at run time
+    through ConstantOfShape, which the importer does not evaluate.)"""
+    def __init__(s):
+        super().__init__()
+        s.stem = cbr(3, 16)
+        s.down = nn.Conv2d(16, 24, 3, 2, 1, bias=False)
+        s.bn = nn.BatchNorm2d(24)
+        s.mlp = nn.Sequential(nn.Conv2d(24, 8, 1), nn.ReLU(), nn.Conv2d(8, 24, 1))
+        s.fc = nn.Linear(24, 10)
+    def forward(s, x):
+        x = s.stem(x)
+        x = torch.relu(s.bn(s.down(x)))
+        att = s.mlp(x.amax((2, 3), keepdim=True)) + s.mlp(x.mean((2, 3), keepdim=True))
+        x = x * torch.sigmoid(att)
+        return s.fc(x.amax((2, 3)))
+
 FIXTURES = {
     "se_block": (se_block, (3, 16, 16)),
     "hardswish_ir": (HardswishIR, (3, 16, 16)),
@@ -268,6 +287,7 @@ FIXTURES = {
     "convnext_block": (ConvNeXt, (3, 16, 16)),
     "hrnet_fuse": (HRNetFuse, (3, 16, 16)),
     "groupnorm_block": (GroupNormBlock, (3, 16, 16)),
+    "cbam_maxhead": (CbamMaxHead, (3, 16, 16)),
 }
 
 def export(model, name, out, shape):

@@ -4,7 +4,7 @@
 use crate::graph::{Graph, Input, Node, Op};
 use crate::ops::{
     Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, GroupNorm, LayerNorm,
-    Pool2d, Resize, ResizeMode,
+    Pad2d, Pool2d, Resize, ResizeMode,
 };
 use crate::shape::{Shape, node_shape};
 use std::collections::HashMap;
@@ -248,6 +248,16 @@ impl GraphBuilder {
     /// Upsampling by integer factors.
     pub fn resize(&mut self, name: &str, x: &str, scale: [usize; 2], mode: ResizeMode) -> String {
         self.push(name, Op::Resize(Resize { scale, mode }), &[x])
+    }
+
+    /// Zero padding `[top, left, bottom, right]`.
+    pub fn pad(&mut self, name: &str, x: &str, pads: [usize; 4]) -> String {
+        self.push(name, Op::Pad(Pad2d { pads }), &[x])
+    }
+
+    /// Global max pooling to `[C]`.
+    pub fn global_max_pool(&mut self, name: &str, x: &str) -> String {
+        self.push(name, Op::GlobalMaxPool(GlobalPool { keep_dims: false }), &[x])
     }
 
     /// Group normalisation in `groups` blocks.

@@ -329,6 +329,23 @@ fn eval_node(
             }
             Ok(y)
         }
+        Op::GlobalMaxPool(g) => {
+            let [n, c, h, w] = dims4(node, x)?;
+            let flat = x
+                .to_shape((n, c, h * w))
+                .map_err(|e| CoreError::shape(name, e.to_string()))?;
+            let max = flat.fold_axis(Axis(2), f32::NEG_INFINITY, |m, &v| m.max(v));
+            let shape: Vec<usize> = if g.keep_dims { vec![n, c, 1, 1] } else { vec![n, c] };
+            max.into_shape_with_order(IxDyn(&shape))
+                .map_err(|e| CoreError::shape(name, e.to_string()))
+        }
+        Op::Pad(pad) => {
+            let [n, c, h, w] = dims4(node, x)?;
+            let [top, left, bottom, right] = pad.pads;
+            let mut y = ArrayD::zeros(IxDyn(&[n, c, h + top + bottom, w + left + right]));
+            y.slice_mut(s![.., .., top..top + h, left..left + w]).assign(x);
+            Ok(y)
+        }
         Op::Resize(r) => {
             let [n, c, h, w] = dims4(node, x)?;
             let taps = r.taps([h, w]);

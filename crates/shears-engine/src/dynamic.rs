@@ -407,7 +407,9 @@ impl DynamicNet {
                 | Op::Affine(_)
                 | Op::LayerNorm(_)
                 | Op::GroupNorm(_)
-                | Op::Resize(_)) => {
+                | Op::Resize(_)
+                | Op::GlobalMaxPool(_)
+                | Op::Pad(_)) => {
                     return Err(EngineError::invalid(
                         "dynamic inference",
                         format!(

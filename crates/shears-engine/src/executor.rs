@@ -17,7 +17,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
 use ndarray::{ArrayD, IxDyn};
 use shears_core::graph::{Graph, Op, ParamKind};
 use shears_core::ops::{
-    Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pool2d, Resize,
+    Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pad2d, Pool2d, Resize,
 };
 use shears_core::shape::infer_shapes;
 use shears_core::weights::{Masks, Weights, check_masks, check_weights};
@@ -100,6 +100,8 @@ enum Step {
     MaxPool(Pool2d),
     AvgPool(Pool2d),
     GlobalAvgPool(GlobalPool),
+    GlobalMaxPool(GlobalPool),
+    Pad(Pad2d),
     Flatten,
     Add,
     Mul,
@@ -379,6 +381,8 @@ impl Executor {
                 Op::MaxPool(a) => Step::MaxPool(a),
                 Op::AvgPool(a) => Step::AvgPool(a),
                 Op::GlobalAvgPool(g) => Step::GlobalAvgPool(g),
+                Op::GlobalMaxPool(g) => Step::GlobalMaxPool(g),
+                Op::Pad(p) => Step::Pad(p),
                 Op::Flatten => Step::Flatten,
                 Op::Add => Step::Add,
                 Op::Mul => Step::Mul,
@@ -977,6 +981,19 @@ impl Executor {
                         let [n, c, _, _] = pooled.dims();
                         Value::Flat(pooled.reshape([n, c]))
                     }
+                }
+                Step::GlobalMaxPool(g) => {
+                    let pooled = ops::pool::global_max(arg(0).map(name));
+                    if g.keep_dims {
+                        Value::Map(pooled)
+                    } else {
+                        let [n, c, _, _] = pooled.dims();
+                        Value::Flat(pooled.reshape([n, c]))
+                    }
+                }
+                Step::Pad(p) => {
+                    let [top, left, bottom, right] = p.pads;
+                    Value::Map(arg(0).map(name).pad((left, right, top, bottom), 0.0))
                 }
                 // Burn broadcasts a [N,C,1,1] operand over [N,C,H,W] on either side.
                 Step::Mul => match (arg(0), arg(1)) {

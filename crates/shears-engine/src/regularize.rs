@@ -67,6 +67,8 @@ impl BnScaleL1 {
                     | Op::MaxPool { .. }
                     | Op::AvgPool { .. }
                     | Op::GlobalAvgPool(_)
+                    | Op::GlobalMaxPool(_)
+                    | Op::Pad(_)
                     | Op::Flatten
                     | Op::Add
                     | Op::Concat

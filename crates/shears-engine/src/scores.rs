@@ -284,6 +284,8 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
             | Op::Mul
             | Op::AvgPool { .. }
             | Op::GlobalAvgPool(_)
+            | Op::GlobalMaxPool(_)
+            | Op::Pad(_)
             | Op::Flatten
             | Op::Add
             | Op::Concat

@@ -92,6 +92,8 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
             | Op::MaxPool { .. }
             | Op::AvgPool { .. }
             | Op::GlobalAvgPool(_)
+            | Op::GlobalMaxPool(_)
+            | Op::Pad(_)
             | Op::Flatten
             | Op::Add
             | Op::Concat

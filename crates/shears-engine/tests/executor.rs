@@ -206,6 +206,8 @@ fn activations_and_se_graph() -> shears_core::Graph {
     let mut b = GraphBuilder::new("se", &[3, 12, 12]);
     let x = b.input();
     let c = b.conv2d("conv", &x, 8, 3, 1, 1);
+    let c = b.pad("pad", &c, [1, 0, 0, 1]);
+    let c = b.conv2d("unpad", &c, 8, 2, 1, 0);
     let n = b.batchnorm("bn", &c);
     let mut h = n;
     for (i, f) in [

@@ -12,7 +12,7 @@ use shears_core::artifact::Model;
 use shears_core::graph::{Graph, Input, Node as IrNode, Op};
 use shears_core::ops::{
     Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, GroupNorm, LayerNorm,
-    Pool2d, Resize, ResizeMode,
+    Pad2d, Pool2d, Resize, ResizeMode,
 };
 use shears_core::weights::{Masks, Weights};
 use std::collections::{HashMap, HashSet};
@@ -27,7 +27,8 @@ Flatten, Reshape (as flatten), Gemm, MatMul (+ Add), Add, Sum, Mul (of two compu
 Transpose -> Reshape), LayerNormalization over channels and MatMul on channels (a channels-last \
 map between Transposes, as ConvNeXt), Mul/Add/Sub/Div by a per-channel or scalar constant, \
 group norm (Reshape -> InstanceNormalization -> Reshape), Resize (integer upsampling, nearest or \
-bilinear), Identity, Dropout";
+bilinear), Pad (zeros; a Conv's asymmetric pads become one), ReduceMax and GlobalMaxPool over the \
+spatial axes, Identity, Dropout";
 
 /// Reads an ONNX file into a model (graph, weights, no masks), named after the file.
 pub fn import_onnx(path: &Path) -> Result<Model, OnnxError> {
@@ -362,6 +363,29 @@ impl Importer {
         self.shapes.insert(name.clone(), shape);
         self.nodes.push(ir);
         self.bind_at(node, out, Value { name, layout })
+    }
+
+    /// Adds an IR node that no ONNX output names (a Pad split off a convolution), named from
+    /// `base`; returns its IR name.
+    fn push_internal(
+        &mut self,
+        node: &Node,
+        base: &str,
+        op: Op,
+        inputs: Vec<String>,
+    ) -> Result<String, OnnxError> {
+        let name = self.fresh(base);
+        let ir = IrNode {
+            name: name.clone(),
+            op,
+            inputs,
+        };
+        let ins: Vec<&Vec<usize>> = ir.inputs.iter().map(|v| &self.shapes[v]).collect();
+        let shape = shears_core::shape::node_shape(&ir, &ins)
+            .map_err(|e| unsupported(node, e.to_string()))?;
+        self.shapes.insert(name.clone(), shape);
+        self.nodes.push(ir);
+        Ok(name)
     }
 
     /// The node's (first) output is the IR value `v`.
@@ -724,7 +748,18 @@ impl Importer {
                         ),
                     ));
                 }
-                let padding = symmetric(node, &cfg.padding)?;
+                // Asymmetric pads (TensorFlow's "same" on even inputs): an explicit Pad first.
+                let (x, padding) = match cfg.padding {
+                    PaddingConfig2d::Explicit(top, left, bottom, right)
+                        if top != bottom || left != right =>
+                    {
+                        let pad = Op::Pad(Pad2d { pads: [top, left, bottom, right] });
+                        let base = format!("{}_pad", clean_name(&self.original.node(node)));
+                        let name = self.push_internal(node, &base, pad, vec![x.name])?;
+                        (Value { name, layout: Map }, [0, 0])
+                    }
+                    _ => (x, symmetric(node, &cfg.padding)?),
+                };
                 let (wname, w) = constant(node, 1, "weight")?;
                 let bias = optional_constant(node, 2, "bias")?;
                 let &[out_channels, in_per_group, kh, kw] = w.shape() else {
@@ -882,10 +917,15 @@ impl Importer {
                 });
                 self.push(node, op, vec![x.name], vec![], Map, None)
             }
-            Node::GlobalAveragePool(_) => self.global_pool(node, true),
-            Node::ReduceMean(r) => {
+            Node::GlobalAveragePool(_) => self.global_pool(node, true, false),
+            Node::ReduceMean(_) | Node::ReduceMax(_) => {
                 use onnx_ir::node::reduce::ReduceAxes;
-                let mut axes = match &r.config.axes {
+                let (r, max) = match node {
+                    Node::ReduceMax(r) => (&r.config, true),
+                    Node::ReduceMean(r) => (&r.config, false),
+                    _ => unreachable!("matched above"),
+                };
+                let mut axes = match &r.axes {
                     ReduceAxes::Static(a) => a.clone(),
                     ReduceAxes::Runtime(_) => {
                         return Err(unsupported(node, "its axes are computed at run time".into()));
@@ -896,12 +936,39 @@ impl Importer {
                     return Err(unsupported(
                         node,
                         format!(
-                            "ReduceMean over axes {axes:?} is not supported: only over the spatial \
-                             axes [2, 3] of a feature map (a global average pool)"
+                            "{} over axes {axes:?} is not supported: only over the spatial \
+                             axes [2, 3] of a feature map (a global pool)",
+                            node.node_type()
                         ),
                     ));
                 }
-                self.global_pool(node, r.config.keepdims)
+                self.global_pool(node, r.keepdims, max)
+            }
+            Node::GlobalMaxPool(_) => self.global_pool(node, true, true),
+            Node::Pad(pd) => {
+                use onnx_ir::node::pad::{ConstantValueInput, PadInput, PadMode};
+                let x = self.data(node, 0, &[Map])?;
+                let cfg = &pd.config;
+                let zero = matches!(cfg.constant_value, ConstantValueInput::Static(v) if v == 0.0);
+                let pads = match &cfg.pads {
+                    PadInput::Static(p) if p.len() == 4 && p[0] == (0, 0) && p[1] == (0, 0) => {
+                        Some([p[2].0, p[3].0, p[2].1, p[3].1])
+                    }
+                    _ => None,
+                };
+                match (cfg.mode == PadMode::Constant && zero, pads) {
+                    (true, Some(pads)) => {
+                        self.push(node, Op::Pad(Pad2d { pads }), vec![x.name], vec![], Map, None)
+                    }
+                    _ => Err(unsupported(
+                        node,
+                        format!(
+                            "only zero padding of the spatial axes, known before run time, is \
+                             supported (mode {:?}, pads {:?})",
+                            cfg.mode, cfg.pads
+                        ),
+                    )),
+                }
             }
             Node::Flatten(f) => {
                 if f.config.axis != 1 {
@@ -1311,7 +1378,7 @@ impl Importer {
     /// A global average pool (`GlobalAveragePool`, or `ReduceMean` over H and W with `keep`).
     /// A kept `[N,C,1,1]` result that only flattens read is the IR's `[C]` vector (the flatten
     /// is then a no-op); one that a conv or a product reads stays a `[C,1,1]` map.
-    fn global_pool(&mut self, node: &Node, keep: bool) -> Result<(), OnnxError> {
+    fn global_pool(&mut self, node: &Node, keep: bool, max: bool) -> Result<(), OnnxError> {
         let x = self.data(node, 0, &[Layout::Map])?;
         let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
         let only_flattened = self.readers.get(&out).is_none_or(|kinds| {
@@ -1324,7 +1391,11 @@ impl Importer {
             (true, true) => (false, Layout::Pooled),
             (true, false) => (true, Layout::Map),
         };
-        let op = Op::GlobalAvgPool(GlobalPool { keep_dims });
+        let op = if max {
+            Op::GlobalMaxPool(GlobalPool { keep_dims })
+        } else {
+            Op::GlobalAvgPool(GlobalPool { keep_dims })
+        };
         self.push(node, op, vec![x.name], vec![], layout, None)
     }
 

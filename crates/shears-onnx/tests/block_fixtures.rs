@@ -31,6 +31,7 @@ const BLOCKS: &[&str] = &[
     "convnext_block",
     "groupnorm_block",
     "hrnet_fuse",
+    "cbam_maxhead",
 ];
 
 fn fixture(name: &str) -> PathBuf {

@@ -134,3 +134,46 @@ fn a_model_with_dynamic_spatial_sizes_is_refused_by_name() {
         "{e}"
     );
 }
+
+/// Every op of the IR that PyTorch's exporter does not write statically (a zero Pad, a global
+/// max pool kept as a map, a channel slice and shuffle) next to the others, exported and read
+/// back: the same ops, the same outputs.
+#[test]
+fn every_op_survives_export_and_import() {
+    use shears_core::builder::GraphBuilder;
+    use shears_core::ops::{Activation, ResizeMode};
+    let mut b = GraphBuilder::new("all-ops", &[1, 28, 28]);
+    let x = b.input();
+    let c = b.conv2d("c", &x, 8, 3, 2, 1);
+    let p = b.pad("pad", &c, [0, 0, 1, 1]);
+    let c2 = b.conv2d("c2", &p, 8, 2, 1, 0);
+    let a = b.activation("act", &c2, Activation::HardSwish);
+    let s1 = b.slice("s1", &a, 0, 4);
+    let s2 = b.slice("s2", &a, 4, 8);
+    let r = b.conv2d("r", &s2, 4, 1, 1, 0);
+    let cat = b.concat("cat", &[&s1, &r]);
+    let sh = b.channel_shuffle("shuffle", &cat, 2);
+    let gn = b.group_norm("gn", &sh, 2);
+    let ln = b.layer_norm("ln", &gn);
+    let af = b.affine("scale", &ln);
+    let up = b.resize("up", &af, [2, 2], ResizeMode::Bilinear);
+    let mp = b.global_max_pool("gmp", &up);
+    let y = b.linear("fc", &mp, 10, true);
+    let graph = b.finish(&y);
+    let m = Model {
+        weights: init_weights(&graph, 3),
+        graph,
+        masks: Masks::new(),
+    };
+    let back = import_onnx_bytes(&to_onnx_bytes(&m).unwrap(), "all-ops").unwrap();
+    let kinds = |g: &shears_core::graph::Graph| {
+        g.nodes.iter().map(|n| n.op.kind_name()).collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&back.graph), kinds(&m.graph));
+    let x = input(2);
+    let d = max_diff(
+        &forward(&m.graph, &m.weights, None, &x).unwrap(),
+        &forward(&back.graph, &back.weights, None, &x).unwrap(),
+    );
+    assert!(d < 1e-4, "outputs differ by {d}");
+}

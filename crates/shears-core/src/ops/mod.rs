@@ -21,6 +21,7 @@ mod groupnorm;
 mod layernorm;
 mod linear;
 mod mul;
+mod pad;
 mod pool;
 mod relu;
 mod resize;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 pub use activation::{Activation, erf};
 pub use affine::ChannelAffine;
 pub use groupnorm::GroupNorm;
+pub use pad::Pad2d;
 pub use layernorm::LayerNorm;
 pub use resize::{Resize, ResizeMode};
 pub use pool::{GlobalPool, Pool2d};
@@ -80,6 +82,10 @@ pub enum Op {
     AvgPool(Pool2d),
     /// Mean over the spatial axes: `[C,H,W]` to `[C]`, or `[C,1,1]` with `keep_dims`.
     GlobalAvgPool(GlobalPool),
+    /// Maximum over the spatial axes, shaped as [`Op::GlobalAvgPool`].
+    GlobalMaxPool(GlobalPool),
+    /// Zero rows and columns around a map.
+    Pad(Pad2d),
     /// `[C,H,W]` to `[C*H*W]`, channel-major (PyTorch order).
     Flatten,
     /// Elementwise sum of two or more inputs of identical shape.
@@ -266,6 +272,8 @@ pub enum ChannelFlow {
     /// Channels pass through; each output position reads a few input positions
     /// ([`Resize::taps`]).
     Resample(Resize),
+    /// Channels pass through; each output position copies one input position or is padding.
+    Pad(Pad2d),
     /// Output channel `b * groups + a` is input channel `a * (C / groups) + b`.
     Shuffle { groups: usize },
 }
@@ -431,6 +439,8 @@ impl Op {
                 attrs,
             }),
             Op::GlobalAvgPool(g) => f(&g),
+            Op::GlobalMaxPool(g) => f(&pool::GlobalMax(g)),
+            Op::Pad(p) => f(&p),
             Op::Flatten => f(&flatten::Flatten),
             Op::Add => f(&add::Add),
             Op::Mul => f(&mul::Mul),

@@ -243,6 +243,51 @@ impl OpRules for GlobalPool {
     }
 }
 
+/// [`Op::GlobalMaxPool`]'s rules: [`GlobalPool`]'s with the maximum instead of the mean.
+pub(crate) struct GlobalMax(pub GlobalPool);
+
+impl OpRules for GlobalMax {
+    fn name(&self) -> &'static str {
+        "globalmaxpool"
+    }
+
+    fn arity(&self) -> Arity {
+        self.0.arity()
+    }
+
+    fn param_specs(&self, node: &str) -> Vec<ParamSpec> {
+        self.0.param_specs(node)
+    }
+
+    fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
+        self.0.output_shape(node, ins)
+    }
+
+    fn macs(&self, ins: &[&Shape], out: &[usize], convention: Convention) -> u64 {
+        self.0.macs(ins, out, convention)
+    }
+
+    fn channel_flow(&self) -> ChannelFlow {
+        self.0.channel_flow()
+    }
+
+    fn channel_axes(&self, node: &str) -> Vec<ChannelAxis> {
+        self.0.channel_axes(node)
+    }
+
+    fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
+        Ok(Op::GlobalMaxPool(self.0))
+    }
+
+    fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
+        let mut nodes = vec![OnnxNode::new("GlobalMaxPool", vec![])];
+        if !self.0.keep_dims {
+            nodes.push(OnnxNode::new("Flatten", vec![("axis", OnnxAttr::Int(1))]));
+        }
+        nodes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{one_op, single};

@@ -527,6 +527,15 @@ impl Plan {
                     output,
                     groups,
                 },
+                ChannelFlow::Pad(pad) => Step::Resample {
+                    input,
+                    output,
+                    sources: pad
+                        .sources(hw(in_shape))
+                        .into_iter()
+                        .map(|q| q.into_iter().collect())
+                        .collect(),
+                },
                 ChannelFlow::Resample(r) => Step::Resample {
                     input,
                     output,

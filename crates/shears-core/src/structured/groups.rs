@@ -338,6 +338,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
             ChannelFlow::PassThrough
             | ChannelFlow::MixChannels
             | ChannelFlow::Resample(_)
+            | ChannelFlow::Pad(_)
             | ChannelFlow::PoolWindow(_)
             | ChannelFlow::PoolGlobal => {
                 let v = lay.push(lay.units[x], lay.unit_len[x]);

@@ -48,3 +48,9 @@ pub fn resize(x: Tensor<4>, r: &Resize) -> Tensor<4> {
     opts.output_size = Some([h * r.scale[0], w * r.scale[1]]);
     interpolate(x, opts)
 }
+
+/// The spatial maximum of `[N,C,H,W]` as `[N,C,1,1]`.
+pub fn global_max(x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h * w]).max_dim(2).reshape([n, c, 1, 1])
+}

@@ -442,7 +442,18 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                     }
                 }
             }
-            Op::GlobalAvgPool(_) => {
+            Op::Pad(pad) => {
+                let (h, w) = (xs[1], xs[2]);
+                let sources = pad.sources([h, w]);
+                for c in 0..ys[0] {
+                    for (p, q) in sources.iter().enumerate() {
+                        if let Some(q) = q {
+                            edges.push((xb + c * h * w + q, yb + c * sources.len() + p, None));
+                        }
+                    }
+                }
+            }
+            Op::GlobalAvgPool(_) | Op::GlobalMaxPool(_) => {
                 let p = xs[1] * xs[2];
                 for c in 0..xs[0] {
                     for q in 0..p {
@@ -694,6 +705,10 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
                     cur = b.group_norm(&format!("gn{i}"), &cur, 2);
                 }
                 if rng.random_bool(0.3) {
+                    let pads = [0, 1, 2, 1].map(|_| rng.random_range(0..3));
+                    cur = b.pad(&format!("pad{i}"), &cur, pads);
+                }
+                if rng.random_bool(0.3) {
                     let mode = if rng.random_bool(0.5) {
                         ResizeMode::Nearest
                     } else {
@@ -729,6 +744,10 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
         0 => {
             let f = b.flatten("flat", &cur);
             b.linear("head", &f, rng.random_range(1..=3), true)
+        }
+        1 if rng.random_bool(0.5) => {
+            let gp = b.global_max_pool("gmp", &cur);
+            b.linear("head", &gp, rng.random_range(1..=3), true)
         }
         1 => {
             let gp = b.global_avg_pool("gap", &cur);
