@@ -91,6 +91,7 @@ pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
         )));
     }
     fuse_silu(&mut im.nodes, &output.name);
+    fold_affines(&mut im.nodes, &mut im.weights, &output.name);
     if output.name == input.name {
         return Err(OnnxError::Model("the graph output is its input".into()));
     }
@@ -1649,6 +1650,63 @@ fn fuse_silu(nodes: &mut Vec<IrNode>, output: &str) {
                 nodes[i].op = Op::Activation(Activation::Silu);
                 nodes[i].inputs = vec![x];
                 nodes.remove(j);
+                i = 0;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// Folds a per-channel affine into the op before it when that op's value has no other reader:
+/// an affine after an affine (what `Mul` then `Add` by constants import as), and the scale and
+/// shift PyTorch's group-norm export applies after its instance norm, into the norm's own
+/// tensors. The later node keeps its name (its readers are intact) and takes the earlier one's
+/// op and inputs.
+fn fold_affines(nodes: &mut Vec<IrNode>, weights: &mut Weights, output: &str) {
+    let mut i = 0;
+    while i < nodes.len() {
+        let folded = (|| {
+            if !matches!(nodes[i].op, Op::Affine(_)) {
+                return None;
+            }
+            let prev = nodes[i].inputs[0].clone();
+            let j = nodes.iter().position(|n| n.name == prev)?;
+            let readers = nodes.iter().filter(|n| n.inputs.contains(&prev)).count();
+            if readers != 1 || prev == output {
+                return None;
+            }
+            let (a, b) = match nodes[j].op {
+                Op::Affine(_) => ("scale", "shift"),
+                Op::GroupNorm(_) | Op::LayerNorm(_) => ("weight", "bias"),
+                _ => return None,
+            };
+            let here = nodes[i].name.clone();
+            let s = weights.get(&format!("{here}.scale"))?.clone();
+            let t = weights.get(&format!("{here}.shift"))?.clone();
+            let w = weights.remove(&format!("{prev}.{a}"))?;
+            let c = weights.remove(&format!("{prev}.{b}"))?;
+            let flat = |x: &ArrayD<f32>| x.iter().copied().collect::<Vec<f32>>();
+            let (s, t, wv, cv) = (flat(&s), flat(&t), flat(&w), flat(&c));
+            let new_w: Vec<f32> = wv.iter().zip(&s).map(|(w, s)| w * s).collect();
+            let new_c: Vec<f32> = cv.iter().zip(&s).zip(&t).map(|((c, s), t)| c * s + t).collect();
+            weights.remove(&format!("{here}.scale"));
+            weights.remove(&format!("{here}.shift"));
+            weights.insert(
+                format!("{here}.{a}"),
+                ArrayD::from_shape_vec(w.raw_dim(), new_w).ok()?,
+            );
+            weights.insert(
+                format!("{here}.{b}"),
+                ArrayD::from_shape_vec(c.raw_dim(), new_c).ok()?,
+            );
+            Some(j)
+        })();
+        match folded {
+            Some(j) => {
+                let prev = nodes.remove(j);
+                let at = if j < i { i - 1 } else { i };
+                nodes[at].op = prev.op;
+                nodes[at].inputs = prev.inputs;
                 i = 0;
             }
             None => i += 1,
