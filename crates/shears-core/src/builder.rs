@@ -1,6 +1,7 @@
 //! A small builder that writes graphs node by node, inferring channel counts from the shapes so far.
 //! The zoo, tests and examples use it; the importer and compaction write `Graph` directly.
 
+use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::graph::{Graph, Input, Node, Op};
 use crate::ops::{
     Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, GroupNorm, LayerNorm,
@@ -86,7 +87,7 @@ impl GraphBuilder {
         let in_channels = self.channels(x);
         self.push(
             name,
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels,
                 out_channels,
                 kernel,
@@ -95,7 +96,7 @@ impl GraphBuilder {
                 dilation,
                 groups,
                 bias,
-            },
+            }),
             &[x],
         )
     }
@@ -173,11 +174,11 @@ impl GraphBuilder {
         let in_features = self.channels(x);
         self.push(
             name,
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features,
                 out_features: out,
                 bias,
-            },
+            }),
             &[x],
         )
     }
@@ -186,11 +187,11 @@ impl GraphBuilder {
         let channels = self.channels(x);
         self.push(
             name,
-            Op::BatchNorm {
+            Op::BatchNorm(BatchNorm {
                 channels,
                 eps: 1e-5,
                 momentum: 0.1,
-            },
+            }),
             &[x],
         )
     }
@@ -294,7 +295,7 @@ impl GraphBuilder {
     }
 
     pub fn dropout(&mut self, name: &str, x: &str, p: f64) -> String {
-        self.push(name, Op::Dropout { p }, &[x])
+        self.push(name, Op::Dropout(Dropout { p }), &[x])
     }
 
     /// conv → BN → ReLU, the usual CNN unit; returns the ReLU output.

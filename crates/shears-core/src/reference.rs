@@ -11,6 +11,7 @@
 //! GlobalAvgPool; Flatten (channel-major); Add; Concat on the channel axis; Dropout = identity.
 //! Masks multiply the weights they name; channel gates multiply a value's channels.
 
+use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{CoreError, Result};
 use crate::graph::{Graph, Node, Op};
 use crate::ops::Pool2d;
@@ -177,14 +178,14 @@ fn eval_node(
     let name = &node.name;
     let x = ins[0];
     match node.op {
-        Op::Conv2d {
+        Op::Conv2d(Conv2d {
             stride,
             padding,
             dilation,
             groups,
             bias,
             ..
-        } => {
+        }) => {
             let w = p.get(&format!("{name}.weight"))?;
             let b = if bias {
                 Some(p.get(&format!("{name}.bias"))?)
@@ -199,7 +200,7 @@ fn eval_node(
             };
             conv2d(node, x, &w, b.as_deref(), spec)
         }
-        Op::Linear { bias, .. } => {
+        Op::Linear(Linear { bias, .. }) => {
             let w = p.get(&format!("{name}.weight"))?;
             let b = if bias {
                 Some(p.get(&format!("{name}.bias"))?)
@@ -208,7 +209,7 @@ fn eval_node(
             };
             linear(node, x, &w, b.as_deref())
         }
-        Op::BatchNorm { eps, .. } => {
+        Op::BatchNorm(BatchNorm { eps, .. }) => {
             let gamma = p.get(&format!("{name}.weight"))?;
             let beta = p.get(&format!("{name}.bias"))?;
             let mean = p.get(&format!("{name}.running_mean"))?;
@@ -224,7 +225,7 @@ fn eval_node(
         Op::Relu => Ok(x.mapv(|v| v.max(0.0))),
         Op::Relu6 => Ok(x.mapv(|v| v.clamp(0.0, 6.0))),
         Op::Activation(f) => Ok(x.mapv(|v| f.apply(v))),
-        Op::Dropout { .. } => Ok(x.clone()),
+        Op::Dropout(Dropout { .. }) => Ok(x.clone()),
         Op::MaxPool(attrs) => pool(node, x, &attrs, true),
         Op::AvgPool(attrs) => pool(node, x, &attrs, false),
         Op::GlobalAvgPool(g) => {
@@ -763,11 +764,11 @@ mod tests {
         let x = b.input();
         let n = b.push(
             "bn",
-            Op::BatchNorm {
+            Op::BatchNorm(BatchNorm {
                 channels: 2,
                 eps,
                 momentum: 0.1,
-            },
+            }),
             &[&x],
         );
         b.finish(&n)

@@ -15,6 +15,7 @@
 //! A batch is run sample by sample (every sample has its own masks), each sample's convs using
 //! all threads inside the kernel.
 
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use shears_core::graph::{Graph, Op};
 use shears_core::ops::Pool2d;
@@ -241,7 +242,7 @@ impl DynamicNet {
                 continue;
             }
             steps[i] = match &node.op {
-                Op::Conv2d {
+                Op::Conv2d(Conv2d {
                     in_channels,
                     out_channels,
                     kernel,
@@ -250,7 +251,7 @@ impl DynamicNet {
                     dilation,
                     groups,
                     bias,
-                } => {
+                }) => {
                     let input = shapes.get(&node.inputs[0]);
                     let geometry = ConvGeometry {
                         batch: 1,
@@ -276,7 +277,7 @@ impl DynamicNet {
                     let mut relu = false;
                     let mut bn_name: Option<String> = None;
                     if let Some(j) = graph.sole_reader(&node.name)
-                        && let Op::BatchNorm { eps, .. } = graph.nodes[j].op
+                        && let Op::BatchNorm(BatchNorm { eps, .. }) = graph.nodes[j].op
                     {
                         let bn = &graph.nodes[j].name;
                         let g = param(weights, &format!("{bn}.weight"))?;
@@ -362,7 +363,7 @@ impl DynamicNet {
                         head: head.as_ref().map(PlannedHead::new),
                     }
                 }
-                Op::BatchNorm { eps, channels, .. } => {
+                Op::BatchNorm(BatchNorm { eps, channels, .. }) => {
                     // (Folded BNs were skipped above.)
                     let n = &node.name;
                     let g = param(weights, &format!("{n}.weight"))?;
@@ -424,11 +425,11 @@ impl DynamicNet {
                     ));
                 }
                 Op::Flatten => Step::Flatten,
-                Op::Linear {
+                Op::Linear(Linear {
                     in_features,
                     out_features,
                     bias,
-                } => Step::Linear {
+                }) => Step::Linear {
                     weight: param(weights, &format!("{}.weight", node.name))?.to_vec(),
                     bias: if *bias {
                         param(weights, &format!("{}.bias", node.name))?.to_vec()
@@ -439,7 +440,7 @@ impl DynamicNet {
                 },
                 Op::Add => Step::Add,
                 Op::Concat => Step::Concat,
-                Op::Dropout { .. } => Step::Identity,
+                Op::Dropout(Dropout { .. }) => Step::Identity,
             };
         }
         let inputs = graph

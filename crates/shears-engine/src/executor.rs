@@ -7,6 +7,7 @@
 //! parameter list directly keeps the optimiser state, checkpoints and gradient edits (masks, L1
 //! penalties) simple tensors we can save as safetensors and edit by name.
 
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use crate::fast_ops;
 use crate::hooks::{DynamicGates, ExtraParams, PassParams};
@@ -319,7 +320,7 @@ impl Executor {
                 params.len() - 1
             };
             let step = match node.op {
-                Op::Conv2d {
+                Op::Conv2d(Conv2d {
                     in_channels,
                     out_channels,
                     kernel,
@@ -328,7 +329,7 @@ impl Executor {
                     dilation,
                     groups,
                     bias,
-                } => {
+                }) => {
                     let w = add_param("weight", ParamKind::Weight, false);
                     let b = bias.then(|| add_param("bias", ParamKind::Bias, false));
                     Step::Conv {
@@ -338,11 +339,11 @@ impl Executor {
                         opts: ConvOptions::new(stride, padding, dilation, groups),
                     }
                 }
-                Op::Linear {
+                Op::Linear(Linear {
                     in_features,
                     out_features,
                     bias,
-                } => {
+                }) => {
                     let w = add_param("weight", ParamKind::Weight, true);
                     let b = bias.then(|| add_param("bias", ParamKind::Bias, false));
                     Step::Linear {
@@ -352,7 +353,7 @@ impl Executor {
                         out_features,
                     }
                 }
-                Op::BatchNorm { eps, momentum, .. } => {
+                Op::BatchNorm(BatchNorm { eps, momentum, .. }) => {
                     let gamma = add_param("weight", ParamKind::BnScale, false);
                     let beta = add_param("bias", ParamKind::BnShift, false);
                     let mut buf = |suffix: &str| {
@@ -405,7 +406,7 @@ impl Executor {
                 },
                 Op::ChannelShuffle(sh) => Step::Shuffle(sh),
                 Op::Concat => Step::Concat,
-                Op::Dropout { p } => Step::Dropout { p },
+                Op::Dropout(Dropout { p }) => Step::Dropout { p },
             };
             steps.push(step);
         }
@@ -434,7 +435,7 @@ impl Executor {
                     && readers[src] == 1
                     && src != output_slot
                 {
-                    if let Op::BatchNorm { .. } = graph.nodes[j].op {
+                    if let Op::BatchNorm(BatchNorm { .. }) = graph.nodes[j].op {
                         if graph.nodes[j].inputs.len() == 1 {
                             fold_into[src - 1] = Some(j);
                         }

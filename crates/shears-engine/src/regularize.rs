@@ -7,6 +7,7 @@
 //! (`netslim/sparse.py: update_bn_by_names[_dict]`), so momentum and weight decay act on it too.
 //! `sign(0) = 0`: a scale that is exactly zero gets no push.
 
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use crate::executor::Executor;
 use crate::train::GradientEdit;
@@ -56,10 +57,10 @@ impl BnScaleL1 {
         let mut out = HashMap::new();
         for (bn, mask) in masks {
             let channels = match graph.node(bn).map(|n| &n.op) {
-                Some(Op::BatchNorm { channels, .. }) => *channels,
+                Some(Op::BatchNorm(BatchNorm { channels, .. })) => *channels,
                 Some(
-                    op @ (Op::Conv2d { .. }
-                    | Op::Linear { .. }
+                    op @ (Op::Conv2d(Conv2d { .. })
+                    | Op::Linear(Linear { .. })
                     | Op::Relu
                     | Op::Relu6
                     | Op::Activation(_)
@@ -78,7 +79,7 @@ impl BnScaleL1 {
                     | Op::GroupNorm(_)
                     | Op::Resize(_)
                     | Op::ChannelShuffle(_)
-                    | Op::Dropout { .. }),
+                    | Op::Dropout(Dropout { .. })),
                 ) => {
                     return Err(EngineError::invalid(
                         "penalty mask",

@@ -18,6 +18,7 @@
 //!   score |θ ⊙ ∂R/∂θ|; `rounds` rounds with the exponential schedule d^{k/n}. The history is
 //!   turned into one global order ([`IterativeOrder`]) so effective targets can search it.
 
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use crate::executor::{Executor, Mode, to_vec};
 use crate::train::{check_data_fits, cross_entropy};
@@ -272,13 +273,13 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
     let mut graph: Graph = model.graph.clone();
     for node in &mut graph.nodes {
         node.op = match node.op {
-            Op::BatchNorm { .. } => Op::Dropout { p: 0.0 },
+            Op::BatchNorm(BatchNorm { .. }) => Op::Dropout(Dropout { p: 0.0 }),
             Op::MaxPool(a) => Op::AvgPool(a),
             // SynFlow removes the nonlinearities; ReLU is already the identity on its positive
             // signal, the others (a sigmoid, a GELU) are not.
-            Op::Activation(_) => Op::Dropout { p: 0.0 },
-            ref op @ (Op::Conv2d { .. }
-            | Op::Linear { .. }
+            Op::Activation(_) => Op::Dropout(Dropout { p: 0.0 }),
+            ref op @ (Op::Conv2d(Conv2d { .. })
+            | Op::Linear(Linear { .. })
             | Op::Relu
             | Op::Relu6
             | Op::Mul
@@ -295,7 +296,7 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
             | Op::GroupNorm(_)
             | Op::Resize(_)
             | Op::ChannelShuffle(_)
-            | Op::Dropout { .. }) => op.clone(),
+            | Op::Dropout(Dropout { .. })) => op.clone(),
         };
     }
     let mut weights = Weights::new();

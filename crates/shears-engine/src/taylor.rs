@@ -17,6 +17,7 @@
 //! of each channel group. Gradients come from training-mode forwards (batch statistics) on a
 //! private copy of the model, so the caller's running statistics are not touched.
 
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use crate::executor::{Executor, Mode, to_vec};
 use crate::train::{check_data_fits, cross_entropy};
@@ -55,10 +56,10 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
         let idx = |suffix: &str| exec.param_index(&format!("{}.{suffix}", node.name));
         let feeds_bn = consumers.get(node.name.as_str()).is_some_and(|cs| {
             cs.iter()
-                .any(|&i| matches!(graph.nodes[i].op, Op::BatchNorm { .. }))
+                .any(|&i| matches!(graph.nodes[i].op, Op::BatchNorm(BatchNorm { .. })))
         });
         let (channels, params) = match node.op {
-            Op::BatchNorm { channels, .. } => (
+            Op::BatchNorm(BatchNorm { channels, .. }) => (
                 channels,
                 [idx("weight"), idx("bias")]
                     .into_iter()
@@ -66,7 +67,7 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
                     .map(|i| (i, Layout::PerChannel))
                     .collect::<Vec<_>>(),
             ),
-            Op::Conv2d { out_channels, .. } if !feeds_bn => {
+            Op::Conv2d(Conv2d { out_channels, .. }) if !feeds_bn => {
                 let mut p: Vec<(usize, Layout)> = idx("weight")
                     .map(|i| (i, Layout::Rows))
                     .into_iter()
@@ -74,7 +75,7 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
                 p.extend(idx("bias").map(|i| (i, Layout::PerChannel)));
                 (out_channels, p)
             }
-            Op::Linear { out_features, .. } if !feeds_bn => {
+            Op::Linear(Linear { out_features, .. }) if !feeds_bn => {
                 let mut p: Vec<(usize, Layout)> = idx("weight")
                     .map(|i| (i, Layout::Columns))
                     .into_iter()
@@ -83,8 +84,8 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
                 (out_features, p)
             }
             // A conv or linear layer feeding a BatchNorm is scored at the BatchNorm.
-            Op::Conv2d { .. }
-            | Op::Linear { .. }
+            Op::Conv2d(Conv2d { .. })
+            | Op::Linear(Linear { .. })
             | Op::Relu
             | Op::Relu6
             | Op::Activation(_)
@@ -103,7 +104,7 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
             | Op::GroupNorm(_)
             | Op::Resize(_)
             | Op::ChannelShuffle(_)
-            | Op::Dropout { .. } => continue,
+            | Op::Dropout(Dropout { .. }) => continue,
         };
         if !params.is_empty() {
             out.push(Scored {

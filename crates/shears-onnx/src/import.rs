@@ -4,6 +4,7 @@
 //! module maps each remaining node to an op of the IR, or stops with an error naming the node.
 //! Nothing is half-imported: the model is returned only once every node mapped and it checks.
 
+use shears_core::ops::{BatchNorm, Conv2d, Linear};
 use crate::OnnxError;
 use ndarray::{ArrayD, IxDyn};
 use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
@@ -593,7 +594,7 @@ impl Importer {
                 return Err(unsupported(node, format!("its bias has shape {:?}", b.shape())));
             }
         };
-        let op = Op::Conv2d {
+        let op = Op::Conv2d(Conv2d {
             in_channels,
             out_channels,
             kernel: [1, 1],
@@ -602,7 +603,7 @@ impl Importer {
             dilation: [1, 1],
             groups: 1,
             bias: bias.is_some(),
-        };
+        });
         let mut params = vec![("weight", w)];
         params.extend(bias.map(|b| ("bias", b)));
         self.push(node, op, vec![x.name], params, Layout::Nhwc, Some(wname))
@@ -782,7 +783,7 @@ impl Importer {
                         ),
                     ));
                 }
-                let op = Op::Conv2d {
+                let op = Op::Conv2d(Conv2d {
                     in_channels: in_per_group * cfg.groups,
                     out_channels,
                     kernel: cfg.kernel_size,
@@ -791,7 +792,7 @@ impl Importer {
                     dilation: cfg.dilation,
                     groups: cfg.groups,
                     bias: bias.is_some(),
-                };
+                });
                 let mut params = vec![("weight", w)];
                 params.extend(bias.map(|(_, b)| ("bias", b)));
                 self.push(node, op, vec![x.name], params, Map, Some(&wname))
@@ -815,12 +816,12 @@ impl Importer {
                 let (_, mean) = constant(node, 3, "mean")?;
                 let (_, var) = constant(node, 4, "var")?;
                 let channels = scale.len();
-                let op = Op::BatchNorm {
+                let op = Op::BatchNorm(BatchNorm {
                     channels,
                     eps: f32_decimal(eps),
                     // ONNX's momentum weighs the running statistic; the IR's (PyTorch's) the batch's.
                     momentum: f32_decimal(1.0 - momentum),
-                };
+                });
                 let params = vec![
                     ("weight", scale),
                     ("bias", shift),
@@ -1551,11 +1552,11 @@ impl Importer {
                 ));
             }
         };
-        let op = Op::Linear {
+        let op = Op::Linear(Linear {
             in_features,
             out_features,
             bias: bias.is_some(),
-        };
+        });
         let mut params = vec![("weight", w)];
         params.extend(bias.map(|b| ("bias", b)));
         // The weight initializer of a MatMul export is often a bare number (`onnx::MatMul_123`).

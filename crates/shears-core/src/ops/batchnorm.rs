@@ -11,9 +11,11 @@ use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::BatchNorm`], on which its rules are written.
-pub(crate) struct BatchNorm {
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BatchNorm {
     pub channels: usize,
     pub eps: f64,
     pub momentum: f64,
@@ -75,11 +77,11 @@ impl OpRules for BatchNorm {
     }
 
     fn compacted(&self, _node: &str, _in_channels: usize, out_channels: usize) -> Result<Op> {
-        Ok(Op::BatchNorm {
+        Ok(Op::BatchNorm(BatchNorm {
             channels: out_channels,
             eps: self.eps,
             momentum: self.momentum,
-        })
+        }))
     }
 
     /// ONNX's momentum weighs the running statistic, PyTorch's (and ours) the new batch one.
@@ -112,11 +114,11 @@ mod tests {
         let g = b.finish(&n);
         assert_eq!(infer_shapes(&g).unwrap().get("bn"), &vec![7]);
         let mut bad = g.clone();
-        bad.nodes[1].op = Op::BatchNorm {
+        bad.nodes[1].op = Op::BatchNorm(BatchNorm {
             channels: 6,
             eps: 1e-5,
             momentum: 0.1,
-        };
+        });
         assert!(
             infer_shapes(&bad)
                 .unwrap_err()
@@ -124,11 +126,11 @@ mod tests {
                 .contains("expects 6 channels, got 7")
         );
         let mut bad = g.clone();
-        bad.nodes[1].op = Op::BatchNorm {
+        bad.nodes[1].op = Op::BatchNorm(BatchNorm {
             channels: 7,
             eps: 0.0,
             momentum: 0.1,
-        };
+        });
         assert!(
             infer_shapes(&bad)
                 .unwrap_err()
@@ -160,11 +162,11 @@ mod tests {
         );
         assert_eq!(
             op.compacted("bn", 2, 2).unwrap(),
-            Op::BatchNorm {
+            Op::BatchNorm(BatchNorm {
                 channels: 2,
                 eps: 1e-5,
                 momentum: 0.1
-            }
+            })
         );
         assert!(!op.is_weighted_layer());
     }

@@ -12,9 +12,11 @@ use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::Conv2d`], on which its rules are written.
-pub(crate) struct Conv2d {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conv2d {
     pub in_channels: usize,
     pub out_channels: usize,
     pub kernel: [usize; 2],
@@ -165,7 +167,7 @@ impl OpRules for Conv2d {
             }
             groups = out_channels;
         }
-        Ok(Op::Conv2d {
+        Ok(Op::Conv2d(Conv2d {
             in_channels,
             out_channels,
             kernel: self.kernel,
@@ -174,7 +176,7 @@ impl OpRules for Conv2d {
             dilation: self.dilation,
             groups,
             bias: self.bias,
-        })
+        }))
     }
 
     fn onnx(&self, node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
@@ -218,7 +220,7 @@ mod tests {
         let x = b.input();
         let _ = b.conv2d("c1", &x, 4, 3, 1, 1);
         let mut g = b.finish("c1");
-        if let Op::Conv2d { in_channels, .. } = &mut g.nodes[0].op {
+        if let Op::Conv2d(Conv2d { in_channels, .. }) = &mut g.nodes[0].op {
             *in_channels = 5;
         }
         let e = infer_shapes(&g).unwrap_err().to_string();
@@ -231,7 +233,7 @@ mod tests {
     #[test]
     fn bad_groups_and_oversized_kernels_are_errors() {
         let mut g = one_op(|b, x| b.conv2d("c", x, 4, 3, 1, 1), &[6, 8, 8]);
-        if let Op::Conv2d { groups, .. } = &mut g.nodes[0].op {
+        if let Op::Conv2d(Conv2d { groups, .. }) = &mut g.nodes[0].op {
             *groups = 4;
         }
         let e = infer_shapes(&g).unwrap_err().to_string();
@@ -240,7 +242,7 @@ mod tests {
             "{e}"
         );
         let mut g = one_op(|b, x| b.conv2d("c", x, 4, 3, 1, 0), &[6, 8, 8]);
-        if let Op::Conv2d { kernel, .. } = &mut g.nodes[0].op {
+        if let Op::Conv2d(Conv2d { kernel, .. }) = &mut g.nodes[0].op {
             *kernel = [9, 9];
         }
         let e = infer_shapes(&g).unwrap_err().to_string();
@@ -376,7 +378,7 @@ mod tests {
         let op = plain.nodes[0].op.compacted("c", 3, 5).unwrap();
         assert_eq!(
             op,
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels: 3,
                 out_channels: 5,
                 kernel: [3, 3],
@@ -385,18 +387,18 @@ mod tests {
                 dilation: [1, 1],
                 groups: 1,
                 bias: true,
-            }
+            })
         );
         let dw = one_op(|b, x| b.depthwise("d", x, 3, 1, 1), &[6, 6, 6]);
         let op = dw.nodes[0].op.compacted("d", 2, 2).unwrap();
         assert!(matches!(
             op,
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels: 2,
                 out_channels: 2,
                 groups: 2,
                 ..
-            }
+            })
         ));
         let e = dw.nodes[0].op.compacted("d", 2, 3).unwrap_err().to_string();
         assert!(

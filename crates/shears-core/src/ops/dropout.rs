@@ -6,9 +6,11 @@ use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::Dropout`], on which its rules are written.
-pub(crate) struct Dropout {
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Dropout {
     pub p: f64,
 }
 
@@ -49,7 +51,7 @@ impl OpRules for Dropout {
     }
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
-        Ok(Op::Dropout { p: self.p })
+        Ok(Op::Dropout(Dropout { p: self.p }))
     }
 
     /// Identity: an exported network is for inference, where dropout passes its input through.
@@ -75,7 +77,7 @@ mod tests {
         let g = b.finish(&d);
         assert_eq!(infer_shapes(&g).unwrap().get("d"), &vec![7]);
         let mut bad = g.clone();
-        bad.nodes[2].op = Op::Dropout { p: 1.5 };
+        bad.nodes[2].op = Op::Dropout(Dropout { p: 1.5 });
         assert!(
             infer_shapes(&bad)
                 .unwrap_err()
@@ -92,6 +94,6 @@ mod tests {
         let op = &g.nodes[0].op;
         assert_eq!(op.channel_flow(), ChannelFlow::PassThrough);
         assert!(op.channel_axes("d").is_empty());
-        assert_eq!(op.compacted("d", 3, 3).unwrap(), Op::Dropout { p: 0.25 });
+        assert_eq!(op.compacted("d", 3, 3).unwrap(), Op::Dropout(Dropout { p: 0.25 }));
     }
 }

@@ -11,9 +11,11 @@ use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::Linear`], on which its rules are written.
-pub(crate) struct Linear {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Linear {
     pub in_features: usize,
     pub out_features: usize,
     pub bias: bool,
@@ -98,11 +100,11 @@ impl OpRules for Linear {
     }
 
     fn compacted(&self, _node: &str, in_channels: usize, out_channels: usize) -> Result<Op> {
-        Ok(Op::Linear {
+        Ok(Op::Linear(Linear {
             in_features: in_channels,
             out_features: out_channels,
             bias: self.bias,
-        })
+        }))
     }
 
     /// `Gemm` with the weight transposed (`[out, in]` is the PyTorch and ONNX Gemm layout).
@@ -127,11 +129,11 @@ mod tests {
         let mut g = b.finish(&x);
         g.nodes.push(Node {
             name: "fc".into(),
-            op: Op::Linear {
+            op: Op::Linear(Linear {
                 in_features: 192,
                 out_features: 10,
                 bias: true,
-            },
+            }),
             inputs: vec![x.clone()],
         });
         g.output = "fc".into();
@@ -142,11 +144,11 @@ mod tests {
     #[test]
     fn wrong_feature_count_is_an_error() {
         let mut g = one_op(|b, x| b.linear("l", x, 4, false), &[6]);
-        g.nodes[0].op = Op::Linear {
+        g.nodes[0].op = Op::Linear(Linear {
             in_features: 5,
             out_features: 4,
             bias: false,
-        };
+        });
         let e = infer_shapes(&g).unwrap_err().to_string();
         assert!(
             e.contains("`l`") && e.contains("expects 5 input features, got 6"),
@@ -188,11 +190,11 @@ mod tests {
         );
         assert_eq!(
             op.compacted("l", 5, 2).unwrap(),
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features: 5,
                 out_features: 2,
                 bias: true
-            }
+            })
         );
         assert!(op.is_weighted_layer());
     }

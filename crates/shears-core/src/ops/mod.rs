@@ -35,6 +35,10 @@ use crate::shape::Shape;
 use serde::{Deserialize, Serialize};
 
 pub use activation::{Activation, erf};
+pub use batchnorm::BatchNorm;
+pub use conv2d::Conv2d;
+pub use dropout::Dropout;
+pub use linear::Linear;
 pub use affine::ChannelAffine;
 pub use groupnorm::GroupNorm;
 pub use pad::Pad2d;
@@ -49,28 +53,11 @@ pub use slice::ChannelSlice;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Op {
     /// 2-D convolution; weight `[out, in/groups, kh, kw]` (PyTorch/ONNX layout), optional bias `[out]`.
-    Conv2d {
-        in_channels: usize,
-        out_channels: usize,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
-        dilation: [usize; 2],
-        groups: usize,
-        bias: bool,
-    },
+    Conv2d(Conv2d),
     /// Fully connected layer; weight `[out, in]` (PyTorch/ONNX layout), optional bias `[out]`.
-    Linear {
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-    },
+    Linear(Linear),
     /// Batch normalisation over channels of a `[C,H,W]` map (2d) or features of a `[F]` vector (1d).
-    BatchNorm {
-        channels: usize,
-        eps: f64,
-        momentum: f64,
-    },
+    BatchNorm(BatchNorm),
     Relu,
     /// `min(max(x, 0), 6)` (MobileNet's activation; ONNX `Clip(0, 6)`).
     Relu6,
@@ -107,9 +94,7 @@ pub enum Op {
     /// ShuffleNet's channel shuffle: blocks interleaved.
     ChannelShuffle(ChannelShuffle),
     /// Dropout with drop probability `p` (identity at inference).
-    Dropout {
-        p: f64,
-    },
+    Dropout(Dropout),
 }
 
 /// What a parameter tensor is for; decides what is prunable, trained or counted.
@@ -390,43 +375,9 @@ impl Op {
     /// variant fails to compile here until it has a file implementing [`OpRules`].
     pub(crate) fn with_rules<R>(&self, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         match *self {
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias,
-            } => f(&conv2d::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias,
-            }),
-            Op::Linear {
-                in_features,
-                out_features,
-                bias,
-            } => f(&linear::Linear {
-                in_features,
-                out_features,
-                bias,
-            }),
-            Op::BatchNorm {
-                channels,
-                eps,
-                momentum,
-            } => f(&batchnorm::BatchNorm {
-                channels,
-                eps,
-                momentum,
-            }),
+            Op::Conv2d(c) => f(&c),
+            Op::Linear(l) => f(&l),
+            Op::BatchNorm(b) => f(&b),
             Op::Relu => f(&relu::Relu),
             Op::Relu6 => f(&relu::Relu6),
             Op::Activation(a) => f(&a),
@@ -451,7 +402,7 @@ impl Op {
             Op::Concat => f(&concat::Concat),
             Op::Slice(s) => f(&s),
             Op::ChannelShuffle(s) => f(&s),
-            Op::Dropout { p } => f(&dropout::Dropout { p }),
+            Op::Dropout(d) => f(&d),
         }
     }
 

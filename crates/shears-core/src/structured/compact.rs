@@ -340,6 +340,7 @@ pub fn selection_gates(graph: &Graph, selection: &ChannelSelection) -> Result<Ch
 
 #[cfg(test)]
 mod tests {
+    use crate::ops::{BatchNorm, Conv2d, Linear};
     use super::*;
     use crate::builder::GraphBuilder;
     use crate::graph::Op;
@@ -468,23 +469,23 @@ mod tests {
         let c1 = g2.node("c1").unwrap();
         assert!(matches!(
             c1.op,
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels: 3,
                 out_channels: 3,
                 ..
-            }
+            })
         ));
         assert!(matches!(
             g2.node("c2").unwrap().op,
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels: 3,
                 out_channels: 12,
                 ..
-            }
+            })
         ));
         assert!(matches!(
             g2.node("c1_bn").unwrap().op,
-            Op::BatchNorm { channels: 3, .. }
+            Op::BatchNorm(BatchNorm { channels: 3, .. })
         ));
         assert_eq!(w2["c1.weight"].shape(), &[3, 3, 3, 3]);
         assert_eq!(w2["c2.weight"].shape(), &[12, 3, 3, 3]);
@@ -575,12 +576,12 @@ mod tests {
         let (g2, w2) = compact(&g, &w, &sel).unwrap();
         assert!(matches!(
             g2.node("dw").unwrap().op,
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels: 4,
                 out_channels: 4,
                 groups: 4,
                 ..
-            }
+            })
         ));
         assert_eq!(w2["dw.weight"].shape(), &[4, 1, 3, 3]);
     }
@@ -607,15 +608,15 @@ mod tests {
         let (g2, _) = compact(&g, &random_weights(&g, 0), &sel).unwrap();
         assert!(matches!(
             g2.node("h").unwrap().op,
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features: 8,
                 out_features: 7,
                 ..
-            }
+            })
         ));
         assert!(matches!(
             g2.node("fbn").unwrap().op,
-            Op::BatchNorm { channels: 8, .. }
+            Op::BatchNorm(BatchNorm { channels: 8, .. })
         ));
     }
 

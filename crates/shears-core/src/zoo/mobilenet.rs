@@ -72,6 +72,7 @@ pub fn mobilenet_v2(model: &str, input: &[usize], classes: usize) -> Result<Grap
 
 #[cfg(test)]
 mod tests {
+    use crate::ops::{Conv2d, Dropout};
     use crate::cost::{Convention, cost};
     use crate::graph::Op;
     use crate::shape::infer_shapes;
@@ -101,13 +102,13 @@ mod tests {
         assert_eq!(adds.len(), 10, "{adds:?}");
         assert!(adds.contains(&"block2_add") && !adds.contains(&"block3_add"));
         match g.node("block1_dw").unwrap().op {
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels,
                 groups,
                 ..
-            } => assert_eq!((in_channels, groups), (96, 96)),
+            }) => assert_eq!((in_channels, groups), (96, 96)),
             ref op => panic!("block1_dw is {op:?}"),
         }
-        assert_eq!(g.node("dropout").unwrap().op, Op::Dropout { p: 0.2 });
+        assert_eq!(g.node("dropout").unwrap().op, Op::Dropout(Dropout { p: 0.2 }));
     }
 }

@@ -1,3 +1,4 @@
+use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use super::*;
 use crate::builder::GraphBuilder;
 use crate::graph::Op;
@@ -27,7 +28,7 @@ fn conv_op(
     stride: [usize; 2],
     pad: [usize; 2],
 ) -> Op {
-    Op::Conv2d {
+    Op::Conv2d(Conv2d {
         in_channels: c_in,
         out_channels: c_out,
         kernel,
@@ -36,7 +37,7 @@ fn conv_op(
         dilation: [1, 1],
         groups: 1,
         bias: false,
-    }
+    })
 }
 
 #[test]
@@ -339,14 +340,14 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                 .is_none_or(|m| m.as_slice().unwrap()[i])
         };
         match n.op {
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 kernel,
                 stride,
                 padding,
                 dilation,
                 groups,
                 ..
-            } => {
+            }) => {
                 let layer = sizes.len();
                 let (ci, hi, wi) = (xs[0], xs[1] as isize, xs[2] as isize);
                 let (co, ho, wo) = (ys[0], ys[1], ys[2]);
@@ -384,11 +385,11 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                 }
                 sizes.push(co * ig * kernel[0] * kernel[1]);
             }
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features,
                 out_features,
                 ..
-            } => {
+            }) => {
                 let layer = sizes.len();
                 for o in 0..out_features {
                     for i in 0..in_features {
@@ -399,12 +400,12 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                 }
                 sizes.push(in_features * out_features);
             }
-            Op::BatchNorm { .. }
+            Op::BatchNorm(BatchNorm { .. })
             | Op::Relu
             | Op::Relu6
             | Op::Activation(_)
             | Op::Affine(_)
-            | Op::Dropout { .. }
+            | Op::Dropout(Dropout { .. })
             | Op::Flatten => {
                 for u in 0..numel(&n.name) {
                     edges.push((xb + u, yb + u, None));

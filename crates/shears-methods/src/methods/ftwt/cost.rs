@@ -11,6 +11,7 @@
 //!   sums (the paper undercounts there). Ungated convs (residual projections included, whose
 //!   input may be sparse too) and linear layers count in full: strict never undercounts.
 
+use shears_core::ops::{Conv2d, Linear};
 use super::layers::GatedLayer;
 use serde::Serialize;
 use shears_core::cost::{Convention, cost};
@@ -109,10 +110,10 @@ impl DenseCost {
         let (mut ungated_convs, mut linear) = (0, 0);
         for (node, nc) in graph.nodes.iter().zip(&c.nodes) {
             match node.op {
-                Op::Conv2d { .. } if !layers.iter().any(|l| l.conv == node.name) => {
+                Op::Conv2d(Conv2d { .. }) if !layers.iter().any(|l| l.conv == node.name) => {
                     ungated_convs += nc.macs
                 }
-                Op::Linear { .. } => linear += nc.macs,
+                Op::Linear(Linear { .. }) => linear += nc.macs,
                 _ => {}
             }
         }

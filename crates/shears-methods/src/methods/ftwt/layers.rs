@@ -9,6 +9,7 @@
 //! `Add` while its input is also read by another conv (the block's first conv) is a shortcut,
 //! which the paper's option-A ResNets do not have. Fully connected layers are never gated.
 
+use shears_core::ops::{BatchNorm, Conv2d};
 use crate::error::Result;
 use crate::invalid;
 use serde::Serialize;
@@ -44,7 +45,7 @@ impl GatedLayer {
 fn gate_point(graph: &Graph, conv: &str) -> String {
     let mut at = conv.to_string();
     let reader = |v: &str| graph.sole_reader(v).map(|i| &graph.nodes[i]);
-    if let Some(bn) = reader(&at).filter(|n| matches!(n.op, Op::BatchNorm { .. })) {
+    if let Some(bn) = reader(&at).filter(|n| matches!(n.op, Op::BatchNorm(BatchNorm { .. }))) {
         at = bn.name.clone();
     }
     if let Some(relu) = reader(&at).filter(|n| matches!(n.op, Op::Relu)) {
@@ -63,7 +64,7 @@ fn is_projection(graph: &Graph, conv: &shears_core::graph::Node, gate_at: &str) 
     let shares_input = graph
         .nodes
         .iter()
-        .any(|n| n.name != conv.name && matches!(n.op, Op::Conv2d { .. }) && n.inputs[0] == *input);
+        .any(|n| n.name != conv.name && matches!(n.op, Op::Conv2d(Conv2d { .. })) && n.inputs[0] == *input);
     feeds_add && shares_input
 }
 
@@ -74,7 +75,7 @@ pub fn gated_layers(graph: &Graph, only: &[String], ignore: &[String]) -> Result
     let cost = cost_with_shapes(graph, &shapes, Convention::ConvLinear);
     for name in only.iter().chain(ignore) {
         match graph.node(name) {
-            Some(n) if matches!(n.op, Op::Conv2d { .. }) => {}
+            Some(n) if matches!(n.op, Op::Conv2d(Conv2d { .. })) => {}
             Some(n) => invalid!(
                 "[method] gated layer `{name}` is a {} node of model `{}`, not a conv",
                 n.op.kind_name(),
@@ -87,12 +88,12 @@ pub fn gated_layers(graph: &Graph, only: &[String], ignore: &[String]) -> Result
     // Whether the last conv seen (residual projections aside) was gated.
     let mut previous_gated: Option<bool> = None;
     for (i, node) in graph.nodes.iter().enumerate() {
-        let Op::Conv2d {
+        let Op::Conv2d(Conv2d {
             in_channels,
             out_channels,
             groups,
             ..
-        } = node.op
+        }) = node.op
         else {
             continue;
         };
@@ -145,7 +146,7 @@ mod tests {
         let convs = g
             .nodes
             .iter()
-            .filter(|n| matches!(n.op, Op::Conv2d { .. }))
+            .filter(|n| matches!(n.op, Op::Conv2d(Conv2d { .. })))
             .count();
         assert_eq!(layers.len(), convs);
         for l in &layers {

@@ -13,6 +13,7 @@
 //! score), else right after the producer. The trained scores are folded into that BatchNorm's
 //! γ and β, or into the producer's filters and bias, so the scored network is a plain network.
 
+use shears_core::ops::{BatchNorm, Conv2d, Linear};
 use crate::error::Result;
 use crate::invalid;
 use serde::Serialize;
@@ -75,7 +76,7 @@ impl Layout {
 /// The node after which a channel gate of producer `node` sits, and where it folds.
 fn gate_point(graph: &Graph, node: &str) -> (String, Fold) {
     let reader = |v: &str| graph.sole_reader(v).map(|i| &graph.nodes[i]);
-    let (mut at, fold) = match reader(node).filter(|n| matches!(n.op, Op::BatchNorm { .. })) {
+    let (mut at, fold) = match reader(node).filter(|n| matches!(n.op, Op::BatchNorm(BatchNorm { .. }))) {
         Some(bn) => (bn.name.clone(), Fold::BatchNorm(bn.name.clone())),
         None => (node.to_string(), Fold::Producer(node.to_string())),
     };
@@ -99,18 +100,18 @@ fn producer(graph: &Graph, group: &ChannelGroup, p: &str) -> std::result::Result
         .node(p)
         .ok_or_else(|| format!("producer `{p}` is not a node"))?;
     let (out, fan_in) = match node.op {
-        Op::Conv2d {
+        Op::Conv2d(Conv2d {
             in_channels,
             out_channels,
             kernel,
             groups,
             ..
-        } => (out_channels, in_channels / groups * kernel[0] * kernel[1]),
-        Op::Linear {
+        }) => (out_channels, in_channels / groups * kernel[0] * kernel[1]),
+        Op::Linear(Linear {
             in_features,
             out_features,
             ..
-        } => (out_features, in_features),
+        }) => (out_features, in_features),
         _ => return Err(format!("producer `{p}` is a {}", node.op.kind_name())),
     };
     let weight = format!("{p}.weight");
