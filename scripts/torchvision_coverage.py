@@ -225,13 +225,18 @@ def header(args, shears):
     import numpy as np
     import onnx, onnxruntime, torch, torchvision
     cpu = platform.processor() or "unknown CPU"
+    flags = []
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                have = line.split(":", 1)[1].split()
+                flags = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni") if f in have]
     except OSError:
         pass
+    if flags:
+        cpu += ", " + " ".join(flags)
     version = "not run"
     if not args.export_only:
         ok, out, err = run_cmd([shears, "--version"], 30)
