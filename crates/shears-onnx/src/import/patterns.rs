@@ -1,0 +1,351 @@
+//! The multi-node patterns exporters write for one operation, folded back into one op of the
+//! IR: GELU's `x / √2 → Erf → + 1 → · x → · 0.5` chain, SiLU's `x * Sigmoid(x)`, a channel
+//! affine after a norm or an affine, and the shape values a PyTorch export computes at run
+//! time (`Shape → Gather → ... → Concat`) that a Reshape, Slice or Split reads. The channel
+//! shuffle's and the group norm's steps are tracked here too (`GroupNormStep`) and completed by
+//! the Reshape that ends them (`ops.rs`).
+
+use super::*;
+
+impl Importer {
+    /// The pending GELU step that `node` continues, if it does: its inputs are a pending value
+    /// (or, for the first step, any value) and the constant the next step needs.
+    pub(super) fn gelu_input(&self, node: &Node) -> Option<(GeluStep, Value)> {
+        let ins = node.inputs();
+        let scalar = |k: usize| -> Option<f32> {
+            let a = ins.get(k)?;
+            let v = a.value()?.to_f32_vec().ok()?;
+            (v.len() == 1).then(|| v[0])
+        };
+        let pending = |k: usize| ins.get(k).and_then(|a| self.pending.get(&a.name)).cloned();
+        let near = |v: Option<f32>, want: f32| v.is_some_and(|v| (v - want).abs() < 1e-4);
+        match node {
+            Node::Div(_) if near(scalar(1), std::f32::consts::SQRT_2) => {
+                let x = self.values.get(&ins.first()?.name)?.clone();
+                Some((GeluStep::Div, x))
+            }
+            Node::Erf(_) => pending(0).filter(|(s, _)| *s == GeluStep::Div),
+            Node::Add(_) => (0..2).find_map(|k| {
+                pending(k).filter(|(s, _)| *s == GeluStep::Erf && near(scalar(1 - k), 1.0))
+            }),
+            Node::Mul(_) => (0..2).find_map(|k| {
+                let (step, x) = pending(k)?;
+                let other = ins.get(1 - k)?;
+                match step {
+                    GeluStep::AddOne if self.values.get(&other.name)?.name == x.name => {
+                        Some((step, x))
+                    }
+                    GeluStep::MulX if near(scalar(1 - k), 0.5) => Some((step, x)),
+                    _ => None,
+                }
+            }),
+            _ => None,
+        }
+    }
+
+    /// Advances the GELU pattern by `node`; its last step emits the GELU activation.
+    pub(super) fn gelu_step(&mut self, node: &Node) -> Result<(), OnnxError> {
+        let Some((step, x)) = self.gelu_input(node) else {
+            return Err(unsupported(
+                node,
+                "only as a step of the GELU pattern x * 0.5 * (1 + Erf(x / sqrt 2)) is this op \
+                 supported"
+                    .into(),
+            ));
+        };
+        let out = node
+            .outputs()
+            .first()
+            .ok_or_else(|| unsupported(node, "it has no output".into()))?
+            .name
+            .clone();
+        let next = match (node, step) {
+            (Node::Div(_), _) => GeluStep::Div,
+            (Node::Erf(_), _) => GeluStep::Erf,
+            (Node::Add(_), _) => GeluStep::AddOne,
+            (Node::Mul(_), GeluStep::AddOne) => GeluStep::MulX,
+            (Node::Mul(_), _) => {
+                let layout = x.layout;
+                return self.push(
+                    node,
+                    Op::Activation(Activation::Gelu),
+                    vec![x.name],
+                    vec![],
+                    layout,
+                    None,
+                );
+            }
+            _ => unreachable!("gelu_input matched only these"),
+        };
+        self.pending.insert(out, (next, x));
+        Ok(())
+    }
+
+    /// Records the value a shape-computing node produces, where it is known: `Shape` of an
+    /// imported value (the batch unknown), and Gather, Unsqueeze, Squeeze, Cast, Concat and
+    /// integer arithmetic over those and constants. Reshapes and slices read these to find
+    /// their static targets when the exporter computed them at run time.
+    pub(super) fn eval_shape_node(&mut self, node: &Node) {
+        let ins = node.inputs();
+        let sym = |k: usize| ins.get(k).and_then(|a| self.symbolic(a));
+        let result: Option<Vec<Option<i64>>> = match node {
+            Node::Shape(_) => ins.first().and_then(|a| {
+                let v = self.values.get(&a.name)?;
+                let s = self.shapes.get(&v.name)?;
+                let mut dims = vec![None];
+                match v.layout {
+                    Layout::Pooled => dims.extend([Some(s[0] as i64), Some(1), Some(1)]),
+                    Layout::Map | Layout::Vector => dims.extend(s.iter().map(|&d| Some(d as i64))),
+                    Layout::Nhwc => dims.extend([s[1], s[2], s[0]].iter().map(|&d| Some(d as i64))),
+                }
+                Some(dims)
+            }),
+            Node::Gather(_) => {
+                let (data, idx) = (sym(0), sym(1));
+                match (data, idx.as_deref()) {
+                    (Some(d), Some([Some(i)])) => {
+                        let i = if *i < 0 { *i + d.len() as i64 } else { *i };
+                        usize::try_from(i).ok().and_then(|i| d.get(i).copied()).map(|x| vec![x])
+                    }
+                    _ => None,
+                }
+            }
+            Node::Unsqueeze(_) | Node::Squeeze(_) | Node::Cast(_) => sym(0),
+            Node::Concat(_) => (0..ins.len())
+                .map(sym)
+                .collect::<Option<Vec<_>>>()
+                .map(|parts| parts.concat()),
+            Node::Div(_) | Node::Mul(_) | Node::Add(_) | Node::Sub(_) => {
+                match (sym(0), sym(1)) {
+                    (Some(a), Some(b)) if a.len() == b.len() || b.len() == 1 || a.len() == 1 => {
+                        let n = a.len().max(b.len());
+                        let at = |v: &Vec<Option<i64>>, i: usize| v[if v.len() == 1 { 0 } else { i }];
+                        Some(
+                            (0..n)
+                                .map(|i| {
+                                    let (x, y) = (at(&a, i)?, at(&b, i)?);
+                                    match node {
+                                        Node::Div(_) => (y != 0).then(|| x.div_euclid(y)),
+                                        Node::Mul(_) => Some(x * y),
+                                        Node::Add(_) => Some(x + y),
+                                        _ => Some(x - y),
+                                    }
+                                })
+                                .collect(),
+                        )
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let (Some(v), Some(out)) = (result, node.outputs().first()) {
+            self.shape_values.insert(out.name.clone(), v);
+        }
+    }
+
+    /// An integer input's value: a stored constant, or a shape value recorded before.
+    pub(super) fn symbolic(&self, a: &Argument) -> Option<Vec<Option<i64>>> {
+        if let Some(d) = a.value() {
+            return d.to_i64_vec().ok().map(|v| v.into_iter().map(Some).collect());
+        }
+        self.shape_values.get(&a.name).cloned()
+    }
+
+    /// A Slice or Split bound: stored, or computed from shapes by the exporter.
+    pub(super) fn ints(&self, node: &Node, input: &onnx_ir::node::slice::SliceInput) -> Option<Vec<i64>> {
+        match input {
+            onnx_ir::node::slice::SliceInput::Static(v) => Some(v.clone()),
+            onnx_ir::node::slice::SliceInput::Runtime(r) => self
+                .symbolic(node.inputs().get(r.input_index)?)?
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// The static target of a Reshape, from its stored shape or the shape values recorded.
+    pub(super) fn reshape_target(&self, node: &Node, r: &onnx_ir::node::reshape::ReshapeConfig) -> Option<Vec<Option<i64>>> {
+        match &r.shape {
+            onnx_ir::node::reshape::ReshapeInput::Static(s) => Some(s.iter().map(|&d| Some(d)).collect()),
+            onnx_ir::node::reshape::ReshapeInput::Runtime(rt) => {
+                self.symbolic(node.inputs().get(rt.input_index)?)
+            }
+        }
+    }
+}
+
+/// Rewrites `x * Sigmoid(x)` (SiLU as PyTorch exports it before opset 20) into one SiLU node,
+/// where the sigmoid has no other reader. The product keeps its name, so its readers are intact.
+pub(super) fn fuse_silu(nodes: &mut Vec<IrNode>, output: &str) {
+    let readers = |nodes: &[IrNode], v: &str| {
+        nodes
+            .iter()
+            .filter(|n| n.inputs.iter().any(|i| i == v))
+            .count()
+    };
+    let mut i = 0;
+    while i < nodes.len() {
+        let fused = if nodes[i].op == Op::Mul {
+            let (a, b) = (nodes[i].inputs[0].clone(), nodes[i].inputs[1].clone());
+            [(a.clone(), b.clone()), (b, a)].into_iter().find_map(|(x, s)| {
+                let j = nodes.iter().position(|n| n.name == s)?;
+                let is_sigmoid_of_x = nodes[j].op == Op::Activation(Activation::Sigmoid)
+                    && nodes[j].inputs == [x.clone()];
+                (is_sigmoid_of_x && s != output && readers(nodes, &s) == 1).then_some((j, x))
+            })
+        } else {
+            None
+        };
+        match fused {
+            Some((j, x)) => {
+                nodes[i].op = Op::Activation(Activation::Silu);
+                nodes[i].inputs = vec![x];
+                nodes.remove(j);
+                i = 0;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// Folds a per-channel affine into the op before it when that op's value has no other reader:
+/// an affine after an affine (what `Mul` then `Add` by constants import as), and the scale and
+/// shift PyTorch's group-norm export applies after its instance norm, into the norm's own
+/// tensors. The later node keeps its name (its readers are intact) and takes the earlier one's
+/// op and inputs.
+pub(super) fn fold_affines(nodes: &mut Vec<IrNode>, weights: &mut Weights, output: &str) {
+    let mut i = 0;
+    while i < nodes.len() {
+        let folded = (|| {
+            if !matches!(nodes[i].op, Op::Affine(_)) {
+                return None;
+            }
+            let prev = nodes[i].inputs[0].clone();
+            let j = nodes.iter().position(|n| n.name == prev)?;
+            let readers = nodes.iter().filter(|n| n.inputs.contains(&prev)).count();
+            if readers != 1 || prev == output {
+                return None;
+            }
+            let (a, b) = match nodes[j].op {
+                Op::Affine(_) => ("scale", "shift"),
+                Op::GroupNorm(_) | Op::LayerNorm(_) => ("weight", "bias"),
+                _ => return None,
+            };
+            let here = nodes[i].name.clone();
+            let s = weights.get(&format!("{here}.scale"))?.clone();
+            let t = weights.get(&format!("{here}.shift"))?.clone();
+            let w = weights.remove(&format!("{prev}.{a}"))?;
+            let c = weights.remove(&format!("{prev}.{b}"))?;
+            let flat = |x: &ArrayD<f32>| x.iter().copied().collect::<Vec<f32>>();
+            let (s, t, wv, cv) = (flat(&s), flat(&t), flat(&w), flat(&c));
+            let new_w: Vec<f32> = wv.iter().zip(&s).map(|(w, s)| w * s).collect();
+            let new_c: Vec<f32> = cv.iter().zip(&s).zip(&t).map(|((c, s), t)| c * s + t).collect();
+            weights.remove(&format!("{here}.scale"));
+            weights.remove(&format!("{here}.shift"));
+            weights.insert(
+                format!("{here}.{a}"),
+                ArrayD::from_shape_vec(w.raw_dim(), new_w).ok()?,
+            );
+            weights.insert(
+                format!("{here}.{b}"),
+                ArrayD::from_shape_vec(c.raw_dim(), new_c).ok()?,
+            );
+            Some(j)
+        })();
+        match folded {
+            Some(j) => {
+                let prev = nodes.remove(j);
+                let at = if j < i { i - 1 } else { i };
+                nodes[at].op = prev.op;
+                nodes[at].inputs = prev.inputs;
+                i = 0;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// Whether `node` only computes shapes or indices (integer tensors, shape values, scalars), as
+/// the ops of a flatten's shape chain do.
+pub(super) fn computes_a_shape(node: &Node) -> bool {
+    let shape_op = matches!(
+        node,
+        Node::Shape(_)
+            | Node::Gather(_)
+            | Node::Unsqueeze(_)
+            | Node::Concat(_)
+            | Node::Squeeze(_)
+            | Node::Slice(_)
+            | Node::Cast(_)
+            | Node::Div(_)
+            | Node::Mul(_)
+            | Node::Add(_)
+            | Node::Sub(_)
+    );
+    shape_op
+        && !node.outputs().is_empty()
+        && node
+            .outputs()
+            .iter()
+            .all(|o| o.ty.is_shape() || o.ty.is_scalar() || !o.ty.elem_type().is_float())
+}
+
+/// onnx-ir 0.22 refuses `ceil_mode` on AveragePool before opset 19, though ONNX has it since
+/// opset 10 (PyTorch exports it at 17). The attribute is taken out of the bytes onnx-ir reads and
+/// returned per AveragePool, in file order, for the importer to put back.
+pub(super) fn strip_avgpool_ceil_mode(bytes: &[u8]) -> Result<(Vec<u8>, Vec<bool>), OnnxError> {
+    let mut proto =
+        ModelProto::parse_from_bytes(bytes).map_err(|e| OnnxError::Parse(e.to_string()))?;
+    let mut flags = Vec::new();
+    if let Some(graph) = proto.graph.as_mut() {
+        for n in graph.node.iter_mut().filter(|n| n.op_type == "AveragePool") {
+            let before = n.attribute.len();
+            n.attribute.retain(|a| !(a.name == "ceil_mode" && a.i != 0));
+            flags.push(n.attribute.len() != before);
+        }
+    }
+    if !flags.contains(&true) {
+        return Ok((bytes.to_vec(), flags));
+    }
+    let out = proto
+        .write_to_bytes()
+        .map_err(|e| OnnxError::Parse(e.to_string()))?;
+    Ok((out, flags))
+}
+
+/// For every ONNX value, the op types of the nodes that read it.
+pub(super) fn reader_kinds(nodes: &[Node]) -> HashMap<String, Vec<String>> {
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for n in nodes {
+        for a in n.inputs() {
+            map.entry(a.name.clone())
+                .or_default()
+                .push(n.node_type().to_string());
+        }
+    }
+    map
+}
+
+/// The step of the GELU pattern (`x / √2 → Erf → + 1 → · x → · 0.5`) a value has reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GeluStep {
+    Div,
+    Erf,
+    AddOne,
+    MulX,
+}
+
+/// How far a group norm's export (Reshape → InstanceNormalization → Reshape) has come.
+#[derive(Debug, Clone)]
+pub(super) enum GroupNormStep {
+    /// The map `x` reshaped into `groups` blocks.
+    Grouped { x: Value, groups: usize },
+    /// The blocks normalised, with the instance norm's per-group scale and shift.
+    Normalised {
+        x: Value,
+        groups: usize,
+        eps: f64,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+}
