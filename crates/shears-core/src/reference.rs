@@ -4,23 +4,22 @@
 //! so it favours plain semantics over speed; convolutions still go through im2col and one matrix
 //! product per sample and group, so a CIFAR ResNet on a small batch stays fast enough for tests.
 //!
-//! Semantics, per op (batch axis first, `[N,C,H,W]` maps, `[N,F]` vectors):
-//! Conv2d with stride, zero padding, dilation and groups; Linear `y = x Wᵀ + b`; BatchNorm with
-//! running statistics `(x - mean) / sqrt(var + eps) * gamma + beta`; ReLU; MaxPool (padding never
-//! wins: it acts as -inf); AvgPool (zero padding counts in the divisor, `count_include_pad`);
-//! GlobalAvgPool; Flatten (channel-major); Add; Concat on the channel axis; Dropout = identity.
-//! Masks multiply the weights they name; channel gates multiply a value's channels.
+//! This module walks the graph, applies masks and gates and frees values after their last
+//! reader; each op's arithmetic (batch axis first, `[N,C,H,W]` maps, `[N,F]` vectors) is its
+//! `reference` rule in its file under [`crate::ops`]. Masks multiply the weights they name;
+//! channel gates multiply a value's channels.
 
-use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{CoreError, Result};
-use crate::graph::{Graph, Node, Op};
-use crate::ops::Pool2d;
+use crate::graph::{Graph, Node};
+use crate::ops::RefCall;
 use crate::shape::infer_shapes;
 use crate::weights::{Masks, Weights, check_masks, check_weights};
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, IxDyn, s};
+use ndarray::{ArrayD, ArrayViewD, Axis};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+
+/// Re-exported for the dynamic engine, which pools planes the same way.
+pub use crate::ops::pool_planes;
 
 /// Per-value multipliers on the channel axis (per-sample axis 0, features of a `[F]` value),
 /// one per index, keyed by value name (a node name or the graph input's name).
@@ -120,13 +119,14 @@ pub fn forward_with_channel_gates(
 }
 
 /// Weight lookup with masks applied.
-struct Params<'a> {
+/// Parameter lookup with masks applied, for the ops' reference forwards.
+pub(crate) struct Params<'a> {
     weights: &'a Weights,
     masks: Option<&'a Masks>,
 }
 
 impl Params<'_> {
-    fn get(&self, name: &str) -> Result<Cow<'_, ArrayD<f32>>> {
+    pub(crate) fn get(&self, name: &str) -> Result<Cow<'_, ArrayD<f32>>> {
         let w = self
             .weights
             .get(name)
@@ -149,14 +149,14 @@ fn apply_gate(x: &mut ArrayD<f32>, gate: &[f32]) {
 }
 
 /// A contiguous row-major copy (or borrow) of an array's data.
-fn contiguous<'a>(a: &'a ArrayViewD<'a, f32>) -> Cow<'a, [f32]> {
+pub(crate) fn contiguous<'a>(a: &'a ArrayViewD<'a, f32>) -> Cow<'a, [f32]> {
     match a.as_slice() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(a.iter().copied().collect()),
     }
 }
 
-fn dims4(node: &Node, x: &ArrayD<f32>) -> Result<[usize; 4]> {
+pub(crate) fn dims4(node: &Node, x: &ArrayD<f32>) -> Result<[usize; 4]> {
     match x.shape() {
         &[n, c, h, w] => Ok([n, c, h, w]),
         s => Err(CoreError::shape(
@@ -166,446 +166,33 @@ fn dims4(node: &Node, x: &ArrayD<f32>) -> Result<[usize; 4]> {
     }
 }
 
-/// One node's output. `in_gate` is the gate on the node's first input, which only the norms
-/// over channels read (LayerNorm, GroupNorm: their statistics leave gated channels out, as
-/// compaction removes them).
+/// One node's output: the op's own reference arithmetic (its file in [`crate::ops`]).
+/// `in_gate` is the gate on the node's first input, which only the norms over channels read.
 fn eval_node(
     node: &Node,
     ins: &[&ArrayD<f32>],
     p: &Params<'_>,
     in_gate: Option<&Vec<f32>>,
 ) -> Result<ArrayD<f32>> {
-    let name = &node.name;
-    let x = ins[0];
-    match node.op {
-        Op::Conv2d(Conv2d {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            ..
-        }) => {
-            let w = p.get(&format!("{name}.weight"))?;
-            let b = if bias {
-                Some(p.get(&format!("{name}.bias"))?)
-            } else {
-                None
-            };
-            let spec = ConvSpec {
-                stride,
-                padding,
-                dilation,
-                groups,
-            };
-            conv2d(node, x, &w, b.as_deref(), spec)
-        }
-        Op::Linear(Linear { bias, .. }) => {
-            let w = p.get(&format!("{name}.weight"))?;
-            let b = if bias {
-                Some(p.get(&format!("{name}.bias"))?)
-            } else {
-                None
-            };
-            linear(node, x, &w, b.as_deref())
-        }
-        Op::BatchNorm(BatchNorm { eps, .. }) => {
-            let gamma = p.get(&format!("{name}.weight"))?;
-            let beta = p.get(&format!("{name}.bias"))?;
-            let mean = p.get(&format!("{name}.running_mean"))?;
-            let var = p.get(&format!("{name}.running_var"))?;
-            let mut y = x.clone();
-            for (c, mut lane) in y.axis_iter_mut(Axis(1)).enumerate() {
-                let scale = gamma[c] / (var[c] as f64 + eps).sqrt() as f32;
-                let (m, b) = (mean[c], beta[c]);
-                lane.mapv_inplace(|v| (v - m) * scale + b);
-            }
-            Ok(y)
-        }
-        Op::Relu => Ok(x.mapv(|v| v.max(0.0))),
-        Op::Relu6 => Ok(x.mapv(|v| v.clamp(0.0, 6.0))),
-        Op::Activation(f) => Ok(x.mapv(|v| f.apply(v))),
-        Op::Dropout(Dropout { .. }) => Ok(x.clone()),
-        Op::MaxPool(attrs) => pool(node, x, &attrs, true),
-        Op::AvgPool(attrs) => pool(node, x, &attrs, false),
-        Op::GlobalAvgPool(g) => {
-            let [n, c, h, w] = dims4(node, x)?;
-            let flat = x
-                .to_shape((n, c, h * w))
-                .map_err(|e| CoreError::shape(name, e.to_string()))?;
-            let mean = flat.sum_axis(Axis(2)) / (h * w) as f32;
-            let out = if g.keep_dims {
-                mean.into_shape_with_order((n, c, 1, 1))
-                    .map_err(|e| CoreError::shape(name, e.to_string()))?
-                    .into_dyn()
-            } else {
-                mean.into_dyn()
-            };
-            Ok(out)
-        }
-        Op::Mul => {
-            let (a, b) = (x, ins[1]);
-            // ndarray broadcasts a [N,C,1,1] operand over [N,C,H,W] on either side.
-            let y = if a.shape() == b.shape() || b.len() < a.len() {
-                a * b
-            } else {
-                b * a
-            };
-            Ok(y)
-        }
-        Op::Flatten => {
-            let n = x.shape()[0];
-            let f: usize = x.shape()[1..].iter().product();
-            let y = x
-                .to_shape((n, f))
-                .map_err(|e| CoreError::shape(name, e.to_string()))?;
-            Ok(y.into_owned().into_dyn())
-        }
-        Op::Add => {
-            let mut y = x.clone();
-            for other in &ins[1..] {
-                if other.shape() != y.shape() {
-                    return Err(CoreError::shape(
-                        name,
-                        format!(
-                            "add inputs have shapes {:?} and {:?}",
-                            y.shape(),
-                            other.shape()
-                        ),
-                    ));
-                }
-                y += *other;
-            }
-            Ok(y)
-        }
-        Op::Affine(_) => {
-            let scale = p.get(&format!("{name}.scale"))?;
-            let shift = p.get(&format!("{name}.shift"))?;
-            Ok(x * &*scale + &*shift)
-        }
-        Op::LayerNorm(ln) => {
-            let weight = p.get(&format!("{name}.weight"))?;
-            let bias = p.get(&format!("{name}.bias"))?;
-            let (scale, shift): (Vec<f32>, Vec<f32>) =
-                (weight.iter().copied().collect(), bias.iter().copied().collect());
-            let mut y = x.as_standard_layout().into_owned();
-            let n = y.shape()[0];
-            let per_sample = y.len() / n.max(1);
-            let positions = per_sample / ln.channels.max(1);
-            let data = y
-                .as_slice_mut()
-                .ok_or_else(|| CoreError::shape(name, "layer norm input is not contiguous"))?;
-            for sample in data.chunks_mut(per_sample) {
-                for pos in 0..positions {
-                    ln.normalize(
-                        &mut sample[pos..],
-                        positions,
-                        in_gate.map(|g| g.as_slice()),
-                        &scale,
-                        &shift,
-                    );
-                }
-            }
-            Ok(y)
-        }
-        Op::GroupNorm(gn) => {
-            let weight = p.get(&format!("{name}.weight"))?;
-            let bias = p.get(&format!("{name}.bias"))?;
-            let (scale, shift): (Vec<f32>, Vec<f32>) =
-                (weight.iter().copied().collect(), bias.iter().copied().collect());
-            let mut y = x.as_standard_layout().into_owned();
-            let n = y.shape()[0];
-            let per_sample = y.len() / n.max(1);
-            let data = y
-                .as_slice_mut()
-                .ok_or_else(|| CoreError::shape(name, "group norm input is not contiguous"))?;
-            for sample in data.chunks_mut(per_sample.max(1)) {
-                gn.normalize(
-                    sample,
-                    per_sample / gn.channels.max(1),
-                    in_gate.map(|g| g.as_slice()),
-                    &scale,
-                    &shift,
-                );
-            }
-            Ok(y)
-        }
-        Op::GlobalMaxPool(g) => {
-            let [n, c, h, w] = dims4(node, x)?;
-            let flat = x
-                .to_shape((n, c, h * w))
-                .map_err(|e| CoreError::shape(name, e.to_string()))?;
-            let max = flat.fold_axis(Axis(2), f32::NEG_INFINITY, |m, &v| m.max(v));
-            let shape: Vec<usize> = if g.keep_dims { vec![n, c, 1, 1] } else { vec![n, c] };
-            max.into_shape_with_order(IxDyn(&shape))
-                .map_err(|e| CoreError::shape(name, e.to_string()))
-        }
-        Op::Pad(pad) => {
-            let [n, c, h, w] = dims4(node, x)?;
-            let [top, left, bottom, right] = pad.pads;
-            let mut y = ArrayD::zeros(IxDyn(&[n, c, h + top + bottom, w + left + right]));
-            y.slice_mut(s![.., .., top..top + h, left..left + w]).assign(x);
-            Ok(y)
-        }
-        Op::Resize(r) => {
-            let [n, c, h, w] = dims4(node, x)?;
-            let taps = r.taps([h, w]);
-            let xs = x.as_standard_layout();
-            let src = xs.as_slice().expect("standard layout");
-            let mut out = Vec::with_capacity(n * c * taps.len());
-            for plane in src.chunks(h * w) {
-                for t in &taps {
-                    out.push(t.iter().map(|&(q, wt)| plane[q] * wt).sum::<f32>());
-                }
-            }
-            ArrayD::from_shape_vec(IxDyn(&[n, c, h * r.scale[0], w * r.scale[1]]), out)
-                .map_err(|e| CoreError::shape(name, e.to_string()))
-        }
-        Op::Slice(sl) => Ok(x.slice_axis(Axis(1), (sl.start..sl.end).into()).to_owned()),
-        Op::ChannelShuffle(sh) => {
-            let c = x.shape()[1];
-            let parts: Vec<ArrayViewD<'_, f32>> = (0..c)
-                .map(|j| x.slice_axis(Axis(1), (sh.source(j, c)..sh.source(j, c) + 1).into()))
-                .collect();
-            ndarray::concatenate(Axis(1), &parts).map_err(|e| CoreError::shape(name, e.to_string()))
-        }
-        Op::Concat => {
-            let views: Vec<ArrayViewD<'_, f32>> = ins.iter().map(|a| a.view()).collect();
-            ndarray::concatenate(Axis(1), &views).map_err(|e| CoreError::shape(name, e.to_string()))
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct ConvSpec {
-    stride: [usize; 2],
-    padding: [usize; 2],
-    dilation: [usize; 2],
-    groups: usize,
-}
-
-/// Convolution by im2col: per sample and group, `out[og, OH*OW] = W[og, K] · cols[K, OH*OW]`.
-fn conv2d(
-    node: &Node,
-    x: &ArrayD<f32>,
-    w: &ArrayD<f32>,
-    bias: Option<&ArrayD<f32>>,
-    spec: ConvSpec,
-) -> Result<ArrayD<f32>> {
-    let [n, c, h, wd] = dims4(node, x)?;
-    let (o, cg, kh, kw) = match w.shape() {
-        &[o, cg, kh, kw] => (o, cg, kh, kw),
-        s => {
-            return Err(CoreError::shape(
-                &node.name,
-                format!("conv weight must be 4-D, got {s:?}"),
-            ));
-        }
+    let call = RefCall {
+        node,
+        ins,
+        params: p,
+        in_gate: in_gate.map(|g| g.as_slice()),
     };
-    let ConvSpec {
-        stride,
-        padding,
-        dilation,
-        groups,
-    } = spec;
-    if groups == 0 || cg * groups != c || o % groups != 0 {
-        return Err(CoreError::shape(
-            &node.name,
-            format!(
-                "weight {:?} does not fit {c} input channels in {groups} groups",
-                w.shape()
-            ),
-        ));
-    }
-    let out_len = |len: usize, k: usize, i: usize| {
-        crate::shape::window_out(len, k, stride[i], padding[i], dilation[i])
-    };
-    let (oh, ow) = match (out_len(h, kh, 0), out_len(wd, kw, 1)) {
-        (Some(a), Some(b)) => (a, b),
-        _ => {
-            return Err(CoreError::shape(
-                &node.name,
-                format!("kernel {kh}x{kw} does not fit input {h}x{wd}"),
-            ));
-        }
-    };
-    let og = o / groups;
-    let k = cg * kh * kw;
-    let ohw = oh * ow;
-    // All samples share one product per group, so the weights are packed once per forward.
-    let cols_len = n * ohw;
-    let xv = x.view();
-    let xs = contiguous(&xv);
-    let wv = w.view();
-    let ws = contiguous(&wv);
-    let wmat = ArrayView2::from_shape((o, k), &ws)
-        .map_err(|e| CoreError::shape(&node.name, e.to_string()))?;
-    let mut out = vec![0f32; n * o * ohw];
-    let mut cols = vec![0f32; k * cols_len];
-    let mut prod = vec![0f32; og * cols_len];
-    for gi in 0..groups {
-        for ni in 0..n {
-            for ci in 0..cg {
-                let plane = &xs[((ni * c) + gi * cg + ci) * h * wd..][..h * wd];
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let row = ((ci * kh + ky) * kw + kx) * cols_len + ni * ohw;
-                        let row = &mut cols[row..row + ohw];
-                        for oy in 0..oh {
-                            let iy =
-                                (oy * stride[0] + ky * dilation[0]) as isize - padding[0] as isize;
-                            let dst = &mut row[oy * ow..(oy + 1) * ow];
-                            if iy < 0 || iy >= h as isize {
-                                dst.fill(0.0);
-                                continue;
-                            }
-                            let src = &plane[iy as usize * wd..][..wd];
-                            for (ox, d) in dst.iter_mut().enumerate() {
-                                let ix = (ox * stride[1] + kx * dilation[1]) as isize
-                                    - padding[1] as isize;
-                                *d = if ix < 0 || ix >= wd as isize {
-                                    0.0
-                                } else {
-                                    src[ix as usize]
-                                };
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let colv = ArrayView2::from_shape((k, cols_len), &cols)
-            .map_err(|e| CoreError::shape(&node.name, e.to_string()))?;
-        let wg = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
-        let mut prodv = ArrayViewMut2::from_shape((og, cols_len), &mut prod)
-            .map_err(|e| CoreError::shape(&node.name, e.to_string()))?;
-        general_mat_mul(1.0, &wg, &colv, 0.0, &mut prodv);
-        // prod is [og, N*OHW]; out is [N, O, OHW].
-        for (r, prow) in prod.chunks(cols_len).enumerate() {
-            for ni in 0..n {
-                let dst = (ni * o + gi * og + r) * ohw;
-                out[dst..dst + ohw].copy_from_slice(&prow[ni * ohw..(ni + 1) * ohw]);
-            }
-        }
-    }
-    if let Some(b) = bias {
-        for (i, chunk) in out.chunks_mut(ohw).enumerate() {
-            let bv = b[i % o];
-            chunk.iter_mut().for_each(|v| *v += bv);
-        }
-    }
-    ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), out)
-        .map_err(|e| CoreError::shape(&node.name, e.to_string()))
+    node.op.with_rules(|r| r.reference(&call))
 }
 
-fn linear(
-    node: &Node,
-    x: &ArrayD<f32>,
-    w: &ArrayD<f32>,
-    bias: Option<&ArrayD<f32>>,
-) -> Result<ArrayD<f32>> {
-    let err = |e: ndarray::ShapeError| CoreError::shape(&node.name, e.to_string());
-    let x2 = x
-        .view()
-        .into_dimensionality::<ndarray::Ix2>()
-        .map_err(err)?;
-    let w2 = w
-        .view()
-        .into_dimensionality::<ndarray::Ix2>()
-        .map_err(err)?;
-    if x2.ncols() != w2.ncols() {
-        return Err(CoreError::shape(
-            &node.name,
-            format!(
-                "input has {} features, weight {:?} expects {}",
-                x2.ncols(),
-                w.shape(),
-                w2.ncols()
-            ),
-        ));
-    }
-    let mut y = x2.dot(&w2.t());
-    if let Some(b) = bias {
-        let b1 = b
-            .view()
-            .into_dimensionality::<ndarray::Ix1>()
-            .map_err(err)?;
-        y += &b1;
-    }
-    Ok(y.into_dyn())
-}
 
-/// Max or average pooling of consecutive `h x w` planes into `oh x ow` planes: max ignores
-/// padding, average counts it as zeros in the divisor (PyTorch's `count_include_pad`). Shared
-/// with the engine's dynamic inference, which pools the live channels of one sample.
-pub fn pool_planes(
-    planes: &[f32],
-    [h, w]: [usize; 2],
-    [oh, ow]: [usize; 2],
-    attrs: &Pool2d,
-    max: bool,
-) -> Vec<f32> {
-    let Pool2d {
-        kernel,
-        stride,
-        padding,
-        ..
-    } = *attrs;
-    let mut out = Vec::with_capacity(planes.len() / (h * w).max(1) * oh * ow);
-    for plane in planes.chunks(h * w) {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                for ky in 0..kernel[0] {
-                    let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..kernel[1] {
-                        let ix = (ox * stride[1] + kx) as isize - padding[1] as isize;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        let v = plane[iy as usize * w + ix as usize];
-                        acc = if max { acc.max(v) } else { acc + v };
-                    }
-                }
-                out.push(if max {
-                    acc
-                } else {
-                    acc / attrs.window_divisor([h, w], oy, ox)
-                });
-            }
-        }
-    }
-    out
-}
 
-/// Max or average pooling of a node's `[N, C, H, W]` input.
-fn pool(node: &Node, x: &ArrayD<f32>, attrs: &Pool2d, max: bool) -> Result<ArrayD<f32>> {
-    let [n, c, h, w] = dims4(node, x)?;
-    let (Some(oh), Some(ow)) = (attrs.out_len(0, h), attrs.out_len(1, w)) else {
-        return Err(CoreError::shape(
-            &node.name,
-            format!("pool kernel {:?} does not fit input {h}x{w}", attrs.kernel),
-        ));
-    };
-    let xv = x.view();
-    let xs = contiguous(&xv);
-    let out = pool_planes(
-        &xs[..n * c * h * w],
-        [h, w],
-        [oh, ow],
-        attrs,
-        max,
-    );
-    ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), out)
-        .map_err(|e| CoreError::shape(&node.name, e.to_string()))
-}
+
+
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::Op;
+    use crate::ops::BatchNorm;
     use crate::builder::GraphBuilder;
     use crate::weights::init_weights;
     use ndarray::{ArrayD, IxDyn};

@@ -8,6 +8,8 @@
 //! network reproduces that by gating every value of the channel group, the activation's output
 //! included (`ChannelGroup::values`), so the two stay equal.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -155,6 +157,10 @@ impl OpRules for Activation {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Activation(*self))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        Ok(call.ins[0].mapv(|v| self.apply(v)))
     }
 
     /// Opset 17 has every one of these as a node except SiLU and GELU (opset 20), which are

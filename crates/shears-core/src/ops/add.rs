@@ -3,6 +3,8 @@
 //! Every input and the output share unit indices, so a residual Add ties all its branches (and,
 //! through identity shortcuts, their producers) into one channel group.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -59,6 +61,22 @@ impl OpRules for Add {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Add)
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let mut y = x.clone();
+        for other in &call.ins[1..] {
+            if other.shape() != y.shape() {
+                return Err(CoreError::shape(
+                    name,
+                    format!("add inputs have shapes {:?} and {:?}", y.shape(), other.shape()),
+                ));
+            }
+            y += *other;
+        }
+        Ok(y)
     }
 
     /// `Add` for two inputs, `Sum` for more.

@@ -6,6 +6,8 @@
 //! It passes channels through, and its two tensors are sliced with the channels it scales.
 //! The tensors are `[C,1,1]` on maps (so they broadcast in ONNX as written) and `[C]` on vectors.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{
     Arity, ChannelAxis, ChannelFlow, ChannelSide, OnnxNode, Op, OpRules, ParamKind, ParamSpec,
     param,
@@ -95,6 +97,14 @@ impl OpRules for ChannelAffine {
             channels: out_channels,
             map: self.map,
         }))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let scale = call.params.get(&format!("{name}.scale"))?;
+        let shift = call.params.get(&format!("{name}.shift"))?;
+        Ok(x * &*scale + &*shift)
     }
 
     fn onnx(&self, node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {

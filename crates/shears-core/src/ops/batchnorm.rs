@@ -3,6 +3,8 @@
 //!
 //! It passes channels through, so its four tensors join the group of the channels it normalises.
 
+use super::RefCall;
+use ndarray::{ArrayD, Axis};
 use super::{
     Arity, ChannelAxis, ChannelFlow, ChannelSide, OnnxAttr, OnnxNode, Op, OpRules, ParamKind,
     ParamSpec, param,
@@ -82,6 +84,23 @@ impl OpRules for BatchNorm {
             eps: self.eps,
             momentum: self.momentum,
         }))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let p = call.params;
+        let gamma = p.get(&format!("{name}.weight"))?;
+        let beta = p.get(&format!("{name}.bias"))?;
+        let mean = p.get(&format!("{name}.running_mean"))?;
+        let var = p.get(&format!("{name}.running_var"))?;
+        let mut y = x.clone();
+        for (c, mut lane) in y.axis_iter_mut(Axis(1)).enumerate() {
+            let scale = gamma[c] / (var[c] as f64 + self.eps).sqrt() as f32;
+            let (m, b) = (mean[c], beta[c]);
+            lane.mapv_inplace(|v| (v - m) * scale + b);
+        }
+        Ok(y)
     }
 
     /// ONNX's momentum weighs the running statistic, PyTorch's (and ours) the new batch one.

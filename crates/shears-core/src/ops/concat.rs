@@ -3,6 +3,8 @@
 //! Input `k`'s channel `c` is output channel `offset_k + c`, so each input keeps its own channel
 //! group and the output's channels are the union of theirs.
 
+use super::RefCall;
+use ndarray::{ArrayD, ArrayViewD, Axis};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -60,6 +62,12 @@ impl OpRules for Concat {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Concat)
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let views: Vec<ArrayViewD<'_, f32>> = call.ins.iter().map(|a| a.view()).collect();
+        ndarray::concatenate(Axis(1), &views)
+            .map_err(|e| CoreError::shape(&call.node.name, e.to_string()))
     }
 
     fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {

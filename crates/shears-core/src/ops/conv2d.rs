@@ -4,6 +4,11 @@
 //! start a fresh channel space; `groups = in = out > 1` is depthwise, output channel `c` tied to
 //! input channel `c`; anything else is a grouped conv whose channels can only go by whole groups.
 
+use super::RefCall;
+use crate::reference::{contiguous, dims4};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, IxDyn, s};
+use ndarray::ArrayD;
 use super::{
     Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, OnnxAttr, OnnxNode, Op, OpRules,
     ParamKind, ParamSpec, Window2d, chw, ints, pads, param, window_out,
@@ -179,6 +184,24 @@ impl OpRules for Conv2d {
         }))
     }
 
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let w = call.params.get(&format!("{name}.weight"))?;
+        let b = if self.bias {
+            Some(call.params.get(&format!("{name}.bias"))?)
+        } else {
+            None
+        };
+        let spec = ConvSpec {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+        };
+        conv2d_im2col(node, x, &w, b.as_deref(), spec)
+    }
+
     fn onnx(&self, node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let mut n = OnnxNode::new(
             "Conv",
@@ -193,6 +216,129 @@ impl OpRules for Conv2d {
         n.params = self.param_specs(node).into_iter().map(|p| p.name).collect();
         vec![n]
     }
+}
+
+/// A convolution's geometry, for [`conv2d_im2col`].
+#[derive(Clone, Copy)]
+pub(crate) struct ConvSpec {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+/// Convolution by im2col: per sample and group, `out[og, OH*OW] = W[og, K] · cols[K, OH*OW]`.
+pub(crate) fn conv2d_im2col(
+    node: &Node,
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    bias: Option<&ArrayD<f32>>,
+    spec: ConvSpec,
+) -> Result<ArrayD<f32>> {
+    let [n, c, h, wd] = dims4(node, x)?;
+    let (o, cg, kh, kw) = match w.shape() {
+        &[o, cg, kh, kw] => (o, cg, kh, kw),
+        s => {
+            return Err(CoreError::shape(
+                &node.name,
+                format!("conv weight must be 4-D, got {s:?}"),
+            ));
+        }
+    };
+    let ConvSpec {
+        stride,
+        padding,
+        dilation,
+        groups,
+    } = spec;
+    if groups == 0 || cg * groups != c || o % groups != 0 {
+        return Err(CoreError::shape(
+            &node.name,
+            format!(
+                "weight {:?} does not fit {c} input channels in {groups} groups",
+                w.shape()
+            ),
+        ));
+    }
+    let out_len = |len: usize, k: usize, i: usize| {
+        crate::shape::window_out(len, k, stride[i], padding[i], dilation[i])
+    };
+    let (oh, ow) = match (out_len(h, kh, 0), out_len(wd, kw, 1)) {
+        (Some(a), Some(b)) => (a, b),
+        _ => {
+            return Err(CoreError::shape(
+                &node.name,
+                format!("kernel {kh}x{kw} does not fit input {h}x{wd}"),
+            ));
+        }
+    };
+    let og = o / groups;
+    let k = cg * kh * kw;
+    let ohw = oh * ow;
+    // All samples share one product per group, so the weights are packed once per forward.
+    let cols_len = n * ohw;
+    let xv = x.view();
+    let xs = contiguous(&xv);
+    let wv = w.view();
+    let ws = contiguous(&wv);
+    let wmat = ArrayView2::from_shape((o, k), &ws)
+        .map_err(|e| CoreError::shape(&node.name, e.to_string()))?;
+    let mut out = vec![0f32; n * o * ohw];
+    let mut cols = vec![0f32; k * cols_len];
+    let mut prod = vec![0f32; og * cols_len];
+    for gi in 0..groups {
+        for ni in 0..n {
+            for ci in 0..cg {
+                let plane = &xs[((ni * c) + gi * cg + ci) * h * wd..][..h * wd];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let row = ((ci * kh + ky) * kw + kx) * cols_len + ni * ohw;
+                        let row = &mut cols[row..row + ohw];
+                        for oy in 0..oh {
+                            let iy =
+                                (oy * stride[0] + ky * dilation[0]) as isize - padding[0] as isize;
+                            let dst = &mut row[oy * ow..(oy + 1) * ow];
+                            if iy < 0 || iy >= h as isize {
+                                dst.fill(0.0);
+                                continue;
+                            }
+                            let src = &plane[iy as usize * wd..][..wd];
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                let ix = (ox * stride[1] + kx * dilation[1]) as isize
+                                    - padding[1] as isize;
+                                *d = if ix < 0 || ix >= wd as isize {
+                                    0.0
+                                } else {
+                                    src[ix as usize]
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let colv = ArrayView2::from_shape((k, cols_len), &cols)
+            .map_err(|e| CoreError::shape(&node.name, e.to_string()))?;
+        let wg = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
+        let mut prodv = ArrayViewMut2::from_shape((og, cols_len), &mut prod)
+            .map_err(|e| CoreError::shape(&node.name, e.to_string()))?;
+        general_mat_mul(1.0, &wg, &colv, 0.0, &mut prodv);
+        // prod is [og, N*OHW]; out is [N, O, OHW].
+        for (r, prow) in prod.chunks(cols_len).enumerate() {
+            for ni in 0..n {
+                let dst = (ni * o + gi * og + r) * ohw;
+                out[dst..dst + ohw].copy_from_slice(&prow[ni * ohw..(ni + 1) * ohw]);
+            }
+        }
+    }
+    if let Some(b) = bias {
+        for (i, chunk) in out.chunks_mut(ohw).enumerate() {
+            let bv = b[i % o];
+            chunk.iter_mut().for_each(|v| *v += bv);
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), out)
+        .map_err(|e| CoreError::shape(&node.name, e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Dropout with drop probability `p`: the identity at inference, so it costs nothing and passes
 //! channels and units through; only training (the engine) draws its mask.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -52,6 +54,10 @@ impl OpRules for Dropout {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Dropout(Dropout { p: self.p }))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        Ok(call.ins[0].clone())
     }
 
     /// Identity: an exported network is for inference, where dropout passes its input through.

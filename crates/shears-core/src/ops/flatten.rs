@@ -3,9 +3,11 @@
 //! Channel `c` becomes the `H*W` consecutive features from `c*H*W`, so a linear layer after it
 //! loses `H*W` input features per pruned channel.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
-use crate::error::Result;
+use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
 
@@ -44,6 +46,17 @@ impl OpRules for Flatten {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Flatten)
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let n = x.shape()[0];
+        let f: usize = x.shape()[1..].iter().product();
+        let y = x
+            .to_shape((n, f))
+            .map_err(|e| CoreError::shape(name, e.to_string()))?;
+        Ok(y.into_owned().into_dyn())
     }
 
     fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {

@@ -8,6 +8,8 @@
 //! gated dense network leaves gated channels out, as compaction removes them. For effective
 //! sparsity every output of a block reads every input of that block.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{
     Arity, ChannelAxis, ChannelFlow, ChannelSide, OnnxAttr, OnnxNode, Op, OpRules, ParamKind,
     ParamSpec, chw, param,
@@ -140,6 +142,26 @@ impl OpRules for GroupNorm {
             channels: out_channels,
             ..*self
         }))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let weight = call.params.get(&format!("{name}.weight"))?;
+        let bias = call.params.get(&format!("{name}.bias"))?;
+        let (scale, shift): (Vec<f32>, Vec<f32>) =
+            (weight.iter().copied().collect(), bias.iter().copied().collect());
+        let mut y = x.as_standard_layout().into_owned();
+        let n = y.shape()[0];
+        let per_sample = y.len() / n.max(1);
+        let data = y
+            .as_slice_mut()
+            .ok_or_else(|| CoreError::shape(name, "group norm input is not contiguous"))?;
+        for sample in data.chunks_mut(per_sample.max(1)) {
+            let positions = per_sample / self.channels.max(1);
+            self.normalize(sample, positions, call.in_gate, &scale, &shift);
+        }
+        Ok(y)
     }
 
     /// Opset 17 has no GroupNormalization: PyTorch's own pattern, with the instance norm's

@@ -9,6 +9,8 @@
 //! ([`crate::reference::forward_with_channel_gates`] does so). For effective sparsity every
 //! output channel reads every input channel of its position.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{
     Arity, ChannelAxis, ChannelFlow, ChannelSide, OnnxAttr, OnnxNode, Op, OpRules, ParamKind,
     ParamSpec, param,
@@ -113,6 +115,28 @@ impl OpRules for LayerNorm {
             channels: out_channels,
             eps: self.eps,
         }))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let weight = call.params.get(&format!("{name}.weight"))?;
+        let bias = call.params.get(&format!("{name}.bias"))?;
+        let (scale, shift): (Vec<f32>, Vec<f32>) =
+            (weight.iter().copied().collect(), bias.iter().copied().collect());
+        let mut y = x.as_standard_layout().into_owned();
+        let n = y.shape()[0];
+        let per_sample = y.len() / n.max(1);
+        let positions = per_sample / self.channels.max(1);
+        let data = y
+            .as_slice_mut()
+            .ok_or_else(|| CoreError::shape(name, "layer norm input is not contiguous"))?;
+        for sample in data.chunks_mut(per_sample.max(1)) {
+            for pos in 0..positions {
+                self.normalize(&mut sample[pos..], positions, call.in_gate, &scale, &shift);
+            }
+        }
+        Ok(y)
     }
 
     /// ONNX normalises trailing axes: a map goes channels-last and back around it.

@@ -3,6 +3,8 @@
 //! Its filters start a fresh channel space (the output features) and it reads every input feature,
 //! so pruning the input features cuts weight axis 1.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{
     Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, OnnxAttr, OnnxNode, Op, OpRules,
     ParamKind, ParamSpec, param,
@@ -107,12 +109,61 @@ impl OpRules for Linear {
         }))
     }
 
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let w = call.params.get(&format!("{name}.weight"))?;
+        let b = if self.bias {
+            Some(call.params.get(&format!("{name}.bias"))?)
+        } else {
+            None
+        };
+        linear_forward(node, x, &w, b.as_deref())
+    }
+
     /// `Gemm` with the weight transposed (`[out, in]` is the PyTorch and ONNX Gemm layout).
     fn onnx(&self, node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let mut n = OnnxNode::new("Gemm", vec![("transB", OnnxAttr::Int(1))]);
         n.params = self.param_specs(node).into_iter().map(|p| p.name).collect();
         vec![n]
     }
+}
+
+pub(crate) fn linear_forward(
+    node: &Node,
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    bias: Option<&ArrayD<f32>>,
+) -> Result<ArrayD<f32>> {
+    let err = |e: ndarray::ShapeError| CoreError::shape(&node.name, e.to_string());
+    let x2 = x
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(err)?;
+    let w2 = w
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(err)?;
+    if x2.ncols() != w2.ncols() {
+        return Err(CoreError::shape(
+            &node.name,
+            format!(
+                "input has {} features, weight {:?} expects {}",
+                x2.ncols(),
+                w.shape(),
+                w2.ncols()
+            ),
+        ));
+    }
+    let mut y = x2.dot(&w2.t());
+    if let Some(b) = bias {
+        let b1 = b
+            .view()
+            .into_dimensionality::<ndarray::Ix1>()
+            .map_err(err)?;
+        y += &b1;
+    }
+    Ok(y.into_dyn())
 }
 
 #[cfg(test)]

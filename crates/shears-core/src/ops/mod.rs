@@ -32,6 +32,7 @@ use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 pub use activation::{Activation, erf};
@@ -44,7 +45,7 @@ pub use groupnorm::GroupNorm;
 pub use pad::Pad2d;
 pub use layernorm::LayerNorm;
 pub use resize::{Resize, ResizeMode};
-pub use pool::{GlobalPool, Pool2d};
+pub use pool::{GlobalPool, Pool2d, pool_planes};
 pub use shuffle::ChannelShuffle;
 pub use slice::ChannelSlice;
 
@@ -342,6 +343,16 @@ fn pads(v: [usize; 2]) -> OnnxAttr {
     OnnxAttr::Ints([v[0], v[1], v[0], v[1]].iter().map(|&x| x as i64).collect())
 }
 
+/// What an op's reference forward reads: its node, its input values (`[N, ...]`), its
+/// parameters (masks applied) and the gate on its first input (the norms over channels leave
+/// gated channels out of their statistics, as compaction removes them).
+pub(crate) struct RefCall<'a> {
+    pub node: &'a Node,
+    pub ins: &'a [&'a ArrayD<f32>],
+    pub params: &'a crate::reference::Params<'a>,
+    pub in_gate: Option<&'a [f32]>,
+}
+
 /// Every rule of one op. Implemented once per op file; `Op::with_rules` picks the implementation.
 pub(crate) trait OpRules {
     /// Short lowercase name used in tables and errors.
@@ -365,6 +376,9 @@ pub(crate) trait OpRules {
     fn compacted_with(&self, node: &str, ins: &[&[usize]], out: &[usize]) -> Result<Op> {
         self.compacted(node, ins[0].len(), out.len())
     }
+    /// The op's arithmetic in inference mode on ndarray values: the reference forward that
+    /// [`crate::reference`] runs and every other interpreter is tested against.
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>>;
     /// The ONNX nodes (opset 17, NCHW with a batch axis) that compute `node` from inputs of
     /// per-sample shapes `ins`; the exporter wires them and writes the parameters as initializers.
     fn onnx(&self, node: &str, ins: &[&Shape]) -> Vec<OnnxNode>;

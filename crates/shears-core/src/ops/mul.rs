@@ -6,6 +6,8 @@
 //! removes the matching excitation filter too (Torch-Pruning's rule for SE blocks). The squeeze
 //! conv's own filters read the pooled channels and start a group of their own.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -73,6 +75,16 @@ impl OpRules for Mul {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Mul)
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (a, b) = (call.ins[0], call.ins[1]);
+        // ndarray broadcasts a [N,C,1,1] operand over [N,C,H,W] on either side.
+        Ok(if a.shape() == b.shape() || b.len() < a.len() {
+            a * b
+        } else {
+            b * a
+        })
     }
 
     /// ONNX's `Mul` broadcasts `[N,C,1,1]` against `[N,C,H,W]` the same way.

@@ -4,6 +4,9 @@
 //!
 //! Channels pass through; each output position reads its input position or nothing.
 
+use super::RefCall;
+use crate::reference::dims4;
+use ndarray::{ArrayD, IxDyn};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec, chw};
 use crate::cost::Convention;
 use crate::error::Result;
@@ -68,6 +71,15 @@ impl OpRules for Pad2d {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Pad(*self))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let [n, c, h, w] = dims4(node, x)?;
+        let [top, left, bottom, right] = self.pads;
+        let mut y = ArrayD::zeros(IxDyn(&[n, c, h + top + bottom, w + left + right]));
+        y.slice_mut(ndarray::s![.., .., top..top + h, left..left + w]).assign(x);
+        Ok(y)
     }
 
     /// ONNX `Pad` (constant zeros) with its pads as an input: begins then ends of all 4 axes.

@@ -8,6 +8,9 @@
 //! that overhang never counts in a divisor. [`Pool2d::window_divisor`] is that rule, shared by
 //! every interpreter.
 
+use super::RefCall;
+use crate::reference::{contiguous, dims4};
+use ndarray::{ArrayD, Axis, IxDyn};
 use super::{
     Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec, Window2d, chw,
     ints, pads,
@@ -166,6 +169,10 @@ impl OpRules for Pool {
         })
     }
 
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        pool_forward(call.node, call.ins[0], &self.attrs, self.kind == PoolKind::Max)
+    }
+
     fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let a = self.attrs;
         let mut attrs = vec![
@@ -233,6 +240,19 @@ impl OpRules for GlobalPool {
         Ok(Op::GlobalAvgPool(*self))
     }
 
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let [n, c, h, w] = dims4(node, x)?;
+        let flat = x
+            .to_shape((n, c, h * w))
+            .map_err(|e| CoreError::shape(name, e.to_string()))?;
+        let mean = flat.sum_axis(Axis(2)) / (h * w) as f32;
+        let shape: Vec<usize> = if self.keep_dims { vec![n, c, 1, 1] } else { vec![n, c] };
+        mean.into_shape_with_order(IxDyn(&shape))
+            .map_err(|e| CoreError::shape(name, e.to_string()))
+    }
+
     /// ONNX keeps the pooled 1×1 map; without `keep_dims` a flatten gives the `[C]` vector.
     fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let mut nodes = vec![OnnxNode::new("GlobalAveragePool", vec![])];
@@ -279,6 +299,19 @@ impl OpRules for GlobalMax {
         Ok(Op::GlobalMaxPool(self.0))
     }
 
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let [n, c, h, w] = dims4(node, x)?;
+        let flat = x
+            .to_shape((n, c, h * w))
+            .map_err(|e| CoreError::shape(name, e.to_string()))?;
+        let max = flat.fold_axis(Axis(2), f32::NEG_INFINITY, |m, &v| m.max(v));
+        let shape: Vec<usize> = if self.0.keep_dims { vec![n, c, 1, 1] } else { vec![n, c] };
+        max.into_shape_with_order(IxDyn(&shape))
+            .map_err(|e| CoreError::shape(name, e.to_string()))
+    }
+
     fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         let mut nodes = vec![OnnxNode::new("GlobalMaxPool", vec![])];
         if !self.0.keep_dims {
@@ -286,6 +319,79 @@ impl OpRules for GlobalMax {
         }
         nodes
     }
+}
+
+/// Max or average pooling of consecutive `h x w` planes into `oh x ow` planes: max ignores
+/// padding, average counts it as zeros in the divisor (PyTorch's `count_include_pad`). Shared
+/// with the engine's dynamic inference, which pools the live channels of one sample.
+pub fn pool_planes(
+    planes: &[f32],
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    attrs: &Pool2d,
+    max: bool,
+) -> Vec<f32> {
+    let Pool2d {
+        kernel,
+        stride,
+        padding,
+        ..
+    } = *attrs;
+    let mut out = Vec::with_capacity(planes.len() / (h * w).max(1) * oh * ow);
+    for plane in planes.chunks(h * w) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                for ky in 0..kernel[0] {
+                    let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..kernel[1] {
+                        let ix = (ox * stride[1] + kx) as isize - padding[1] as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let v = plane[iy as usize * w + ix as usize];
+                        acc = if max { acc.max(v) } else { acc + v };
+                    }
+                }
+                out.push(if max {
+                    acc
+                } else {
+                    acc / attrs.window_divisor([h, w], oy, ox)
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Max or average pooling of a node's `[N, C, H, W]` input.
+pub(crate) fn pool_forward(
+    node: &Node,
+    x: &ArrayD<f32>,
+    attrs: &Pool2d,
+    max: bool,
+) -> Result<ArrayD<f32>> {
+    let [n, c, h, w] = dims4(node, x)?;
+    let (Some(oh), Some(ow)) = (attrs.out_len(0, h), attrs.out_len(1, w)) else {
+        return Err(CoreError::shape(
+            &node.name,
+            format!("pool kernel {:?} does not fit input {h}x{w}", attrs.kernel),
+        ));
+    };
+    let xv = x.view();
+    let xs = contiguous(&xv);
+    let out = pool_planes(
+        &xs[..n * c * h * w],
+        [h, w],
+        [oh, ow],
+        attrs,
+        max,
+    );
+    ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), out)
+        .map_err(|e| CoreError::shape(&node.name, e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! ReLU: elementwise `max(x, 0)`, no parameters; channels and units pass through.
 
+use super::RefCall;
+use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::Result;
@@ -46,6 +48,10 @@ impl OpRules for Relu {
         Ok(Op::Relu)
     }
 
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        Ok(call.ins[0].mapv(|v| v.max(0.0)))
+    }
+
     fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
         vec![OnnxNode::new("Relu", vec![])]
     }
@@ -85,6 +91,10 @@ impl OpRules for Relu6 {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Relu6)
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        Ok(call.ins[0].mapv(|v| v.clamp(0.0, 6.0)))
     }
 
     /// `Clip` with its bounds as inputs (opset 11 and later).

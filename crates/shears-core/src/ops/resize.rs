@@ -6,6 +6,9 @@
 //! four around it (bilinear), which [`Resize::taps`] lists for every interpreter and for
 //! effective sparsity.
 
+use super::RefCall;
+use crate::reference::dims4;
+use ndarray::{ArrayD, IxDyn};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec, chw};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -113,6 +116,25 @@ impl OpRules for Resize {
 
     fn compacted(&self, _node: &str, _in_channels: usize, _out_channels: usize) -> Result<Op> {
         Ok(Op::Resize(*self))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let [n, c, h, w] = dims4(node, x)?;
+        let taps = self.taps([h, w]);
+        let xs = x.as_standard_layout();
+        let src = xs
+            .as_slice()
+            .ok_or_else(|| CoreError::shape(name, "resize input is not contiguous"))?;
+        let mut out = Vec::with_capacity(n * c * taps.len());
+        for plane in src.chunks(h * w) {
+            for t in &taps {
+                out.push(t.iter().map(|&(q, wt)| plane[q] * wt).sum::<f32>());
+            }
+        }
+        ArrayD::from_shape_vec(IxDyn(&[n, c, h * self.scale[0], w * self.scale[1]]), out)
+            .map_err(|e| CoreError::shape(name, e.to_string()))
     }
 
     /// ONNX Resize with its scales as an input (`[1, 1, s_h, s_w]`; the empty `roi` first).

@@ -6,6 +6,8 @@
 //! channel `b` of every block is tied into one group channel (Torch-Pruning keeps shuffled
 //! channels equal per group the same way); the kept count stays divisible by `groups`.
 
+use super::RefCall;
+use ndarray::{ArrayD, ArrayViewD, Axis};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -80,6 +82,16 @@ impl OpRules for ChannelShuffle {
             ));
         }
         Ok(Op::ChannelShuffle(*self))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        let (node, x) = (call.node, call.ins[0]);
+        let name = &node.name;
+        let c = x.shape()[1];
+        let parts: Vec<ArrayViewD<'_, f32>> = (0..c)
+            .map(|j| x.slice_axis(Axis(1), (self.source(j, c)..self.source(j, c) + 1).into()))
+            .collect();
+        ndarray::concatenate(Axis(1), &parts).map_err(|e| CoreError::shape(name, e.to_string()))
     }
 
     fn onnx(&self, _node: &str, ins: &[&Shape]) -> Vec<OnnxNode> {

@@ -5,6 +5,8 @@
 //! of the channels they come from. Compaction moves the bounds: the new `start` is the number of
 //! kept input channels before the old one, the new `end` the number before the old end.
 
+use super::RefCall;
+use ndarray::{ArrayD, Axis};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -89,6 +91,10 @@ impl OpRules for ChannelSlice {
             ));
         }
         Ok(Op::Slice(ChannelSlice { start, end }))
+    }
+
+    fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
+        Ok(call.ins[0].slice_axis(Axis(1), (self.start..self.end).into()).to_owned())
     }
 
     fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
