@@ -121,8 +121,9 @@ pub fn structured(r: &StructuredReport) {
         s.groups
     );
     println!(
-        "  check     compacted vs gated dense on a random input: max |difference| {:.1e}{}",
+        "  check     compacted vs gated dense on a random input: max |difference| {:.1e} (outputs up to {:.1e}){}",
         s.compaction_max_abs_diff,
+        s.compaction_output_scale,
         if s.masked_model_equivalent {
             ""
         } else {

@@ -84,6 +84,10 @@ fn assert_pruned_and_fine_tuned(what: &str, report: &serde_json::Value, run: &Pa
         report["macs_after"].as_u64().unwrap(),
     );
     assert!(after < before, "{what}: MACs {before} -> {after}");
+    // prune's own check: the compacted network computes what the gated dense one does.
+    let diff = report["compaction_max_abs_diff"].as_f64().unwrap();
+    let scale = report["compaction_output_scale"].as_f64().unwrap();
+    assert!(diff <= 1e-4 * scale.max(1.0), "{what}: compaction changed the output by {diff}");
     let acc = report["accuracy_after_finetune"].as_f64().unwrap();
     assert!(acc.is_finite() && (0.0..=1.0).contains(&acc), "{what}: {report}");
     let losses = finetune_losses(run);

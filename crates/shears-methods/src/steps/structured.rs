@@ -680,6 +680,8 @@ pub struct Sizes {
     /// Largest |difference| between the compacted network and the gated dense one on one
     /// random input, in the reference interpreter (the check every compaction passes).
     pub compaction_max_abs_diff: f64,
+    /// The largest |output| of that check (at least 1), against which the difference is judged.
+    pub compaction_output_scale: f64,
     /// Whether `--save-masked`'s dense model with the removed channels zeroed computes what the
     /// compacted one does: not when a LayerNorm normalises over channels that were removed
     /// (zeroed channels still count in its statistics; compaction takes them out).
@@ -725,6 +727,7 @@ pub fn sizes(dense: &Graph, small: &Graph, sel: &Selected) -> Result<Sizes> {
         channels_after: channels_before - sel.selection.removed_channels(&sel.groups),
         pruned_groups,
         compaction_max_abs_diff: 0.0,
+        compaction_output_scale: 1.0,
         masked_model_equivalent: !normalises_over_removed_channels(dense, sel),
     })
 }
@@ -745,9 +748,14 @@ fn normalises_over_removed_channels(dense: &Graph, sel: &Selected) -> bool {
 }
 
 /// Runs the compacted and the gated dense network on one seeded random input in the reference
-/// interpreter and returns the largest |difference|, or an error when it is beyond float
-/// rounding: compaction must never change what the network computes.
-fn check_compaction(dense: &Model, small: &Model, selection: &ChannelSelection) -> Result<f64> {
+/// interpreter and returns the largest |difference| and the largest |output| (at least 1), or
+/// an error when the difference is beyond float rounding (1e-3 of the outputs): compaction must
+/// never change what the network computes.
+fn check_compaction(
+    dense: &Model,
+    small: &Model,
+    selection: &ChannelSelection,
+) -> Result<(f64, f64)> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut dims = vec![1];
@@ -776,7 +784,7 @@ fn check_compaction(dense: &Model, small: &Model, selection: &ChannelSelection) 
              shears' rules for one of this network's ops; please report it with the model"
         );
     }
-    Ok(diff as f64)
+    Ok((diff as f64, scale as f64))
 }
 
 /// Accuracy at each stage (test split, `test_samples` of them).
@@ -859,7 +867,8 @@ pub fn compact_finetune(ctx: &CutContext<'_>, dense: &Model, sel: Selected) -> R
         sel.selection.removed_channels(&sel.groups)
     );
     let mut sizes = sizes(&dense.graph, &small.graph, &sel)?;
-    sizes.compaction_max_abs_diff = check_compaction(dense, &small, &sel.selection)?;
+    (sizes.compaction_max_abs_diff, sizes.compaction_output_scale) =
+        check_compaction(dense, &small, &sel.selection)?;
     let pruned_dir = ctx.dir.phase("pruned");
     save_model(&pruned_dir, &small)?;
     if let Some(path) = ctx.save_masked {
