@@ -12,7 +12,7 @@ use crate::error::{EngineError, Result};
 use crate::fast_ops;
 use crate::hooks::{DynamicGates, ExtraParams, PassParams};
 use crate::ops;
-use burn::tensor::module::{batch_norm, batch_norm_train, conv2d, linear};
+use burn::tensor::module::{batch_norm, batch_norm_train, conv2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
 use ndarray::{ArrayD, IxDyn};
@@ -226,27 +226,6 @@ struct BnResult<const D: usize> {
 
 /// The kernels' description of a convolution on input `x`, or `None` when they cannot run it
 /// (asymmetric padding, which graphs from ONNX may have): Burn's op runs it then.
-fn conv_geometry(
-    x: &Tensor<4>,
-    shape: &[usize; 4],
-    opts: &ConvOptions<2>,
-) -> Option<shears_kernels::ConvGeometry> {
-    let [batch, in_channels, in_h, in_w] = x.dims();
-    let [(t, b), (l, r)] = opts.padding;
-    (t == b && l == r).then_some(shears_kernels::ConvGeometry {
-        batch,
-        in_channels,
-        in_h,
-        in_w,
-        out_channels: shape[0],
-        kernel: [shape[2], shape[3]],
-        stride: opts.stride,
-        padding: [t, l],
-        dilation: opts.dilation,
-        groups: opts.groups,
-    })
-}
-
 fn conv_out_dims(g: &shears_kernels::ConvGeometry) -> [usize; 4] {
     [g.batch, g.out_channels, g.out_h(), g.out_w()]
 }
@@ -840,7 +819,7 @@ impl Executor {
                     let residual = self.residual_after[j].filter(|r| {
                         r.other <= i && ungated(j) && ungated(r.add) && slots[r.other].is_some()
                     });
-                    match conv_geometry(&x, shape, opts).filter(|g| use_kernels(g)) {
+                    match ops::conv::geometry(&x, shape, opts).filter(|g| use_kernels(g)) {
                         Some(geometry) => {
                             let mut relu = fuse_relu[j];
                             if relu {
@@ -872,16 +851,7 @@ impl Executor {
                     let weight = masked(*w).reshape(*shape);
                     let bias = b.map(|b| params[b].clone());
                     let x = arg(0).map(name);
-                    match conv_geometry(&x, shape, opts).filter(|g| use_kernels(g)) {
-                        Some(geometry) => {
-                            let y = fast_ops::conv2d(x, weight, geometry);
-                            Value::Map(match bias {
-                                Some(b) => y + b.reshape([1, shape[0], 1, 1]),
-                                None => y,
-                            })
-                        }
-                        None => Value::Map(conv2d(x, weight, bias, opts.clone())),
-                    }
+                    Value::Map(ops::conv::forward(x, weight, bias, opts, &use_kernels))
                 }
                 Step::Linear {
                     w,
@@ -895,7 +865,7 @@ impl Executor {
                         Value::Flat(t) => t,
                         Value::Map(_) => unreachable!("linear `{name}` on a feature map"),
                     };
-                    Value::Flat(linear(x, weight, bias))
+                    Value::Flat(ops::linear::forward(x, weight, bias))
                 }
                 Step::Bn {
                     gamma,
