@@ -1,12 +1,12 @@
 //! A small builder that writes graphs node by node, inferring channel counts from the shapes so far.
 //! The zoo, tests and examples use it; the importer and compaction write `Graph` directly.
 
-use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::graph::{Graph, Input, Node, Op};
 use crate::ops::{
     Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, GroupNorm, LayerNorm,
     Pad2d, Pool2d, Resize, ResizeMode,
 };
+use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::shape::{Shape, node_shape};
 use std::collections::HashMap;
 
@@ -205,28 +205,28 @@ impl GraphBuilder {
     }
 
     pub fn maxpool(&mut self, name: &str, x: &str, k: usize, stride: usize, pad: usize) -> String {
-        self.push(
-            name,
-            Op::MaxPool(Pool2d::square(k, stride, pad)),
-            &[x],
-        )
+        self.push(name, Op::MaxPool(Pool2d::square(k, stride, pad)), &[x])
     }
 
     pub fn avgpool(&mut self, name: &str, x: &str, k: usize, stride: usize, pad: usize) -> String {
-        self.push(
-            name,
-            Op::AvgPool(Pool2d::square(k, stride, pad)),
-            &[x],
-        )
+        self.push(name, Op::AvgPool(Pool2d::square(k, stride, pad)), &[x])
     }
 
     pub fn global_avg_pool(&mut self, name: &str, x: &str) -> String {
-        self.push(name, Op::GlobalAvgPool(GlobalPool { keep_dims: false }), &[x])
+        self.push(
+            name,
+            Op::GlobalAvgPool(GlobalPool { keep_dims: false }),
+            &[x],
+        )
     }
 
     /// Global average pooling to a `[C,1,1]` map (what a squeeze-excitation reads).
     pub fn global_avg_pool_keep(&mut self, name: &str, x: &str) -> String {
-        self.push(name, Op::GlobalAvgPool(GlobalPool { keep_dims: true }), &[x])
+        self.push(
+            name,
+            Op::GlobalAvgPool(GlobalPool { keep_dims: true }),
+            &[x],
+        )
     }
 
     pub fn activation(&mut self, name: &str, x: &str, f: Activation) -> String {
@@ -236,14 +236,24 @@ impl GraphBuilder {
     /// A per-channel affine `x * scale + shift` (layer scale).
     pub fn affine(&mut self, name: &str, x: &str) -> String {
         let s = self.shape(x);
-        let op = Op::Affine(ChannelAffine { channels: s[0], map: s.len() == 3 });
+        let op = Op::Affine(ChannelAffine {
+            channels: s[0],
+            map: s.len() == 3,
+        });
         self.push(name, op, &[x])
     }
 
     /// Layer normalisation over the channels of each position.
     pub fn layer_norm(&mut self, name: &str, x: &str) -> String {
         let channels = self.channels(x);
-        self.push(name, Op::LayerNorm(LayerNorm { channels, eps: 1e-6 }), &[x])
+        self.push(
+            name,
+            Op::LayerNorm(LayerNorm {
+                channels,
+                eps: 1e-6,
+            }),
+            &[x],
+        )
     }
 
     /// Upsampling by integer factors.
@@ -258,13 +268,25 @@ impl GraphBuilder {
 
     /// Global max pooling to `[C]`.
     pub fn global_max_pool(&mut self, name: &str, x: &str) -> String {
-        self.push(name, Op::GlobalMaxPool(GlobalPool { keep_dims: false }), &[x])
+        self.push(
+            name,
+            Op::GlobalMaxPool(GlobalPool { keep_dims: false }),
+            &[x],
+        )
     }
 
     /// Group normalisation in `groups` blocks.
     pub fn group_norm(&mut self, name: &str, x: &str, groups: usize) -> String {
         let channels = self.channels(x);
-        self.push(name, Op::GroupNorm(GroupNorm { channels, groups, eps: 1e-5 }), &[x])
+        self.push(
+            name,
+            Op::GroupNorm(GroupNorm {
+                channels,
+                groups,
+                eps: 1e-5,
+            }),
+            &[x],
+        )
     }
 
     /// Channels `start..end` of `x`.

@@ -183,17 +183,12 @@ fn eval_node(
     node.op.with_rules(|r| r.reference(&call))
 }
 
-
-
-
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::builder::GraphBuilder;
     use crate::graph::Op;
     use crate::ops::BatchNorm;
-    use crate::builder::GraphBuilder;
     use crate::weights::init_weights;
     use ndarray::{ArrayD, IxDyn};
     use rand::{Rng, SeedableRng};

@@ -33,9 +33,10 @@ pub fn init_weights(graph: &Graph, seed: u64) -> Weights {
                 ParamKind::BnScale | ParamKind::RunningVar | ParamKind::Scale => {
                     ArrayD::ones(shape)
                 }
-                ParamKind::Bias | ParamKind::BnShift | ParamKind::RunningMean | ParamKind::Shift => {
-                    ArrayD::zeros(shape)
-                }
+                ParamKind::Bias
+                | ParamKind::BnShift
+                | ParamKind::RunningMean
+                | ParamKind::Shift => ArrayD::zeros(shape),
             };
             w.insert(spec.name, t);
         }

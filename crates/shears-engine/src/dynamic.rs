@@ -15,10 +15,10 @@
 //! A batch is run sample by sample (every sample has its own masks), each sample's convs using
 //! all threads inside the kernel.
 
-use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use shears_core::graph::{Graph, Op};
 use shears_core::ops::Pool2d;
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::Weights;
 use shears_kernels::{

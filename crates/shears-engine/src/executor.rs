@@ -7,7 +7,6 @@
 //! parameter list directly keeps the optimiser state, checkpoints and gradient edits (masks, L1
 //! penalties) simple tensors we can save as safetensors and edit by name.
 
-use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use crate::fast_ops;
 use crate::hooks::{DynamicGates, ExtraParams, PassParams};
@@ -20,6 +19,7 @@ use shears_core::graph::{Graph, Op, ParamKind};
 use shears_core::ops::{
     Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pad2d, Pool2d, Resize,
 };
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::{Masks, Weights, check_masks, check_weights};
 use std::collections::HashMap;
@@ -1012,7 +1012,14 @@ impl Executor {
                     let (w, b) = (params[*weight].clone(), params[*bias].clone());
                     let src = self.inputs[i][0];
                     let keep = (src > 0).then(|| self.gates[src - 1].clone()).flatten();
-                    Value::Map(ops::layernorm::group_norm(arg(0).map(name), w, b, *groups, *eps, keep))
+                    Value::Map(ops::layernorm::group_norm(
+                        arg(0).map(name),
+                        w,
+                        b,
+                        *groups,
+                        *eps,
+                        keep,
+                    ))
                 }
                 Step::Resize(r) => Value::Map(ops::pool::resize(arg(0).map(name), r)),
                 Step::Slice(sl) => match arg(0) {

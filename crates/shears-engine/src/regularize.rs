@@ -7,12 +7,12 @@
 //! (`netslim/sparse.py: update_bn_by_names[_dict]`), so momentum and weight decay act on it too.
 //! `sign(0) = 0`: a scale that is exactly zero gets no push.
 
-use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use crate::executor::Executor;
 use crate::train::GradientEdit;
 use burn::tensor::{Tensor, TensorData};
 use shears_core::graph::{Graph, Op, ParamKind};
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use shears_core::structured::{ChannelGroup, ChannelSelection};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

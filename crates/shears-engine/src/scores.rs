@@ -18,7 +18,6 @@
 //!   score |θ ⊙ ∂R/∂θ|; `rounds` rounds with the exponential schedule d^{k/n}. The history is
 //!   turned into one global order ([`IterativeOrder`]) so effective targets can search it.
 
-use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use crate::executor::{Executor, Mode, to_vec};
 use crate::train::{check_data_fits, cross_entropy};
@@ -26,6 +25,7 @@ use burn::tensor::{Device, Tensor};
 use ndarray::ArrayD;
 use shears_core::artifact::Model;
 use shears_core::graph::{Graph, Op, ParamKind};
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use shears_core::sparsity::{
     IterativeOrder, LayerInfo, Scores, SelectOptions, layer_infos, select_global,
 };

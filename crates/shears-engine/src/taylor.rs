@@ -17,12 +17,12 @@
 //! of each channel group. Gradients come from training-mode forwards (batch statistics) on a
 //! private copy of the model, so the caller's running statistics are not touched.
 
-use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::error::{EngineError, Result};
 use crate::executor::{Executor, Mode, to_vec};
 use crate::train::{check_data_fits, cross_entropy};
 use burn::tensor::Device;
 use shears_core::graph::{Graph, Op};
+use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use shears_core::weights::{Masks, Weights};
 use shears_data::DataSplits;
 use std::collections::BTreeMap;

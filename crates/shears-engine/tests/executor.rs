@@ -216,8 +216,14 @@ fn activations_and_se_graph() -> shears_core::Graph {
         Activation::Gelu,
         Activation::Tanh,
         Activation::LeakyRelu { alpha: 0.1 },
-        Activation::Clip { min: -0.5, max: 1.5 },
-        Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        Activation::Clip {
+            min: -0.5,
+            max: 1.5,
+        },
+        Activation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
     ]
     .into_iter()
     .enumerate()
@@ -245,11 +251,7 @@ fn activations_and_se_graph() -> shears_core::Graph {
     let gn = b.group_norm("gn", &scaled, 3);
     let up = b.resize("up", &gn, [2, 2], shears_core::ops::ResizeMode::Bilinear);
     let near = b.resize("near", &up, [1, 2], shears_core::ops::ResizeMode::Nearest);
-    let scaled = b.push(
-        "shrink",
-        Op::MaxPool(Pool2d::square(2, 2, 0)),
-        &[&near],
-    );
+    let scaled = b.push("shrink", Op::MaxPool(Pool2d::square(2, 2, 0)), &[&near]);
     let ap = b.push(
         "avgpool",
         Op::AvgPool(Pool2d {
@@ -294,7 +296,9 @@ fn executor_matches_reference_through_new_activations_se_and_ceil_pools() {
     let d = max_rel_diff(&got, &exp);
     assert!(d < 1e-4, "max relative difference {d}");
     // Gating a norm's input leaves the gated channels out of its statistics in both.
-    let gate: Vec<f32> = (0..12).map(|k| if k % 3 == 1 { 0.0 } else { 1.0 }).collect();
+    let gate: Vec<f32> = (0..12)
+        .map(|k| if k % 3 == 1 { 0.0 } else { 1.0 })
+        .collect();
     let mut gates = ChannelGates::new();
     gates.insert("cat".to_string(), gate.clone());
     exec.set_gate("cat", Some(&gate)).unwrap();

@@ -70,64 +70,49 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
             } else {
                 format!("{}/{}{k}", node.name, part.op_type)
             };
+            // Constants the part reads after its parameters, written as initializers named
+            // `{node}.{suffix}`: scalars, then integer and float tensors, then `[C]`
+            // parameters again as `[C,1,1]`.
             let mut consts = Vec::new();
+            let mut add = |suffix: &str, data_type: i32, dims: Vec<i64>, raw: Vec<u8>| {
+                let name = format!("{}.{suffix}", node.name);
+                g.initializer
+                    .push(tensor_proto(&name, data_type, dims, raw));
+                consts.push(name);
+            };
             for (suffix, value) in &part.consts {
-                let name = format!("{}.{suffix}", node.name);
-                let mut t = TensorProto::new();
-                t.name = name.clone();
-                t.data_type = FLOAT;
-                t.raw_data = value.to_le_bytes().to_vec().into();
-                g.initializer.push(t);
-                consts.push(name);
+                add(suffix, FLOAT, vec![], value.to_le_bytes().to_vec());
             }
-            let mut n = NodeProto::new();
-            n.name = output.clone();
-            n.op_type = part.op_type.to_string();
             for (suffix, values) in &part.int_consts {
-                let name = format!("{}.{suffix}", node.name);
-                let mut t = TensorProto::new();
-                t.name = name.clone();
-                t.data_type = INT64;
-                t.dims = vec![values.len() as i64];
-                t.raw_data = values
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .into();
-                g.initializer.push(t);
-                consts.push(name);
+                add(
+                    suffix,
+                    INT64,
+                    vec![values.len() as i64],
+                    le_bytes(values.iter().map(|x| x.to_le_bytes())),
+                );
             }
             for (suffix, values) in &part.float_tensors {
-                let name = format!("{}.{suffix}", node.name);
-                let mut t = TensorProto::new();
-                t.name = name.clone();
-                t.data_type = FLOAT;
-                t.dims = vec![values.len() as i64];
-                t.raw_data = values
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .into();
-                g.initializer.push(t);
-                consts.push(name);
+                add(
+                    suffix,
+                    FLOAT,
+                    vec![values.len() as i64],
+                    le_bytes(values.iter().map(|x| x.to_le_bytes())),
+                );
             }
             for (suffix, param) in &part.map_params {
                 let w = model.weights.get(param).ok_or_else(|| {
                     OnnxError::Model(format!("`{param}` is missing from the weights"))
                 })?;
-                let name = format!("{}.{suffix}", node.name);
-                let mut t = TensorProto::new();
-                t.name = name.clone();
-                t.data_type = FLOAT;
-                t.dims = vec![w.len() as i64, 1, 1];
-                t.raw_data = w
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .into();
-                g.initializer.push(t);
-                consts.push(name);
+                add(
+                    suffix,
+                    FLOAT,
+                    vec![w.len() as i64, 1, 1],
+                    le_bytes(w.iter().map(|x| x.to_le_bytes())),
+                );
             }
+            let mut n = NodeProto::new();
+            n.name = output.clone();
+            n.op_type = part.op_type.to_string();
             let op_input = part.reads_op_input.then(|| node.inputs[0].clone());
             n.input = inputs
                 .into_iter()
@@ -157,6 +142,21 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
     m.graph = Some(g).into();
     m.write_to_bytes()
         .map_err(|e| OnnxError::Encode(e.to_string()))
+}
+
+/// An initializer of `data_type` with its little-endian bytes.
+fn tensor_proto(name: &str, data_type: i32, dims: Vec<i64>, raw: Vec<u8>) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.to_string();
+    t.data_type = data_type;
+    t.dims = dims;
+    t.raw_data = raw.into();
+    t
+}
+
+/// The concatenated little-endian bytes of numbers.
+fn le_bytes<const N: usize>(values: impl Iterator<Item = [u8; N]>) -> Vec<u8> {
+    values.flatten().collect()
 }
 
 /// A float tensor value `[batch, shape...]` with a symbolic batch axis.

@@ -82,12 +82,21 @@ fn block_fixtures_import_round_trip_and_compact_to_the_gated_network() {
         let y = tensor(name, "y");
         let ours = forward(&model.graph, &model.weights, None, &x).unwrap();
         let d = max_diff(&ours, &y);
-        assert!(d < 1e-4, "{name}: imported output differs from PyTorch's by {d}");
+        assert!(
+            d < 1e-4,
+            "{name}: imported output differs from PyTorch's by {d}"
+        );
 
         let again = import_onnx_bytes(&to_onnx_bytes(&model).unwrap(), name).unwrap();
         assert_eq!(again.graph.nodes.len(), model.graph.nodes.len(), "{name}");
-        let d = max_diff(&forward(&again.graph, &again.weights, None, &x).unwrap(), &y);
-        assert!(d < 1e-4, "{name}: re-exported output differs from PyTorch's by {d}");
+        let d = max_diff(
+            &forward(&again.graph, &again.weights, None, &x).unwrap(),
+            &y,
+        );
+        assert!(
+            d < 1e-4,
+            "{name}: re-exported output differs from PyTorch's by {d}"
+        );
 
         let groups = channel_groups(&model.graph).unwrap();
         let prunable = groups.iter().filter(|g| g.prunable).count();
@@ -101,9 +110,14 @@ fn block_fixtures_import_round_trip_and_compact_to_the_gated_network() {
                 .unwrap_or_else(|e| panic!("{name} seed {seed}: {e}"));
             let compacted = forward(&g, &w, None, &x).unwrap();
             let d = max_diff(&compacted, &gated);
-            assert!(d < 1e-4, "{name} seed {seed}: compacted differs from gated by {d}");
             assert!(
-                shears_core::cost(&g, shears_core::Convention::ConvLinear).unwrap().macs
+                d < 1e-4,
+                "{name} seed {seed}: compacted differs from gated by {d}"
+            );
+            assert!(
+                shears_core::cost(&g, shears_core::Convention::ConvLinear)
+                    .unwrap()
+                    .macs
                     < shears_core::cost(&model.graph, shears_core::Convention::ConvLinear)
                         .unwrap()
                         .macs,
@@ -165,7 +179,8 @@ fn compacted_block_fixtures_run_in_onnxruntime() {
     for name in BLOCKS {
         let model = import_onnx(&fixture(&format!("{name}.onnx"))).unwrap();
         let groups = channel_groups(&model.graph).unwrap();
-        let (graph, weights) = compact(&model.graph, &model.weights, &random_cut(&groups, 7)).unwrap();
+        let (graph, weights) =
+            compact(&model.graph, &model.weights, &random_cut(&groups, 7)).unwrap();
         let compacted = shears_core::Model {
             graph,
             weights,
@@ -175,7 +190,11 @@ fn compacted_block_fixtures_run_in_onnxruntime() {
         export_onnx(&compacted, &path).unwrap();
         let x = tensor(name, "x");
         let xs = dir.path().join("x.bin");
-        std::fs::write(&xs, x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        std::fs::write(
+            &xs,
+            x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+        )
+        .unwrap();
         let ys = dir.path().join("y.bin");
         let shape: Vec<String> = x.shape().iter().map(|d| d.to_string()).collect();
         let out = Command::new(python())

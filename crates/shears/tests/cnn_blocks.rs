@@ -87,9 +87,15 @@ fn assert_pruned_and_fine_tuned(what: &str, report: &serde_json::Value, run: &Pa
     // prune's own check: the compacted network computes what the gated dense one does.
     let diff = report["compaction_max_abs_diff"].as_f64().unwrap();
     let scale = report["compaction_output_scale"].as_f64().unwrap();
-    assert!(diff <= 1e-4 * scale.max(1.0), "{what}: compaction changed the output by {diff}");
+    assert!(
+        diff <= 1e-4 * scale.max(1.0),
+        "{what}: compaction changed the output by {diff}"
+    );
     let acc = report["accuracy_after_finetune"].as_f64().unwrap();
-    assert!(acc.is_finite() && (0.0..=1.0).contains(&acc), "{what}: {report}");
+    assert!(
+        acc.is_finite() && (0.0..=1.0).contains(&acc),
+        "{what}: {report}"
+    );
     let losses = finetune_losses(run);
     assert!(losses.len() >= 3, "{what}: {losses:?}");
     assert!(
@@ -98,7 +104,13 @@ fn assert_pruned_and_fine_tuned(what: &str, report: &serde_json::Value, run: &Pa
     );
 }
 
-const ONE_SHOT: &[&str] = &["l1-filter", "l2-filter", "random-filter", "taylor", "bn-scale"];
+const ONE_SHOT: &[&str] = &[
+    "l1-filter",
+    "l2-filter",
+    "random-filter",
+    "taylor",
+    "bn-scale",
+];
 
 #[test]
 fn mobilenet_v3_and_efficientnet_blocks_prune_and_fine_tune_with_every_one_shot_method() {
@@ -143,7 +155,10 @@ fn mobilenet_v3_and_efficientnet_blocks_run_slimming_masksparsity_and_paam() {
     let images = tmp.path().join("images");
     write_folder(&images, 16, 6);
     let methods = [
-        ("slimming", "name = \"slimming\"\nlambda = 0.01\nsparsity_epochs = 1\npercentile = 0.3\n"),
+        (
+            "slimming",
+            "name = \"slimming\"\nlambda = 0.01\nsparsity_epochs = 1\npercentile = 0.3\n",
+        ),
         (
             "masksparsity",
             "name = \"masksparsity\"\nmask = \"slimming\"\nmask_epochs = 1\nmacs_reduction = 0.3\n\

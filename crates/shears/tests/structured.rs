@@ -494,7 +494,8 @@ fn bad_structured_inputs_get_clear_errors() {
     ]);
     // A network without BatchNorm: the method says what it needs and what to use instead.
     assert!(
-        e.contains("no prunable channel group of this network has a BatchNorm") && e.contains("l1-filter"),
+        e.contains("no prunable channel group of this network has a BatchNorm")
+            && e.contains("l1-filter"),
         "{e}"
     );
     let e = quick(&[

@@ -9,12 +9,12 @@
 //! included (`ChannelGroup::values`), so the two stay equal.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 /// Which pointwise function an [`Op::Activation`] applies.
@@ -24,7 +24,10 @@ pub enum Activation {
     /// `1 / (1 + e^-x)`.
     Sigmoid,
     /// `max(0, min(1, alpha * x + beta))` (ONNX's defaults 0.2 and 0.5; PyTorch's 1/6 and 0.5).
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     /// `x * max(0, min(1, x / 6 + 1/2))` (MobileNetV3).
     HardSwish,
     /// `x * sigmoid(x)` (SiLU, Swish; EfficientNet).
@@ -32,10 +35,15 @@ pub enum Activation {
     /// `x * Φ(x)` with the exact normal CDF, `0.5 x (1 + erf(x / √2))`.
     Gelu,
     /// `x` for `x ≥ 0`, `alpha * x` otherwise.
-    LeakyRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
     Tanh,
     /// `min(max(x, min), max)`; either bound may be infinite.
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
 }
 
 impl Activation {
@@ -77,7 +85,9 @@ impl Activation {
     fn check(self) -> std::result::Result<(), String> {
         match self {
             Activation::HardSigmoid { alpha, beta } if !(alpha.is_finite() && beta.is_finite()) => {
-                Err(format!("hardsigmoid alpha {alpha} and beta {beta} must be finite"))
+                Err(format!(
+                    "hardsigmoid alpha {alpha} and beta {beta} must be finite"
+                ))
             }
             Activation::LeakyRelu { alpha } if !alpha.is_finite() => {
                 Err(format!("leakyrelu slope {alpha} must be finite"))
@@ -134,8 +144,7 @@ impl OpRules for Activation {
     }
 
     fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
-        self.check()
-            .map_err(|m| CoreError::shape(&node.name, m))?;
+        self.check().map_err(|m| CoreError::shape(&node.name, m))?;
         Ok(ins[0].clone())
     }
 
@@ -180,13 +189,13 @@ impl OpRules for Activation {
             Activation::Sigmoid => vec![OnnxNode::new("Sigmoid", vec![])],
             Activation::HardSigmoid { alpha, beta } => vec![OnnxNode::new(
                 "HardSigmoid",
-                vec![("alpha", OnnxAttr::Float(alpha)), ("beta", OnnxAttr::Float(beta))],
+                vec![
+                    ("alpha", OnnxAttr::Float(alpha)),
+                    ("beta", OnnxAttr::Float(beta)),
+                ],
             )],
             Activation::HardSwish => vec![OnnxNode::new("HardSwish", vec![])],
-            Activation::Silu => vec![
-                OnnxNode::new("Sigmoid", vec![]),
-                times_input("Mul", vec![]),
-            ],
+            Activation::Silu => vec![OnnxNode::new("Sigmoid", vec![]), times_input("Mul", vec![])],
             Activation::Gelu => vec![
                 with_consts("Div", vec![("sqrt2", std::f32::consts::SQRT_2)]),
                 OnnxNode::new("Erf", vec![]),
@@ -219,13 +228,19 @@ mod tests {
         assert!(close(Activation::Sigmoid.apply(0.0), 0.5));
         assert!(close(Activation::HardSwish.apply(-3.0), 0.0));
         assert!(close(Activation::HardSwish.apply(3.0), 3.0));
-        assert!(close(Activation::HardSwish.apply(1.0), 1.0 * (1.0 / 6.0 + 0.5)));
+        assert!(close(
+            Activation::HardSwish.apply(1.0),
+            1.0 * (1.0 / 6.0 + 0.5)
+        ));
         let hs = Activation::HardSigmoid {
             alpha: 1.0 / 6.0,
             beta: 0.5,
         };
         assert!(close(hs.apply(0.0), 0.5) && close(hs.apply(10.0), 1.0));
-        assert!(close(Activation::Silu.apply(2.0), 2.0 / (1.0 + (-2.0f32).exp())));
+        assert!(close(
+            Activation::Silu.apply(2.0),
+            2.0 / (1.0 + (-2.0f32).exp())
+        ));
         // GELU(1) = 0.5 * (1 + erf(1/√2)) = 0.841344746...
         assert!(close(Activation::Gelu.apply(1.0), 0.841_344_7));
         assert!(close(Activation::Gelu.apply(-4.0), -4.0 * 3.167_124e-5));
@@ -248,7 +263,11 @@ mod tests {
             (3.0, 0.999_977_909_503_001_4),
             (-1.0, -0.842_700_792_949_714_9),
         ] {
-            assert!((erf(x) - want).abs() < 1e-12, "erf({x}) = {} not {want}", erf(x));
+            assert!(
+                (erf(x) - want).abs() < 1e-12,
+                "erf({x}) = {} not {want}",
+                erf(x)
+            );
         }
     }
 
@@ -276,7 +295,10 @@ mod tests {
     fn serialises_with_its_function_named() {
         let op = Op::Activation(Activation::LeakyRelu { alpha: 0.1 });
         let json = serde_json::to_string(&op).unwrap();
-        assert!(json.contains("\"type\":\"activation\"") && json.contains("leaky_relu"), "{json}");
+        assert!(
+            json.contains("\"type\":\"activation\"") && json.contains("leaky_relu"),
+            "{json}"
+        );
         let back: Op = serde_json::from_str(&json).unwrap();
         assert_eq!(back, op);
     }

@@ -4,12 +4,12 @@
 //! through identity shortcuts, their producers) into one channel group.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 
 /// [`Op::Add`], which has no attributes.
 pub(crate) struct Add;
@@ -71,7 +71,11 @@ impl OpRules for Add {
             if other.shape() != y.shape() {
                 return Err(CoreError::shape(
                     name,
-                    format!("add inputs have shapes {:?} and {:?}", y.shape(), other.shape()),
+                    format!(
+                        "add inputs have shapes {:?} and {:?}",
+                        y.shape(),
+                        other.shape()
+                    ),
                 ));
             }
             y += *other;

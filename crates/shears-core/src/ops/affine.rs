@@ -7,15 +7,15 @@
 //! The tensors are `[C,1,1]` on maps (so they broadcast in ONNX as written) and `[C]` on vectors.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{
-    Arity, ChannelAxis, ChannelFlow, ChannelSide, OnnxNode, Op, OpRules, ParamKind, ParamSpec,
-    param,
+    Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamKind, ParamSpec,
+    output_channel_axes, param,
 };
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::Affine`].
@@ -82,14 +82,7 @@ impl OpRules for ChannelAffine {
     }
 
     fn channel_axes(&self, node: &str) -> Vec<ChannelAxis> {
-        self.param_specs(node)
-            .into_iter()
-            .map(|spec| ChannelAxis {
-                spec,
-                axis: 0,
-                side: ChannelSide::Output,
-            })
-            .collect()
+        output_channel_axes(self.param_specs(node))
     }
 
     fn compacted(&self, _node: &str, _in_channels: usize, out_channels: usize) -> Result<Op> {
@@ -144,6 +137,11 @@ mod tests {
             channels: 4,
             map: false,
         });
-        assert!(infer_shapes(&bad).unwrap_err().to_string().contains("does not fit"));
+        assert!(
+            infer_shapes(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("does not fit")
+        );
     }
 }

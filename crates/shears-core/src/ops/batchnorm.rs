@@ -4,15 +4,15 @@
 //! It passes channels through, so its four tensors join the group of the channels it normalises.
 
 use super::RefCall;
-use ndarray::{ArrayD, Axis};
 use super::{
-    Arity, ChannelAxis, ChannelFlow, ChannelSide, OnnxAttr, OnnxNode, Op, OpRules, ParamKind,
-    ParamSpec, param,
+    Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamKind, ParamSpec,
+    output_channel_axes, param,
 };
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::{ArrayD, Axis};
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::BatchNorm`], on which its rules are written.
@@ -68,14 +68,7 @@ impl OpRules for BatchNorm {
     }
 
     fn channel_axes(&self, node: &str) -> Vec<ChannelAxis> {
-        self.param_specs(node)
-            .into_iter()
-            .map(|spec| ChannelAxis {
-                spec,
-                axis: 0,
-                side: ChannelSide::Output,
-            })
-            .collect()
+        output_channel_axes(self.param_specs(node))
     }
 
     fn compacted(&self, _node: &str, _in_channels: usize, out_channels: usize) -> Result<Op> {
@@ -122,6 +115,7 @@ mod tests {
     use super::super::test_util::{one_op, single};
     use super::*;
     use crate::builder::GraphBuilder;
+    use crate::ops::ChannelSide;
     use crate::shape::infer_shapes;
 
     #[test]

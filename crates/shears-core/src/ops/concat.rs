@@ -4,12 +4,12 @@
 //! group and the output's channels are the union of theirs.
 
 use super::RefCall;
-use ndarray::{ArrayD, ArrayViewD, Axis};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::{ArrayD, ArrayViewD, Axis};
 
 /// [`Op::Concat`], which has no attributes.
 pub(crate) struct Concat;

@@ -5,10 +5,6 @@
 //! input channel `c`; anything else is a grouped conv whose channels can only go by whole groups.
 
 use super::RefCall;
-use crate::reference::{contiguous, dims4};
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, IxDyn, s};
-use ndarray::ArrayD;
 use super::{
     Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, OnnxAttr, OnnxNode, Op, OpRules,
     ParamKind, ParamSpec, Window2d, chw, ints, pads, param, window_out,
@@ -16,7 +12,11 @@ use super::{
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
+use crate::reference::{contiguous, dims4};
 use crate::shape::Shape;
+use ndarray::ArrayD;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, IxDyn, s};
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::Conv2d`], on which its rules are written.

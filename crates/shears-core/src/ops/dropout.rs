@@ -2,12 +2,12 @@
 //! channels and units through; only training (the engine) draws its mask.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::Dropout`], on which its rules are written.
@@ -100,6 +100,9 @@ mod tests {
         let op = &g.nodes[0].op;
         assert_eq!(op.channel_flow(), ChannelFlow::PassThrough);
         assert!(op.channel_axes("d").is_empty());
-        assert_eq!(op.compacted("d", 3, 3).unwrap(), Op::Dropout(Dropout { p: 0.25 }));
+        assert_eq!(
+            op.compacted("d", 3, 3).unwrap(),
+            Op::Dropout(Dropout { p: 0.25 })
+        );
     }
 }

@@ -4,12 +4,12 @@
 //! loses `H*W` input features per pruned channel.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 
 /// [`Op::Flatten`], which has no attributes.
 pub(crate) struct Flatten;

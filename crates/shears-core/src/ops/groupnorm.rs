@@ -9,15 +9,15 @@
 //! sparsity every output of a block reads every input of that block.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{
-    Arity, ChannelAxis, ChannelFlow, ChannelSide, OnnxAttr, OnnxNode, Op, OpRules, ParamKind,
-    ParamSpec, chw, param,
+    Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamKind, ParamSpec, chw,
+    output_channel_axes, param,
 };
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::GroupNorm`].
@@ -46,7 +46,10 @@ impl GroupNorm {
             let n = (chans.len() * positions).max(1) as f64;
             let mut sum = 0.0f64;
             for &c in &chans {
-                sum += x[c * positions..(c + 1) * positions].iter().map(|&v| v as f64).sum::<f64>();
+                sum += x[c * positions..(c + 1) * positions]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>();
             }
             let mean = sum / n;
             let mut sq = 0.0f64;
@@ -98,7 +101,10 @@ impl OpRules for GroupNorm {
             ));
         }
         if self.eps.is_nan() || self.eps <= 0.0 {
-            return Err(CoreError::shape(&node.name, format!("eps must be positive, got {}", self.eps)));
+            return Err(CoreError::shape(
+                &node.name,
+                format!("eps must be positive, got {}", self.eps),
+            ));
         }
         Ok(ins[0].clone())
     }
@@ -118,14 +124,7 @@ impl OpRules for GroupNorm {
     }
 
     fn channel_axes(&self, node: &str) -> Vec<ChannelAxis> {
-        self.param_specs(node)
-            .into_iter()
-            .map(|spec| ChannelAxis {
-                spec,
-                axis: 0,
-                side: ChannelSide::Output,
-            })
-            .collect()
+        output_channel_axes(self.param_specs(node))
     }
 
     fn compacted(&self, node: &str, _in_channels: usize, out_channels: usize) -> Result<Op> {
@@ -149,8 +148,10 @@ impl OpRules for GroupNorm {
         let name = &node.name;
         let weight = call.params.get(&format!("{name}.weight"))?;
         let bias = call.params.get(&format!("{name}.bias"))?;
-        let (scale, shift): (Vec<f32>, Vec<f32>) =
-            (weight.iter().copied().collect(), bias.iter().copied().collect());
+        let (scale, shift): (Vec<f32>, Vec<f32>) = (
+            weight.iter().copied().collect(),
+            bias.iter().copied().collect(),
+        );
         let mut y = x.as_standard_layout().into_owned();
         let n = y.shape()[0];
         let per_sample = y.len() / n.max(1);
@@ -180,10 +181,7 @@ impl OpRules for GroupNorm {
             ("group_shift", vec![0.0; self.groups]),
         ];
         let mut merge = OnnxNode::new("Reshape", vec![]);
-        merge.int_consts = vec![(
-            "map_shape",
-            vec![0, s[0] as i64, s[1] as i64, s[2] as i64],
-        )];
+        merge.int_consts = vec![("map_shape", vec![0, s[0] as i64, s[1] as i64, s[2] as i64])];
         let mut mul = OnnxNode::new("Mul", vec![]);
         mul.map_params = vec![("weight_map", format!("{node}.weight"))];
         let mut add = OnnxNode::new("Add", vec![]);
@@ -208,12 +206,21 @@ mod tests {
         gn.normalize(&mut x, 2, None, &[1.0; 4], &[0.0; 4]);
         // Block 0 holds 1 3 5 7: mean 4, std sqrt(5).
         let s5 = 5.0f32.sqrt();
-        assert!((x[0] + 3.0 / s5).abs() < 1e-5 && (x[3] - 3.0 / s5).abs() < 1e-5, "{x:?}");
+        assert!(
+            (x[0] + 3.0 / s5).abs() < 1e-5 && (x[3] - 3.0 / s5).abs() < 1e-5,
+            "{x:?}"
+        );
         // Block 1 holds 0 0 2 2: mean 1, std 1.
-        assert!((x[4] + 1.0).abs() < 1e-5 && (x[7] - 1.0).abs() < 1e-5, "{x:?}");
+        assert!(
+            (x[4] + 1.0).abs() < 1e-5 && (x[7] - 1.0).abs() < 1e-5,
+            "{x:?}"
+        );
         // Channel 1 gated: block 0 is channel 0 alone (1 and 3: mean 2, std 1).
         let mut y = vec![1.0, 3.0, 5.0, 7.0, 0.0, 0.0, 2.0, 2.0];
         gn.normalize(&mut y, 2, Some(&[1.0, 0.0, 1.0, 1.0]), &[1.0; 4], &[0.0; 4]);
-        assert!((y[0] + 1.0).abs() < 1e-5 && y[2] == 0.0 && y[3] == 0.0, "{y:?}");
+        assert!(
+            (y[0] + 1.0).abs() < 1e-5 && y[2] == 0.0 && y[3] == 0.0,
+            "{y:?}"
+        );
     }
 }

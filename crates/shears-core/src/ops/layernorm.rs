@@ -10,15 +10,15 @@
 //! output channel reads every input channel of its position.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{
-    Arity, ChannelAxis, ChannelFlow, ChannelSide, OnnxAttr, OnnxNode, Op, OpRules, ParamKind,
-    ParamSpec, param,
+    Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamKind, ParamSpec,
+    output_channel_axes, param,
 };
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::LayerNorm`].
@@ -32,7 +32,14 @@ impl LayerNorm {
     /// Normalises the `channels` values `x[c * stride]` of one position in place; channels whose
     /// `keep` is false (pruned ones in a gated network) are left out of the statistics and set to
     /// zero. `scale` and `shift` are the op's tensors.
-    pub fn normalize(&self, x: &mut [f32], stride: usize, keep: Option<&[f32]>, scale: &[f32], shift: &[f32]) {
+    pub fn normalize(
+        &self,
+        x: &mut [f32],
+        stride: usize,
+        keep: Option<&[f32]>,
+        scale: &[f32],
+        shift: &[f32],
+    ) {
         let kept = |c: usize| keep.is_none_or(|k| k[c] != 0.0);
         let n = (0..self.channels).filter(|&c| kept(c)).count().max(1) as f64;
         let mean = (0..self.channels)
@@ -82,7 +89,10 @@ impl OpRules for LayerNorm {
             ));
         }
         if self.eps.is_nan() || self.eps <= 0.0 {
-            return Err(CoreError::shape(&node.name, format!("eps must be positive, got {}", self.eps)));
+            return Err(CoreError::shape(
+                &node.name,
+                format!("eps must be positive, got {}", self.eps),
+            ));
         }
         Ok(s.clone())
     }
@@ -100,14 +110,7 @@ impl OpRules for LayerNorm {
     }
 
     fn channel_axes(&self, node: &str) -> Vec<ChannelAxis> {
-        self.param_specs(node)
-            .into_iter()
-            .map(|spec| ChannelAxis {
-                spec,
-                axis: 0,
-                side: ChannelSide::Output,
-            })
-            .collect()
+        output_channel_axes(self.param_specs(node))
     }
 
     fn compacted(&self, _node: &str, _in_channels: usize, out_channels: usize) -> Result<Op> {
@@ -122,8 +125,10 @@ impl OpRules for LayerNorm {
         let name = &node.name;
         let weight = call.params.get(&format!("{name}.weight"))?;
         let bias = call.params.get(&format!("{name}.bias"))?;
-        let (scale, shift): (Vec<f32>, Vec<f32>) =
-            (weight.iter().copied().collect(), bias.iter().copied().collect());
+        let (scale, shift): (Vec<f32>, Vec<f32>) = (
+            weight.iter().copied().collect(),
+            bias.iter().copied().collect(),
+        );
         let mut y = x.as_standard_layout().into_owned();
         let n = y.shape()[0];
         let per_sample = y.len() / n.max(1);
@@ -151,9 +156,15 @@ impl OpRules for LayerNorm {
         ln.params = vec![format!("{node}.weight"), format!("{node}.bias")];
         if ins[0].len() == 3 {
             vec![
-                OnnxNode::new("Transpose", vec![("perm", OnnxAttr::Ints(vec![0, 2, 3, 1]))]),
+                OnnxNode::new(
+                    "Transpose",
+                    vec![("perm", OnnxAttr::Ints(vec![0, 2, 3, 1]))],
+                ),
                 ln,
-                OnnxNode::new("Transpose", vec![("perm", OnnxAttr::Ints(vec![0, 3, 1, 2]))]),
+                OnnxNode::new(
+                    "Transpose",
+                    vec![("perm", OnnxAttr::Ints(vec![0, 3, 1, 2]))],
+                ),
             ]
         } else {
             vec![ln]
@@ -167,15 +178,24 @@ mod tests {
 
     #[test]
     fn normalizes_over_the_kept_channels() {
-        let ln = LayerNorm { channels: 3, eps: 1e-6 };
+        let ln = LayerNorm {
+            channels: 3,
+            eps: 1e-6,
+        };
         // Two positions, channel-major: channel c at x[c * 2 + p].
         let mut x = vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0];
         ln.normalize(&mut x[0..], 2, None, &[1.0; 3], &[0.0; 3]);
         let s = (2.0f64 / 3.0).sqrt();
-        assert!((x[0] as f64 + 1.0 / s).abs() < 1e-4 && x[2].abs() < 1e-4, "{x:?}");
+        assert!(
+            (x[0] as f64 + 1.0 / s).abs() < 1e-4 && x[2].abs() < 1e-4,
+            "{x:?}"
+        );
         // Channel 1 gated off: statistics of channels 0 and 2 only, channel 1 zero.
         let mut y = vec![1.0, 5.0, 3.0];
         ln.normalize(&mut y, 1, Some(&[1.0, 0.0, 1.0]), &[2.0; 3], &[0.5; 3]);
-        assert!((y[0] - (-2.0 + 0.5)).abs() < 1e-3 && y[1] == 0.0 && (y[2] - 2.5).abs() < 1e-3, "{y:?}");
+        assert!(
+            (y[0] - (-2.0 + 0.5)).abs() < 1e-3 && y[1] == 0.0 && (y[2] - 2.5).abs() < 1e-3,
+            "{y:?}"
+        );
     }
 }

@@ -4,7 +4,6 @@
 //! so pruning the input features cuts weight axis 1.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{
     Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, OnnxAttr, OnnxNode, Op, OpRules,
     ParamKind, ParamSpec, param,
@@ -13,6 +12,7 @@ use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::Linear`], on which its rules are written.

@@ -36,16 +36,16 @@ use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 pub use activation::{Activation, erf};
+pub use affine::ChannelAffine;
 pub use batchnorm::BatchNorm;
 pub use conv2d::Conv2d;
 pub use dropout::Dropout;
-pub use linear::Linear;
-pub use affine::ChannelAffine;
 pub use groupnorm::GroupNorm;
-pub use pad::Pad2d;
 pub use layernorm::LayerNorm;
-pub use resize::{Resize, ResizeMode};
+pub use linear::Linear;
+pub use pad::Pad2d;
 pub use pool::{GlobalPool, Pool2d, pool_planes};
+pub use resize::{Resize, ResizeMode};
 pub use shuffle::ChannelShuffle;
 pub use slice::ChannelSlice;
 
@@ -283,6 +283,19 @@ pub struct ChannelAxis {
     pub axis: usize,
     /// Whether the node's output or its input channels index that axis.
     pub side: ChannelSide,
+}
+
+/// Every parameter of `specs` indexed along axis 0 by the node's output channels: the rule of
+/// the per-channel ops (BatchNorm, LayerNorm, GroupNorm, the affine).
+fn output_channel_axes(specs: Vec<ParamSpec>) -> Vec<ChannelAxis> {
+    specs
+        .into_iter()
+        .map(|spec| ChannelAxis {
+            spec,
+            axis: 0,
+            side: ChannelSide::Output,
+        })
+        .collect()
 }
 
 /// An attribute value of an exported ONNX node.

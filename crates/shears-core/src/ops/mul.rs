@@ -7,12 +7,12 @@
 //! conv's own filters read the pooled channels and start a group of their own.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 
 /// [`Op::Mul`], which has no attributes.
 pub(crate) struct Mul;

@@ -5,13 +5,13 @@
 //! Channels pass through; each output position reads its input position or nothing.
 
 use super::RefCall;
-use crate::reference::dims4;
-use ndarray::{ArrayD, IxDyn};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec, chw};
 use crate::cost::Convention;
 use crate::error::Result;
 use crate::graph::Node;
+use crate::reference::dims4;
 use crate::shape::Shape;
+use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::Pad`]: zero rows and columns `[top, left, bottom, right]`.
@@ -78,7 +78,8 @@ impl OpRules for Pad2d {
         let [n, c, h, w] = dims4(node, x)?;
         let [top, left, bottom, right] = self.pads;
         let mut y = ArrayD::zeros(IxDyn(&[n, c, h + top + bottom, w + left + right]));
-        y.slice_mut(ndarray::s![.., .., top..top + h, left..left + w]).assign(x);
+        y.slice_mut(ndarray::s![.., .., top..top + h, left..left + w])
+            .assign(x);
         Ok(y)
     }
 
@@ -102,7 +103,10 @@ mod tests {
         let p = Pad2d { pads: [1, 0, 0, 2] };
         let s = p.sources([1, 2]);
         // Output 2x4: the first row is padding, then input 0, 1 and two padded columns.
-        assert_eq!(s, vec![None, None, None, None, Some(0), Some(1), None, None]);
+        assert_eq!(
+            s,
+            vec![None, None, None, None, Some(0), Some(1), None, None]
+        );
         let mut b = GraphBuilder::new("t", &[3, 4, 5]);
         let x = b.input();
         let y = b.pad("p", &x, [0, 1, 2, 3]);

@@ -9,8 +9,6 @@
 //! every interpreter.
 
 use super::RefCall;
-use crate::reference::{contiguous, dims4};
-use ndarray::{ArrayD, Axis, IxDyn};
 use super::{
     Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec, Window2d, chw,
     ints, pads,
@@ -18,7 +16,9 @@ use super::{
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
+use crate::reference::{contiguous, dims4};
 use crate::shape::Shape;
+use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::MaxPool`] and [`Op::AvgPool`]: a 2-D window with symmetric padding.
@@ -145,7 +145,9 @@ impl OpRules for Pool {
         let kernel = self.attrs.kernel;
         match convention {
             Convention::ConvLinear => 0,
-            Convention::AllOps => out.iter().product::<usize>() as u64 * (kernel[0] * kernel[1]) as u64,
+            Convention::AllOps => {
+                out.iter().product::<usize>() as u64 * (kernel[0] * kernel[1]) as u64
+            }
         }
     }
 
@@ -170,7 +172,12 @@ impl OpRules for Pool {
     }
 
     fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
-        pool_forward(call.node, call.ins[0], &self.attrs, self.kind == PoolKind::Max)
+        pool_forward(
+            call.node,
+            call.ins[0],
+            &self.attrs,
+            self.kind == PoolKind::Max,
+        )
     }
 
     fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
@@ -186,7 +193,10 @@ impl OpRules for Pool {
         let op_type = match self.kind {
             PoolKind::Max => "MaxPool",
             PoolKind::Avg => {
-                attrs.push(("count_include_pad", OnnxAttr::Int(a.count_include_pad as i64)));
+                attrs.push((
+                    "count_include_pad",
+                    OnnxAttr::Int(a.count_include_pad as i64),
+                ));
                 "AveragePool"
             }
         };
@@ -217,7 +227,11 @@ impl OpRules for GlobalPool {
 
     fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
         let (c, _, _) = chw(node, ins[0])?;
-        Ok(if self.keep_dims { vec![c, 1, 1] } else { vec![c] })
+        Ok(if self.keep_dims {
+            vec![c, 1, 1]
+        } else {
+            vec![c]
+        })
     }
 
     /// One MAC per input element under `all-ops`, none under `conv+linear`.
@@ -248,7 +262,11 @@ impl OpRules for GlobalPool {
             .to_shape((n, c, h * w))
             .map_err(|e| CoreError::shape(name, e.to_string()))?;
         let mean = flat.sum_axis(Axis(2)) / (h * w) as f32;
-        let shape: Vec<usize> = if self.keep_dims { vec![n, c, 1, 1] } else { vec![n, c] };
+        let shape: Vec<usize> = if self.keep_dims {
+            vec![n, c, 1, 1]
+        } else {
+            vec![n, c]
+        };
         mean.into_shape_with_order(IxDyn(&shape))
             .map_err(|e| CoreError::shape(name, e.to_string()))
     }
@@ -307,7 +325,11 @@ impl OpRules for GlobalMax {
             .to_shape((n, c, h * w))
             .map_err(|e| CoreError::shape(name, e.to_string()))?;
         let max = flat.fold_axis(Axis(2), f32::NEG_INFINITY, |m, &v| m.max(v));
-        let shape: Vec<usize> = if self.0.keep_dims { vec![n, c, 1, 1] } else { vec![n, c] };
+        let shape: Vec<usize> = if self.0.keep_dims {
+            vec![n, c, 1, 1]
+        } else {
+            vec![n, c]
+        };
         max.into_shape_with_order(IxDyn(&shape))
             .map_err(|e| CoreError::shape(name, e.to_string()))
     }
@@ -383,13 +405,7 @@ pub(crate) fn pool_forward(
     };
     let xv = x.view();
     let xs = contiguous(&xv);
-    let out = pool_planes(
-        &xs[..n * c * h * w],
-        [h, w],
-        [oh, ow],
-        attrs,
-        max,
-    );
+    let out = pool_planes(&xs[..n * c * h * w], [h, w], [oh, ow], attrs, max);
     ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), out)
         .map_err(|e| CoreError::shape(&node.name, e.to_string()))
 }
@@ -486,7 +502,11 @@ mod tests {
             ..Pool2d::square(3, 2, 1)
         };
         assert_eq!(avg.out_len(1, 6), Some(4));
-        let divisors = |p: &Pool2d| (0..4).map(|o| p.window_divisor([1, 6], 0, o)).collect::<Vec<_>>();
+        let divisors = |p: &Pool2d| {
+            (0..4)
+                .map(|o| p.window_divisor([1, 6], 0, o))
+                .collect::<Vec<_>>()
+        };
         // Rows: the 1-row input with its two padding rows counts 3.
         assert_eq!(divisors(&avg), vec![9.0, 9.0, 9.0, 6.0]);
         avg.count_include_pad = false;
@@ -502,6 +522,9 @@ mod tests {
         assert_eq!(op, Op::MaxPool(Pool2d::square(3, 2, 1)));
         let gap: Op = serde_json::from_str(r#"{"type":"global_avg_pool"}"#).unwrap();
         assert_eq!(gap, Op::GlobalAvgPool(GlobalPool { keep_dims: false }));
-        assert_eq!(serde_json::to_string(&gap).unwrap(), r#"{"type":"global_avg_pool"}"#);
+        assert_eq!(
+            serde_json::to_string(&gap).unwrap(),
+            r#"{"type":"global_avg_pool"}"#
+        );
     }
 }

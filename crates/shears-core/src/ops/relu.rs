@@ -1,12 +1,12 @@
 //! ReLU: elementwise `max(x, 0)`, no parameters; channels and units pass through.
 
 use super::RefCall;
-use ndarray::ArrayD;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::Result;
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::ArrayD;
 
 /// [`Op::Relu`], which has no attributes.
 pub(crate) struct Relu;

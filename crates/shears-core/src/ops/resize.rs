@@ -7,13 +7,13 @@
 //! effective sparsity.
 
 use super::RefCall;
-use crate::reference::dims4;
-use ndarray::{ArrayD, IxDyn};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec, chw};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
+use crate::reference::dims4;
 use crate::shape::Shape;
+use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 
 /// How a resized position is computed from the input.
@@ -57,8 +57,12 @@ impl Resize {
     /// with their weights.
     pub fn taps(&self, [h, w]: [usize; 2]) -> Vec<Vec<(usize, f32)>> {
         let (oh, ow) = (h * self.scale[0], w * self.scale[1]);
-        let rows: Vec<_> = (0..oh).map(|y| self.axis_taps(y, h, self.scale[0])).collect();
-        let cols: Vec<_> = (0..ow).map(|x| self.axis_taps(x, w, self.scale[1])).collect();
+        let rows: Vec<_> = (0..oh)
+            .map(|y| self.axis_taps(y, h, self.scale[0]))
+            .collect();
+        let cols: Vec<_> = (0..ow)
+            .map(|x| self.axis_taps(x, w, self.scale[1]))
+            .collect();
         let mut out = Vec::with_capacity(oh * ow);
         for r in &rows {
             for c in &cols {
@@ -89,7 +93,10 @@ impl OpRules for Resize {
     fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
         let (c, h, w) = chw(node, ins[0])?;
         if self.scale.contains(&0) {
-            return Err(CoreError::shape(&node.name, "resize scales must be positive integers"));
+            return Err(CoreError::shape(
+                &node.name,
+                "resize scales must be positive integers",
+            ));
         }
         Ok(vec![c, h * self.scale[0], w * self.scale[1]])
     }
@@ -142,18 +149,27 @@ impl OpRules for Resize {
         let attrs = match self.mode {
             ResizeMode::Nearest => vec![
                 ("mode", OnnxAttr::Str("nearest")),
-                ("coordinate_transformation_mode", OnnxAttr::Str("asymmetric")),
+                (
+                    "coordinate_transformation_mode",
+                    OnnxAttr::Str("asymmetric"),
+                ),
                 ("nearest_mode", OnnxAttr::Str("floor")),
             ],
             ResizeMode::Bilinear => vec![
                 ("mode", OnnxAttr::Str("linear")),
-                ("coordinate_transformation_mode", OnnxAttr::Str("half_pixel")),
+                (
+                    "coordinate_transformation_mode",
+                    OnnxAttr::Str("half_pixel"),
+                ),
             ],
         };
         let mut n = OnnxNode::new("Resize", attrs);
         n.float_tensors = vec![
             ("roi", vec![]),
-            ("scales", vec![1.0, 1.0, self.scale[0] as f32, self.scale[1] as f32]),
+            (
+                "scales",
+                vec![1.0, 1.0, self.scale[0] as f32, self.scale[1] as f32],
+            ),
         ];
         vec![n]
     }

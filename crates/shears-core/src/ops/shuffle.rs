@@ -7,12 +7,12 @@
 //! channels equal per group the same way); the kept count stays divisible by `groups`.
 
 use super::RefCall;
-use ndarray::{ArrayD, ArrayViewD, Axis};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::{ArrayD, ArrayViewD, Axis};
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::ChannelShuffle`].
@@ -100,7 +100,10 @@ impl OpRules for ChannelShuffle {
         let g = self.groups as i64;
         let mut split = OnnxNode::new("Reshape", vec![]);
         split.int_consts = vec![("split_shape", vec![0, g, c / g, h, w])];
-        let swap = OnnxNode::new("Transpose", vec![("perm", OnnxAttr::Ints(vec![0, 2, 1, 3, 4]))]);
+        let swap = OnnxNode::new(
+            "Transpose",
+            vec![("perm", OnnxAttr::Ints(vec![0, 2, 1, 3, 4]))],
+        );
         let mut merge = OnnxNode::new("Reshape", vec![]);
         merge.int_consts = vec![("merge_shape", vec![0, c, h, w])];
         vec![split, swap, merge]

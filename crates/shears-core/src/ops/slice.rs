@@ -6,12 +6,12 @@
 //! kept input channels before the old one, the new `end` the number before the old end.
 
 use super::RefCall;
-use ndarray::{ArrayD, Axis};
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
 use crate::shape::Shape;
+use ndarray::{ArrayD, Axis};
 use serde::{Deserialize, Serialize};
 
 /// The attributes of [`Op::Slice`]: channels `start..end` of the input.
@@ -94,7 +94,9 @@ impl OpRules for ChannelSlice {
     }
 
     fn reference(&self, call: &RefCall<'_>) -> Result<ArrayD<f32>> {
-        Ok(call.ins[0].slice_axis(Axis(1), (self.start..self.end).into()).to_owned())
+        Ok(call.ins[0]
+            .slice_axis(Axis(1), (self.start..self.end).into())
+            .to_owned())
     }
 
     fn onnx(&self, _node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {

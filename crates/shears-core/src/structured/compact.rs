@@ -169,7 +169,9 @@ fn rewrite_graph(graph: &Graph, shapes: &Shapes, plan: &Plan) -> Result<Graph> {
     for node in &mut out.nodes {
         let ins: Vec<Cow<'_, [usize]>> = node.inputs.iter().map(|v| kept(v)).collect();
         let ins: Vec<&[usize]> = ins.iter().map(|k| k.as_ref()).collect();
-        node.op = node.op.compacted_with(&node.name, &ins, &kept(&node.name))?;
+        node.op = node
+            .op
+            .compacted_with(&node.name, &ins, &kept(&node.name))?;
     }
     infer_shapes(&out)?;
     Ok(out)
@@ -340,10 +342,10 @@ pub fn selection_gates(graph: &Graph, selection: &ChannelSelection) -> Result<Ch
 
 #[cfg(test)]
 mod tests {
-    use crate::ops::{BatchNorm, Conv2d, Linear};
     use super::*;
     use crate::builder::GraphBuilder;
     use crate::graph::Op;
+    use crate::ops::{BatchNorm, Conv2d, Linear};
     use crate::reference::{forward, forward_with_channel_gates};
     use crate::structured::groups::MemberRole;
     use ndarray::Axis;

@@ -488,7 +488,9 @@ fn assemble(graph: &Graph, lay: &mut Layout) -> Vec<ChannelGroup> {
     // Runs: (first value, first unit, signature index, first class's firsts, steps, channels).
     let mut runs: Vec<(usize, usize, usize, Vec<usize>, Vec<usize>, usize)> = Vec::new();
     for (si, sig) in sig_order.iter().enumerate() {
-        let list = by_sig.get_mut(sig).expect("every signature has its classes");
+        let list = by_sig
+            .get_mut(sig)
+            .expect("every signature has its classes");
         list.sort_by_key(|c| c.firsts[0]);
         let mut start = 0;
         while start < list.len() {

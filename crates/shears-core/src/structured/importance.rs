@@ -216,8 +216,7 @@ pub fn importance(
         normalize(&mut acc, opts.normalization);
         out.insert(g.id, acc);
     }
-    if opts.criterion == Criterion::BnScale && out.is_empty() && groups.iter().any(|g| g.prunable)
-    {
+    if opts.criterion == Criterion::BnScale && out.is_empty() && groups.iter().any(|g| g.prunable) {
         return Err(crate::error::CoreError::value(
             "bn-scale importance",
             "it ranks channels by their BatchNorm scales, and no prunable channel group of this \

@@ -72,9 +72,9 @@ pub fn mobilenet_v2(model: &str, input: &[usize], classes: usize) -> Result<Grap
 
 #[cfg(test)]
 mod tests {
-    use crate::ops::{Conv2d, Dropout};
     use crate::cost::{Convention, cost};
     use crate::graph::Op;
+    use crate::ops::{Conv2d, Dropout};
     use crate::shape::infer_shapes;
     use crate::zoo::build;
 
@@ -109,6 +109,9 @@ mod tests {
             }) => assert_eq!((in_channels, groups), (96, 96)),
             ref op => panic!("block1_dw is {op:?}"),
         }
-        assert_eq!(g.node("dropout").unwrap().op, Op::Dropout(Dropout { p: 0.2 }));
+        assert_eq!(
+            g.node("dropout").unwrap().op,
+            Op::Dropout(Dropout { p: 0.2 })
+        );
     }
 }

@@ -51,4 +51,3 @@ pub fn geometry(
         groups: opts.groups,
     })
 }
-

@@ -2,9 +2,9 @@
 //! `count_include_pad`, and global average pooling to `[N,C]` or `[N,C,1,1]`.
 
 use burn::tensor::Tensor;
+use burn::tensor::module::interpolate;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
-use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use shears_core::ops::{Pool2d, Resize, ResizeMode};
 

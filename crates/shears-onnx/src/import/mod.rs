@@ -417,17 +417,22 @@ impl Importer {
 
     /// The per-sample channels of an imported value.
     fn channels(&self, v: &Value) -> usize {
-        self.shapes.get(&v.name).and_then(|s| s.first().copied()).unwrap_or(0)
+        self.shapes
+            .get(&v.name)
+            .and_then(|s| s.first().copied())
+            .unwrap_or(0)
     }
 
-
-
-
     /// `Slice` of channels (axis 1, step 1) of a map or vector.
-    fn slice(&mut self, node: &Node, cfg: &onnx_ir::node::slice::SliceConfig) -> Result<(), OnnxError> {
+    fn slice(
+        &mut self,
+        node: &Node,
+        cfg: &onnx_ir::node::slice::SliceConfig,
+    ) -> Result<(), OnnxError> {
         let x = self.data(node, 0, &[Layout::Map, Layout::Vector])?;
         let c = self.channels(&x) as i64;
-        let need = |what: &str| unsupported(node, format!("its {what} are not known before run time"));
+        let need =
+            |what: &str| unsupported(node, format!("its {what} are not known before run time"));
         let starts = self.ints(node, &cfg.starts).ok_or_else(|| need("starts"))?;
         let ends = self.ints(node, &cfg.ends).ok_or_else(|| need("ends"))?;
         let axes = match &cfg.axes {
@@ -438,7 +443,12 @@ impl Importer {
             Some(a) => self.ints(node, a).ok_or_else(|| need("steps"))?,
             None => vec![1; starts.len()],
         };
-        let ([start], [end], [1], [1]) = (starts.as_slice(), ends.as_slice(), axes.as_slice(), steps.as_slice()) else {
+        let ([start], [end], [1], [1]) = (
+            starts.as_slice(),
+            ends.as_slice(),
+            axes.as_slice(),
+            steps.as_slice(),
+        ) else {
             return Err(unsupported(
                 node,
                 format!(
@@ -457,13 +467,20 @@ impl Importer {
     }
 
     /// `Split` along channels: one IR slice per output.
-    fn split(&mut self, node: &Node, cfg: &onnx_ir::node::split::SplitConfig) -> Result<(), OnnxError> {
+    fn split(
+        &mut self,
+        node: &Node,
+        cfg: &onnx_ir::node::split::SplitConfig,
+    ) -> Result<(), OnnxError> {
         use onnx_ir::node::split::SplitSizesInput;
         let x = self.data(node, 0, &[Layout::Map, Layout::Vector])?;
         if cfg.axis != 1 {
             return Err(unsupported(
                 node,
-                format!("Split on axis {} is not supported: only the channel axis 1", cfg.axis),
+                format!(
+                    "Split on axis {} is not supported: only the channel axis 1",
+                    cfg.axis
+                ),
             ));
         }
         let c = self.channels(&x);
@@ -474,8 +491,14 @@ impl Importer {
                 .inputs()
                 .get(r.input_index)
                 .and_then(|a| self.symbolic(a))
-                .and_then(|v| v.into_iter().map(|d| d.and_then(|d| usize::try_from(d).ok())).collect())
-                .ok_or_else(|| unsupported(node, "its split sizes are not known before run time".into()))?,
+                .and_then(|v| {
+                    v.into_iter()
+                        .map(|d| d.and_then(|d| usize::try_from(d).ok()))
+                        .collect()
+                })
+                .ok_or_else(|| {
+                    unsupported(node, "its split sizes are not known before run time".into())
+                })?,
             (None, Some(size)) => {
                 let mut v = vec![size; c / size.max(1)];
                 if c % size.max(1) != 0 {
@@ -493,7 +516,10 @@ impl Importer {
         }
         let mut start = 0;
         for (k, size) in sizes.into_iter().enumerate() {
-            let op = Op::Slice(ChannelSlice { start, end: start + size });
+            let op = Op::Slice(ChannelSlice {
+                start,
+                end: start + size,
+            });
             self.push_at(node, k, op, vec![x.name.clone()], vec![], x.layout, None)?;
             start += size;
         }
@@ -510,7 +536,10 @@ impl Importer {
         wname: &str,
     ) -> Result<(), OnnxError> {
         let &[out_channels, in_channels] = w.shape() else {
-            return Err(unsupported(node, format!("its weight has shape {:?}, not a matrix", w.shape())));
+            return Err(unsupported(
+                node,
+                format!("its weight has shape {:?}, not a matrix", w.shape()),
+            ));
         };
         let w = w
             .into_shape_with_order(IxDyn(&[out_channels, in_channels, 1, 1]))
@@ -522,7 +551,10 @@ impl Importer {
                     .map_err(|e| unsupported(node, e.to_string()))?,
             ),
             Some(b) => {
-                return Err(unsupported(node, format!("its bias has shape {:?}", b.shape())));
+                return Err(unsupported(
+                    node,
+                    format!("its bias has shape {:?}", b.shape()),
+                ));
             }
         };
         let op = Op::Conv2d(Conv2d {
@@ -545,7 +577,10 @@ impl Importer {
     fn constant_arithmetic(&mut self, node: &Node) -> Result<(), OnnxError> {
         let ins = node.inputs();
         let Some(k) = (0..ins.len().min(2)).find(|&k| ins[k].value().is_some()) else {
-            return Err(unsupported(node, "it has no stored constant operand".into()));
+            return Err(unsupported(
+                node,
+                "it has no stored constant operand".into(),
+            ));
         };
         let x = self.data(node, 1 - k, &[Layout::Map, Layout::Vector, Layout::Nhwc])?;
         let (_, c) = constant(node, k, "constant")?;
@@ -555,7 +590,9 @@ impl Importer {
             let dims: Vec<usize> = c.shape().iter().copied().filter(|&d| d != 1).collect();
             let values: Vec<f32> = c.iter().copied().collect();
             let aligned = match x.layout {
-                Layout::Nhwc | Layout::Vector => c.shape().last().is_none_or(|&d| d == channels || d == 1),
+                Layout::Nhwc | Layout::Vector => {
+                    c.shape().last().is_none_or(|&d| d == channels || d == 1)
+                }
                 _ => {
                     let s = c.shape();
                     let rank = s.len();
@@ -593,11 +630,19 @@ impl Importer {
             }
         };
         if scale.iter().chain(&shift).any(|a| !a.is_finite()) {
-            return Err(unsupported(node, "its constant gives a non-finite scale or shift".into()));
+            return Err(unsupported(
+                node,
+                "its constant gives a non-finite scale or shift".into(),
+            ));
         }
         let map = x.layout != Layout::Vector;
-        let shape: Vec<usize> = if map { vec![channels, 1, 1] } else { vec![channels] };
-        let arr = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("one value per channel");
+        let shape: Vec<usize> = if map {
+            vec![channels, 1, 1]
+        } else {
+            vec![channels]
+        };
+        let arr =
+            |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("one value per channel");
         let op = Op::Affine(ChannelAffine { channels, map });
         let layout = x.layout;
         self.push(
@@ -609,8 +654,6 @@ impl Importer {
             None,
         )
     }
-
-
 
     /// The data input `k` of `node`, which must be an imported value of `layout`.
     fn data(&self, node: &Node, k: usize, layouts: &[Layout]) -> Result<Value, OnnxError> {
@@ -652,7 +695,6 @@ impl Importer {
 
     /// The table of the ops the importer maps: each ONNX op to its function in `ops.rs`.
     fn map_node(&mut self, node: &Node) -> Result<(), OnnxError> {
-        
         if computes_a_shape(node) {
             self.eval_shape_node(node);
             // Shape → Gather → Unsqueeze → Concat before a Reshape: what a PyTorch `view(n, -1)`
@@ -717,7 +759,11 @@ impl Importer {
     /// is then a no-op); one that a conv or a product reads stays a `[C,1,1]` map.
     fn global_pool(&mut self, node: &Node, keep: bool, max: bool) -> Result<(), OnnxError> {
         let x = self.data(node, 0, &[Layout::Map])?;
-        let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+        let out = node
+            .outputs()
+            .first()
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
         let only_flattened = self.readers.get(&out).is_none_or(|kinds| {
             kinds
                 .iter()
@@ -754,8 +800,6 @@ impl Importer {
         };
         self.push(node, Op::Mul, vec![a.name, b.name], vec![], layout, None)
     }
-
-
 
     /// Flatten to `[N, features]`: a no-op after a global pool or on a vector.
     fn flatten(&mut self, node: &Node) -> Result<(), OnnxError> {
@@ -827,13 +871,6 @@ impl Importer {
         self.push(node, op, vec![x.name], params, Layout::Vector, Some(wname))
     }
 }
-
-
-
-
-
-
-
 
 /// A hyperparameter stored as f32 in the file, back as the decimal it was written from
 /// (`1e-5`, not `9.99999974e-6`): 6 significant digits, below f32 precision.

@@ -105,7 +105,9 @@ impl Importer {
             PaddingConfig2d::Explicit(top, left, bottom, right)
                 if top != bottom || left != right =>
             {
-                let pad = Op::Pad(Pad2d { pads: [top, left, bottom, right] });
+                let pad = Op::Pad(Pad2d {
+                    pads: [top, left, bottom, right],
+                });
                 let base = format!("{}_pad", clean_name(&self.original.node(node)));
                 let name = self.push_internal(node, &base, pad, vec![x.name])?;
                 (Value { name, layout: Map }, [0, 0])
@@ -156,14 +158,11 @@ impl Importer {
         };
         let x = self.data(node, 0, &[Map, Vector])?;
         let (eps, momentum) = match &b.config {
-            onnx_ir::node::batch_norm::BatchNormConfig::Static(c) => {
-                (c.epsilon, c.momentum)
-            }
+            onnx_ir::node::batch_norm::BatchNormConfig::Static(c) => (c.epsilon, c.momentum),
             onnx_ir::node::batch_norm::BatchNormConfig::Runtime(_) => {
                 return Err(unsupported(
                     node,
-                    "its scale, bias, mean or variance is computed at run time, not stored"
-                        .into(),
+                    "its scale, bias, mean or variance is computed at run time, not stored".into(),
                 ));
             }
         };
@@ -195,15 +194,13 @@ impl Importer {
 
     /// ONNX `Gelu`.
     pub(super) fn import_gelu(&mut self, node: &Node) -> Result<(), OnnxError> {
-        
         let Node::Gelu(g) = node else {
             unreachable!("the table sends only Gelu here")
         };
         if g.config.approximate != onnx_ir::node::gelu::GeluApproximate::Exact {
             return Err(unsupported(
                 node,
-                "the tanh approximation of GELU is not supported (only the exact one)"
-                    .into(),
+                "the tanh approximation of GELU is not supported (only the exact one)".into(),
             ));
         }
         self.activation(node, Activation::Gelu)
@@ -285,7 +282,6 @@ impl Importer {
 
     /// ONNX `ReduceMean`.
     pub(super) fn import_spatial_reduce(&mut self, node: &Node) -> Result<(), OnnxError> {
-        
         use onnx_ir::node::reduce::ReduceAxes;
         let (r, max) = match node {
             Node::ReduceMax(r) => (&r.config, true),
@@ -295,7 +291,10 @@ impl Importer {
         let mut axes = match &r.axes {
             ReduceAxes::Static(a) => a.clone(),
             ReduceAxes::Runtime(_) => {
-                return Err(unsupported(node, "its axes are computed at run time".into()));
+                return Err(unsupported(
+                    node,
+                    "its axes are computed at run time".into(),
+                ));
             }
         };
         axes.sort_unstable();
@@ -329,9 +328,14 @@ impl Importer {
             _ => None,
         };
         match (cfg.mode == PadMode::Constant && zero, pads) {
-            (true, Some(pads)) => {
-                self.push(node, Op::Pad(Pad2d { pads }), vec![x.name], vec![], Map, None)
-            }
+            (true, Some(pads)) => self.push(
+                node,
+                Op::Pad(Pad2d { pads }),
+                vec![x.name],
+                vec![],
+                Map,
+                None,
+            ),
             _ => Err(unsupported(
                 node,
                 format!(
@@ -345,7 +349,6 @@ impl Importer {
 
     /// ONNX `Flatten`.
     pub(super) fn import_flatten(&mut self, node: &Node) -> Result<(), OnnxError> {
-        
         let Node::Flatten(f) = node else {
             unreachable!("the table sends only Flatten here")
         };
@@ -373,24 +376,35 @@ impl Importer {
         let Node::Reshape(r) = node else {
             unreachable!("the table sends only Reshape here")
         };
-        let input = node.inputs().first().map(|a| a.name.clone()).unwrap_or_default();
+        let input = node
+            .inputs()
+            .first()
+            .map(|a| a.name.clone())
+            .unwrap_or_default();
         let target = self.reshape_target(node, &r.config);
         if let Some((x, groups, true)) = self.shuffles.get(&input).cloned() {
             let c = self.channels(&x) as i64;
-            let back = target.as_ref().is_some_and(|t| {
-                t.len() == 4 && matches!(t[1], Some(d) if d == c || d == -1)
-            });
+            let back = target
+                .as_ref()
+                .is_some_and(|t| t.len() == 4 && matches!(t[1], Some(d) if d == c || d == -1));
             if !back {
                 return Err(unsupported(
                     node,
-                    format!("a reshape of swapped channel blocks to {target:?} is not a channel shuffle"),
+                    format!(
+                        "a reshape of swapped channel blocks to {target:?} is not a channel shuffle"
+                    ),
                 ));
             }
             let op = Op::ChannelShuffle(ChannelShuffle { groups });
             return self.push(node, op, vec![x.name], vec![], Map, None);
         }
-        if let Some(GroupNormStep::Normalised { x, groups, eps, scale, shift }) =
-            self.group_norms.get(&input).cloned()
+        if let Some(GroupNormStep::Normalised {
+            x,
+            groups,
+            eps,
+            scale,
+            shift,
+        }) = self.group_norms.get(&input).cloned()
         {
             let c = self.channels(&x);
             let back = target
@@ -399,14 +413,20 @@ impl Importer {
             if !back {
                 return Err(unsupported(
                     node,
-                    format!("a reshape of instance-normalised groups to {target:?} is not a group norm"),
+                    format!(
+                        "a reshape of instance-normalised groups to {target:?} is not a group norm"
+                    ),
                 ));
             }
             let per = c / groups;
             let repeat = |v: &[f32]| -> ArrayD<f32> {
                 ArrayD::from_shape_fn(IxDyn(&[c]), |i| v[i[0] / per])
             };
-            let op = Op::GroupNorm(GroupNorm { channels: c, groups, eps });
+            let op = Op::GroupNorm(GroupNorm {
+                channels: c,
+                groups,
+                eps,
+            });
             let params = vec![("weight", repeat(&scale)), ("bias", repeat(&shift))];
             return self.push(node, op, vec![x.name], params, Map, None);
         }
@@ -417,8 +437,18 @@ impl Importer {
             let c = self.channels(&x) as i64;
             let rest_ok = matches!(t[2], Some(-1)) || t[2].is_some();
             if let Some(g) = t[1].filter(|&g| g > 0 && c % g == 0 && rest_ok) {
-                let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
-                self.group_norms.insert(out, GroupNormStep::Grouped { x, groups: g as usize });
+                let out = node
+                    .outputs()
+                    .first()
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default();
+                self.group_norms.insert(
+                    out,
+                    GroupNormStep::Grouped {
+                        x,
+                        groups: g as usize,
+                    },
+                );
                 return Ok(());
             }
         }
@@ -432,10 +462,14 @@ impl Importer {
                 (Some(g), None) if g > 0 => g,
                 _ => 0,
             };
-            let spatial = [t[3], t[4]] == [Some(h), Some(w)]
-                || [t[3], t[4]].iter().any(|d| *d == Some(-1));
+            let spatial =
+                [t[3], t[4]] == [Some(h), Some(w)] || [t[3], t[4]].iter().any(|d| *d == Some(-1));
             if groups > 0 && c % groups == 0 && spatial {
-                let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+                let out = node
+                    .outputs()
+                    .first()
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default();
                 self.shuffles.insert(out, (x, groups as usize, false));
                 return Ok(());
             }
@@ -464,15 +498,21 @@ impl Importer {
     /// A stored matrix transposed in the graph (PyTorch's Linear on a channels-last
     /// map exports MatMul(x, Transpose(W))): folded here, read by that MatMul.
     pub(super) fn import_transposed_matrix(&mut self, node: &Node) -> Result<(), OnnxError> {
-        
         let Node::Transpose(t) = node else {
             unreachable!("the table sends only Transpose here")
         };
         let (wname, w) = constant(node, 0, "matrix")?;
         if w.ndim() != 2 || t.config.perm != [1, 0] {
-            return Err(unsupported(node, "only a stored matrix's transpose is supported".into()));
+            return Err(unsupported(
+                node,
+                "only a stored matrix's transpose is supported".into(),
+            ));
         }
-        let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+        let out = node
+            .outputs()
+            .first()
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
         self.folded.insert(out, (wname, w.t().to_owned()));
         Ok(())
     }
@@ -483,7 +523,11 @@ impl Importer {
         let Node::Transpose(t) = node else {
             unreachable!("the table sends only Transpose here")
         };
-        let input = node.inputs().first().map(|a| a.name.clone()).unwrap_or_default();
+        let input = node
+            .inputs()
+            .first()
+            .map(|a| a.name.clone())
+            .unwrap_or_default();
         let to = match t.config.perm.as_slice() {
             [0, 2, 3, 1] => Some((Map, Nhwc)),
             [0, 3, 1, 2] => Some((Nhwc, Map)),
@@ -493,11 +537,21 @@ impl Importer {
             && self.values.get(&input).is_some_and(|v| v.layout == from)
         {
             let x = self.data(node, 0, &[from])?;
-            return self.bind(node, Value { name: x.name, layout: to });
+            return self.bind(
+                node,
+                Value {
+                    name: x.name,
+                    layout: to,
+                },
+            );
         }
         match self.shuffles.get(&input).cloned() {
             Some((x, groups, false)) if t.config.perm == [0, 2, 1, 3, 4] => {
-                let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+                let out = node
+                    .outputs()
+                    .first()
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default();
                 self.shuffles.insert(out, (x, groups, true));
                 Ok(())
             }
@@ -516,7 +570,6 @@ impl Importer {
 
     /// ONNX `Slice`.
     pub(super) fn import_slice(&mut self, node: &Node) -> Result<(), OnnxError> {
-        
         let Node::Slice(sl) = node else {
             unreachable!("the table sends only Slice here")
         };
@@ -526,7 +579,6 @@ impl Importer {
 
     /// ONNX `Split`.
     pub(super) fn import_split(&mut self, node: &Node) -> Result<(), OnnxError> {
-        
         let Node::Split(sp) = node else {
             unreachable!("the table sends only Split here")
         };
@@ -561,7 +613,8 @@ impl Importer {
             unreachable!("the table sends only LayerNormalization here")
         };
         let x = self.data(node, 0, &[Nhwc, Vector])?;
-        if !matches!(ln.config.axis, -1) && !(x.layout == Vector && ln.config.axis == 1)
+        if !matches!(ln.config.axis, -1)
+            && !(x.layout == Vector && ln.config.axis == 1)
             && !(x.layout == Nhwc && ln.config.axis == 3)
         {
             return Err(unsupported(
@@ -581,7 +634,12 @@ impl Importer {
         let flat = |a: ArrayD<f32>| a.into_shape_with_order(IxDyn(&[channels]));
         let (scale, shift) = match (flat(scale), flat(shift)) {
             (Ok(a), Ok(b)) => (a, b),
-            _ => return Err(unsupported(node, "its scale and bias are not per-channel vectors".into())),
+            _ => {
+                return Err(unsupported(
+                    node,
+                    "its scale and bias are not per-channel vectors".into(),
+                ));
+            }
         };
         let op = Op::LayerNorm(LayerNorm {
             channels,
@@ -600,11 +658,14 @@ impl Importer {
 
     /// ONNX `InstanceNormalization`.
     pub(super) fn import_instance_normalization(&mut self, node: &Node) -> Result<(), OnnxError> {
-        
         let Node::InstanceNormalization(inorm) = node else {
             unreachable!("the table sends only InstanceNormalization here")
         };
-        let input = node.inputs().first().map(|a| a.name.clone()).unwrap_or_default();
+        let input = node
+            .inputs()
+            .first()
+            .map(|a| a.name.clone())
+            .unwrap_or_default();
         let Some(GroupNormStep::Grouped { x, groups }) = self.group_norms.get(&input).cloned()
         else {
             return Err(unsupported(
@@ -617,9 +678,16 @@ impl Importer {
         let (_, scale) = constant(node, 1, "scale")?;
         let (_, shift) = constant(node, 2, "bias")?;
         if scale.len() != groups || shift.len() != groups {
-            return Err(unsupported(node, format!("its scale and bias are not {groups} per-group values")));
+            return Err(unsupported(
+                node,
+                format!("its scale and bias are not {groups} per-group values"),
+            ));
         }
-        let out = node.outputs().first().map(|o| o.name.clone()).unwrap_or_default();
+        let out = node
+            .outputs()
+            .first()
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
         self.group_norms.insert(
             out,
             GroupNormStep::Normalised {
@@ -639,11 +707,17 @@ impl Importer {
         let Node::Resize(r) = node else {
             unreachable!("the table sends only Resize here")
         };
-        use onnx_ir::node::resize::{CoordinateTransformMode as Ct, NearestMode, ResizeMode as Rm, ResizeScales, ResizeSizes};
+        use onnx_ir::node::resize::{
+            CoordinateTransformMode as Ct, NearestMode, ResizeMode as Rm, ResizeScales, ResizeSizes,
+        };
         let x = self.data(node, 0, &[Map])?;
         let s = self.shapes[&x.name].clone();
         let cfg = &r.config;
-        let floats = |k: usize| node.inputs().get(k).and_then(|a| a.value()?.to_f32_vec().ok());
+        let floats = |k: usize| {
+            node.inputs()
+                .get(k)
+                .and_then(|a| a.value()?.to_f32_vec().ok())
+        };
         let factors: Option<Vec<f64>> = match (&cfg.scales, &cfg.sizes) {
             (Some(ResizeScales::Static(v)), _) => Some(v.iter().map(|&f| f as f64).collect()),
             (Some(ResizeScales::Runtime(rt)), _) => {
@@ -660,7 +734,14 @@ impl Importer {
                 .get(rt.input_index)
                 .and_then(|a| self.symbolic(a))
                 .filter(|v| v.len() == 4)
-                .and_then(|v| Some(vec![1.0, 1.0, v[2]? as f64 / s[1] as f64, v[3]? as f64 / s[2] as f64])),
+                .and_then(|v| {
+                    Some(vec![
+                        1.0,
+                        1.0,
+                        v[2]? as f64 / s[1] as f64,
+                        v[3]? as f64 / s[2] as f64,
+                    ])
+                }),
             _ => None,
         };
         let spatial = match factors.as_deref() {
@@ -681,7 +762,11 @@ impl Importer {
                 ));
             }
         };
-        let mode = match (&cfg.mode, &cfg.coordinate_transformation_mode, &cfg.nearest_mode) {
+        let mode = match (
+            &cfg.mode,
+            &cfg.coordinate_transformation_mode,
+            &cfg.nearest_mode,
+        ) {
             (Rm::Nearest, Ct::Asymmetric, NearestMode::Floor) => ResizeMode::Nearest,
             (Rm::Linear, Ct::HalfPixel | Ct::PytorchHalfPixel, _) => ResizeMode::Bilinear,
             (m, ct, nm) => {
@@ -695,7 +780,14 @@ impl Importer {
                 ));
             }
         };
-        self.push(node, Op::Resize(Resize { scale, mode }), vec![x.name], vec![], Map, None)
+        self.push(
+            node,
+            Op::Resize(Resize { scale, mode }),
+            vec![x.name],
+            vec![],
+            Map,
+            None,
+        )
     }
 
     /// ONNX `Gemm`.
@@ -720,7 +812,6 @@ impl Importer {
 
     /// ONNX `Add`.
     pub(super) fn import_add_constant(&mut self, node: &Node) -> Result<(), OnnxError> {
-        
         self.constant_arithmetic(node)
     }
 
@@ -729,7 +820,10 @@ impl Importer {
         use Layout::*;
         let n = node.inputs().len();
         if node.inputs().iter().any(|a| a.is_constant()) {
-            return Err(unsupported(node, "a Sum with a constant is not supported".into()));
+            return Err(unsupported(
+                node,
+                "a Sum with a constant is not supported".into(),
+            ));
         }
         let xs: Vec<Value> = (0..n)
             .map(|k| self.data(node, k, &[Map, Vector, Nhwc]))

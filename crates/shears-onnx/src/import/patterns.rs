@@ -105,7 +105,10 @@ impl Importer {
                 match (data, idx.as_deref()) {
                     (Some(d), Some([Some(i)])) => {
                         let i = if *i < 0 { *i + d.len() as i64 } else { *i };
-                        usize::try_from(i).ok().and_then(|i| d.get(i).copied()).map(|x| vec![x])
+                        usize::try_from(i)
+                            .ok()
+                            .and_then(|i| d.get(i).copied())
+                            .map(|x| vec![x])
                     }
                     _ => None,
                 }
@@ -115,28 +118,26 @@ impl Importer {
                 .map(sym)
                 .collect::<Option<Vec<_>>>()
                 .map(|parts| parts.concat()),
-            Node::Div(_) | Node::Mul(_) | Node::Add(_) | Node::Sub(_) => {
-                match (sym(0), sym(1)) {
-                    (Some(a), Some(b)) if a.len() == b.len() || b.len() == 1 || a.len() == 1 => {
-                        let n = a.len().max(b.len());
-                        let at = |v: &Vec<Option<i64>>, i: usize| v[if v.len() == 1 { 0 } else { i }];
-                        Some(
-                            (0..n)
-                                .map(|i| {
-                                    let (x, y) = (at(&a, i)?, at(&b, i)?);
-                                    match node {
-                                        Node::Div(_) => (y != 0).then(|| x.div_euclid(y)),
-                                        Node::Mul(_) => Some(x * y),
-                                        Node::Add(_) => Some(x + y),
-                                        _ => Some(x - y),
-                                    }
-                                })
-                                .collect(),
-                        )
-                    }
-                    _ => None,
+            Node::Div(_) | Node::Mul(_) | Node::Add(_) | Node::Sub(_) => match (sym(0), sym(1)) {
+                (Some(a), Some(b)) if a.len() == b.len() || b.len() == 1 || a.len() == 1 => {
+                    let n = a.len().max(b.len());
+                    let at = |v: &Vec<Option<i64>>, i: usize| v[if v.len() == 1 { 0 } else { i }];
+                    Some(
+                        (0..n)
+                            .map(|i| {
+                                let (x, y) = (at(&a, i)?, at(&b, i)?);
+                                match node {
+                                    Node::Div(_) => (y != 0).then(|| x.div_euclid(y)),
+                                    Node::Mul(_) => Some(x * y),
+                                    Node::Add(_) => Some(x + y),
+                                    _ => Some(x - y),
+                                }
+                            })
+                            .collect(),
+                    )
                 }
-            }
+                _ => None,
+            },
             _ => None,
         };
         if let (Some(v), Some(out)) = (result, node.outputs().first()) {
@@ -147,13 +148,20 @@ impl Importer {
     /// An integer input's value: a stored constant, or a shape value recorded before.
     pub(super) fn symbolic(&self, a: &Argument) -> Option<Vec<Option<i64>>> {
         if let Some(d) = a.value() {
-            return d.to_i64_vec().ok().map(|v| v.into_iter().map(Some).collect());
+            return d
+                .to_i64_vec()
+                .ok()
+                .map(|v| v.into_iter().map(Some).collect());
         }
         self.shape_values.get(&a.name).cloned()
     }
 
     /// A Slice or Split bound: stored, or computed from shapes by the exporter.
-    pub(super) fn ints(&self, node: &Node, input: &onnx_ir::node::slice::SliceInput) -> Option<Vec<i64>> {
+    pub(super) fn ints(
+        &self,
+        node: &Node,
+        input: &onnx_ir::node::slice::SliceInput,
+    ) -> Option<Vec<i64>> {
         match input {
             onnx_ir::node::slice::SliceInput::Static(v) => Some(v.clone()),
             onnx_ir::node::slice::SliceInput::Runtime(r) => self
@@ -164,9 +172,15 @@ impl Importer {
     }
 
     /// The static target of a Reshape, from its stored shape or the shape values recorded.
-    pub(super) fn reshape_target(&self, node: &Node, r: &onnx_ir::node::reshape::ReshapeConfig) -> Option<Vec<Option<i64>>> {
+    pub(super) fn reshape_target(
+        &self,
+        node: &Node,
+        r: &onnx_ir::node::reshape::ReshapeConfig,
+    ) -> Option<Vec<Option<i64>>> {
         match &r.shape {
-            onnx_ir::node::reshape::ReshapeInput::Static(s) => Some(s.iter().map(|&d| Some(d)).collect()),
+            onnx_ir::node::reshape::ReshapeInput::Static(s) => {
+                Some(s.iter().map(|&d| Some(d)).collect())
+            }
             onnx_ir::node::reshape::ReshapeInput::Runtime(rt) => {
                 self.symbolic(node.inputs().get(rt.input_index)?)
             }
@@ -187,12 +201,14 @@ pub(super) fn fuse_silu(nodes: &mut Vec<IrNode>, output: &str) {
     while i < nodes.len() {
         let fused = if nodes[i].op == Op::Mul {
             let (a, b) = (nodes[i].inputs[0].clone(), nodes[i].inputs[1].clone());
-            [(a.clone(), b.clone()), (b, a)].into_iter().find_map(|(x, s)| {
-                let j = nodes.iter().position(|n| n.name == s)?;
-                let is_sigmoid_of_x = nodes[j].op == Op::Activation(Activation::Sigmoid)
-                    && nodes[j].inputs == [x.clone()];
-                (is_sigmoid_of_x && s != output && readers(nodes, &s) == 1).then_some((j, x))
-            })
+            [(a.clone(), b.clone()), (b, a)]
+                .into_iter()
+                .find_map(|(x, s)| {
+                    let j = nodes.iter().position(|n| n.name == s)?;
+                    let is_sigmoid_of_x = nodes[j].op == Op::Activation(Activation::Sigmoid)
+                        && nodes[j].inputs == [x.clone()];
+                    (is_sigmoid_of_x && s != output && readers(nodes, &s) == 1).then_some((j, x))
+                })
         } else {
             None
         };
@@ -239,7 +255,12 @@ pub(super) fn fold_affines(nodes: &mut Vec<IrNode>, weights: &mut Weights, outpu
             let flat = |x: &ArrayD<f32>| x.iter().copied().collect::<Vec<f32>>();
             let (s, t, wv, cv) = (flat(&s), flat(&t), flat(&w), flat(&c));
             let new_w: Vec<f32> = wv.iter().zip(&s).map(|(w, s)| w * s).collect();
-            let new_c: Vec<f32> = cv.iter().zip(&s).zip(&t).map(|((c, s), t)| c * s + t).collect();
+            let new_c: Vec<f32> = cv
+                .iter()
+                .zip(&s)
+                .zip(&t)
+                .map(|((c, s), t)| c * s + t)
+                .collect();
             weights.remove(&format!("{here}.scale"));
             weights.remove(&format!("{here}.shift"));
             weights.insert(

@@ -1,8 +1,8 @@
-use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use super::*;
 use crate::builder::GraphBuilder;
 use crate::graph::Op;
 use crate::ops::{Activation, Pool2d, ResizeMode};
+use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::shape::window_out;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -715,7 +715,12 @@ fn random_convnet(rng: &mut ChaCha8Rng) -> Graph {
                     } else {
                         ResizeMode::Bilinear
                     };
-                    cur = b.resize(&format!("up{i}"), &cur, [2, 1 + rng.random_range(0..2)], mode);
+                    cur = b.resize(
+                        &format!("up{i}"),
+                        &cur,
+                        [2, 1 + rng.random_range(0..2)],
+                        mode,
+                    );
                 }
             }
             4 => {

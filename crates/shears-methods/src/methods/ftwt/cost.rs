@@ -11,11 +11,11 @@
 //!   sums (the paper undercounts there). Ungated convs (residual projections included, whose
 //!   input may be sparse too) and linear layers count in full: strict never undercounts.
 
-use shears_core::ops::{Conv2d, Linear};
 use super::layers::GatedLayer;
 use serde::Serialize;
 use shears_core::cost::{Convention, cost};
 use shears_core::graph::{Graph, Op};
+use shears_core::ops::{Conv2d, Linear};
 
 /// One layer's counts for the samples of one batch.
 #[derive(Debug, Clone)]

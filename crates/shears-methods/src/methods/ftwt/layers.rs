@@ -9,12 +9,12 @@
 //! `Add` while its input is also read by another conv (the block's first conv) is a shortcut,
 //! which the paper's option-A ResNets do not have. Fully connected layers are never gated.
 
-use shears_core::ops::{BatchNorm, Conv2d};
 use crate::error::Result;
 use crate::invalid;
 use serde::Serialize;
 use shears_core::cost::{Convention, cost_with_shapes};
 use shears_core::graph::{Graph, Op};
+use shears_core::ops::{BatchNorm, Conv2d};
 use shears_core::shape::infer_shapes;
 
 /// One gated convolution.
@@ -61,10 +61,9 @@ fn is_projection(graph: &Graph, conv: &shears_core::graph::Node, gate_at: &str) 
         .iter()
         .any(|n| matches!(n.op, Op::Add) && n.inputs.iter().any(|i| i == gate_at));
     let input = &conv.inputs[0];
-    let shares_input = graph
-        .nodes
-        .iter()
-        .any(|n| n.name != conv.name && matches!(n.op, Op::Conv2d(Conv2d { .. })) && n.inputs[0] == *input);
+    let shares_input = graph.nodes.iter().any(|n| {
+        n.name != conv.name && matches!(n.op, Op::Conv2d(Conv2d { .. })) && n.inputs[0] == *input
+    });
     feeds_add && shares_input
 }
 

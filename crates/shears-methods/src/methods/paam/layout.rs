@@ -13,11 +13,11 @@
 //! score), else right after the producer. The trained scores are folded into that BatchNorm's
 //! γ and β, or into the producer's filters and bias, so the scored network is a plain network.
 
-use shears_core::ops::{BatchNorm, Conv2d, Linear};
 use crate::error::Result;
 use crate::invalid;
 use serde::Serialize;
 use shears_core::graph::{Graph, Op};
+use shears_core::ops::{BatchNorm, Conv2d, Linear};
 use shears_core::structured::{ChannelGroup, MemberRole, channel_groups};
 
 /// Where the scores of one producer are folded into the weights.
@@ -76,10 +76,11 @@ impl Layout {
 /// The node after which a channel gate of producer `node` sits, and where it folds.
 fn gate_point(graph: &Graph, node: &str) -> (String, Fold) {
     let reader = |v: &str| graph.sole_reader(v).map(|i| &graph.nodes[i]);
-    let (mut at, fold) = match reader(node).filter(|n| matches!(n.op, Op::BatchNorm(BatchNorm { .. }))) {
-        Some(bn) => (bn.name.clone(), Fold::BatchNorm(bn.name.clone())),
-        None => (node.to_string(), Fold::Producer(node.to_string())),
-    };
+    let (mut at, fold) =
+        match reader(node).filter(|n| matches!(n.op, Op::BatchNorm(BatchNorm { .. }))) {
+            Some(bn) => (bn.name.clone(), Fold::BatchNorm(bn.name.clone())),
+            None => (node.to_string(), Fold::Producer(node.to_string())),
+        };
     if let Some(relu) = reader(&at).filter(|n| matches!(n.op, Op::Relu)) {
         at = relu.name.clone();
     }
