@@ -224,7 +224,7 @@ struct Importer {
     /// Per-sample shape of every IR value made so far.
     shapes: HashMap<String, Vec<usize>>,
     /// Integer values of shape computations (`None` where unknown before run time: the batch).
-    shape_values: HashMap<String, Vec<Option<i64>>>,
+    shape_values: HashMap<String, Vec<Option<f64>>>,
     /// The steps of a channel shuffle seen so far: the value reshaped into `groups` blocks,
     /// then (`true`) its two block axes swapped.
     shuffles: HashMap<String, (Value, usize, bool)>,
@@ -695,7 +695,7 @@ impl Importer {
 
     /// The table of the ops the importer maps: each ONNX op to its function in `ops.rs`.
     fn map_node(&mut self, node: &Node) -> Result<(), OnnxError> {
-        if computes_a_shape(node) {
+        if computes_a_shape(node, |v| self.shape_values.contains_key(v)) {
             self.eval_shape_node(node);
             // Shape → Gather → Unsqueeze → Concat before a Reshape: what a PyTorch `view(n, -1)`
             // leaves when the batch axis is dynamic. The Reshape is judged by its output shape,

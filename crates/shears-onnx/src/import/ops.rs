@@ -321,10 +321,26 @@ impl Importer {
         let x = self.data(node, 0, &[Map])?;
         let cfg = &pd.config;
         let zero = matches!(cfg.constant_value, ConstantValueInput::Static(v) if v == 0.0);
-        let pads = match &cfg.pads {
-            PadInput::Static(p) if p.len() == 4 && p[0] == (0, 0) && p[1] == (0, 0) => {
-                Some([p[2].0, p[3].0, p[2].1, p[3].1])
-            }
+        // Pads known before run time, or computed from shapes by the exporter (timm's
+        // TensorFlow-style "same" padding): ONNX order, all begins then all ends.
+        let pairs: Option<Vec<(usize, usize)>> = match &cfg.pads {
+            PadInput::Static(p) => Some(p.clone()),
+            PadInput::Runtime { input, axes: None } => node
+                .inputs()
+                .get(input.input_index)
+                .and_then(|a| self.symbolic(a))
+                .filter(|v| v.len() == 8)
+                .and_then(|v| {
+                    let v: Option<Vec<usize>> = v
+                        .into_iter()
+                        .map(|d| d.and_then(|d| usize::try_from(d).ok()))
+                        .collect();
+                    v.map(|v| (0..4).map(|k| (v[k], v[k + 4])).collect())
+                }),
+            PadInput::Runtime { .. } => None,
+        };
+        let pads = match pairs.as_deref() {
+            Some([(0, 0), (0, 0), h, w]) => Some([h.0, w.0, h.1, w.1]),
             _ => None,
         };
         match (cfg.mode == PadMode::Constant && zero, pads) {

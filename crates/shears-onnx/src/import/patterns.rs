@@ -87,50 +87,73 @@ impl Importer {
     /// their static targets when the exporter computed them at run time.
     pub(super) fn eval_shape_node(&mut self, node: &Node) {
         let ins = node.inputs();
-        let sym = |k: usize| ins.get(k).and_then(|a| self.symbolic(a));
-        let result: Option<Vec<Option<i64>>> = match node {
+        let num = |k: usize| ins.get(k).and_then(|a| self.numbers(a));
+        let out_float = node
+            .outputs()
+            .first()
+            .is_some_and(|o| !o.ty.is_shape() && o.ty.elem_type().is_float());
+        let result: Option<Vec<Option<f64>>> = match node {
             Node::Shape(_) => ins.first().and_then(|a| {
                 let v = self.values.get(&a.name)?;
                 let s = self.shapes.get(&v.name)?;
-                let mut dims = vec![None];
-                match v.layout {
-                    Layout::Pooled => dims.extend([Some(s[0] as i64), Some(1), Some(1)]),
-                    Layout::Map | Layout::Vector => dims.extend(s.iter().map(|&d| Some(d as i64))),
-                    Layout::Nhwc => dims.extend([s[1], s[2], s[0]].iter().map(|&d| Some(d as i64))),
-                }
-                Some(dims)
+                let dims: Vec<usize> = match v.layout {
+                    Layout::Pooled => vec![s[0], 1, 1],
+                    Layout::Map | Layout::Vector => s.clone(),
+                    Layout::Nhwc => vec![s[1], s[2], s[0]],
+                };
+                Some(
+                    std::iter::once(None)
+                        .chain(dims.into_iter().map(|d| Some(d as f64)))
+                        .collect(),
+                )
             }),
-            Node::Gather(_) => {
-                let (data, idx) = (sym(0), sym(1));
-                match (data, idx.as_deref()) {
-                    (Some(d), Some([Some(i)])) => {
-                        let i = if *i < 0 { *i + d.len() as i64 } else { *i };
-                        usize::try_from(i)
-                            .ok()
-                            .and_then(|i| d.get(i).copied())
-                            .map(|x| vec![x])
-                    }
-                    _ => None,
+            Node::Gather(_) => match (num(0), num(1).as_deref()) {
+                (Some(d), Some([Some(i)])) => {
+                    let i = if *i < 0.0 { *i + d.len() as f64 } else { *i };
+                    d.get(i as usize).copied().map(|x| vec![x])
                 }
-            }
-            Node::Unsqueeze(_) | Node::Squeeze(_) | Node::Cast(_) => sym(0),
+                _ => None,
+            },
+            Node::Unsqueeze(_) | Node::Squeeze(_) => num(0),
+            // A cast to an integer type truncates, as ONNX's does.
+            Node::Cast(_) if out_float => num(0),
+            Node::Cast(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::trunc)).collect()),
+            Node::Ceil(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::ceil)).collect()),
+            Node::Floor(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::floor)).collect()),
             Node::Concat(_) => (0..ins.len())
-                .map(sym)
+                .map(num)
                 .collect::<Option<Vec<_>>>()
                 .map(|parts| parts.concat()),
-            Node::Div(_) | Node::Mul(_) | Node::Add(_) | Node::Sub(_) => match (sym(0), sym(1)) {
+            // Clip by constant bounds (an absent bound is none): `max(x, 0)` in timm's padding.
+            Node::Clip(_) => num(0).map(|v| {
+                let bound = |k: usize| num(k).and_then(|b| b.first().copied().flatten());
+                let (lo, hi) = (bound(1), bound(2));
+                v.into_iter()
+                    .map(|x| x.map(|x| x.max(lo.unwrap_or(f64::MIN)).min(hi.unwrap_or(f64::MAX))))
+                    .collect()
+            }),
+            Node::Div(_)
+            | Node::Mul(_)
+            | Node::Add(_)
+            | Node::Sub(_)
+            | Node::Max(_)
+            | Node::Min(_) => match (num(0), num(1)) {
                 (Some(a), Some(b)) if a.len() == b.len() || b.len() == 1 || a.len() == 1 => {
                     let n = a.len().max(b.len());
-                    let at = |v: &Vec<Option<i64>>, i: usize| v[if v.len() == 1 { 0 } else { i }];
+                    let at = |v: &Vec<Option<f64>>, i: usize| v[if v.len() == 1 { 0 } else { i }];
                     Some(
                         (0..n)
                             .map(|i| {
                                 let (x, y) = (at(&a, i)?, at(&b, i)?);
                                 match node {
-                                    Node::Div(_) => (y != 0).then(|| x.div_euclid(y)),
+                                    // Integer division truncates in ONNX.
+                                    Node::Div(_) if out_float => (y != 0.0).then(|| x / y),
+                                    Node::Div(_) => (y != 0.0).then(|| (x / y).trunc()),
                                     Node::Mul(_) => Some(x * y),
                                     Node::Add(_) => Some(x + y),
-                                    _ => Some(x - y),
+                                    Node::Sub(_) => Some(x - y),
+                                    Node::Max(_) => Some(x.max(y)),
+                                    _ => Some(x.min(y)),
                                 }
                             })
                             .collect(),
@@ -145,15 +168,25 @@ impl Importer {
         }
     }
 
-    /// An integer input's value: a stored constant, or a shape value recorded before.
-    pub(super) fn symbolic(&self, a: &Argument) -> Option<Vec<Option<i64>>> {
+    /// A number input's values: a stored constant, or a shape value recorded before.
+    pub(super) fn numbers(&self, a: &Argument) -> Option<Vec<Option<f64>>> {
         if let Some(d) = a.value() {
             return d
-                .to_i64_vec()
+                .to_f64_vec()
                 .ok()
                 .map(|v| v.into_iter().map(Some).collect());
         }
         self.shape_values.get(&a.name).cloned()
+    }
+
+    /// An integer input's values (`None` where unknown before run time, or not whole).
+    pub(super) fn symbolic(&self, a: &Argument) -> Option<Vec<Option<i64>>> {
+        let v = self.numbers(a)?;
+        Some(
+            v.into_iter()
+                .map(|x| x.filter(|x| x.fract() == 0.0).map(|x| x as i64))
+                .collect(),
+        )
     }
 
     /// A Slice or Split bound: stored, or computed from shapes by the exporter.
@@ -287,8 +320,9 @@ pub(super) fn fold_affines(nodes: &mut Vec<IrNode>, weights: &mut Weights, outpu
 }
 
 /// Whether `node` only computes shapes or indices (integer tensors, shape values, scalars), as
-/// the ops of a flatten's shape chain do.
-pub(super) fn computes_a_shape(node: &Node) -> bool {
+/// the ops of a flatten's shape chain do, or computes on such values alone (`known`: every input
+/// is a stored constant or a shape value recorded before, as timm's padding arithmetic is).
+pub(super) fn computes_a_shape(node: &Node, known: impl Fn(&str) -> bool) -> bool {
     let shape_op = matches!(
         node,
         Node::Shape(_)
@@ -302,13 +336,25 @@ pub(super) fn computes_a_shape(node: &Node) -> bool {
             | Node::Mul(_)
             | Node::Add(_)
             | Node::Sub(_)
+            | Node::Ceil(_)
+            | Node::Floor(_)
+            | Node::Clip(_)
+            | Node::Max(_)
+            | Node::Min(_)
     );
+    let on_shapes = node
+        .inputs()
+        .iter()
+        .filter(|a| !a.name.is_empty())
+        .all(|a| a.value().is_some() || known(&a.name))
+        && node.inputs().iter().any(|a| known(&a.name));
     shape_op
         && !node.outputs().is_empty()
-        && node
-            .outputs()
-            .iter()
-            .all(|o| o.ty.is_shape() || o.ty.is_scalar() || !o.ty.elem_type().is_float())
+        && (on_shapes
+            || node
+                .outputs()
+                .iter()
+                .all(|o| o.ty.is_shape() || o.ty.is_scalar() || !o.ty.elem_type().is_float()))
 }
 
 /// onnx-ir 0.22 refuses `ceil_mode` on AveragePool before opset 19, though ONNX has it since
