@@ -224,37 +224,48 @@ impl Importer {
 /// Rewrites `x * Sigmoid(x)` (SiLU as PyTorch exports it before opset 20) into one SiLU node,
 /// where the sigmoid has no other reader. The product keeps its name, so its readers are intact.
 pub(super) fn fuse_silu(nodes: &mut Vec<IrNode>, output: &str) {
-    let readers = |nodes: &[IrNode], v: &str| {
-        nodes
-            .iter()
-            .filter(|n| n.inputs.iter().any(|i| i == v))
-            .count()
-    };
-    let mut i = 0;
-    while i < nodes.len() {
-        let fused = if nodes[i].op == Op::Mul {
-            let (a, b) = (nodes[i].inputs[0].clone(), nodes[i].inputs[1].clone());
-            [(a.clone(), b.clone()), (b, a)]
-                .into_iter()
-                .find_map(|(x, s)| {
-                    let j = nodes.iter().position(|n| n.name == s)?;
-                    let is_sigmoid_of_x = nodes[j].op == Op::Activation(Activation::Sigmoid)
-                        && nodes[j].inputs == [x.clone()];
-                    (is_sigmoid_of_x && s != output && readers(nodes, &s) == 1).then_some((j, x))
-                })
-        } else {
-            None
-        };
-        match fused {
-            Some((j, x)) => {
-                nodes[i].op = Op::Activation(Activation::Silu);
-                nodes[i].inputs = vec![x];
-                nodes.remove(j);
-                i = 0;
-            }
-            None => i += 1,
+    let readers = reader_counts(nodes);
+    let at: HashMap<String, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
+    let mut dropped = vec![false; nodes.len()];
+    for i in 0..nodes.len() {
+        if nodes[i].op != Op::Mul {
+            continue;
+        }
+        let (a, b) = (nodes[i].inputs[0].clone(), nodes[i].inputs[1].clone());
+        let fused = [(a.clone(), b.clone()), (b, a)]
+            .into_iter()
+            .find_map(|(x, s)| {
+                let j = *at.get(&s)?;
+                let is_sigmoid_of_x = nodes[j].op == Op::Activation(Activation::Sigmoid)
+                    && nodes[j].inputs == [x.clone()];
+                (is_sigmoid_of_x && s != output && readers.get(&s) == Some(&1)).then_some((j, x))
+            });
+        if let Some((j, x)) = fused {
+            nodes[i].op = Op::Activation(Activation::Silu);
+            nodes[i].inputs = vec![x];
+            dropped[j] = true;
         }
     }
+    let mut k = 0;
+    nodes.retain(|_| {
+        k += 1;
+        !dropped[k - 1]
+    });
+}
+
+/// How many nodes read each value.
+fn reader_counts(nodes: &[IrNode]) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for n in nodes {
+        for v in &n.inputs {
+            *counts.entry(v.clone()).or_default() += 1;
+        }
+    }
+    counts
 }
 
 /// Folds a per-channel affine into the op before it when that op's value has no other reader:
@@ -263,60 +274,65 @@ pub(super) fn fuse_silu(nodes: &mut Vec<IrNode>, output: &str) {
 /// tensors. The later node keeps its name (its readers are intact) and takes the earlier one's
 /// op and inputs.
 pub(super) fn fold_affines(nodes: &mut Vec<IrNode>, weights: &mut Weights, output: &str) {
-    let mut i = 0;
-    while i < nodes.len() {
-        let folded = (|| {
-            if !matches!(nodes[i].op, Op::Affine(_)) {
-                return None;
-            }
-            let prev = nodes[i].inputs[0].clone();
-            let j = nodes.iter().position(|n| n.name == prev)?;
-            let readers = nodes.iter().filter(|n| n.inputs.contains(&prev)).count();
-            if readers != 1 || prev == output {
-                return None;
-            }
-            let (a, b) = match nodes[j].op {
-                Op::Affine(_) => ("scale", "shift"),
-                Op::GroupNorm(_) | Op::LayerNorm(_) => ("weight", "bias"),
-                _ => return None,
-            };
-            let here = nodes[i].name.clone();
-            let s = weights.get(&format!("{here}.scale"))?.clone();
-            let t = weights.get(&format!("{here}.shift"))?.clone();
-            let w = weights.remove(&format!("{prev}.{a}"))?;
-            let c = weights.remove(&format!("{prev}.{b}"))?;
-            let flat = |x: &ArrayD<f32>| x.iter().copied().collect::<Vec<f32>>();
-            let (s, t, wv, cv) = (flat(&s), flat(&t), flat(&w), flat(&c));
-            let new_w: Vec<f32> = wv.iter().zip(&s).map(|(w, s)| w * s).collect();
-            let new_c: Vec<f32> = cv
-                .iter()
-                .zip(&s)
-                .zip(&t)
-                .map(|((c, s), t)| c * s + t)
-                .collect();
-            weights.remove(&format!("{here}.scale"));
-            weights.remove(&format!("{here}.shift"));
-            weights.insert(
-                format!("{here}.{a}"),
-                ArrayD::from_shape_vec(w.raw_dim(), new_w).ok()?,
-            );
-            weights.insert(
-                format!("{here}.{b}"),
-                ArrayD::from_shape_vec(c.raw_dim(), new_c).ok()?,
-            );
-            Some(j)
-        })();
-        match folded {
-            Some(j) => {
-                let prev = nodes.remove(j);
-                let at = if j < i { i - 1 } else { i };
-                nodes[at].op = prev.op;
-                nodes[at].inputs = prev.inputs;
-                i = 0;
-            }
-            None => i += 1,
+    // One pass in topological order: a node that took an earlier one's op (a norm, an affine)
+    // can itself be folded into the affine after it.
+    let readers = reader_counts(nodes);
+    let mut at: HashMap<String, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
+    let mut dropped = vec![false; nodes.len()];
+    for i in 0..nodes.len() {
+        if !matches!(nodes[i].op, Op::Affine(_)) {
+            continue;
         }
+        let prev = nodes[i].inputs[0].clone();
+        let Some(&j) = at.get(&prev) else { continue };
+        if readers.get(&prev) != Some(&1) || prev == output {
+            continue;
+        }
+        let (a, b) = match nodes[j].op {
+            Op::Affine(_) => ("scale", "shift"),
+            Op::GroupNorm(_) | Op::LayerNorm(_) => ("weight", "bias"),
+            _ => continue,
+        };
+        let here = nodes[i].name.clone();
+        let tensor = |name: String| weights.get(&name).cloned().map(|t| (name, t));
+        let (Some(s), Some(t), Some(w), Some(c)) = (
+            tensor(format!("{here}.scale")),
+            tensor(format!("{here}.shift")),
+            tensor(format!("{prev}.{a}")),
+            tensor(format!("{prev}.{b}")),
+        ) else {
+            continue;
+        };
+        // (w x̂ + c) s + t = (w s) x̂ + (c s + t), channel by channel.
+        let (sv, tv) = (s.1.iter().copied(), t.1.iter().copied());
+        let scaled: Vec<(f32, f32)> = sv.zip(tv).collect();
+        let (mut new_w, mut new_c) = (w.1.clone(), c.1.clone());
+        for (v, &(sk, _)) in new_w.iter_mut().zip(&scaled) {
+            *v *= sk;
+        }
+        for (v, &(sk, tk)) in new_c.iter_mut().zip(&scaled) {
+            *v = *v * sk + tk;
+        }
+        for name in [s.0, t.0, w.0, c.0] {
+            weights.remove(&name);
+        }
+        weights.insert(format!("{here}.{a}"), new_w);
+        weights.insert(format!("{here}.{b}"), new_c);
+        let earlier = std::mem::take(&mut nodes[j].inputs);
+        nodes[i].op = nodes[j].op.clone();
+        nodes[i].inputs = earlier;
+        dropped[j] = true;
+        at.insert(here, i);
     }
+    let mut k = 0;
+    nodes.retain(|_| {
+        k += 1;
+        !dropped[k - 1]
+    });
 }
 
 /// Whether `node` only computes shapes or indices (integer tensors, shape values, scalars), as
