@@ -364,16 +364,7 @@ impl Importer {
             }
             self.weights.insert(spec.name.clone(), array);
         }
-        let ir = IrNode {
-            name: name.clone(),
-            op,
-            inputs,
-        };
-        let ins: Vec<&Vec<usize>> = ir.inputs.iter().map(|v| &self.shapes[v]).collect();
-        let shape = shears_core::shape::node_shape(&ir, &ins)
-            .map_err(|e| unsupported(node, e.to_string()))?;
-        self.shapes.insert(name.clone(), shape);
-        self.nodes.push(ir);
+        self.add_node(node, name.clone(), op, inputs)?;
         self.bind_at(node, out, Value { name, layout })
     }
 
@@ -387,17 +378,25 @@ impl Importer {
         inputs: Vec<String>,
     ) -> Result<String, OnnxError> {
         let name = self.fresh(base);
-        let ir = IrNode {
-            name: name.clone(),
-            op,
-            inputs,
-        };
+        self.add_node(node, name.clone(), op, inputs)?;
+        Ok(name)
+    }
+
+    /// Appends an IR node with its shape inferred (an error names the ONNX `node`).
+    fn add_node(
+        &mut self,
+        node: &Node,
+        name: String,
+        op: Op,
+        inputs: Vec<String>,
+    ) -> Result<(), OnnxError> {
+        let ir = IrNode { name, op, inputs };
         let ins: Vec<&Vec<usize>> = ir.inputs.iter().map(|v| &self.shapes[v]).collect();
         let shape = shears_core::shape::node_shape(&ir, &ins)
             .map_err(|e| unsupported(node, e.to_string()))?;
-        self.shapes.insert(name.clone(), shape);
+        self.shapes.insert(ir.name.clone(), shape);
         self.nodes.push(ir);
-        Ok(name)
+        Ok(())
     }
 
     /// The node's (first) output is the IR value `v`.
