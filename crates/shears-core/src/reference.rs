@@ -12,14 +12,11 @@
 use crate::error::{CoreError, Result};
 use crate::graph::{Graph, Node};
 use crate::ops::RefCall;
+use crate::ops::arith::Params;
 use crate::shape::infer_shapes;
 use crate::weights::{Masks, Weights, check_masks, check_weights};
-use ndarray::{ArrayD, ArrayViewD, Axis};
-use std::borrow::Cow;
+use ndarray::{ArrayD, Axis};
 use std::collections::{BTreeMap, HashMap};
-
-/// Re-exported for the dynamic engine, which pools planes the same way.
-pub use crate::ops::pool_planes;
 
 /// Per-value multipliers on the channel axis (per-sample axis 0, features of a `[F]` value),
 /// one per index, keyed by value name (a node name or the graph input's name).
@@ -118,51 +115,9 @@ pub fn forward_with_channel_gates(
     })
 }
 
-/// Weight lookup with masks applied.
-/// Parameter lookup with masks applied, for the ops' reference forwards.
-pub(crate) struct Params<'a> {
-    weights: &'a Weights,
-    masks: Option<&'a Masks>,
-}
-
-impl Params<'_> {
-    pub(crate) fn get(&self, name: &str) -> Result<Cow<'_, ArrayD<f32>>> {
-        let w = self
-            .weights
-            .get(name)
-            .ok_or_else(|| CoreError::tensor(name, "missing from the weights"))?;
-        match self.masks.and_then(|m| m.get(name)) {
-            Some(m) => Ok(Cow::Owned(
-                ndarray::Zip::from(w)
-                    .and(m)
-                    .map_collect(|&v, &keep| if keep { v } else { 0.0 }),
-            )),
-            None => Ok(Cow::Borrowed(w)),
-        }
-    }
-}
-
 fn apply_gate(x: &mut ArrayD<f32>, gate: &[f32]) {
     for (mut lane, &g) in x.axis_iter_mut(Axis(1)).zip(gate) {
         lane.mapv_inplace(|v| v * g);
-    }
-}
-
-/// A contiguous row-major copy (or borrow) of an array's data.
-pub(crate) fn contiguous<'a>(a: &'a ArrayViewD<'a, f32>) -> Cow<'a, [f32]> {
-    match a.as_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(a.iter().copied().collect()),
-    }
-}
-
-pub(crate) fn dims4(node: &Node, x: &ArrayD<f32>) -> Result<[usize; 4]> {
-    match x.shape() {
-        &[n, c, h, w] => Ok([n, c, h, w]),
-        s => Err(CoreError::shape(
-            &node.name,
-            format!("expects a [N,C,H,W] input, got {s:?}"),
-        )),
     }
 }
 

@@ -847,7 +847,7 @@ fn pool(x: Val, max: bool, attrs: &Pool2d) -> Val {
         attrs.out_len(0, h).unwrap_or(1),
         attrs.out_len(1, w).unwrap_or(1),
     );
-    let out = shears_core::reference::pool_planes(&data, [h, w], [oh, ow], attrs, max);
+    let out = shears_core::ops::pool_planes(&data, [h, w], [oh, ow], attrs, max);
     Val::Map {
         channels,
         total,

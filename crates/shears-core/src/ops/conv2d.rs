@@ -5,6 +5,7 @@
 //! input channel `c`; anything else is a grouped conv whose channels can only go by whole groups.
 
 use super::RefCall;
+use super::arith::{contiguous, dims4};
 use super::{
     Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, OnnxAttr, OnnxNode, Op, OpRules,
     ParamKind, ParamSpec, Window2d, chw, ints, pads, param, window_out,
@@ -12,7 +13,6 @@ use super::{
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
-use crate::reference::{contiguous, dims4};
 use crate::shape::Shape;
 use ndarray::ArrayD;
 use ndarray::linalg::general_mat_mul;

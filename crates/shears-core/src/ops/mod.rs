@@ -12,6 +12,7 @@
 mod activation;
 mod add;
 mod affine;
+pub(crate) mod arith;
 mod batchnorm;
 mod concat;
 mod conv2d;
@@ -362,7 +363,7 @@ fn pads(v: [usize; 2]) -> OnnxAttr {
 pub(crate) struct RefCall<'a> {
     pub node: &'a Node,
     pub ins: &'a [&'a ArrayD<f32>],
-    pub params: &'a crate::reference::Params<'a>,
+    pub params: &'a arith::Params<'a>,
     pub in_gate: Option<&'a [f32]>,
 }
 

@@ -5,11 +5,11 @@
 //! Channels pass through; each output position reads its input position or nothing.
 
 use super::RefCall;
+use super::arith::dims4;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxNode, Op, OpRules, ParamSpec, chw};
 use crate::cost::Convention;
 use crate::error::Result;
 use crate::graph::Node;
-use crate::reference::dims4;
 use crate::shape::Shape;
 use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};

@@ -9,6 +9,7 @@
 //! every interpreter.
 
 use super::RefCall;
+use super::arith::{contiguous, dims4};
 use super::{
     Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec, Window2d, chw,
     ints, pads,
@@ -16,7 +17,6 @@ use super::{
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
-use crate::reference::{contiguous, dims4};
 use crate::shape::Shape;
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};

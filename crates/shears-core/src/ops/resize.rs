@@ -7,11 +7,11 @@
 //! effective sparsity.
 
 use super::RefCall;
+use super::arith::dims4;
 use super::{Arity, ChannelAxis, ChannelFlow, OnnxAttr, OnnxNode, Op, OpRules, ParamSpec, chw};
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
 use crate::graph::Node;
-use crate::reference::dims4;
 use crate::shape::Shape;
 use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
