@@ -3,6 +3,9 @@
 /// Everything that can go wrong while executing or training a graph.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The caller asked to stop (Ctrl-C in a front end), between two steps.
+    #[error("stopped on request")]
+    Cancelled,
     #[error(transparent)]
     Core(#[from] shears_core::CoreError),
     #[error(transparent)]

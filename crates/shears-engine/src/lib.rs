@@ -26,4 +26,4 @@ pub use hooks::{
 };
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::Schedule;
-pub use train::{EpochMetrics, TrainConfig, evaluate, train};
+pub use train::{EpochMetrics, StepProgress, TrainConfig, evaluate, train, train_observed};

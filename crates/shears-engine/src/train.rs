@@ -225,6 +225,38 @@ pub fn train(
     hooks: &mut TrainHooks<'_>,
     on_epoch: &mut dyn FnMut(&Executor, &Optimizer, &TrainHooks<'_>, &EpochMetrics) -> Result<()>,
 ) -> Result<Vec<EpochMetrics>> {
+    train_observed(exec, data, cfg, opt, start_epoch, hooks, on_epoch, &|_| {
+        Ok(())
+    })
+}
+
+/// Where one training step stands, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepProgress {
+    /// 0-based epoch and the number of epochs.
+    pub epoch: usize,
+    pub epochs: usize,
+    /// Steps done in this epoch, of `steps`.
+    pub step: usize,
+    pub steps: usize,
+    /// Mean training loss of the epoch so far.
+    pub loss: f64,
+}
+
+/// [`train`], calling `on_step` after every optimiser step: a progress display, and the place a
+/// front end stops training between two steps (its error, e.g. [`EngineError::Cancelled`], stops
+/// training with the last epoch's checkpoint intact).
+#[allow(clippy::too_many_arguments)]
+pub fn train_observed(
+    exec: &mut Executor,
+    data: &DataSplits,
+    cfg: &TrainConfig,
+    opt: &mut Optimizer,
+    start_epoch: usize,
+    hooks: &mut TrainHooks<'_>,
+    on_epoch: &mut dyn FnMut(&Executor, &Optimizer, &TrainHooks<'_>, &EpochMetrics) -> Result<()>,
+    on_step: &dyn Fn(StepProgress) -> Result<()>,
+) -> Result<Vec<EpochMetrics>> {
     cfg.validate()?;
     if !exec.device().is_autodiff() {
         return Err(EngineError::invalid(
@@ -316,6 +348,17 @@ pub fn train(
             bar.inc(1);
             if step % 10 == 0 {
                 bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            }
+            let observed = on_step(StepProgress {
+                epoch,
+                epochs: cfg.epochs,
+                step: step + 1,
+                steps: loader.num_batches(),
+                loss: loss_sum / seen as f64,
+            });
+            if let Err(e) = observed {
+                bar.finish_and_clear();
+                return Err(e);
             }
         }
         bar.finish_and_clear();

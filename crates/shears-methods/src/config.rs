@@ -10,6 +10,7 @@ use crate::error::{Context, MethodError, Result};
 use crate::invalid;
 use crate::run_dir::short_hash;
 use serde::{Deserialize, Serialize};
+use shears_core::sparsity::{Allocation, Quota, TargetKind};
 use shears_engine::{OptimizerConfig, Schedule, TrainConfig};
 use std::path::{Path, PathBuf};
 
@@ -111,21 +112,21 @@ pub struct TrainSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneSection {
-    /// `magnitude`, `random` or `lamp` (unstructured).
+    /// The unstructured score (`magnitude`, `random`, `lamp`, `snip`, `grasp`, `synflow`).
     #[serde(default = "default_method")]
-    pub method: String,
+    pub method: Score,
     /// `global` ranking, or a layer quota: `uniform`, `uniform+`, `er`, `erk`, `igq`.
-    #[serde(default = "default_scope")]
-    pub scope: String,
+    #[serde(default = "default_scope", with = "as_text::allocation")]
+    pub scope: Allocation,
     /// Fraction of prunable (conv + linear) weights to remove.
     pub sparsity: f64,
     /// `direct` or `effective`.
-    #[serde(default = "default_target_kind")]
-    pub target_kind: String,
+    #[serde(default = "default_target_kind", with = "as_text::target_kind")]
+    pub target_kind: TargetKind,
     /// When `shears run` prunes: `after` training (default), at `init`ialisation (then trains
     /// the masked model), or `gradual`ly at every epoch end (cubic schedule).
     #[serde(default = "default_when", skip_serializing_if = "is_default_when")]
-    pub when: String,
+    pub when: When,
     /// With `when = "after"`: rewind the weights to their initial values after each pruning
     /// round and retrain with the `[train]` settings (lottery ticket).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -162,11 +163,11 @@ impl Default for PruneSection {
     }
 }
 
-fn default_when() -> String {
-    "after".into()
+fn default_when() -> When {
+    When::After
 }
-fn is_default_when(v: &str) -> bool {
-    v == "after"
+fn is_default_when(v: &When) -> bool {
+    *v == When::After
 }
 fn is_false(v: &bool) -> bool {
     !*v
@@ -215,14 +216,14 @@ fn default_optimizer() -> OptimizerConfig {
 fn default_schedule() -> Schedule {
     Schedule::Cosine { min_lr: 0.0 }
 }
-fn default_method() -> String {
-    "magnitude".into()
+fn default_method() -> Score {
+    Score::Magnitude
 }
-fn default_scope() -> String {
-    "global".into()
+fn default_scope() -> Allocation {
+    Allocation::Global
 }
-fn default_target_kind() -> String {
-    "direct".into()
+fn default_target_kind() -> TargetKind {
+    TargetKind::Direct
 }
 
 impl Default for ModelConfig {
@@ -277,6 +278,15 @@ impl Default for ExperimentConfig {
 }
 
 impl TrainSection {
+    /// The fine-tuning phase of a config without `[finetune]`: one epoch of this phase at a
+    /// tenth of its learning rate.
+    pub fn default_finetune(&self) -> TrainSection {
+        let mut f = self.clone();
+        f.epochs = 1;
+        f.lr = self.lr / 10.0;
+        f
+    }
+
     /// The engine's view of this section.
     pub fn to_engine(&self, seed: u64) -> TrainConfig {
         TrainConfig {
@@ -318,6 +328,21 @@ impl TrainSection {
 }
 
 impl ExperimentConfig {
+    /// The fine-tuning phase: `[finetune]`, or [`TrainSection::default_finetune`] of `[train]`.
+    pub fn finetune(&self) -> TrainSection {
+        self.finetune
+            .clone()
+            .unwrap_or_else(|| self.train.default_finetune())
+    }
+
+    /// Sets the fine-tuning epochs (from the default phase when the config has none), as
+    /// `--finetune-epochs` does.
+    pub fn set_finetune_epochs(&mut self, epochs: usize) {
+        let mut f = self.finetune();
+        f.epochs = epochs;
+        self.finetune = Some(f);
+    }
+
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<ExperimentConfig> {
         let text =
@@ -365,45 +390,23 @@ impl ExperimentConfig {
             if !(0.0..1.0).contains(&p.sparsity) {
                 invalid!("[prune] sparsity must be in [0, 1), got {}", p.sparsity);
             }
-            if !crate::methods::unstructured::METHODS.contains(&p.method.as_str()) {
-                invalid!(
-                    "[prune] method `{}` is unknown (known: {})",
-                    p.method,
-                    crate::methods::unstructured::METHODS.join(", ")
-                );
-            }
-            if !crate::methods::unstructured::WHEN.contains(&p.when.as_str()) {
-                invalid!(
-                    "[prune] when = `{}` is unknown (known: {})",
-                    p.when,
-                    crate::methods::unstructured::WHEN.join(", ")
-                );
-            }
             if p.rounds == 0 {
                 invalid!("[prune] rounds must be at least 1");
             }
-            if p.when != "after" && (p.rewind || p.rounds != 1) {
+            if p.when != When::After && (p.rewind || p.rounds != 1) {
                 invalid!("[prune] rewind and rounds only apply with when = \"after\"");
             }
             if p.score_batches == 0 {
                 invalid!("[prune] score_batches must be at least 1");
             }
-            if p.when == "gradual" && self.train.epochs == 0 {
+            if p.when == When::Gradual && self.train.epochs == 0 {
                 invalid!(
                     "[prune] when = \"gradual\" prunes at epoch ends: [train] epochs must be at least 1"
                 );
             }
-            if p.method == "synflow" && p.scope != "global" {
+            if p.method == Score::Synflow && p.scope != Allocation::Global {
                 invalid!("[prune] synflow is a global iterative pruner: use scope = \"global\"");
             }
-            if p.scope != "global" {
-                p.scope
-                    .parse::<shears_core::sparsity::Quota>()
-                    .map_err(|e| MethodError::Invalid(format!("[prune] scope: {e}")))?;
-            }
-            p.target_kind
-                .parse::<shears_core::sparsity::TargetKind>()
-                .map_err(|e| MethodError::Invalid(format!("[prune] target_kind: {e}")))?;
         }
         if let Some(l) = &self.latency {
             l.validate()?;
@@ -412,10 +415,6 @@ impl ExperimentConfig {
             invalid!(
                 "give the method once: either [method] or the older [prune] section, not both"
             );
-        }
-        if self.method.is_some() {
-            // Resolving checks the name and every key of the method.
-            crate::registry::resolve(self)?;
         }
         Ok(())
     }
@@ -432,6 +431,188 @@ impl ExperimentConfig {
 }
 
 /// Parses `3x32x32` or `784` into a shape.
+/// Every unstructured score, as `--method` and `[prune] method` accept them.
+pub const METHODS: &[&str] = &["magnitude", "random", "lamp", "snip", "grasp", "synflow"];
+
+/// When `shears run` prunes, as `[prune] when` accepts it.
+pub const WHEN: &[&str] = &["after", "init", "gradual"];
+
+/// When the masks of an unstructured method are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum When {
+    /// After training the dense network (then fine-tune, or rewind and retrain).
+    After,
+    /// At initialisation (then train the masked network).
+    Init,
+    /// At every epoch end of training, to the cubic schedule's sparsity.
+    Gradual,
+}
+
+impl When {
+    /// The name `[prune] when` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            When::After => "after",
+            When::Init => "init",
+            When::Gradual => "gradual",
+        }
+    }
+}
+
+impl std::str::FromStr for When {
+    type Err = MethodError;
+    fn from_str(s: &str) -> Result<When> {
+        Ok(match s {
+            "after" => When::After,
+            "init" => When::Init,
+            "gradual" => When::Gradual,
+            other => invalid!(
+                "[prune] when = `{other}` is unknown (known: {})",
+                WHEN.join(", ")
+            ),
+        })
+    }
+}
+
+/// What ranks the weights of an unstructured method (low = pruned first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Score {
+    /// |w|.
+    Magnitude,
+    /// Uniform random scores (with a layer quota: random pruning).
+    Random,
+    /// Layer-adaptive magnitude (Lee et al. 2021).
+    Lamp,
+    /// |g ⊙ w| on training batches (Lee et al. 2019).
+    Snip,
+    /// −w ⊙ Hg on training batches (Wang et al. 2020).
+    Grasp,
+    /// Iterative synaptic flow, data-free (Tanaka et al. 2020).
+    Synflow,
+}
+
+impl Score {
+    /// The name users type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Score::Magnitude => "magnitude",
+            Score::Random => "random",
+            Score::Lamp => "lamp",
+            Score::Snip => "snip",
+            Score::Grasp => "grasp",
+            Score::Synflow => "synflow",
+        }
+    }
+
+    /// True for the scores computed on training data.
+    pub fn needs_data(self) -> bool {
+        matches!(self, Score::Snip | Score::Grasp)
+    }
+}
+
+impl std::str::FromStr for Score {
+    type Err = MethodError;
+    fn from_str(s: &str) -> Result<Score> {
+        Ok(match s {
+            "magnitude" => Score::Magnitude,
+            "random" => Score::Random,
+            "lamp" => Score::Lamp,
+            "snip" => Score::Snip,
+            "grasp" => Score::Grasp,
+            "synflow" => Score::Synflow,
+            _ => invalid!(
+                "unknown pruning method `{s}` (known: {})",
+                METHODS.join(", ")
+            ),
+        })
+    }
+}
+
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The text forms of the `[prune]` vocabulary: what the config file holds, parsed once on load.
+macro_rules! text_serde {
+    ($t:ty, $name:expr, $parse:expr) => {
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                $name(v).to_string()
+            }
+        }
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> std::result::Result<$t, String> {
+                $parse(&s).map_err(|e: MethodError| e.to_string())
+            }
+        }
+    };
+}
+text_serde!(Score, Score::name, |s: &str| s.parse::<Score>());
+text_serde!(When, When::name, |s: &str| s.parse::<When>());
+
+/// `global` or a layer quota's name.
+pub fn allocation_name(a: Allocation) -> &'static str {
+    match a {
+        Allocation::Global => "global",
+        Allocation::Layerwise(q) => q.name(),
+    }
+}
+
+/// `global` (one ranking over all layers) or a layer quota (`uniform`, `uniform+`, `er`, `erk`,
+/// `igq`).
+pub fn parse_allocation(s: &str) -> Result<Allocation> {
+    if s == "global" {
+        return Ok(Allocation::Global);
+    }
+    s.parse::<Quota>()
+        .map(Allocation::Layerwise)
+        .map_err(|e| MethodError::Invalid(format!("[prune] scope: {e}")))
+}
+
+/// Serde for the types of shears-core the config holds as text.
+mod as_text {
+    use super::*;
+    use serde::de::Error as _;
+
+    pub mod allocation {
+        use super::*;
+        pub fn serialize<S: serde::Serializer>(
+            a: &Allocation,
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            s.serialize_str(allocation_name(*a))
+        }
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Allocation, D::Error> {
+            let s = String::deserialize(d)?;
+            parse_allocation(&s).map_err(D::Error::custom)
+        }
+    }
+
+    pub mod target_kind {
+        use super::*;
+        pub fn serialize<S: serde::Serializer>(
+            k: &TargetKind,
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_str(k)
+        }
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<TargetKind, D::Error> {
+            let s = String::deserialize(d)?;
+            s.parse::<TargetKind>()
+                .map_err(|e| D::Error::custom(format!("[prune] target_kind: {e}")))
+        }
+    }
+}
+
 pub fn parse_shape(s: &str) -> Result<Vec<usize>> {
     let dims: Vec<usize> = s
         .split(['x', 'X', ','])
@@ -488,10 +669,7 @@ mod tests {
         assert!(format!("{:#}", c.validate().unwrap_err()).contains("imagenet"));
         let mut c = ExperimentConfig::default();
         c.prune = Some(PruneSection {
-            method: "magnitude".into(),
-            scope: "global".into(),
             sparsity: 1.5,
-            target_kind: "direct".into(),
             ..PruneSection::default()
         });
         assert!(
@@ -508,7 +686,9 @@ mod tests {
     fn new_prune_keys_have_defaults_that_keep_old_configs_unchanged() {
         let c: ExperimentConfig = toml::from_str("[prune]\nsparsity = 0.5\n").unwrap();
         let p = c.prune.clone().unwrap();
-        assert_eq!(p.when, "after");
+        assert_eq!(p.when, When::After);
+        assert_eq!(p.method, Score::Magnitude);
+        assert_eq!(p.scope, Allocation::Global);
         assert_eq!((p.rewind, p.rounds, p.apply_effective), (false, 1, false));
         assert_eq!(p.score_batches, 10);
         // Defaults are not written back, so configs without them keep their hash.
@@ -529,5 +709,30 @@ mod tests {
         assert!(c.to_toml().contains("when = \"gradual\""));
         let c: ExperimentConfig = toml::from_str("[prune]\nsparsity = 0.5\nrounds = 0\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("rounds"));
+    }
+
+    #[test]
+    fn prune_keys_parse_into_their_types_once_and_write_back_as_the_same_text() {
+        let text = "[prune]\nsparsity = 0.5\nmethod = \"lamp\"\nscope = \"uniform+\"\ntarget_kind = \"effective\"\nwhen = \"init\"\n";
+        let c: ExperimentConfig = toml::from_str(text).unwrap();
+        let p = c.prune.clone().unwrap();
+        assert_eq!(p.method, Score::Lamp);
+        assert_eq!(p.scope, Allocation::Layerwise(Quota::UniformPlus));
+        assert_eq!(p.target_kind, TargetKind::Effective);
+        assert_eq!(p.when, When::Init);
+        let again: ExperimentConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(again.prune, c.prune);
+        for (bad, named) in [
+            ("method = \"snop\"", "unknown pruning method `snop`"),
+            ("scope = \"ring\"", "[prune] scope"),
+            ("target_kind = \"wide\"", "[prune] target_kind"),
+            ("when = \"later\"", "[prune] when = `later` is unknown"),
+        ] {
+            let e =
+                toml::from_str::<ExperimentConfig>(&format!("[prune]\nsparsity = 0.5\n{bad}\n"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains(named), "{bad}: {e}");
+        }
     }
 }

@@ -29,6 +29,11 @@ pub enum MethodError {
     /// Another process holds the run directory's lock: the run is going on elsewhere.
     #[error("{} is being run by another process (its lock {} is held); wait for it, or run elsewhere", dir.display(), lock.display())]
     RunBusy { dir: PathBuf, lock: PathBuf },
+    /// The caller asked to stop (Ctrl-C in the Python binding), between two steps.
+    #[error(
+        "stopped on request; the run directory keeps its last checkpoint (resume continues it)"
+    )]
+    Cancelled,
     /// An error with what was being done when it happened.
     #[error("{context}")]
     Context {

@@ -1,103 +1,288 @@
-//! Pruning a given network in one shot, with no training before the cut (`shears prune`): a zoo
-//! model at its initialisation or a saved (e.g. trained) one. Unstructured methods save the
-//! masked model and report direct and effective sparsity; structured ones compact, optionally
-//! fine-tune, and report sizes, accuracy and measured latency. A run directory is written either
-//! way (`result.json` last).
+//! Pruning a given network in one shot, with no training before the cut (`shears prune`,
+//! `shears.prune` in Python): a zoo model at its initialisation, a saved (e.g. trained) one, an
+//! ONNX file, or a model already in memory. Unstructured methods save the masked model and
+//! report direct and effective sparsity; structured ones compact, optionally fine-tune, and
+//! report sizes, accuracy and measured latency. A run directory is written either way
+//! (`result.json` last).
 
 use crate::config::TrainSection;
 use crate::error::{Context, MethodError, Result};
-use crate::methods::filter::{CutRequest, cut_and_report};
-use crate::report::StructuredReport;
+use crate::invalid;
+use crate::method::MethodKind;
+use crate::registry::find;
+use crate::report::{Report, StructuredReport, UnstructuredPruneReport};
 use crate::run_dir::{RunDir, run_name};
 use crate::steps::Runtime;
-use crate::steps::data::{DataSource, write_data_record};
+use crate::steps::cut::{CutRequest, cut_and_report};
+use crate::steps::data::{DataSource, known_model_input, load_data_shaped};
 use crate::steps::latency::LatencySettings;
-use crate::steps::model::executor;
-use crate::steps::structured::StructuredSpec;
-use crate::steps::unstructured::{UnstructuredSpec, prune};
-use serde::Serialize;
+use crate::steps::model::{executor, is_saved_model, load_or_build};
+use crate::steps::structured::{Spelling, StructuredOptions, StructuredSpec};
+use crate::steps::unstructured::{UnstructuredSpec, prune as prune_weights};
 use shears_core::artifact::{Model, save_model};
-use shears_core::sparsity::SparsityReport;
+use shears_core::sparsity::{Allocation, TargetKind};
 use shears_data::DataSplits;
 use shears_engine::device::device_by_name;
+use shears_engine::scores::{GRASP_TEMPERATURE, SYNFLOW_ROUNDS};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The network to prune and where the run goes.
-pub struct OneShot<'a> {
-    /// The model as the user named it (zoo name or directory), for reports and run names.
-    pub model_name: &'a str,
-    pub model: Model,
-    /// True for a saved model, false for a zoo model at its initialisation.
-    pub saved: bool,
-    /// Data to score (SNIP, GraSP, Taylor), evaluate and fine-tune on; `None` for neither.
-    pub data: Option<&'a DataSplits>,
-    /// Where `data` came from, recorded with it in the run directory.
-    pub data_source: Option<DataSource>,
-    pub rt: Runtime,
+/// The network a one-shot prune starts from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A zoo name (fresh weights), a model directory or an `.onnx` file.
+    Named(String),
+    /// A model already loaded (the Python binding's `shears.Model`), with the name reports use.
+    Loaded { name: String, model: Model },
+}
+
+impl ModelSource {
+    /// The name reports and run directories use.
+    pub fn name(&self) -> &str {
+        match self {
+            ModelSource::Named(n) => n,
+            ModelSource::Loaded { name, .. } => name,
+        }
+    }
+
+    /// True for a trained or imported model, false for a zoo model at its initialisation.
+    fn saved(&self) -> bool {
+        match self {
+            ModelSource::Named(n) => is_saved_model(n),
+            ModelSource::Loaded { .. } => true,
+        }
+    }
+}
+
+/// The unstructured settings of a one-shot prune.
+#[derive(Debug, Clone)]
+pub struct UnstructuredSettings {
+    /// One global ranking, or a layer quota.
+    pub allocation: Allocation,
+    pub target_kind: TargetKind,
+    /// Also remove the unpruned weights that lie on no input→output path.
+    pub apply_effective: bool,
+    /// Let a layer lose every weight (off by default: a collapsed layer disconnects the network).
+    pub allow_collapse: bool,
+    pub synflow_rounds: usize,
+    pub grasp_temperature: f64,
+}
+
+impl Default for UnstructuredSettings {
+    fn default() -> Self {
+        UnstructuredSettings {
+            allocation: Allocation::Global,
+            target_kind: TargetKind::Direct,
+            apply_effective: false,
+            allow_collapse: false,
+            synflow_rounds: SYNFLOW_ROUNDS,
+            grasp_temperature: GRASP_TEMPERATURE,
+        }
+    }
+}
+
+/// Everything a one-shot prune needs: what `shears prune`'s flags and `shears.prune`'s keyword
+/// arguments say. [`PruneRequest::new`] gives the CLI's defaults.
+#[derive(Debug, Clone)]
+pub struct PruneRequest {
+    pub model: ModelSource,
+    /// Per-sample input shape (`3x32x32`) and classes of a zoo model built without data.
+    pub input: Option<String>,
+    pub classes: Option<usize>,
+    /// A registered method (`shears inspect --methods`).
+    pub method: String,
+    /// Unstructured target: the sparsity in [0, 1), or a compression >= 1 (one of them).
+    pub sparsity: Option<f64>,
+    pub compression: Option<f64>,
+    pub unstructured: UnstructuredSettings,
+    /// Structured target and selection (`channel_ratio`, `macs_reduction`, `round_to`, ...).
+    pub structured: StructuredOptions,
+    /// Training batches that data-dependent scores (SNIP, GraSP, Taylor) average over.
+    pub score_batches: usize,
+    pub score_batch_size: usize,
+    /// Evaluate (and fine-tune) on data; false prunes without any data unless the score needs it.
+    pub evaluate: bool,
+    /// Fine-tuning of a structured method's compacted model (0 epochs: none).
+    pub finetune: TrainSection,
+    pub latency: LatencySettings,
+    /// Also save the dense model with the removed channels zeroed here.
+    pub save_masked: Option<PathBuf>,
+    /// The data set (default: the embedded Fashion-MNIST subset) and its folder.
+    pub dataset: Option<String>,
+    pub data: Option<PathBuf>,
+    pub seed: u64,
+    pub device: String,
     /// The run directory; `None` names one under `runs_dir`.
     pub out: Option<PathBuf>,
     pub runs_dir: PathBuf,
 }
 
-impl OneShot<'_> {
-    fn dir(&self, method: &str, target: Option<f64>, hash: &str) -> Result<RunDir> {
-        let base = Path::new(self.model_name)
-            .file_name()
-            .map_or(self.model_name.to_string(), |s| s.to_string_lossy().into());
-        let name = run_name(&base, method, target, self.rt.seed, hash);
-        RunDir::new(self.out.clone().unwrap_or_else(|| self.runs_dir.join(name)))
-    }
-
-    /// Records the data set and its normalisation in the run directory, when there are data.
-    fn record_data(&self, dir: &RunDir) -> Result<()> {
-        match (self.data, &self.data_source) {
-            (Some(data), Some(source)) => write_data_record(&dir.path, source, data),
-            _ => Ok(()),
+impl PruneRequest {
+    /// A request with the CLI's defaults: no fine-tuning, latency measured, runs under `runs/`.
+    pub fn new(model: ModelSource, method: impl Into<String>) -> PruneRequest {
+        PruneRequest {
+            model,
+            input: None,
+            classes: None,
+            method: method.into(),
+            sparsity: None,
+            compression: None,
+            unstructured: UnstructuredSettings::default(),
+            structured: StructuredOptions::default(),
+            score_batches: 10,
+            score_batch_size: 128,
+            evaluate: true,
+            finetune: TrainSection {
+                epochs: 0,
+                lr: 0.01,
+                ..TrainSection::default()
+            },
+            latency: LatencySettings::default(),
+            save_masked: None,
+            dataset: None,
+            data: None,
+            seed: 0,
+            device: "flex".into(),
+            out: None,
+            runs_dir: PathBuf::from("runs"),
         }
     }
+
+    fn dataset_name(&self) -> &str {
+        self.dataset.as_deref().unwrap_or("fashion-mnist-subset")
+    }
+
+    /// The target sparsity from `sparsity` or `compression`.
+    fn target_sparsity(&self) -> Result<f64> {
+        match (self.sparsity, self.compression) {
+            (Some(s), None) => {
+                if !(0.0..1.0).contains(&s) {
+                    invalid!("--sparsity must be in [0, 1), got {s}");
+                }
+                Ok(s)
+            }
+            (None, Some(c)) => {
+                if !c.is_finite() || c < 1.0 {
+                    invalid!("--compression must be a finite number >= 1, got {c}");
+                }
+                Ok(1.0 - 1.0 / c)
+            }
+            _ => invalid!("give exactly one of --sparsity and --compression"),
+        }
+    }
+
+    /// The data the request names, shaped for its model.
+    fn load_data(&self) -> Result<DataSplits> {
+        let model_input = || match &self.model {
+            ModelSource::Named(n) => known_model_input(n, self.input.as_deref()),
+            ModelSource::Loaded { model, .. } => Ok(Some(model.graph.input.shape.clone())),
+        };
+        load_data_shaped(self.dataset_name(), self.data.as_deref(), model_input)
+    }
+
+    /// The model to prune: loaded, saved, or a zoo model with fresh weights shaped by the data
+    /// when there are data (else by `input`/`classes`, defaulting to the embedded data set's).
+    fn load_model(&self, data: Option<&DataSplits>) -> Result<Model> {
+        let name = match &self.model {
+            ModelSource::Loaded { model, .. } => return Ok(model.clone()),
+            ModelSource::Named(n) => n,
+        };
+        match data {
+            Some(d) => load_or_build(
+                name,
+                self.input.as_deref(),
+                self.classes,
+                Some(d),
+                self.seed,
+            ),
+            None => load_or_build(
+                name,
+                Some(self.input.as_deref().unwrap_or("1x28x28")),
+                Some(self.classes.unwrap_or(10)),
+                None,
+                self.seed,
+            ),
+        }
+    }
+
+    fn runtime(&self, rt: &Runtime) -> Runtime {
+        Runtime {
+            device: self.device.clone(),
+            seed: self.seed,
+            progress: rt.progress.clone(),
+        }
+    }
+
+    fn data_source(&self) -> DataSource {
+        DataSource {
+            dataset: self.dataset_name().to_string(),
+            dir: self.data.clone(),
+        }
+    }
+
+    fn run_dir(&self, method: &str, target: Option<f64>, hash: &str) -> Result<RunDir> {
+        let name = self.model.name();
+        let base = Path::new(name)
+            .file_name()
+            .map_or(name.to_string(), |s| s.to_string_lossy().into());
+        let run = run_name(&base, method, target, self.seed, hash);
+        RunDir::new(self.out.clone().unwrap_or_else(|| self.runs_dir.join(run)))
+    }
 }
 
-/// The report of an unstructured one-shot prune.
-#[derive(Debug, Clone, Serialize)]
-pub struct UnstructuredPruneReport {
-    pub model: String,
-    /// `init` for a zoo model with fresh weights, `saved` for a loaded model.
-    pub pruned_at: &'static str,
-    pub method: String,
-    pub allocation: String,
-    pub target_kind: String,
-    /// Target sparsity.
-    pub target: f64,
-    pub target_compression: f64,
-    pub apply_effective: bool,
-    pub seed: u64,
-    /// Effective-sparsity evaluations of the target search.
-    pub evaluations: usize,
-    pub seconds: f64,
-    pub run_dir: String,
-    #[serde(flatten)]
-    pub report: SparsityReport,
+/// Prunes the request's model with its method; the runtime's progress is told of each stage.
+pub fn prune(req: &PruneRequest, rt: &Runtime) -> Result<Report> {
+    match find(&req.method)?.kind {
+        MethodKind::Structured => Ok(Report::Structured(prune_structured(req, rt)?)),
+        MethodKind::Dynamic => invalid!(
+            "`{}` trains per-input gates from a trained model over many epochs: run it with `shears run` and a [method] name = \"{}\" config",
+            req.method,
+            req.method
+        ),
+        MethodKind::Unstructured => Ok(Report::OneShot(prune_unstructured(req, rt)?)),
+    }
 }
 
-/// Prunes `job.model` as `spec` says, saves the masked model and its report.
-pub fn prune_unstructured(
-    job: &OneShot<'_>,
-    spec: &UnstructuredSpec,
-) -> Result<UnstructuredPruneReport> {
+/// Prunes weights to the target, saves the masked model and its sparsity report.
+fn prune_unstructured(req: &PruneRequest, rt: &Runtime) -> Result<UnstructuredPruneReport> {
     let started = Instant::now();
-    let device = device_by_name(&job.rt.device)?;
-    let pruned = prune(&job.model, spec, job.data, &device)?;
-    let dir = job.dir(
+    let u = &req.unstructured;
+    let mut spec = UnstructuredSpec::new(
+        req.method.parse()?,
+        u.allocation,
+        u.target_kind,
+        req.target_sparsity()?,
+        req.seed,
+    )?;
+    spec.apply_effective = u.apply_effective;
+    spec.keep_one_per_layer = !u.allow_collapse;
+    spec.score_batches = req.score_batches;
+    spec.score_batch_size = req.score_batch_size;
+    spec.synflow_rounds = u.synflow_rounds;
+    spec.grasp_temperature = u.grasp_temperature;
+    let rt = req.runtime(rt);
+    let data = if spec.method.needs_data() || req.dataset.is_some() {
+        rt.stage("loading data")?;
+        Some(req.load_data()?)
+    } else {
+        None
+    };
+    let model = req.load_model(data.as_ref())?;
+    let device = device_by_name(&rt.device)?;
+    rt.stage("scoring and masking")?;
+    let pruned = prune_weights(&model, &spec, data.as_ref(), &device)?;
+    let dir = req.run_dir(
         &format!("{}-{}", spec.method, spec.allocation_name()),
         Some(spec.target),
         spec.kind.name(),
     )?;
     save_model(&dir.path, &pruned.model)?;
-    job.record_data(&dir)?;
+    if let Some(d) = &data {
+        crate::steps::data::write_data_record(&dir.path, &req.data_source(), d)?;
+    }
     let report = UnstructuredPruneReport {
-        model: job.model_name.to_string(),
-        pruned_at: if job.saved { "saved" } else { "init" },
+        model: req.model.name().to_string(),
+        pruned_at: if req.model.saved() { "saved" } else { "init" },
         method: spec.method.name().into(),
         allocation: spec.allocation_name(),
         target_kind: spec.kind.name().into(),
@@ -114,30 +299,47 @@ pub fn prune_unstructured(
     Ok(report)
 }
 
-/// What a structured one-shot prune does after the cut.
-pub struct AfterCut<'a> {
-    /// Fine-tuning of the compacted model (0 epochs: none).
-    pub finetune: TrainSection,
-    pub latency: &'a LatencySettings,
-    /// Also save the dense model with the removed channels zeroed here.
-    pub save_masked: Option<&'a Path>,
-    /// The data set's name for the report.
-    pub dataset: Option<String>,
-}
-
-/// Cuts `job.model` as `spec` says, compacts, fine-tunes if asked, measures and reports.
-pub fn prune_structured(
-    job: &OneShot<'_>,
-    spec: &StructuredSpec,
-    after: &AfterCut<'_>,
-) -> Result<StructuredReport> {
+/// Cuts channels to the target, compacts, fine-tunes if asked, measures and reports.
+fn prune_structured(req: &PruneRequest, rt: &Runtime) -> Result<StructuredReport> {
     let started = Instant::now();
-    if let Some(d) = job.data {
-        let probe = executor(&job.rt, &job.model, false)?;
+    if req.sparsity.is_some() || req.compression.is_some() {
+        invalid!(
+            "--sparsity and --compression apply to unstructured methods; `{}` takes --channel-ratio, --params-reduction, --macs-reduction or --percentile",
+            req.method
+        );
+    }
+    let Some(importance) = find(&req.method)?.one_shot else {
+        invalid!(
+            "`{}` trains before it cuts (a mask, then sparsity training): run it with `shears run --config` and `[method] name = \"{}\"`",
+            req.method,
+            req.method
+        );
+    };
+    let options = StructuredOptions {
+        score_batches: req.score_batches,
+        score_batch_size: req.score_batch_size,
+        ..req.structured.clone()
+    };
+    let spec =
+        StructuredSpec::resolve(&req.method, importance, &options, req.seed, Spelling::Flag)?;
+    if !req.evaluate && req.finetune.epochs > 0 {
+        invalid!("--finetune-epochs needs data to train and evaluate on; drop --no-eval");
+    }
+    req.finetune.validate("finetune")?;
+    let rt = req.runtime(rt);
+    let data = if req.evaluate || spec.needs_data() {
+        rt.stage("loading data")?;
+        Some(req.load_data()?)
+    } else {
+        None
+    };
+    let model = req.load_model(data.as_ref())?;
+    if let Some(d) = &data {
+        let probe = executor(&rt, &model, false)?;
         shears_engine::train::check_data_fits(&probe, &d.test)
             .context("pass --no-eval to prune without evaluating on data")?;
     }
-    let dir = job.dir(
+    let dir = req.run_dir(
         &format!("{}-{}", spec.method, spec.cut_label()),
         None,
         &spec.hash(),
@@ -148,21 +350,23 @@ pub fn prune_structured(
     if stale.exists() {
         std::fs::remove_dir_all(&stale).map_err(|e| MethodError::io("clear", &stale, e))?;
     }
-    let req = CutRequest {
-        rt: &job.rt,
-        data: job.data,
-        test_limit: after.finetune.test_limit,
+    let cut = CutRequest {
+        rt: &rt,
+        data: data.as_ref(),
+        test_limit: req.finetune.test_limit,
         dir: &dir,
-        finetune: Some(after.finetune.clone()),
-        latency: after.latency.enabled.then_some(after.latency),
-        save_masked: after.save_masked,
+        finetune: Some(req.finetune.clone()),
+        latency: req.latency.enabled.then_some(&req.latency),
+        save_masked: req.save_masked.as_deref(),
         command: "prune",
-        model_name: job.model_name.to_string(),
-        dataset: job.data.and(after.dataset.clone()),
+        model_name: req.model.name().to_string(),
+        dataset: data.as_ref().map(|_| req.dataset_name().to_string()),
         config_hash: None,
     };
-    let report = cut_and_report(&req, &job.model, spec, None, false, started)?;
-    job.record_data(&dir)?;
+    let report = cut_and_report(&cut, &model, &spec, None, false, started)?;
+    if let Some(d) = &data {
+        crate::steps::data::write_data_record(&dir.path, &req.data_source(), d)?;
+    }
     dir.write_result(&report)?;
     Ok(report)
 }

@@ -2,20 +2,19 @@
 //! run is not re-run; an interrupted one resumes), load the data, run the method's stages,
 //! write `result.json` last.
 
-use crate::config::{ExperimentConfig, TrainSection};
+use crate::config::ExperimentConfig;
 use crate::error::MethodError;
 use crate::error::Result;
+use crate::method::PreparedMethod;
 use crate::registry::resolve;
 use crate::report::Report;
 use crate::run_dir::{
     FAILED_FILE, FailedRun, Opened, RunDir, RunLock, open_run, run_name, write_failed,
 };
-use crate::steps::Runtime;
-use crate::steps::latency::LatencySettings;
-use crate::steps::model::configured_model;
-use shears_core::artifact::Model;
-use shears_data::DataSplits;
+pub use crate::steps::context::Pipeline;
+use crate::steps::{Progress, Runtime, Silent};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How to run: where, and whether to resume or start over.
@@ -43,66 +42,6 @@ pub enum RunOutcome {
     Done(Report),
 }
 
-/// The fine-tuning phase of a config without `[finetune]`: one epoch of `[train]` at a tenth of
-/// its learning rate.
-pub fn default_finetune(train: &TrainSection) -> TrainSection {
-    let mut f = train.clone();
-    f.epochs = 1;
-    f.lr = train.lr / 10.0;
-    f
-}
-
-/// Sets the fine-tuning epochs (from the default phase when the config has none), as
-/// `--finetune-epochs` does.
-pub fn set_finetune_epochs(cfg: &mut ExperimentConfig, epochs: usize) {
-    let mut f = cfg
-        .finetune
-        .clone()
-        .unwrap_or_else(|| default_finetune(&cfg.train));
-    f.epochs = epochs;
-    cfg.finetune = Some(f);
-}
-
-/// Everything a method's stages see.
-pub struct Pipeline<'a> {
-    pub cfg: &'a ExperimentConfig,
-    pub rt: Runtime,
-    pub dir: &'a RunDir,
-    pub data: &'a DataSplits,
-    pub resume: bool,
-    pub command: &'static str,
-    /// The config has a `[finetune]` phase (pruning at initialisation fine-tunes only then:
-    /// its main phase is `[train]`).
-    pub explicit_finetune: bool,
-    pub started: Instant,
-}
-
-impl Pipeline<'_> {
-    /// The fine-tuning phase (the config's, or [`default_finetune`]).
-    pub fn finetune(&self) -> TrainSection {
-        self.cfg
-            .finetune
-            .clone()
-            .unwrap_or_else(|| default_finetune(&self.cfg.train))
-    }
-
-    /// The configured model with its initial weights.
-    pub fn initial(&self) -> Result<Model> {
-        configured_model(self.cfg, Some(self.data))
-    }
-
-    /// Evaluate on the first N test samples only.
-    pub fn test_limit(&self) -> Option<usize> {
-        self.cfg.train.test_limit
-    }
-
-    /// How latency is measured, or `None` when it is switched off.
-    pub fn latency(&self) -> Option<LatencySettings> {
-        let l = self.cfg.latency.clone().unwrap_or_default();
-        l.enabled.then_some(l)
-    }
-}
-
 /// The run directory `cfg` gets under `runs_dir`: named from the method, its target, the seed
 /// and the config hash, so that a finished run is found again by any later request for it.
 pub fn run_path(cfg: &ExperimentConfig, runs_dir: &Path) -> Result<PathBuf> {
@@ -117,6 +56,16 @@ pub fn run_path(cfg: &ExperimentConfig, runs_dir: &Path) -> Result<PathBuf> {
 /// run never write it at once: the second gets [`crate::MethodError::RunBusy`]. A run that fails
 /// leaves `failed.json` with the error; trying it again removes that record first.
 pub fn run(cfg: &ExperimentConfig, req: &RunRequest) -> Result<RunOutcome> {
+    run_with(cfg, req, Arc::new(Silent))
+}
+
+/// [`run`], telling `progress` of every stage and training step (it may stop the run between
+/// two steps).
+pub fn run_with(
+    cfg: &ExperimentConfig,
+    req: &RunRequest,
+    progress: Arc<dyn Progress>,
+) -> Result<RunOutcome> {
     cfg.validate()?;
     let method = resolve(cfg)?;
     if let Some(t) = cfg.threads {
@@ -143,7 +92,8 @@ pub fn run(cfg: &ExperimentConfig, req: &RunRequest) -> Result<RunOutcome> {
     }
     dir.write_config(&config)?;
     let started = Instant::now();
-    let outcome = run_stages(cfg, req, method.as_ref(), &dir, started);
+    let rt = Runtime::of(cfg).with_progress(progress);
+    let outcome = run_stages(cfg, rt, req, method.as_ref(), &dir, started);
     if let Err(e) = &outcome {
         // Best effort: the error itself is what the caller must see.
         let record = FailedRun {
@@ -171,11 +121,13 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 /// Loads the data and runs the method's stages in the opened run directory.
 fn run_stages(
     cfg: &ExperimentConfig,
+    rt: Runtime,
     req: &RunRequest,
-    method: &dyn crate::registry::PreparedMethod,
+    method: &dyn PreparedMethod,
     dir: &RunDir,
     started: Instant,
 ) -> Result<RunOutcome> {
+    rt.stage("loading data")?;
     let data = crate::steps::data::load_configured(cfg)?;
     crate::steps::data::write_data_record(
         &dir.path,
@@ -185,7 +137,7 @@ fn run_stages(
     let explicit_finetune = cfg.finetune.is_some();
     let pipeline = Pipeline {
         cfg,
-        rt: Runtime::of(cfg),
+        rt,
         dir,
         data: &data,
         resume: req.resume,

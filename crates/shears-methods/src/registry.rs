@@ -5,53 +5,9 @@
 use crate::config::{ExperimentConfig, MethodSection};
 use crate::error::Result;
 use crate::invalid;
+pub use crate::method::{MethodEntry, MethodKind, PrepareFn, PreparedMethod};
 use crate::methods::{filter, ftwt, masksparsity, paam, slimming, unstructured};
-use crate::pipeline::Pipeline;
-use crate::report::Report;
-
-/// What a method removes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MethodKind {
-    /// Individual weights (masks); the network keeps its shape.
-    Unstructured,
-    /// Whole channels; the network is compacted into a smaller dense one.
-    Structured,
-    /// Channels gated per input by trained predictors; the network keeps its weights.
-    Dynamic,
-}
-
-impl MethodKind {
-    /// `unstructured` or `structured`.
-    pub fn name(self) -> &'static str {
-        match self {
-            MethodKind::Unstructured => "unstructured",
-            MethodKind::Structured => "structured",
-            MethodKind::Dynamic => "dynamic",
-        }
-    }
-}
-
-/// A method whose keys were checked: what the pipeline runs.
-pub trait PreparedMethod {
-    /// Method and target for the run directory's name, e.g. (`magnitude`, Some(0.8)).
-    fn label(&self) -> (String, Option<f64>);
-    /// Runs the method's stages in the pipeline's run directory.
-    fn run(&self, pipeline: &Pipeline<'_>) -> Result<Report>;
-}
-
-/// Checks a method's keys and prepares it.
-pub type PrepareFn = fn(&str, &toml::Table, &ExperimentConfig) -> Result<Box<dyn PreparedMethod>>;
-
-/// One registry entry.
-pub struct MethodEntry {
-    /// The name `[method] name` and `--method` take.
-    pub name: &'static str,
-    pub kind: MethodKind,
-    /// One line for help texts and listings.
-    pub description: &'static str,
-    /// Checks the keys and prepares the method.
-    pub prepare: PrepareFn,
-}
+use crate::steps::structured::Importance;
 
 /// Every registered method.
 pub const METHODS: &[MethodEntry] = &[
@@ -60,90 +16,105 @@ pub const METHODS: &[MethodEntry] = &[
         kind: MethodKind::Unstructured,
         description: "remove the smallest |w|, globally or by a layer quota",
         prepare: unstructured::prepare,
+        one_shot: None,
     },
     MethodEntry {
         name: "random",
         kind: MethodKind::Unstructured,
         description: "remove random weights, by a layer quota (uniform, uniform+, er, erk, igq)",
         prepare: unstructured::prepare,
+        one_shot: None,
     },
     MethodEntry {
         name: "lamp",
         kind: MethodKind::Unstructured,
         description: "layer-adaptive magnitude scores (Lee et al. 2021)",
         prepare: unstructured::prepare,
+        one_shot: None,
     },
     MethodEntry {
         name: "snip",
         kind: MethodKind::Unstructured,
         description: "connection sensitivity |g * w| on training batches (Lee et al. 2019)",
         prepare: unstructured::prepare,
+        one_shot: None,
     },
     MethodEntry {
         name: "grasp",
         kind: MethodKind::Unstructured,
         description: "gradient-signal preservation -w * Hg (Wang et al. 2020)",
         prepare: unstructured::prepare,
+        one_shot: None,
     },
     MethodEntry {
         name: "synflow",
         kind: MethodKind::Unstructured,
         description: "iterative synaptic flow, data-free, global (Tanaka et al. 2020)",
         prepare: unstructured::prepare,
+        one_shot: None,
     },
     MethodEntry {
         name: "l1-filter",
         kind: MethodKind::Structured,
         description: "remove the channels of smallest filter L1 norm (Li et al. 2017), then compact",
         prepare: filter::prepare,
+        one_shot: Some(Importance::L1),
     },
     MethodEntry {
         name: "l2-filter",
         kind: MethodKind::Structured,
         description: "remove the channels of smallest filter L2 norm, then compact",
         prepare: filter::prepare,
+        one_shot: Some(Importance::L2),
     },
     MethodEntry {
         name: "bn-scale",
         kind: MethodKind::Structured,
         description: "remove the channels of smallest BatchNorm |gamma|, then compact",
         prepare: filter::prepare,
+        one_shot: Some(Importance::BnScale),
     },
     MethodEntry {
         name: "random-filter",
         kind: MethodKind::Structured,
         description: "remove random channels (the structured sanity baseline), then compact",
         prepare: filter::prepare,
+        one_shot: Some(Importance::Random),
     },
     MethodEntry {
         name: "taylor",
         kind: MethodKind::Structured,
         description: "remove the channels of smallest first-order Taylor score (Molchanov et al. 2019)",
         prepare: filter::prepare,
+        one_shot: Some(Importance::Taylor),
     },
     MethodEntry {
         name: "slimming",
         kind: MethodKind::Structured,
         description: "Network Slimming: L1 on BatchNorm scales, global |gamma| cut, compact, fine-tune (Liu et al. 2017)",
         prepare: slimming::prepare,
+        one_shot: Some(Importance::BnScale),
     },
     MethodEntry {
         name: "masksparsity",
         kind: MethodKind::Structured,
         description: "MaskSparsity: L1 on the BatchNorm scales of masked channels only, cut, compact, fine-tune (Jiang et al. 2022)",
         prepare: masksparsity::prepare,
+        one_shot: None,
     },
     MethodEntry {
         name: "paam",
         kind: MethodKind::Structured,
         description: "PAAM: filter scores learned by attention from the filter weights, trained with the network under one global budget, cut, compact (Babaiee et al. 2022)",
         prepare: paam::prepare,
+        one_shot: None,
     },
     MethodEntry {
         name: "ftwt",
         kind: MethodKind::Dynamic,
         description: "Fire Together Wire Together: per-input channel gates from small heads trained on self-supervised targets (Elkerdawy et al. 2022)",
         prepare: ftwt::prepare,
+        one_shot: None,
     },
 ];
 
@@ -178,13 +149,19 @@ pub fn resolve(cfg: &ExperimentConfig) -> Result<Box<dyn PreparedMethod>> {
         }
         (Some(MethodSection { name, keys }), None) => {
             let entry = find(name)?;
-            (entry.prepare)(name, keys, cfg)
+            (entry.prepare)(entry, keys, cfg)
         }
         (None, prune) => Ok(Box::new(unstructured::Prepared::from_section(
             prune.clone().unwrap_or_default(),
             cfg,
         )?)),
     }
+}
+
+/// Checks a whole config: every value of its sections, and its method's name and keys.
+pub fn check(cfg: &ExperimentConfig) -> Result<()> {
+    cfg.validate()?;
+    resolve(cfg).map(|_| ())
 }
 
 #[cfg(test)]
@@ -212,7 +189,7 @@ mod tests {
     fn cfg(text: &str) -> Result<ExperimentConfig> {
         let c: ExperimentConfig =
             toml::from_str(text).map_err(|e| crate::MethodError::Invalid(e.to_string()))?;
-        c.validate()?;
+        check(&c)?;
         Ok(c)
     }
 

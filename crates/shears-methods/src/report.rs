@@ -1,9 +1,13 @@
-//! What a run reports (`result.json`, `--json`): one shape for unstructured methods, one for
-//! structured methods, each with accuracy before pruning, right after it and after fine-tuning.
+//! What a run reports (`result.json`, `--json`): one shape per kind of method (unstructured,
+//! structured, dynamic), each with accuracy before pruning, right after it and after fine-tuning.
+//! What only one method measures is that method's own [`MethodDetails`]: this module knows no
+//! method.
 
 use crate::steps::latency::LatencyRow;
 use crate::steps::structured::{Accuracies, Sizes, StructuredSpec};
 use serde::Serialize;
+use serde::ser::SerializeMap;
+use shears_core::sparsity::SparsityReport;
 
 /// The report of any method.
 #[derive(Debug, Clone, Serialize)]
@@ -13,7 +17,100 @@ use serde::Serialize;
 pub enum Report {
     Unstructured(UnstructuredReport),
     Structured(StructuredReport),
-    Dynamic(crate::methods::ftwt::FtwtReport),
+    Dynamic(DynamicReport),
+    /// `shears prune` with an unstructured method: the masked model's sparsity, no training.
+    OneShot(UnstructuredPruneReport),
+}
+
+/// A method's own part of a report: its fields (under `key` in `result.json`) and the lines
+/// the printed report shows for them. The method builds both; the report only carries them.
+#[derive(Debug, Clone)]
+pub struct MethodDetails {
+    pub key: &'static str,
+    pub value: serde_json::Value,
+    pub lines: Vec<String>,
+}
+
+impl MethodDetails {
+    /// `details` serialised under `key`, printed as `lines`.
+    pub fn new<T: Serialize>(key: &'static str, details: &T, lines: Vec<String>) -> Self {
+        MethodDetails {
+            key,
+            value: serde_json::to_value(details).unwrap_or(serde_json::Value::Null),
+            lines,
+        }
+    }
+}
+
+impl Serialize for MethodDetails {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(self.key, &self.value)?;
+        map.end()
+    }
+}
+
+/// The report of a dynamic method (FTWT): the method's own fields, flat, and its printed lines.
+#[derive(Debug, Clone)]
+pub struct DynamicReport {
+    pub value: serde_json::Value,
+    pub lines: Vec<String>,
+}
+
+impl DynamicReport {
+    /// `report` serialised, printed as `lines`.
+    pub fn new<T: Serialize>(report: &T, lines: Vec<String>) -> Self {
+        DynamicReport {
+            value: serde_json::to_value(report).unwrap_or(serde_json::Value::Null),
+            lines,
+        }
+    }
+}
+
+impl Serialize for DynamicReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+/// A count with thousands separators (`18,289,792`), as the printed reports show counts.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A share as a percentage with two decimals (`83.90%`), `-` when there is none.
+pub fn percent(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
+}
+
+/// The report of an unstructured one-shot prune (`shears prune`).
+#[derive(Debug, Clone, Serialize)]
+pub struct UnstructuredPruneReport {
+    pub model: String,
+    /// `init` for a zoo model with fresh weights, `saved` for a loaded model.
+    pub pruned_at: &'static str,
+    pub method: String,
+    pub allocation: String,
+    pub target_kind: String,
+    /// Target sparsity.
+    pub target: f64,
+    pub target_compression: f64,
+    pub apply_effective: bool,
+    pub seed: u64,
+    /// Effective-sparsity evaluations of the target search.
+    pub evaluations: usize,
+    pub seconds: f64,
+    pub run_dir: String,
+    #[serde(flatten)]
+    pub report: SparsityReport,
 }
 
 /// `shears` version for reports.
@@ -78,29 +175,13 @@ pub struct StructuredReport {
     #[serde(flatten)]
     pub accuracy: Accuracies,
     pub finetune_epochs: usize,
-    /// Network Slimming only: accuracy of the baseline before sparsity training, λ, epochs and
-    /// the share of |γ| ≤ 0.01 before and after sparsity training.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slimming: Option<SlimmingReport>,
-    /// MaskSparsity only: the mask, λ and what sparsity training did to masked and kept scales.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub masksparsity: Option<crate::methods::masksparsity::MaskSparsityReport>,
-    /// PAAM only: the scorer, the budget's steps and the learned widths.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub paam: Option<crate::methods::paam::PaamReport>,
+    /// What the method itself measured (Network Slimming's sparsity training, MaskSparsity's
+    /// mask, PAAM's learned widths), under the method's key.
+    #[serde(flatten)]
+    pub details: Option<MethodDetails>,
     pub latency_warmup: usize,
     pub latency_repeats: usize,
     pub latency_rounds: usize,
     pub latency: Vec<LatencyRow>,
     pub seconds: f64,
-}
-
-/// What sparsity training did (Network Slimming).
-#[derive(Debug, Clone, Serialize)]
-pub struct SlimmingReport {
-    pub lambda: f64,
-    pub sparsity_epochs: usize,
-    pub accuracy_baseline: Option<f64>,
-    pub small_gamma_share_before: f64,
-    pub small_gamma_share_after: f64,
 }

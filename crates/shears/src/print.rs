@@ -2,11 +2,26 @@
 
 use crate::cmd::thousands;
 use shears_core::structured::Normalization;
-use shears_methods::methods::ftwt::FtwtReport;
-use shears_methods::methods::paam::Start;
-use shears_methods::methods::paam::budget::Budget;
-use shears_methods::report::{StructuredReport, UnstructuredReport};
+use shears_methods::Report;
+use shears_methods::report::{StructuredReport, UnstructuredReport, percent};
 use shears_methods::steps::structured::{Cut, scope_name};
+
+/// Any report, as its kind prints it (a one-shot unstructured prune prints in `shears prune`).
+pub fn report(report: &Report) {
+    match report {
+        Report::Unstructured(r) => unstructured(r),
+        Report::Structured(r) => structured(r),
+        Report::Dynamic(r) => {
+            for line in &r.lines {
+                println!("{line}");
+            }
+        }
+        Report::OneShot(r) => println!(
+            "pruned {} to {} sparsity {}; saved to {}",
+            r.model, r.target_kind, r.target, r.run_dir
+        ),
+    }
+}
 
 fn normalization_name(n: Normalization) -> &'static str {
     match n {
@@ -72,7 +87,7 @@ pub fn unstructured(report: &UnstructuredReport) {
 }
 
 fn pct_opt(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
+    percent(v)
 }
 
 /// The human-readable report on stdout.
@@ -130,65 +145,9 @@ pub fn structured(r: &StructuredReport) {
             " (a LayerNorm normalised over removed channels: a zeroed dense model would differ)"
         }
     );
-    if let Some(sl) = &r.slimming {
-        println!(
-            "  sparsity training: λ {} for {} epochs; |γ| ≤ 0.01: {:.1}% -> {:.1}% of BatchNorm scales; baseline accuracy {}",
-            sl.lambda,
-            sl.sparsity_epochs,
-            sl.small_gamma_share_before * 100.0,
-            sl.small_gamma_share_after * 100.0,
-            pct_opt(sl.accuracy_baseline)
-        );
-    }
-    if let Some(ms) = &r.masksparsity {
-        println!(
-            "  mask      {}: {} of {} prunable channels; baseline accuracy {:.2}%",
-            ms.mask_source.name(),
-            ms.masked_channels,
-            ms.prunable_channels,
-            ms.accuracy_baseline * 100.0
-        );
-        println!(
-            "  MaskSparsity training: λ {} for {} epochs; mean |γ| masked {:.4} -> {:.4}, kept {:.4} -> {:.4}; {:.1}% of masked |γ| ≤ τ",
-            ms.lambda,
-            ms.sparsity_epochs,
-            ms.masked_gamma_before,
-            ms.masked_gamma_after,
-            ms.kept_gamma_before,
-            ms.kept_gamma_after,
-            ms.masked_below_tau_after * 100.0
-        );
-    }
-    if let Some(pm) = &r.paam {
-        let (kind, value) = match pm.budget {
-            Budget::ParamsReduction(v) => ("params", v),
-            Budget::MacsReduction(v) => ("MACs", v),
-        };
-        println!(
-            "  PAAM      {} scores, {} activation, λ {}; {} epochs from {}; {} of the {} cut from epoch {}, all of it from epoch {}",
-            pm.scorer.name(),
-            pm.activation.name(),
-            pm.lambda,
-            pm.epochs,
-            match pm.start {
-                Start::Scratch => "scratch",
-                Start::Trained => "the trained baseline",
-            },
-            value,
-            kind,
-            pm.first_cut_epoch,
-            pm.full_budget_epoch
-        );
-        println!("  learned widths (kept / channels, mean score kept | cut):");
-        for w in &pm.widths {
-            println!(
-                "    {:<28} {:>4} / {:<4}  {:.3} | {}",
-                w.producers.join(","),
-                w.kept,
-                w.channels,
-                w.mean_score_kept,
-                w.mean_score_cut.map_or("-".into(), |v| format!("{v:.3}"))
-            );
+    if let Some(details) = &r.details {
+        for line in &details.lines {
+            println!("{line}");
         }
     }
     let a = &r.accuracy;
@@ -228,56 +187,4 @@ pub fn structured(r: &StructuredReport) {
         "  saved the compacted model to {} (before fine-tuning: {})  ({:.1} s)",
         r.run_dir, r.pruned_dir, r.seconds
     );
-}
-
-/// The summary of a dynamic (FTWT) run.
-pub fn dynamic(r: &FtwtReport) {
-    let pct = |v: f64| format!("{:.2}%", v * 100.0);
-    println!(
-        "shears run: {} on {} (seed {}, config {})",
-        r.model, r.dataset, r.seed, r.config_hash
-    );
-    println!(
-        "  ftwt           r {} ({} targets), {}, cooldown {}, {} dynamic epochs",
-        r.r,
-        r.target.name(),
-        r.mode.name(),
-        r.cooldown,
-        r.epochs
-    );
-    println!(
-        "  accuracy       baseline {}  gated by targets (train) {}  dynamic {}",
-        pct(r.accuracy_baseline),
-        pct(r.accuracy_target_gated_train),
-        pct(r.accuracy_dynamic)
-    );
-    println!(
-        "  MACs/sample    dense {}  dynamic {} paper / {} strict",
-        thousands(r.achieved.dense_macs),
-        thousands(r.achieved.paper_macs.round() as u64),
-        thousands(r.achieved.strict_macs.round() as u64)
-    );
-    println!(
-        "  MACs reduction estimated before training {} paper / {} strict; achieved {} / {}",
-        pct(r.estimate.paper_reduction),
-        pct(r.estimate.strict_reduction),
-        pct(r.achieved.paper_reduction),
-        pct(r.achieved.strict_reduction)
-    );
-    println!(
-        "  mask accuracy  {} over all gated layers",
-        pct(r.mask_accuracy)
-    );
-    for l in &r.layers {
-        println!(
-            "    {:<22} {:>4} filters  on {:>6}  targets {:>6}  mask accuracy {:>6}",
-            l.conv,
-            l.filters,
-            pct(l.active_share),
-            pct(l.target_share),
-            pct(l.mask_accuracy)
-        );
-    }
-    println!("  heads          {}", r.heads_dir);
-    println!("  run dir        {} ({:.1} s)", r.run_dir, r.seconds);
 }

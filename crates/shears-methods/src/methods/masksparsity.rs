@@ -13,14 +13,15 @@
 //! 4. the cut: the mask itself, or |γ| ≤ τ recomputed with the residual vote;
 //! 5. compaction, the gated-equals-compacted check, fine-tuning, measured latency.
 
-use super::filter::{dense_baseline, pipeline_cut};
 use crate::config::ExperimentConfig;
 use crate::error::{MethodError, Result};
 use crate::invalid;
-use crate::pipeline::Pipeline;
-use crate::registry::PreparedMethod;
-use crate::report::Report;
+use crate::method::{MethodEntry, PreparedMethod};
+use crate::report::{MethodDetails, Report};
+use crate::steps::baseline::dense_baseline;
 use crate::steps::channel_mask::{read_mask, write_mask};
+use crate::steps::context::Pipeline;
+use crate::steps::cut::pipeline_cut;
 use crate::steps::eval::eval_model;
 use crate::steps::phase::cached_phase;
 use crate::steps::structured::{
@@ -159,6 +160,31 @@ pub struct MaskSparsityReport {
     pub mask_path: String,
 }
 
+impl MaskSparsityReport {
+    /// The printed report's lines.
+    pub fn lines(&self) -> Vec<String> {
+        vec![
+            format!(
+                "  mask      {}: {} of {} prunable channels; baseline accuracy {:.2}%",
+                self.mask_source.name(),
+                self.masked_channels,
+                self.prunable_channels,
+                self.accuracy_baseline * 100.0
+            ),
+            format!(
+                "  MaskSparsity training: λ {} for {} epochs; mean |γ| masked {:.4} -> {:.4}, kept {:.4} -> {:.4}; {:.1}% of masked |γ| ≤ τ",
+                self.lambda,
+                self.sparsity_epochs,
+                self.masked_gamma_before,
+                self.masked_gamma_after,
+                self.kept_gamma_before,
+                self.kept_gamma_after,
+                self.masked_below_tau_after * 100.0
+            ),
+        ]
+    }
+}
+
 /// MaskSparsity with its checked settings.
 pub struct Prepared {
     opts: MaskSparsityOptions,
@@ -176,10 +202,11 @@ fn check_lambda(name: &str, v: f64) -> Result<()> {
 /// Registry hook for `[method] name = "masksparsity"`; every value is checked here, before
 /// any training starts.
 pub fn prepare(
-    name: &str,
+    entry: &MethodEntry,
     keys: &toml::Table,
     _cfg: &ExperimentConfig,
 ) -> Result<Box<dyn PreparedMethod>> {
+    let name = entry.name;
     let opts: MaskSparsityOptions = keys.clone().try_into().map_err(|e: toml::de::Error| {
         MethodError::Invalid(format!("[method] of `{name}`: {}", e.message()))
     })?;
@@ -510,7 +537,11 @@ impl PreparedMethod for Prepared {
             mask_path: p.dir.path.join("mask.json").display().to_string(),
         };
         let mut report = pipeline_cut(p, &sparse, &spec, Some(selected))?;
-        report.masksparsity = Some(summary);
+        report.details = Some(MethodDetails::new(
+            "masksparsity",
+            &summary,
+            summary.lines(),
+        ));
         Ok(Report::Structured(report))
     }
 }
@@ -529,10 +560,7 @@ mod tests {
     use shears_engine::{OptimizerConfig, Schedule};
 
     fn rt() -> Runtime {
-        Runtime {
-            device: "flex".into(),
-            seed: 0,
-        }
+        Runtime::new("flex", 0)
     }
 
     fn section(epochs: usize, limit: usize, optimizer: OptimizerConfig) -> TrainSection {

@@ -5,12 +5,13 @@
 //! Stages are kept in the run directory (`dense/`, `sparse/`, `pruned/`, and the `train`,
 //! `sparsity`, `finetune` checkpoints), so a resumed run continues where it stopped.
 
-use super::filter::{dense_baseline, pipeline_cut};
 use crate::config::ExperimentConfig;
 use crate::error::{MethodError, Result};
-use crate::pipeline::Pipeline;
-use crate::registry::PreparedMethod;
-use crate::report::{Report, SlimmingReport};
+use crate::method::{MethodEntry, PreparedMethod};
+use crate::report::{MethodDetails, Report, percent};
+use crate::steps::baseline::dense_baseline;
+use crate::steps::context::Pipeline;
+use crate::steps::cut::pipeline_cut;
 use crate::steps::eval::eval_model;
 use crate::steps::phase::cached_phase;
 use crate::steps::structured::{
@@ -91,6 +92,31 @@ impl SlimmingOptions {
     }
 }
 
+/// What sparsity training did, in the report under `slimming`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlimmingReport {
+    pub lambda: f64,
+    pub sparsity_epochs: usize,
+    pub accuracy_baseline: Option<f64>,
+    /// Share of BatchNorm scales with |γ| ≤ 0.01 before and after sparsity training.
+    pub small_gamma_share_before: f64,
+    pub small_gamma_share_after: f64,
+}
+
+impl SlimmingReport {
+    /// The printed report's line.
+    pub fn lines(&self) -> Vec<String> {
+        vec![format!(
+            "  sparsity training: λ {} for {} epochs; |γ| ≤ 0.01: {:.1}% -> {:.1}% of BatchNorm scales; baseline accuracy {}",
+            self.lambda,
+            self.sparsity_epochs,
+            self.small_gamma_share_before * 100.0,
+            self.small_gamma_share_after * 100.0,
+            percent(self.accuracy_baseline)
+        )]
+    }
+}
+
 /// Network Slimming with its checked settings.
 pub struct Prepared {
     opts: SlimmingOptions,
@@ -100,10 +126,11 @@ pub struct Prepared {
 
 /// Registry hook for `[method] name = "slimming"`.
 pub fn prepare(
-    name: &str,
+    entry: &MethodEntry,
     keys: &toml::Table,
     _cfg: &ExperimentConfig,
 ) -> Result<Box<dyn PreparedMethod>> {
+    let name = entry.name;
     let opts: SlimmingOptions = keys.clone().try_into().map_err(|e: toml::de::Error| {
         MethodError::Invalid(format!("[method] of `{name}`: {}", e.message()))
     })?;
@@ -163,13 +190,14 @@ impl PreparedMethod for Prepared {
             },
         )?;
         let mut report = pipeline_cut(p, &sparse, &self.spec, None)?;
-        report.slimming = Some(SlimmingReport {
+        let details = SlimmingReport {
             lambda: self.opts.lambda,
             sparsity_epochs: sparsity.epochs,
             accuracy_baseline: Some(accuracy_baseline),
             small_gamma_share_before: small_gamma_share(&dense),
             small_gamma_share_after: small_gamma_share(&sparse),
-        });
+        };
+        report.details = Some(MethodDetails::new("slimming", &details, details.lines()));
         Ok(Report::Structured(report))
     }
 }

@@ -3,45 +3,20 @@
 //! after training (one-shot, or `rounds` iterative rounds, optionally rewinding to the initial
 //! weights), at initialisation (then the masked network trains), or gradually (cubic schedule).
 
-use super::filter::dense_baseline;
+use crate::config::When;
 use crate::config::{ExperimentConfig, PruneSection};
 use crate::error::{MethodError, Result};
-use crate::pipeline::Pipeline;
-use crate::registry::PreparedMethod;
+use crate::method::{MethodEntry, PreparedMethod};
 use crate::report::{Report, UnstructuredReport, version};
+use crate::steps::baseline::dense_baseline;
+use crate::steps::context::Pipeline;
 use crate::steps::eval::eval_model;
 use crate::steps::phase::train_phase;
-pub use crate::steps::unstructured::{METHODS, WHEN};
 use crate::steps::unstructured::{UnstructuredSpec, gradual_phase, prune, rewind, round_target};
 use shears_core::artifact::save_model;
 use shears_core::cost::{Convention, cost};
 use shears_core::sparsity::sparsity_report;
 use shears_engine::device::device_by_name;
-
-/// When the masks are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum When {
-    /// After training the dense network (then fine-tune, or rewind and retrain).
-    After,
-    /// At initialisation (then train the masked network).
-    Init,
-    /// At every epoch end of training, to the cubic schedule's sparsity.
-    Gradual,
-}
-
-impl When {
-    fn parse(s: &str) -> Result<When> {
-        Ok(match s {
-            "after" => When::After,
-            "init" => When::Init,
-            "gradual" => When::Gradual,
-            other => crate::invalid!(
-                "[prune] when = `{other}` is unknown (known: {})",
-                WHEN.join(", ")
-            ),
-        })
-    }
-}
 
 /// An unstructured method with its schedule, checked.
 pub struct Prepared {
@@ -54,7 +29,7 @@ impl Prepared {
     /// From a `[prune]` section (the older spelling of `[method]`).
     pub fn from_section(section: PruneSection, cfg: &ExperimentConfig) -> Result<Prepared> {
         let spec = UnstructuredSpec::from_section(&section, cfg.seed, cfg.train.batch_size)?;
-        let when = When::parse(&section.when)?;
+        let when = section.when;
         Ok(Prepared {
             section,
             spec,
@@ -65,10 +40,11 @@ impl Prepared {
 
 /// Registry hook: `[method] name = "<score>"` takes the keys of `[prune]` but `method`.
 pub fn prepare(
-    name: &str,
+    entry: &MethodEntry,
     keys: &toml::Table,
     cfg: &ExperimentConfig,
 ) -> Result<Box<dyn PreparedMethod>> {
+    let name = entry.name;
     if keys.contains_key("method") {
         crate::invalid!("[method] name already names the method; drop `method = ...`");
     }
@@ -88,7 +64,10 @@ pub fn prepare(
 
 impl PreparedMethod for Prepared {
     fn label(&self) -> (String, Option<f64>) {
-        (self.section.method.clone(), Some(self.section.sparsity))
+        (
+            self.section.method.name().into(),
+            Some(self.section.sparsity),
+        )
     }
 
     fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
@@ -178,9 +157,9 @@ impl PreparedMethod for Prepared {
             dataset: cfg.data.dataset.clone(),
             seed: cfg.seed,
             config_hash: cfg.hash(),
-            method: prune_cfg.method.clone(),
-            allocation: prune_cfg.scope.clone(),
-            target_kind: prune_cfg.target_kind.clone(),
+            method: prune_cfg.method.name().into(),
+            allocation: crate::config::allocation_name(prune_cfg.scope).into(),
+            target_kind: prune_cfg.target_kind.name().into(),
             target_sparsity: prune_cfg.sparsity,
             params: c.params,
             nonzero_params: c.params - (sp.total - sp.unpruned),
@@ -199,7 +178,7 @@ impl PreparedMethod for Prepared {
             accuracy_before_pruning: acc_dense,
             accuracy_after_pruning: acc_pruned,
             accuracy_after_finetune: acc_tuned,
-            when: prune_cfg.when.clone(),
+            when: prune_cfg.when.name().into(),
             rewind: prune_cfg.rewind,
             rounds: prune_cfg.rounds,
             train_epochs: cfg.train.epochs,

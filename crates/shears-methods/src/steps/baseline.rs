@@ -8,8 +8,8 @@
 //! its result.
 
 use crate::error::{MethodError, Result};
-use crate::pipeline::Pipeline;
 use crate::run_dir::{RunLock, short_hash};
+use crate::steps::context::Pipeline;
 use crate::steps::phase::cached_phase;
 use shears_core::artifact::{Model, is_model_dir, load_model, save_model, write_atomic};
 use shears_engine::TrainHooks;

@@ -14,7 +14,7 @@ use shears_engine::checkpoint::{
     CheckpointState, has_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint,
 };
 use shears_engine::train::TrainHooks;
-use shears_engine::{EngineError, EpochMetrics, Executor, ExtraParams, Optimizer, train};
+use shears_engine::{EngineError, EpochMetrics, Executor, ExtraParams, Optimizer, train_observed};
 use std::path::{Path, PathBuf};
 
 /// Environment variable that stops training right after the given epoch's checkpoint, as if
@@ -238,7 +238,18 @@ pub fn train_phase_with(
         }
         Ok(())
     };
-    train(
+    rt.stage(&format!(
+        "training ({})",
+        dir.file_name().map_or("".into(), |n| n.to_string_lossy())
+    ))?;
+    let on_step = |at: shears_engine::StepProgress| {
+        rt.progress.step(at);
+        if rt.progress.cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        Ok(())
+    };
+    train_observed(
         &mut exec,
         data,
         &engine_cfg,
@@ -246,7 +257,12 @@ pub fn train_phase_with(
         start,
         hooks,
         &mut on_epoch,
-    )?;
+        &on_step,
+    )
+    .map_err(|e| match e {
+        EngineError::Cancelled => crate::MethodError::Cancelled,
+        e => e.into(),
+    })?;
     let rows = read_metrics(dir)?;
     Ok((exec.model(), rows))
 }
@@ -319,10 +335,7 @@ mod tests {
 
     #[test]
     fn a_resumed_phase_restores_the_extra_parameters_and_their_momentum() {
-        let rt = Runtime {
-            device: "flex".into(),
-            seed: 0,
-        };
+        let rt = Runtime::new("flex", 0);
         let section = |epochs| TrainSection {
             epochs,
             batch_size: 4,

@@ -655,6 +655,9 @@ pub struct PrunedGroup {
     pub producers: Vec<String>,
     pub channels: usize,
     pub kept: usize,
+    /// The indices of the kept channels, ascending: with the group's members this says which
+    /// rows and columns of each tensor survive (the Python bridge slices a PyTorch module by it).
+    pub kept_channels: Vec<usize>,
 }
 
 /// Params, MACs and channels before and after compaction.
@@ -708,6 +711,7 @@ pub fn sizes(dense: &Graph, small: &Graph, sel: &Selected) -> Result<Sizes> {
             producers: sel.groups[id].producers.clone(),
             channels: sel.groups[id].channels,
             kept: kept.len(),
+            kept_channels: kept.clone(),
         })
         .collect();
     Ok(Sizes {
@@ -1002,7 +1006,7 @@ mod tests {
     fn from_args(method: &str, o: &StructuredOptions) -> Result<StructuredSpec> {
         StructuredSpec::resolve(
             method,
-            crate::methods::filter::default_importance(method).unwrap(),
+            crate::registry::find(method).unwrap().one_shot.unwrap(),
             o,
             0,
             Spelling::Flag,

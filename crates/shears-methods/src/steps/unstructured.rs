@@ -6,15 +6,13 @@
 use super::Runtime;
 use super::phase::{PhaseStart, save_phase, start_phase};
 use crate::config::{PruneSection, TrainSection};
-use crate::error::{Context, MethodError, Result};
+use crate::error::{Context, Result};
 use crate::invalid;
 use crate::run_dir::write_metrics;
-use serde::Serialize;
 use shears_core::artifact::Model;
 use shears_core::sparsity::{
-    Allocation, PruneSpec, Quota, Scores, SelectOptions, SparsityReport, TargetKind,
-    effective_masks, lamp_scores, magnitude_scores, prune_to_target, random_scores,
-    sparsity_report,
+    Allocation, PruneSpec, Scores, SelectOptions, SparsityReport, TargetKind, effective_masks,
+    lamp_scores, magnitude_scores, prune_to_target, random_scores, sparsity_report,
 };
 use shears_core::{Masks, Weights};
 use shears_data::DataSplits;
@@ -25,72 +23,7 @@ use shears_engine::train::TrainHooks;
 use shears_engine::{EpochMetrics, Schedule, train};
 use std::path::Path;
 
-/// Every unstructured score, as `--method` and `[prune] method` accept them.
-pub const METHODS: &[&str] = &["magnitude", "random", "lamp", "snip", "grasp", "synflow"];
-
-/// When `shears run` prunes.
-pub const WHEN: &[&str] = &["after", "init", "gradual"];
-
-/// What ranks the weights of an unstructured method (low = pruned first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Score {
-    /// |w|.
-    Magnitude,
-    /// Uniform random scores (with a layer quota: random pruning).
-    Random,
-    /// Layer-adaptive magnitude (Lee et al. 2021).
-    Lamp,
-    /// |g ⊙ w| on training batches (Lee et al. 2019).
-    Snip,
-    /// −w ⊙ Hg on training batches (Wang et al. 2020).
-    Grasp,
-    /// Iterative synaptic flow, data-free (Tanaka et al. 2020).
-    Synflow,
-}
-
-impl Score {
-    /// The name users type.
-    pub fn name(self) -> &'static str {
-        match self {
-            Score::Magnitude => "magnitude",
-            Score::Random => "random",
-            Score::Lamp => "lamp",
-            Score::Snip => "snip",
-            Score::Grasp => "grasp",
-            Score::Synflow => "synflow",
-        }
-    }
-
-    /// True for the scores computed on training data.
-    pub fn needs_data(self) -> bool {
-        matches!(self, Score::Snip | Score::Grasp)
-    }
-}
-
-impl std::str::FromStr for Score {
-    type Err = MethodError;
-    fn from_str(s: &str) -> Result<Score> {
-        Ok(match s {
-            "magnitude" => Score::Magnitude,
-            "random" => Score::Random,
-            "lamp" => Score::Lamp,
-            "snip" => Score::Snip,
-            "grasp" => Score::Grasp,
-            "synflow" => Score::Synflow,
-            _ => invalid!(
-                "unknown pruning method `{s}` (known: {})",
-                METHODS.join(", ")
-            ),
-        })
-    }
-}
-
-impl std::fmt::Display for Score {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::config::{METHODS, Score, WHEN, When};
 
 /// Everything one unstructured pruning step needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,17 +47,17 @@ pub struct UnstructuredSpec {
 }
 
 impl UnstructuredSpec {
-    /// Parses and checks a method, an allocation (`global` or a quota) and a target kind.
-    pub fn new(method: &str, scope: &str, kind: &str, target: f64, seed: u64) -> Result<Self> {
-        let method: Score = method.parse()?;
+    /// Checks a score, an allocation (global or a quota), a target kind and a target.
+    pub fn new(
+        method: Score,
+        allocation: Allocation,
+        kind: TargetKind,
+        target: f64,
+        seed: u64,
+    ) -> Result<Self> {
         if !(0.0..1.0).contains(&target) || !target.is_finite() {
             invalid!("the target sparsity must be in [0, 1), got {target}");
         }
-        let allocation = if scope == "global" {
-            Allocation::Global
-        } else {
-            Allocation::Layerwise(scope.parse::<Quota>()?)
-        };
         if method == Score::Synflow && allocation != Allocation::Global {
             invalid!(
                 "synflow is a global iterative pruner: use it without a layer quota (`global`)"
@@ -133,7 +66,7 @@ impl UnstructuredSpec {
         Ok(UnstructuredSpec {
             method,
             allocation,
-            kind: kind.parse()?,
+            kind,
             target,
             seed,
             keep_one_per_layer: true,
@@ -145,10 +78,30 @@ impl UnstructuredSpec {
         })
     }
 
+    /// [`UnstructuredSpec::new`] from the words users type: a score, `global` or a quota, and
+    /// `direct` or `effective`.
+    pub fn from_text(
+        method: &str,
+        scope: &str,
+        kind: &str,
+        target: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        let kind = kind
+            .parse::<TargetKind>()
+            .map_err(|e| crate::MethodError::Invalid(e.to_string()))?;
+        Self::new(
+            method.parse()?,
+            crate::config::parse_allocation(scope)?,
+            kind,
+            target,
+            seed,
+        )
+    }
+
     /// The spec a `[prune]` section describes (scoring batches of the training batch size).
     pub fn from_section(p: &PruneSection, seed: u64, batch_size: usize) -> Result<Self> {
-        let mut spec =
-            UnstructuredSpec::new(&p.method, &p.scope, &p.target_kind, p.sparsity, seed)?;
+        let mut spec = UnstructuredSpec::new(p.method, p.scope, p.target_kind, p.sparsity, seed)?;
         spec.apply_effective = p.apply_effective;
         spec.score_batches = p.score_batches;
         spec.score_batch_size = batch_size;
@@ -165,10 +118,7 @@ impl UnstructuredSpec {
 
     /// `global` or the quota's name.
     pub fn allocation_name(&self) -> String {
-        match self.allocation {
-            Allocation::Global => "global".into(),
-            Allocation::Layerwise(q) => q.name().into(),
-        }
+        crate::config::allocation_name(self.allocation).into()
     }
 }
 
@@ -375,6 +325,7 @@ pub fn gradual_phase(
 mod tests {
     use super::*;
     use shears_core::GraphBuilder;
+    use shears_core::sparsity::Quota;
 
     #[test]
     fn agp_schedule_is_cubic_and_ends_at_the_target() {
@@ -413,21 +364,21 @@ mod tests {
 
     #[test]
     fn specs_are_checked() {
-        let e = UnstructuredSpec::new("snap", "global", "direct", 0.5, 0).unwrap_err();
+        let e = UnstructuredSpec::from_text("snap", "global", "direct", 0.5, 0).unwrap_err();
         assert!(
             e.to_string().contains("snap") && e.to_string().contains("synflow"),
             "{e}"
         );
-        let e = UnstructuredSpec::new("synflow", "igq", "direct", 0.5, 0).unwrap_err();
+        let e = UnstructuredSpec::from_text("synflow", "igq", "direct", 0.5, 0).unwrap_err();
         assert!(e.to_string().contains("global"), "{e}");
-        let e = UnstructuredSpec::new("random", "igq", "direct", 1.0, 0).unwrap_err();
+        let e = UnstructuredSpec::from_text("random", "igq", "direct", 1.0, 0).unwrap_err();
         assert!(e.to_string().contains("[0, 1)"), "{e}");
-        let s = UnstructuredSpec::new("random", "uniform+", "effective", 0.5, 0).unwrap();
+        let s = UnstructuredSpec::from_text("random", "uniform+", "effective", 0.5, 0).unwrap();
         assert_eq!(s.allocation, Allocation::Layerwise(Quota::UniformPlus));
         assert_eq!(s.kind, TargetKind::Effective);
         let e = method_scores(
             &net(),
-            &UnstructuredSpec::new("snip", "global", "direct", 0.5, 0).unwrap(),
+            &UnstructuredSpec::from_text("snip", "global", "direct", 0.5, 0).unwrap(),
             None,
             &shears_engine::burn::tensor::Device::flex(),
         )
@@ -446,7 +397,8 @@ mod tests {
         let mut start = model.clone();
         start.masks.insert("a.weight".into(), m);
         start.weights = masked_weights(&start.weights, &start.masks);
-        let mut spec = UnstructuredSpec::new("magnitude", "global", "direct", 0.0, 0).unwrap();
+        let mut spec =
+            UnstructuredSpec::from_text("magnitude", "global", "direct", 0.0, 0).unwrap();
         spec.apply_effective = true;
         let p = prune(
             &start,

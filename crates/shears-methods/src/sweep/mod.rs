@@ -42,6 +42,7 @@ use crate::error::{MethodError, Result};
 use crate::invalid;
 use crate::pipeline::run_path;
 use crate::run_dir::{FAILED_FILE, RESULT_FILE, RunLock, read_failed};
+use results::{Group, ResultsTable, RunRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -417,6 +418,71 @@ pub fn run_state(dir: &Path) -> RunState {
 /// The recorded error of a failed run, if any.
 pub fn failure(dir: &Path) -> Option<String> {
     read_failed(dir).map(|f| f.error)
+}
+
+/// The results table of the sweep's runs: one row per grid point without its seed.
+pub fn sweep_table(runs: &[PlannedRun]) -> ResultsTable {
+    let keys: Vec<String> = runs
+        .first()
+        .map(|r| {
+            r.point
+                .iter()
+                .map(|(k, _)| k.clone())
+                .filter(|k| k != "seed")
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut groups: Vec<Group> = Vec::new();
+    for run in runs {
+        let key: Vec<String> = run
+            .point
+            .iter()
+            .filter(|(k, _)| k != "seed")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let record = RunRecord::read(&run.dir).unwrap_or_else(|| pending_record(run));
+        match groups.iter_mut().find(|g| g.key == key) {
+            Some(g) => g.runs.push(record),
+            None => groups.push(Group {
+                key,
+                runs: vec![record],
+            }),
+        }
+    }
+    ResultsTable { keys, groups }
+}
+
+/// A run that has not written its config yet, counted as pending.
+fn pending_record(run: &PlannedRun) -> RunRecord {
+    RunRecord {
+        dir: run.dir.clone(),
+        config: Default::default(),
+        state: run_state(&run.dir),
+        result: None,
+        error: None,
+        metrics: Default::default(),
+    }
+}
+
+/// Writes `<sweep>-results.csv` and `.md` into the runs directory; returns the table and both
+/// paths.
+pub fn write_tables(
+    sweep: &Sweep,
+    runs: &[PlannedRun],
+    runs_dir: &Path,
+) -> Result<(ResultsTable, PathBuf, PathBuf)> {
+    let table = sweep_table(runs);
+    let base = runs_dir.join(format!("{}-results", sweep.name));
+    let md = format!(
+        "# Sweep `{}`\n\nMean ± sample std over seeds; `runs` counts finished / planned.\n\
+         Reproduce: `shears sweep {}`\n\n{}",
+        sweep.name,
+        sweep.file.display(),
+        table.to_markdown()
+    );
+    shears_core::artifact::write_atomic(&base.with_extension("csv"), table.to_csv().as_bytes())?;
+    shears_core::artifact::write_atomic(&base.with_extension("md"), md.as_bytes())?;
+    Ok((table, base.with_extension("csv"), base.with_extension("md")))
 }
 
 #[cfg(test)]

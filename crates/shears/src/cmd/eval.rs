@@ -31,10 +31,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let data = load_data_shaped(&args.dataset, args.data.as_deref(), || {
         Ok(Some(model.graph.input.shape.clone()))
     })?;
-    let rt = Runtime {
-        device: args.device.clone(),
-        seed: 0,
-    };
+    let rt = Runtime::new(args.device.clone(), 0);
     let (loss, acc) = eval_model(&rt, &model, &data, args.test_limit)?;
     let c = cost(&model.graph, Convention::ConvLinear)?;
     let sp = sparsity_report(&model.graph, &model.masks)?;

@@ -65,15 +65,19 @@ pub fn run_request(opts: &RunOptions, command: &'static str) -> RunRequest {
     }
 }
 
-/// Formats a count with thousands separators.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+pub use shears_methods::report::thousands;
+
+/// What the CLI shows of a run's progress: each stage as a log line (training steps have their
+/// own bar in the engine).
+struct CliProgress;
+
+impl shears_methods::Progress for CliProgress {
+    fn stage(&self, name: &str) {
+        tracing::info!("{name}");
     }
-    out
+}
+
+/// The CLI's progress display for [`shears_methods::execute`].
+pub fn cli_progress() -> std::sync::Arc<dyn shears_methods::Progress> {
+    std::sync::Arc::new(CliProgress)
 }

@@ -2,13 +2,12 @@
 //! with the report users ask for: accuracy before pruning, right after it and after
 //! fine-tuning, next to params, MACs and direct/effective sparsity or measured latency.
 
-use super::{print_finished, print_json, run_request};
+use super::{cli_progress, print_finished, print_json, run_request};
 use crate::cli::RunArgs;
 use anyhow::Result;
 use shears_methods::config::MethodSection;
-use shears_methods::pipeline::set_finetune_epochs;
 use shears_methods::registry::{MethodKind, find};
-use shears_methods::{Report, RunOutcome};
+use shears_methods::{Request, RunOutcome, execute};
 
 pub fn run(args: RunArgs) -> Result<()> {
     let mut cfg = args.over.resolve()?;
@@ -16,7 +15,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         // An unstructured score goes into [prune] (the older section, kept for its keys);
         // any other method replaces [method]'s name and keeps its keys.
         if find(m)?.kind == MethodKind::Unstructured && cfg.method.is_none() {
-            cfg.prune.get_or_insert_with(Default::default).method = m.clone();
+            cfg.prune.get_or_insert_with(Default::default).method = m.parse()?;
         } else {
             let keys = cfg.method.take().map(|s| s.keys).unwrap_or_default();
             cfg.method = Some(MethodSection {
@@ -39,19 +38,19 @@ pub fn run(args: RunArgs) -> Result<()> {
         cfg.prune = Some(Default::default());
     }
     if let Some(e) = args.finetune_epochs {
-        set_finetune_epochs(&mut cfg, e);
+        cfg.set_finetune_epochs(e);
     }
-    match shears_methods::run(&cfg, &run_request(&args.run, "run"))? {
+    let request = Request::Run {
+        config: cfg,
+        run: run_request(&args.run, "run"),
+    };
+    match execute(&request, cli_progress())? {
         RunOutcome::Finished { dir, result } => print_finished(&args.run, &dir, &result),
         RunOutcome::Done(report) => {
             if args.run.json {
                 return print_json(&report);
             }
-            match &report {
-                Report::Unstructured(r) => crate::print::unstructured(r),
-                Report::Structured(r) => crate::print::structured(r),
-                Report::Dynamic(r) => crate::print::dynamic(r),
-            }
+            crate::print::report(&report);
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use crate::cli::SweepArgs;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use shears_methods::run_dir::RunLock;
-use shears_methods::sweep::results::{Group, ResultsTable, RunRecord};
+use shears_methods::sweep::results::{ResultsTable, RunRecord};
 use shears_methods::sweep::{PlannedRun, RunState, Sweep, failure, run_state, sweep_dir};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -206,68 +206,10 @@ fn last_line(path: &Path) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
-/// The results table of the sweep's runs: one row per grid point without its seed.
-fn sweep_table(runs: &[PlannedRun]) -> ResultsTable {
-    let keys: Vec<String> = runs
-        .first()
-        .map(|r| {
-            r.point
-                .iter()
-                .map(|(k, _)| k.clone())
-                .filter(|k| k != "seed")
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut groups: Vec<Group> = Vec::new();
-    for run in runs {
-        let key: Vec<String> = run
-            .point
-            .iter()
-            .filter(|(k, _)| k != "seed")
-            .map(|(_, v)| v.clone())
-            .collect();
-        let record = RunRecord::read(&run.dir).unwrap_or_else(|| pending_record(run));
-        match groups.iter_mut().find(|g| g.key == key) {
-            Some(g) => g.runs.push(record),
-            None => groups.push(Group {
-                key,
-                runs: vec![record],
-            }),
-        }
-    }
-    ResultsTable { keys, groups }
-}
-
-/// A run that has not written its config yet, counted as pending.
-fn pending_record(run: &PlannedRun) -> RunRecord {
-    RunRecord {
-        dir: run.dir.clone(),
-        config: Default::default(),
-        state: run_state(&run.dir),
-        result: None,
-        error: None,
-        metrics: Default::default(),
-    }
-}
-
-/// Writes `<sweep>-results.csv` and `.md` into the runs directory.
+/// Writes `<sweep>-results.csv` and `.md` into the runs directory and says where.
 fn write_tables(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path) -> Result<ResultsTable> {
-    let table = sweep_table(runs);
-    let base = runs_dir.join(format!("{}-results", sweep.name));
-    let md = format!(
-        "# Sweep `{}`\n\nMean ± sample std over seeds; `runs` counts finished / planned.\n\
-         Reproduce: `shears sweep {}`\n\n{}",
-        sweep.name,
-        sweep.file.display(),
-        table.to_markdown()
-    );
-    shears_core::artifact::write_atomic(&base.with_extension("csv"), table.to_csv().as_bytes())?;
-    shears_core::artifact::write_atomic(&base.with_extension("md"), md.as_bytes())?;
-    eprintln!(
-        "results: {} and {}",
-        base.with_extension("csv").display(),
-        base.with_extension("md").display()
-    );
+    let (table, csv, md) = shears_methods::sweep::write_tables(sweep, runs, runs_dir)?;
+    eprintln!("results: {} and {}", csv.display(), md.display());
     Ok(table)
 }
 

@@ -24,13 +24,13 @@ pub mod inference;
 pub mod layers;
 pub mod targets;
 
-use super::filter::dense_baseline;
 use crate::config::ExperimentConfig;
 use crate::error::{MethodError, Result};
 use crate::invalid;
-use crate::pipeline::Pipeline;
-use crate::registry::PreparedMethod;
-use crate::report::{Report, version};
+use crate::method::{MethodEntry, PreparedMethod};
+use crate::report::{DynamicReport, Report, thousands, version};
+use crate::steps::baseline::dense_baseline;
+use crate::steps::context::Pipeline;
 use crate::steps::eval::eval_model;
 use crate::steps::model::executor;
 use crate::steps::phase::{cached_phase, finished_extra};
@@ -152,6 +152,66 @@ pub struct FtwtReport {
     pub seconds: f64,
 }
 
+impl FtwtReport {
+    /// The printed report's lines.
+    pub fn lines(&self) -> Vec<String> {
+        let pct = |v: f64| format!("{:.2}%", v * 100.0);
+        let mut out = vec![
+            format!(
+                "shears run: {} on {} (seed {}, config {})",
+                self.model, self.dataset, self.seed, self.config_hash
+            ),
+            format!(
+                "  ftwt           r {} ({} targets), {}, cooldown {}, {} dynamic epochs",
+                self.r,
+                self.target.name(),
+                self.mode.name(),
+                self.cooldown,
+                self.epochs
+            ),
+            format!(
+                "  accuracy       baseline {}  gated by targets (train) {}  dynamic {}",
+                pct(self.accuracy_baseline),
+                pct(self.accuracy_target_gated_train),
+                pct(self.accuracy_dynamic)
+            ),
+            format!(
+                "  MACs/sample    dense {}  dynamic {} paper / {} strict",
+                thousands(self.achieved.dense_macs),
+                thousands(self.achieved.paper_macs.round() as u64),
+                thousands(self.achieved.strict_macs.round() as u64)
+            ),
+            format!(
+                "  MACs reduction estimated before training {} paper / {} strict; achieved {} / {}",
+                pct(self.estimate.paper_reduction),
+                pct(self.estimate.strict_reduction),
+                pct(self.achieved.paper_reduction),
+                pct(self.achieved.strict_reduction)
+            ),
+            format!(
+                "  mask accuracy  {} over all gated layers",
+                pct(self.mask_accuracy)
+            ),
+        ];
+        for l in &self.layers {
+            out.push(format!(
+                "    {:<22} {:>4} filters  on {:>6}  targets {:>6}  mask accuracy {:>6}",
+                l.conv,
+                l.filters,
+                pct(l.active_share),
+                pct(l.target_share),
+                pct(l.mask_accuracy)
+            ));
+        }
+        out.push(format!("  heads          {}", self.heads_dir));
+        out.push(format!(
+            "  run dir        {} ({:.1} s)",
+            self.run_dir, self.seconds
+        ));
+        out
+    }
+}
+
 /// FTWT with its checked settings.
 pub struct Prepared {
     opts: FtwtOptions,
@@ -159,10 +219,11 @@ pub struct Prepared {
 
 /// Registry hook for `[method] name = "ftwt"`: every value is checked before training.
 pub fn prepare(
-    name: &str,
+    entry: &MethodEntry,
     keys: &toml::Table,
     cfg: &ExperimentConfig,
 ) -> Result<Box<dyn PreparedMethod>> {
+    let name = entry.name;
     let opts: FtwtOptions = keys.clone().try_into().map_err(|e: toml::de::Error| {
         MethodError::Invalid(format!("[method] of `{name}`: {}", e.message()))
     })?;
@@ -209,10 +270,9 @@ pub fn prepare(
 }
 
 fn finetune_epochs(cfg: &ExperimentConfig) -> usize {
-    cfg.finetune.as_ref().map_or_else(
-        || crate::pipeline::default_finetune(&cfg.train).epochs,
-        |f| f.epochs,
-    )
+    cfg.finetune
+        .as_ref()
+        .map_or_else(|| cfg.train.default_finetune().epochs, |f| f.epochs)
 }
 
 fn layer_reports(layers: &[GatedLayer], tally: &gates::Tally, samples: u64) -> Vec<LayerReport> {
@@ -354,7 +414,7 @@ impl PreparedMethod for Prepared {
             .layers
             .iter()
             .fold((0u64, 0u64), |(a, n), t| (a + t.agree, n + t.pairs));
-        Ok(Report::Dynamic(FtwtReport {
+        let report = FtwtReport {
             version: version(),
             command: p.command,
             run_dir: p.dir.path.display().to_string(),
@@ -378,6 +438,7 @@ impl PreparedMethod for Prepared {
             layers: layer_rows,
             heads_dir: heads_dir.display().to_string(),
             seconds: p.started.elapsed().as_secs_f64(),
-        }))
+        };
+        Ok(Report::Dynamic(DynamicReport::new(&report, report.lines())))
     }
 }

@@ -27,13 +27,14 @@ pub mod gates;
 pub mod layout;
 pub mod scorer;
 
-use super::filter::{dense_baseline, pipeline_cut};
 use crate::config::{ExperimentConfig, TrainSection};
 use crate::error::{MethodError, Result};
 use crate::invalid;
-use crate::pipeline::Pipeline;
-use crate::registry::PreparedMethod;
-use crate::report::Report;
+use crate::method::{MethodEntry, PreparedMethod};
+use crate::report::{MethodDetails, Report};
+use crate::steps::baseline::dense_baseline;
+use crate::steps::context::Pipeline;
+use crate::steps::cut::pipeline_cut;
 use crate::steps::model::executor;
 use crate::steps::phase::{cached_phase, finished_extra};
 use crate::steps::structured::{Cut, Importance, Selected, StructuredSpec};
@@ -232,6 +233,45 @@ pub struct PaamReport {
     pub attention_dir: String,
 }
 
+impl PaamReport {
+    /// The printed report's lines: the settings, then the learned width of every group.
+    pub fn lines(&self) -> Vec<String> {
+        let (kind, value) = match self.budget {
+            Budget::ParamsReduction(v) => ("params", v),
+            Budget::MacsReduction(v) => ("MACs", v),
+        };
+        let mut out = vec![
+            format!(
+                "  PAAM      {} scores, {} activation, λ {}; {} epochs from {}; {} of the {} cut from epoch {}, all of it from epoch {}",
+                self.scorer.name(),
+                self.activation.name(),
+                self.lambda,
+                self.epochs,
+                match self.start {
+                    Start::Scratch => "scratch",
+                    Start::Trained => "the trained baseline",
+                },
+                value,
+                kind,
+                self.first_cut_epoch,
+                self.full_budget_epoch
+            ),
+            "  learned widths (kept / channels, mean score kept | cut):".to_string(),
+        ];
+        for w in &self.widths {
+            out.push(format!(
+                "    {:<28} {:>4} / {:<4}  {:.3} | {}",
+                w.producers.join(","),
+                w.kept,
+                w.channels,
+                w.mean_score_kept,
+                w.mean_score_cut.map_or("-".into(), |v| format!("{v:.3}"))
+            ));
+        }
+        out
+    }
+}
+
 /// PAAM with its checked settings.
 pub struct Prepared {
     opts: PaamOptions,
@@ -240,10 +280,11 @@ pub struct Prepared {
 
 /// Registry hook for `[method] name = "paam"`: every value is checked before training.
 pub fn prepare(
-    name: &str,
+    entry: &MethodEntry,
     keys: &toml::Table,
     cfg: &ExperimentConfig,
 ) -> Result<Box<dyn PreparedMethod>> {
+    let name = entry.name;
     let opts: PaamOptions = keys.clone().try_into().map_err(|e: toml::de::Error| {
         MethodError::Invalid(format!("[method] of `{name}`: {}", e.message()))
     })?;
@@ -498,7 +539,7 @@ impl PreparedMethod for Prepared {
             threshold: None,
         };
         let mut report = pipeline_cut(p, &folded, &spec, Some(selected))?;
-        report.paam = Some(PaamReport {
+        let details = PaamReport {
             start: o.start,
             scorer: o.scorer,
             activation: o.activation,
@@ -513,7 +554,8 @@ impl PreparedMethod for Prepared {
             widths,
             history: read_history(&history)?,
             attention_dir: attention_dir.display().to_string(),
-        });
+        };
+        report.details = Some(MethodDetails::new("paam", &details, details.lines()));
         Ok(Report::Structured(report))
     }
 }
@@ -532,10 +574,7 @@ mod tests {
     use shears_engine::{DynamicGates, EpochStart, Executor, LossTerm, Mode, StepInfo, Value};
 
     fn rt() -> Runtime {
-        Runtime {
-            device: "flex".into(),
-            seed: 0,
-        }
+        Runtime::new("flex", 0)
     }
 
     /// A model with non-trivial BatchNorm statistics and shifts.
