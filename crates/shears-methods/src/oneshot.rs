@@ -115,6 +115,9 @@ pub struct PruneRequest {
     /// The run directory; `None` names one under `runs_dir`.
     pub out: Option<PathBuf>,
     pub runs_dir: PathBuf,
+    /// How errors spell the options: `--macs-reduction` for the CLI, `macs_reduction` for
+    /// keyword arguments.
+    pub spelling: Spelling,
 }
 
 impl PruneRequest {
@@ -145,6 +148,7 @@ impl PruneRequest {
             device: "flex".into(),
             out: None,
             runs_dir: PathBuf::from("runs"),
+            spelling: Spelling::Flag,
         }
     }
 
@@ -157,17 +161,24 @@ impl PruneRequest {
         match (self.sparsity, self.compression) {
             (Some(s), None) => {
                 if !(0.0..1.0).contains(&s) {
-                    invalid!("--sparsity must be in [0, 1), got {s}");
+                    invalid!("{} must be in [0, 1), got {s}", self.spelling.name("sparsity"));
                 }
                 Ok(s)
             }
             (None, Some(c)) => {
                 if !c.is_finite() || c < 1.0 {
-                    invalid!("--compression must be a finite number >= 1, got {c}");
+                    invalid!(
+                        "{} must be a finite number >= 1, got {c}",
+                        self.spelling.name("compression")
+                    );
                 }
                 Ok(1.0 - 1.0 / c)
             }
-            _ => invalid!("give exactly one of --sparsity and --compression"),
+            _ => invalid!(
+                "give exactly one of {} and {}",
+                self.spelling.name("sparsity"),
+                self.spelling.name("compression")
+            ),
         }
     }
 
@@ -321,7 +332,7 @@ fn prune_structured(req: &PruneRequest, rt: &Runtime) -> Result<StructuredReport
         ..req.structured.clone()
     };
     let spec =
-        StructuredSpec::resolve(&req.method, importance, &options, req.seed, Spelling::Flag)?;
+        StructuredSpec::resolve(&req.method, importance, &options, req.seed, req.spelling)?;
     if !req.evaluate && req.finetune.epochs > 0 {
         invalid!("--finetune-epochs needs data to train and evaluate on; drop --no-eval");
     }

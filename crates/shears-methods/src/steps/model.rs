@@ -98,3 +98,13 @@ pub fn executor(rt: &Runtime, model: &Model, training: bool) -> Result<Executor>
         &device,
     )?)
 }
+
+/// Runs `model` in inference mode on `n` samples (`input` holds `[n, ...input shape]` in order);
+/// returns the outputs in order and the width of one sample's output.
+pub fn infer(rt: &Runtime, model: &Model, input: Vec<f32>, n: usize) -> Result<(Vec<f32>, usize)> {
+    let mut exec = executor(rt, model, false)?;
+    let x = exec.input_value(input, n)?;
+    let y = exec.forward(x, shears_engine::Mode::Eval);
+    let width = y.dims()[1];
+    Ok((shears_engine::executor::to_vec(y.reshape([n * width])), width))
+}

@@ -152,6 +152,8 @@ pub enum Spelling {
     Flag,
     /// `[method] macs_reduction`
     Key,
+    /// `macs_reduction` (a keyword argument)
+    Keyword,
 }
 
 impl Spelling {
@@ -160,6 +162,7 @@ impl Spelling {
         match self {
             Spelling::Flag => format!("--{}", snake_name.replace('_', "-")),
             Spelling::Key => format!("[method] {snake_name}"),
+            Spelling::Keyword => snake_name.to_string(),
         }
     }
 }

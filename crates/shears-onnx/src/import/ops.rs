@@ -491,10 +491,13 @@ impl Importer {
             }
         }
         let out_rank = node.outputs().first().map(|o| o.ty.rank());
+        let features: i64 = self.shapes[&x.name].iter().product::<usize>() as i64;
         let is_flatten = match (&r.config.shape, out_rank) {
             (onnx_ir::node::reshape::ReshapeInput::Runtime(_), Some(2)) => true,
+            // `x.view(x.size(0), C * H * W)` traced at a fixed batch writes that batch as a
+            // literal: the feature count says it is a flatten all the same.
             (onnx_ir::node::reshape::ReshapeInput::Static(s), _) => {
-                s.len() == 2 && (s[1] == -1 || s[0] == -1 || s[0] == 0)
+                s.len() == 2 && (s[1] == -1 || s[0] == -1 || s[0] == 0 || s[1] == features)
             }
             _ => false,
         };
