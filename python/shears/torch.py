@@ -928,6 +928,7 @@ def prune(
     allow_custom: bool = False,
     atol: float = DEFAULT_ATOL,
     return_report: bool = False,
+    **options: Any,
 ):
     """Prune the channels of ``module`` in place with shears and return the same module.
 
@@ -954,6 +955,8 @@ def prune(
             64, 64)``; it fixes the input shape shears sees.
         method, macs_reduction, params_reduction, channel_ratio, round_to, seed: passed to
             shears' planner.
+        **options: further options of ``shears.prune`` for the planner (``ignore``, ``scope``,
+            ``normalize``, ``max_layer_ratio``, ``percentile``, ``data`` for ``taylor``, ...).
         allow_custom: also slice tensors owned by modules of other types (their attributes are
             left as they are; the output check still guards the result). Off by default: such
             a tensor raises :class:`UnsliceableModule`.
@@ -1006,7 +1009,7 @@ def prune(
         )
 
     compacted, kept, report = _ext().plan(
-        imp.model, method, round_to=round_to, seed=seed, **targets
+        imp.model, method, round_to=round_to, seed=seed, **targets, **options
     )
     cuts = _cuts_in_torch(kept, imp, real, module)
     _check_owners(cuts, real, module, allow_custom)

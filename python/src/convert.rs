@@ -23,6 +23,15 @@ pub fn json_to_py(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
     Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
 }
 
+/// A `str` or `os.PathLike` as text.
+pub fn path_or_name(v: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = v.extract::<String>() {
+        return Ok(s);
+    }
+    let os = v.py().import("os")?;
+    os.call_method1("fspath", (v,))?.extract::<String>()
+}
+
 /// The keyword arguments `shears.prune` takes besides the structured options (those are
 /// `StructuredOptions`' keys: `channel_ratio`, `params_reduction`, `macs_reduction`,
 /// `percentile`, `importance`, `scope`, `normalize`, `round_to`, `ignore`, ...).
@@ -115,7 +124,7 @@ pub fn prune_request(
             "score_batches" => req.score_batches = v.extract().map_err(bad)?,
             "score_batch_size" => req.score_batch_size = v.extract().map_err(bad)?,
             "data" => {
-                let s: String = crate::model::path_or_name(&v).map_err(bad)?;
+                let s: String = path_or_name(&v).map_err(bad)?;
                 let known = shears_data_names();
                 if known.contains(&s.as_str()) {
                     req.dataset = Some(s);
@@ -142,11 +151,9 @@ pub fn prune_request(
             "latency_repeats" => req.latency.repeats = v.extract().map_err(bad)?,
             "seed" => req.seed = v.extract().map_err(bad)?,
             "device" => req.device = v.extract().map_err(bad)?,
-            "out" => req.out = Some(PathBuf::from(crate::model::path_or_name(&v)?)),
-            "runs_dir" => req.runs_dir = PathBuf::from(crate::model::path_or_name(&v)?),
-            "save_masked" => {
-                req.save_masked = Some(PathBuf::from(crate::model::path_or_name(&v)?))
-            }
+            "out" => req.out = Some(PathBuf::from(path_or_name(&v)?)),
+            "runs_dir" => req.runs_dir = PathBuf::from(path_or_name(&v)?),
+            "save_masked" => req.save_masked = Some(PathBuf::from(path_or_name(&v)?)),
             "input" => req.input = Some(v.extract().map_err(bad)?),
             "classes" => req.classes = Some(v.extract().map_err(bad)?),
             _ => unreachable!("every key of PRUNE_KEYS is matched"),

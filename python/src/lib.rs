@@ -32,7 +32,10 @@ fn methods(py: Python<'_>) -> PyResult<Py<PyList>> {
         d.set_item("name", m.name)?;
         d.set_item("kind", m.kind.name())?;
         d.set_item("description", m.description)?;
-        d.set_item("one_shot", m.one_shot.is_some() || m.kind.name() == "unstructured")?;
+        d.set_item(
+            "one_shot",
+            m.one_shot.is_some() || m.kind.name() == "unstructured",
+        )?;
         list.append(d)?;
     }
     Ok(list.unbind())
@@ -184,9 +187,8 @@ fn run(
         Ok(if is_path {
             ExperimentConfig::from_file(Path::new(&config))?
         } else {
-            serde_json::from_str::<ExperimentConfig>(&config).map_err(|e| {
-                shears_methods::MethodError::Invalid(format!("invalid config: {e}"))
-            })?
+            serde_json::from_str::<ExperimentConfig>(&config)
+                .map_err(|e| shears_methods::MethodError::Invalid(format!("invalid config: {e}")))?
         })
     })?;
     let request = Request::Run {
@@ -290,9 +292,8 @@ fn sparsity(
     let graph = model.borrow().inner.graph.clone();
     let weights = model.borrow().inner.weights.clone();
     let masks = convert::masks_from_py(masks, &weights)?;
-    let report = py.detach(move || {
-        guarded(|| Ok(shears_core::sparsity::sparsity_report(&graph, &masks)?))
-    })?;
+    let report =
+        py.detach(move || guarded(|| Ok(shears_core::sparsity::sparsity_report(&graph, &masks)?)))?;
     convert::to_py(py, &report)
 }
 
@@ -305,7 +306,7 @@ fn model_source(model: &Bound<'_, PyAny>) -> PyResult<ModelSource> {
             model: m.inner.clone(),
         });
     }
-    let name = model::path_or_name(model)?;
+    let name = convert::path_or_name(model)?;
     model::check_exists(&name)?;
     Ok(ModelSource::Named(name))
 }
@@ -314,7 +315,7 @@ fn model_name(model: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(m) = model.downcast::<PyModel>() {
         return Ok(m.borrow().name.clone());
     }
-    model::path_or_name(model)
+    convert::path_or_name(model)
 }
 
 /// The report of a run that ran now.

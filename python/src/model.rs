@@ -1,7 +1,7 @@
 //! `shears.Model`: a network (graph, weights, masks) held by Rust, with numpy views of its
 //! tensors, inference, inspection, and saving as a model directory or ONNX.
 
-use crate::convert::{json_to_py, to_py};
+use crate::convert::{json_to_py, path_or_name, to_py};
 use crate::errors::{guarded, invalid, not_found};
 use numpy::{IntoPyArray, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
@@ -22,15 +22,6 @@ impl PyModel {
     pub fn new(name: String, inner: Model) -> Self {
         PyModel { name, inner }
     }
-}
-
-/// A `str` or `os.PathLike` as text.
-pub fn path_or_name(v: &Bound<'_, PyAny>) -> PyResult<String> {
-    if let Ok(s) = v.extract::<String>() {
-        return Ok(s);
-    }
-    let os = v.py().import("os")?;
-    os.call_method1("fspath", (v,))?.extract::<String>()
 }
 
 /// A name that is a path (it has a separator or ends in `.onnx`) must exist.
@@ -60,9 +51,8 @@ impl PyModel {
             let data = bytes.as_bytes().to_vec();
             let label = name.unwrap_or_else(|| "onnx".into());
             let l = label.clone();
-            let model = py.detach(move || {
-                guarded(|| Ok(shears_onnx::import_onnx_bytes(&data, &l)?))
-            })?;
+            let model =
+                py.detach(move || guarded(|| Ok(shears_onnx::import_onnx_bytes(&data, &l)?)))?;
             return Ok(PyModel::new(label, model));
         }
         let text = path_or_name(source)?;
@@ -111,13 +101,17 @@ impl PyModel {
     /// Parameters of the graph (every stored tensor that is trained).
     #[getter]
     fn params(&self) -> PyResult<u64> {
-        Ok(guarded(|| Ok(cost(&self.inner.graph, Convention::ConvLinear)?.params))?)
+        Ok(guarded(|| {
+            Ok(cost(&self.inner.graph, Convention::ConvLinear)?.params)
+        })?)
     }
 
     /// Multiply-accumulates of one sample through the convolutions and linear layers.
     #[getter]
     fn macs(&self) -> PyResult<u64> {
-        Ok(guarded(|| Ok(cost(&self.inner.graph, Convention::ConvLinear)?.macs))?)
+        Ok(guarded(|| {
+            Ok(cost(&self.inner.graph, Convention::ConvLinear)?.macs)
+        })?)
     }
 
     /// The layer table of `shears inspect`: output shapes, params, MACs, direct and effective
@@ -149,8 +143,8 @@ impl PyModel {
 
     /// The graph's nodes as `graph.json` holds them (`name`, `op` with its attributes, `inputs`).
     fn nodes(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let text = serde_json::to_string(&self.inner.graph.nodes)
-            .map_err(|e| invalid(&e.to_string()))?;
+        let text =
+            serde_json::to_string(&self.inner.graph.nodes).map_err(|e| invalid(&e.to_string()))?;
         json_to_py(py, &text)
     }
 
@@ -197,7 +191,9 @@ impl PyModel {
                 .into());
             }
             if arr.iter().any(|x| !x.is_finite()) {
-                return Err(invalid(&format!("set_weights: `{name}` holds NaN or infinity")).into());
+                return Err(
+                    invalid(&format!("set_weights: `{name}` holds NaN or infinity")).into(),
+                );
             }
             updated.insert(name, arr);
         }
@@ -215,7 +211,10 @@ impl PyModel {
         if shape.len() != want.len() + 1 || &shape[1..] != want.as_slice() {
             return Err(invalid(&format!(
                 "forward: the input has shape {shape:?}; this model takes (N, {})",
-                want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                want.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .into());
         }
@@ -225,9 +224,8 @@ impl PyModel {
         }
         let n = shape[0];
         let model = self.inner.clone();
-        let (out, width) = py.detach(move || {
-            guarded(|| Ok(infer(&Runtime::new("flex", 0), &model, data, n)?))
-        })?;
+        let (out, width) =
+            py.detach(move || guarded(|| Ok(infer(&Runtime::new("flex", 0), &model, data, n)?)))?;
         let out = ndarray::Array2::from_shape_vec((n, width), out)
             .map_err(|e| invalid(&e.to_string()))?;
         Ok(out.into_pyarray(py).into_any().unbind())
@@ -244,9 +242,7 @@ impl PyModel {
     fn to_onnx(&self, py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<()> {
         let path = path_or_name(path)?;
         let model = self.inner.clone();
-        Ok(py.detach(move || {
-            guarded(|| Ok(shears_onnx::export_onnx(&model, Path::new(&path))?))
-        })?)
+        Ok(py.detach(move || guarded(|| Ok(shears_onnx::export_onnx(&model, Path::new(&path))?)))?)
     }
 
     /// The model as the bytes of an ONNX file (for onnxruntime in memory).

@@ -50,11 +50,7 @@ impl PyProgress {
 
     /// The call's result: the exception that stopped it first, else the library's own outcome.
     pub fn finish<T>(&self, _py: Python<'_>, outcome: ShearsResult<T>) -> PyResult<T> {
-        let raised = self
-            .raised
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let raised = self.raised.lock().unwrap_or_else(|p| p.into_inner()).take();
         match (outcome, raised) {
             (Ok(v), _) => Ok(v),
             (Err(_), Some(e)) => Err(e),

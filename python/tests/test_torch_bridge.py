@@ -686,6 +686,13 @@ def prune_and_check(m: nn.Module, x: torch.Tensor, captured, **kwargs):
         y = m(x).numpy()
     ref = np.asarray(captured["compacted"].forward(x.numpy()))
     assert np.max(np.abs(y - ref)) <= 1e-4 * max(1.0, float(np.max(np.abs(ref))))
+    # And shears' compacted model as the ONNX file a user deploys, run by onnxruntime.
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(
+        captured["compacted"].to_onnx_bytes(), providers=["CPUExecutionProvider"]
+    )
+    (deployed,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert np.max(np.abs(y - deployed)) <= 1e-4 * max(1.0, float(np.max(np.abs(deployed))))
     assert np.isfinite(train_step(m, torch.randn(4, *x.shape[1:])))
     assert_state_dict_round_trip(m, x)
     return report
