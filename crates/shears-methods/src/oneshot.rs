@@ -161,7 +161,10 @@ impl PruneRequest {
         match (self.sparsity, self.compression) {
             (Some(s), None) => {
                 if !(0.0..1.0).contains(&s) {
-                    invalid!("{} must be in [0, 1), got {s}", self.spelling.name("sparsity"));
+                    invalid!(
+                        "{} must be in [0, 1), got {s}",
+                        self.spelling.name("sparsity")
+                    );
                 }
                 Ok(s)
             }
@@ -331,8 +334,7 @@ fn prune_structured(req: &PruneRequest, rt: &Runtime) -> Result<StructuredReport
         score_batch_size: req.score_batch_size,
         ..req.structured.clone()
     };
-    let spec =
-        StructuredSpec::resolve(&req.method, importance, &options, req.seed, req.spelling)?;
+    let spec = StructuredSpec::resolve(&req.method, importance, &options, req.seed, req.spelling)?;
     if !req.evaluate && req.finetune.epochs > 0 {
         invalid!("--finetune-epochs needs data to train and evaluate on; drop --no-eval");
     }

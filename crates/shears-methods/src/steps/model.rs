@@ -106,5 +106,8 @@ pub fn infer(rt: &Runtime, model: &Model, input: Vec<f32>, n: usize) -> Result<(
     let x = exec.input_value(input, n)?;
     let y = exec.forward(x, shears_engine::Mode::Eval);
     let width = y.dims()[1];
-    Ok((shears_engine::executor::to_vec(y.reshape([n * width])), width))
+    Ok((
+        shears_engine::executor::to_vec(y.reshape([n * width])),
+        width,
+    ))
 }
