@@ -17,6 +17,8 @@ if [ ! -x "$VENV/bin/python" ]; then
        "or set SHEARS_VENV)"
   exit 0
 fi
+# The venv's tools (maturin) on the PATH, as an activated venv has them.
+export PATH="$VENV/bin:$PATH"
 # `pip install ./python` builds the extension with the same target directory as the tests, so
 # only the binding crate compiles here.
 if "$VENV/bin/python" -c "import maturin" >/dev/null 2>&1; then
