@@ -17,6 +17,7 @@ subclasses, with the CLI's messages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -107,8 +108,26 @@ def prune(
     ``apply_effective``, ``seed``, ``latency`` (measure latency), ``out``, ``runs_dir``, ...
     ``progress`` is ``True`` (a bar), ``False``, or a callable ``(event, payload)``.
 
+    The methods that train before they cut (``masksparsity``, ``paam``) and ``ftwt`` run their
+    pipeline (as :func:`run` does) from ``model``: they need ``data``; ``train_epochs`` trains
+    the model first (0 by default: the given model is the baseline; PAAM trains its scores with
+    the network, so it needs at least 2), the method's own keys (``lambda``, ``sparsity_epochs``,
+    ``r``, ``scorer``, ...) pass through, and ``finetune_epochs`` is the fine-tuning (FTWT trains
+    its gate heads there). For ``ftwt`` the returned model is the network the gates run on.
+
     Every call writes a run directory (``report["run_dir"]``) as ``shears prune`` does.
     """
+    targets = dict(
+        macs_reduction=macs_reduction,
+        params_reduction=params_reduction,
+        channel_ratio=channel_ratio,
+        percentile=percentile,
+        sparsity=sparsity,
+        compression=compression,
+    )
+    kind = {m["name"]: m for m in methods()}.get(method)
+    if kind is not None and not kind["one_shot"]:
+        return _prune_by_pipeline(model, method, targets, data, finetune_epochs, progress, options)
     kwargs: Dict[str, Any] = dict(options)
     kwargs.update(
         macs_reduction=macs_reduction,
@@ -124,6 +143,79 @@ def prune(
             raise InvalidInput("finetune_epochs needs data= to train and evaluate on")
         kwargs["finetune_epochs"] = finetune_epochs
     return _shears.prune(model, method, kwargs, _display(progress))
+
+
+# Keyword arguments of `prune` that belong to the experiment config's other sections when a
+# method runs its pipeline.
+_TRAIN_KEYS = ("batch_size", "lr", "train_limit", "test_limit")
+
+
+def _prune_by_pipeline(
+    model: Union[Model, PathLike],
+    method: str,
+    targets: Dict[str, Any],
+    data: Optional[PathLike],
+    finetune_epochs: int,
+    progress: Any,
+    options: Dict[str, Any],
+) -> Tuple[Model, Dict[str, Any]]:
+    """`prune` for a method that trains: its pipeline from `model`, as `run` runs it."""
+    if data is None:
+        raise InvalidInput(
+            f"`{method}` trains before it cuts (or, ftwt, trains gates): give data= "
+            "(\"fashion-mnist-subset\", \"fashion-mnist\" or a folder of images)"
+        )
+    opts = dict(options)
+    runs_dir = os.fspath(opts.pop("runs_dir", "runs"))
+    out = opts.pop("out", None)
+    seed = int(opts.pop("seed", 0))
+    train_epochs = int(opts.pop("train_epochs", 0))
+    latency = bool(opts.pop("latency", False))
+    phase = {k: opts.pop(k) for k in _TRAIN_KEYS if k in opts}
+    model_section: Dict[str, Any] = {}
+    for k in ("input", "classes"):
+        if k in opts:
+            model_section[k] = opts.pop(k)
+    if isinstance(model, Model):
+        # The config names its model by path: the given one is saved under the runs directory,
+        # by the hash of its weights, so the same model is saved once.
+        digest = hashlib.sha256()
+        for name, w in sorted(model.weights().items()):
+            digest.update(name.encode())
+            digest.update(w.tobytes())
+        path = os.path.join(runs_dir, ".models", f"{model.name}-{digest.hexdigest()[:12]}")
+        if not os.path.exists(os.path.join(path, "graph.json")):
+            model.save(path)
+        arch, label = os.path.abspath(path), model.name
+    else:
+        arch = os.fspath(model)
+        label = os.path.basename(arch.rstrip("/")) or arch
+    dataset = os.fspath(data)
+    data_section = (
+        {"dataset": dataset}
+        if dataset in ("fashion-mnist-subset", "fashion-mnist")
+        else {"dataset": "image-folder", "dir": os.path.abspath(dataset)}
+    )
+    if data_section["dataset"] == "image-folder" and not os.path.isdir(dataset):
+        raise NotFound(f"data = {dataset!r} is neither a data set nor a folder of images")
+    label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
+    config = {
+        "name": f"{label}-prune",
+        "seed": seed,
+        "model": {"arch": arch, **model_section},
+        "data": data_section,
+        "train": {"epochs": train_epochs, **phase},
+        "finetune": {"epochs": finetune_epochs, **phase},
+        "latency": {"enabled": latency},
+        "method": {"name": method, **{k: v for k, v in targets.items() if v is not None}, **opts},
+    }
+    report = run(config, runs_dir=runs_dir, out=out, force=True, progress=progress)
+    run_dir = report["run_dir"]
+    if os.path.exists(os.path.join(run_dir, "graph.json")):
+        pruned = load(run_dir, name=label)
+    else:  # FTWT keeps the network (its gates are the heads beside it)
+        pruned = load(os.path.join(run_dir, "dense"), name=label)
+    return pruned, report
 
 
 def run(

@@ -140,12 +140,26 @@ def test_prune_with_data_evaluates_and_fine_tunes(tmp_path):
     assert report["test_samples"] == 200
 
 
-def test_pipeline_only_methods_point_to_run():
-    for method in ("masksparsity", "paam"):
-        with pytest.raises(shears.InvalidInput, match="shears run"):
-            shears.prune("small-cnn", method, macs_reduction=0.5, progress=False)
-    with pytest.raises(shears.InvalidInput, match="shears run"):
-        shears.prune("small-cnn", "ftwt", progress=False)
+def test_methods_that_train_prune_through_their_pipeline(tmp_path):
+    common = dict(
+        data=DATA, train_limit=512, test_limit=200, runs_dir=tmp_path, progress=False
+    )
+    dense = shears.load("small-cnn")
+    pruned, report = shears.prune(
+        dense, "masksparsity", macs_reduction=0.5, sparsity_epochs=1, finetune_epochs=1, **common
+    )
+    assert 0.45 <= report["macs_reduction"] <= 0.6
+    assert pruned.macs < dense.macs and report["masksparsity"]["sparsity_epochs"] == 1
+    pruned, report = shears.prune(
+        "small-cnn", "paam", params_reduction=0.5, train_epochs=2, finetune_epochs=1, **common
+    )
+    assert 0.45 <= report["params_reduction"] <= 0.6 and "paam" in report
+    gated, report = shears.prune(dense, "ftwt", r=0.9, finetune_epochs=2, **common)
+    assert gated.params == dense.params  # FTWT gates the network, it does not cut it
+    assert 0.0 < report["achieved"]["paper_reduction"] < 1.0
+    for method in ("masksparsity", "paam", "ftwt"):
+        with pytest.raises(shears.InvalidInput, match="give data="):
+            shears.prune(dense, method, macs_reduction=0.5, progress=False)
 
 
 # --- pipelines and sweeps --------------------------------------------------------------------
