@@ -11,10 +11,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shears/target}"
 cargo test --workspace --release --exclude shears-py
 
 VENV="${SHEARS_VENV:-$HOME/.cache/shears/venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "SKIPPED: the Python tests: no venv at $VENV (make one: python3 -m venv $VENV &&" \
-       "$VENV/bin/pip install maturin pytest numpy onnx onnxruntime torch torchvision;" \
-       "or set SHEARS_VENV)"
+if [ ! -x "$VENV/bin/python" ] \
+   || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1 \
+   || ! "$VENV/bin/python" -c "import pytest, numpy" >/dev/null 2>&1; then
+  echo "SKIPPED: the Python tests: no usable venv at $VENV (one with pip, pytest and numpy;" \
+       "make one: python3 -m venv $VENV && $VENV/bin/pip install maturin pytest numpy onnx" \
+       "onnxruntime torch torchvision; or set SHEARS_VENV)"
   exit 0
 fi
 # The venv's tools (maturin) on the PATH, as an activated venv has them.

@@ -150,6 +150,12 @@ def prune(
 _TRAIN_KEYS = ("batch_size", "lr", "train_limit", "test_limit")
 
 
+def _safe_name(name: str) -> str:
+    """A model's name as one path component: its last part, with only safe characters."""
+    base = os.path.basename(os.fspath(name).rstrip("/\\")) or "model"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in base).lstrip(".") or "model"
+
+
 def _prune_by_pipeline(
     model: Union[Model, PathLike],
     method: str,
@@ -172,24 +178,29 @@ def _prune_by_pipeline(
     train_epochs = int(opts.pop("train_epochs", 0))
     latency = bool(opts.pop("latency", False))
     phase = {k: opts.pop(k) for k in _TRAIN_KEYS if k in opts}
+    finetune = dict(phase, epochs=finetune_epochs)
+    if "finetune_lr" in opts:
+        finetune["lr"] = opts.pop("finetune_lr")
     model_section: Dict[str, Any] = {}
     for k in ("input", "classes"):
         if k in opts:
             model_section[k] = opts.pop(k)
     if isinstance(model, Model):
+        label = _safe_name(model.name)
         # The config names its model by path: the given one is saved under the runs directory,
-        # by the hash of its weights, so the same model is saved once.
-        digest = hashlib.sha256()
-        for name, w in sorted(model.weights().items()):
-            digest.update(name.encode())
-            digest.update(w.tobytes())
-        path = os.path.join(runs_dir, ".models", f"{model.name}-{digest.hexdigest()[:12]}")
+        # by the hash of its graph, weights and masks, so the same model is saved once.
+        digest = hashlib.sha256(json.dumps(model.nodes(), sort_keys=True).encode())
+        for tensors in (model.weights(), model.masks()):
+            for name, w in sorted(tensors.items()):
+                digest.update(name.encode())
+                digest.update(w.tobytes())
+        path = os.path.join(runs_dir, ".models", f"{label}-{digest.hexdigest()[:12]}")
         if not os.path.exists(os.path.join(path, "graph.json")):
             model.save(path)
-        arch, label = os.path.abspath(path), model.name
+        arch = os.path.abspath(path)
     else:
         arch = os.fspath(model)
-        label = os.path.basename(arch.rstrip("/")) or arch
+        label = _safe_name(arch)
     dataset = os.fspath(data)
     data_section = (
         {"dataset": dataset}
@@ -198,23 +209,23 @@ def _prune_by_pipeline(
     )
     if data_section["dataset"] == "image-folder" and not os.path.isdir(dataset):
         raise NotFound(f"data = {dataset!r} is neither a data set nor a folder of images")
-    label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
     config = {
         "name": f"{label}-prune",
         "seed": seed,
         "model": {"arch": arch, **model_section},
         "data": data_section,
         "train": {"epochs": train_epochs, **phase},
-        "finetune": {"epochs": finetune_epochs, **phase},
+        "finetune": finetune,
         "latency": {"enabled": latency},
         "method": {"name": method, **{k: v for k, v in targets.items() if v is not None}, **opts},
     }
     report = run(config, runs_dir=runs_dir, out=out, force=True, progress=progress)
     run_dir = report["run_dir"]
+    name = model.name if isinstance(model, Model) else arch
     if os.path.exists(os.path.join(run_dir, "graph.json")):
-        pruned = load(run_dir, name=label)
+        pruned = load(run_dir, name=name)
     else:  # FTWT keeps the network (its gates are the heads beside it)
-        pruned = load(os.path.join(run_dir, "dense"), name=label)
+        pruned = load(os.path.join(run_dir, "dense"), name=name)
     return pruned, report
 
 

@@ -56,6 +56,8 @@ const PRUNE_KEYS: &[&str] = &[
     "latency_batches",
     "latency_threads",
     "latency_repeats",
+    "latency_warmup",
+    "latency_rounds",
     "seed",
     "device",
     "out",
@@ -92,10 +94,17 @@ pub fn prune_request(
             continue;
         }
         if !PRUNE_KEYS.contains(&key.as_str()) {
-            if entry.kind.name() == "unstructured" && STRUCTURED_TARGETS.contains(&key.as_str()) {
-                return Err(invalid(&format!(
-                    "`{key}` is a target of structured methods; `{method}` is unstructured: give sparsity= or compression="
-                ))
+            if entry.kind.name() == "unstructured" {
+                return Err(invalid(&if STRUCTURED_TARGETS.contains(&key.as_str()) {
+                    format!(
+                        "`{key}` is a target of structured methods; `{method}` is unstructured: give sparsity= or compression="
+                    )
+                } else {
+                    format!(
+                        "`{key}` is not an option of the unstructured method `{method}` (it takes {})",
+                        PRUNE_KEYS.join(", ")
+                    )
+                })
                 .into());
             }
             structured.set_item(&key, v)?;
@@ -126,6 +135,13 @@ pub fn prune_request(
             "data" => {
                 let s: String = path_or_name(&v).map_err(bad)?;
                 let known = shears_data_names();
+                if s == "image-folder" {
+                    return Err(invalid(
+                        "data = \"image-folder\": give the folder itself as data= (it holds \
+                         train/CLASS/*.png|jpg and test/CLASS/*.png|jpg)",
+                    )
+                    .into());
+                }
                 if known.contains(&s.as_str()) {
                     req.dataset = Some(s);
                 } else if std::path::Path::new(&s).is_dir() {
@@ -149,6 +165,8 @@ pub fn prune_request(
             "latency_batches" => req.latency.batches = v.extract().map_err(bad)?,
             "latency_threads" => req.latency.threads = v.extract().map_err(bad)?,
             "latency_repeats" => req.latency.repeats = v.extract().map_err(bad)?,
+            "latency_warmup" => req.latency.warmup = v.extract().map_err(bad)?,
+            "latency_rounds" => req.latency.rounds = v.extract().map_err(bad)?,
             "seed" => req.seed = v.extract().map_err(bad)?,
             "device" => req.device = v.extract().map_err(bad)?,
             "out" => req.out = Some(PathBuf::from(path_or_name(&v)?)),
@@ -174,7 +192,7 @@ pub fn prune_request(
 
 /// The data sets `data=` names.
 fn shears_data_names() -> Vec<&'static str> {
-    vec!["fashion-mnist-subset", "fashion-mnist", "image-folder"]
+    vec!["fashion-mnist-subset", "fashion-mnist"]
 }
 
 /// Masks from arrays (non-zero = kept), each the shape of its weight tensor.

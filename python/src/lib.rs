@@ -86,7 +86,10 @@ fn prune(
         Ok(shears_core::artifact::load_model(&dir)?)
     })?;
     let name = model_name(model)?;
-    Ok((PyModel::new(name, pruned), convert::to_py(py, &report)?))
+    Ok((
+        PyModel::new(name, pruned, true),
+        convert::to_py(py, &report)?,
+    ))
 }
 
 /// The channels a structured method keeps, for the PyTorch bridge: the compacted model, the
@@ -103,14 +106,15 @@ fn plan(
 ) -> PyResult<(PyModel, Py<PyAny>, Py<PyAny>)> {
     let empty = PyDict::new(py);
     let options = options.unwrap_or(&empty);
-    let (name, dense) = {
+    let (name, dense, saved) = {
         let m = model.borrow();
-        (m.name.clone(), m.inner.clone())
+        (m.name.clone(), m.inner.clone(), m.saved)
     };
     let mut req = convert::prune_request(
         ModelSource::Loaded {
             name: name.clone(),
             model: dense.clone(),
+            saved,
         },
         method,
         options,
@@ -118,6 +122,15 @@ fn plan(
     req.evaluate = false;
     req.latency.enabled = false;
     req.finetune.epochs = 0;
+    // The plan's run directory is scratch unless the caller named one: a temporary directory,
+    // removed when this call returns (the compacted model is read from it first).
+    let scratch = if options.contains("out")? || options.contains("runs_dir")? {
+        None
+    } else {
+        let dir = guarded(|| Ok(tempfile::tempdir()?))?;
+        req.out = Some(dir.path().join("run"));
+        Some(dir)
+    };
     let outcome = run_request(py, Request::Prune(req), progress)?;
     let report = done(outcome)?;
     let Report::Structured(r) = &report else {
@@ -136,7 +149,11 @@ fn plan(
             let keep: std::collections::BTreeSet<usize> = g.kept_channels.iter().copied().collect();
             for m in &group.members {
                 let Some(w) = dense.weights.get(&m.tensor) else {
-                    continue;
+                    return Err(format!(
+                        "group {} names tensor `{}`, which the model does not hold",
+                        g.id, m.tensor
+                    )
+                    .into());
                 };
                 let len = w.shape()[m.axis];
                 let entry = kept
@@ -153,6 +170,7 @@ fn plan(
         }
         Ok((compacted, kept))
     })?;
+    drop(scratch);
     let kept_py = PyDict::new(py);
     for (tensor, axes) in kept {
         let d = PyDict::new(py);
@@ -162,7 +180,7 @@ fn plan(
         kept_py.set_item(tensor, d)?;
     }
     Ok((
-        PyModel::new(name, compacted),
+        PyModel::new(name, compacted, true),
         kept_py.into_any().unbind(),
         convert::to_py(py, &report)?,
     ))
@@ -304,6 +322,7 @@ fn model_source(model: &Bound<'_, PyAny>) -> PyResult<ModelSource> {
         return Ok(ModelSource::Loaded {
             name: m.name.clone(),
             model: m.inner.clone(),
+            saved: m.saved,
         });
     }
     let name = convert::path_or_name(model)?;

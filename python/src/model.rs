@@ -16,11 +16,13 @@ use std::path::Path;
 pub struct PyModel {
     pub name: String,
     pub inner: Model,
+    /// False for a zoo model with fresh weights (reports say it was pruned at `init`).
+    pub saved: bool,
 }
 
 impl PyModel {
-    pub fn new(name: String, inner: Model) -> Self {
-        PyModel { name, inner }
+    pub fn new(name: String, inner: Model, saved: bool) -> Self {
+        PyModel { name, inner, saved }
     }
 }
 
@@ -53,7 +55,7 @@ impl PyModel {
             let l = label.clone();
             let model =
                 py.detach(move || guarded(|| Ok(shears_onnx::import_onnx_bytes(&data, &l)?)))?;
-            return Ok(PyModel::new(label, model));
+            return Ok(PyModel::new(label, model, true));
         }
         let text = path_or_name(source)?;
         check_exists(&text)?;
@@ -69,7 +71,8 @@ impl PyModel {
                 )?)
             })
         })?;
-        Ok(PyModel::new(name.unwrap_or(text), model))
+        let saved = shears_methods::steps::model::is_saved_model(&text);
+        Ok(PyModel::new(name.unwrap_or(text), model, saved))
     }
 
     /// Imports the bytes of an ONNX file; `name` names the model in reports.
@@ -83,7 +86,7 @@ impl PyModel {
         let l = name.clone();
         let model =
             py.detach(move || guarded(|| Ok(shears_onnx::import_onnx_bytes(&data, &l)?)))?;
-        Ok(PyModel::new(name, model))
+        Ok(PyModel::new(name, model, true))
     }
 
     /// The name reports use.

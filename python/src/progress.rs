@@ -52,8 +52,10 @@ impl PyProgress {
     pub fn finish<T>(&self, _py: Python<'_>, outcome: ShearsResult<T>) -> PyResult<T> {
         let raised = self.raised.lock().unwrap_or_else(|p| p.into_inner()).take();
         match (outcome, raised) {
-            (Ok(v), _) => Ok(v),
-            (Err(_), Some(e)) => Err(e),
+            // A Ctrl-C or a callback's exception is raised even when the run got to its end
+            // (a signal consumed on the last step must not be lost).
+            (_, Some(e)) => Err(e),
+            (Ok(v), None) => Ok(v),
             (
                 Err(Failure {
                     kind: Kind::Cancelled,

@@ -116,13 +116,13 @@ pub struct PruneSection {
     #[serde(default = "default_method")]
     pub method: Score,
     /// `global` ranking, or a layer quota: `uniform`, `uniform+`, `er`, `erk`, `igq`.
-    #[serde(default = "default_scope", with = "as_text::allocation")]
-    pub scope: Allocation,
+    #[serde(default = "default_scope")]
+    pub scope: Spelled<Allocation>,
     /// Fraction of prunable (conv + linear) weights to remove.
     pub sparsity: f64,
     /// `direct` or `effective`.
-    #[serde(default = "default_target_kind", with = "as_text::target_kind")]
-    pub target_kind: TargetKind,
+    #[serde(default = "default_target_kind")]
+    pub target_kind: Spelled<TargetKind>,
     /// When `shears run` prunes: `after` training (default), at `init`ialisation (then trains
     /// the masked model), or `gradual`ly at every epoch end (cubic schedule).
     #[serde(default = "default_when", skip_serializing_if = "is_default_when")]
@@ -219,11 +219,11 @@ fn default_schedule() -> Schedule {
 fn default_method() -> Score {
     Score::Magnitude
 }
-fn default_scope() -> Allocation {
-    Allocation::Global
+fn default_scope() -> Spelled<Allocation> {
+    Spelled::of(Allocation::Global)
 }
-fn default_target_kind() -> TargetKind {
-    TargetKind::Direct
+fn default_target_kind() -> Spelled<TargetKind> {
+    Spelled::of(TargetKind::Direct)
 }
 
 impl Default for ModelConfig {
@@ -404,7 +404,7 @@ impl ExperimentConfig {
                     "[prune] when = \"gradual\" prunes at epoch ends: [train] epochs must be at least 1"
                 );
             }
-            if p.method == Score::Synflow && p.scope != Allocation::Global {
+            if p.method == Score::Synflow && p.scope.value != Allocation::Global {
                 invalid!("[prune] synflow is a global iterative pruner: use scope = \"global\"");
             }
         }
@@ -569,50 +569,83 @@ pub fn parse_allocation(s: &str) -> Result<Allocation> {
     if s == "global" {
         return Ok(Allocation::Global);
     }
-    s.parse::<Quota>()
-        .map(Allocation::Layerwise)
-        .map_err(|e| MethodError::Invalid(format!("[prune] scope: {e}")))
+    Ok(Allocation::Layerwise(s.parse::<Quota>()?))
 }
 
-/// Serde for the types of shears-core the config holds as text.
-mod as_text {
-    use super::*;
-    use serde::de::Error as _;
+/// A value parsed from the text a config holds, written back as that same text: a config's
+/// hash (and so its run directory) must not change because shears accepts another spelling of
+/// a word (`ERK`, `uniform_plus`) than the one it prints.
+#[derive(Debug, Clone)]
+pub struct Spelled<T> {
+    pub value: T,
+    pub text: String,
+}
 
-    pub mod allocation {
-        use super::*;
-        pub fn serialize<S: serde::Serializer>(
-            a: &Allocation,
-            s: S,
-        ) -> std::result::Result<S::Ok, S::Error> {
-            s.serialize_str(allocation_name(*a))
-        }
-        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-            d: D,
-        ) -> std::result::Result<Allocation, D::Error> {
-            let s = String::deserialize(d)?;
-            parse_allocation(&s).map_err(D::Error::custom)
-        }
-    }
+/// How a config word is read and printed.
+pub trait ConfigWord: Sized {
+    /// The key it is the value of, for errors (`[prune] scope`).
+    const KEY: &'static str;
+    fn parse_word(s: &str) -> std::result::Result<Self, String>;
+    fn word(&self) -> String;
+}
 
-    pub mod target_kind {
-        use super::*;
-        pub fn serialize<S: serde::Serializer>(
-            k: &TargetKind,
-            s: S,
-        ) -> std::result::Result<S::Ok, S::Error> {
-            s.collect_str(k)
-        }
-        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-            d: D,
-        ) -> std::result::Result<TargetKind, D::Error> {
-            let s = String::deserialize(d)?;
-            s.parse::<TargetKind>()
-                .map_err(|e| D::Error::custom(format!("[prune] target_kind: {e}")))
-        }
+impl<T: ConfigWord> Spelled<T> {
+    /// `value` spelled as shears prints it.
+    pub fn of(value: T) -> Self {
+        let text = value.word();
+        Spelled { value, text }
     }
 }
 
+impl<T: PartialEq> PartialEq for Spelled<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl<T> std::ops::Deref for Spelled<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> Serialize for Spelled<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de, T: ConfigWord> Deserialize<'de> for Spelled<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let value = T::parse_word(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{}: {e}", T::KEY)))?;
+        Ok(Spelled { value, text })
+    }
+}
+
+impl ConfigWord for Allocation {
+    const KEY: &'static str = "[prune] scope";
+    fn parse_word(s: &str) -> std::result::Result<Self, String> {
+        parse_allocation(s).map_err(|e| e.to_string())
+    }
+    fn word(&self) -> String {
+        allocation_name(*self).into()
+    }
+}
+
+impl ConfigWord for TargetKind {
+    const KEY: &'static str = "[prune] target_kind";
+    fn parse_word(s: &str) -> std::result::Result<Self, String> {
+        s.parse::<TargetKind>().map_err(|e| e.to_string())
+    }
+    fn word(&self) -> String {
+        self.name().into()
+    }
+}
+
+/// A per-sample shape written `3x32x32` (or `784`).
 pub fn parse_shape(s: &str) -> Result<Vec<usize>> {
     let dims: Vec<usize> = s
         .split(['x', 'X', ','])
@@ -688,7 +721,7 @@ mod tests {
         let p = c.prune.clone().unwrap();
         assert_eq!(p.when, When::After);
         assert_eq!(p.method, Score::Magnitude);
-        assert_eq!(p.scope, Allocation::Global);
+        assert_eq!(p.scope.value, Allocation::Global);
         assert_eq!((p.rewind, p.rounds, p.apply_effective), (false, 1, false));
         assert_eq!(p.score_batches, 10);
         // Defaults are not written back, so configs without them keep their hash.
@@ -717,11 +750,24 @@ mod tests {
         let c: ExperimentConfig = toml::from_str(text).unwrap();
         let p = c.prune.clone().unwrap();
         assert_eq!(p.method, Score::Lamp);
-        assert_eq!(p.scope, Allocation::Layerwise(Quota::UniformPlus));
-        assert_eq!(p.target_kind, TargetKind::Effective);
+        assert_eq!(p.scope.value, Allocation::Layerwise(Quota::UniformPlus));
+        assert_eq!(p.target_kind.value, TargetKind::Effective);
         assert_eq!(p.when, When::Init);
         let again: ExperimentConfig = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(again.prune, c.prune);
+        // Another accepted spelling is written back as it was given: the hash stays.
+        let odd: ExperimentConfig = toml::from_str(
+            "[prune]\nsparsity = 0.5\nscope = \"ERK\"\ntarget_kind = \"Effective\"\n",
+        )
+        .unwrap();
+        let p = odd.prune.clone().unwrap();
+        assert_eq!(p.scope.value, Allocation::Layerwise(Quota::Erk));
+        assert!(
+            odd.to_toml().contains("scope = \"ERK\""),
+            "{}",
+            odd.to_toml()
+        );
+        assert!(odd.to_toml().contains("target_kind = \"Effective\""));
         for (bad, named) in [
             ("method = \"snop\"", "unknown pruning method `snop`"),
             ("scope = \"ring\"", "[prune] scope"),

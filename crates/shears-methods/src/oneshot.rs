@@ -32,8 +32,13 @@ use std::time::Instant;
 pub enum ModelSource {
     /// A zoo name (fresh weights), a model directory or an `.onnx` file.
     Named(String),
-    /// A model already loaded (the Python binding's `shears.Model`), with the name reports use.
-    Loaded { name: String, model: Model },
+    /// A model already loaded (the Python binding's `shears.Model`), with the name reports use;
+    /// `saved` is false for a zoo model with fresh weights.
+    Loaded {
+        name: String,
+        model: Model,
+        saved: bool,
+    },
 }
 
 impl ModelSource {
@@ -49,7 +54,7 @@ impl ModelSource {
     fn saved(&self) -> bool {
         match self {
             ModelSource::Named(n) => is_saved_model(n),
-            ModelSource::Loaded { .. } => true,
+            ModelSource::Loaded { saved, .. } => *saved,
         }
     }
 }
@@ -259,7 +264,6 @@ pub fn prune(req: &PruneRequest, rt: &Runtime) -> Result<Report> {
 
 /// Prunes weights to the target, saves the masked model and its sparsity report.
 fn prune_unstructured(req: &PruneRequest, rt: &Runtime) -> Result<UnstructuredPruneReport> {
-    let started = Instant::now();
     let u = &req.unstructured;
     let mut spec = UnstructuredSpec::new(
         req.method.parse()?,
@@ -282,6 +286,8 @@ fn prune_unstructured(req: &PruneRequest, rt: &Runtime) -> Result<UnstructuredPr
         None
     };
     let model = req.load_model(data.as_ref())?;
+    // Timed from here, as `shears prune` always timed: loading is not pruning.
+    let started = Instant::now();
     let device = device_by_name(&rt.device)?;
     rt.stage("scoring and masking")?;
     let pruned = prune_weights(&model, &spec, data.as_ref(), &device)?;
@@ -315,11 +321,17 @@ fn prune_unstructured(req: &PruneRequest, rt: &Runtime) -> Result<UnstructuredPr
 
 /// Cuts channels to the target, compacts, fine-tunes if asked, measures and reports.
 fn prune_structured(req: &PruneRequest, rt: &Runtime) -> Result<StructuredReport> {
-    let started = Instant::now();
     if req.sparsity.is_some() || req.compression.is_some() {
+        let n = |k: &str| req.spelling.name(k);
         invalid!(
-            "--sparsity and --compression apply to unstructured methods; `{}` takes --channel-ratio, --params-reduction, --macs-reduction or --percentile",
-            req.method
+            "{} and {} apply to unstructured methods; `{}` takes {}, {}, {} or {}",
+            n("sparsity"),
+            n("compression"),
+            req.method,
+            n("channel_ratio"),
+            n("params_reduction"),
+            n("macs_reduction"),
+            n("percentile")
         );
     }
     let Some(importance) = find(&req.method)?.one_shot else {
@@ -336,7 +348,14 @@ fn prune_structured(req: &PruneRequest, rt: &Runtime) -> Result<StructuredReport
     };
     let spec = StructuredSpec::resolve(&req.method, importance, &options, req.seed, req.spelling)?;
     if !req.evaluate && req.finetune.epochs > 0 {
-        invalid!("--finetune-epochs needs data to train and evaluate on; drop --no-eval");
+        invalid!(
+            "{} needs data to train and evaluate on; {}",
+            req.spelling.name("finetune_epochs"),
+            match req.spelling {
+                Spelling::Keyword => "give data=",
+                _ => "drop --no-eval",
+            }
+        );
     }
     req.finetune.validate("finetune")?;
     let rt = req.runtime(rt);
@@ -347,6 +366,7 @@ fn prune_structured(req: &PruneRequest, rt: &Runtime) -> Result<StructuredReport
         None
     };
     let model = req.load_model(data.as_ref())?;
+    let started = Instant::now();
     if let Some(d) = &data {
         let probe = executor(&rt, &model, false)?;
         shears_engine::train::check_data_fits(&probe, &d.test)

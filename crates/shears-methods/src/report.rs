@@ -8,6 +8,7 @@ use crate::steps::structured::{Accuracies, Sizes, StructuredSpec};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use shears_core::sparsity::SparsityReport;
+use std::sync::Arc;
 
 /// The report of any method.
 #[derive(Debug, Clone, Serialize)]
@@ -23,47 +24,70 @@ pub enum Report {
 }
 
 /// A method's own part of a report: its fields (under `key` in `result.json`) and the lines
-/// the printed report shows for them. The method builds both; the report only carries them.
-#[derive(Debug, Clone)]
+/// the printed report shows for them. The method builds both; the report only carries them,
+/// serialising the method's own type as it is (its field order kept).
+#[derive(Clone)]
 pub struct MethodDetails {
     pub key: &'static str,
-    pub value: serde_json::Value,
+    pub value: Arc<dyn erased_serde::Serialize + Send + Sync>,
     pub lines: Vec<String>,
 }
 
 impl MethodDetails {
     /// `details` serialised under `key`, printed as `lines`.
-    pub fn new<T: Serialize>(key: &'static str, details: &T, lines: Vec<String>) -> Self {
+    pub fn new<T: Serialize + Send + Sync + 'static>(
+        key: &'static str,
+        details: T,
+        lines: Vec<String>,
+    ) -> Self {
         MethodDetails {
             key,
-            value: serde_json::to_value(details).unwrap_or(serde_json::Value::Null),
+            value: Arc::new(details),
             lines,
         }
+    }
+}
+
+impl std::fmt::Debug for MethodDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MethodDetails")
+            .field("key", &self.key)
+            .field("lines", &self.lines)
+            .finish_non_exhaustive()
     }
 }
 
 impl Serialize for MethodDetails {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry(self.key, &self.value)?;
+        map.serialize_entry(self.key, &*self.value)?;
         map.end()
     }
 }
 
-/// The report of a dynamic method (FTWT): the method's own fields, flat, and its printed lines.
-#[derive(Debug, Clone)]
+/// The report of a dynamic method (FTWT): the method's own report, serialised flat as it is,
+/// and its printed lines.
+#[derive(Clone)]
 pub struct DynamicReport {
-    pub value: serde_json::Value,
+    pub value: Arc<dyn erased_serde::Serialize + Send + Sync>,
     pub lines: Vec<String>,
 }
 
 impl DynamicReport {
-    /// `report` serialised, printed as `lines`.
-    pub fn new<T: Serialize>(report: &T, lines: Vec<String>) -> Self {
+    /// `report` serialised as it is, printed as `lines`.
+    pub fn new<T: Serialize + Send + Sync + 'static>(report: T, lines: Vec<String>) -> Self {
         DynamicReport {
-            value: serde_json::to_value(report).unwrap_or(serde_json::Value::Null),
+            value: Arc::new(report),
             lines,
         }
+    }
+}
+
+impl std::fmt::Debug for DynamicReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamicReport")
+            .field("lines", &self.lines)
+            .finish_non_exhaustive()
     }
 }
 

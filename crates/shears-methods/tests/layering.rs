@@ -101,20 +101,21 @@ fn imports(
         // `a::{b, c::D}`: each name in the braces continues the path.
         let after = &code[i + skip + path.len()..];
         let mut paths = vec![prefix.clone()];
-        if path.ends_with("::") && after.starts_with('{') {
-            let inner = &after[1..after.find('}').unwrap_or(after.len())];
-            for item in inner.split(',') {
-                let mut p = prefix.clone();
-                p.extend(
-                    item.trim()
-                        .split("::")
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| {
-                            !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
-                        }),
-                );
-                paths.push(p);
-            }
+        if (path.is_empty() || path.ends_with("::")) && after.starts_with('{') {
+            // The group up to its matching brace, each item (nested groups too) a path.
+            let mut depth = 0;
+            let end = after
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '{' => 1,
+                        '}' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map_or(after.len(), |(k, _)| k);
+            paths.extend(expand(&prefix, &after[1..end]));
         }
         for segs in paths {
             // The longest prefix that is a module file.
@@ -139,6 +140,47 @@ fn imports(
             }
         }
         i += skip + path.len().max(1);
+    }
+    out
+}
+
+/// The paths of a `{...}` group's items (its body given), each continuing `prefix`; nested
+/// groups (`b::{c::Y, Z}`) continue their own prefix.
+fn expand(prefix: &[String], body: &str) -> Vec<Vec<String>> {
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (k, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&body[start..k]);
+                start = k + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&body[start..]);
+    let mut out = Vec::new();
+    for item in items {
+        let item = item.trim();
+        let (head, group) = match item.find('{') {
+            Some(k) => (
+                &item[..k],
+                Some(&item[k + 1..item.rfind('}').unwrap_or(item.len())]),
+            ),
+            None => (item, None),
+        };
+        let mut p = prefix.to_vec();
+        p.extend(
+            head.split("::")
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')),
+        );
+        match group {
+            Some(g) => out.extend(expand(&p, g)),
+            None => out.push(p),
+        }
     }
     out
 }
@@ -257,4 +299,19 @@ fn no_method_imports_another_and_steps_import_no_method() {
             }
         }
     }
+}
+
+#[test]
+fn imports_are_read_through_groups_super_paths_and_root_exports() {
+    let known: BTreeSet<String> = ["a", "b/c", "d", "methods/m/x", "steps"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let root: BTreeMap<String, String> = [("Exported".to_string(), "d".to_string())].into();
+    let code =
+        "use crate::{a::X, b::{c::Y, Z}};\nuse super::x;\nfn f() { crate::Exported::new(); }\n";
+    let got = imports("methods/m/y", code, &known, &root);
+    let want: BTreeSet<String> = ["a", "b/c", "d"].into_iter().map(String::from).collect();
+    // `super::x` is the method's own folder: not an import of another node.
+    assert_eq!(got, want);
 }

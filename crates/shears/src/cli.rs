@@ -392,7 +392,7 @@ impl Overrides {
         if let Some(v) = self.threads {
             c.threads = Some(v);
         }
-        c.validate()?;
+        shears_methods::registry::check(&c)?;
         Ok(c)
     }
 }

@@ -537,11 +537,8 @@ impl PreparedMethod for Prepared {
             mask_path: p.dir.path.join("mask.json").display().to_string(),
         };
         let mut report = pipeline_cut(p, &sparse, &spec, Some(selected))?;
-        report.details = Some(MethodDetails::new(
-            "masksparsity",
-            &summary,
-            summary.lines(),
-        ));
+        let lines = summary.lines();
+        report.details = Some(MethodDetails::new("masksparsity", summary, lines));
         Ok(Report::Structured(report))
     }
 }

@@ -197,7 +197,8 @@ impl PreparedMethod for Prepared {
             small_gamma_share_before: small_gamma_share(&dense),
             small_gamma_share_after: small_gamma_share(&sparse),
         };
-        report.details = Some(MethodDetails::new("slimming", &details, details.lines()));
+        let lines = details.lines();
+        report.details = Some(MethodDetails::new("slimming", details, lines));
         Ok(Report::Structured(report))
     }
 }

@@ -101,7 +101,13 @@ impl UnstructuredSpec {
 
     /// The spec a `[prune]` section describes (scoring batches of the training batch size).
     pub fn from_section(p: &PruneSection, seed: u64, batch_size: usize) -> Result<Self> {
-        let mut spec = UnstructuredSpec::new(p.method, p.scope, p.target_kind, p.sparsity, seed)?;
+        let mut spec = UnstructuredSpec::new(
+            p.method,
+            p.scope.value,
+            p.target_kind.value,
+            p.sparsity,
+            seed,
+        )?;
         spec.apply_effective = p.apply_effective;
         spec.score_batches = p.score_batches;
         spec.score_batch_size = batch_size;

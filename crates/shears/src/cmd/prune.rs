@@ -30,7 +30,11 @@ fn request(args: &PruneArgs) -> Result<PruneRequest> {
     req.score_batches = args.score_batches;
     req.score_batch_size = args.score_batch_size;
     req.evaluate = !s.no_eval;
-    req.finetune = s.finetune_section()?;
+    // The fine-tuning flags apply to structured methods only (checked only for them).
+    if shears_methods::registry::find(&args.method)?.kind == shears_methods::MethodKind::Structured
+    {
+        req.finetune = s.finetune_section()?;
+    }
     req.latency = s.latency.settings();
     req.save_masked = s.save_masked.clone();
     req.dataset = args.dataset.clone();

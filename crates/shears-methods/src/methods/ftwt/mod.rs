@@ -439,6 +439,7 @@ impl PreparedMethod for Prepared {
             heads_dir: heads_dir.display().to_string(),
             seconds: p.started.elapsed().as_secs_f64(),
         };
-        Ok(Report::Dynamic(DynamicReport::new(&report, report.lines())))
+        let lines = report.lines();
+        Ok(Report::Dynamic(DynamicReport::new(report, lines)))
     }
 }

@@ -555,7 +555,8 @@ impl PreparedMethod for Prepared {
             history: read_history(&history)?,
             attention_dir: attention_dir.display().to_string(),
         };
-        report.details = Some(MethodDetails::new("paam", &details, details.lines()));
+        let lines = details.lines();
+        report.details = Some(MethodDetails::new("paam", details, lines));
         Ok(Report::Structured(report))
     }
 }
