@@ -121,12 +121,26 @@ def test_every_unstructured_method_masks_to_the_sparsity(method, tmp_path):
         runs_dir=tmp_path, progress=False, score_batches=2,
     )
     assert report["direct_sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert report["pruned_at"] == "init"  # a zoo name: fresh weights
     assert report["effective_sparsity"] >= report["direct_sparsity"] - 1e-9
     masks = pruned.masks()
     assert masks and all(a.dtype == np.bool_ for a in masks.values())
     kept = sum(int(a.sum()) for a in masks.values())
     total = sum(a.size for a in masks.values())
     assert kept / total == pytest.approx(0.2, abs=0.01)
+
+
+def test_a_loaded_model_is_pruned_as_saved_and_a_zoo_model_as_at_init(tmp_path):
+    fresh = shears.load("small-cnn")
+    _, report = shears.prune(fresh, "magnitude", sparsity=0.5, runs_dir=tmp_path, progress=False)
+    assert report["pruned_at"] == "init"
+    fresh.save(tmp_path / "saved")
+    _, report = shears.prune(
+        shears.load(tmp_path / "saved"), "magnitude", sparsity=0.5, runs_dir=tmp_path, progress=False
+    )
+    assert report["pruned_at"] == "saved"
+    with pytest.raises(shears.InvalidInput, match="round_to"):
+        shears.prune(fresh, "magnitude", sparsity=0.5, round_to=8)
 
 
 def test_prune_with_data_evaluates_and_fine_tunes(tmp_path):

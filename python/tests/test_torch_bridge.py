@@ -12,6 +12,8 @@ Three kinds of tests:
 
 from __future__ import annotations
 
+import os
+
 import copy
 import io
 
@@ -678,7 +680,10 @@ def prune_and_check(m: nn.Module, x: torch.Tensor, captured, **kwargs):
     """Prune, and check everything the bridge promises about the pruned module."""
     m.eval()
     before = n_params(m)
+    cwd_before = set(os.listdir(os.getcwd()))
     out, report = bridge.prune(m, x, return_report=True, **kwargs)
+    # The plan's run directory was scratch: nothing is left in the caller's folder.
+    assert set(os.listdir(os.getcwd())) == cwd_before
     assert out is m
     assert n_params(m) < before
     assert_attributes_consistent(m)
