@@ -14,9 +14,22 @@ value-based mapping is exercised. The tests on the real extension do not use it.
 from __future__ import annotations
 
 import copy
+import importlib
 
 import numpy as np
 import pytest
+
+
+def import_or_skip(name: str):
+    """`name` imported, or the test (module) skipped saying why: not installed, or installed
+    but broken (a truncated download, a missing CUDA library), which `pytest.importorskip`
+    would report as an error."""
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 - every way an import fails is a reason to skip
+        pytest.skip(
+            f"{name} cannot be imported here ({type(e).__name__}: {e})", allow_module_level=True
+        )
 
 
 class _Param:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from conftest import import_or_skip
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -22,8 +22,8 @@ def example() -> tuple[str, str]:
 
 
 def test_the_readme_example_runs_as_written(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("torchvision")
+    import_or_skip("torch")
+    import_or_skip("torchvision")
     code, printed = example()
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600

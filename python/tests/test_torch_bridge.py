@@ -12,16 +12,16 @@ Three kinds of tests:
 
 from __future__ import annotations
 
-import os
-
 import copy
 import io
+import os
 
 import numpy as np
 import pytest
+from conftest import import_or_skip
 
-torch = pytest.importorskip("torch")
-bridge = pytest.importorskip("shears.torch")
+torch = import_or_skip("torch")
+bridge = import_or_skip("shears.torch")
 
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
@@ -515,7 +515,7 @@ def _torchvision_inner_cuts(arch, m):
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
 def test_fake_torchvision_prune_in_place(fake_shears, arch):
-    tv = pytest.importorskip("torchvision")
+    tv = import_or_skip("torchvision")
     torch.manual_seed(0)
     m = randomize_norms(getattr(tv.models, arch)(weights=None, num_classes=10)).eval()
     fake_shears.keep = _torchvision_inner_cuts(arch, m)
@@ -705,7 +705,7 @@ def prune_and_check(m: nn.Module, x: torch.Tensor, captured, **kwargs):
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
 def test_torchvision_prune_in_place(shears_ext, arch):
-    tv = pytest.importorskip("torchvision")
+    tv = import_or_skip("torchvision")
     torch.manual_seed(0)
     m = randomize_norms(getattr(tv.models, arch)(weights=None, num_classes=10))
     prune_and_check(m, torch.randn(2, 3, 64, 64), shears_ext, macs_reduction=0.5)
