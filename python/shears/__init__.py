@@ -128,16 +128,7 @@ def prune(
     kind = {m["name"]: m for m in methods()}.get(method)
     if kind is not None and not kind["one_shot"]:
         return _prune_by_pipeline(model, method, targets, data, finetune_epochs, progress, options)
-    kwargs: Dict[str, Any] = dict(options)
-    kwargs.update(
-        macs_reduction=macs_reduction,
-        params_reduction=params_reduction,
-        channel_ratio=channel_ratio,
-        percentile=percentile,
-        sparsity=sparsity,
-        compression=compression,
-        data=data,
-    )
+    kwargs: Dict[str, Any] = dict(options, data=data, **targets)
     if finetune_epochs:
         if data is None:
             raise InvalidInput("finetune_epochs needs data= to train and evaluate on")

@@ -204,29 +204,31 @@ def test_run_every_kind_of_pipeline_from_a_dict(method, tmp_path):
         assert method in report  # the method's own details, under its key
 
 
+def tiny_toml(name: str, method: str) -> str:
+    """A config file: the small CNN trained one epoch on 256 images, `method` its `[method]`."""
+    template = textwrap.dedent(
+        """
+        name = "NAME"
+        [model]
+        arch = "small-cnn"
+        [train]
+        epochs = 1
+        train_limit = 256
+        test_limit = 100
+        [finetune]
+        epochs = 0
+        test_limit = 100
+        [latency]
+        enabled = false
+        [method]
+        """
+    )
+    return template.replace("NAME", name) + method + "\n"
+
+
 def test_run_from_a_toml_path_reuses_a_finished_run(tmp_path):
     path = tmp_path / "cfg.toml"
-    path.write_text(
-        textwrap.dedent(
-            """
-            name = "py-toml"
-            [model]
-            arch = "small-cnn"
-            [train]
-            epochs = 1
-            train_limit = 256
-            test_limit = 100
-            [finetune]
-            epochs = 0
-            test_limit = 100
-            [latency]
-            enabled = false
-            [method]
-            name = "l2-filter"
-            channel_ratio = 0.25
-            """
-        )
-    )
+    path.write_text(tiny_toml("py-toml", 'name = "l2-filter"\nchannel_ratio = 0.25'))
     first = shears.run(path, runs_dir=tmp_path / "runs", progress=False)
     again = shears.run(path, runs_dir=tmp_path / "runs", progress=False)
     assert again == first
@@ -234,29 +236,8 @@ def test_run_from_a_toml_path_reuses_a_finished_run(tmp_path):
 
 def test_sweep_runs_the_grid_and_writes_the_table(tmp_path):
     sweep = tmp_path / "grid.toml"
-    sweep.write_text(
-        textwrap.dedent(
-            """
-            name = "py-grid"
-            [model]
-            arch = "small-cnn"
-            [train]
-            epochs = 1
-            train_limit = 256
-            test_limit = 100
-            [finetune]
-            epochs = 0
-            test_limit = 100
-            [latency]
-            enabled = false
-            [method]
-            name = "l1-filter"
-            macs_reduction = 0.5
-            [sweep.grid]
-            "method.macs_reduction" = [0.3, 0.6]
-            """
-        )
-    )
+    grid = '\n[sweep.grid]\n"method.macs_reduction" = [0.3, 0.6]\n'
+    sweep.write_text(tiny_toml("py-grid", 'name = "l1-filter"\nmacs_reduction = 0.5') + grid)
     out = shears.sweep(sweep, runs_dir=tmp_path / "runs", progress=False)
     assert out["failed"] == 0 and len(out["runs"]) == 2
     assert all(r["state"] == "finished" for r in out["runs"])
