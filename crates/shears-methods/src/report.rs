@@ -207,5 +207,9 @@ pub struct StructuredReport {
     pub latency_repeats: usize,
     pub latency_rounds: usize,
     pub latency: Vec<LatencyRow>,
+    /// `measured with <libonnxruntime>` when each latency row has its onnxruntime column, or
+    /// why it has none; absent when latency was not measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime: Option<String>,
     pub seconds: f64,
 }

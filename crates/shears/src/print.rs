@@ -162,16 +162,24 @@ pub fn structured(r: &StructuredReport) {
         );
     }
     if !r.latency.is_empty() {
+        let ort = r.latency.iter().all(|l| l.onnxruntime.is_some());
         println!(
             "  latency (inference, median ms; warm-up {}, {} repeats, best of {} rounds):",
             r.latency_warmup, r.latency_repeats, r.latency_rounds
         );
-        println!(
+        print!(
             "    {:>5} {:>7} {:>10} {:>10} {:>14} {:>10} {:>13}",
             "batch", "threads", "dense", "compacted", "latency ratio", "MACs ratio", "lat/MACs"
         );
+        if ort {
+            print!(
+                " {:>9} {:>13} {:>9}",
+                "ORT dense", "ORT compacted", "ORT ratio"
+            );
+        }
+        println!();
         for l in &r.latency {
-            println!(
+            print!(
                 "    {:>5} {:>7} {:>10.3} {:>10.3} {:>14.2} {:>10.2} {:>13.2}",
                 l.batch,
                 l.threads,
@@ -181,6 +189,30 @@ pub fn structured(r: &StructuredReport) {
                 l.macs_ratio,
                 l.ratio_of_ratios
             );
+            if let Some(o) = l.onnxruntime.as_ref().filter(|_| ort) {
+                print!(
+                    " {:>9.3} {:>13.3} {:>9.2}",
+                    o.dense_median_ms, o.compacted_median_ms, o.latency_ratio
+                );
+            }
+            println!();
+        }
+        if let Some(note) = &r.onnxruntime {
+            println!("  onnxruntime: {note}");
+        }
+        for l in &r.latency {
+            let slower = [
+                Some(("shears", l.latency_ratio)),
+                l.onnxruntime
+                    .as_ref()
+                    .map(|o| ("onnxruntime", o.latency_ratio)),
+            ];
+            for (runtime, ratio) in slower.into_iter().flatten().filter(|(_, q)| *q < 1.0) {
+                println!(
+                    "  warning: the compacted model is slower than the dense one in {runtime} at batch {}, {} threads (latency ratio {ratio:.2}); channel counts that are multiples of 8 (--round-to 8) often run faster",
+                    l.batch, l.threads
+                );
+            }
         }
     }
     println!(

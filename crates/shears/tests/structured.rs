@@ -870,3 +870,64 @@ fn an_interrupted_masksparsity_run_resumes_to_the_same_result() {
         whole["masksparsity"]["masked_gamma_after"]
     );
 }
+
+/// Every latency row has an onnxruntime column where onnxruntime is found (the onnxruntime pip
+/// package of `SHEARS_PYTHON`, or `ORT_DYLIB_PATH`), and the report says which library measured
+/// it; without one, the note says why and the rows have no such column.
+#[test]
+fn structured_reports_measure_latency_in_onnxruntime_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = shears(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "0.5",
+        "--no-eval",
+        "--latency-batches",
+        "1",
+        "--latency-threads",
+        "1",
+        "--latency-repeats",
+        "3",
+        "--out",
+        s(&run),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The printed report and result.json of the same run.
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    let note = r["onnxruntime"].as_str().expect("an onnxruntime note");
+    let rows = r["latency"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(text.contains(&format!("onnxruntime: {note}")), "{text}");
+    if let Some(library) = note.strip_prefix("measured with ") {
+        assert!(Path::new(library).is_file(), "{note}");
+        let o = &rows[0]["onnxruntime"];
+        for k in ["dense_median_ms", "compacted_median_ms", "latency_ratio"] {
+            assert!(f(o, k) > 0.0, "{k} in {o}");
+        }
+        let ratio = f(o, "dense_median_ms") / f(o, "compacted_median_ms");
+        assert!((ratio - f(o, "latency_ratio")).abs() < 1e-9);
+        assert!(text.contains("ORT compacted"), "{text}");
+        // A slower compacted model gets a warning line, a faster one none.
+        let slower = f(o, "latency_ratio") < 1.0 || f(&rows[0], "latency_ratio") < 1.0;
+        assert_eq!(
+            text.contains("warning: the compacted model is slower"),
+            slower,
+            "{text}"
+        );
+    } else {
+        eprintln!("SKIPPED: the onnxruntime column ({note})");
+        assert!(note.contains("onnxruntime is not available"), "{note}");
+        assert!(rows[0].get("onnxruntime").is_none());
+    }
+}

@@ -64,6 +64,7 @@ pub fn cut_and_report(
         sizes,
         accuracy,
         latency,
+        onnxruntime,
     } = outcome;
     let l = req.latency.cloned().unwrap_or_default();
     Ok(StructuredReport {
@@ -85,6 +86,7 @@ pub fn cut_and_report(
         latency_repeats: l.repeats,
         latency_rounds: l.rounds,
         latency,
+        onnxruntime,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

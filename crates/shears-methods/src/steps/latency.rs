@@ -73,6 +73,30 @@ pub struct LatencyRow {
     pub macs_ratio: f64,
     /// latency_ratio / macs_ratio: 1 means the MACs saving turned fully into time.
     pub ratio_of_ratios: f64,
+    /// The same two models exported to ONNX and run in onnxruntime (same batch, threads,
+    /// warm-up, repeats and rounds); `None` where onnxruntime is not available (the report's
+    /// `onnxruntime` note says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime: Option<RuntimeRow>,
+}
+
+/// Dense and compacted latency in another runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeRow {
+    pub dense_median_ms: f64,
+    pub dense_p90_ms: f64,
+    pub compacted_median_ms: f64,
+    pub compacted_p90_ms: f64,
+    /// dense / compacted: below 1, the compacted model is slower in this runtime.
+    pub latency_ratio: f64,
+}
+
+/// The latency rows and what became of the onnxruntime column.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub rows: Vec<LatencyRow>,
+    /// `measured with <library>`, or why onnxruntime was not measured.
+    pub onnxruntime: String,
 }
 
 /// The round with the lowest median.
@@ -85,14 +109,16 @@ fn best(a: Option<Latency>, b: Latency) -> Option<Latency> {
 
 /// Measures inference latency of both models, alternating them round by round so drifting
 /// machine load affects both alike; each reports its best round's median (and that round's p90).
+/// Where onnxruntime is available, the same in onnxruntime.
 pub fn measure_latency(
     dense: &Model,
     small: &Model,
     device_name: &str,
     l: &LatencySettings,
     macs_ratio: f64,
-) -> Result<Vec<LatencyRow>> {
+) -> Result<Measured> {
     l.validate()?;
+    let mut ort = OrtPair::new(dense, small);
     let device = device_by_name(device_name)?;
     let mut rows = Vec::new();
     for &threads in &l.threads {
@@ -115,6 +141,7 @@ pub fn measure_latency(
                 bc.context("no latency round ran")?,
             );
             let latency_ratio = d.median_ms / c.median_ms;
+            let onnxruntime = ort.measure(&dense.graph.input.shape, batch, threads, l);
             rows.push(LatencyRow {
                 batch,
                 threads,
@@ -125,8 +152,83 @@ pub fn measure_latency(
                 latency_ratio,
                 macs_ratio,
                 ratio_of_ratios: latency_ratio / macs_ratio,
+                onnxruntime,
             });
         }
     }
-    Ok(rows)
+    Ok(Measured {
+        rows,
+        onnxruntime: ort.note,
+    })
+}
+
+/// The dense and compacted models as onnxruntime sees them, and what became of measuring them:
+/// onnxruntime missing, or failing on a model, leaves its column empty with the reason.
+struct OrtPair {
+    models: Option<(Vec<u8>, Vec<u8>)>,
+    note: String,
+}
+
+impl OrtPair {
+    fn new(dense: &Model, small: &Model) -> OrtPair {
+        let runtime = match shears_ort::runtime() {
+            Ok(r) => r,
+            Err(e) => {
+                return OrtPair {
+                    models: None,
+                    note: e.to_string(),
+                };
+            }
+        };
+        let export = |m: &Model| shears_onnx::to_onnx_bytes(m).map_err(|e| e.to_string());
+        match (export(dense), export(small)) {
+            (Ok(d), Ok(c)) => OrtPair {
+                models: Some((d, c)),
+                note: format!("measured with {}", runtime.library.display()),
+            },
+            (Err(e), _) | (_, Err(e)) => OrtPair {
+                models: None,
+                note: format!("not measured: the ONNX export failed: {e}"),
+            },
+        }
+    }
+
+    /// One row, or `None` (with the reason kept) where onnxruntime cannot run the models.
+    fn measure(
+        &mut self,
+        shape: &[usize],
+        batch: usize,
+        threads: usize,
+        l: &LatencySettings,
+    ) -> Option<RuntimeRow> {
+        let (d, c) = self.models.as_ref()?;
+        let run = || -> std::result::Result<RuntimeRow, shears_ort::OrtError> {
+            let mut de = shears_ort::Bench::new(d, shape, batch, threads)?;
+            let mut ce = shears_ort::Bench::new(c, shape, batch, threads)?;
+            let (mut bd, mut bc): (Option<shears_ort::Timing>, Option<shears_ort::Timing>) =
+                (None, None);
+            for _ in 0..l.rounds {
+                let td = de.time(l.warmup, l.repeats)?;
+                let tc = ce.time(l.warmup, l.repeats)?;
+                bd = Some(bd.map_or(td, |b| if b.median_ms <= td.median_ms { b } else { td }));
+                bc = Some(bc.map_or(tc, |b| if b.median_ms <= tc.median_ms { b } else { tc }));
+            }
+            let (d, c) = (bd.expect("rounds >= 1"), bc.expect("rounds >= 1"));
+            Ok(RuntimeRow {
+                dense_median_ms: d.median_ms,
+                dense_p90_ms: d.p90_ms,
+                compacted_median_ms: c.median_ms,
+                compacted_p90_ms: c.p90_ms,
+                latency_ratio: d.median_ms / c.median_ms,
+            })
+        };
+        match run() {
+            Ok(row) => Some(row),
+            Err(e) => {
+                self.note = format!("not measured: {e}");
+                self.models = None;
+                None
+            }
+        }
+    }
 }

@@ -843,6 +843,8 @@ pub struct Outcome {
     pub sizes: Sizes,
     pub accuracy: Accuracies,
     pub latency: Vec<LatencyRow>,
+    /// What became of the onnxruntime latency column (`None` when latency was not measured).
+    pub onnxruntime: Option<String>,
 }
 
 /// Selects, compacts, checks the gated model against the compacted one, fine-tunes and
@@ -913,15 +915,20 @@ pub fn compact_finetune(ctx: &CutContext<'_>, dense: &Model, sel: Selected) -> R
         _ => small,
     };
     save_model(&ctx.dir.path, &final_model)?;
-    let latency = match ctx.latency {
-        None => Vec::new(),
-        Some(l) => measure_latency(dense, &final_model, &rt.device, l, sizes.macs_ratio)?,
+    let (latency, onnxruntime) = match ctx.latency {
+        None => (Vec::new(), None),
+        Some(l) => {
+            rt.stage("measuring latency")?;
+            let m = measure_latency(dense, &final_model, &rt.device, l, sizes.macs_ratio)?;
+            (m.rows, Some(m.onnxruntime))
+        }
     };
     Ok(Outcome {
         selected: sel,
         sizes,
         accuracy: acc,
         latency,
+        onnxruntime,
     })
 }
 

@@ -20,6 +20,31 @@ struct Bench {
     macs: u64,
     macs_convention: &'static str,
     results: Vec<Latency>,
+    /// `measured with <libonnxruntime>` when the results have `onnxruntime` rows (the same
+    /// model exported to ONNX), or why they have none.
+    onnxruntime: String,
+}
+
+/// The model in onnxruntime at one batch size and thread count, as an `onnxruntime` row.
+fn ort_row(
+    onnx: &[u8],
+    shape: &[usize],
+    s: &BenchSettings,
+) -> Result<Latency, shears_ort::OrtError> {
+    let mut bench = shears_ort::Bench::new(onnx, shape, s.batch, s.threads)?;
+    let t = bench.time(s.warmup, s.repeats)?;
+    Ok(Latency {
+        mode: "onnxruntime".into(),
+        batch: s.batch,
+        threads: s.threads,
+        warmup: s.warmup,
+        repeats: s.repeats,
+        median_ms: t.median_ms,
+        p90_ms: t.p90_ms,
+        mean_ms: t.mean_ms,
+        min_ms: t.min_ms,
+        images_per_s: s.batch as f64 / (t.median_ms / 1e3),
+    })
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -34,6 +59,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let c = cost(&model.graph, Convention::ConvLinear)?;
     let device = device_by_name(&args.device)?;
     shears_engine::fast_ops::set_default(args.kernels);
+    // The same model in onnxruntime, where there is one (a note says why not otherwise).
+    let (mut onnx, mut onnxruntime) = match shears_ort::runtime() {
+        Ok(r) => match shears_onnx::to_onnx_bytes(&model) {
+            Ok(bytes) => (
+                Some(bytes),
+                format!("measured with {}", r.library.display()),
+            ),
+            Err(e) => (None, format!("not measured: the ONNX export failed: {e}")),
+        },
+        Err(e) => (None, e.to_string()),
+    };
     let mut results = Vec::new();
     for &threads in &args.threads {
         for &batch in &args.batch {
@@ -45,6 +81,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             };
             let mut exec = Executor::new(&model.graph, &model.weights, &model.masks, &device)?;
             results.push(inference_latency(&mut exec, &s)?);
+            if let Some(bytes) = &onnx {
+                match ort_row(bytes, &model.graph.input.shape, &s) {
+                    Ok(row) => results.push(row),
+                    Err(e) => {
+                        onnxruntime = format!("not measured: {e}");
+                        onnx = None;
+                    }
+                }
+            }
             if args.train {
                 let mut exec = Executor::new(
                     &model.graph,
@@ -71,6 +116,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         macs: c.macs,
         macs_convention: Convention::ConvLinear.name(),
         results,
+        onnxruntime,
     };
     if args.json {
         return print_json(&out);
@@ -85,18 +131,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
         out.device
     );
     println!(
-        "{:<10} {:>6} {:>8} {:>11} {:>11} {:>12}",
+        "{:<12} {:>6} {:>8} {:>11} {:>11} {:>12}",
         "mode", "batch", "threads", "median ms", "p90 ms", "images/s"
     );
     for r in &out.results {
         println!(
-            "{:<10} {:>6} {:>8} {:>11.3} {:>11.3} {:>12.1}",
+            "{:<12} {:>6} {:>8} {:>11.3} {:>11.3} {:>12.1}",
             r.mode, r.batch, r.threads, r.median_ms, r.p90_ms, r.images_per_s
         );
     }
     println!(
-        "(warm-up {} runs, median and p90 of {} timed runs each)",
-        args.warmup, args.repeats
+        "(warm-up {} runs, median and p90 of {} timed runs each; onnxruntime: {})",
+        args.warmup, args.repeats, out.onnxruntime
     );
     Ok(())
 }

@@ -1,0 +1,45 @@
+//! A model shears exports runs in onnxruntime with the outputs of shears' reference forward pass,
+//! and times. Skipped, saying so, where no onnxruntime library is found.
+
+use shears_core::artifact::Model;
+use shears_core::{Masks, init_weights, zoo};
+use shears_ort::{Bench, fixed_input, runtime};
+
+#[test]
+fn an_exported_model_runs_in_onnxruntime_as_in_shears_and_is_timed() {
+    if let Err(e) = runtime() {
+        eprintln!("SKIPPED: {e}");
+        return;
+    }
+    let graph = zoo::build("small-cnn", &[1, 28, 28], 10).unwrap();
+    let weights = init_weights(&graph, 3);
+    let model = Model {
+        graph,
+        weights,
+        masks: Masks::new(),
+    };
+    let bytes = shears_onnx::to_onnx_bytes(&model).unwrap();
+    let mut bench = Bench::new(&bytes, &[1, 28, 28], 2, 1).unwrap();
+    let got = bench.outputs().unwrap();
+    let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 1, 28, 28]), fixed_input(2 * 784))
+        .unwrap();
+    let want = shears_core::reference::forward(&model.graph, &model.weights, None, &x).unwrap();
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want.iter())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-4 * scale,
+        "onnxruntime differs from shears by {diff}"
+    );
+    let t = bench.time(2, 5).unwrap();
+    assert!(t.median_ms > 0.0 && t.p90_ms >= t.median_ms, "{t:?}");
+    // A model onnxruntime cannot read is an error, not a crash.
+    let e = Bench::new(b"not onnx", &[1, 28, 28], 1, 1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.starts_with("onnxruntime:"), "{e}");
+}
