@@ -479,3 +479,36 @@ fn a_slurm_sweep_runs_as_a_job_array_and_reports_its_status() {
         .count();
     assert_eq!(slurm_logs, 12);
 }
+
+/// A sweep whose runs measure latency has the onnxruntime columns in its table and the
+/// onnxruntime chart in its report, where onnxruntime is found (else it says it skipped them).
+#[test]
+fn sweep_tables_and_the_report_carry_onnxruntime_latency() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sweep_file(tmp.path(), "ortgrid", r#""method.macs_reduction" = [0.5]"#);
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "[latency]\nenabled = false",
+        "[latency]\nenabled = true\nbatches = [1]\nthreads = [1]\nrepeats = 3\nrounds = 1",
+    );
+    std::fs::write(&file, text).unwrap();
+    let runs = tmp.path().join("runs");
+    let out = shears(&["sweep", s(&file), "--runs-dir", s(&runs)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dirs = run_dirs(&runs);
+    assert_eq!(dirs.len(), 1);
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dirs[0].join("result.json")).unwrap())
+            .unwrap();
+    let note = result["onnxruntime"].as_str().unwrap().to_string();
+    let md = std::fs::read_to_string(runs.join("ortgrid-results.md")).unwrap();
+    assert!(shears(&["report", s(&runs)]).status.success());
+    let html = std::fs::read_to_string(runs.join("report.html")).unwrap();
+    let chart = "data-title=\"Accuracy vs latency in onnxruntime\"";
+    if note.starts_with("measured with ") {
+        assert!(md.contains("ORT b1 ms") && md.contains("ORT ratio"), "{md}");
+        assert!(html.contains(chart));
+    } else {
+        eprintln!("SKIPPED: the onnxruntime columns ({note})");
+        assert!(!md.contains("ORT ratio") && !html.contains(chart));
+    }
+}

@@ -142,6 +142,9 @@ pub struct Metrics {
     /// Median latency of the pruned network at batch 1 (ms), and dense / pruned.
     pub latency_ms: f64,
     pub latency_ratio: f64,
+    /// The same in onnxruntime (NaN where it was not measured).
+    pub ort_latency_ms: f64,
+    pub ort_latency_ratio: f64,
     pub seconds: f64,
 }
 
@@ -157,6 +160,8 @@ impl Default for Metrics {
             effective_compression: f64::NAN,
             latency_ms: f64::NAN,
             latency_ratio: f64::NAN,
+            ort_latency_ms: f64::NAN,
+            ort_latency_ratio: f64::NAN,
             seconds: f64::NAN,
         }
     }
@@ -191,6 +196,12 @@ impl Metrics {
         let (latency_ms, latency_ratio) = latency.map_or((f64::NAN, f64::NAN), |r| {
             (num(r, "compacted_median_ms"), num(r, "latency_ratio"))
         });
+        let (ort_latency_ms, ort_latency_ratio) = latency.map_or((f64::NAN, f64::NAN), |r| {
+            (
+                num(r, "onnxruntime.compacted_median_ms"),
+                num(r, "onnxruntime.latency_ratio"),
+            )
+        });
         Metrics {
             accuracy: first(
                 v,
@@ -208,6 +219,8 @@ impl Metrics {
             effective_compression: num(v, "effective_compression"),
             latency_ms,
             latency_ratio,
+            ort_latency_ms,
+            ort_latency_ratio,
             seconds: num(v, "seconds"),
         }
     }
@@ -222,7 +235,7 @@ struct Column {
     decimals: usize,
 }
 
-const COLUMNS: [Column; 10] = [
+const COLUMNS: [Column; 12] = [
     Column {
         header: "accuracy %",
         get: |m| m.accuracy,
@@ -274,6 +287,18 @@ const COLUMNS: [Column; 10] = [
     Column {
         header: "latency ratio",
         get: |m| m.latency_ratio,
+        scale: 1.0,
+        decimals: 2,
+    },
+    Column {
+        header: "ORT b1 ms",
+        get: |m| m.ort_latency_ms,
+        scale: 1.0,
+        decimals: 3,
+    },
+    Column {
+        header: "ORT ratio",
+        get: |m| m.ort_latency_ratio,
         scale: 1.0,
         decimals: 2,
     },
@@ -491,12 +516,14 @@ mod tests {
             "accuracy_after_finetune": 0.8, "accuracy_before_pruning": 0.9,
             "params_reduction": 0.5, "macs_reduction": 0.6, "macs_after": 2_000_000,
             "latency": [{"batch": 64, "compacted_median_ms": 9.0, "latency_ratio": 1.5},
-                        {"batch": 1, "compacted_median_ms": 0.5, "latency_ratio": 1.8}],
+                        {"batch": 1, "compacted_median_ms": 0.5, "latency_ratio": 1.8,
+                         "onnxruntime": {"compacted_median_ms": 0.2, "latency_ratio": 0.9}}],
             "seconds": 12.0
         });
         let m = Metrics::of(&structured);
         assert_eq!((m.accuracy, m.macs_reduction, m.macs), (0.8, 0.6, 2e6));
         assert_eq!((m.latency_ms, m.latency_ratio), (0.5, 1.8));
+        assert_eq!((m.ort_latency_ms, m.ort_latency_ratio), (0.2, 0.9));
         assert!(m.direct_compression.is_nan());
         let ftwt = serde_json::json!({
             "accuracy_dynamic": 0.7, "accuracy_baseline": 0.75,

@@ -78,7 +78,7 @@ pub fn render(runs_dir: &Path, title: &str) -> anyhow::Result<String> {
     html.push_str("<h2>Plots</h2>\n<div class=\"plots\">\n");
     let series_of = SeriesKeys::of(&table);
     let accuracy = |m: &Metrics| m.accuracy * 100.0;
-    let charts: [(&str, &str, bool, XOf); 5] = [
+    let charts: [(&str, &str, bool, XOf); 6] = [
         (
             "Accuracy vs direct compression",
             "compression (dense / remaining weights)",
@@ -105,6 +105,12 @@ pub fn render(runs_dir: &Path, title: &str) -> anyhow::Result<String> {
             "latency at batch 1 (ms, median)",
             false,
             |m| m.latency_ms,
+        ),
+        (
+            "Accuracy vs latency in onnxruntime",
+            "onnxruntime latency at batch 1 (ms, median)",
+            false,
+            |m| m.ort_latency_ms,
         ),
         (
             "Accuracy before and after pruning",
