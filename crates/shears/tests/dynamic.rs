@@ -219,6 +219,22 @@ fn bench_measures_dynamic_inference_of_a_finished_run_and_refuses_one_without_he
     for r in results {
         assert!(f(r, "dense_ms") > 0.0 && f(r, "dynamic_ms") > 0.0, "{r}");
     }
+    // The real baseline: the dense network in onnxruntime, where there is one.
+    let note = b["onnxruntime"].as_str().unwrap();
+    if note.starts_with("measured with ") {
+        for r in results {
+            let (o, d) = (f(r, "onnxruntime_dense_ms"), f(r, "dynamic_ms"));
+            assert!(o > 0.0, "{r}");
+            assert!((f(r, "time_reduction_vs_onnxruntime") - (1.0 - d / o)).abs() < 1e-9);
+        }
+    } else {
+        eprintln!("SKIPPED: the onnxruntime baseline ({note})");
+        assert!(
+            results
+                .iter()
+                .all(|r| r.get("onnxruntime_dense_ms").is_none())
+        );
+    }
     // What the dynamic engine ran is at most the dense cost, and less with r = 0.9.
     assert!(f(&b, "dynamic_macs") < f(&b, "dense_macs"), "{b}");
     assert!(f(&b, "macs_reduction") > 0.0);

@@ -174,7 +174,8 @@ fn dynamic(dir: &std::path::Path, args: &BenchArgs) -> Result<()> {
         100.0 * b.accuracy_dense_on_measured,
         100.0 * b.accuracy_dynamic_on_measured
     );
-    println!(
+    let ort = b.results.iter().all(|r| r.onnxruntime_dense_ms.is_some());
+    print!(
         "{:>6} {:>8} {:>10} {:>12} {:>10} {:>16} {:>11} {:>15}",
         "batch",
         "threads",
@@ -185,8 +186,12 @@ fn dynamic(dir: &std::path::Path, args: &BenchArgs) -> Result<()> {
         "ungated ms",
         "red. vs ungated"
     );
+    if ort {
+        print!(" {:>12} {:>11}", "ORT dense ms", "red. vs ORT");
+    }
+    println!();
     for r in &b.results {
-        println!(
+        print!(
             "{:>6} {:>8} {:>10.3} {:>12.3} {:>9.1}% {:>16.2} {:>11.3} {:>14.1}%",
             r.batch,
             r.threads,
@@ -197,7 +202,14 @@ fn dynamic(dir: &std::path::Path, args: &BenchArgs) -> Result<()> {
             r.ungated_ms,
             100.0 * r.skip_time_reduction
         );
+        if let (true, Some(o), Some(red)) =
+            (ort, r.onnxruntime_dense_ms, r.time_reduction_vs_onnxruntime)
+        {
+            print!(" {o:>12.3} {:>10.1}%", 100.0 * red);
+        }
+        println!();
     }
+    println!("  onnxruntime: {}", b.onnxruntime);
     println!(
         "(ungated: the dynamic engine with every filter on; its gap to dense is the engine's own overhead)"
     );

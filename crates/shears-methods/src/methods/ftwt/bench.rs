@@ -38,6 +38,14 @@ pub struct DynamicLatency {
     pub ungated_ms: f64,
     /// 1 − dynamic / ungated: the time the skipped work saved within the dynamic engine.
     pub skip_time_reduction: f64,
+    /// The dense baseline exported to ONNX and run in onnxruntime at the same batch and
+    /// threads (`None` where onnxruntime is not available): the real baseline a deployment
+    /// compares with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_dense_ms: Option<f64>,
+    /// 1 − dynamic / onnxruntime's dense: above 0, dynamic inference beats it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_reduction_vs_onnxruntime: Option<f64>,
 }
 
 /// What `shears bench --dynamic` reports.
@@ -57,6 +65,8 @@ pub struct DynamicBench {
     pub warmup: usize,
     pub repeats: usize,
     pub results: Vec<DynamicLatency>,
+    /// `measured with <libonnxruntime>`, or why the onnxruntime column is empty.
+    pub onnxruntime: String,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -155,6 +165,17 @@ pub fn bench_dynamic(
     let dense_macs = dense_cost.macs;
     let dynamic_macs = stats.conv_macs / n as f64 + linear as f64;
 
+    // The dense baseline in onnxruntime, where there is one.
+    let (mut ort_model, mut onnxruntime) = match shears_ort::runtime() {
+        Ok(r) => match shears_onnx::to_onnx_bytes(&dense) {
+            Ok(bytes) => (
+                Some(bytes),
+                format!("measured with {}", r.library.display()),
+            ),
+            Err(e) => (None, format!("not measured: the ONNX export failed: {e}")),
+        },
+        Err(e) => (None, e.to_string()),
+    };
     let mut results = Vec::new();
     for &t in threads {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -201,6 +222,20 @@ pub fn bench_dynamic(
                     }
                     Ok((median(d), median(q), median(u)))
                 })?;
+            let ort_dense = ort_model.as_ref().and_then(|bytes| {
+                let timed = shears_ort::Bench::new(bytes, &dense.graph.input.shape, b.min(n), t)
+                    .and_then(|mut bench| bench.time(warmup, repeats));
+                match timed {
+                    Ok(timing) => Some(timing.median_ms),
+                    Err(e) => {
+                        onnxruntime = format!("not measured: {e}");
+                        None
+                    }
+                }
+            });
+            if ort_dense.is_none() {
+                ort_model = None;
+            }
             results.push(DynamicLatency {
                 batch: b.min(n),
                 threads: t,
@@ -209,6 +244,8 @@ pub fn bench_dynamic(
                 time_reduction: 1.0 - dynamic_ms / dense_ms,
                 ungated_ms,
                 skip_time_reduction: 1.0 - dynamic_ms / ungated_ms,
+                onnxruntime_dense_ms: ort_dense,
+                time_reduction_vs_onnxruntime: ort_dense.map(|o| 1.0 - dynamic_ms / o),
             });
         }
     }
@@ -226,5 +263,6 @@ pub fn bench_dynamic(
         warmup,
         repeats,
         results,
+        onnxruntime,
     })
 }
