@@ -358,6 +358,9 @@ fn prune_structured(req: &PruneRequest, rt: &Runtime) -> Result<StructuredReport
         );
     }
     req.finetune.validate("finetune")?;
+    if req.latency.enabled {
+        req.latency.validate()?;
+    }
     let rt = req.runtime(rt);
     let data = if req.evaluate || spec.needs_data() {
         rt.stage("loading data")?;

@@ -207,6 +207,9 @@ pub struct StructuredReport {
     pub latency_repeats: usize,
     pub latency_rounds: usize,
     pub latency: Vec<LatencyRow>,
+    /// What the latency time budget changed (measurements shortened or skipped, and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_notes: Vec<String>,
     /// `measured with <libonnxruntime>` when each latency row has its onnxruntime column, or
     /// why it has none; absent when latency was not measured.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -479,6 +479,11 @@ pub struct LatencyArgs {
     /// Rounds alternating dense and compacted; each reports its best round's median.
     #[arg(long, default_value_t = 2)]
     pub latency_rounds: usize,
+    /// Seconds one batch size and thread count may take; slower models get fewer repeats
+    /// and rounds, and batch sizes above 1 that cannot fit are skipped (said in the report).
+    /// 0: no budget.
+    #[arg(long, default_value_t = shears_methods::steps::latency::DEFAULT_BUDGET_S)]
+    pub latency_budget: f64,
     /// Do not measure latency.
     #[arg(long)]
     pub no_latency: bool,
@@ -588,6 +593,7 @@ impl LatencyArgs {
             warmup: self.latency_warmup,
             repeats: self.latency_repeats,
             rounds: self.latency_rounds,
+            budget_s: self.latency_budget,
         }
     }
 }

@@ -200,6 +200,9 @@ pub fn structured(r: &StructuredReport) {
         if let Some(note) = &r.onnxruntime {
             println!("  onnxruntime: {note}");
         }
+        for note in &r.latency_notes {
+            println!("  latency budget: {note}");
+        }
         for l in &r.latency {
             let slower = [
                 Some(("shears", l.latency_ratio)),

@@ -931,3 +931,88 @@ fn structured_reports_measure_latency_in_onnxruntime_too() {
         assert!(rows[0].get("onnxruntime").is_none());
     }
 }
+
+/// Latency measurement keeps to its time budget: a batch size that cannot fit is skipped and
+/// batch 1 shortened, both said in the report; the stages show on stderr as they run.
+#[test]
+fn latency_measurement_keeps_to_its_budget_and_says_what_it_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = common::shears_env(
+        &[
+            "prune",
+            "--model",
+            "small-cnn",
+            "--method",
+            "l1-filter",
+            "--macs-reduction",
+            "0.5",
+            "--no-eval",
+            "--latency-batches",
+            "1,64",
+            "--latency-threads",
+            "1",
+            "--latency-budget",
+            "0.0005",
+            "--out",
+            s(&run),
+        ],
+        &[("SHEARS_LOG", "info")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let log = String::from_utf8(out.stderr).unwrap();
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    let rows = r["latency"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "batch 64 cannot fit half a millisecond: {r}");
+    assert_eq!(rows[0]["batch"], 1);
+    assert_eq!(
+        (rows[0]["repeats"].as_u64(), rows[0]["rounds"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let notes: Vec<&str> = r["latency_notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("batch 64, 1 threads not measured")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("batch 1, 1 threads: one pass takes")),
+        "{notes:?}"
+    );
+    assert!(
+        text.contains("latency budget: batch 64, 1 threads not measured"),
+        "{text}"
+    );
+    assert!(
+        log.contains("latency: batch 1, 1 threads, round 1/1"),
+        "{log}"
+    );
+    let e = common::err_text(&shears(&[
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "0.5",
+        "--no-eval",
+        "--latency-budget=-1",
+        "--out",
+        s(&tmp.path().join("bad")),
+    ]));
+    assert!(e.contains("latency budget"), "{e}");
+}

@@ -86,7 +86,11 @@ pub fn cut_and_report(
         latency_repeats: l.repeats,
         latency_rounds: l.rounds,
         latency,
-        onnxruntime,
+        latency_notes: onnxruntime
+            .as_ref()
+            .map(|o| o.1.clone())
+            .unwrap_or_default(),
+        onnxruntime: onnxruntime.map(|o| o.0),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -3,6 +3,7 @@
 
 use crate::error::{Context, Result};
 use crate::invalid;
+use crate::steps::progress::Progress;
 use serde::{Deserialize, Serialize};
 use shears_core::artifact::Model;
 use shears_engine::Executor;
@@ -21,6 +22,21 @@ pub struct LatencySettings {
     pub repeats: usize,
     /// Dense and compacted alternate this many rounds; each reports its best round.
     pub rounds: usize,
+    /// Seconds one batch size and thread count may take (both models, all rounds, in shears'
+    /// engine; onnxruntime adds its own, usually less). A model whose single pass is too slow
+    /// for the settings gets fewer rounds, repeats and warm-up runs (at least 1, 3 and 1), and a
+    /// batch size larger than 1 that cannot fit even those is skipped; the report says which.
+    /// 0: no budget, the settings as given.
+    #[serde(skip_serializing_if = "is_default_budget")]
+    pub budget_s: f64,
+}
+
+/// Seconds per batch size and thread count by default: a small network measures as set; an
+/// ImageNet ResNet-50 at batch 64 (seconds a pass) is skipped instead of taking minutes.
+pub const DEFAULT_BUDGET_S: f64 = 30.0;
+
+fn is_default_budget(v: &f64) -> bool {
+    *v == DEFAULT_BUDGET_S
 }
 
 impl Default for LatencySettings {
@@ -32,6 +48,7 @@ impl Default for LatencySettings {
             warmup: 3,
             repeats: 10,
             rounds: 2,
+            budget_s: DEFAULT_BUDGET_S,
         }
     }
 }
@@ -39,6 +56,12 @@ impl Default for LatencySettings {
 impl LatencySettings {
     /// Checks the counts; errors name both spellings (flag and `[latency]` key).
     pub fn validate(&self) -> Result<()> {
+        if !(self.budget_s >= 0.0 && self.budget_s.is_finite()) {
+            invalid!(
+                "the latency budget must be a number of seconds >= 0 (0: none), got {} (--latency-budget, [latency] budget_s)",
+                self.budget_s
+            );
+        }
         if self.rounds == 0 || self.repeats == 0 {
             invalid!(
                 "latency rounds and repeats must be at least 1 (--latency-rounds/--latency-repeats, [latency] rounds/repeats)"
@@ -63,6 +86,10 @@ impl LatencySettings {
 pub struct LatencyRow {
     pub batch: usize,
     pub threads: usize,
+    /// Timed runs per round and rounds of this row: the settings', or fewer where the budget
+    /// asked for them.
+    pub repeats: usize,
+    pub rounds: usize,
     pub dense_median_ms: f64,
     pub dense_p90_ms: f64,
     pub compacted_median_ms: f64,
@@ -97,6 +124,65 @@ pub struct Measured {
     pub rows: Vec<LatencyRow>,
     /// `measured with <library>`, or why onnxruntime was not measured.
     pub onnxruntime: String,
+    /// What the time budget changed: shortened or skipped measurements, with the pass time.
+    pub notes: Vec<String>,
+}
+
+/// How one batch size and thread count is measured within the budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Plan {
+    /// Warm-up, repeats and rounds to run.
+    Run {
+        warmup: usize,
+        repeats: usize,
+        rounds: usize,
+    },
+    /// Too slow even at the minimum: not measured.
+    Skip,
+}
+
+/// The measurement that fits `budget_s` seconds when one pass of the slower model takes
+/// `pass_s`: the settings when they fit, else fewer rounds, then fewer repeats (at least 3),
+/// then less warm-up (at least 1); a batch size above 1 that still does not fit is skipped
+/// (batch 1, the latency a deployment sees first, is always measured).
+pub fn plan(l: &LatencySettings, batch: usize, pass_s: f64) -> Plan {
+    let cost = |warmup: usize, repeats: usize, rounds: usize| {
+        2.0 * pass_s * (rounds * (warmup + repeats)) as f64
+    };
+    let (mut warmup, mut repeats, mut rounds) = (l.warmup, l.repeats, l.rounds);
+    if l.budget_s == 0.0 || cost(warmup, repeats, rounds) <= l.budget_s {
+        return Plan::Run {
+            warmup,
+            repeats,
+            rounds,
+        };
+    }
+    while rounds > 1 && cost(warmup, repeats, rounds) > l.budget_s {
+        rounds -= 1;
+    }
+    while repeats > 3.min(l.repeats) && cost(warmup, repeats, rounds) > l.budget_s {
+        repeats -= 1;
+    }
+    while warmup > 1.min(l.warmup) && cost(warmup, repeats, rounds) > l.budget_s {
+        warmup -= 1;
+    }
+    if cost(warmup, repeats, rounds) > l.budget_s && batch > 1 {
+        return Plan::Skip;
+    }
+    Plan::Run {
+        warmup,
+        repeats,
+        rounds,
+    }
+}
+
+/// A duration as people read it: `0.41 ms`, `7.30 s`.
+fn duration(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.2} ms", seconds * 1e3)
+    } else {
+        format!("{seconds:.2} s")
+    }
 }
 
 /// The round with the lowest median.
@@ -116,23 +202,70 @@ pub fn measure_latency(
     device_name: &str,
     l: &LatencySettings,
     macs_ratio: f64,
+    progress: &dyn Progress,
 ) -> Result<Measured> {
     l.validate()?;
+    // Each measurement is a stage the caller sees, and a point where it may stop the run.
+    let stage = |name: String| -> Result<()> {
+        if progress.cancelled() {
+            return Err(crate::MethodError::Cancelled);
+        }
+        progress.stage(&name);
+        Ok(())
+    };
     let mut ort = OrtPair::new(dense, small);
     let device = device_by_name(device_name)?;
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for &threads in &l.threads {
         for &batch in &l.batches {
+            let mut de = Executor::new(&dense.graph, &dense.weights, &dense.masks, &device)?;
+            let mut ce = Executor::new(&small.graph, &small.weights, &small.masks, &device)?;
+            // One untimed pass of the dense model (the slower one) sizes the measurement.
+            stage(format!(
+                "latency: batch {batch}, {threads} threads: a first pass"
+            ))?;
+            let probe = BenchSettings {
+                batch,
+                threads,
+                warmup: 0,
+                repeats: 1,
+            };
+            let pass_s = inference_latency(&mut de, &probe)?.median_ms / 1e3;
+            let (warmup, repeats, rounds) = match plan(l, batch, pass_s) {
+                Plan::Skip => {
+                    notes.push(format!(
+                        "batch {batch}, {threads} threads not measured: one pass takes {}, over the {} s budget even at 1 warm-up, 3 repeats, 1 round ([latency] budget_s, --latency-budget; 0 for none)",
+                        duration(pass_s),
+                        l.budget_s
+                    ));
+                    continue;
+                }
+                Plan::Run {
+                    warmup,
+                    repeats,
+                    rounds,
+                } => (warmup, repeats, rounds),
+            };
+            if (warmup, repeats, rounds) != (l.warmup, l.repeats, l.rounds) {
+                notes.push(format!(
+                    "batch {batch}, {threads} threads: one pass takes {}, so {warmup} warm-up, {repeats} repeats, {rounds} rounds fit the {} s budget",
+                    duration(pass_s),
+                    l.budget_s
+                ));
+            }
             let s = BenchSettings {
                 batch,
                 threads,
-                warmup: l.warmup,
-                repeats: l.repeats,
+                warmup,
+                repeats,
             };
-            let mut de = Executor::new(&dense.graph, &dense.weights, &dense.masks, &device)?;
-            let mut ce = Executor::new(&small.graph, &small.weights, &small.masks, &device)?;
             let (mut bd, mut bc) = (None, None);
-            for _ in 0..l.rounds {
+            for round in 0..rounds {
+                stage(format!(
+                    "latency: batch {batch}, {threads} threads, round {}/{rounds}: dense and compacted",
+                    round + 1
+                ))?;
                 bd = best(bd, inference_latency(&mut de, &s)?);
                 bc = best(bc, inference_latency(&mut ce, &s)?);
             }
@@ -141,10 +274,21 @@ pub fn measure_latency(
                 bc.context("no latency round ran")?,
             );
             let latency_ratio = d.median_ms / c.median_ms;
-            let onnxruntime = ort.measure(&dense.graph.input.shape, batch, threads, l);
+            stage(format!(
+                "latency: batch {batch}, {threads} threads in onnxruntime"
+            ))?;
+            let sized = LatencySettings {
+                warmup,
+                repeats,
+                rounds,
+                ..l.clone()
+            };
+            let onnxruntime = ort.measure(&dense.graph.input.shape, batch, threads, &sized);
             rows.push(LatencyRow {
                 batch,
                 threads,
+                repeats,
+                rounds,
                 dense_median_ms: d.median_ms,
                 dense_p90_ms: d.p90_ms,
                 compacted_median_ms: c.median_ms,
@@ -159,6 +303,7 @@ pub fn measure_latency(
     Ok(Measured {
         rows,
         onnxruntime: ort.note,
+        notes,
     })
 }
 
@@ -230,5 +375,76 @@ impl OrtPair {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_shortens_then_skips_slow_measurements_but_never_batch_1() {
+        let l = LatencySettings::default(); // 3 warm-up, 10 repeats, 2 rounds, 30 s
+        let full = Plan::Run {
+            warmup: 3,
+            repeats: 10,
+            rounds: 2,
+        };
+        // 2 models x 2 rounds x 13 passes of 10 ms: well within.
+        assert_eq!(plan(&l, 64, 0.01), full);
+        // 1 s a pass: 52 s as set; one round is 26 s.
+        assert_eq!(
+            plan(&l, 64, 1.0),
+            Plan::Run {
+                warmup: 3,
+                repeats: 10,
+                rounds: 1
+            }
+        );
+        // 2 s a pass: one round of 3 + 4 passes is 28 s.
+        assert_eq!(
+            plan(&l, 64, 2.0),
+            Plan::Run {
+                warmup: 3,
+                repeats: 4,
+                rounds: 1
+            }
+        );
+        // 7.3 s a pass (ResNet-50 at 224, batch 64): even 1 + 3 passes take 58 s.
+        assert_eq!(plan(&l, 64, 7.3), Plan::Skip);
+        assert_eq!(
+            plan(&l, 1, 7.3),
+            Plan::Run {
+                warmup: 1,
+                repeats: 3,
+                rounds: 1
+            }
+        );
+        // No budget: the settings as given.
+        let none = LatencySettings {
+            budget_s: 0.0,
+            ..LatencySettings::default()
+        };
+        assert_eq!(plan(&none, 64, 7.3), full);
+        // Settings below the minimum stay as they are.
+        let few = LatencySettings {
+            warmup: 0,
+            repeats: 2,
+            rounds: 1,
+            ..LatencySettings::default()
+        };
+        assert_eq!(
+            plan(&few, 1, 100.0),
+            Plan::Run {
+                warmup: 0,
+                repeats: 2,
+                rounds: 1
+            }
+        );
+        let bad = LatencySettings {
+            budget_s: f64::NAN,
+            ..LatencySettings::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("budget"));
     }
 }

@@ -843,8 +843,9 @@ pub struct Outcome {
     pub sizes: Sizes,
     pub accuracy: Accuracies,
     pub latency: Vec<LatencyRow>,
-    /// What became of the onnxruntime latency column (`None` when latency was not measured).
-    pub onnxruntime: Option<String>,
+    /// What became of the onnxruntime latency column, and what the time budget changed
+    /// (`None` when latency was not measured).
+    pub onnxruntime: Option<(String, Vec<String>)>,
 }
 
 /// Selects, compacts, checks the gated model against the compacted one, fine-tunes and
@@ -918,9 +919,15 @@ pub fn compact_finetune(ctx: &CutContext<'_>, dense: &Model, sel: Selected) -> R
     let (latency, onnxruntime) = match ctx.latency {
         None => (Vec::new(), None),
         Some(l) => {
-            rt.stage("measuring latency")?;
-            let m = measure_latency(dense, &final_model, &rt.device, l, sizes.macs_ratio)?;
-            (m.rows, Some(m.onnxruntime))
+            let m = measure_latency(
+                dense,
+                &final_model,
+                &rt.device,
+                l,
+                sizes.macs_ratio,
+                rt.progress.as_ref(),
+            )?;
+            (m.rows, Some((m.onnxruntime, m.notes)))
         }
     };
     Ok(Outcome {
