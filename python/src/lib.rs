@@ -14,12 +14,11 @@ use model::PyModel;
 use progress::PyProgress;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use shears_core::structured::channel_groups;
+use shears_core::structured::{ChannelSelection, kept_tensor_indices};
 use shears_methods::config::ExperimentConfig;
 use shears_methods::oneshot::ModelSource;
 use shears_methods::pipeline::RunRequest;
 use shears_methods::{Report, Request, RunOutcome, execute};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -142,33 +141,16 @@ fn plan(
     };
     let (compacted, kept) = guarded(|| {
         let compacted = shears_core::artifact::load_model(Path::new(&r.pruned_dir))?;
-        let groups = channel_groups(&dense.graph)?;
-        let mut kept: BTreeMap<String, BTreeMap<usize, Vec<usize>>> = BTreeMap::new();
-        for g in &r.sizes.pruned_groups {
-            let group = &groups[g.id];
-            let keep: std::collections::BTreeSet<usize> = g.kept_channels.iter().copied().collect();
-            for m in &group.members {
-                let Some(w) = dense.weights.get(&m.tensor) else {
-                    return Err(format!(
-                        "group {} names tensor `{}`, which the model does not hold",
-                        g.id, m.tensor
-                    )
-                    .into());
-                };
-                let len = w.shape()[m.axis];
-                let entry = kept
-                    .entry(m.tensor.clone())
-                    .or_default()
-                    .entry(m.axis)
-                    .or_insert_with(|| (0..len).collect());
-                let mut removed = std::collections::BTreeSet::new();
-                for c in (0..group.channels).filter(|c| !keep.contains(c)) {
-                    removed.extend(m.indices(c));
-                }
-                entry.retain(|i| !removed.contains(i));
-            }
-        }
-        Ok((compacted, kept))
+        // The selection the report names, sliced as compaction slices it.
+        let selection = ChannelSelection {
+            kept: r
+                .sizes
+                .pruned_groups
+                .iter()
+                .map(|g| (g.id, g.kept_channels.clone()))
+                .collect(),
+        };
+        Ok((compacted, kept_tensor_indices(&dense.graph, &selection)?))
     })?;
     drop(scratch);
     let kept_py = PyDict::new(py);

@@ -24,7 +24,7 @@ use crate::shape::{Shapes, infer_shapes};
 use crate::weights::{Masks, Weights};
 use ndarray::{ArrayD, IxDyn};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What to keep: per value (axis 0 indices) and per tensor (indices per axis), only where
 /// something is removed.
@@ -312,6 +312,19 @@ pub fn compact(
     Ok((new_graph, new_weights))
 }
 
+/// The indices each parameter tensor keeps along each axis under `selection`, ascending (only
+/// tensors that lose something appear): the slicing [`compact`] does, for a front end that
+/// slices tensors of its own (the PyTorch bridge slices a module's parameters by it).
+pub fn kept_tensor_indices(
+    graph: &Graph,
+    selection: &ChannelSelection,
+) -> Result<BTreeMap<String, Vec<(usize, Vec<usize>)>>> {
+    let groups = channel_groups(graph)?;
+    let shapes = infer_shapes(graph)?;
+    let plan = make_plan(&shapes, &spec_map(graph), &groups, selection)?;
+    Ok(plan.tensors.into_iter().collect())
+}
+
 /// Slices unstructured masks like the tensors they mask, for the graph [`compact`] returns.
 pub fn compact_masks(graph: &Graph, masks: &Masks, selection: &ChannelSelection) -> Result<Masks> {
     let groups = channel_groups(graph)?;
@@ -502,6 +515,12 @@ mod tests {
         );
         assert_eq!(w2["c1_bn.running_var"][[2]], w["c1_bn.running_var"][[6]]);
         assert_eq!(w2["fc.weight"], w["fc.weight"]);
+        // The indices a front end slices by are the ones compaction kept.
+        let kept = kept_tensor_indices(&g, &sel).unwrap();
+        assert_eq!(kept["c1.weight"], vec![(0, vec![1, 4, 6])]);
+        assert_eq!(kept["c1_bn.running_var"], vec![(0, vec![1, 4, 6])]);
+        assert_eq!(kept["c2.weight"], vec![(1, vec![1, 4, 6])]);
+        assert!(!kept.contains_key("fc.weight"));
     }
 
     fn residual_net() -> Graph {

@@ -10,7 +10,7 @@ pub mod groups;
 pub mod importance;
 pub mod select;
 
-pub use compact::{compact, compact_graph, compact_masks, selection_gates};
+pub use compact::{compact, compact_graph, compact_masks, kept_tensor_indices, selection_gates};
 pub use groups::{
     ChannelGroup, Member, MemberRole, ValueSlice, channel_groups, groups_table, is_depthwise,
 };
