@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use shears_core::artifact::Model;
 use shears_engine::Executor;
 use shears_engine::device::device_by_name;
-use shears_engine::latency::{BenchSettings, Latency, inference_latency};
+use shears_engine::latency::{BenchSettings, inference_latency};
 
 /// How latency is measured: batch sizes and thread counts, warm-up, repeats, rounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,9 +186,9 @@ fn duration(seconds: f64) -> String {
 }
 
 /// The round with the lowest median.
-fn best(a: Option<Latency>, b: Latency) -> Option<Latency> {
+fn best<T>(a: Option<T>, b: T, median_ms: fn(&T) -> f64) -> Option<T> {
     match a {
-        Some(a) if a.median_ms <= b.median_ms => Some(a),
+        Some(a) if median_ms(&a) <= median_ms(&b) => Some(a),
         _ => Some(b),
     }
 }
@@ -266,8 +266,8 @@ pub fn measure_latency(
                     "latency: batch {batch}, {threads} threads, round {}/{rounds}: dense and compacted",
                     round + 1
                 ))?;
-                bd = best(bd, inference_latency(&mut de, &s)?);
-                bc = best(bc, inference_latency(&mut ce, &s)?);
+                bd = best(bd, inference_latency(&mut de, &s)?, |l| l.median_ms);
+                bc = best(bc, inference_latency(&mut ce, &s)?, |l| l.median_ms);
             }
             let (d, c) = (
                 bd.context("no latency round ran")?,
@@ -314,27 +314,36 @@ struct OrtPair {
     note: String,
 }
 
+/// `models` exported to ONNX for onnxruntime, with the note a report carries: `measured with
+/// <libonnxruntime>`, or why there is nothing to measure (no onnxruntime, or an export that
+/// failed).
+pub fn onnx_for_onnxruntime(models: &[&Model]) -> (Option<Vec<Vec<u8>>>, String) {
+    let runtime = match shears_ort::runtime() {
+        Ok(r) => r,
+        Err(e) => return (None, e.to_string()),
+    };
+    match models
+        .iter()
+        .map(|m| shears_onnx::to_onnx_bytes(m))
+        .collect::<std::result::Result<Vec<_>, _>>()
+    {
+        Ok(bytes) => (
+            Some(bytes),
+            format!("measured with {}", runtime.library.display()),
+        ),
+        Err(e) => (None, format!("not measured: the ONNX export failed: {e}")),
+    }
+}
+
 impl OrtPair {
     fn new(dense: &Model, small: &Model) -> OrtPair {
-        let runtime = match shears_ort::runtime() {
-            Ok(r) => r,
-            Err(e) => {
-                return OrtPair {
-                    models: None,
-                    note: e.to_string(),
-                };
-            }
-        };
-        let export = |m: &Model| shears_onnx::to_onnx_bytes(m).map_err(|e| e.to_string());
-        match (export(dense), export(small)) {
-            (Ok(d), Ok(c)) => OrtPair {
-                models: Some((d, c)),
-                note: format!("measured with {}", runtime.library.display()),
-            },
-            (Err(e), _) | (_, Err(e)) => OrtPair {
-                models: None,
-                note: format!("not measured: the ONNX export failed: {e}"),
-            },
+        let (models, note) = onnx_for_onnxruntime(&[dense, small]);
+        OrtPair {
+            models: models.map(|mut m| {
+                let c = m.pop().expect("two models");
+                (m.pop().expect("two models"), c)
+            }),
+            note,
         }
     }
 
@@ -355,8 +364,8 @@ impl OrtPair {
             for _ in 0..l.rounds {
                 let td = de.time(l.warmup, l.repeats)?;
                 let tc = ce.time(l.warmup, l.repeats)?;
-                bd = Some(bd.map_or(td, |b| if b.median_ms <= td.median_ms { b } else { td }));
-                bc = Some(bc.map_or(tc, |b| if b.median_ms <= tc.median_ms { b } else { tc }));
+                bd = best(bd, td, |t| t.median_ms);
+                bc = best(bc, tc, |t| t.median_ms);
             }
             let (d, c) = (bd.expect("rounds >= 1"), bc.expect("rounds >= 1"));
             Ok(RuntimeRow {

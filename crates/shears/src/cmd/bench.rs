@@ -8,6 +8,7 @@ use shears_core::cost::{Convention, cost};
 use shears_engine::device::device_by_name;
 use shears_engine::latency::{BenchSettings, Latency, inference_latency, training_latency};
 use shears_engine::{Executor, Optimizer, OptimizerConfig};
+use shears_methods::steps::latency::onnx_for_onnxruntime;
 use shears_methods::steps::model::load_or_build;
 
 #[derive(Serialize)]
@@ -60,16 +61,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let device = device_by_name(&args.device)?;
     shears_engine::fast_ops::set_default(args.kernels);
     // The same model in onnxruntime, where there is one (a note says why not otherwise).
-    let (mut onnx, mut onnxruntime) = match shears_ort::runtime() {
-        Ok(r) => match shears_onnx::to_onnx_bytes(&model) {
-            Ok(bytes) => (
-                Some(bytes),
-                format!("measured with {}", r.library.display()),
-            ),
-            Err(e) => (None, format!("not measured: the ONNX export failed: {e}")),
-        },
-        Err(e) => (None, e.to_string()),
-    };
+    let (onnx_models, mut onnxruntime) = onnx_for_onnxruntime(&[&model]);
+    let mut onnx = onnx_models.and_then(|mut m| m.pop());
     let mut results = Vec::new();
     for &threads in &args.threads {
         for &batch in &args.batch {
