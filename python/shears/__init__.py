@@ -100,8 +100,8 @@ def prune(
     ``synflow``) take ``sparsity`` or ``compression``; the pruned model carries masks, and the
     report has direct and effective sparsity per layer.
 
-    ``data`` names a data set (``"fashion-mnist-subset"``, the embedded one; ``"fashion-mnist"``)
-    or a folder of images (``train/CLASS/*.png``, ``test/...``); without it nothing is evaluated
+    ``data`` names a data set (``"fashion-mnist-subset"``, the embedded one; ``"fashion-mnist"``,
+    ``"mnist"``, ``"cifar10"``, ``"cifar100"`` where their files are installed) or a folder of images (``train/CLASS/*.png``, ``test/...``); without it nothing is evaluated
     or fine-tuned. ``finetune_epochs`` fine-tunes the compacted model on ``data``. Further
     keywords are those of ``shears prune``: ``round_to``, ``scope``, ``normalize``,
     ``importance``, ``ignore``, ``max_layer_ratio``, ``convention``, ``quota``, ``target_kind``,
@@ -160,7 +160,7 @@ def _prune_by_pipeline(
     if data is None:
         raise InvalidInput(
             f"`{method}` trains before it cuts (or, ftwt, trains gates): give data= "
-            "(\"fashion-mnist-subset\", \"fashion-mnist\" or a folder of images)"
+            f"({', '.join(_shears.datasets())}, or a folder of images)"
         )
     opts = dict(options)
     runs_dir = os.fspath(opts.pop("runs_dir", "runs"))
@@ -195,7 +195,7 @@ def _prune_by_pipeline(
     dataset = os.fspath(data)
     data_section = (
         {"dataset": dataset}
-        if dataset in ("fashion-mnist-subset", "fashion-mnist")
+        if dataset in _shears.datasets()
         else {"dataset": "image-folder", "dir": os.path.abspath(dataset)}
     )
     if data_section["dataset"] == "image-folder" and not os.path.isdir(dataset):

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde::Serialize;
 use shears_core::weights::{Masks, Weights};
+use shears_data::DatasetKind;
 use shears_methods::config::parse_allocation;
 use shears_methods::oneshot::{ModelSource, PruneRequest};
 use shears_methods::steps::structured::StructuredOptions;
@@ -135,25 +136,26 @@ pub fn prune_request(
             "score_batch_size" => req.score_batch_size = v.extract().map_err(bad)?,
             "data" => {
                 let s: String = path_or_name(&v).map_err(bad)?;
-                let known = shears_data_names();
-                if s == "image-folder" {
-                    return Err(invalid(
-                        "data = \"image-folder\": give the folder itself as data= (it holds \
-                         train/CLASS/*.png|jpg and test/CLASS/*.png|jpg)",
-                    )
-                    .into());
-                }
-                if known.contains(&s.as_str()) {
-                    req.dataset = Some(s);
-                } else if std::path::Path::new(&s).is_dir() {
-                    req.dataset = Some("image-folder".into());
-                    req.data = Some(PathBuf::from(s));
-                } else {
-                    return Err(crate::errors::not_found(&format!(
-                        "data = {s:?} is neither a data set ({}) nor a folder of images",
-                        known.join(", ")
-                    ))
-                    .into());
+                match s.parse::<DatasetKind>() {
+                    Ok(DatasetKind::ImageFolder) => {
+                        return Err(invalid(
+                            "data = \"image-folder\": give the folder itself as data= (it holds \
+                             train/CLASS/*.png|jpg and test/CLASS/*.png|jpg)",
+                        )
+                        .into());
+                    }
+                    Ok(_) => req.dataset = Some(s),
+                    Err(_) if std::path::Path::new(&s).is_dir() => {
+                        req.dataset = Some(DatasetKind::ImageFolder.name().into());
+                        req.data = Some(PathBuf::from(s));
+                    }
+                    Err(_) => {
+                        return Err(crate::errors::not_found(&format!(
+                            "data = {s:?} is neither a data set ({}) nor a folder of images",
+                            dataset_names().join(", ")
+                        ))
+                        .into());
+                    }
                 }
                 req.evaluate = true;
             }
@@ -192,9 +194,13 @@ pub fn prune_request(
     Ok(req)
 }
 
-/// The data sets `data=` names.
-fn shears_data_names() -> Vec<&'static str> {
-    vec!["fashion-mnist-subset", "fashion-mnist"]
+/// The data sets `data=` names (a folder of images is given as its path).
+pub fn dataset_names() -> Vec<&'static str> {
+    DatasetKind::ALL
+        .iter()
+        .filter(|k| **k != DatasetKind::ImageFolder)
+        .map(|k| k.name())
+        .collect()
 }
 
 /// Masks from arrays (non-zero = kept), each the shape of its weight tensor.

@@ -50,6 +50,12 @@ fn zoo(py: Python<'_>) -> PyResult<Py<PyList>> {
     Ok(list.unbind())
 }
 
+/// The data sets `data=` names (a folder of images is given as its path).
+#[pyfunction]
+fn datasets() -> Vec<&'static str> {
+    convert::dataset_names()
+}
+
 /// Runs a request through the front door with the GIL released; the report as a dict.
 fn run_request(
     py: Python<'_>,
@@ -335,6 +341,7 @@ fn _shears(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
     m.add_function(wrap_pyfunction!(methods, m)?)?;
     m.add_function(wrap_pyfunction!(zoo, m)?)?;
+    m.add_function(wrap_pyfunction!(datasets, m)?)?;
     m.add_function(wrap_pyfunction!(prune, m)?)?;
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;

@@ -272,8 +272,17 @@ def test_bad_inputs_raise_the_right_exceptions(tmp_path):
         shears.load("small-cnn").forward(np.zeros((1, 3, 28, 28), np.float32))
     with pytest.raises(shears.InvalidInput, match="NaN"):
         shears.load("small-cnn").forward(np.full((1, 1, 28, 28), np.nan, np.float32))
-    with pytest.raises(shears.NotFound):
+    with pytest.raises(shears.NotFound, match="cifar10"):  # the message lists the data sets
         shears.prune("small-cnn", "l1-filter", macs_reduction=0.5, data=str(tmp_path / "nowhere"))
+    with pytest.raises(shears.InvalidInput, match="give the folder itself"):
+        shears.prune("small-cnn", "l1-filter", macs_reduction=0.5, data="image-folder")
+    # Every data set the CLI knows is one here too (where its files are missing, the error is
+    # the loader's, not an unknown name).
+    assert {"fashion-mnist-subset", "fashion-mnist", "mnist", "cifar10"} <= set(shears._shears.datasets())
+    try:
+        shears.prune("small-cnn", "l1-filter", macs_reduction=0.5, data="mnist", runs_dir=tmp_path, progress=False)
+    except shears.Error as e:
+        assert "neither a data set" not in str(e), e
     assert issubclass(shears.InvalidInput, shears.Error)
     assert issubclass(shears.NotFound, shears.Error)
 
