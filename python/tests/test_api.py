@@ -143,6 +143,20 @@ def test_a_loaded_model_is_pruned_as_saved_and_a_zoo_model_as_at_init(tmp_path):
         shears.prune(fresh, "magnitude", sparsity=0.5, round_to=8)
 
 
+def test_prune_measures_latency_within_its_budget_when_asked(tmp_path):
+    _, report = shears.prune(
+        "small-cnn", "l1-filter", macs_reduction=0.5, latency=True, latency_batches=[1, 64],
+        latency_threads=[1], latency_budget=0.0005, runs_dir=tmp_path, progress=False,
+    )
+    rows = report["latency"]
+    assert [r["batch"] for r in rows] == [1]  # batch 64 cannot fit half a millisecond
+    assert (rows[0]["repeats"], rows[0]["rounds"]) == (3, 1)
+    assert any("batch 64, 1 threads not measured" in n for n in report["latency_notes"])
+    assert report["onnxruntime"]  # which library measured the ORT column, or why none did
+    with pytest.raises(ValueError, match="latency budget"):
+        shears.prune("small-cnn", "l1-filter", macs_reduction=0.5, latency=True, latency_budget=-1)
+
+
 def test_prune_with_data_evaluates_and_fine_tunes(tmp_path):
     pruned, report = shears.prune(
         "small-cnn", "l1-filter", channel_ratio=0.5, data=DATA, finetune_epochs=1,
