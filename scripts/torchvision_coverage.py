@@ -18,7 +18,8 @@ $CARGO_TARGET_DIR/release/shears, else ~/.cache/shears/target/release/shears):
               that is above 1, and at least twice the PyTorch-vs-onnxruntime difference of the
               same export, which deep random nets make larger) on a fixed random batch of 2
   l1-filter   shears prune --model MODEL.onnx --method l1-filter --macs-reduction 0.5
-              --finetune-epochs 0 --no-eval --no-latency --save-masked DIR/l1-masked --out DIR/l1
+              --round-to 1 --finetune-epochs 0 --no-eval --no-latency --save-masked DIR/l1-masked
+              --out DIR/l1 (--round-to 1: the exact counts, the hardest case for compaction)
               (no data needed: --no-eval skips accuracy; the latency is measured below instead)
   taylor      the same with --method taylor; Taylor scores need training data, so it reads a
               tiny image folder of random 64x64 PNGs (WORK/data, 2 classes: a model only needs
@@ -36,6 +37,10 @@ $CARGO_TARGET_DIR/release/shears, else ~/.cache/shears/target/release/shears):
   onnxruntime the compacted exports run in onnxruntime (1 thread), output finite, [2, classes]
   latency     onnxruntime, batch 1, 1 thread, median of 50 runs after 5 warm-ups: dense (shears'
               own export of the imported model, rt.onnx, else MODEL.onnx) -> l1-filter compacted
+  latency, default
+              the same for shears prune's defaults (--round-to auto: the kept counts rounded to
+              the multiple of 1..32 that prune timed fastest in onnxruntime), l1-filter to half
+              the MACs; the chosen multiple in brackets
 
 A column is pass, fail, or "-" when an earlier step it needs failed; the notes keep each
 failure's first error line (and its innermost cause). The Markdown table goes to stdout and,
@@ -318,7 +323,7 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
         for d in (out, masked):
             shutil.rmtree(d, ignore_errors=True)
         cmd = sh + ["prune", "--model", onnx_path, "--method", method, "--macs-reduction", "0.5",
-                    "--finetune-epochs", "0", "--no-eval", "--no-latency", "--save-masked", masked,
+                    "--round-to", "1", "--finetune-epochs", "0", "--no-eval", "--no-latency", "--save-masked", masked,
                     "--out", out, "--json"]
         if method == "taylor":
             cmd += ["--dataset", "image-folder", "--data", data_dir, "--score-batches", "1",
@@ -405,6 +410,32 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
         except Exception as e:
             col["latency b1 ms"] = "fail"
             notes.append(f"latency: {exc_line(e)}")
+    # 8. latency with prune's defaults (round_to auto)
+    col["latency b1 ms, default"] = "-"
+    if "l1" in compact_onnx:
+        out = mdir / "auto"
+        shutil.rmtree(out, ignore_errors=True)
+        ok, stdout, err = run_cmd(sh + ["prune", "--model", onnx_path, "--method", "l1-filter",
+                                        "--macs-reduction", "0.5", "--no-eval", "--no-latency",
+                                        "--out", out, "--json"], timeout)
+        a_onnx = mdir / "auto_compacted.onnx"
+        if ok:
+            ok, _, err = run_cmd(sh + ["export", out / "pruned", a_onnx], timeout)
+        if ok:
+            try:
+                rep = json.loads((out / "result.json").read_text())
+                chosen = (rep.get("rounding") or {}).get("chosen", "?")
+                a = ort_latency_ms(rt if rt.exists() else onnx_path, size)
+                b = ort_latency_ms(a_onnx, size)
+                col["latency b1 ms, default"] = f"{a:.2f} → {b:.2f} ({a / b:.2f}x) [{chosen}]"
+                notes.append(f"default prune: MACs -{100 * rep['macs_reduction']:.1f}%, "
+                             f"round_to auto chose {chosen}")
+            except Exception as e:
+                col["latency b1 ms, default"] = "fail"
+                notes.append(f"latency, default: {exc_line(e)}")
+        else:
+            col["latency b1 ms, default"] = "fail"
+            notes.append(f"default prune: {err}")
     for k in ("import", "round trip", "l1-filter", "taylor"):
         col[k] = col.get(k) or "fail"
     return col, notes
@@ -412,7 +443,7 @@ def coverage_row(name, size, mdir, shears, data_dir, timeout, meta):
 # ----------------------------------------------------------------------------- main
 
 COLUMNS = ["import", "round trip", "l1-filter", "taylor", "compacted = masked", "onnxruntime",
-           "latency b1 ms"]
+           "latency b1 ms", "latency b1 ms, default"]
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

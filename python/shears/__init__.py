@@ -94,7 +94,10 @@ def prune(
 
     Structured methods (``l1-filter``, ``l2-filter``, ``bn-scale``, ``random-filter``,
     ``taylor``, ``slimming``) take one of ``macs_reduction``, ``params_reduction``,
-    ``channel_ratio`` or ``percentile``; the pruned model is compacted (really smaller), and the
+    ``channel_ratio``, ``latency_reduction`` (batch-1 latency, measured in ``latency_runtime``:
+    ``"onnxruntime"``, the default where it is installed, or ``"shears"``) or ``percentile``;
+    kept channel counts are rounded to the multiple that runs fastest there (``round_to="auto"``,
+    the default; or a whole number). The pruned model is compacted (really smaller), and the
     report has params, MACs, the compacted-equals-gated check and, with data, accuracy before and
     after. Unstructured methods (``magnitude``, ``random``, ``lamp``, ``snip``, ``grasp``,
     ``synflow``) take ``sparsity`` or ``compression``; the pruned model carries masks, and the
@@ -103,7 +106,7 @@ def prune(
     ``data`` names a data set (``"fashion-mnist-subset"``, the embedded one; ``"fashion-mnist"``,
     ``"mnist"``, ``"cifar10"``, ``"cifar100"`` where their files are installed) or a folder of images (``train/CLASS/*.png``, ``test/...``); without it nothing is evaluated
     or fine-tuned. ``finetune_epochs`` fine-tunes the compacted model on ``data``. Further
-    keywords are those of ``shears prune``: ``round_to``, ``scope``, ``normalize``,
+    keywords are those of ``shears prune``: ``round_to``, ``latency_runtime``, ``scope``, ``normalize``,
     ``importance``, ``ignore``, ``max_layer_ratio``, ``convention``, ``quota``, ``target_kind``,
     ``apply_effective``, ``seed``, ``latency`` (measure latency), ``out``, ``runs_dir``, ...
     ``progress`` is ``True`` (a bar), ``False``, or a callable ``(event, payload)``.

@@ -30,7 +30,7 @@ import io
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -773,13 +773,16 @@ def _difference(out: np.ndarray, ref: np.ndarray) -> Tuple[float, str]:
     return diff, f"max |difference| {diff:.3g}"
 
 
-def _check_targets(macs_reduction, params_reduction, channel_ratio) -> Dict[str, float]:
+def _check_targets(
+    macs_reduction, params_reduction, channel_ratio, latency_reduction=None
+) -> Dict[str, float]:
     targets = {
         k: v
         for k, v in (
             ("macs_reduction", macs_reduction),
             ("params_reduction", params_reduction),
             ("channel_ratio", channel_ratio),
+            ("latency_reduction", latency_reduction),
         )
         if v is not None
     }
@@ -923,7 +926,8 @@ def prune(
     macs_reduction: Optional[float] = None,
     params_reduction: Optional[float] = None,
     channel_ratio: Optional[float] = None,
-    round_to: int = 1,
+    latency_reduction: Optional[float] = None,
+    round_to: Union[int, str] = "auto",
     seed: int = 0,
     allow_custom: bool = False,
     atol: float = DEFAULT_ATOL,
@@ -935,9 +939,11 @@ def prune(
     The module is exported to ONNX (opset 17, in eval mode, without constant folding) and
     imported by shears, which plans the cut with ``method`` (a structured method such as
     ``"l1-filter"``, ``"l2-filter"``, ``"bn-scale"``, ``"random-filter"``) to one target:
-    ``macs_reduction`` (the default, 0.5, when no target is given), ``params_reduction`` or
-    ``channel_ratio``; ``round_to`` rounds the kept channel counts, ``seed`` seeds random
-    methods. Importance is computed on the module's own weights (shears' model of the module
+    ``macs_reduction`` (the default, 0.5, when no target is given), ``params_reduction``,
+    ``channel_ratio`` or ``latency_reduction`` (batch-1 latency in onnxruntime, or in shears'
+    engine with ``latency_runtime="shears"``); ``round_to`` rounds the kept channel counts up
+    to a multiple (``"auto"``, the default, times the multiples 1 to 32 in onnxruntime and
+    keeps the fastest), ``seed`` seeds random methods. Importance is computed on the module's own weights (shears' model of the module
     is first checked to compute what the module computes on ``example_inputs``).
 
     The module's own ``Conv2d``, ``BatchNorm1d/2d``, ``Linear``, ``LayerNorm`` and
@@ -953,7 +959,8 @@ def prune(
             (of a tuple output, the first element is checked).
         example_inputs: one input tensor (or a tuple holding one), e.g. ``torch.randn(2, 3,
             64, 64)``; it fixes the input shape shears sees.
-        method, macs_reduction, params_reduction, channel_ratio, round_to, seed: passed to
+        method, macs_reduction, params_reduction, channel_ratio, latency_reduction, round_to,
+            seed: passed to
             shears' planner.
         **options: further options of ``shears.prune`` for the planner (``ignore``, ``scope``,
             ``normalize``, ``max_layer_ratio``, ``percentile``, ``data`` for ``taylor``, ...).
@@ -984,7 +991,7 @@ def prune(
     be made permanent first (``torch.nn.utils.prune.remove``).
     """
     _check_module(module)
-    targets = _check_targets(macs_reduction, params_reduction, channel_ratio)
+    targets = _check_targets(macs_reduction, params_reduction, channel_ratio, latency_reduction)
     args = _as_args(example_inputs)
     run_args = tuple(a.to(_module_device(module)) for a in args)
     x = args[0].detach().to("cpu", torch.float32).numpy()

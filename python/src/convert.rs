@@ -73,6 +73,7 @@ const STRUCTURED_TARGETS: &[&str] = &[
     "channel_ratio",
     "params_reduction",
     "macs_reduction",
+    "latency_reduction",
     "percentile",
 ];
 

@@ -157,6 +157,32 @@ def test_prune_measures_latency_within_its_budget_when_asked(tmp_path):
         shears.prune("small-cnn", "l1-filter", macs_reduction=0.5, latency=True, latency_budget=-1)
 
 
+def test_round_to_auto_is_the_default_and_latency_can_be_the_target(tmp_path):
+    _, report = shears.prune(
+        "small-cnn", "l1-filter", macs_reduction=0.5, runs_dir=tmp_path, progress=False
+    )
+    assert report["spec"]["round_to"] == "auto"
+    choice = report["rounding"]
+    assert choice["runtime"] in ("onnxruntime", "shears")
+    timed = {t["multiple"]: t["median_ms"] for t in choice["tried"] if "median_ms" in t}
+    assert choice["chosen"] in timed
+    assert all(
+        g["kept"] % choice["chosen"] == 0 or g["kept"] == g["channels"]
+        for g in report["pruned_groups"]
+    )
+    _, report = shears.prune(
+        "small-cnn", "l1-filter", latency_reduction=0.3, latency_runtime="shears", round_to=4,
+        runs_dir=tmp_path, progress=False,
+    )
+    search = report["latency_search"]
+    assert search["runtime"] == "shears" and search["reduction"] >= 0.3
+    assert "rounding" not in report and report["spec"]["round_to"] == 4
+    with pytest.raises(shears.InvalidInput, match="round_to must be `auto` or a whole number"):
+        shears.prune("small-cnn", "l1-filter", macs_reduction=0.5, round_to="eight")
+    with pytest.raises(shears.InvalidInput, match="unknown latency runtime"):
+        shears.prune("small-cnn", "l1-filter", latency_reduction=0.3, latency_runtime="trt")
+
+
 def test_prune_with_data_evaluates_and_fine_tunes(tmp_path):
     pruned, report = shears.prune(
         "small-cnn", "l1-filter", channel_ratio=0.5, data=DATA, finetune_epochs=1,

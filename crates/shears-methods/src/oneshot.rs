@@ -324,13 +324,14 @@ fn prune_structured(req: &PruneRequest, rt: &Runtime) -> Result<StructuredReport
     if req.sparsity.is_some() || req.compression.is_some() {
         let n = |k: &str| req.spelling.name(k);
         invalid!(
-            "{} and {} apply to unstructured methods; `{}` takes {}, {}, {} or {}",
+            "{} and {} apply to unstructured methods; `{}` takes {}, {}, {}, {} or {}",
             n("sparsity"),
             n("compression"),
             req.method,
             n("channel_ratio"),
             n("params_reduction"),
             n("macs_reduction"),
+            n("latency_reduction"),
             n("percentile")
         );
     }

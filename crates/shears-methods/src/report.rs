@@ -194,6 +194,12 @@ pub struct StructuredReport {
     pub spec: StructuredSpec,
     /// |γ| (or score) threshold of a percentile cut.
     pub threshold: Option<f32>,
+    /// What `round_to = "auto"` timed and chose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<crate::steps::rounding::RoundingChoice>,
+    /// What a latency target's search timed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_search: Option<crate::steps::rounding::LatencySearch>,
     #[serde(flatten)]
     pub sizes: Sizes,
     #[serde(flatten)]

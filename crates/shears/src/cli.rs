@@ -7,6 +7,7 @@ use shears_core::cost::Convention;
 use shears_core::structured::{Normalization, Scope};
 use shears_methods::config::{ExperimentConfig, TrainSection};
 use shears_methods::steps::latency::LatencySettings;
+use shears_methods::steps::rounding::{RoundTo, TargetRuntime};
 use shears_methods::steps::structured::{
     Importance, StructuredOptions, parse_convention, parse_normalization, parse_scope,
 };
@@ -410,6 +411,14 @@ pub struct StructuredArgs {
     /// Structured target: fraction of the MACs to remove (under --convention).
     #[arg(long)]
     pub macs_reduction: Option<f64>,
+    /// Structured target: fraction of the batch-1, one-thread latency to remove, measured in
+    /// --latency-runtime.
+    #[arg(long)]
+    pub latency_reduction: Option<f64>,
+    /// Where --round-to auto and --latency-reduction time candidates: onnxruntime or shears
+    /// (default: onnxruntime when it is available, else shears).
+    #[arg(long, value_parser = runtime_arg)]
+    pub latency_runtime: Option<TargetRuntime>,
     /// Network Slimming cut: remove channels scoring at or below this global percentile (0..1).
     #[arg(long)]
     pub percentile: Option<f64>,
@@ -425,9 +434,10 @@ pub struct StructuredArgs {
     /// l1/l2 importance: also count the consumers' input slices.
     #[arg(long)]
     pub include_consumers: bool,
-    /// Round every group's kept channel count up to a multiple of this.
-    #[arg(long, default_value_t = 1)]
-    pub round_to: usize,
+    /// Round every group's kept channel count up to a multiple of this; `auto` times the
+    /// multiples 1 to 32 in the target runtime and keeps the fastest.
+    #[arg(long, default_value = "auto", value_parser = round_to_arg)]
+    pub round_to: RoundTo,
     /// Largest fraction of one group's channels that may be removed.
     #[arg(long, default_value_t = 1.0)]
     pub max_layer_ratio: f64,
@@ -513,9 +523,10 @@ pub struct SlimArgs {
     /// Learning rate of fine-tuning (default: `[finetune]` lr, else the training lr / 10).
     #[arg(long)]
     pub finetune_lr: Option<f64>,
-    /// Round every group's kept channel count up to a multiple of this.
-    #[arg(long, default_value_t = 1)]
-    pub round_to: usize,
+    /// Round every group's kept channel count up to a multiple of this; `auto` times the
+    /// multiples 1 to 32 in onnxruntime (else shears' engine) and keeps the fastest.
+    #[arg(long, default_value = "auto", value_parser = round_to_arg)]
+    pub round_to: RoundTo,
     /// Node names or op kinds whose output channels stay, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub ignore: Vec<String>,
@@ -524,6 +535,14 @@ pub struct SlimArgs {
 }
 
 fn importance_arg(s: &str) -> std::result::Result<Importance, String> {
+    s.parse()
+        .map_err(|e: shears_methods::MethodError| e.to_string())
+}
+fn round_to_arg(s: &str) -> std::result::Result<RoundTo, String> {
+    s.parse()
+        .map_err(|e: shears_methods::MethodError| e.to_string())
+}
+fn runtime_arg(s: &str) -> std::result::Result<TargetRuntime, String> {
     s.parse()
         .map_err(|e: shears_methods::MethodError| e.to_string())
 }
@@ -555,6 +574,8 @@ impl StructuredArgs {
             channel_ratio: self.channel_ratio,
             params_reduction: self.params_reduction,
             macs_reduction: self.macs_reduction,
+            latency_reduction: self.latency_reduction,
+            latency_runtime: self.latency_runtime,
             percentile: self.percentile,
             importance: self.importance,
             scope: self.scope,

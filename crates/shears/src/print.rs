@@ -4,6 +4,7 @@ use crate::cmd::thousands;
 use shears_core::structured::Normalization;
 use shears_methods::Report;
 use shears_methods::report::{StructuredReport, UnstructuredReport, percent};
+use shears_methods::steps::rounding::RoundTo;
 use shears_methods::steps::structured::{Cut, scope_name};
 
 /// Any report, as its kind prints it (a one-shot unstructured prune prints in `shears prune`).
@@ -97,6 +98,12 @@ pub fn structured(r: &StructuredReport) {
         Cut::ChannelRatio(v) => format!("channel ratio {v}"),
         Cut::ParamsReduction(v) => format!("params reduction {v}"),
         Cut::MacsReduction(v) => format!("MACs reduction {v} ({})", r.spec.convention.name()),
+        Cut::LatencyReduction(v) => format!(
+            "latency reduction {v} (batch 1, one thread, in {})",
+            r.latency_search
+                .as_ref()
+                .map_or("the target runtime", |l| l.runtime)
+        ),
         Cut::Percentile(v) => format!(
             "global percentile {v} of the scores (threshold {})",
             r.threshold.map_or("-".into(), |t| format!("{t:.4e}"))
@@ -145,6 +152,42 @@ pub fn structured(r: &StructuredReport) {
             " (a LayerNorm normalised over removed channels: a zeroed dense model would differ)"
         }
     );
+    match (&r.rounding, r.spec.round_to) {
+        (Some(c), _) => {
+            let tried: Vec<String> = c
+                .tried
+                .iter()
+                .map(|t| match t.median_ms {
+                    Some(ms) => format!("{}: {ms:.3}", t.multiple),
+                    None => format!("{}: out of reach", t.multiple),
+                })
+                .collect();
+            println!(
+                "  rounding  auto: kept counts multiples of {}, the fastest in {} (batch 1, one thread, median ms: dense {:.3}; {}){}",
+                c.chosen,
+                c.runtime,
+                c.dense_ms,
+                tried.join(", "),
+                c.note.as_ref().map_or(String::new(), |n| format!("; {n}"))
+            );
+        }
+        (None, RoundTo::Multiple(m)) if m > 1 => {
+            println!("  rounding  kept counts multiples of {m}");
+        }
+        _ => {}
+    }
+    if let Some(l) = &r.latency_search {
+        println!(
+            "  latency target  {:.1}% less batch-1 latency in {}: measured {:.1}% ({:.3} -> {:.3} ms, {} cuts timed){}",
+            l.target * 100.0,
+            l.runtime,
+            l.reduction * 100.0,
+            l.dense_ms,
+            l.compacted_ms,
+            l.evaluations,
+            l.note.as_ref().map_or(String::new(), |n| format!("; {n}"))
+        );
+    }
     if let Some(details) = &r.details {
         for line in &details.lines {
             println!("{line}");
@@ -212,7 +255,7 @@ pub fn structured(r: &StructuredReport) {
             ];
             for (runtime, ratio) in slower.into_iter().flatten().filter(|(_, q)| *q < 1.0) {
                 println!(
-                    "  warning: the compacted model is slower than the dense one in {runtime} at batch {}, {} threads (latency ratio {ratio:.2}); channel counts that are multiples of 8 (--round-to 8) often run faster",
+                    "  warning: the compacted model is slower than the dense one in {runtime} at batch {}, {} threads (latency ratio {ratio:.2}); kept counts that are multiples of 8 or 16 often run faster (--round-to auto times which)",
                     l.batch, l.threads
                 );
             }

@@ -1016,3 +1016,126 @@ fn latency_measurement_keeps_to_its_budget_and_says_what_it_cut() {
     ]));
     assert!(e.contains("latency budget"), "{e}");
 }
+
+/// `--round-to auto` (the default) times every multiple in onnxruntime (shears' engine where
+/// onnxruntime is missing) and reports the choice; `--latency-reduction` cuts until the measured
+/// batch-1 latency falls by that share; bad values are clear errors.
+#[test]
+fn auto_rounding_and_a_latency_target_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prune = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "prune",
+            "--model",
+            "small-cnn",
+            "--method",
+            "l1-filter",
+            "--no-eval",
+            "--no-latency",
+            "--out",
+            s(out),
+        ];
+        args.extend_from_slice(extra);
+        shears(&args)
+    };
+    let run = tmp.path().join("auto");
+    let out = prune(&["--macs-reduction", "0.5"], &run);
+    assert!(out.status.success(), "{}", err_text(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(r["spec"]["round_to"], "auto");
+    let c = &r["rounding"];
+    let runtime = c["runtime"].as_str().unwrap();
+    // onnxruntime where it is found; else shears' engine, and the note says why.
+    if runtime == "shears" {
+        let note = c["note"].as_str().unwrap();
+        assert!(note.contains("onnxruntime is not available"), "{note}");
+        eprintln!("SKIPPED: timing in onnxruntime ({note})");
+    } else {
+        assert_eq!(runtime, "onnxruntime", "{c}");
+        assert!(c.get("note").is_none(), "{c}");
+    }
+    let chosen = c["chosen"].as_u64().unwrap() as usize;
+    let tried = c["tried"].as_array().unwrap();
+    assert_eq!(tried.len(), 6, "{c}");
+    assert!(
+        tried
+            .iter()
+            .any(|t| t["multiple"] == chosen && t["median_ms"].as_f64().is_some()),
+        "{c}"
+    );
+    for g in r["pruned_groups"].as_array().unwrap() {
+        let kept = g["kept"].as_u64().unwrap() as usize;
+        assert!(
+            kept % chosen == 0 || kept == g["channels"].as_u64().unwrap() as usize,
+            "{g}"
+        );
+    }
+    assert!(f(&r, "macs_reduction") >= 0.5 - 1e-9);
+    assert!(
+        text.contains(&format!(
+            "rounding  auto: kept counts multiples of {chosen}"
+        )),
+        "{text}"
+    );
+    // A fixed multiple times nothing and is reported as given.
+    let run = tmp.path().join("fixed");
+    let out = prune(&["--macs-reduction", "0.5", "--round-to", "8"], &run);
+    assert!(out.status.success(), "{}", err_text(&out));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(r["spec"]["round_to"], 8);
+    assert!(r.get("rounding").is_none());
+
+    // A latency target, measured in shears' engine (always there).
+    let run = tmp.path().join("latency");
+    let out = prune(
+        &["--latency-reduction", "0.3", "--latency-runtime", "shears"],
+        &run,
+    );
+    assert!(out.status.success(), "{}", err_text(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    let l = &r["latency_search"];
+    assert_eq!(l["runtime"], "shears");
+    assert!(f(l, "reduction") >= 0.3, "{l}");
+    assert!(u(l, "evaluations") >= 1, "{l}");
+    assert_eq!(r["rounding"]["runtime"], "shears");
+    assert!(
+        text.contains("latency target  30.0% less batch-1 latency in shears"),
+        "{text}"
+    );
+
+    // Bad values name the flag.
+    for (args, want) in [
+        (
+            vec!["--macs-reduction", "0.5", "--round-to", "0"],
+            "--round-to",
+        ),
+        (
+            vec!["--macs-reduction", "0.5", "--round-to", "eight"],
+            "round_to must be `auto` or a whole number",
+        ),
+        (vec!["--latency-reduction", "1.5"], "--latency-reduction"),
+        (
+            vec!["--latency-reduction", "0.3", "--macs-reduction", "0.3"],
+            "give exactly one of",
+        ),
+        (
+            vec![
+                "--latency-reduction",
+                "0.3",
+                "--latency-runtime",
+                "tensorrt",
+            ],
+            "unknown latency runtime `tensorrt`",
+        ),
+    ] {
+        let out = prune(&args, &tmp.path().join("bad"));
+        let e = err_text(&out);
+        assert!(e.contains(want), "{args:?}: {e}");
+        assert!(!tmp.path().join("bad").join("result.json").exists());
+    }
+}

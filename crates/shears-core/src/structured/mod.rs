@@ -21,5 +21,5 @@ pub use importance::{
 pub use select::{
     BnMarks, ChannelSelection, Scope, SelectOptions, StructuredTarget, merge_bn_marks,
     percentile_threshold, select_below_threshold, select_by_bn_votes, select_channels,
-    selection_bn_marks,
+    select_channels_measured, selection_bn_marks,
 };

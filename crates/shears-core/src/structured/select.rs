@@ -271,22 +271,12 @@ pub fn select_channels(
     scores: &GroupScores,
     opts: &SelectOptions,
 ) -> Result<ChannelSelection> {
-    let r = opts.target.value();
-    if !(0.0..1.0).contains(&r) {
-        return Err(CoreError::value(
-            "structured target",
-            format!("{:?} must be in [0, 1)", opts.target),
-        ));
-    }
-    if opts.round_to == 0 {
-        return Err(CoreError::value("round_to", "must be at least 1"));
-    }
-    let cands = candidates(graph, groups, scores, &opts.ignore, opts.max_group_ratio)?;
     let dense = match opts.target {
         StructuredTarget::ChannelRatio(_) => 0,
         StructuredTarget::ParamsReduction(_) => cost(graph, opts.convention)?.params,
         StructuredTarget::MacsReduction(_) => cost(graph, opts.convention)?.macs,
     };
+    let cands = candidates(graph, groups, scores, &opts.ignore, opts.max_group_ratio)?;
     let meter = Meter {
         graph,
         groups,
@@ -295,15 +285,63 @@ pub fn select_channels(
         dense,
         eligible_channels: cands.iter().map(|c| c.channels).sum(),
     };
-    if r == 0.0 || cands.is_empty() {
-        return if r == 0.0 {
-            Ok(ChannelSelection::default())
-        } else {
-            Err(CoreError::value(
-                "structured target",
-                "no group can lose channels (none prunable, scored and not ignored)",
-            ))
-        };
+    let literal = matches!(opts.target, StructuredTarget::ChannelRatio(_));
+    search(
+        &cands,
+        scores,
+        opts,
+        opts.target.value(),
+        literal,
+        &format!("{:?}", opts.target),
+        &mut |sel| meter.measure(sel),
+    )
+}
+
+/// [`select_channels`] to a goal that `measure` reports for each candidate selection (the share
+/// of something the selection removes, growing as more channels go: measured latency, say).
+/// `opts.target` and `opts.convention` are not used; `what` names the goal in errors. The
+/// search calls `measure` about log2(channels) times.
+pub fn select_channels_measured(
+    graph: &Graph,
+    groups: &[ChannelGroup],
+    scores: &GroupScores,
+    opts: &SelectOptions,
+    goal: f64,
+    what: &str,
+    measure: &mut dyn FnMut(&ChannelSelection) -> Result<f64>,
+) -> Result<ChannelSelection> {
+    let cands = candidates(graph, groups, scores, &opts.ignore, opts.max_group_ratio)?;
+    search(&cands, scores, opts, goal, false, what, measure)
+}
+
+/// The smallest plan of `opts.scope` whose measure reaches `r`; `literal` takes a per-layer
+/// ratio as given (a channel ratio) instead of searching for it.
+fn search(
+    cands: &[Candidate],
+    scores: &GroupScores,
+    opts: &SelectOptions,
+    r: f64,
+    literal: bool,
+    what: &str,
+    measure: &mut dyn FnMut(&ChannelSelection) -> Result<f64>,
+) -> Result<ChannelSelection> {
+    if !(0.0..1.0).contains(&r) {
+        return Err(CoreError::value(
+            "structured target",
+            format!("{what} must be in [0, 1)"),
+        ));
+    }
+    if opts.round_to == 0 {
+        return Err(CoreError::value("round_to", "must be at least 1"));
+    }
+    if r == 0.0 {
+        return Ok(ChannelSelection::default());
+    }
+    if cands.is_empty() {
+        return Err(CoreError::value(
+            "structured target",
+            "no group can lose channels (none prunable, scored and not ignored)",
+        ));
     }
 
     // Each scope is a family of plans growing with one integer parameter `t` in `0..=hi`.
@@ -333,13 +371,13 @@ pub fn select_channels(
             (Box::new(plan), hi)
         }
         Scope::PerLayer => {
-            let rhos: Vec<f64> = if let StructuredTarget::ChannelRatio(r) = opts.target {
+            let rhos: Vec<f64> = if literal {
                 // The same ratio in every group, taken literally.
                 vec![r]
             } else {
                 // Breakpoints of round(rho * C): the ratios where some group's count changes.
                 let mut v = vec![0.0];
-                for c in &cands {
+                for c in cands {
                     v.extend((0..c.max_remove).map(|k| (k as f64 + 0.5) / c.channels as f64));
                 }
                 v.sort_by(|a, b| a.total_cmp(b));
@@ -355,24 +393,21 @@ pub fn select_channels(
                     .map(|&(ch, cap)| ((rho * ch as f64 + 1e-9).round() as usize).min(cap))
                     .collect()
             };
-            if matches!(opts.target, StructuredTarget::ChannelRatio(_)) {
-                return Ok(build(&cands, &plan(0), opts.round_to));
+            if literal {
+                return Ok(build(cands, &plan(0), opts.round_to));
             }
             (Box::new(plan), hi)
         }
     };
-    let found = bisect(hi, r, |t| {
-        meter.measure(&build(&cands, &plan(t), opts.round_to))
-    })?;
+    let found = bisect(hi, r, |t| measure(&build(cands, &plan(t), opts.round_to)))?;
     match found {
-        Some(t) => Ok(build(&cands, &plan(t), opts.round_to)),
+        Some(t) => Ok(build(cands, &plan(t), opts.round_to)),
         None => {
-            let best = meter.measure(&build(&cands, &plan(hi), opts.round_to))?;
+            let best = measure(&build(cands, &plan(hi), opts.round_to))?;
             Err(CoreError::value(
                 "structured target",
                 format!(
-                    "{:?} is out of reach: removing every channel allowed (at least one kept per group{}) achieves {best:.4}",
-                    opts.target,
+                    "{what} is out of reach: removing every channel allowed (at least one kept per group{}) achieves {best:.4}",
                     if opts.round_to > 1 {
                         format!(", counts rounded to multiples of {}", opts.round_to)
                     } else {

@@ -24,6 +24,7 @@ use crate::steps::context::Pipeline;
 use crate::steps::cut::pipeline_cut;
 use crate::steps::eval::eval_model;
 use crate::steps::phase::cached_phase;
+use crate::steps::rounding::RoundTo;
 use crate::steps::structured::{
     Cut, Importance, Selected, Spelling, StructuredOptions, StructuredSpec, reduction_target,
     select,
@@ -425,6 +426,9 @@ impl Prepared {
                             importance: Some(Importance::BnScale),
                             normalize: Some(shears_core::structured::Normalization::None),
                             ignore: o.ignore.clone(),
+                            // The paper's mask: exact counts (its cut removes what the mask
+                            // says, without rounding).
+                            round_to: RoundTo::Multiple(1),
                             ..StructuredOptions::default()
                         }
                         .with_target(target);
@@ -435,7 +439,7 @@ impl Prepared {
                             p.cfg.seed,
                             Spelling::Key,
                         )?;
-                        select(&global, &spec, Some(p.data), &p.rt.device)?.selection
+                        select(&global, &spec, Some(p.data), &p.rt)?.selection
                     }
                     (None, None) => unreachable!("checked in prepare"),
                 }
@@ -501,19 +505,16 @@ impl PreparedMethod for Prepared {
             normalization: shears_core::structured::Normalization::None,
             include_consumers: false,
             convention: shears_core::cost::Convention::ConvLinear,
-            round_to: 1,
+            round_to: RoundTo::Multiple(1),
+            latency_runtime: None,
             max_layer_ratio: 1.0,
             ignore: o.ignore.clone(),
             seed: p.cfg.seed,
             score_batches: Default::default(),
         };
         let selected = match o.cut {
-            CutRule::Mask => Selected {
-                groups: groups.clone(),
-                selection: mask.clone(),
-                threshold: None,
-            },
-            CutRule::Threshold => select(&sparse, &spec, Some(p.data), &p.rt.device)?,
+            CutRule::Mask => Selected::given(groups.clone(), mask.clone()),
+            CutRule::Threshold => select(&sparse, &spec, Some(p.data), &p.rt)?,
         };
         let prunable: usize = groups
             .iter()

@@ -14,6 +14,7 @@ use crate::steps::context::Pipeline;
 use crate::steps::cut::pipeline_cut;
 use crate::steps::eval::eval_model;
 use crate::steps::phase::cached_phase;
+use crate::steps::rounding::RoundTo;
 use crate::steps::structured::{
     Cut, Importance, Spelling, StructuredOptions, StructuredSpec, small_gamma_share,
 };
@@ -29,9 +30,6 @@ fn default_sparsity_epochs() -> usize {
 }
 fn default_percentile() -> f64 {
     0.5
-}
-fn default_round_to() -> usize {
-    1
 }
 
 /// The keys of `[method] name = "slimming"` (and the flags of `shears slim`).
@@ -58,8 +56,9 @@ pub struct SlimmingOptions {
     pub params_reduction: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macs_reduction: Option<f64>,
-    #[serde(default = "default_round_to")]
-    pub round_to: usize,
+    /// Kept counts rounded up to a multiple; `auto` (the default) times which runs fastest.
+    #[serde(default)]
+    pub round_to: RoundTo,
     /// Node names or op kinds never pruned.
     #[serde(default)]
     pub ignore: Vec<String>,
@@ -75,7 +74,7 @@ impl Default for SlimmingOptions {
             channel_ratio: None,
             params_reduction: None,
             macs_reduction: None,
-            round_to: default_round_to(),
+            round_to: RoundTo::Auto,
             ignore: Vec::new(),
         }
     }

@@ -67,6 +67,12 @@ pub fn cut_and_report(
         onnxruntime,
     } = outcome;
     let l = req.latency.cloned().unwrap_or_default();
+    let Selected {
+        threshold,
+        rounding,
+        latency_search,
+        ..
+    } = selected;
     Ok(StructuredReport {
         version: version(),
         command: req.command,
@@ -77,7 +83,9 @@ pub fn cut_and_report(
         seed: req.rt.seed,
         config_hash: req.config_hash.clone(),
         spec: spec.clone(),
-        threshold: selected.threshold,
+        threshold,
+        rounding,
+        latency_search,
         sizes,
         accuracy,
         finetune_epochs: req.finetune.as_ref().map_or(0, |f| f.epochs),

@@ -9,6 +9,8 @@
 //! - [`unstructured`]: scores -> masks to a direct or effective target, rewinding, schedules.
 //! - [`structured`]: importance -> cut -> compact -> gated-equals-compacted check -> report.
 //! - [`latency`]: measured dense-against-compacted latency.
+//! - [`rounding`]: runtime-aware cuts: `round_to = "auto"` and latency targets, timed where
+//!   the model will run.
 //! - [`context`]: what a method's stages see in the pipeline.
 //! - [`cut`]: the structured cut every structured method ends with, and its report.
 //! - [`progress`]: how a front end follows a run and stops it between steps.
@@ -23,6 +25,7 @@ pub mod latency;
 pub mod model;
 pub mod phase;
 pub mod progress;
+pub mod rounding;
 pub mod structured;
 pub mod unstructured;
 

@@ -7,6 +7,10 @@ use super::Runtime;
 use super::eval::{eval_model, gated_accuracy};
 use super::latency::{LatencyRow, LatencySettings, measure_latency};
 use super::phase::train_phase;
+use super::rounding::{
+    LatencyMeter, LatencySearch, OVERSHOOT, RoundTo, RoundingChoice, TargetRuntime, Timer,
+    choose_multiple,
+};
 use crate::config::TrainSection;
 use crate::error::{Context, MethodError, Result};
 use crate::invalid;
@@ -19,7 +23,7 @@ use shears_core::structured::{
     ChannelGroup, ChannelSelection, Criterion, GroupScores, ImportanceOptions, MemberRole,
     Normalization, Reduction, Scope, SelectOptions, StructuredTarget, channel_groups, compact,
     compact_masks, importance, importance_from_node_scores, percentile_threshold,
-    select_below_threshold, select_by_bn_votes, select_channels,
+    select_below_threshold, select_by_bn_votes, select_channels, select_channels_measured,
 };
 use shears_data::DataSplits;
 use shears_engine::device::device_by_name;
@@ -136,6 +140,8 @@ pub enum Cut {
     ParamsReduction(f64),
     /// Remove at least this share of the MACs.
     MacsReduction(f64),
+    /// Remove at least this share of the batch-1 latency, measured in the target runtime.
+    LatencyReduction(f64),
     /// Network Slimming: remove every channel scoring at or below the global `p` percentile.
     Percentile(f64),
     /// MaskSparsity: remove the channels whose |γ| is at or below τ, the BatchNorms of a
@@ -173,9 +179,6 @@ fn check_fraction(name: &str, v: f64) -> Result<f64> {
     Ok(v)
 }
 
-fn default_round_to() -> usize {
-    1
-}
 fn default_max_layer_ratio() -> f64 {
     1.0
 }
@@ -197,6 +200,9 @@ pub struct StructuredOptions {
     pub params_reduction: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macs_reduction: Option<f64>,
+    /// Remove this share of the batch-1, one-thread latency in `latency_runtime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_reduction: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentile: Option<f64>,
     /// Defaults to the method's own criterion.
@@ -209,8 +215,13 @@ pub struct StructuredOptions {
     pub normalize: Option<Normalization>,
     #[serde(default)]
     pub include_consumers: bool,
-    #[serde(default = "default_round_to")]
-    pub round_to: usize,
+    /// Kept counts rounded up to a multiple; `auto` measures which multiple runs fastest.
+    #[serde(default)]
+    pub round_to: RoundTo,
+    /// Where `round_to = "auto"` and a latency target measure: onnxruntime (the default, when
+    /// available; else shears' engine) or shears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_runtime: Option<TargetRuntime>,
     #[serde(default = "default_max_layer_ratio")]
     pub max_layer_ratio: f64,
     #[serde(default)]
@@ -278,6 +289,7 @@ impl StructuredOptions {
             channel_ratio,
             params_reduction,
             macs_reduction,
+            latency_reduction: None,
             percentile: None,
             ..self
         }
@@ -290,12 +302,14 @@ impl Default for StructuredOptions {
             channel_ratio: None,
             params_reduction: None,
             macs_reduction: None,
+            latency_reduction: None,
             percentile: None,
             importance: None,
             scope: Scope::Global,
             normalize: None,
             include_consumers: false,
-            round_to: 1,
+            round_to: RoundTo::Auto,
+            latency_runtime: None,
             max_layer_ratio: 1.0,
             ignore: Vec::new(),
             convention: Convention::ConvLinear,
@@ -317,7 +331,11 @@ pub struct StructuredSpec {
     pub normalization: Normalization,
     pub include_consumers: bool,
     pub convention: Convention,
-    pub round_to: usize,
+    pub round_to: RoundTo,
+    /// Where `round_to = "auto"` and a latency target measure (`None`: onnxruntime when
+    /// available, else shears' engine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_runtime: Option<TargetRuntime>,
     pub max_layer_ratio: f64,
     pub ignore: Vec<String>,
     pub seed: u64,
@@ -355,6 +373,12 @@ impl StructuredSpec {
                 v,
             )?));
         }
+        if let Some(v) = o.latency_reduction {
+            cuts.push(Cut::LatencyReduction(check_fraction(
+                &name("latency_reduction"),
+                v,
+            )?));
+        }
         if let Some(v) = o.percentile {
             cuts.push(Cut::Percentile(check_fraction(&name("percentile"), v)?));
         }
@@ -363,6 +387,7 @@ impl StructuredSpec {
             "params_reduction",
             "macs_reduction",
             "percentile",
+            "latency_reduction",
         ]
         .map(name);
         let cut = match cuts.as_slice() {
@@ -375,17 +400,19 @@ impl StructuredSpec {
                 all[2]
             ),
             [] => invalid!(
-                "structured pruning needs a target: {}, {} or {} (or {})",
+                "structured pruning needs a target: {}, {}, {} or {} (or {})",
                 all[0],
                 all[1],
                 all[2],
+                all[4],
                 all[3]
             ),
             _ => invalid!(
-                "give exactly one of {}, {}, {} and {}",
+                "give exactly one of {}, {}, {}, {} and {}",
                 all[0],
                 all[1],
                 all[2],
+                all[4],
                 all[3]
             ),
         };
@@ -407,6 +434,7 @@ impl StructuredSpec {
             include_consumers: o.include_consumers,
             convention: o.convention,
             round_to: o.round_to,
+            latency_runtime: o.latency_runtime,
             max_layer_ratio: o.max_layer_ratio,
             ignore: o.ignore.clone(),
             seed,
@@ -421,7 +449,7 @@ impl StructuredSpec {
     }
 
     fn validate(&self, spelling: Spelling) -> Result<()> {
-        if self.round_to == 0 {
+        if self.round_to == RoundTo::Multiple(0) {
             invalid!("{} must be at least 1", spelling.name("round_to"));
         }
         if !(0.0..=1.0).contains(&self.max_layer_ratio) {
@@ -452,6 +480,7 @@ impl StructuredSpec {
             Cut::ChannelRatio(v) => format!("channels{v}"),
             Cut::ParamsReduction(v) => format!("params{v}"),
             Cut::MacsReduction(v) => format!("macs{v}"),
+            Cut::LatencyReduction(v) => format!("latency{v}"),
             Cut::Percentile(v) => format!("p{v}"),
             Cut::Threshold(v) => format!("tau{v}"),
             Cut::Mask => "mask".into(),
@@ -519,7 +548,8 @@ pub fn group_scores(
     Ok(scores)
 }
 
-/// What was selected, with the threshold of a percentile cut.
+/// What was selected, with the threshold of a percentile cut and what runtime-aware rounding
+/// and a latency target measured.
 pub struct Selected {
     /// The model's channel groups.
     pub groups: Vec<ChannelGroup>,
@@ -527,14 +557,32 @@ pub struct Selected {
     pub selection: ChannelSelection,
     /// The score threshold of a percentile cut.
     pub threshold: Option<f32>,
+    /// What `round_to = "auto"` timed and chose.
+    pub rounding: Option<RoundingChoice>,
+    /// What a latency target's search timed.
+    pub latency_search: Option<LatencySearch>,
 }
 
-/// Scores and selects the channels to remove.
+impl Selected {
+    /// Channels chosen by other means (a mask, a vote, learned gates): nothing measured.
+    pub fn given(groups: Vec<ChannelGroup>, selection: ChannelSelection) -> Selected {
+        Selected {
+            groups,
+            selection,
+            threshold: None,
+            rounding: None,
+            latency_search: None,
+        }
+    }
+}
+
+/// Scores and selects the channels to remove. Rounding `auto` and a latency target time
+/// compacted candidates in the spec's runtime (see [`super::rounding`]).
 pub fn select(
     model: &Model,
     spec: &StructuredSpec,
     data: Option<&DataSplits>,
-    device_name: &str,
+    rt: &Runtime,
 ) -> Result<Selected> {
     let graph = &model.graph;
     let groups = channel_groups(graph)?;
@@ -549,53 +597,196 @@ pub fn select(
             reasons.join("; ")
         );
     }
-    let scores = group_scores(model, &groups, spec, data, device_name)?;
+    let scores = group_scores(model, &groups, spec, data, &rt.device)?;
+    let opts = |target, round_to| SelectOptions {
+        target,
+        scope: spec.scope,
+        convention: spec.convention,
+        round_to,
+        max_group_ratio: spec.max_layer_ratio,
+        ignore: spec.ignore.clone(),
+    };
+    let mut out = Selected::given(Vec::new(), ChannelSelection::default());
+    // Only a timer when something is to be timed: a fixed multiple and a counted target time
+    // nothing.
+    let timer = || Timer::new(spec.latency_runtime, &rt.device);
+    let compact = |sel: &ChannelSelection| compact_model(model, sel);
+    // The cut at every multiple `round_to` allows: one, or each `auto` tries.
+    let rounded = |out: &mut Selected,
+                   cut: &mut dyn FnMut(usize) -> Result<ChannelSelection>|
+     -> Result<ChannelSelection> {
+        match spec.round_to {
+            RoundTo::Multiple(m) => cut(m),
+            RoundTo::Auto => {
+                let (sel, choice) = choose_multiple(model, &timer()?, rt, &compact, cut)?;
+                out.rounding = Some(choice);
+                Ok(sel)
+            }
+        }
+    };
     let target = match spec.cut {
         Cut::Percentile(p) => {
             let threshold = percentile_threshold(&scores, p)?;
-            let selection = select_below_threshold(
-                graph,
-                &groups,
-                &scores,
-                threshold,
-                &spec.ignore,
-                spec.round_to,
-            )?;
-            return Ok(Selected {
-                groups,
-                selection,
-                threshold: Some(threshold),
-            });
+            out.threshold = Some(threshold);
+            let exact =
+                select_below_threshold(graph, &groups, &scores, threshold, &spec.ignore, 1)?;
+            out.selection = match spec.round_to {
+                RoundTo::Multiple(m) => {
+                    select_below_threshold(graph, &groups, &scores, threshold, &spec.ignore, m)?
+                }
+                // Rounding a threshold cut up can take back every channel it removed, and the
+                // untouched network would then time fastest. So `auto` keeps the exact cut's
+                // MACs saving: each multiple cuts the same global ranking to that saving.
+                RoundTo::Auto => {
+                    let (before, after) = (
+                        cost(graph, spec.convention)?.macs,
+                        cost(&compact_model(model, &exact)?.graph, spec.convention)?.macs,
+                    );
+                    let saving = 1.0 - after as f64 / before.max(1) as f64;
+                    if exact.kept.is_empty() || saving <= 0.0 {
+                        exact
+                    } else {
+                        let target = StructuredTarget::MacsReduction(saving);
+                        rounded(&mut out, &mut |m| {
+                            if m == 1 {
+                                return Ok(exact.clone());
+                            }
+                            let sel = select_channels(graph, &groups, &scores, &opts(target, m))?;
+                            let got = achieved(model, &groups, &sel, target, spec.convention)?;
+                            within_overshoot(got, saving, m)?;
+                            Ok(sel)
+                        })?
+                    }
+                }
+            };
+            out.groups = groups;
+            return Ok(out);
         }
         Cut::Threshold(tau) => {
             let selection =
                 select_by_bn_votes(graph, &model.weights, &groups, tau as f32, &spec.ignore)?;
-            return Ok(Selected {
-                groups,
-                selection,
-                threshold: Some(tau as f32),
-            });
+            out.selection = selection;
+            out.threshold = Some(tau as f32);
+            out.groups = groups;
+            return Ok(out);
         }
         Cut::Mask => invalid!("a mask cut selects no channels by itself: give the mask"),
+        Cut::LatencyReduction(v) => {
+            let timer = timer()?;
+            // The multiple first, timed at the MACs cut of the same size (latency follows MACs
+            // closely enough to rank multiples); then the search at that multiple.
+            let m = match spec.round_to {
+                RoundTo::Multiple(m) => m,
+                RoundTo::Auto => {
+                    let proxy = StructuredTarget::MacsReduction(v);
+                    let (_, choice) = choose_multiple(model, &timer, rt, &compact, &mut |m| {
+                        Ok(select_channels(graph, &groups, &scores, &opts(proxy, m))?)
+                    })?;
+                    let m = choice.chosen;
+                    out.rounding = Some(choice);
+                    m
+                }
+            };
+            let mut meter = LatencyMeter::new(model, &compact, &timer, rt)?;
+            let what = format!(
+                "latency reduction {v} (batch 1, one thread, in {})",
+                timer.runtime.name()
+            );
+            // The search speaks CoreError; a timing failure (or a stop) is kept whole here.
+            let mut failed: Option<MethodError> = None;
+            let searched = select_channels_measured(
+                graph,
+                &groups,
+                &scores,
+                &opts(StructuredTarget::ChannelRatio(v), m),
+                v,
+                &what,
+                &mut |sel| {
+                    meter.reduction(sel).map_err(|e| {
+                        let shown = shears_core::CoreError::value("latency target", e.to_string());
+                        failed = Some(e);
+                        shown
+                    })
+                },
+            );
+            let selection = match (searched, failed) {
+                (Err(_), Some(e)) => return Err(e),
+                (r, _) => r?,
+            };
+            out.latency_search = Some(meter.report(v, &selection));
+            out.selection = selection;
+            out.groups = groups;
+            return Ok(out);
+        }
         Cut::ChannelRatio(v) => StructuredTarget::ChannelRatio(v),
         Cut::ParamsReduction(v) => StructuredTarget::ParamsReduction(v),
         Cut::MacsReduction(v) => StructuredTarget::MacsReduction(v),
     };
-    let opts = SelectOptions {
-        target,
-        scope: spec.scope,
-        convention: spec.convention,
-        round_to: spec.round_to,
-        max_group_ratio: spec.max_layer_ratio,
-        ignore: spec.ignore.clone(),
+    let goal = target_value(target);
+    out.selection = rounded(&mut out, &mut |m| {
+        let sel = select_channels(graph, &groups, &scores, &opts(target, m))?;
+        if m > 1 {
+            within_overshoot(
+                achieved(model, &groups, &sel, target, spec.convention)?,
+                goal,
+                m,
+            )?;
+        }
+        Ok(sel)
+    })?;
+    out.groups = groups;
+    Ok(out)
+}
+
+fn target_value(t: StructuredTarget) -> f64 {
+    match t {
+        StructuredTarget::ChannelRatio(v)
+        | StructuredTarget::ParamsReduction(v)
+        | StructuredTarget::MacsReduction(v) => v,
+    }
+}
+
+/// How much of what `target` measures the selection removes.
+fn achieved(
+    model: &Model,
+    groups: &[ChannelGroup],
+    sel: &ChannelSelection,
+    target: StructuredTarget,
+    convention: Convention,
+) -> Result<f64> {
+    if let StructuredTarget::ChannelRatio(_) = target {
+        let all: usize = groups
+            .iter()
+            .filter(|g| g.prunable)
+            .map(|g| g.channels)
+            .sum();
+        return Ok(sel.removed_channels(groups) as f64 / all.max(1) as f64);
+    }
+    let small = compact_model(model, sel)?;
+    let (b, a) = (
+        cost(&model.graph, convention)?,
+        cost(&small.graph, convention)?,
+    );
+    let (b, a) = match target {
+        StructuredTarget::ParamsReduction(_) => (b.params, a.params),
+        _ => (b.macs, a.macs),
     };
-    let selection = select_channels(graph, &groups, &scores, &opts)?;
-    let threshold = None;
-    Ok(Selected {
-        groups,
-        selection,
-        threshold,
-    })
+    Ok(1.0 - a as f64 / b.max(1) as f64)
+}
+
+/// A rounded cut may remove more than asked (counts move in steps of the multiple); `auto`
+/// passes over a multiple that overshoots by more than [`OVERSHOOT`], since it would be faster
+/// for having removed more, not for its shapes.
+fn within_overshoot(achieved: f64, goal: f64, m: usize) -> Result<()> {
+    if achieved > goal + OVERSHOOT {
+        invalid!(
+            "multiples of {m} remove {:.1}% where {:.1}% was asked, more than {:.0} points over",
+            achieved * 100.0,
+            goal * 100.0,
+            OVERSHOOT * 100.0
+        );
+    }
+    Ok(())
 }
 
 /// The compacted model; unstructured masks are sliced with their tensors.
@@ -856,7 +1047,7 @@ pub fn cut_compact_finetune(
     dense: &Model,
     spec: &StructuredSpec,
 ) -> Result<Outcome> {
-    let sel = select(dense, spec, ctx.data, &ctx.rt.device)?;
+    let sel = select(dense, spec, ctx.data, ctx.rt)?;
     compact_finetune(ctx, dense, sel)
 }
 
@@ -1034,7 +1225,7 @@ mod tests {
     fn zeroed_dense_model_equals_the_compacted_one() {
         let m = resnet();
         let spec = from_args("l1-filter", &args()).unwrap();
-        let sel = select(&m, &spec, None, "flex").unwrap();
+        let sel = select(&m, &spec, None, &Runtime::new("flex", 0)).unwrap();
         assert!(!sel.selection.kept.is_empty());
         let small = compact_model(&m, &sel.selection).unwrap();
         let zeroed = zeroed_model(&m, &sel.groups, &sel.selection).unwrap();
@@ -1086,7 +1277,7 @@ mod tests {
         let e = parse_scope("layerwise").unwrap_err().to_string();
         assert!(e.contains("unknown --scope `layerwise`"), "{e}");
         let mut a = args();
-        a.round_to = 0;
+        a.round_to = RoundTo::Multiple(0);
         assert!(from_args("l1-filter", &a).is_err());
         // Defaults follow the method; normalisation defaults to mean for a global ranking.
         let s = from_args("random-filter", &args()).unwrap();
@@ -1146,15 +1337,114 @@ mod tests {
         assert!((small_gamma_share(&m) - 0.5).abs() < 1e-9);
         let o = StructuredOptions {
             percentile: Some(0.4),
+            round_to: RoundTo::Multiple(1),
             ..StructuredOptions::default()
         };
         let spec = from_args("slimming", &o).unwrap();
-        let sel = select(&m, &spec, None, "flex").unwrap();
+        let sel = select(&m, &spec, None, &Runtime::new("flex", 0)).unwrap();
         assert_eq!(sel.threshold, Some(0.0));
         for (gid, kept) in &sel.selection.kept {
             let c = sel.groups[*gid].channels;
             assert_eq!(kept, &(c / 2..c).collect::<Vec<_>>(), "group {gid}");
         }
         assert!(!sel.selection.kept.is_empty());
+    }
+
+    /// Kept counts are multiples of `m` unless a group stays whole.
+    fn counts_are_multiples(sel: &Selected, m: usize) -> bool {
+        sel.selection
+            .kept
+            .iter()
+            .all(|(g, k)| k.len() % m == 0 || k.len() == sel.groups[*g].channels)
+    }
+
+    #[test]
+    fn auto_rounding_times_every_multiple_and_keeps_the_chosen_cut() {
+        let m = resnet();
+        let o = StructuredOptions {
+            latency_runtime: Some(TargetRuntime::Shears),
+            ..args()
+        };
+        assert_eq!(o.round_to, RoundTo::Auto, "auto is the default");
+        let spec = from_args("l1-filter", &o).unwrap();
+        let sel = select(&m, &spec, None, &Runtime::new("flex", 0)).unwrap();
+        let c = sel.rounding.as_ref().expect("auto reports what it timed");
+        assert_eq!(c.runtime, "shears");
+        let tried: Vec<usize> = c.tried.iter().map(|t| t.multiple).collect();
+        assert_eq!(tried, super::super::rounding::AUTO_MULTIPLES.to_vec());
+        assert!(c.dense_ms > 0.0);
+        // The chosen multiple was timed, no multiple timed within 3 % was smaller, and the
+        // selection is that multiple's cut.
+        let timed: Vec<(usize, f64)> = c
+            .tried
+            .iter()
+            .filter_map(|t| t.median_ms.map(|ms| (t.multiple, ms)))
+            .collect();
+        assert!(timed.iter().any(|t| t.0 == c.chosen));
+        assert_eq!(
+            super::super::rounding::fastest_multiple(&timed),
+            Some(c.chosen)
+        );
+        assert!(counts_are_multiples(&sel, c.chosen));
+        let fixed = StructuredOptions {
+            round_to: RoundTo::Multiple(c.chosen),
+            ..args()
+        };
+        let again = select(
+            &m,
+            &from_args("l1-filter", &fixed).unwrap(),
+            None,
+            &Runtime::new("flex", 0),
+        )
+        .unwrap();
+        assert_eq!(again.selection, sel.selection);
+        assert!(again.rounding.is_none(), "a fixed multiple times nothing");
+        // The MACs target still holds at the chosen multiple.
+        let small = compact_model(&m, &sel.selection).unwrap();
+        let (b, a) = (
+            cost(&m.graph, Convention::ConvLinear).unwrap().macs,
+            cost(&small.graph, Convention::ConvLinear).unwrap().macs,
+        );
+        assert!(1.0 - a as f64 / b as f64 >= 0.4 - 1e-9);
+    }
+
+    #[test]
+    fn a_latency_target_is_met_as_measured() {
+        // A network whose time is mostly convolution work, so a cut can save a third of it.
+        let graph = zoo::build("small-cnn", &[1, 28, 28], 10).unwrap();
+        let weights = init_weights(&graph, 2);
+        let m = Model {
+            graph,
+            weights,
+            masks: Masks::new(),
+        };
+        let o = StructuredOptions {
+            macs_reduction: None,
+            latency_reduction: Some(0.3),
+            latency_runtime: Some(TargetRuntime::Shears),
+            round_to: RoundTo::Multiple(2),
+            ..StructuredOptions::default()
+        };
+        let spec = from_args("l1-filter", &o).unwrap();
+        assert_eq!(spec.cut, Cut::LatencyReduction(0.3));
+        assert_eq!(spec.cut_label(), "latency0.3");
+        let sel = select(&m, &spec, None, &Runtime::new("flex", 0)).unwrap();
+        let l = sel.latency_search.as_ref().expect("the search reports");
+        assert_eq!((l.runtime, l.target), ("shears", 0.3));
+        assert!(l.evaluations >= 1);
+        assert!(l.reduction >= 0.3, "{l:?}");
+        assert!((l.reduction - (1.0 - l.compacted_ms / l.dense_ms)).abs() < 1e-12);
+        assert!(!sel.selection.kept.is_empty());
+        assert!(counts_are_multiples(&sel, 2));
+        // Two targets at once are refused, naming both.
+        let both = StructuredOptions {
+            macs_reduction: Some(0.5),
+            ..o
+        };
+        let e = from_args("l1-filter", &both).unwrap_err().to_string();
+        assert!(
+            e.contains("--latency-reduction") && e.contains("--macs-reduction"),
+            "{e}"
+        );
     }
 }

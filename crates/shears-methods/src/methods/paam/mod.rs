@@ -37,6 +37,7 @@ use crate::steps::context::Pipeline;
 use crate::steps::cut::pipeline_cut;
 use crate::steps::model::executor;
 use crate::steps::phase::{cached_phase, finished_extra};
+use crate::steps::rounding::RoundTo;
 use crate::steps::structured::{Cut, Importance, Selected, StructuredSpec};
 use activation::{Activation, ActivationKind};
 use budget::{Budget, Schedule};
@@ -527,17 +528,14 @@ impl PreparedMethod for Prepared {
             normalization: shears_core::structured::Normalization::None,
             include_consumers: false,
             convention: shears_core::cost::Convention::ConvLinear,
-            round_to: o.round_to,
+            round_to: RoundTo::Multiple(o.round_to),
+            latency_runtime: None,
             max_layer_ratio: 1.0,
             ignore: o.ignore.clone(),
             seed: p.cfg.seed,
             score_batches: Default::default(),
         };
-        let selected = Selected {
-            groups: channel_groups(&folded.graph)?,
-            selection,
-            threshold: None,
-        };
+        let selected = Selected::given(channel_groups(&folded.graph)?, selection);
         let mut report = pipeline_cut(p, &folded, &spec, Some(selected))?;
         let details = PaamReport {
             start: o.start,
