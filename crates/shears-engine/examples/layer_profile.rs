@@ -9,9 +9,9 @@
 use shears_core::graph::Op;
 use shears_core::shape::infer_shapes;
 use shears_core::{Masks, init_weights, zoo};
+use shears_engine::Executor;
 use shears_engine::device::device_by_name;
 use shears_engine::latency::{BenchSettings, inference_latency};
-use shears_engine::Executor;
 use shears_kernels::{ConvGeometry, Epilogue, conv2d_forward};
 use std::time::Instant;
 

@@ -10,14 +10,12 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use shears_kernels::{
-    BnShape, ConvGeometry, Epilogue, batch_norm_backward, batch_norm_forward,
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+    BnShape, ConvGeometry, Epilogue, PoolGeometry, batch_norm_backward, batch_norm_forward,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, max_pool2d_forward,
 };
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -100,6 +98,8 @@ pub trait FastOps: Backend {
         geometry: ConvGeometry,
         relu: bool,
     ) -> FloatTensor<Self>;
+    /// Inference max pooling (no argmax kept; not differentiable).
+    fn fast_max_pool2d(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self>;
     /// Training-mode BatchNorm of a `[batch, channels, spatial]` tensor, ReLU fused if `relu`. Returns
     /// the output and the batch mean and biased variance (not differentiable).
     fn fast_batch_norm_train(
@@ -135,12 +135,6 @@ fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 }
 
 fn conv_forward(x: &FlexTensor, w: &FlexTensor, g: &ConvGeometry, e: Epilogue) -> FlexTensor {
-    if g.is_depthwise() && e.bias.is_none() && e.residual.is_none() && !e.relu {
-        // flex's own depthwise forward is faster than ours (MobileNet-V2 batch 1, 1 thread:
-        // 5.1 against 8.8 ms); the backward stays ours, flex has no specialised one.
-        let opts = ConvOptions::new(g.stride, g.padding, g.dilation, g.groups);
-        return <Flex as ModuleOps<Flex>>::conv2d(x.clone(), w.clone(), None, opts);
-    }
     // Every output value is written by the kernel: no zero-fill needed, but Vec needs a value.
     let mut y = vec![0.0f32; g.output_len()];
     conv2d_forward(g, &values(x), &values(w), e, &mut y);
@@ -195,7 +189,18 @@ fn fused(
     conv_forward(x, w, g, e)
 }
 
+fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
+    // Every output value is written by the kernel.
+    let mut y = vec![0.0f32; g.batch * g.channels * g.out_h * g.out_w];
+    max_pool2d_forward(g, &values(x), &mut y);
+    flex(y, vec![g.batch, g.channels, g.out_h, g.out_w])
+}
+
 impl FastOps for Flex {
+    fn fast_max_pool2d(x: FlexTensor, geometry: PoolGeometry) -> FlexTensor {
+        max_pool(&x, &geometry)
+    }
+
     fn fast_conv2d(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTensor {
         conv_forward(&x, &weight, &geometry, Epilogue::default())
     }
@@ -315,6 +320,10 @@ impl Backward<Flex, 3> for BnBackward {
 }
 
 impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
+    fn fast_max_pool2d(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(max_pool(&x.into_primitive(), &geometry))
+    }
+
     fn fast_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -402,6 +411,14 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, geometry: ConvGeometry) -> Tensor
     Tensor::from_dispatch(<Dispatch as FastOps>::fast_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
+        geometry,
+    ))
+}
+
+/// Inference max pooling through the kernel (evaluation passes only: not differentiable).
+pub fn max_pool2d_infer(x: Tensor<4>, geometry: PoolGeometry) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_max_pool2d(
+        x.into_dispatch(),
         geometry,
     ))
 }

@@ -1,6 +1,7 @@
 //! CPU kernels for the operations that dominate CNN training and inference here: 2-D
 //! convolution (forward, input gradient, weight gradient, bias gradient) and training-mode
-//! BatchNorm (forward and backward, optionally fused with the ReLU that follows).
+//! BatchNorm (forward and backward, optionally fused with the ReLU that follows), and max
+//! pooling for inference.
 //!
 //! Everything works on plain `&[f32]` slices in NCHW order, so the kernels know nothing about
 //! Burn; `shears-engine` wires them into Burn's autodiff through the backend-extension hook.
@@ -31,6 +32,7 @@ mod geometry;
 mod im2col;
 mod matmul;
 mod parallel;
+mod pool;
 mod selected;
 mod vector;
 
@@ -40,5 +42,6 @@ pub use conv::{
 };
 pub use direct::use_avx2_only;
 pub use geometry::{ConvGeometry, Epilogue};
+pub use pool::{PoolGeometry, max_pool2d_forward};
 pub use selected::{Selection, conv3x3_selected, selected_stride};
 pub use vector::{add_scaled_rows, dot, plane_means, sum};
