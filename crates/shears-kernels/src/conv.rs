@@ -84,12 +84,16 @@ pub fn conv2d_forward(
     }
     if let Some(stride) = selected::selected_stride(g)
         && (g.batch == 1 || g.weight_len() <= SELECTED_BATCH_WEIGHTS)
+        && !(threads() == 1 && g.batch == 1 && (16..64).contains(&g.out_pixels()))
     {
         // The flattened direct kernel, image by image. It wastes fewer lanes on narrow maps
         // than either path below (one image: 1.1-2.3x on the 3x3 layers of ResNet-20 and
         // VGG-11 at 28x28 and below, 1.3-1.4x on their stride-2 ones;
         // `examples/batch1_layers.rs`), but reads the weights again for every image, so a
-        // batch takes it only when they stay in cache.
+        // batch takes it only when they stay in cache. One image of 16 to 63 output pixels on
+        // one thread goes to im2col + GEMM instead (4x4 maps: 32 -> 45 GMAC/s on the
+        // 512-channel layers of VGG-16 and ResNet-18 at 3x32x32, the networks 5-10 % faster
+        // at batch 1); on two threads this kernel splits its filters better (GEMM 15 % slower).
         let zeros;
         let bias = match epilogue.bias {
             Some(b) => b,
