@@ -50,6 +50,7 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
             // Borders stay zero; the interior is overwritten plane by plane.
             let mut xp = vec![0.0f32; hp * wp];
             let mut acc: Vec<f32> = Vec::new();
+            let mut phases: Vec<f32> = Vec::new();
             for (k, y) in ys.chunks_mut(op).enumerate() {
                 let plane = task * per_task + k;
                 let c = plane % g.in_channels;
@@ -63,9 +64,10 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
                     // tap is one loop over all rows at once (the columns past `ow_n` are
                     // discarded), then the valid columns copied out.
                     let full = (y.len() / ow_n - 1) * wp + ow_n;
-                    acc.clear();
-                    acc.resize(full, 0.0);
                     if kh == 3 && kw == 3 {
+                        if acc.len() < full {
+                            acc.resize(full, 0.0);
+                        }
                         // All nine taps of an output at once: one store per output instead of
                         // nine read-modify-writes.
                         let o: [usize; 9] =
@@ -79,6 +81,8 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
                         }
                         continue;
                     }
+                    acc.clear();
+                    acc.resize(full, 0.0);
                     for ki in 0..kh {
                         for kj in 0..kw {
                             let wv = w[ki * kw + kj];
@@ -90,6 +94,44 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
                     }
                     for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
                         y_row.copy_from_slice(&acc[oh * wp..oh * wp + ow_n]);
+                    }
+                    continue;
+                }
+                if sh == 2 && sw == 2 && kh == 3 && kw == 3 && dh == 1 && dw == 1 {
+                    // Stride 2: the padded plane split into its four phases (even/odd rows x
+                    // even/odd columns, each hq x wq), where tap (ki, kj) of output (oh, ow)
+                    // reads (oh + ki/2, ow + kj/2) of phase (ki%2, kj%2): a fixed offset per
+                    // tap again, and the nine-tap loop of stride 1 on rows of wq.
+                    let (hq, wq) = (hp.div_ceil(2), wp.div_ceil(2));
+                    phases.clear();
+                    phases.resize(4 * hq * wq, 0.0);
+                    for (q, phase) in phases.chunks_mut(hq * wq).enumerate() {
+                        let (s0, t0) = (q / 2, q % 2);
+                        for (a, row) in phase.chunks_mut(wq).enumerate() {
+                            let r = 2 * a + s0;
+                            if r >= hp {
+                                break;
+                            }
+                            let src = &xp[r * wp..(r + 1) * wp];
+                            for (b, v) in row.iter_mut().enumerate() {
+                                if let Some(&x) = src.get(2 * b + t0) {
+                                    *v = x;
+                                }
+                            }
+                        }
+                    }
+                    let full = (y.len() / ow_n - 1) * wq + ow_n;
+                    if acc.len() < full {
+                        acc.resize(full, 0.0);
+                    }
+                    let o: [usize; 9] = std::array::from_fn(|t| {
+                        let (ki, kj) = (t / 3, t % 3);
+                        ((ki % 2) * 2 + kj % 2) * hq * wq + (ki / 2) * wq + kj / 2
+                    });
+                    let x: [&[f32]; 9] = std::array::from_fn(|t| &phases[o[t]..o[t] + full]);
+                    taps9(&mut acc[..full], &x, w);
+                    for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
+                        y_row.copy_from_slice(&acc[oh * wq..oh * wq + ow_n]);
                     }
                     continue;
                 }
@@ -265,4 +307,87 @@ pub(crate) fn backward_weight(
         }
         dw.iter_mut().zip(&acc).for_each(|(d, a)| *d = *a as f32);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, one output at a time.
+    fn naive(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let (oh_n, ow_n) = (g.out_h(), g.out_w());
+        let mut y = vec![0.0; g.output_len()];
+        for plane in 0..g.batch * g.in_channels {
+            let c = plane % g.in_channels;
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let mut s = 0.0;
+                    for ki in 0..g.kernel[0] {
+                        for kj in 0..g.kernel[1] {
+                            let ih = (oh * g.stride[0] + ki * g.dilation[0]) as isize
+                                - g.padding[0] as isize;
+                            let iw = (ow * g.stride[1] + kj * g.dilation[1]) as isize
+                                - g.padding[1] as isize;
+                            if ih >= 0
+                                && iw >= 0
+                                && (ih as usize) < g.in_h
+                                && (iw as usize) < g.in_w
+                            {
+                                s += w[(c * g.kernel[0] + ki) * g.kernel[1] + kj]
+                                    * x[plane * g.in_pixels() + ih as usize * g.in_w + iw as usize];
+                            }
+                        }
+                    }
+                    y[plane * oh_n * ow_n + oh * ow_n + ow] = s;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_forward_path_matches_the_definition() {
+        // 3x3 stride 1 and 2 (the nine-tap paths) at even and odd sizes and paddings 0-2, a
+        // 5x5, a dilated 3x3 and a 3x3 wider than its padded map (the general loops).
+        for (n, c, h, w, k, s, p, d) in [
+            (1, 3, 8, 8, 3, 1, 1, 1),
+            (2, 5, 7, 9, 3, 1, 0, 1),
+            (1, 4, 8, 8, 3, 2, 1, 1),
+            (2, 3, 7, 5, 3, 2, 1, 1),
+            (1, 2, 9, 9, 3, 2, 0, 1),
+            (1, 2, 6, 6, 3, 2, 2, 1),
+            (1, 3, 9, 7, 5, 2, 2, 1),
+            (1, 2, 9, 9, 3, 1, 2, 2),
+            (1, 2, 1, 1, 3, 1, 1, 1),
+            (1, 2, 2, 2, 3, 2, 1, 1),
+        ] {
+            let g = ConvGeometry {
+                batch: n,
+                in_channels: c,
+                in_h: h,
+                in_w: w,
+                out_channels: c,
+                kernel: [k, k],
+                stride: [s, s],
+                padding: [p, p],
+                dilation: [d, d],
+                groups: c,
+            };
+            let x: Vec<f32> = (0..g.input_len())
+                .map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5)
+                .collect();
+            let wt: Vec<f32> = (0..g.weight_len())
+                .map(|i| ((i * 13) % 11) as f32 / 5.0 - 1.0)
+                .collect();
+            let mut y = vec![f32::NAN; g.output_len()];
+            forward(&g, &x, &wt, &mut y);
+            let want = naive(&g, &x, &wt);
+            for (a, b) in y.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{g:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }
