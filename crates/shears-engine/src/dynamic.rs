@@ -847,7 +847,25 @@ fn pool(x: Val, max: bool, attrs: &Pool2d) -> Val {
         attrs.out_len(0, h).unwrap_or(1),
         attrs.out_len(1, w).unwrap_or(1),
     );
-    let out = shears_core::ops::pool_planes(&data, [h, w], [oh, ow], attrs, max);
+    let out = if max {
+        // The inference kernel (no argmax), as the dense executor's evaluation uses.
+        let g = shears_kernels::PoolGeometry {
+            batch: 1,
+            channels: data.len() / (h * w).max(1),
+            in_h: h,
+            in_w: w,
+            out_h: oh,
+            out_w: ow,
+            kernel: attrs.kernel,
+            stride: attrs.stride,
+            padding: attrs.padding,
+        };
+        let mut y = vec![0.0; g.channels * oh * ow];
+        shears_kernels::max_pool2d_forward(&g, &data, &mut y);
+        y
+    } else {
+        shears_core::ops::pool_planes(&data, [h, w], [oh, ow], attrs, max)
+    };
     Val::Map {
         channels,
         total,
