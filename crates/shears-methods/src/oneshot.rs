@@ -11,7 +11,7 @@ use crate::invalid;
 use crate::method::MethodKind;
 use crate::registry::find;
 use crate::report::{Report, StructuredReport, UnstructuredPruneReport};
-use crate::run_dir::{RunDir, run_name};
+use crate::run_dir::{RunDir, RunLock, claim, is_within, run_name};
 use crate::steps::Runtime;
 use crate::steps::cut::{CutRequest, cut_and_report};
 use crate::steps::data::{DataSource, known_model_input, load_data_shaped};
@@ -120,6 +120,8 @@ pub struct PruneRequest {
     /// The run directory; `None` names one under `runs_dir`.
     pub out: Option<PathBuf>,
     pub runs_dir: PathBuf,
+    /// Replace a run directory that holds another command's result or a saved model.
+    pub force: bool,
     /// How errors spell the options: `--macs-reduction` for the CLI, `macs_reduction` for
     /// keyword arguments.
     pub spelling: Spelling,
@@ -153,6 +155,7 @@ impl PruneRequest {
             device: "flex".into(),
             out: None,
             runs_dir: PathBuf::from("runs"),
+            force: false,
             spelling: Spelling::Flag,
         }
     }
@@ -239,13 +242,26 @@ impl PruneRequest {
         }
     }
 
-    fn run_dir(&self, method: &str, target: Option<f64>, hash: &str) -> Result<RunDir> {
+    /// The run directory, claimed for this prune (see [`claim`]): the lock is held while the
+    /// guard lives. A directory inside the model being read is refused.
+    fn run_dir(&self, method: &str, target: Option<f64>, hash: &str) -> Result<(RunDir, RunLock)> {
         let name = self.model.name();
         let base = Path::new(name)
             .file_name()
             .map_or(name.to_string(), |s| s.to_string_lossy().into());
         let run = run_name(&base, method, target, self.seed, hash);
-        RunDir::new(self.out.clone().unwrap_or_else(|| self.runs_dir.join(run)))
+        let path = self.out.clone().unwrap_or_else(|| self.runs_dir.join(run));
+        if let ModelSource::Named(n) = &self.model
+            && Path::new(n).is_dir()
+            && is_within(&path, Path::new(n))
+        {
+            invalid!(
+                "the run directory {} is inside the model being pruned ({n}): writing there would overwrite it; choose another --out",
+                path.display()
+            );
+        }
+        let lock = claim(&path, "prune", self.force)?;
+        Ok((RunDir::new(path)?, lock))
     }
 }
 
@@ -291,7 +307,7 @@ fn prune_unstructured(req: &PruneRequest, rt: &Runtime) -> Result<UnstructuredPr
     let device = device_by_name(&rt.device)?;
     rt.stage("scoring and masking")?;
     let pruned = prune_weights(&model, &spec, data.as_ref(), &device)?;
-    let dir = req.run_dir(
+    let (dir, _lock) = req.run_dir(
         &format!("{}-{}", spec.method, spec.allocation_name()),
         Some(spec.target),
         spec.kind.name(),
@@ -301,6 +317,7 @@ fn prune_unstructured(req: &PruneRequest, rt: &Runtime) -> Result<UnstructuredPr
         crate::steps::data::write_data_record(&dir.path, &req.data_source(), d)?;
     }
     let report = UnstructuredPruneReport {
+        command: "prune",
         model: req.model.name().to_string(),
         pruned_at: if req.model.saved() { "saved" } else { "init" },
         method: spec.method.name().into(),
@@ -376,7 +393,7 @@ fn prune_structured(req: &PruneRequest, rt: &Runtime) -> Result<StructuredReport
         shears_engine::train::check_data_fits(&probe, &d.test)
             .context("pass --no-eval to prune without evaluating on data")?;
     }
-    let dir = req.run_dir(
+    let (dir, _lock) = req.run_dir(
         &format!("{}-{}", spec.method, spec.cut_label()),
         None,
         &spec.hash(),

@@ -9,7 +9,7 @@ use crate::method::PreparedMethod;
 use crate::registry::resolve;
 use crate::report::Report;
 use crate::run_dir::{
-    FAILED_FILE, FailedRun, Opened, RunDir, RunLock, open_run, run_name, write_failed,
+    FAILED_FILE, FailedRun, Opened, RunDir, claim, open_run, run_name, write_failed,
 };
 pub use crate::steps::context::Pipeline;
 use crate::steps::{Progress, Runtime, Silent};
@@ -75,7 +75,7 @@ pub fn run_with(
         Some(p) => p.clone(),
         None => run_path(cfg, &req.runs_dir)?,
     };
-    let _lock = RunLock::acquire(&path)?;
+    let _lock = claim(&path, req.command, req.force)?;
     let config = cfg.to_toml();
     let dir = match open_run(path, req.force, &config)? {
         Opened::Finished { dir, result } => {

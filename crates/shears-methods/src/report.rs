@@ -118,6 +118,8 @@ pub fn percent(v: Option<f64>) -> String {
 /// The report of an unstructured one-shot prune (`shears prune`).
 #[derive(Debug, Clone, Serialize)]
 pub struct UnstructuredPruneReport {
+    /// `prune`: which command wrote the run directory.
+    pub command: &'static str,
     pub model: String,
     /// `init` for a zoo model with fresh weights, `saved` for a loaded model.
     pub pruned_at: &'static str,

@@ -262,6 +262,79 @@ impl RunLock {
     }
 }
 
+/// Whether `inner` is `outer` or lies inside it (both resolved through the file system where
+/// they exist, so `a/../b` and symbolic links compare as what they name).
+pub fn is_within(inner: &Path, outer: &Path) -> bool {
+    fn resolved(p: &Path) -> PathBuf {
+        // The longest existing ancestor, canonicalised, with the rest appended.
+        let mut head = p.to_path_buf();
+        let mut tail = Vec::new();
+        while !head.as_os_str().is_empty() && !head.exists() {
+            match (head.file_name(), head.parent()) {
+                (Some(n), Some(parent)) => {
+                    tail.push(n.to_os_string());
+                    head = parent.to_path_buf();
+                }
+                _ => break,
+            }
+        }
+        let base = if head.as_os_str().is_empty() {
+            std::env::current_dir().unwrap_or_default()
+        } else {
+            head.canonicalize().unwrap_or(head)
+        };
+        tail.iter().rev().fold(base, |acc, n| acc.join(n))
+    }
+    resolved(inner).starts_with(resolved(outer))
+}
+
+/// The commands that run a method's whole pipeline.
+fn pipeline(command: &str) -> bool {
+    matches!(command, "run" | "slim")
+}
+
+/// What an output directory holds that a command must not write over: a finished result of
+/// another command (or of an unknown one), or a saved model that is no run's result.
+fn foreign(dir: &Path, command: &str) -> Option<String> {
+    if let Ok(text) = std::fs::read_to_string(dir.join(RESULT_FILE)) {
+        // Pipeline reports of some methods carry no `command`; their directory has the config.
+        let theirs = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["command"].as_str().map(str::to_string))
+            .or_else(|| dir.join(CONFIG_FILE).is_file().then(|| "run".to_string()));
+        return match theirs {
+            // The same command's own earlier result: a re-run replaces it (`slim` is `run`
+            // with Network Slimming's config; the config check tells their runs apart).
+            Some(c) if c == command || pipeline(&c) && pipeline(command) => None,
+            Some(c) => Some(format!("the finished result of `shears {c}`")),
+            None => Some("a result.json that is not a shears result".into()),
+        };
+    }
+    if shears_core::artifact::is_model_dir(dir) {
+        return Some("a saved model".into());
+    }
+    None
+}
+
+/// Claims the output directory `dir` for `command` (`prune`, `import`, `train`): takes its lock
+/// (refused while another process holds it) and refuses a directory holding another command's
+/// finished result or a saved model, naming what it holds, unless `force`, which removes it
+/// under the lock. The lock is held until the returned guard drops, so a second command on the
+/// same directory is refused instead of writing over the first.
+pub fn claim(dir: &Path, command: &str, force: bool) -> Result<RunLock> {
+    let lock = RunLock::acquire(dir)?;
+    if let Some(what) = foreign(dir, command) {
+        if !force {
+            invalid!(
+                "{} holds {what}: `shears {command}` will not write over it (use --force to replace it, or another --out)",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir).map_err(|e| MethodError::io("remove", dir, e))?;
+    }
+    Ok(lock)
+}
+
 /// Why a run failed, as [`FAILED_FILE`] records it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FailedRun {

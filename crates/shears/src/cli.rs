@@ -250,6 +250,10 @@ pub struct PruneArgs {
     pub out: Option<PathBuf>,
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Replace a run directory that holds another command's result or a saved model (refused
+    /// without it).
+    #[arg(long)]
+    pub force: bool,
     #[arg(long)]
     pub json: bool,
     /// Options of the structured methods.
@@ -626,6 +630,9 @@ pub struct ImportArgs {
     /// The model directory to write (graph.json + weights.safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace a directory that already holds a model or a run's result (refused without it).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

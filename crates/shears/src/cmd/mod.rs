@@ -15,7 +15,7 @@ use crate::cli::RunOptions;
 use anyhow::Result;
 use serde::Serialize;
 use shears_methods::RunRequest;
-use shears_methods::run_dir::{Opened, RunDir, open_run as open_run_dir};
+use shears_methods::run_dir::{Opened, RunDir, RunLock, claim, open_run as open_run_dir};
 use std::path::PathBuf;
 
 /// Prints `value` as one JSON object on stdout.
@@ -27,13 +27,21 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
 /// Opens the run directory of the run whose resolved config is `config`; a finished run is not
 /// re-run unless `--force`. Returns `None` when the run is already finished (its result is
 /// printed instead).
-pub fn open_run(opts: &RunOptions, default_name: String, config: &str) -> Result<Option<RunDir>> {
+/// The directory is claimed for `command` (its lock held while the returned guard lives;
+/// another command's finished result there is refused without `--force`).
+pub fn open_run(
+    opts: &RunOptions,
+    command: &str,
+    default_name: String,
+    config: &str,
+) -> Result<Option<(RunDir, RunLock)>> {
     let path: PathBuf = opts
         .out
         .clone()
         .unwrap_or_else(|| opts.runs_dir.join(default_name));
+    let lock = claim(&path, command, opts.force)?;
     match open_run_dir(path, opts.force, config)? {
-        Opened::Fresh(dir) => Ok(Some(dir)),
+        Opened::Fresh(dir) => Ok(Some((dir, lock))),
         Opened::Finished { dir, result } => {
             print_finished(opts, &dir.path, &result);
             Ok(None)

@@ -6,11 +6,14 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use shears_core::artifact::save_model;
 use shears_core::cost::{Convention, cost};
+use shears_methods::run_dir::{claim, is_within};
 use shears_methods::steps::model::load_saved;
 
 pub fn import(args: ImportArgs) -> Result<()> {
     let model = shears_onnx::import_onnx(&args.file)
         .with_context(|| format!("cannot import {}", args.file.display()))?;
+    // The directory is ours while we write it, and holds nothing we would overwrite.
+    let _lock = claim(&args.out, "import", args.force)?;
     save_model(&args.out, &model)
         .with_context(|| format!("cannot write the model to {}", args.out.display()))?;
     let c = cost(&model.graph, Convention::ConvLinear)?;
@@ -25,6 +28,19 @@ pub fn import(args: ImportArgs) -> Result<()> {
 }
 
 pub fn export(args: ExportArgs) -> Result<()> {
+    if args.model.is_dir() && is_within(&args.out, &args.model) {
+        anyhow::bail!(
+            "{} is inside the model directory {} being exported: writing there could overwrite its own files; choose a path outside it",
+            args.out.display(),
+            args.model.display()
+        );
+    }
+    if args.out.is_dir() {
+        anyhow::bail!(
+            "{} is a directory: give the path of the ONNX file to write",
+            args.out.display()
+        );
+    }
     let model = load_saved(&args.model)?;
     shears_onnx::export_onnx(&model, &args.out)
         .with_context(|| format!("cannot export to {}", args.out.display()))?;

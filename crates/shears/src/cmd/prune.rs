@@ -43,6 +43,7 @@ fn request(args: &PruneArgs) -> Result<PruneRequest> {
     req.device = args.device.clone();
     req.out = args.out.clone();
     req.runs_dir = args.runs_dir.clone();
+    req.force = args.force;
     Ok(req)
 }
 

@@ -40,7 +40,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let name = run_name(&cfg.name, "train", None, cfg.seed, &cfg.hash());
     let config = cfg.to_toml();
-    let Some(dir) = open_run(&args.run, name, &config)? else {
+    let Some((dir, _lock)) = open_run(&args.run, "train", name, &config)? else {
         return Ok(());
     };
     dir.write_config(&config)?;

@@ -1,0 +1,162 @@
+//! Who may write a directory: every writing command takes the directory's lock, refuses one that
+//! holds another command's finished result or a saved model (unless `--force`), and never writes
+//! inside the model it reads.
+
+mod common;
+use common::{err_text, ok_json, shears};
+use shears_methods::run_dir::RunLock;
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shears-onnx/tests/fixtures/resnet.onnx")
+}
+
+/// A quick structured prune of the zoo's small CNN into `out`, with extra flags.
+fn prune(out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "prune",
+        "--model",
+        "small-cnn",
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "0.5",
+        "--round-to",
+        "8",
+        "--no-eval",
+        "--no-latency",
+        "--out",
+        s(out),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    shears(&args)
+}
+
+#[test]
+fn import_and_prune_refuse_a_directory_holding_something_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    ok_json(&shears(&["import", s(&fixture()), "--out", s(&model)]));
+    let weights = std::fs::read(model.join("weights.safetensors")).unwrap();
+
+    // A second import onto the model: refused, the model untouched; --force replaces it.
+    let e = err_text(&shears(&["import", s(&fixture()), "--out", s(&model)]));
+    assert!(
+        e.contains("holds a saved model") && e.contains("--force"),
+        "{e}"
+    );
+    ok_json(&shears(&[
+        "import",
+        s(&fixture()),
+        "--out",
+        s(&model),
+        "--force",
+    ]));
+    assert_eq!(
+        std::fs::read(model.join("weights.safetensors")).unwrap(),
+        weights
+    );
+
+    // prune into the imported model's directory: refused.
+    let e = err_text(&prune(&model, &[]));
+    assert!(e.contains("holds a saved model"), "{e}");
+    assert_eq!(
+        std::fs::read(model.join("weights.safetensors")).unwrap(),
+        weights
+    );
+
+    // A prune run is prune's own: a second prune replaces it; an import onto it is refused.
+    let run = tmp.path().join("run");
+    ok_json(&prune(&run, &[]));
+    ok_json(&prune(&run, &[]));
+    let e = err_text(&shears(&["import", s(&fixture()), "--out", s(&run)]));
+    assert!(e.contains("the finished result of `shears prune`"), "{e}");
+    assert!(run.join("result.json").is_file());
+
+    // prune writing inside the model it reads: refused before anything is written.
+    let inner = model.join("pruned-here");
+    let e = err_text(&shears(&[
+        "prune",
+        "--model",
+        s(&model),
+        "--method",
+        "l1-filter",
+        "--macs-reduction",
+        "0.5",
+        "--no-eval",
+        "--no-latency",
+        "--out",
+        s(&inner),
+    ]));
+    assert!(e.contains("inside the model being pruned"), "{e}");
+    assert!(!inner.exists());
+}
+
+#[test]
+fn export_never_writes_inside_the_model_it_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    ok_json(&shears(&["import", s(&fixture()), "--out", s(&model)]));
+    let weights = std::fs::read(model.join("weights.safetensors")).unwrap();
+    for target in [
+        model.join("weights.safetensors"),
+        model.join("model.onnx"),
+        model.clone(),
+    ] {
+        let e = err_text(&shears(&["export", s(&model), s(&target)]));
+        assert!(e.contains("inside the model directory"), "{e}");
+    }
+    assert_eq!(
+        std::fs::read(model.join("weights.safetensors")).unwrap(),
+        weights
+    );
+    assert!(!model.join("model.onnx").exists());
+    // Outside it: fine; onto a directory: a clear error.
+    ok_json(&shears(&[
+        "export",
+        s(&model),
+        s(&tmp.path().join("m.onnx")),
+    ]));
+    let e = err_text(&shears(&["export", s(&model), s(tmp.path())]));
+    assert!(e.contains("is a directory"), "{e}");
+}
+
+#[test]
+fn a_directory_another_process_holds_is_refused_by_every_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("busy");
+    let held = RunLock::acquire(&dir).unwrap();
+    let busy = |out: std::process::Output, what: &str| {
+        let e = err_text(&out);
+        assert!(e.contains("being run by another process"), "{what}: {e}");
+    };
+    busy(prune(&dir, &[]), "prune");
+    busy(prune(&dir, &["--force"]), "prune --force");
+    busy(
+        shears(&["import", s(&fixture()), "--out", s(&dir), "--force"]),
+        "import",
+    );
+    busy(
+        shears(&[
+            "train",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "64",
+            "--test-limit",
+            "32",
+            "--out",
+            s(&dir),
+            "--force",
+        ]),
+        "train",
+    );
+    assert!(!dir.join("result.json").exists());
+    drop(held);
+    ok_json(&prune(&dir, &[]));
+}
