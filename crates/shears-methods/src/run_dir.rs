@@ -85,9 +85,10 @@ impl RunDir {
         self.path.join(RESULT_FILE)
     }
 
-    /// True once the run wrote its result.
+    /// True once the run wrote its result (a `result.json` that does not read as one, cut
+    /// short by a full disk or a copy, does not count).
     pub fn is_finished(&self) -> bool {
-        self.result_path().is_file()
+        matches!(read_result(&self.path), Ok(Some(_)))
     }
 
     /// Writes the resolved config.
@@ -192,6 +193,22 @@ mod tests {
             open_run(dir.path.clone(), false, "a = 1").unwrap(),
             Opened::Finished { .. }
         ));
+    }
+}
+
+/// The `result.json` of the run in `dir`: `None` when there is none, an error naming what is
+/// wrong when it is there but is not a JSON object (truncated, empty, not JSON).
+pub fn read_result(dir: &Path) -> std::result::Result<Option<serde_json::Value>, String> {
+    let path = dir.join(RESULT_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{} is unreadable: {e}", path.display())),
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v.is_object() => Ok(Some(v)),
+        Ok(_) => Err(format!("{} is not a JSON object", path.display())),
+        Err(e) => Err(format!("{} is not valid JSON ({e})", path.display())),
     }
 }
 

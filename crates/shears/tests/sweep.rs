@@ -286,6 +286,33 @@ fn a_failed_run_is_recorded_and_the_sweep_goes_on() {
     let md = std::fs::read_to_string(runs.join("fails-results.md")).unwrap();
     assert!(md.contains("| no-such-net | 0/1 (1 failed) |"), "{md}");
 
+    // A result.json cut short (a full disk, a partial copy) is no result: the run counts as
+    // failed, saying why, and the next sweep runs it again.
+    let done = run_dirs(&runs)
+        .into_iter()
+        .find(|d| d.join("result.json").is_file())
+        .unwrap();
+    let text = std::fs::read_to_string(done.join("result.json")).unwrap();
+    std::fs::write(done.join("result.json"), &text[..text.len() / 2]).unwrap();
+    let st = status(&file, &runs);
+    assert_eq!(st["counts"]["done"], 0, "{st}");
+    assert_eq!(st["counts"]["failed"], 2, "{st}");
+    let cut = st["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["error"].as_str().is_some_and(|e| e.contains("result.json")))
+        .unwrap_or_else(|| panic!("the truncated result is named: {st}"));
+    assert!(
+        cut["error"].as_str().unwrap().contains("is not valid JSON"),
+        "{cut}"
+    );
+    let _ = shears(&["sweep", s(&file), "--runs-dir", s(&runs)]);
+    let st = status(&file, &runs);
+    assert_eq!(st["counts"]["done"], 1, "{st}");
+    let again = std::fs::read_to_string(done.join("result.json")).unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&again).is_ok());
+
     // Bad input is refused before anything runs, naming the problem.
     let e = common::err_text(&shears(&["sweep", s(&file), "--workers", "0"]));
     assert!(e.contains("--workers must be at least 1"), "{e}");

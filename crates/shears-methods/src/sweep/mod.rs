@@ -41,7 +41,7 @@ use crate::config::ExperimentConfig;
 use crate::error::{MethodError, Result};
 use crate::invalid;
 use crate::pipeline::run_path;
-use crate::run_dir::{FAILED_FILE, RESULT_FILE, RunLock, read_failed};
+use crate::run_dir::{FAILED_FILE, RunLock, read_failed, read_result};
 use results::{Group, ResultsTable, RunRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -385,9 +385,9 @@ pub enum RunState {
     Pending,
     /// A process holds its lock.
     Running,
-    /// `result.json` is there.
+    /// `result.json` is there and reads as a result.
     Done,
-    /// `failed.json` is there and nothing runs it.
+    /// `failed.json` is there, or a `result.json` that does not read, and nothing runs it.
     Failed,
 }
 
@@ -404,20 +404,21 @@ impl RunState {
 
 /// The state of the run in `dir`, from its files and its lock.
 pub fn run_state(dir: &Path) -> RunState {
-    if dir.join(RESULT_FILE).is_file() {
+    let result = read_result(dir);
+    if matches!(result, Ok(Some(_))) {
         RunState::Done
     } else if RunLock::is_held(dir) {
         RunState::Running
-    } else if dir.join(FAILED_FILE).is_file() {
+    } else if result.is_err() || dir.join(FAILED_FILE).is_file() {
         RunState::Failed
     } else {
         RunState::Pending
     }
 }
 
-/// The recorded error of a failed run, if any.
+/// The recorded error of a failed run, if any (a `result.json` that does not read is one).
 pub fn failure(dir: &Path) -> Option<String> {
-    read_failed(dir).map(|f| f.error)
+    read_result(dir).err().or_else(|| read_failed(dir).map(|f| f.error))
 }
 
 /// The results table of the sweep's runs: one row per grid point without its seed.
@@ -615,6 +616,7 @@ macs_reduction = 0.5
 
     #[test]
     fn states_follow_the_files_and_the_lock() {
+        use crate::run_dir::RESULT_FILE;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run");
         std::fs::create_dir_all(&dir).unwrap();
@@ -633,5 +635,13 @@ macs_reduction = 0.5
         assert_eq!(run_state(&dir), RunState::Failed);
         std::fs::write(dir.join(RESULT_FILE), "{}").unwrap();
         assert_eq!(run_state(&dir), RunState::Done);
+        // A result cut short (a full disk, a copy) is not a result: the run failed, saying why.
+        std::fs::remove_file(dir.join(FAILED_FILE)).unwrap();
+        std::fs::write(dir.join(RESULT_FILE), r#"{"accuracy": 0.8"#).unwrap();
+        assert_eq!(run_state(&dir), RunState::Failed);
+        let why = failure(&dir).unwrap();
+        assert!(why.contains("result.json is not valid JSON"), "{why}");
+        std::fs::write(dir.join(RESULT_FILE), "").unwrap();
+        assert_eq!(run_state(&dir), RunState::Failed);
     }
 }

@@ -1,7 +1,7 @@
 //! Reading run directories back: each run's config and result, the figures every method's
 //! report shares, and results tables (mean and std over seeds) as CSV and markdown.
 
-use crate::run_dir::{CONFIG_FILE, RESULT_FILE, read_failed};
+use crate::run_dir::{CONFIG_FILE, read_failed, read_result};
 use crate::sweep::{RunState, SWEEP_DIR, run_state};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -40,15 +40,14 @@ impl RunRecord {
                 }
             }
         }
-        let result: Option<Value> = std::fs::read_to_string(dir.join(RESULT_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
+        let read = read_result(dir);
+        let result: Option<Value> = read.clone().ok().flatten();
         let metrics = result.as_ref().map(Metrics::of).unwrap_or_default();
         Some(RunRecord {
             dir: dir.to_path_buf(),
             config,
             state: run_state(dir),
-            error: read_failed(dir).map(|f| f.error),
+            error: read.err().or_else(|| read_failed(dir).map(|f| f.error)),
             result,
             metrics,
         })
