@@ -40,7 +40,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| CoreError::io(dir, e))?;
+    // Created as any new file is (0666 less the umask), not tempfile's private 0600: a runs
+    // directory shared with colleagues stays readable to them.
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| CoreError::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| CoreError::io(path, e))?;
     tmp.as_file()
         .sync_all()
@@ -114,6 +122,27 @@ mod tests {
     use super::*;
     use crate::builder::GraphBuilder;
     use crate::weights::init_weights;
+
+    /// Artifacts get the mode any new file gets (0666 less the umask), not a private 0600.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn artifacts_honour_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let Some(umask) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        else {
+            eprintln!("SKIPPED: no Umask line in /proc/self/status");
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.json");
+        write_atomic(&path, b"{}").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask, "mode {mode:o}, umask {umask:o}");
+    }
 
     fn model() -> Model {
         let mut b = GraphBuilder::new("t", &[2, 4, 4]);
