@@ -56,6 +56,12 @@ pub fn import_onnx(path: &Path) -> Result<Model, OnnxError> {
 
 /// Imports an ONNX model from its bytes; `name` becomes the graph's name.
 pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
+    // An empty protobuf parses as an empty model; say what it is instead of "0 inputs".
+    if bytes.is_empty() {
+        return Err(OnnxError::Parse(
+            "the file is empty (0 bytes): not an ONNX model".into(),
+        ));
+    }
     let (bytes, avgpool_ceil) = strip_avgpool_ceil_mode(bytes)?;
     let bytes = bytes.as_slice();
     // onnx-ir asserts on some malformed inputs instead of returning an error: a corrupt file
