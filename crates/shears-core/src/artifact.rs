@@ -48,7 +48,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| CoreError::io(dir, e))?;
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .map_err(|e| CoreError::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| CoreError::io(path, e))?;
     tmp.as_file()
         .sync_all()

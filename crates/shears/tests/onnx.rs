@@ -89,7 +89,10 @@ fn a_corrupt_or_missing_onnx_file_is_a_clear_error() {
     let empty = tmp.path().join("empty.onnx");
     std::fs::write(&empty, b"").unwrap();
     let e = err_text(&shears(&["import", s(&empty), "--out", s(&out_dir)]));
-    assert!(e.contains("empty.onnx") && e.contains("the file is empty"), "{e}");
+    assert!(
+        e.contains("empty.onnx") && e.contains("the file is empty"),
+        "{e}"
+    );
     assert!(!out_dir.exists());
 }
 

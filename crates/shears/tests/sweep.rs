@@ -301,7 +301,11 @@ fn a_failed_run_is_recorded_and_the_sweep_goes_on() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["error"].as_str().is_some_and(|e| e.contains("result.json")))
+        .find(|r| {
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("result.json"))
+        })
         .unwrap_or_else(|| panic!("the truncated result is named: {st}"));
     assert!(
         cut["error"].as_str().unwrap().contains("is not valid JSON"),

@@ -18,18 +18,61 @@ use std::path::{Path, PathBuf};
 /// Where the shared baselines of a runs directory live.
 pub const BASELINES_DIR: &str = ".baselines";
 
-/// The key of the baseline `p`'s config trains: a hash of everything that decides it.
+/// The key of the baseline `p`'s config trains: a hash of everything that decides it, the
+/// files of a data folder (so one changed in place is a new baseline, never a stale one) and
+/// the code's version included.
 pub fn baseline_key(p: &Pipeline<'_>) -> String {
     let c = p.cfg;
     let parts = format!(
-        "model = {}\ndata = {}\ntrain = {}\nseed = {}\ndevice = {}\n",
+        "model = {}\ndata = {}\ntrain = {}\nseed = {}\ndevice = {}\nfiles = {}\nshears = {}\n",
         toml::to_string(&c.model).unwrap_or_default(),
         toml::to_string(&c.data).unwrap_or_default(),
         toml::to_string(&c.train).unwrap_or_default(),
         c.seed,
-        c.device
+        c.device,
+        c.data
+            .dir
+            .as_deref()
+            .map(folder_fingerprint)
+            .unwrap_or_default(),
+        crate::report::version()
     );
     short_hash(parts.as_bytes())
+}
+
+/// Every file under `dir` (recursively, in name order) with its size and modification time:
+/// what changes when a data folder is edited in place, without reading the data.
+pub fn folder_fingerprint(dir: &Path) -> String {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                walk(&path, root, out);
+            } else {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                out.push(format!("{name} {} {modified}", meta.len()));
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    walk(dir, dir, &mut lines);
+    short_hash(lines.join("\n").as_bytes())
 }
 
 /// The shared copy of `p`'s baseline, beside its run directory.
@@ -86,4 +129,32 @@ fn copy_metrics(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(|e| MethodError::io("create", to, e))?;
     write_atomic(&to.join("metrics.jsonl"), &text)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_folder_changed_in_place_has_another_fingerprint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let class = tmp.path().join("train").join("a");
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::write(class.join("1.png"), b"one").unwrap();
+        let first = folder_fingerprint(tmp.path());
+        assert_eq!(
+            first,
+            folder_fingerprint(tmp.path()),
+            "stable when nothing changes"
+        );
+        // Another file, a changed size, a renamed file: each changes it.
+        std::fs::write(class.join("2.png"), b"two").unwrap();
+        let second = folder_fingerprint(tmp.path());
+        assert_ne!(first, second);
+        std::fs::write(class.join("2.png"), b"two, longer").unwrap();
+        let third = folder_fingerprint(tmp.path());
+        assert_ne!(second, third);
+        std::fs::rename(class.join("2.png"), class.join("3.png")).unwrap();
+        assert_ne!(third, folder_fingerprint(tmp.path()));
+    }
 }

@@ -418,7 +418,9 @@ pub fn run_state(dir: &Path) -> RunState {
 
 /// The recorded error of a failed run, if any (a `result.json` that does not read is one).
 pub fn failure(dir: &Path) -> Option<String> {
-    read_result(dir).err().or_else(|| read_failed(dir).map(|f| f.error))
+    read_result(dir)
+        .err()
+        .or_else(|| read_failed(dir).map(|f| f.error))
 }
 
 /// The results table of the sweep's runs: one row per grid point without its seed.
