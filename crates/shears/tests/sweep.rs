@@ -543,3 +543,68 @@ fn sweep_tables_and_the_report_carry_onnxruntime_latency() {
         assert!(!md.contains("ORT ratio") && !html.contains(chart));
     }
 }
+
+/// The pids of processes whose command line names `needle` (the sweep's runs directory), other
+/// than `except`.
+#[cfg(target_os = "linux")]
+fn processes_naming(needle: &str, except: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != except)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A sweep ended by a signal to its own pid (SIGTERM, then SIGKILL) takes its workers with it:
+/// none is left running as an orphan.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sweeps_workers_end_with_it_whatever_signal_ends_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = sweep_file(
+        tmp.path(),
+        "orphans",
+        // Runs long enough (minutes) that an orphan would still be running when checked.
+        r#""method.macs_reduction" = [0.3, 0.5, 0.7]
+"train.epochs" = [500]"#,
+    );
+    for signal in ["-TERM", "-KILL"] {
+        let runs = tmp.path().join(format!("runs{signal}"));
+        let needle = runs.to_str().unwrap().to_string();
+        let mut sweep = Command::new(env!("CARGO_BIN_EXE_shears"))
+            .args(["sweep", s(&file), "--runs-dir", s(&runs), "--workers", "2"])
+            .env("SHEARS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for a worker (a `shears run` naming the runs directory) to be running.
+        let start = Instant::now();
+        let mut workers = Vec::new();
+        while workers.is_empty() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(50));
+            workers = processes_naming(&needle, sweep.id());
+        }
+        assert!(!workers.is_empty(), "no worker started ({signal})");
+        let killed = Command::new("kill")
+            .args([signal, &sweep.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        sweep.wait().unwrap();
+        let start = Instant::now();
+        while !processes_naming(&needle, sweep.id()).is_empty()
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let left = processes_naming(&needle, sweep.id());
+        assert!(left.is_empty(), "{signal}: workers left running: {left:?}");
+    }
+}

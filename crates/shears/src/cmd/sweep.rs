@@ -178,6 +178,7 @@ fn run_one(
         if run.config.threads.is_none() && std::env::var_os("RAYON_NUM_THREADS").is_none() {
             cmd.env("RAYON_NUM_THREADS", threads);
         }
+        die_with_parent(&mut cmd);
         let status = match cmd.status() {
             Ok(s) => s,
             Err(e) => return Ended::Failed(format!("cannot start {}: {e}", argv[0])),
@@ -470,3 +471,31 @@ fn status(sweep: &Sweep, runs: &[PlannedRun], runs_dir: &Path, json: bool) -> Re
     );
     Ok(())
 }
+
+/// Makes the worker `cmd` starts end when the sweep does, by any signal (SIGKILL included): the
+/// kernel sends it SIGTERM when the thread that started it dies (`PR_SET_PDEATHSIG`; the thread
+/// waits on the worker, so it lives as long as the sweep). A sweep that died before the worker
+/// set this up is caught by comparing the parent's pid. Without it, a killed sweep left its
+/// workers running as orphans, holding the cores and skewing every latency measured beside them.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure calls only async-signal-safe functions
+    // (prctl, getppid, _exit) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere workers are left to end on their own (no parent-death signal to ask for).
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
