@@ -80,6 +80,7 @@ fn synthetic_input(exec: &Executor, batch: usize) -> Result<crate::executor::Val
 /// Inference latency of one forward pass over a batch of synthetic inputs.
 pub fn inference_latency(exec: &mut Executor, s: &BenchSettings) -> Result<Latency> {
     check(s)?;
+    crate::memory::check_batch_fits(exec.graph(), s.batch, false)?;
     let pool = pool(s.threads)?;
     let x = synthetic_input(exec, s.batch)?;
     let times = pool.install(|| {
@@ -111,6 +112,7 @@ pub fn training_latency(
             "training benchmark needs an autodiff device",
         ));
     }
+    crate::memory::check_batch_fits(exec.graph(), s.batch, true)?;
     let pool = pool(s.threads)?;
     let x = synthetic_input(exec, s.batch)?;
     let classes = shears_core::infer_shapes(exec.graph())?.get(&exec.graph().output)[0];

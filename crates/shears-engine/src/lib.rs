@@ -11,6 +11,7 @@ pub mod executor;
 pub mod fast_ops;
 pub mod hooks;
 pub mod latency;
+pub mod memory;
 pub mod ops;
 pub mod optim;
 pub mod regularize;

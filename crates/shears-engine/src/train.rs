@@ -149,6 +149,7 @@ pub fn evaluate_gated(
     extra: Option<&ExtraParams>,
 ) -> Result<(f64, f64)> {
     check_data_fits(exec, data)?;
+    crate::memory::check_batch_fits(exec.graph(), batch_size.min(data.len()), false)?;
     if let Some(g) = gates {
         exec.check_gates(g)?;
     }
@@ -265,6 +266,7 @@ pub fn train_observed(
         ));
     }
     check_data_fits(exec, &data.train)?;
+    crate::memory::check_batch_fits(exec.graph(), cfg.batch_size.min(data.train.len()), true)?;
     if let Some(g) = hooks.gates {
         exec.check_gates(g)?;
     }

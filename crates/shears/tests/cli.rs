@@ -251,6 +251,31 @@ fn bench_reports_median_and_p90() {
 
 #[test]
 fn bad_inputs_get_clear_errors() {
+    // A batch larger than memory is refused before allocating, with the estimate (it aborted
+    // inside an allocation with a backtrace).
+    if Path::new("/proc/meminfo").exists() {
+        for extra in [&[][..], &["--train"][..]] {
+            let mut args = vec![
+                "bench",
+                "--model",
+                "small-cnn",
+                "--batch",
+                "1000000000",
+                "--threads",
+                "1",
+                "--repeats",
+                "1",
+            ];
+            args.extend_from_slice(extra);
+            let e = err_text(&shears(&args));
+            assert!(
+                e.contains("needs at least") && e.contains("GiB") && !e.contains("panicked"),
+                "{e}"
+            );
+        }
+    } else {
+        eprintln!("SKIPPED: the memory check (no /proc/meminfo)");
+    }
     let e = err_text(&shears(&["inspect", "--model", "resnet-57", "--json"]));
     assert!(
         e.contains("unknown model `resnet-57`") && e.contains("resnet-56"),
