@@ -266,6 +266,15 @@ pub fn train_observed(
         ));
     }
     check_data_fits(exec, &data.train)?;
+    // One class is nothing to learn: the loss falls to zero and accuracy reads 100 %.
+    let first = data.train.labels().first().copied();
+    if data.train.labels().iter().all(|&l| Some(l) == first) {
+        return Err(EngineError::DataMismatch(format!(
+            "the training data `{}` has {} sample(s), all of one class: a classifier needs at least two (an image folder needs a subfolder per class under train/)",
+            data.train.name(),
+            data.train.len()
+        )));
+    }
     crate::memory::check_batch_fits(exec.graph(), cfg.batch_size.min(data.train.len()), true)?;
     if let Some(g) = hooks.gates {
         exec.check_gates(g)?;

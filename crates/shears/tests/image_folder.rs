@@ -163,6 +163,34 @@ fn bad_image_folders_are_clear_errors() {
         s(&tmp.path().join("run")),
     ]));
     assert!(e.contains("needs [data] dir"), "{e}");
+
+    // One class is nothing to learn (it trained to 100 % without a word).
+    let one = tmp.path().join("one");
+    for split in ["train", "test"] {
+        let folder = one.join(split).join("dark");
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..3 {
+            picture("dark", i)
+                .save(folder.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let e = err_text(&shears(&[
+        "train",
+        "--model",
+        "small-cnn",
+        "--input",
+        "3x32x32",
+        "--dataset",
+        "image-folder",
+        "--data",
+        s(&one),
+        "--epochs",
+        "1",
+        "--out",
+        s(&tmp.path().join("one-run")),
+    ]));
+    assert!(e.contains("all of one class"), "{e}");
 }
 
 #[test]
