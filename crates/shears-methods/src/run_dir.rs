@@ -50,7 +50,7 @@ pub fn open_run(path: PathBuf, force: bool, config: &str) -> Result<Opened> {
         );
     }
     if force && path.exists() {
-        if !path.join(CONFIG_FILE).exists() {
+        if !path.join(CONFIG_FILE).exists() && !path.join(OWNER_FILE).exists() {
             invalid!(
                 "refusing to --force over {}: it is not a shears run directory",
                 path.display()
@@ -310,8 +310,18 @@ fn pipeline(command: &str) -> bool {
     matches!(command, "run" | "slim")
 }
 
-/// What an output directory holds that a command must not write over: a finished result of
-/// another command (or of an unknown one), or a saved model that is no run's result.
+/// The command that claimed a directory (see [`claim`]), in the directory itself.
+pub const OWNER_FILE: &str = ".owner";
+
+/// Whether two commands may replace each other's output: the same command, or the two that run
+/// a method's pipeline (`slim` is `run` with Network Slimming's config; the config check tells
+/// their runs apart).
+fn same_family(a: &str, b: &str) -> bool {
+    a == b || pipeline(a) && pipeline(b)
+}
+
+/// What an output directory holds that `command` must not write over: another command's result
+/// (finished, or unfinished as its owner file says), or a saved model no command claimed.
 fn foreign(dir: &Path, command: &str) -> Option<String> {
     if let Ok(text) = std::fs::read_to_string(dir.join(RESULT_FILE)) {
         // Pipeline reports of some methods carry no `command`; their directory has the config.
@@ -320,12 +330,20 @@ fn foreign(dir: &Path, command: &str) -> Option<String> {
             .and_then(|v| v["command"].as_str().map(str::to_string))
             .or_else(|| dir.join(CONFIG_FILE).is_file().then(|| "run".to_string()));
         return match theirs {
-            // The same command's own earlier result: a re-run replaces it (`slim` is `run`
-            // with Network Slimming's config; the config check tells their runs apart).
-            Some(c) if c == command || pipeline(&c) && pipeline(command) => None,
+            Some(c) if same_family(&c, command) => None,
             Some(c) => Some(format!("the finished result of `shears {c}`")),
             None => Some("a result.json that is not a shears result".into()),
         };
+    }
+    if let Ok(owner) = std::fs::read_to_string(dir.join(OWNER_FILE)) {
+        let owner = owner.trim();
+        return (!same_family(owner, command))
+            .then(|| format!("the output of `shears {owner}` (without a result.json)"));
+    }
+    if dir.join(CONFIG_FILE).is_file() {
+        // A run directory from before owner files: a pipeline's or train's.
+        return (!pipeline(command) && command != "train")
+            .then(|| "a run directory of `shears run` or `shears train`".to_string());
     }
     if shears_core::artifact::is_model_dir(dir) {
         return Some("a saved model".into());
@@ -333,11 +351,12 @@ fn foreign(dir: &Path, command: &str) -> Option<String> {
     None
 }
 
-/// Claims the output directory `dir` for `command` (`prune`, `import`, `train`): takes its lock
-/// (refused while another process holds it) and refuses a directory holding another command's
-/// finished result or a saved model, naming what it holds, unless `force`, which removes it
-/// under the lock. The lock is held until the returned guard drops, so a second command on the
-/// same directory is refused instead of writing over the first.
+/// Claims the output directory `dir` for `command` (`prune`, `import`, `train`, `run`): takes
+/// its lock (refused while another process holds it) and refuses a directory holding another
+/// command's result, finished or not, or a saved model no command claimed, naming what it holds,
+/// unless `force`, which removes it under the lock. The same command replaces (or resumes) its
+/// own output. The claim is recorded in the directory ([`OWNER_FILE`]); the lock is held until
+/// the returned guard drops.
 pub fn claim(dir: &Path, command: &str, force: bool) -> Result<RunLock> {
     let lock = RunLock::acquire(dir)?;
     if let Some(what) = foreign(dir, command) {
@@ -348,6 +367,10 @@ pub fn claim(dir: &Path, command: &str, force: bool) -> Result<RunLock> {
             );
         }
         std::fs::remove_dir_all(dir).map_err(|e| MethodError::io("remove", dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| MethodError::io("create", dir, e))?;
+    if !dir.join(OWNER_FILE).is_file() {
+        write_atomic(&dir.join(OWNER_FILE), command.as_bytes())?;
     }
     Ok(lock)
 }

@@ -44,31 +44,39 @@ fn import_and_prune_refuse_a_directory_holding_something_else() {
     ok_json(&shears(&["import", s(&fixture()), "--out", s(&model)]));
     let weights = std::fs::read(model.join("weights.safetensors")).unwrap();
 
-    // A second import onto the model: refused, the model untouched; --force replaces it.
-    let e = err_text(&shears(&["import", s(&fixture()), "--out", s(&model)]));
-    assert!(
-        e.contains("holds a saved model") && e.contains("--force"),
-        "{e}"
-    );
-    ok_json(&shears(&[
-        "import",
-        s(&fixture()),
-        "--out",
-        s(&model),
-        "--force",
-    ]));
+    // A second import onto its own output replaces it (the same command).
+    ok_json(&shears(&["import", s(&fixture()), "--out", s(&model)]));
     assert_eq!(
         std::fs::read(model.join("weights.safetensors")).unwrap(),
         weights
     );
 
-    // prune into the imported model's directory: refused.
+    // prune into the imported model's directory: refused, the model untouched.
     let e = err_text(&prune(&model, &[]));
-    assert!(e.contains("holds a saved model"), "{e}");
+    assert!(
+        e.contains("holds the output of `shears import`") && e.contains("--force"),
+        "{e}"
+    );
     assert_eq!(
         std::fs::read(model.join("weights.safetensors")).unwrap(),
         weights
     );
+
+    // A saved model that no command claimed (copied in by hand): refused too; --force replaces.
+    let copied = tmp.path().join("copied");
+    std::fs::create_dir_all(&copied).unwrap();
+    for f in ["graph.json", "weights.safetensors"] {
+        std::fs::copy(model.join(f), copied.join(f)).unwrap();
+    }
+    let e = err_text(&shears(&["import", s(&fixture()), "--out", s(&copied)]));
+    assert!(e.contains("holds a saved model"), "{e}");
+    ok_json(&shears(&[
+        "import",
+        s(&fixture()),
+        "--out",
+        s(&copied),
+        "--force",
+    ]));
 
     // A prune run is prune's own: a second prune replaces it; an import onto it is refused.
     let run = tmp.path().join("run");

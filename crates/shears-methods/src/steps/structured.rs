@@ -1047,6 +1047,7 @@ pub fn cut_compact_finetune(
     dense: &Model,
     spec: &StructuredSpec,
 ) -> Result<Outcome> {
+    ctx.rt.stage("selecting and compacting")?;
     let sel = select(dense, spec, ctx.data, ctx.rt)?;
     compact_finetune(ctx, dense, sel)
 }

@@ -82,8 +82,20 @@ struct CliProgress;
 impl shears_methods::Progress for CliProgress {
     fn stage(&self, name: &str) {
         tracing::info!("{name}");
+        // Fault injection for the tests: die here as a crash or kill -9 would (no unwinding,
+        // no cleanup, locks released by the OS), so that resuming from every stage is tested.
+        if let Ok(at) = std::env::var(ABORT_ENV)
+            && !at.is_empty()
+            && name.contains(at.as_str())
+        {
+            eprintln!("{ABORT_ENV}: aborting at stage `{name}`");
+            std::process::abort();
+        }
     }
 }
+
+/// Tests set this to part of a stage's name to abort the process when that stage begins.
+pub const ABORT_ENV: &str = "SHEARS_ABORT_AT_STAGE";
 
 /// The CLI's progress display for [`shears_methods::execute`].
 pub fn cli_progress() -> std::sync::Arc<dyn shears_methods::Progress> {
