@@ -3,7 +3,7 @@
 //! model's 1x28x28 input), evaluated on them, and bad folders are refused with clear errors.
 
 mod common;
-use common::{err_text, ok_json, shears};
+use common::{err_text, ok_json, shears, shears_env};
 
 use image::{Rgb, RgbImage};
 use std::path::Path;
@@ -220,4 +220,38 @@ fn a_zoo_model_trains_on_an_image_folder_at_the_input_it_is_given() {
     assert_eq!(record["shape"], serde_json::json!([3, 16, 16]));
     assert_eq!(record["classes"], 3);
     assert_eq!(record["normalization"]["std"].as_array().unwrap().len(), 3);
+
+    // Evaluated on its own classes: no warning. On a folder whose classes are named otherwise:
+    // a warning on stderr and in the JSON (it evaluated without a word).
+    let eval = |data: &Path| {
+        shears_env(
+            &[
+                "eval",
+                "--model",
+                s(&run),
+                "--dataset",
+                "image-folder",
+                "--data",
+                s(data),
+                "--json",
+            ],
+            &[("SHEARS_LOG", "warn")],
+        )
+    };
+    let same = eval(&images);
+    assert!(ok_json(&same).get("warnings").is_none());
+    let renamed = tmp.path().join("renamed");
+    write_folder(&renamed, 4, 2);
+    for split in ["train", "test"] {
+        std::fs::rename(
+            renamed.join(split).join("dark"),
+            renamed.join(split).join("night"),
+        )
+        .unwrap();
+    }
+    let other = eval(&renamed);
+    let v = ok_json(&other);
+    let w = v["warnings"][0].as_str().unwrap();
+    assert!(w.contains("dark") && w.contains("night"), "{w}");
+    assert!(String::from_utf8_lossy(&other.stderr).contains("accuracy may mean nothing"));
 }

@@ -23,6 +23,28 @@ struct EvalResult {
     macs_convention: &'static str,
     direct_sparsity: f64,
     effective_sparsity: f64,
+    /// Why the accuracy may mean nothing (the data's classes are not the model's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// A warning when the model's training data (its `data.json`) named other classes, or the same
+/// in another order, than the data it is evaluated on: labels would then not match outputs.
+fn class_warning(model_dir: &std::path::Path, names: &[String]) -> Option<String> {
+    let text = std::fs::read_to_string(model_dir.join("data.json")).ok()?;
+    let record: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let trained: Vec<String> = record["class_names"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    (!trained.is_empty() && !names.is_empty() && trained != names).then(|| {
+        format!(
+            "the model was trained on the classes [{}] but these data have [{}]: output i is read as class i, so the accuracy may mean nothing",
+            trained.join(", "),
+            names.join(", ")
+        )
+    })
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -31,6 +53,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let data = load_data_shaped(&args.dataset, args.data.as_deref(), || {
         Ok(Some(model.graph.input.shape.clone()))
     })?;
+    let warnings: Vec<String> = class_warning(&args.model, data.test.class_names())
+        .into_iter()
+        .collect();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let rt = Runtime::new(args.device.clone(), 0);
     let (loss, acc) = eval_model(&rt, &model, &data, args.test_limit)?;
     let c = cost(&model.graph, Convention::ConvLinear)?;
@@ -48,6 +76,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         macs_convention: Convention::ConvLinear.name(),
         direct_sparsity: sp.direct_sparsity,
         effective_sparsity: sp.effective_sparsity,
+        warnings,
     };
     if args.json {
         print_json(&r)?;
