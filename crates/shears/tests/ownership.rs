@@ -168,3 +168,57 @@ fn a_directory_another_process_holds_is_refused_by_every_writer() {
     drop(held);
     ok_json(&prune(&dir, &[]));
 }
+
+/// Two different commands racing on one directory: while `shears run` trains there, `shears
+/// train --force` on the same `--out` is refused (it deleted the running run's directories and
+/// both exited 0), and the run finishes intact.
+#[test]
+fn a_second_command_cannot_take_a_directory_a_run_is_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("long.toml");
+    std::fs::write(
+        &config,
+        "name = \"long\"\n[model]\narch = \"small-cnn\"\n[train]\nepochs = 4\nbatch_size = 64\n\
+         train_limit = 512\ntest_limit = 100\n[method]\nname = \"l1-filter\"\nmacs_reduction = 0.5\n\
+         round_to = 8\n[finetune]\nepochs = 1\ntrain_limit = 256\ntest_limit = 100\n\
+         [latency]\nenabled = false\n",
+    )
+    .unwrap();
+    let dir = tmp.path().join("runs").join("shared");
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["run", "--config", s(&config), "--out", s(&dir), "--json"])
+        .env("SHEARS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !RunLock::is_held(&dir) && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(RunLock::is_held(&dir), "the run never took its lock");
+    let e = err_text(&shears(&[
+        "train",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--out",
+        s(&dir),
+        "--force",
+    ]));
+    assert!(e.contains("being run by another process"), "{e}");
+    let e = err_text(&prune(&dir, &["--force"]));
+    assert!(e.contains("being run by another process"), "{e}");
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["command"], "run");
+    assert!(dir.join("result.json").is_file() && dir.join("dense").is_dir());
+}
