@@ -3,7 +3,7 @@
 //! the result of a run that was never interrupted.
 
 mod common;
-use common::{err_text, ok_json, shears, shears_env};
+use common::{err_text, ok_json, shears_env};
 use serde_json::Value;
 use std::path::Path;
 

@@ -185,7 +185,7 @@ fn a_second_command_cannot_take_a_directory_a_run_is_writing() {
     )
     .unwrap();
     let dir = tmp.path().join("runs").join("shared");
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
         .args(["run", "--config", s(&config), "--out", s(&dir), "--json"])
         .env("SHEARS_LOG", "warn")
         .stdout(std::process::Stdio::piped())
