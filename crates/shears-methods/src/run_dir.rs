@@ -88,7 +88,7 @@ impl RunDir {
     /// True once the run wrote its result (a `result.json` that does not read as one, cut
     /// short by a full disk or a copy, does not count).
     pub fn is_finished(&self) -> bool {
-        matches!(read_result(&self.path), Ok(Some(_)))
+        matches!(read_finished(&self.path), Ok(Some(_)))
     }
 
     /// Writes the resolved config.
@@ -210,6 +210,26 @@ pub fn read_result(dir: &Path) -> std::result::Result<Option<serde_json::Value>,
         Ok(_) => Err(format!("{} is not a JSON object", path.display())),
         Err(e) => Err(format!("{} is not valid JSON ({e})", path.display())),
     }
+}
+
+/// [`read_result`], and every phase's `metrics.jsonl` in `dir` checked too: a finished run
+/// whose metrics do not read is no finished run (its tables and curves would be wrong).
+pub fn read_finished(dir: &Path) -> std::result::Result<Option<serde_json::Value>, String> {
+    let result = read_result(dir)?;
+    if result.is_some() {
+        let phases = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_else(|_| Vec::new());
+        for phase in std::iter::once(dir.to_path_buf()).chain(phases) {
+            read_metrics(&phase).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(result)
 }
 
 /// The record of a run that stopped with an error; removed when the run is tried again.

@@ -106,6 +106,25 @@ fn import_and_prune_refuse_a_directory_holding_something_else() {
 }
 
 #[test]
+fn report_never_writes_over_a_file_of_shears_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("result.json"), "{}").unwrap();
+    for (out, want) in [
+        (run.join("result.json"), "one of shears' own files"),
+        (run.clone(), "is a directory"),
+    ] {
+        let e = err_text(&shears(&["report", s(tmp.path()), "--out", s(&out)]));
+        assert!(e.contains(want), "{e}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.join("result.json")).unwrap(),
+        "{}"
+    );
+}
+
+#[test]
 fn export_never_writes_inside_the_model_it_reads() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");

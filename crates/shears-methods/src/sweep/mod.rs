@@ -41,7 +41,7 @@ use crate::config::ExperimentConfig;
 use crate::error::{MethodError, Result};
 use crate::invalid;
 use crate::pipeline::run_path;
-use crate::run_dir::{FAILED_FILE, RunLock, read_failed, read_result};
+use crate::run_dir::{FAILED_FILE, RunLock, read_failed, read_finished};
 use results::{Group, ResultsTable, RunRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -404,7 +404,7 @@ impl RunState {
 
 /// The state of the run in `dir`, from its files and its lock.
 pub fn run_state(dir: &Path) -> RunState {
-    let result = read_result(dir);
+    let result = read_finished(dir);
     if matches!(result, Ok(Some(_))) {
         RunState::Done
     } else if RunLock::is_held(dir) {
@@ -418,7 +418,7 @@ pub fn run_state(dir: &Path) -> RunState {
 
 /// The recorded error of a failed run, if any (a `result.json` that does not read is one).
 pub fn failure(dir: &Path) -> Option<String> {
-    read_result(dir)
+    read_finished(dir)
         .err()
         .or_else(|| read_failed(dir).map(|f| f.error))
 }
@@ -483,6 +483,8 @@ pub fn write_tables(
         sweep.file.display(),
         table.to_markdown()
     );
+    // Two sweeps sharing the runs directory write the tables one after the other.
+    let _lock = RunLock::wait(&base)?;
     shears_core::artifact::write_atomic(&base.with_extension("csv"), table.to_csv().as_bytes())?;
     shears_core::artifact::write_atomic(&base.with_extension("md"), md.as_bytes())?;
     Ok((table, base.with_extension("csv"), base.with_extension("md")))
@@ -645,5 +647,15 @@ macs_reduction = 0.5
         assert!(why.contains("result.json is not valid JSON"), "{why}");
         std::fs::write(dir.join(RESULT_FILE), "").unwrap();
         assert_eq!(run_state(&dir), RunState::Failed);
+        // A whole result beside a phase's metrics cut short: failed too, naming the file.
+        std::fs::write(dir.join(RESULT_FILE), "{}").unwrap();
+        std::fs::create_dir_all(dir.join("train")).unwrap();
+        std::fs::write(dir.join("train/metrics.jsonl"), "{\"epoch\": 1, \"tra").unwrap();
+        assert_eq!(run_state(&dir), RunState::Failed);
+        let why = failure(&dir).unwrap();
+        assert!(
+            why.contains("corrupt metrics line") && why.contains("train"),
+            "{why}"
+        );
     }
 }

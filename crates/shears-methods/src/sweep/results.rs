@@ -1,7 +1,7 @@
 //! Reading run directories back: each run's config and result, the figures every method's
 //! report shares, and results tables (mean and std over seeds) as CSV and markdown.
 
-use crate::run_dir::{CONFIG_FILE, read_failed, read_result};
+use crate::run_dir::{CONFIG_FILE, read_failed, read_finished};
 use crate::sweep::{RunState, SWEEP_DIR, run_state};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -40,7 +40,7 @@ impl RunRecord {
                 }
             }
         }
-        let read = read_result(dir);
+        let read = read_finished(dir);
         let result: Option<Value> = read.clone().ok().flatten();
         let metrics = result.as_ref().map(Metrics::of).unwrap_or_default();
         Some(RunRecord {

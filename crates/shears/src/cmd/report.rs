@@ -11,11 +11,38 @@ pub fn run(args: ReportArgs) -> Result<()> {
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "shears runs".into())
     });
-    let html = crate::html_report::render(&args.runs_dir, &title)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| args.runs_dir.join("report.html"));
+    if out.is_dir() {
+        anyhow::bail!(
+            "{} is a directory: give the HTML file to write",
+            out.display()
+        );
+    }
+    let own = [
+        "result.json",
+        "config.toml",
+        "failed.json",
+        "data.json",
+        "metrics.jsonl",
+        "graph.json",
+        "weights.safetensors",
+        "masks.safetensors",
+    ];
+    if out
+        .file_name()
+        .is_some_and(|n| own.iter().any(|o| n == std::ffi::OsStr::new(o)))
+    {
+        anyhow::bail!(
+            "{} would overwrite one of shears' own files: give the report another name",
+            out.display()
+        );
+    }
+    let html = crate::html_report::render(&args.runs_dir, &title)?;
+    // Two reports of one runs directory at once write one after the other.
+    let _lock = shears_methods::run_dir::RunLock::wait(&out)?;
     shears_core::artifact::write_atomic(&out, html.as_bytes())?;
     println!("{}", out.display());
     Ok(())
