@@ -42,6 +42,8 @@ pub fn export(args: ExportArgs) -> Result<()> {
         );
     }
     let model = load_saved(&args.model)?;
+    // Two exports to one file take turns (each writes it whole, atomically).
+    let _lock = shears_methods::run_dir::RunLock::wait(&args.out)?;
     shears_onnx::export_onnx(&model, &args.out)
         .with_context(|| format!("cannot export to {}", args.out.display()))?;
     let c = cost(&model.graph, Convention::ConvLinear)?;
