@@ -103,6 +103,54 @@ fn a_run_killed_at_any_stage_resumes_to_the_uninterrupted_result() {
     ));
 }
 
+/// MaskSparsity's and PAAM's own training phases: each killed at its start resumes to the
+/// uninterrupted result (the structured pipeline's common stages are covered above).
+#[test]
+fn masksparsity_and_paam_killed_in_their_own_phases_resume_to_the_same_result() {
+    const DATA: &str = "[train]\nepochs = 2\nbatch_size = 64\ntrain_limit = 256\ntest_limit = 100\n\
+        [finetune]\nepochs = 1\nbatch_size = 64\ntrain_limit = 256\ntest_limit = 100\n\
+        [latency]\nenabled = false\n[model]\narch = \"small-cnn\"\n";
+    let cases = [
+        (
+            "masksparsity",
+            "[method]\nname = \"masksparsity\"\nmask = \"slimming\"\nmask_epochs = 1\n\
+             macs_reduction = 0.5\nlambda = 0.05\nsparsity_epochs = 1\ncut = \"mask\"\n",
+            &[
+                "training (global)",
+                "training (masksparsity)",
+                "training (finetune)",
+            ][..],
+        ),
+        (
+            "paam",
+            "[method]\nname = \"paam\"\nparams_reduction = 0.5\n",
+            &["training (paam)", "training (finetune)"][..],
+        ),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, method, stages) in cases {
+        let config = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&config, format!("name = \"{name}\"\n{method}{DATA}")).unwrap();
+        let run = |out: &Path, extra: &[&str], env: &[(&str, &str)]| {
+            let mut args = vec!["run", "--config", s(&config), "--out", s(out), "--json"];
+            args.extend_from_slice(extra);
+            shears_env(&args, env)
+        };
+        let full = tmp.path().join(format!("{name}-full")).join("run");
+        let expected = outcome(&ok_json(&run(&full, &[], &[])));
+        for stage in stages {
+            let dir = tmp
+                .path()
+                .join(format!("{name}-{}", stage.replace([' ', '(', ')'], "_")))
+                .join("run");
+            let e = err_text(&run(&dir, &[], &[("SHEARS_ABORT_AT_STAGE", stage)]));
+            assert!(e.contains("aborting at stage"), "{name}, {stage}: {e}");
+            let resumed = ok_json(&run(&dir, &["--resume"], &[]));
+            assert_eq!(outcome(&resumed), expected, "{name} killed at `{stage}`");
+        }
+    }
+}
+
 /// A disk that fills up during a write: `shears prune` into a 100 KB tmpfs (in a user and mount
 /// namespace of its own, so no root is needed) fails with an error naming the file, and leaves no
 /// half-written artifact: no model graph (written last), no result, no temporary file. Skipped,
