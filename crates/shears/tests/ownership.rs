@@ -37,6 +37,22 @@ fn prune(out: &Path, extra: &[&str]) -> std::process::Output {
     shears(&args)
 }
 
+/// A one-epoch `shears train --force` into `out`.
+fn train_force(out: &Path) -> std::process::Output {
+    shears(&[
+        "train",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--out",
+        s(out),
+        "--force",
+    ])
+}
+
 #[test]
 fn import_and_prune_refuse_a_directory_holding_something_else() {
     let tmp = tempfile::tempdir().unwrap();
@@ -168,21 +184,7 @@ fn a_directory_another_process_holds_is_refused_by_every_writer() {
         shears(&["import", s(&fixture()), "--out", s(&dir), "--force"]),
         "import",
     );
-    busy(
-        shears(&[
-            "train",
-            "--epochs",
-            "1",
-            "--train-limit",
-            "64",
-            "--test-limit",
-            "32",
-            "--out",
-            s(&dir),
-            "--force",
-        ]),
-        "train",
-    );
+    busy(train_force(&dir), "train");
     assert!(!dir.join("result.json").exists());
     drop(held);
     ok_json(&prune(&dir, &[]));
@@ -216,18 +218,7 @@ fn a_second_command_cannot_take_a_directory_a_run_is_writing() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(RunLock::is_held(&dir), "the run never took its lock");
-    let e = err_text(&shears(&[
-        "train",
-        "--epochs",
-        "1",
-        "--train-limit",
-        "64",
-        "--test-limit",
-        "32",
-        "--out",
-        s(&dir),
-        "--force",
-    ]));
+    let e = err_text(&train_force(&dir));
     assert!(e.contains("being run by another process"), "{e}");
     let e = err_text(&prune(&dir, &["--force"]));
     assert!(e.contains("being run by another process"), "{e}");

@@ -19,7 +19,7 @@ pub use importance::{
     importance_from_node_scores,
 };
 pub use select::{
-    BnMarks, ChannelSelection, Scope, SelectOptions, StructuredTarget, merge_bn_marks,
-    percentile_threshold, select_below_threshold, select_by_bn_votes, select_channels,
-    select_channels_measured, selection_bn_marks,
+    BnMarks, ChannelSelection, Scope, SelectOptions, StructuredTarget, achieved_reduction,
+    merge_bn_marks, percentile_threshold, select_below_threshold, select_by_bn_votes,
+    select_channels, select_channels_measured, selection_bn_marks,
 };

@@ -53,7 +53,8 @@ pub enum StructuredTarget {
 }
 
 impl StructuredTarget {
-    fn value(self) -> f64 {
+    /// The target's fraction, whatever it measures.
+    pub fn value(self) -> f64 {
         match self {
             StructuredTarget::ChannelRatio(r)
             | StructuredTarget::ParamsReduction(r)
@@ -241,6 +242,35 @@ impl Meter<'_> {
         };
         Ok(1.0 - now as f64 / self.dense.max(1) as f64)
     }
+}
+
+/// How much of what `target` measures `sel` removes from `graph`: the share of the prunable
+/// groups' channels, or of the params or MACs (under `convention`) once compacted.
+pub fn achieved_reduction(
+    graph: &Graph,
+    groups: &[ChannelGroup],
+    sel: &ChannelSelection,
+    target: StructuredTarget,
+    convention: Convention,
+) -> Result<f64> {
+    let dense = match target {
+        StructuredTarget::ChannelRatio(_) => 0,
+        StructuredTarget::ParamsReduction(_) => cost(graph, convention)?.params,
+        StructuredTarget::MacsReduction(_) => cost(graph, convention)?.macs,
+    };
+    let meter = Meter {
+        graph,
+        groups,
+        target,
+        convention,
+        dense,
+        eligible_channels: groups
+            .iter()
+            .filter(|g| g.prunable)
+            .map(|g| g.channels)
+            .sum(),
+    };
+    meter.measure(sel)
 }
 
 /// Smallest `t` in `0..=hi` whose plan reaches `target` (plans grow with `t`).

@@ -21,9 +21,10 @@ use shears_core::cost::{Convention, cost};
 use shears_core::graph::{Graph, ParamKind};
 use shears_core::structured::{
     ChannelGroup, ChannelSelection, Criterion, GroupScores, ImportanceOptions, MemberRole,
-    Normalization, Reduction, Scope, SelectOptions, StructuredTarget, channel_groups, compact,
-    compact_masks, importance, importance_from_node_scores, percentile_threshold,
-    select_below_threshold, select_by_bn_votes, select_channels, select_channels_measured,
+    Normalization, Reduction, Scope, SelectOptions, StructuredTarget, achieved_reduction,
+    channel_groups, compact, compact_masks, importance, importance_from_node_scores,
+    percentile_threshold, select_below_threshold, select_by_bn_votes, select_channels,
+    select_channels_measured,
 };
 use shears_data::DataSplits;
 use shears_engine::device::device_by_name;
@@ -652,7 +653,8 @@ pub fn select(
                                 return Ok(exact.clone());
                             }
                             let sel = select_channels(graph, &groups, &scores, &opts(target, m))?;
-                            let got = achieved(model, &groups, &sel, target, spec.convention)?;
+                            let got =
+                                achieved_reduction(graph, &groups, &sel, target, spec.convention)?;
                             within_overshoot(got, saving, m)?;
                             Ok(sel)
                         })?
@@ -722,56 +724,17 @@ pub fn select(
         Cut::ParamsReduction(v) => StructuredTarget::ParamsReduction(v),
         Cut::MacsReduction(v) => StructuredTarget::MacsReduction(v),
     };
-    let goal = target_value(target);
+    let goal = target.value();
     out.selection = rounded(&mut out, &mut |m| {
         let sel = select_channels(graph, &groups, &scores, &opts(target, m))?;
         if m > 1 {
-            within_overshoot(
-                achieved(model, &groups, &sel, target, spec.convention)?,
-                goal,
-                m,
-            )?;
+            let got = achieved_reduction(graph, &groups, &sel, target, spec.convention)?;
+            within_overshoot(got, goal, m)?;
         }
         Ok(sel)
     })?;
     out.groups = groups;
     Ok(out)
-}
-
-fn target_value(t: StructuredTarget) -> f64 {
-    match t {
-        StructuredTarget::ChannelRatio(v)
-        | StructuredTarget::ParamsReduction(v)
-        | StructuredTarget::MacsReduction(v) => v,
-    }
-}
-
-/// How much of what `target` measures the selection removes.
-fn achieved(
-    model: &Model,
-    groups: &[ChannelGroup],
-    sel: &ChannelSelection,
-    target: StructuredTarget,
-    convention: Convention,
-) -> Result<f64> {
-    if let StructuredTarget::ChannelRatio(_) = target {
-        let all: usize = groups
-            .iter()
-            .filter(|g| g.prunable)
-            .map(|g| g.channels)
-            .sum();
-        return Ok(sel.removed_channels(groups) as f64 / all.max(1) as f64);
-    }
-    let small = compact_model(model, sel)?;
-    let (b, a) = (
-        cost(&model.graph, convention)?,
-        cost(&small.graph, convention)?,
-    );
-    let (b, a) = match target {
-        StructuredTarget::ParamsReduction(_) => (b.params, a.params),
-        _ => (b.macs, a.macs),
-    };
-    Ok(1.0 - a as f64 / b.max(1) as f64)
 }
 
 /// A rounded cut may remove more than asked (counts move in steps of the multiple); `auto`

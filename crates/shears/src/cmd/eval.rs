@@ -31,7 +31,8 @@ struct EvalResult {
 /// A warning when the model's training data (its `data.json`) named other classes, or the same
 /// in another order, than the data it is evaluated on: labels would then not match outputs.
 fn class_warning(model_dir: &std::path::Path, names: &[String]) -> Option<String> {
-    let text = std::fs::read_to_string(model_dir.join("data.json")).ok()?;
+    let text =
+        std::fs::read_to_string(model_dir.join(shears_methods::steps::data::DATA_FILE)).ok()?;
     let record: serde_json::Value = serde_json::from_str(&text).ok()?;
     let trained: Vec<String> = record["class_names"]
         .as_array()?

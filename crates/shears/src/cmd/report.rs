@@ -21,15 +21,18 @@ pub fn run(args: ReportArgs) -> Result<()> {
             out.display()
         );
     }
+    use shears_core::artifact::{GRAPH_FILE, MASKS_FILE, WEIGHTS_FILE};
+    use shears_methods::run_dir::{CONFIG_FILE, FAILED_FILE, RESULT_FILE};
+    use shears_methods::steps::data::DATA_FILE;
     let own = [
-        "result.json",
-        "config.toml",
-        "failed.json",
-        "data.json",
+        RESULT_FILE,
+        CONFIG_FILE,
+        FAILED_FILE,
+        DATA_FILE,
         "metrics.jsonl",
-        "graph.json",
-        "weights.safetensors",
-        "masks.safetensors",
+        GRAPH_FILE,
+        WEIGHTS_FILE,
+        MASKS_FILE,
     ];
     if out
         .file_name()
