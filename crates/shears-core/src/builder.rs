@@ -6,6 +6,7 @@ use crate::ops::{
     Activation, ChannelAffine, ChannelShuffle, ChannelSlice, GlobalPool, GroupNorm, LayerNorm,
     Pad2d, Pool2d, Resize, ResizeMode,
 };
+use crate::ops::{Attention, ClassToken, PositionEmbedding, TokenPool, TokenPoolMode};
 use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::shape::{Shape, node_shape};
 use std::collections::HashMap;
@@ -45,9 +46,9 @@ impl GraphBuilder {
         &self.shapes[value]
     }
 
-    /// Channels (first per-sample axis) of a value.
+    /// Channels of a value (the first per-sample axis, the last of a token sequence).
     pub fn channels(&self, value: &str) -> usize {
-        self.shapes[value][0]
+        crate::shape::channels(&self.shapes[value])
     }
 
     /// Adds a node and returns the name of its output value.
@@ -336,6 +337,43 @@ impl GraphBuilder {
     }
 
     /// Finishes the graph with `output` as its output value.
+    /// A map `[C,H,W]` as `H*W` tokens `[T,C]`.
+    pub fn tokenize(&mut self, name: &str, x: &str) -> String {
+        self.push(name, Op::Tokenize, &[x])
+    }
+
+    /// A learned class token in front of a token sequence.
+    pub fn class_token(&mut self, name: &str, x: &str) -> String {
+        let channels = self.channels(x);
+        self.push(name, Op::ClassToken(ClassToken { channels }), &[x])
+    }
+
+    /// A learned position table added to a token sequence.
+    pub fn position_embedding(&mut self, name: &str, x: &str) -> String {
+        let (tokens, channels) = (self.shape(x)[0], self.channels(x));
+        self.push(
+            name,
+            Op::PositionEmbedding(PositionEmbedding { tokens, channels }),
+            &[x],
+        )
+    }
+
+    /// Multi-head self-attention on packed queries, keys and values, scale `1/sqrt(head_dim)`.
+    pub fn attention(&mut self, name: &str, qkv: &str, heads: usize) -> String {
+        let head_dim = self.channels(qkv) / (3 * heads.max(1));
+        let op = Op::Attention(Attention {
+            heads,
+            head_dim,
+            scale: 1.0 / (head_dim.max(1) as f64).sqrt(),
+        });
+        self.push(name, op, &[qkv])
+    }
+
+    /// The classifier's input from a token sequence.
+    pub fn token_pool(&mut self, name: &str, x: &str, mode: TokenPoolMode) -> String {
+        self.push(name, Op::TokenPool(TokenPool { mode }), &[x])
+    }
+
     pub fn finish(mut self, output: &str) -> Graph {
         self.graph.output = output.to_string();
         self.graph

@@ -69,13 +69,13 @@ pub fn forward_with_channel_gates(
                 format!("`{value}` is not a value of the graph"),
             )
         })?;
-        if gate.len() != shape[0] {
+        if gate.len() != crate::shape::channels(shape) {
             return Err(CoreError::value(
                 "channel gates",
                 format!(
                     "gate of `{value}` has {} entries, the value has {} channels",
                     gate.len(),
-                    shape[0]
+                    crate::shape::channels(shape)
                 ),
             ));
         }
@@ -116,7 +116,9 @@ pub fn forward_with_channel_gates(
 }
 
 fn apply_gate(x: &mut ArrayD<f32>, gate: &[f32]) {
-    for (mut lane, &g) in x.axis_iter_mut(Axis(1)).zip(gate) {
+    // The channel axis of the batched value: the last of tokens `[N,T,C]`, else axis 1.
+    let axis = if x.ndim() == 3 { 2 } else { 1 };
+    for (mut lane, &g) in x.axis_iter_mut(Axis(axis)).zip(gate) {
         lane.mapv_inplace(|v| v * g);
     }
 }

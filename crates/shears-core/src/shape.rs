@@ -7,8 +7,31 @@ use std::collections::HashMap;
 /// Re-exported from [`crate::ops`], where the conv and pool shape rules use it.
 pub use crate::ops::window_out;
 
-/// Per-sample shape of one value: `[C,H,W]` or `[F]`.
+/// Per-sample shape of one value: a map `[C,H,W]`, a vector `[F]` or a token sequence `[T,C]`.
 pub type Shape = Vec<usize>;
+
+/// The per-sample axis that holds the channels: the last one of a token sequence `[T,C]` (the
+/// layout of PyTorch's transformers, which ONNX imports and exports keep), the first otherwise.
+/// Every pass that cuts or gates channels asks this, so a layout is one rule here, not a copy of
+/// each pass.
+pub fn channel_axis(shape: &[usize]) -> usize {
+    if is_tokens(shape) { 1 } else { 0 }
+}
+
+/// The number of channels of a per-sample shape (features of a vector).
+pub fn channels(shape: &[usize]) -> usize {
+    shape[channel_axis(shape)]
+}
+
+/// Positions per channel: `H*W` of a map, `T` of a token sequence, 1 for a vector.
+pub fn positions(shape: &[usize]) -> usize {
+    shape.iter().product::<usize>() / channels(shape).max(1)
+}
+
+/// Whether a per-sample shape is a token sequence `[T,C]`.
+pub fn is_tokens(shape: &[usize]) -> bool {
+    shape.len() == 2
+}
 
 /// Shapes of the input and of every node output, keyed by value name.
 #[derive(Debug, Clone)]
@@ -31,10 +54,10 @@ pub fn infer_shapes(graph: &Graph) -> Result<Shapes> {
     let mut map: HashMap<String, Shape> = HashMap::new();
     if graph.input.shape.is_empty()
         || graph.input.shape.contains(&0)
-        || !matches!(graph.input.shape.len(), 1 | 3)
+        || !matches!(graph.input.shape.len(), 1..=3)
     {
         return Err(CoreError::InvalidGraph(format!(
-            "input shape {:?} must be [C,H,W] or [F] with no zero dimension",
+            "input shape {:?} must be [C,H,W], [T,C] or [F] with no zero dimension",
             graph.input.shape
         )));
     }

@@ -33,6 +33,11 @@ pub fn init_weights(graph: &Graph, seed: u64) -> Weights {
                 ParamKind::BnScale | ParamKind::RunningVar | ParamKind::Scale => {
                     ArrayD::ones(shape)
                 }
+                // timm's initialisation of a class token and a position table.
+                ParamKind::Embedding => {
+                    let normal = Normal::new(0.0f32, 0.02).expect("finite std");
+                    ArrayD::from_shape_simple_fn(shape, || normal.sample(&mut rng))
+                }
                 ParamKind::Bias
                 | ParamKind::BnShift
                 | ParamKind::RunningMean

@@ -6,7 +6,7 @@ use crate::OnnxError;
 use onnx_ir::{AttributeProto, AttributeType, GraphProto, Message, ModelProto, NodeProto};
 use onnx_ir::{TensorProto, ValueInfoProto};
 use shears_core::artifact::{Model, write_atomic};
-use shears_core::ops::OnnxAttr;
+use shears_core::ops::{OnnxAttr, OnnxIn};
 use shears_core::shape::infer_shapes;
 use std::path::Path;
 
@@ -64,6 +64,7 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
         let parts = node.op.onnx(&node.name, &in_shapes);
         let last = parts.len() - 1;
         let mut inputs = node.inputs.clone();
+        let mut part_outputs: Vec<String> = Vec::with_capacity(parts.len());
         for (k, part) in parts.into_iter().enumerate() {
             let output = if k == last {
                 node.name.clone()
@@ -114,12 +115,55 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
             n.name = output.clone();
             n.op_type = part.op_type.to_string();
             let op_input = part.reads_op_input.then(|| node.inputs[0].clone());
-            n.input = inputs
-                .into_iter()
-                .chain(op_input)
-                .chain(part.params)
-                .chain(consts)
-                .collect();
+            n.input = if part.wiring.is_empty() {
+                inputs
+                    .into_iter()
+                    .chain(op_input)
+                    .chain(part.params)
+                    .chain(consts)
+                    .collect()
+            } else {
+                let mut wired = Vec::with_capacity(part.wiring.len());
+                for input in part.wiring {
+                    wired.push(match input {
+                        OnnxIn::OpInput(i) => node.inputs[i].clone(),
+                        OnnxIn::Part(j) => part_outputs[j].clone(),
+                        OnnxIn::Param(p) => p,
+                        OnnxIn::Ints(suffix, values) => {
+                            let name = format!("{}.{suffix}", node.name);
+                            g.initializer.push(tensor_proto(
+                                &name,
+                                INT64,
+                                vec![values.len() as i64],
+                                le_bytes(values.iter().map(|x| x.to_le_bytes())),
+                            ));
+                            name
+                        }
+                        OnnxIn::IntScalar(suffix, value) => {
+                            let name = format!("{}.{suffix}", node.name);
+                            g.initializer.push(tensor_proto(
+                                &name,
+                                INT64,
+                                vec![],
+                                value.to_le_bytes().to_vec(),
+                            ));
+                            name
+                        }
+                        OnnxIn::Floats(suffix, values) => {
+                            let name = format!("{}.{suffix}", node.name);
+                            g.initializer.push(tensor_proto(
+                                &name,
+                                FLOAT,
+                                vec![values.len() as i64],
+                                le_bytes(values.iter().map(|x| x.to_le_bytes())),
+                            ));
+                            name
+                        }
+                    });
+                }
+                wired
+            };
+            part_outputs.push(output.clone());
             n.output = vec![output.clone()];
             n.attribute = part
                 .attrs

@@ -82,7 +82,7 @@ impl OpRules for LayerNorm {
 
     fn output_shape(&self, node: &Node, ins: &[&Shape]) -> Result<Shape> {
         let s = ins[0];
-        if s.first() != Some(&self.channels) {
+        if crate::shape::channels(s) != self.channels {
             return Err(CoreError::shape(
                 &node.name,
                 format!("expects {} channels, got {:?}", self.channels, s),
@@ -133,12 +133,19 @@ impl OpRules for LayerNorm {
         let n = y.shape()[0];
         let per_sample = y.len() / n.max(1);
         let positions = per_sample / self.channels.max(1);
+        // Channels are the last axis of tokens `[N,T,C]` (stride 1), the first of a map.
+        let tokens = y.ndim() == 3;
         let data = y
             .as_slice_mut()
             .ok_or_else(|| CoreError::shape(name, "layer norm input is not contiguous"))?;
         for sample in data.chunks_mut(per_sample.max(1)) {
             for pos in 0..positions {
-                self.normalize(&mut sample[pos..], positions, call.in_gate, &scale, &shift);
+                if tokens {
+                    let row = &mut sample[pos * self.channels..];
+                    self.normalize(row, 1, call.in_gate, &scale, &shift);
+                } else {
+                    self.normalize(&mut sample[pos..], positions, call.in_gate, &scale, &shift);
+                }
             }
         }
         Ok(y)

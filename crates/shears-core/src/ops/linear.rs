@@ -1,12 +1,13 @@
 //! Fully connected layer: weight `[out, in]` (PyTorch/ONNX layout), optional bias `[out]`.
 //!
 //! Its filters start a fresh channel space (the output features) and it reads every input feature,
-//! so pruning the input features cuts weight axis 1.
+//! so pruning the input features cuts weight axis 1. On a token sequence `[T,C]` it maps the
+//! channels of every token alike (a transformer's projections and MLP), `T` times the MACs.
 
 use super::RefCall;
 use super::{
-    Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, OnnxAttr, OnnxNode, Op, OpRules,
-    ParamKind, ParamSpec, param,
+    Arity, ChannelAxis, ChannelFlow, ChannelSide, FilterGroups, OnnxAttr, OnnxIn, OnnxNode, Op,
+    OpRules, ParamKind, ParamSpec, param,
 };
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -55,24 +56,27 @@ impl OpRules for Linear {
         let (in_features, out_features) = (self.in_features, self.out_features);
         match ins[0].as_slice() {
             [f] if *f == in_features => Ok(vec![out_features]),
-            [f] => Err(err(format!(
+            [t, f] if *f == in_features => Ok(vec![*t, out_features]),
+            [f] | [_, f] => Err(err(format!(
                 "expects {in_features} input features, got {f}"
             ))),
             s => Err(err(format!(
-                "linear needs a [F] vector (add a flatten), got shape {s:?}"
+                "linear needs a [F] vector or [T,C] tokens (add a flatten), got shape {s:?}"
             ))),
         }
     }
 
-    /// `in * out` whatever the batch-free input; the bias adds `out` under `all-ops`.
-    fn macs(&self, _ins: &[&Shape], _out: &[usize], convention: Convention) -> u64 {
+    /// `in * out` per vector or token; the bias adds `out` per token under `all-ops`.
+    fn macs(&self, ins: &[&Shape], _out: &[usize], convention: Convention) -> u64 {
         let all = convention == Convention::AllOps;
-        (self.in_features * self.out_features) as u64
-            + if all && self.bias {
-                self.out_features as u64
-            } else {
-                0
-            }
+        let tokens = crate::shape::positions(ins[0]) as u64;
+        tokens
+            * ((self.in_features * self.out_features) as u64
+                + if all && self.bias {
+                    self.out_features as u64
+                } else {
+                    0
+                })
     }
 
     fn channel_flow(&self) -> ChannelFlow {
@@ -121,11 +125,34 @@ impl OpRules for Linear {
         linear_forward(node, x, &w, b.as_deref())
     }
 
-    /// `Gemm` with the weight transposed (`[out, in]` is the PyTorch and ONNX Gemm layout).
-    fn onnx(&self, node: &str, _ins: &[&Shape]) -> Vec<OnnxNode> {
-        let mut n = OnnxNode::new("Gemm", vec![("transB", OnnxAttr::Int(1))]);
-        n.params = self.param_specs(node).into_iter().map(|p| p.name).collect();
-        vec![n]
+    /// `Gemm` with the weight transposed (`[out, in]` is the PyTorch and ONNX Gemm layout); on
+    /// tokens `MatMul` with the transposed weight (which onnxruntime folds once), then the bias.
+    fn onnx(&self, node: &str, ins: &[&Shape]) -> Vec<OnnxNode> {
+        if !crate::shape::is_tokens(ins[0]) {
+            let mut n = OnnxNode::new("Gemm", vec![("transB", OnnxAttr::Int(1))]);
+            n.params = self.param_specs(node).into_iter().map(|p| p.name).collect();
+            return vec![n];
+        }
+        let mut parts = vec![
+            OnnxNode::wired(
+                "Transpose",
+                vec![("perm", OnnxAttr::Ints(vec![1, 0]))],
+                vec![OnnxIn::Param(format!("{node}.weight"))],
+            ),
+            OnnxNode::wired(
+                "MatMul",
+                Vec::new(),
+                vec![OnnxIn::OpInput(0), OnnxIn::Part(0)],
+            ),
+        ];
+        if self.bias {
+            parts.push(OnnxNode::wired(
+                "Add",
+                Vec::new(),
+                vec![OnnxIn::Part(1), OnnxIn::Param(format!("{node}.bias"))],
+            ));
+        }
+        parts
     }
 }
 
@@ -136,10 +163,11 @@ pub(crate) fn linear_forward(
     bias: Option<&ArrayD<f32>>,
 ) -> Result<ArrayD<f32>> {
     let err = |e: ndarray::ShapeError| CoreError::shape(&node.name, e.to_string());
-    let x2 = x
-        .view()
-        .into_dimensionality::<ndarray::Ix2>()
-        .map_err(err)?;
+    // Tokens `[N,T,C]` go through as `[N*T, C]` rows and come back as `[N,T,out]`.
+    let lead: Vec<usize> = x.shape()[..x.ndim().saturating_sub(1)].to_vec();
+    let features = x.shape().last().copied().unwrap_or(0);
+    let rows: usize = lead.iter().product();
+    let x2 = x.to_shape((rows, features)).map_err(err)?;
     let w2 = w
         .view()
         .into_dimensionality::<ndarray::Ix2>()
@@ -163,7 +191,11 @@ pub(crate) fn linear_forward(
             .map_err(err)?;
         y += &b1;
     }
-    Ok(y.into_dyn())
+    let mut out_shape = lead;
+    out_shape.push(y.ncols());
+    Ok(y.to_shape(ndarray::IxDyn(&out_shape))
+        .map_err(err)?
+        .into_owned())
 }
 
 #[cfg(test)]
@@ -204,6 +236,29 @@ mod tests {
         assert!(
             e.contains("`l`") && e.contains("expects 5 input features, got 6"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn linear_on_tokens_maps_every_token() {
+        let (cl, _) = single(|b, x| b.linear("l", x, 10, true), &[4, 20]);
+        assert_eq!(cl.macs, 4 * 200);
+        let g = one_op(|b, x| b.linear("l", x, 3, false), &[2, 2]);
+        assert_eq!(infer_shapes(&g).unwrap().get("l"), &vec![2, 3]);
+        let mut w = crate::weights::init_weights(&g, 0);
+        let weight = ndarray::ArrayD::from_shape_vec(
+            ndarray::IxDyn(&[3, 2]),
+            vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+        )
+        .unwrap();
+        w.insert("l.weight".into(), weight);
+        let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 2, 2]), vec![1., 2., 3., 4.])
+            .unwrap();
+        let y = crate::reference::forward(&g, &w, None, &x).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 3]);
+        assert_eq!(
+            y.iter().copied().collect::<Vec<_>>(),
+            vec![1., 2., 3., 3., 4., 7.]
         );
     }
 

@@ -13,6 +13,7 @@ mod activation;
 mod add;
 mod affine;
 pub(crate) mod arith;
+mod attention;
 mod batchnorm;
 mod concat;
 mod conv2d;
@@ -28,6 +29,7 @@ mod relu;
 mod resize;
 mod shuffle;
 mod slice;
+mod tokens;
 
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -38,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use activation::{Activation, erf};
 pub use affine::ChannelAffine;
+pub use attention::Attention;
 pub use batchnorm::BatchNorm;
 pub use conv2d::Conv2d;
 pub use dropout::Dropout;
@@ -49,6 +52,7 @@ pub use pool::{GlobalPool, Pool2d, pool_planes};
 pub use resize::{Resize, ResizeMode};
 pub use shuffle::ChannelShuffle;
 pub use slice::ChannelSlice;
+pub use tokens::{ClassToken, PositionEmbedding, TokenPool, TokenPoolMode};
 
 /// One operation and its structural attributes. Parameter shapes follow from these attributes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +101,16 @@ pub enum Op {
     ChannelShuffle(ChannelShuffle),
     /// Dropout with drop probability `p` (identity at inference).
     Dropout(Dropout),
+    /// A map `[C,H,W]` as `H*W` tokens `[T,C]` (a patch embedding's flatten and transpose).
+    Tokenize,
+    /// A learned token put in front of a `[T,C]` sequence.
+    ClassToken(ClassToken),
+    /// A learned `[T,C]` table added to a token sequence.
+    PositionEmbedding(PositionEmbedding),
+    /// Multi-head self-attention from packed queries, keys and values `[T, 3*H*D]` to `[T, H*D]`.
+    Attention(Attention),
+    /// `[T,C]` to `[C]`: the class token or the mean over tokens.
+    TokenPool(TokenPool),
 }
 
 /// What a parameter tensor is for; decides what is prunable, trained or counted.
@@ -115,6 +129,9 @@ pub enum ParamKind {
     Scale,
     /// A per-channel shift other than BatchNorm's.
     Shift,
+    /// A learned input of the network rather than a weight of a layer (a transformer's class
+    /// token and position table): trained, never pruned as weights.
+    Embedding,
 }
 
 impl ParamKind {
@@ -263,6 +280,15 @@ pub enum ChannelFlow {
     Pad(Pad2d),
     /// Output channel `b * groups + a` is input channel `a * (C / groups) + b`.
     Shuffle { groups: usize },
+    /// Channels pass through on a token sequence; output token 0 is a learned token (not a path),
+    /// output token `t + 1` is input token `t`.
+    PrependToken,
+    /// `[T,C]` to `[C]`: output channel `c` is channel `c` of the first token.
+    FirstToken,
+    /// Multi-head attention: input `[T, 3*heads*head_dim]` packs queries, keys and values;
+    /// output channel `h*head_dim + d` reads value channel `h*head_dim + d` and every query and
+    /// key channel of head `h`, at every token. Heads are kept or removed whole.
+    Heads { heads: usize, head_dim: usize },
 }
 
 /// Which channels a parameter axis indexes: kept output channels or kept input channels.
@@ -332,6 +358,26 @@ pub struct OnnxNode {
     /// `[C]` parameters read last, written again as `{node}.{name}` with shape `[C,1,1]` so they
     /// broadcast over a map.
     pub map_params: Vec<(&'static str, String)>,
+    /// When not empty, the node's inputs exactly, in order, instead of the chain above: what an
+    /// op whose ONNX form branches needs (attention reads one packed value three times).
+    pub wiring: Vec<OnnxIn>,
+}
+
+/// One input of an [`OnnxNode`] with explicit wiring.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnnxIn {
+    /// The op's input `k`.
+    OpInput(usize),
+    /// The output of the op's earlier ONNX node `j` (its index in the op's list).
+    Part(usize),
+    /// A parameter tensor of the graph, by name.
+    Param(String),
+    /// An INT64 tensor written as the initializer `{node}.{suffix}`.
+    Ints(&'static str, Vec<i64>),
+    /// An INT64 scalar (rank 0) written as `{node}.{suffix}` (Gather's index).
+    IntScalar(&'static str, i64),
+    /// A FLOAT tensor written as `{node}.{suffix}`.
+    Floats(&'static str, Vec<f32>),
 }
 
 impl OnnxNode {
@@ -345,6 +391,19 @@ impl OnnxNode {
             int_consts: Vec::new(),
             float_tensors: Vec::new(),
             map_params: Vec::new(),
+            wiring: Vec::new(),
+        }
+    }
+
+    /// A node with explicit inputs (see [`OnnxNode::wiring`]).
+    fn wired(
+        op_type: &'static str,
+        attrs: Vec<(&'static str, OnnxAttr)>,
+        wiring: Vec<OnnxIn>,
+    ) -> Self {
+        OnnxNode {
+            wiring,
+            ..OnnxNode::new(op_type, attrs)
         }
     }
 }
@@ -431,6 +490,11 @@ impl Op {
             Op::Slice(s) => f(&s),
             Op::ChannelShuffle(s) => f(&s),
             Op::Dropout(d) => f(&d),
+            Op::Tokenize => f(&tokens::Tokenize),
+            Op::ClassToken(c) => f(&c),
+            Op::PositionEmbedding(p) => f(&p),
+            Op::Attention(a) => f(&a),
+            Op::TokenPool(p) => f(&p),
         }
     }
 

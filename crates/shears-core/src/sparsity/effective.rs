@@ -222,6 +222,7 @@ impl ValueInfo {
     fn of(shape: &[usize]) -> Self {
         let (channels, positions) = match shape {
             [c, h, w] => (*c, h * w),
+            [t, c] => (*c, *t),
             _ => (shape.iter().product(), 1),
         };
         ValueInfo {
@@ -330,6 +331,14 @@ enum Step {
     Concat {
         inputs: Vec<usize>,
         output: usize,
+    },
+    /// Attention: output unit (t, h, d) reads value channel (h, d) of every token and every query
+    /// channel of head h at token t and key channel of head h at every token.
+    Heads {
+        input: usize,
+        output: usize,
+        heads: usize,
+        head_dim: usize,
     },
 }
 
@@ -471,9 +480,14 @@ impl Plan {
                             w.padding,
                             w.dilation,
                         ),
+                        // A linear layer on tokens: a 1×1 window over the tokens.
+                        None if in_shape.len() == 2 => {
+                            let t = in_shape[0];
+                            Window::new([1, t], [1, t], [1, 1], [1, 1], [0, 0], [1, 1])
+                        }
                         None => Window::point(),
                     };
-                    let c_in = in_shape[0];
+                    let c_in = crate::shape::channels(in_shape);
                     layer += 1;
                     Step::Weighted {
                         layer: layer - 1,
@@ -481,7 +495,7 @@ impl Plan {
                         output,
                         win,
                         c_in,
-                        c_out: out_shape[0],
+                        c_out: crate::shape::channels(out_shape),
                         groups: groups.count(c_in),
                     }
                 }
@@ -549,6 +563,25 @@ impl Plan {
                     storage.insert(&node.name, input);
                     continue;
                 }
+                // The learned token reads nothing; token t+1 is input token t.
+                ChannelFlow::PrependToken => Step::Resample {
+                    input,
+                    output,
+                    sources: std::iter::once(Vec::new())
+                        .chain((0..in_shape[0]).map(|t| vec![t]))
+                        .collect(),
+                },
+                ChannelFlow::FirstToken => Step::Resample {
+                    input,
+                    output,
+                    sources: vec![vec![0]],
+                },
+                ChannelFlow::Heads { heads, head_dim } => Step::Heads {
+                    input,
+                    output,
+                    heads,
+                    head_dim,
+                },
             };
             values.push(ValueInfo::of(out_shape));
             storage.insert(&node.name, output);
@@ -705,6 +738,32 @@ impl Plan {
                     }
                     f[*output] = out;
                 }
+                Step::Heads {
+                    input,
+                    output,
+                    heads,
+                    head_dim,
+                } => {
+                    let (vi, vo) = (self.values[*input], self.values[*output]);
+                    let (width, t) = (heads * head_dim, vi.positions);
+                    let fin = &f[*input];
+                    let unit = |p: usize, c: usize| get_bit(&fin[p * vi.words..], c);
+                    let mut out = vo.zeros();
+                    for h in 0..*heads {
+                        let cols = h * head_dim..(h + 1) * head_dim;
+                        let keys = (0..t).any(|j| cols.clone().any(|c| unit(j, width + c)));
+                        for p in 0..t {
+                            let queries = cols.clone().any(|c| unit(p, c));
+                            for c in cols.clone() {
+                                let values = (0..t).any(|j| unit(j, 2 * width + c));
+                                if keys || queries || values {
+                                    set_bit(&mut out[p * vo.words..], c);
+                                }
+                            }
+                        }
+                    }
+                    f[*output] = out;
+                }
             }
         }
 
@@ -732,7 +791,8 @@ impl Plan {
                 | Step::Mix { output, .. }
                 | Step::GroupMix { output, .. }
                 | Step::Resample { output, .. }
-                | Step::Concat { output, .. } => *output,
+                | Step::Concat { output, .. }
+                | Step::Heads { output, .. } => *output,
             };
             // Nothing downstream of this value reaches the output: it contributes nothing.
             let Some(bout) = b[out_id].take() else {
@@ -896,6 +956,43 @@ impl Plan {
                         offset += vi.channels;
                         b[*i] = Some(bin);
                     }
+                }
+                Step::Heads {
+                    input,
+                    heads,
+                    head_dim,
+                    ..
+                } => {
+                    let (vi, vo) = (self.values[*input], self.values[out_id]);
+                    let (width, t) = (heads * head_dim, vi.positions);
+                    let mut bin = b[*input].take().unwrap_or_else(|| vi.zeros());
+                    let needed = |p: usize, c: usize| get_bit(&bout[p * vo.words..], c);
+                    for h in 0..*heads {
+                        let cols = h * head_dim..(h + 1) * head_dim;
+                        let mut head_used = false;
+                        for p in 0..t {
+                            // Token p's output of head h needs its queries and every key.
+                            if cols.clone().any(|c| needed(p, c)) {
+                                head_used = true;
+                                for c in cols.clone() {
+                                    set_bit(&mut bin[p * vi.words..], c);
+                                }
+                            }
+                        }
+                        for c in cols.clone() {
+                            // Value channel c of every token feeds output channel c anywhere.
+                            let value_used = (0..t).any(|p| needed(p, c));
+                            for j in 0..t {
+                                if head_used {
+                                    set_bit(&mut bin[j * vi.words..], width + c);
+                                }
+                                if value_used {
+                                    set_bit(&mut bin[j * vi.words..], 2 * width + c);
+                                }
+                            }
+                        }
+                    }
+                    b[*input] = Some(bin);
                 }
             }
         }

@@ -115,7 +115,7 @@ fn make_plan(
     for (gid, removed) in removed_channels(groups, selection)? {
         let g = &groups[gid];
         for vs in &g.values {
-            let len = shapes.get(&vs.value)[0];
+            let len = crate::shape::channels(shapes.get(&vs.value));
             let keep = values
                 .entry(vs.value.clone())
                 .or_insert_with(|| vec![true; len]);
@@ -344,7 +344,7 @@ pub fn selection_gates(graph: &Graph, selection: &ChannelSelection) -> Result<Ch
         .values
         .iter()
         .map(|(value, kept)| {
-            let mut gate = vec![0.0f32; shapes.get(value)[0]];
+            let mut gate = vec![0.0f32; crate::shape::channels(shapes.get(value))];
             for &k in kept {
                 gate[k] = 1.0;
             }
@@ -385,6 +385,7 @@ mod tests {
             let (lo, hi) = match spec.kind {
                 ParamKind::Weight => (-a, a),
                 ParamKind::BnScale | ParamKind::Scale => (0.5, 1.5),
+                ParamKind::Embedding => (-1.0, 1.0),
                 ParamKind::RunningVar => (0.5, 2.0),
                 ParamKind::Bias
                 | ParamKind::BnShift

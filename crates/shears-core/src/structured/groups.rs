@@ -28,7 +28,7 @@
 use crate::error::Result;
 use crate::graph::{Graph, Op, ParamKind};
 use crate::ops::{ChannelFlow, ChannelShuffle, ChannelSide, FilterGroups};
-use crate::shape::infer_shapes;
+use crate::shape::{channels, infer_shapes};
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
@@ -46,6 +46,8 @@ pub enum MemberRole {
     InputChannels,
     /// A per-channel scale or shift other than BatchNorm's (LayerNorm, a layer scale).
     Affine,
+    /// The channels of a learned token or position table of a transformer.
+    Embedding,
 }
 
 /// One parameter-tensor slice of a group: group channel `j` is the index range
@@ -290,7 +292,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
         pins: Vec::new(),
         uf: UnionFind::new(),
     };
-    lay.push(graph.input.shape[0], 1);
+    lay.push(channels(&graph.input.shape), 1);
     lay.pin(
         0,
         format!(
@@ -306,14 +308,14 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
         let flow = node.op.channel_flow();
         let v = match flow {
             ChannelFlow::Filters { groups, .. } => match groups {
-                FilterGroups::Dense => lay.push(out_shape[0], 1),
+                FilterGroups::Dense => lay.push(channels(out_shape), 1),
                 FilterGroups::Depthwise => {
                     let v = lay.push(lay.units[x], lay.unit_len[x]);
                     lay.tie(v, x, 0);
                     v
                 }
                 FilterGroups::Grouped(groups) => {
-                    let v = lay.push(out_shape[0], 1);
+                    let v = lay.push(channels(out_shape), 1);
                     let why = format!(
                         "grouped conv `{}` (groups={groups}) can only lose whole groups",
                         node.name
@@ -340,7 +342,9 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
             | ChannelFlow::Resample(_)
             | ChannelFlow::Pad(_)
             | ChannelFlow::PoolWindow(_)
-            | ChannelFlow::PoolGlobal => {
+            | ChannelFlow::PoolGlobal
+            | ChannelFlow::PrependToken
+            | ChannelFlow::FirstToken => {
                 let v = lay.push(lay.units[x], lay.unit_len[x]);
                 lay.tie(v, x, 0);
                 v
@@ -383,6 +387,33 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                 }
                 v
             }
+            ChannelFlow::Heads { heads, head_dim } => {
+                // Output channel j is value channel j and reads query and key channel j: the
+                // four are tied, and so are all channels of one head, which goes whole.
+                let width = heads * head_dim;
+                let v = lay.push(width, 1);
+                if lay.unit_len[x] != 1 {
+                    let why = format!("attention `{}` on flattened channels", node.name);
+                    lay.pin(x, why.clone());
+                    lay.pin(v, why);
+                } else {
+                    for j in 0..width {
+                        lay.tie_units(v, j, x, j);
+                        lay.tie_units(v, j, x, width + j);
+                        lay.tie_units(v, j, x, 2 * width + j);
+                        lay.tie_units(v, j - j % head_dim, v, j);
+                    }
+                }
+                v
+            }
+            ChannelFlow::Flatten if crate::shape::is_tokens(shapes.get(&node.inputs[0])) => {
+                // Token-major features: a channel's features are not consecutive.
+                let v = lay.push(out_shape[0], 1);
+                let why = format!("flatten `{}` interleaves the channels of tokens", node.name);
+                lay.pin(x, why.clone());
+                lay.pin(v, why);
+                v
+            }
             ChannelFlow::Flatten => {
                 let in_shape = shapes.get(&node.inputs[0]);
                 let spatial: usize = in_shape[1..].iter().product();
@@ -394,7 +425,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                 let same_layout = ins.iter().all(|&i| lay.unit_len[i] == lay.unit_len[x]);
                 if !same_layout {
                     // Units of different sizes cannot be tied one to one: keep everything whole.
-                    let v = lay.push(out_shape[0], 1);
+                    let v = lay.push(channels(out_shape), 1);
                     let why = format!(
                         "{} `{}` mixes flattened and unflattened channels",
                         node.op.kind_name(),
@@ -624,6 +655,7 @@ fn own_members(
             | ParamKind::RunningMean
             | ParamKind::RunningVar => MemberRole::BatchNorm,
             ParamKind::Scale | ParamKind::Shift => MemberRole::Affine,
+            ParamKind::Embedding => MemberRole::Embedding,
         };
         if role == MemberRole::Filter && !producers.contains(&node.name) {
             producers.push(node.name.clone());
@@ -888,7 +920,7 @@ mod tests {
         let mut count: HashMap<String, Vec<usize>> = HashMap::new();
         for gr in &groups {
             for vs in &gr.values {
-                let len = shapes.get(&vs.value)[0];
+                let len = crate::shape::channels(shapes.get(&vs.value));
                 let c = count.entry(vs.value.clone()).or_insert(vec![0; len]);
                 for j in 0..gr.channels {
                     for i in vs.indices(j) {

@@ -13,6 +13,7 @@ mod mobilenet;
 mod resnet;
 mod small;
 mod vgg;
+mod vit;
 
 /// Names accepted by [`build`], in the order tables and help texts list them.
 pub const MODEL_NAMES: &[&str] = &[
@@ -29,6 +30,7 @@ pub const MODEL_NAMES: &[&str] = &[
     "resnet-18",
     "resnet-50",
     "mobilenet-v2",
+    "vit-tiny",
 ];
 
 /// A zoo builder: model name (for the graph and for errors), per-sample input shape, classes.
@@ -107,6 +109,11 @@ const MODELS: &[Entry] = &[
         name: "mobilenet-v2",
         description: "MobileNetV2, CIFAR style (stride 1 stem and second stage), ReLU for ReLU6",
         build: mobilenet::mobilenet_v2,
+    },
+    Entry {
+        name: "vit-tiny",
+        description: "ViT: 4x4 patches, width 192, 3 heads, depth 6, MLP 768, class token",
+        build: |n, i, c| vit::vit(n, i, c, &vit::VIT_TINY),
     },
 ];
 

@@ -391,14 +391,70 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                 ..
             }) => {
                 let layer = sizes.len();
-                for o in 0..out_features {
-                    for i in 0..in_features {
-                        if keep(o * in_features + i) {
-                            edges.push((xb + i, yb + o, Some((layer, o * in_features + i))));
+                // Tokens `[T,C]` are row-major: unit (t, c) is t*C + c.
+                let tokens = if xs.len() == 2 { xs[0] } else { 1 };
+                for t in 0..tokens {
+                    for o in 0..out_features {
+                        for i in 0..in_features {
+                            if keep(o * in_features + i) {
+                                edges.push((
+                                    xb + t * in_features + i,
+                                    yb + t * out_features + o,
+                                    Some((layer, o * in_features + i)),
+                                ));
+                            }
                         }
                     }
                 }
                 sizes.push(in_features * out_features);
+            }
+            Op::PositionEmbedding(_) => {
+                for u in 0..numel(&n.name) {
+                    edges.push((xb + u, yb + u, None));
+                }
+            }
+            Op::Tokenize => {
+                let (c, p) = (xs[0], xs[1] * xs[2]);
+                for ch in 0..c {
+                    for q in 0..p {
+                        edges.push((xb + ch * p + q, yb + q * c + ch, None));
+                    }
+                }
+            }
+            Op::ClassToken(_) => {
+                for u in 0..numel(&n.inputs[0]) {
+                    edges.push((xb + u, yb + xs[1] + u, None));
+                }
+            }
+            Op::TokenPool(pool) => {
+                let (t, c) = (xs[0], xs[1]);
+                let read = match pool.mode {
+                    crate::ops::TokenPoolMode::Class => 1,
+                    crate::ops::TokenPoolMode::Mean => t,
+                };
+                for q in 0..read {
+                    for ch in 0..c {
+                        edges.push((xb + q * c + ch, yb + ch, None));
+                    }
+                }
+            }
+            Op::Attention(a) => {
+                let (t, w, d) = (xs[0], a.width(), a.head_dim);
+                for p in 0..t {
+                    for j in 0..w {
+                        let head = j / d * d..j / d * d + d;
+                        let out = yb + p * w + j;
+                        for s in 0..t {
+                            edges.push((xb + s * 3 * w + 2 * w + j, out, None));
+                            for c in head.clone() {
+                                edges.push((xb + s * 3 * w + w + c, out, None));
+                            }
+                        }
+                        for c in head.clone() {
+                            edges.push((xb + p * 3 * w + c, out, None));
+                        }
+                    }
+                }
             }
             Op::BatchNorm(BatchNorm { .. })
             | Op::Relu
@@ -500,6 +556,16 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                     for (p, t) in taps.iter().enumerate() {
                         for &(q, _) in t {
                             edges.push((xb + c * h * w + q, yb + c * taps.len() + p, None));
+                        }
+                    }
+                }
+            }
+            Op::LayerNorm(_) if ys.len() == 2 => {
+                let (t, c) = (ys[0], ys[1]);
+                for p in 0..t {
+                    for i in 0..c {
+                        for o in 0..c {
+                            edges.push((xb + p * c + i, yb + p * c + o, None));
                         }
                     }
                 }
@@ -798,6 +864,62 @@ proptest! {
             }
         }
         prop_assert!(report.effective_sparsity >= report.direct_sparsity);
+    }
+}
+
+/// A tiny random vision transformer: patch conv, class token or not, blocks of attention and
+/// MLP with residuals, class or mean pooling.
+fn random_vit(rng: &mut ChaCha8Rng) -> Graph {
+    let side = rng.random_range(1..=3) * 2;
+    let mut b = GraphBuilder::new("vit", &[rng.random_range(1..=2), side, side]);
+    let x = b.input();
+    let width = rng.random_range(1..=3) * 2;
+    let x = b.conv2d_full("patch", &x, width, [2, 2], [2, 2], [0, 0], [1, 1], 1, true);
+    let mut x = b.tokenize("tok", &x);
+    let class = rng.random_bool(0.5);
+    if class {
+        x = b.class_token("cls", &x);
+    }
+    x = b.position_embedding("pos", &x);
+    for i in 0..rng.random_range(1..=2) {
+        let heads = rng.random_range(1..=2);
+        let n = b.layer_norm(&format!("n{i}"), &x);
+        let qkv = b.linear(
+            &format!("qkv{i}"),
+            &n,
+            3 * heads * rng.random_range(1..=2),
+            true,
+        );
+        let a = b.attention(&format!("attn{i}"), &qkv, heads);
+        let a = b.linear(&format!("proj{i}"), &a, width, rng.random_bool(0.5));
+        x = b.add(&format!("r{i}"), &[&x, &a]);
+        let m = b.linear(&format!("fc1_{i}"), &x, rng.random_range(1..=4), true);
+        let m = b.activation(&format!("g{i}"), &m, Activation::Gelu);
+        let m = b.linear(&format!("fc2_{i}"), &m, width, true);
+        x = b.add(&format!("m{i}"), &[&x, &m]);
+    }
+    let mode = if class && rng.random_bool(0.7) {
+        crate::ops::TokenPoolMode::Class
+    } else {
+        crate::ops::TokenPoolMode::Mean
+    };
+    let p = b.token_pool("pool", &x, mode);
+    let y = b.linear("head", &p, rng.random_range(1..=3), true);
+    b.finish(&y)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+    #[test]
+    fn transformers_match_brute_force_path_enumeration(seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let g = random_vit(&mut rng);
+        let m = random_masks(&mut rng, &g);
+        let want = brute_force(&g, &m);
+        let got = effective_masks(&g, &m).unwrap();
+        for (l, layer) in layer_infos(&g).iter().enumerate() {
+            prop_assert_eq!(&flags(&got[&layer.name]), &want[l], "layer {} of {}", layer.name, g.to_json());
+        }
     }
 }
 
