@@ -410,7 +410,12 @@ impl DynamicNet {
                 | Op::GroupNorm(_)
                 | Op::Resize(_)
                 | Op::GlobalMaxPool(_)
-                | Op::Pad(_)) => {
+                | Op::Pad(_)
+                | Op::Tokenize
+                | Op::ClassToken(_)
+                | Op::PositionEmbedding(_)
+                | Op::Attention(_)
+                | Op::TokenPool(_)) => {
                     return Err(EngineError::invalid(
                         "dynamic inference",
                         format!(

@@ -19,7 +19,7 @@ use shears_core::graph::{Graph, Op, ParamKind};
 use shears_core::ops::{
     Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pad2d, Pool2d, Resize,
 };
-use shears_core::ops::{BatchNorm, Conv2d, Dropout, Linear};
+use shears_core::ops::{Attention, BatchNorm, Conv2d, Dropout, Linear, TokenPoolMode};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::{Masks, Weights, check_masks, check_weights};
 use std::collections::HashMap;
@@ -31,11 +31,13 @@ pub enum Mode {
     Eval,
 }
 
-/// A value flowing through the graph: a feature map `[N,C,H,W]` or a feature matrix `[N,F]`.
+/// A value flowing through the graph: a feature map `[N,C,H,W]`, a feature matrix `[N,F]` or a
+/// token sequence `[N,T,C]` (channels last).
 #[derive(Clone, Debug)]
 pub enum Value {
     Map(Tensor<4>),
     Flat(Tensor<2>),
+    Tokens(Tensor<3>),
 }
 
 impl Value {
@@ -43,13 +45,37 @@ impl Value {
         match self {
             Value::Map(t) => t,
             // Shape inference rules this out; reaching it is a bug in the plan, not user input.
-            Value::Flat(_) => unreachable!("node `{node}` expected a feature map"),
+            Value::Flat(_) | Value::Tokens(_) => {
+                unreachable!("node `{node}` expected a feature map")
+            }
+        }
+    }
+    fn tokens(self, node: &str) -> Tensor<3> {
+        match self {
+            Value::Tokens(t) => t,
+            Value::Map(_) | Value::Flat(_) => {
+                unreachable!("node `{node}` expected a token sequence")
+            }
         }
     }
     fn dims(&self) -> Vec<usize> {
         match self {
             Value::Map(t) => t.dims().to_vec(),
             Value::Flat(t) => t.dims().to_vec(),
+            Value::Tokens(t) => t.dims().to_vec(),
+        }
+    }
+    /// Applies the same elementwise function whatever the layout.
+    fn map_any(
+        self,
+        f4: impl FnOnce(Tensor<4>) -> Tensor<4>,
+        f2: impl FnOnce(Tensor<2>) -> Tensor<2>,
+        f3: impl FnOnce(Tensor<3>) -> Tensor<3>,
+    ) -> Value {
+        match self {
+            Value::Map(t) => Value::Map(f4(t)),
+            Value::Flat(t) => Value::Flat(f2(t)),
+            Value::Tokens(t) => Value::Tokens(f3(t)),
         }
     }
     fn mul_sample_channels(self, gate: Tensor<2>) -> Value {
@@ -57,18 +83,15 @@ impl Value {
         match self {
             Value::Map(t) => Value::Map(t * gate.reshape([n, c, 1, 1])),
             Value::Flat(t) => Value::Flat(t * gate),
+            Value::Tokens(t) => Value::Tokens(t * gate.reshape([n, 1, c])),
         }
     }
     fn mul_channels(self, gate: Tensor<1>) -> Value {
+        let c = gate.dims()[0];
         match self {
-            Value::Map(t) => {
-                let c = gate.dims()[0];
-                Value::Map(t * gate.reshape([1, c, 1, 1]))
-            }
-            Value::Flat(t) => {
-                let c = gate.dims()[0];
-                Value::Flat(t * gate.reshape([1, c]))
-            }
+            Value::Map(t) => Value::Map(t * gate.reshape([1, c, 1, 1])),
+            Value::Flat(t) => Value::Flat(t * gate.reshape([1, c])),
+            Value::Tokens(t) => Value::Tokens(t * gate.reshape([1, 1, c])),
         }
     }
 }
@@ -128,6 +151,15 @@ enum Step {
     Dropout {
         p: f64,
     },
+    Tokenize,
+    ClassToken {
+        token: usize,
+    },
+    PositionEmbedding {
+        table: usize,
+    },
+    Attention(Attention),
+    TokenPool(TokenPoolMode),
 }
 
 /// Applies a map op to a value, a vector `[N,F]` as the map `[N,F,1,1]`.
@@ -138,6 +170,8 @@ fn on_map(v: Value, f: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Value {
             let [n, c] = t.dims();
             Value::Flat(f(t.reshape([n, c, 1, 1])).reshape([n, c]))
         }
+        // Shape inference keeps the map-only ops off tokens.
+        Value::Tokens(_) => unreachable!("a map op on a token sequence"),
     }
 }
 
@@ -405,6 +439,15 @@ impl Executor {
                 Op::ChannelShuffle(sh) => Step::Shuffle(sh),
                 Op::Concat => Step::Concat,
                 Op::Dropout(Dropout { p }) => Step::Dropout { p },
+                Op::Tokenize => Step::Tokenize,
+                Op::ClassToken(_) => Step::ClassToken {
+                    token: add_param("token", ParamKind::Embedding, false),
+                },
+                Op::PositionEmbedding(_) => Step::PositionEmbedding {
+                    table: add_param("table", ParamKind::Embedding, false),
+                },
+                Op::Attention(a) => Step::Attention(a),
+                Op::TokenPool(p) => Step::TokenPool(p.mode),
             };
             steps.push(step);
         }
@@ -758,6 +801,7 @@ impl Executor {
             match x {
                 Value::Map(t) => Value::Map(t.inner()),
                 Value::Flat(t) => Value::Flat(t.inner()),
+                Value::Tokens(t) => Value::Tokens(t.inner()),
             }
         };
         if let Some((g, extra)) = dynamic {
@@ -881,11 +925,16 @@ impl Executor {
                 } => {
                     let weight = masked(*w).reshape([*in_features, *out_features]);
                     let bias = b.map(|b| params[b].clone());
-                    let x = match arg(0) {
-                        Value::Flat(t) => t,
+                    match arg(0) {
+                        Value::Flat(x) => Value::Flat(ops::linear::forward(x, weight, bias)),
+                        // Every token through the same layer: `[N*T, C]` rows.
+                        Value::Tokens(x) => {
+                            let [n, t, c] = x.dims();
+                            let y = ops::linear::forward(x.reshape([n * t, c]), weight, bias);
+                            Value::Tokens(y.reshape([n, t, *out_features]))
+                        }
                         Value::Map(_) => unreachable!("linear `{name}` on a feature map"),
-                    };
-                    Value::Flat(ops::linear::forward(x, weight, bias))
+                    }
                 }
                 Step::Bn {
                     gamma,
@@ -942,26 +991,28 @@ impl Executor {
                             Value::Flat(t) => {
                                 bn_train!(t, Value::Flat, fast_ops::batch_norm_train_flat)
                             }
+                            // BatchNorm's shape rule refuses token sequences.
+                            Value::Tokens(_) => unreachable!("batch norm `{name}` on tokens"),
                         }
                     } else {
                         match x {
                             Value::Map(t) => Value::Map(batch_norm(t, g, bt, rm, rv, *eps)),
                             Value::Flat(t) => Value::Flat(batch_norm(t, g, bt, rm, rv, *eps)),
+                            Value::Tokens(_) => unreachable!("batch norm `{name}` on tokens"),
                         }
                     }
                 }
-                Step::Relu => match arg(0) {
-                    Value::Map(t) => Value::Map(activation::relu(t)),
-                    Value::Flat(t) => Value::Flat(activation::relu(t)),
-                },
-                Step::Relu6 => match arg(0) {
-                    Value::Map(t) => Value::Map(t.clamp(0.0, 6.0)),
-                    Value::Flat(t) => Value::Flat(t.clamp(0.0, 6.0)),
-                },
-                Step::Activation(f) => match arg(0) {
-                    Value::Map(t) => Value::Map(ops::activation::forward(*f, t)),
-                    Value::Flat(t) => Value::Flat(ops::activation::forward(*f, t)),
-                },
+                Step::Relu => arg(0).map_any(activation::relu, activation::relu, activation::relu),
+                Step::Relu6 => arg(0).map_any(
+                    |t| t.clamp(0.0, 6.0),
+                    |t| t.clamp(0.0, 6.0),
+                    |t| t.clamp(0.0, 6.0),
+                ),
+                Step::Activation(f) => arg(0).map_any(
+                    |t| ops::activation::forward(*f, t),
+                    |t| ops::activation::forward(*f, t),
+                    |t| ops::activation::forward(*f, t),
+                ),
                 Step::MaxPool(a) => {
                     let x = arg(0).map(name);
                     // Evaluation on flex: the kernel without Burn's argmax.
@@ -997,12 +1048,17 @@ impl Executor {
                 Step::Mul => match (arg(0), arg(1)) {
                     (Value::Map(a), Value::Map(b)) => Value::Map(a * b),
                     (Value::Flat(a), Value::Flat(b)) => Value::Flat(a * b),
+                    (Value::Tokens(a), Value::Tokens(b)) => Value::Tokens(a * b),
                     _ => unreachable!("mul `{name}` of mixed ranks"),
                 },
                 Step::Flatten => match arg(0) {
                     Value::Map(t) => {
                         let [n, c, h, w] = t.dims();
                         Value::Flat(t.reshape([n, c * h * w]))
+                    }
+                    Value::Tokens(t) => {
+                        let [n, k, c] = t.dims();
+                        Value::Flat(t.reshape([n, k * c]))
                     }
                     flat => flat,
                 },
@@ -1013,6 +1069,7 @@ impl Executor {
                         acc = match (acc, arg(k)) {
                             (Value::Map(a), Value::Map(b)) => Value::Map(a + b),
                             (Value::Flat(a), Value::Flat(b)) => Value::Flat(a + b),
+                            (Value::Tokens(a), Value::Tokens(b)) => Value::Tokens(a + b),
                             _ => unreachable!("add `{name}` of mixed ranks"),
                         };
                     }
@@ -1028,7 +1085,12 @@ impl Executor {
                     // statistics, as compaction removes them.
                     let src = self.inputs[i][0];
                     let keep = (src > 0).then(|| self.gates[src - 1].clone()).flatten();
-                    on_map(arg(0), |t| ops::layernorm::layer_norm(t, w, b, *eps, keep))
+                    match arg(0) {
+                        Value::Tokens(t) => {
+                            Value::Tokens(ops::tokens::layer_norm(t, w, b, *eps, keep))
+                        }
+                        x => on_map(x, |t| ops::layernorm::layer_norm(t, w, b, *eps, keep)),
+                    }
                 }
                 Step::GroupNorm {
                     weight,
@@ -1052,6 +1114,7 @@ impl Executor {
                 Step::Slice(sl) => match arg(0) {
                     Value::Map(t) => Value::Map(t.narrow(1, sl.start, sl.end - sl.start)),
                     Value::Flat(t) => Value::Flat(t.narrow(1, sl.start, sl.end - sl.start)),
+                    Value::Tokens(t) => Value::Tokens(t.narrow(2, sl.start, sl.end - sl.start)),
                 },
                 Step::Shuffle(sh) => Value::Map(ops::shuffle::forward(arg(0).map(name), sh.groups)),
                 Step::Concat => {
@@ -1061,12 +1124,16 @@ impl Executor {
                             parts.into_iter().map(|v| v.map(name)).collect(),
                             1,
                         )),
+                        Value::Tokens(_) => Value::Tokens(Tensor::cat(
+                            parts.into_iter().map(|v| v.tokens(name)).collect(),
+                            2,
+                        )),
                         Value::Flat(_) => Value::Flat(Tensor::cat(
                             parts
                                 .into_iter()
                                 .map(|v| match v {
                                     Value::Flat(t) => t,
-                                    Value::Map(_) => {
+                                    Value::Map(_) | Value::Tokens(_) => {
                                         unreachable!("concat `{name}` of mixed ranks")
                                     }
                                 })
@@ -1094,11 +1161,22 @@ impl Executor {
                         match x {
                             Value::Map(t) => drop!(t, Value::Map, 4),
                             Value::Flat(t) => drop!(t, Value::Flat, 2),
+                            Value::Tokens(t) => drop!(t, Value::Tokens, 3),
                         }
                     } else {
                         x
                     }
                 }
+                Step::Tokenize => Value::Tokens(ops::tokens::tokenize(arg(0).map(name))),
+                Step::ClassToken { token } => Value::Tokens(ops::tokens::class_token(
+                    arg(0).tokens(name),
+                    params[*token].clone(),
+                )),
+                Step::PositionEmbedding { table } => Value::Tokens(
+                    ops::tokens::position_embedding(arg(0).tokens(name), params[*table].clone()),
+                ),
+                Step::Attention(a) => Value::Tokens(ops::tokens::attention(arg(0).tokens(name), a)),
+                Step::TokenPool(mode) => Value::Flat(ops::tokens::pool(arg(0).tokens(name), *mode)),
             };
             let out = match &self.gates[i] {
                 Some(g) => out.mul_channels(g.clone()),
@@ -1123,6 +1201,10 @@ impl Executor {
             Value::Map(t) => {
                 let [n, c, h, w] = t.dims();
                 t.reshape([n, c * h * w])
+            }
+            Value::Tokens(t) => {
+                let [n, k, c] = t.dims();
+                t.reshape([n, k * c])
             }
         }
     }

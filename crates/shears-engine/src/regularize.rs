@@ -79,7 +79,12 @@ impl BnScaleL1 {
                     | Op::GroupNorm(_)
                     | Op::Resize(_)
                     | Op::ChannelShuffle(_)
-                    | Op::Dropout(Dropout { .. })),
+                    | Op::Dropout(Dropout { .. })
+                    | Op::Tokenize
+                    | Op::ClassToken(_)
+                    | Op::PositionEmbedding(_)
+                    | Op::Attention(_)
+                    | Op::TokenPool(_)),
                 ) => {
                     return Err(EngineError::invalid(
                         "penalty mask",

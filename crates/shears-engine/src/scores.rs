@@ -278,6 +278,8 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
             // SynFlow removes the nonlinearities; ReLU is already the identity on its positive
             // signal, the others (a sigmoid, a GELU) are not.
             Op::Activation(_) => Op::Dropout(Dropout { p: 0.0 }),
+            // A LayerNorm centres the all-ones input of SynFlow to zero; like BatchNorm it goes.
+            Op::LayerNorm(_) => Op::Dropout(Dropout { p: 0.0 }),
             ref op @ (Op::Conv2d(Conv2d { .. })
             | Op::Linear(Linear { .. })
             | Op::Relu
@@ -292,11 +294,15 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
             | Op::Concat
             | Op::Slice(_)
             | Op::Affine(_)
-            | Op::LayerNorm(_)
             | Op::GroupNorm(_)
             | Op::Resize(_)
             | Op::ChannelShuffle(_)
-            | Op::Dropout(Dropout { .. })) => op.clone(),
+            | Op::Dropout(Dropout { .. })
+            | Op::Tokenize
+            | Op::ClassToken(_)
+            | Op::PositionEmbedding(_)
+            | Op::Attention(_)
+            | Op::TokenPool(_)) => op.clone(),
         };
     }
     let mut weights = Weights::new();

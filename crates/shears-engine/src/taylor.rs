@@ -104,7 +104,12 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
             | Op::GroupNorm(_)
             | Op::Resize(_)
             | Op::ChannelShuffle(_)
-            | Op::Dropout(Dropout { .. }) => continue,
+            | Op::Dropout(Dropout { .. })
+            | Op::Tokenize
+            | Op::ClassToken(_)
+            | Op::PositionEmbedding(_)
+            | Op::Attention(_)
+            | Op::TokenPool(_) => continue,
         };
         if !params.is_empty() {
             out.push(Scored {

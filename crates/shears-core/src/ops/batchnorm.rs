@@ -46,6 +46,12 @@ impl OpRules for BatchNorm {
         let err = |m: String| CoreError::shape(&node.name, m);
         let (channels, eps) = (self.channels, self.eps);
         let c = ins[0][0];
+        if crate::shape::is_tokens(ins[0]) {
+            return Err(err(format!(
+                "batch norm on a token sequence {:?} is not supported (only maps and vectors)",
+                ins[0]
+            )));
+        }
         if eps.is_nan() || eps <= 0.0 {
             return Err(err(format!("eps must be positive, got {eps}")));
         }

@@ -9,3 +9,4 @@ pub mod layernorm;
 pub mod linear;
 pub mod pool;
 pub mod shuffle;
+pub mod tokens;
