@@ -43,3 +43,70 @@ fn an_exported_model_runs_in_onnxruntime_as_in_shears_and_is_timed() {
         .to_string();
     assert!(e.starts_with("onnxruntime:"), "{e}");
 }
+
+/// The largest absolute difference between onnxruntime's outputs and shears' reference, scaled.
+fn ort_vs_reference(model: &Model, input: &[usize], batch: usize) -> f32 {
+    let bytes = shears_onnx::to_onnx_bytes(model).unwrap();
+    let mut bench = Bench::new(&bytes, input, batch, 1).unwrap();
+    let got = bench.outputs().unwrap();
+    let numel: usize = input.iter().product();
+    let mut shape = vec![batch];
+    shape.extend_from_slice(input);
+    let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), fixed_input(batch * numel))
+        .unwrap();
+    let want = shears_core::reference::forward(&model.graph, &model.weights, None, &x).unwrap();
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want.iter())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+/// A vision transformer's export (tokens, class token, position table, attention as
+/// Reshape/Transpose/Gather/MatMul/Softmax, LayerNormalization, MatMul linears, class pooling)
+/// runs in onnxruntime as in shears, dense and compacted to fewer heads, MLP channels and a
+/// narrower embedding.
+#[test]
+fn a_vision_transformer_exports_to_onnxruntime_dense_and_compacted() {
+    if let Err(e) = runtime() {
+        eprintln!("SKIPPED: {e}");
+        return;
+    }
+    use shears_core::structured::{ChannelSelection, channel_groups, compact};
+    let graph = zoo::build("vit-tiny", &[3, 8, 8], 10).unwrap();
+    let weights = init_weights(&graph, 3);
+    let model = Model {
+        graph: graph.clone(),
+        weights: weights.clone(),
+        masks: Masks::new(),
+    };
+    let d = ort_vs_reference(&model, &[3, 8, 8], 2);
+    assert!(d <= 1e-4, "dense vit: onnxruntime differs by {d}");
+    let mut selection = ChannelSelection::default();
+    for g in channel_groups(&graph)
+        .unwrap()
+        .iter()
+        .filter(|g| g.prunable)
+    {
+        let kept = (0..g.channels).filter(|c| c % 3 != 1).collect();
+        selection.kept.insert(g.id, kept);
+    }
+    let (small, small_weights) = compact(&graph, &weights, &selection).unwrap();
+    let heads: Vec<usize> = small
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            shears_core::graph::Op::Attention(a) => Some(a.heads),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heads, vec![2; 6], "3 heads, one removed per block");
+    let model = Model {
+        graph: small,
+        weights: small_weights,
+        masks: Masks::new(),
+    };
+    let d = ort_vs_reference(&model, &[3, 8, 8], 2);
+    assert!(d <= 1e-4, "compacted vit: onnxruntime differs by {d}");
+}

@@ -208,6 +208,13 @@ fn peak_activations(output: &Value) -> (usize, usize, Vec<f32>) {
             let [n, c] = o.dims();
             (n, c, to_vec(o.clone().inner().abs().reshape([n * c])))
         }
+        // Peak over the tokens, as over the positions of a map (FTWT refuses transformers
+        // before training, so this is for completeness).
+        Value::Tokens(o) => {
+            let [n, _, c] = o.dims();
+            let peaks = o.clone().inner().abs().max_dim(1);
+            (n, c, to_vec(peaks.reshape([n * c])))
+        }
     }
 }
 
