@@ -162,7 +162,7 @@ fn rewrite_graph(graph: &Graph, shapes: &Shapes, plan: &Plan) -> Result<Graph> {
     let kept = |v: &str| -> Cow<'_, [usize]> {
         match plan.values.get(v) {
             Some(k) => Cow::Borrowed(k.as_slice()),
-            None => Cow::Owned((0..shapes.get(v)[0]).collect()),
+            None => Cow::Owned((0..crate::shape::channels(shapes.get(v))).collect()),
         }
     };
     let mut out = graph.clone();

@@ -126,15 +126,20 @@ fn check_ignore(graph: &Graph, ignore: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Whether an ignore entry keeps `group` whole: it names (or names the op kind of) a producer of
+/// the group or a node whose output the group's channels run through. The second lets a
+/// transformer keep one kind of group: `attention` keeps the heads, `gelu` the MLP channels,
+/// `position_embedding` the embedding width.
 fn ignored(graph: &Graph, group: &ChannelGroup, ignore: &[String]) -> bool {
-    group.producers.iter().any(|p| {
+    let matches = |node: &str| {
         ignore.iter().any(|i| {
-            i == p
+            i == node
                 || graph
-                    .node(p)
+                    .node(node)
                     .is_some_and(|n| n.op.kind_name() == i.as_str())
         })
-    })
+    };
+    group.producers.iter().any(|p| matches(p)) || group.values.iter().any(|v| matches(&v.value))
 }
 
 /// The groups that may lose channels, with their channels ranked by score.
