@@ -254,12 +254,12 @@ pub fn importance_from_node_scores(
                 format!("scores given for `{node}`, which is not a value of the graph"),
             )
         })?;
-        if s.len() != shape[0] {
+        if s.len() != crate::shape::channels(shape) {
             return Err(CoreError::value(
                 "channel scores",
                 format!(
                     "`{node}` has {} output channels, got {} scores",
-                    shape[0],
+                    crate::shape::channels(shape),
                     s.len()
                 ),
             ));

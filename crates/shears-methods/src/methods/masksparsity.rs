@@ -477,6 +477,21 @@ impl PreparedMethod for Prepared {
 
     fn run(&self, p: &Pipeline<'_>) -> Result<Report> {
         let o = &self.opts;
+        // The penalty is on BatchNorm scales: a network without any (a transformer normalises
+        // with LayerNorm) is refused before the baseline trains.
+        let initial = p.initial()?.graph;
+        let has_bn = channel_groups(&initial)?
+            .iter()
+            .any(|g| g.prunable && g.members.iter().any(|m| m.kind == ParamKind::BnScale));
+        if !has_bn {
+            invalid!(
+                "MaskSparsity puts its L1 penalty on the BatchNorm scales of the channels a mask \
+                 selects, and no prunable channel group of model `{}` has a BatchNorm (it \
+                 normalises with LayerNorm or not at all); prune it with l1-filter, l2-filter, \
+                 taylor, random-filter or paam",
+                initial.name
+            );
+        }
         // A mask file is checked against the model before any training.
         let from_file = match &o.mask_file {
             Some(file) => {

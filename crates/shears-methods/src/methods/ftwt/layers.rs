@@ -71,6 +71,24 @@ fn is_projection(graph: &Graph, conv: &shears_core::graph::Node, gate_at: &str) 
 /// every conv but residual projections), `ignore` removes convs from that set.
 pub fn gated_layers(graph: &Graph, only: &[String], ignore: &[String]) -> Result<Vec<GatedLayer>> {
     let shapes = infer_shapes(graph)?;
+    // FTWT gates the filters of a CNN per sample; a transformer's work is in its token MLPs
+    // and attention heads, which its mask predictors and dynamic inference do not know.
+    if let Some(n) = graph
+        .nodes
+        .iter()
+        .find(|n| shears_core::shape::is_tokens(shapes.get(&n.name)))
+    {
+        invalid!(
+            "FTWT gates the conv filters of a convolutional network per sample; model `{}` \
+             computes on token sequences (node `{}` is a {} with output {:?}), whose heads \
+             and MLP channels it cannot gate: prune it with l1-filter, l2-filter, taylor, \
+             random-filter or paam",
+            graph.name,
+            n.name,
+            n.op.kind_name(),
+            shapes.get(&n.name)
+        );
+    }
     let cost = cost_with_shapes(graph, &shapes, Convention::ConvLinear);
     for name in only.iter().chain(ignore) {
         match graph.node(name) {
