@@ -32,6 +32,8 @@ const BLOCKS: &[&str] = &[
     "groupnorm_block",
     "hrnet_fuse",
     "cbam_maxhead",
+    // scripts/transformer_fixtures.py
+    "tiny_vit",
 ];
 
 fn fixture(name: &str) -> PathBuf {

@@ -7,6 +7,7 @@
 
 mod ops;
 mod patterns;
+mod tokens;
 
 use shears_core::ops::{BatchNorm, Conv2d, Linear};
 
@@ -102,6 +103,12 @@ pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
         )));
     };
     let output = im.value(&out.name, "the graph output")?;
+    if let Some(what) = im.unfinished(&out.name) {
+        return Err(OnnxError::Model(format!(
+            "the graph output `{}` is {what}",
+            out.name
+        )));
+    }
     if let Some((value, stage)) = im.pending.iter().find(|(v, _)| **v == out.name) {
         return Err(OnnxError::Model(format!(
             "the graph output `{value}` is a partial GELU pattern (after its {stage:?} step)"
@@ -147,6 +154,11 @@ enum Layout {
     /// same `[C, H, W]` value in the IR: per-channel ops on it (LayerNorm over the last axis, a
     /// Linear on channels, activations, constants) map to the IR's channel ops on the map.
     Nhwc,
+    /// `[N, T, C]` in ONNX, the token sequence `[T, C]` in the IR.
+    Tokens,
+    /// `[N, C, H*W]` in ONNX (a patch embedding's map flattened before its transpose to
+    /// tokens), the same `[C, H, W]` map in the IR: only that transpose may read it.
+    MapRows,
 }
 
 /// The names an ONNX file gave its weights and nodes.
@@ -239,6 +251,10 @@ struct Importer {
     /// Stored matrices the graph transposes, by the transposed value's name (with the name of
     /// the stored tensor).
     folded: HashMap<String, (String, ArrayD<f32>)>,
+    /// The steps of attention patterns seen so far, by the value each produced.
+    attention: HashMap<String, tokens::AttnStep>,
+    /// Stored class tokens expanded over the batch, by the expanded value's name.
+    class_tokens: HashMap<String, ArrayD<f32>>,
     values: HashMap<String, Value>,
     nodes: Vec<IrNode>,
     weights: Weights,
@@ -424,7 +440,7 @@ impl Importer {
     fn channels(&self, v: &Value) -> usize {
         self.shapes
             .get(&v.name)
-            .and_then(|s| s.first().copied())
+            .map(|s| shears_core::shape::channels(s))
             .unwrap_or(0)
     }
 
@@ -707,6 +723,9 @@ impl Importer {
             // so the chain itself maps to nothing.
             return Ok(());
         }
+        if let Some(done) = self.token_pattern(node) {
+            return done;
+        }
         match node {
             Node::Conv2d(_) => self.import_conv2d(node),
             Node::BatchNormalization(_) => self.import_batch_normalization(node),
@@ -754,7 +773,11 @@ impl Importer {
 
     /// A pointwise activation of one map or vector.
     fn activation(&mut self, node: &Node, f: Activation) -> Result<(), OnnxError> {
-        let x = self.data(node, 0, &[Layout::Map, Layout::Vector, Layout::Nhwc])?;
+        let x = self.data(
+            node,
+            0,
+            &[Layout::Map, Layout::Vector, Layout::Nhwc, Layout::Tokens],
+        )?;
         let layout = x.layout;
         self.push(node, Op::Activation(f), vec![x.name], vec![], layout, None)
     }
@@ -825,7 +848,9 @@ impl Importer {
                     layout: Layout::Vector,
                 },
             ),
-            Layout::Nhwc => unreachable!("data() admitted only the layouts listed"),
+            Layout::Nhwc | Layout::Tokens | Layout::MapRows => {
+                unreachable!("data() admitted only the layouts listed")
+            }
         }
     }
 
@@ -873,7 +898,12 @@ impl Importer {
         let mut params = vec![("weight", w)];
         params.extend(bias.map(|b| ("bias", b)));
         // The weight initializer of a MatMul export is often a bare number (`onnx::MatMul_123`).
-        self.push(node, op, vec![x.name], params, Layout::Vector, Some(wname))
+        let layout = if x.layout == Layout::Tokens {
+            Layout::Tokens
+        } else {
+            Layout::Vector
+        };
+        self.push(node, op, vec![x.name], params, layout, Some(wname))
     }
 }
 
@@ -1012,5 +1042,7 @@ fn layout_text(l: Layout) -> &'static str {
         Layout::Vector => "a [N, F] vector",
         Layout::Pooled => "a globally pooled [N, C, 1, 1] map",
         Layout::Nhwc => "a channels-last [N, H, W, C] map",
+        Layout::Tokens => "a [N, T, C] token sequence",
+        Layout::MapRows => "a [N, C, H*W] flattened map (read only by a transpose to tokens)",
     }
 }

@@ -71,7 +71,7 @@ impl Importer {
                 "a MatMul of two computed values is not supported (only by a stored matrix)".into(),
             ));
         }
-        let x = self.data(node, 0, &[Vector, Pooled, Nhwc])?;
+        let x = self.data(node, 0, &[Vector, Pooled, Nhwc, Tokens])?;
         let b = &node.inputs()[1];
         let (wname, w) = match self.folded.get(&b.name) {
             Some(f) => f.clone(),
@@ -188,7 +188,7 @@ impl Importer {
     /// ONNX `Relu`.
     pub(super) fn import_relu(&mut self, node: &Node) -> Result<(), OnnxError> {
         use Layout::*;
-        let x = self.data(node, 0, &[Map, Vector, Nhwc])?;
+        let x = self.data(node, 0, &[Map, Vector, Nhwc, Tokens])?;
         self.push(node, Op::Relu, vec![x.name], vec![], x.layout, None)
     }
 
@@ -298,6 +298,14 @@ impl Importer {
             }
         };
         axes.sort_unstable();
+        let tokens = node
+            .inputs()
+            .first()
+            .and_then(|a| self.values.get(&a.name))
+            .is_some_and(|v| v.layout == Layout::Tokens);
+        if tokens && !max && axes == [1] && !r.keepdims {
+            return self.token_pool(node, shears_core::ops::TokenPoolMode::Mean);
+        }
         if axes != [2, 3] {
             return Err(unsupported(
                 node,
@@ -611,7 +619,7 @@ impl Importer {
         let Node::Linear(l) = node else {
             unreachable!("the table sends only Linear here")
         };
-        let x = self.data(node, 0, &[Vector, Pooled, Nhwc])?;
+        let x = self.data(node, 0, &[Vector, Pooled, Nhwc, Tokens])?;
         let (wname, w) = constant(node, 1, "weight")?;
         let bias = optional_constant(node, 2, "bias")?;
         let w = if l.config.transpose_weight {
@@ -631,8 +639,9 @@ impl Importer {
         let Node::LayerNormalization(ln) = node else {
             unreachable!("the table sends only LayerNormalization here")
         };
-        let x = self.data(node, 0, &[Nhwc, Vector])?;
+        let x = self.data(node, 0, &[Nhwc, Vector, Tokens])?;
         if !matches!(ln.config.axis, -1)
+            && !(x.layout == Tokens && ln.config.axis == 2)
             && !(x.layout == Vector && ln.config.axis == 1)
             && !(x.layout == Nhwc && ln.config.axis == 3)
         {
@@ -845,7 +854,7 @@ impl Importer {
             ));
         }
         let xs: Vec<Value> = (0..n)
-            .map(|k| self.data(node, k, &[Map, Vector, Nhwc]))
+            .map(|k| self.data(node, k, &[Map, Vector, Nhwc, Tokens]))
             .collect::<Result<_, _>>()?;
         if n < 2 {
             return self.bind(node, xs[0].clone());

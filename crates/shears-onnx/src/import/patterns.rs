@@ -100,6 +100,8 @@ impl Importer {
                     Layout::Pooled => vec![s[0], 1, 1],
                     Layout::Map | Layout::Vector => s.clone(),
                     Layout::Nhwc => vec![s[1], s[2], s[0]],
+                    Layout::Tokens => s.clone(),
+                    Layout::MapRows => vec![s[0], s[1] * s[2]],
                 };
                 Some(
                     std::iter::once(None)
@@ -120,6 +122,30 @@ impl Importer {
             Node::Cast(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::trunc)).collect()),
             Node::Ceil(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::ceil)).collect()),
             Node::Floor(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::floor)).collect()),
+            // `shape[a:b]` of a 1-D shape value (a flatten's `[N, C, -1]` keeps `shape[0:2]`).
+            Node::Slice(sl) => {
+                let bound = |b: &onnx_ir::node::slice::SliceInput| match b {
+                    onnx_ir::node::slice::SliceInput::Static(v) => v.first().copied(),
+                    onnx_ir::node::slice::SliceInput::Runtime(r) => ins
+                        .get(r.input_index)
+                        .and_then(|a| self.symbolic(a))
+                        .and_then(|v| v.first().copied().flatten()),
+                };
+                let step_one = match &sl.config.steps {
+                    None => true,
+                    Some(s) => bound(s) == Some(1),
+                };
+                match (num(0), bound(&sl.config.starts), bound(&sl.config.ends)) {
+                    (Some(d), Some(a), Some(b)) if step_one => {
+                        let len = d.len() as i64;
+                        let clamp =
+                            |i: i64| (if i < 0 { i + len } else { i }).clamp(0, len) as usize;
+                        let (a, b) = (clamp(a), clamp(b));
+                        (a <= b).then(|| d[a..b].to_vec())
+                    }
+                    _ => None,
+                }
+            }
             Node::Concat(_) => (0..ins.len())
                 .map(num)
                 .collect::<Option<Vec<_>>>()
@@ -357,6 +383,10 @@ pub(super) fn computes_a_shape(node: &Node, known: impl Fn(&str) -> bool) -> boo
             | Node::Clip(_)
             | Node::Max(_)
             | Node::Min(_)
+            | Node::Reshape(_)
+            | Node::ConstantOfShape(_)
+            | Node::Equal(_)
+            | Node::Where(_)
     );
     let on_shapes = node
         .inputs()

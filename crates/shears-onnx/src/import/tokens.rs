@@ -1,0 +1,493 @@
+//! The transformer patterns of an ONNX file, as PyTorch (timm-style modules, torchvision) and
+//! shears' own exporter write them, each folded into the IR's token ops:
+//!
+//! - patch embedding: a conv's map reshaped to `[N, C, H*W]` then transposed to `[N, H*W, C]`
+//!   becomes [`Op::Tokenize`];
+//! - class token: `Concat(Expand(stored [1,1,C]), tokens)` on axis 1 becomes [`Op::ClassToken`];
+//!   a stored `[1,T,C]` added to tokens becomes [`Op::PositionEmbedding`];
+//! - attention: `Reshape(qkv, [N,T,3,H,D])`, `Transpose [2,0,3,1,4]`, q/k/v taken by `Split` +
+//!   `Squeeze` or `Gather`, `MatMul(q, Transpose(k))`, a `Mul`/`Div` by a scalar, `Softmax`,
+//!   `MatMul(·, v)`, `Transpose [0,2,1,3]`, `Reshape [N,T,H*D]` becomes one [`Op::Attention`];
+//! - pooling: `Gather(tokens, 0, axis 1)` (`x[:, 0]`) and `ReduceMean` over axis 1 become
+//!   [`Op::TokenPool`].
+//!
+//! The steps in between map to nothing: each is remembered by the ONNX value it produced, and a
+//! pattern left unfinished is an error naming the node where it stopped.
+
+use super::{Importer, Layout, Value, constant, unsupported};
+use crate::OnnxError;
+use ndarray::{ArrayD, IxDyn};
+use onnx_ir::Node;
+use onnx_ir::TensorDataExt;
+use shears_core::graph::Op;
+use shears_core::ops::{Attention, ClassToken, PositionEmbedding, TokenPool, TokenPoolMode};
+
+/// The packed projection an attention reads, and its head layout.
+#[derive(Debug, Clone)]
+pub(super) struct Heads {
+    qkv: Value,
+    heads: usize,
+    head_dim: usize,
+}
+
+/// A step of the attention pattern, by the ONNX value it produced.
+#[derive(Debug, Clone)]
+pub(super) enum AttnStep {
+    /// `[N, T, 3, H, D]`.
+    Split(Heads),
+    /// `[3, N, H, T, D]`.
+    Packed(Heads),
+    /// Queries (0), keys (1) or values (2), `[N, H, T, D]` (`[1, N, H, T, D]` before a Squeeze).
+    Part(Heads, usize),
+    /// The keys transposed, `[N, H, D, T]`.
+    KeysT(Heads),
+    /// `q kᵀ * scale`.
+    Scores(Heads, f64),
+    /// Softmax of the scores.
+    Weights(Heads, f64),
+    /// Weights times values, `[N, H, T, D]`.
+    Out(Heads, f64),
+    /// `[N, T, H, D]`.
+    Merged(Heads, f64),
+}
+
+fn output(node: &Node, k: usize) -> String {
+    node.outputs()
+        .get(k)
+        .map(|o| o.name.clone())
+        .unwrap_or_default()
+}
+
+fn input(node: &Node, k: usize) -> String {
+    node.inputs()
+        .get(k)
+        .map(|a| a.name.clone())
+        .unwrap_or_default()
+}
+
+/// A stored scalar input's value.
+fn scalar(node: &Node, k: usize) -> Option<f64> {
+    let v = node.inputs().get(k)?.value()?.to_f64_vec().ok()?;
+    (v.len() == 1).then(|| v[0])
+}
+
+impl Importer {
+    /// Maps `node` when it is a step of a transformer pattern; `None` when it is not one.
+    pub(super) fn token_pattern(&mut self, node: &Node) -> Option<Result<(), OnnxError>> {
+        let step = |k: usize| self.attention.get(&input(node, k)).cloned();
+        let layout = |k: usize| self.values.get(&input(node, k)).map(|v| v.layout);
+        match node {
+            Node::Reshape(r) => {
+                let target = self.reshape_target(node, &r.config)?;
+                if let Some(AttnStep::Merged(h, scale)) = step(0) {
+                    return Some(self.attention_op(node, h, scale, &target));
+                }
+                match layout(0)? {
+                    Layout::Tokens if target.len() == 5 => Some(self.split_heads(node, &target)),
+                    Layout::Map if target.len() == 3 && self.feeds_a_transpose(node) => {
+                        Some(self.map_rows(node, &target))
+                    }
+                    _ => None,
+                }
+            }
+            Node::Transpose(t) => {
+                let perm = t.config.perm.as_slice();
+                let next = match (step(0), perm) {
+                    (Some(AttnStep::Split(h)), [2, 0, 3, 1, 4]) => AttnStep::Packed(h),
+                    (Some(AttnStep::Part(h, 1)), [0, 1, 3, 2]) => AttnStep::KeysT(h),
+                    (Some(AttnStep::Out(h, s)), [0, 2, 1, 3]) => AttnStep::Merged(h, s),
+                    (Some(s), _) => {
+                        return Some(Err(unsupported(
+                            node,
+                            format!("Transpose {perm:?} after the attention step {s:?}"),
+                        )));
+                    }
+                    (None, [0, 2, 1]) if layout(0) == Some(Layout::MapRows) => {
+                        return Some(self.tokenize(node));
+                    }
+                    (None, _) => return None,
+                };
+                self.attention.insert(output(node, 0), next);
+                Some(Ok(()))
+            }
+            Node::Split(sp) => match step(0) {
+                Some(AttnStep::Packed(h)) if sp.config.axis == 0 && node.outputs().len() == 3 => {
+                    for k in 0..3 {
+                        self.attention
+                            .insert(output(node, k), AttnStep::Part(h.clone(), k));
+                    }
+                    Some(Ok(()))
+                }
+                Some(s) => Some(Err(unsupported(
+                    node,
+                    format!("a Split after the attention step {s:?} other than q, k, v on axis 0"),
+                ))),
+                None => None,
+            },
+            Node::Squeeze(_) => match step(0) {
+                Some(part @ AttnStep::Part(..)) => {
+                    self.attention.insert(output(node, 0), part);
+                    Some(Ok(()))
+                }
+                _ => None,
+            },
+            Node::Gather(g) => {
+                let index = scalar(node, 1);
+                if let Some(AttnStep::Packed(h)) = step(0) {
+                    return Some(match index {
+                        Some(i) if g.config.axis == 0 && (0.0..3.0).contains(&i) => {
+                            let part = AttnStep::Part(h, i as usize);
+                            self.attention.insert(output(node, 0), part);
+                            Ok(())
+                        }
+                        _ => Err(unsupported(
+                            node,
+                            "only q, k and v (indices 0, 1, 2 on axis 0) are taken from packed \
+                             attention inputs"
+                                .into(),
+                        )),
+                    });
+                }
+                (layout(0)? == Layout::Tokens).then(|| {
+                    if g.config.axis != 1 || index != Some(0.0) {
+                        return Err(unsupported(
+                            node,
+                            "of token sequences only the first token (index 0 on axis 1, the \
+                             class token) is supported"
+                                .into(),
+                        ));
+                    }
+                    self.token_pool(node, TokenPoolMode::Class)
+                })
+            }
+            Node::MatMul(_) => match (step(0), step(1)) {
+                (Some(AttnStep::Part(h, 0)), Some(AttnStep::KeysT(k))) if same(&h, &k) => {
+                    self.attention
+                        .insert(output(node, 0), AttnStep::Scores(h, 1.0));
+                    Some(Ok(()))
+                }
+                (Some(AttnStep::Weights(h, s)), Some(AttnStep::Part(v, 2))) if same(&h, &v) => {
+                    self.attention.insert(output(node, 0), AttnStep::Out(h, s));
+                    Some(Ok(()))
+                }
+                (None, None) => None,
+                (a, b) => Some(Err(unsupported(
+                    node,
+                    format!(
+                        "a MatMul of attention steps {a:?} and {b:?} is not q kᵀ or weights × v \
+                         of one attention"
+                    ),
+                ))),
+            },
+            Node::Mul(_) | Node::Div(_) => {
+                let (k, Some(AttnStep::Scores(h, s))) = (0..2)
+                    .find_map(|k| match step(k) {
+                        Some(st @ AttnStep::Scores(..)) => Some((k, Some(st))),
+                        _ => None,
+                    })
+                    .unwrap_or((0, None))
+                else {
+                    return None;
+                };
+                let Some(c) = scalar(node, 1 - k).filter(|c| c.is_finite() && *c > 0.0) else {
+                    return Some(Err(unsupported(
+                        node,
+                        "attention scores are scaled only by a positive stored scalar".into(),
+                    )));
+                };
+                let scale = match node {
+                    Node::Div(_) if k == 0 => s / c,
+                    Node::Div(_) => {
+                        return Some(Err(unsupported(
+                            node,
+                            "a scalar divided by attention scores".into(),
+                        )));
+                    }
+                    _ => s * c,
+                };
+                self.attention
+                    .insert(output(node, 0), AttnStep::Scores(h, scale));
+                Some(Ok(()))
+            }
+            Node::Softmax(sm) => Some(match step(0) {
+                Some(AttnStep::Scores(h, s)) if sm.config.axis == 3 => {
+                    self.attention
+                        .insert(output(node, 0), AttnStep::Weights(h, s));
+                    Ok(())
+                }
+                _ => Err(unsupported(
+                    node,
+                    "Softmax is supported only over the keys of attention scores (q kᵀ)".into(),
+                )),
+            }),
+            // onnx-ir folds `Softmax(q kᵀ * s) v` into one Attention node reading q, k and v.
+            Node::Attention(a) => {
+                let parts = (step(0), step(1), step(2));
+                let (
+                    Some(AttnStep::Part(q, 0)),
+                    Some(AttnStep::Part(k, 1)),
+                    Some(AttnStep::Part(v, 2)),
+                ) = parts
+                else {
+                    return Some(Err(unsupported(
+                        node,
+                        "only self-attention on the queries, keys and values of one packed \
+                         projection (Reshape to [N,T,3,H,D], Transpose [2,0,3,1,4]) is supported"
+                            .into(),
+                    )));
+                };
+                let plain = node.inputs().len() == 3
+                    && !a.config.is_causal
+                    && a.config.softcap == 0.0
+                    && same(&q, &k)
+                    && same(&q, &v);
+                if !plain {
+                    return Some(Err(unsupported(
+                        node,
+                        "attention with a mask, causality, a softcap or inputs of different \
+                         projections is not supported"
+                            .into(),
+                    )));
+                }
+                let scale = a.config.scale.unwrap_or(1.0 / (q.head_dim as f64).sqrt());
+                self.attention
+                    .insert(output(node, 0), AttnStep::Out(q, scale));
+                Some(Ok(()))
+            }
+            Node::Expand(_) => Some(self.expand_class_token(node)),
+            Node::Concat(c) => {
+                let class = self.class_tokens.get(&input(node, 0)).cloned()?;
+                Some(if c.config.axis == 1 && node.inputs().len() == 2 {
+                    self.class_token(node, class)
+                } else {
+                    Err(unsupported(
+                        node,
+                        "a class token is put in front of the tokens only (Concat of the \
+                         expanded token and the sequence on axis 1)"
+                            .into(),
+                    ))
+                })
+            }
+            Node::Add(_) => {
+                let k = (0..2).find(|&k| layout(k) == Some(Layout::Tokens))?;
+                let other = node.inputs().get(1 - k)?;
+                other
+                    .value()
+                    .is_some()
+                    .then(|| self.position_embedding(node, k))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a Transpose reads `node`'s output (a flatten of a map into rows of positions).
+    fn feeds_a_transpose(&self, node: &Node) -> bool {
+        self.readers
+            .get(&output(node, 0))
+            .is_some_and(|r| r.iter().any(|t| t == "Transpose"))
+    }
+
+    /// `[N, C, H, W]` reshaped to `[N, C, H*W]`: the same IR map, rows of positions in ONNX.
+    fn map_rows(&mut self, node: &Node, target: &[Option<i64>]) -> Result<(), OnnxError> {
+        let x = self.data(node, 0, &[Layout::Map])?;
+        let s = self.shapes[&x.name].clone();
+        let (c, hw) = (s[0] as i64, (s[1] * s[2]) as i64);
+        let fits = target[1] == Some(c) && matches!(target[2], Some(d) if d == hw || d == -1);
+        if !fits {
+            return Err(unsupported(
+                node,
+                format!(
+                    "a reshape of a [{c}, {}, {}] map to {target:?} is not its flatten into \
+                     [N, C, H*W] before a transpose to tokens",
+                    s[1], s[2]
+                ),
+            ));
+        }
+        self.bind(
+            node,
+            Value {
+                name: x.name,
+                layout: Layout::MapRows,
+            },
+        )
+    }
+
+    fn tokenize(&mut self, node: &Node) -> Result<(), OnnxError> {
+        let x = self.data(node, 0, &[Layout::MapRows])?;
+        self.push(
+            node,
+            Op::Tokenize,
+            vec![x.name],
+            vec![],
+            Layout::Tokens,
+            None,
+        )
+    }
+
+    /// Tokens `[N, T, 3*H*D]` reshaped to `[N, T, 3, H, D]`.
+    fn split_heads(&mut self, node: &Node, target: &[Option<i64>]) -> Result<(), OnnxError> {
+        let x = self.data(node, 0, &[Layout::Tokens])?;
+        let s = self.shapes[&x.name].clone();
+        let (t, c) = (s[0] as i64, s[1] as i64);
+        let (Some(Some(h)), Some(Some(d))) = (target.get(3), target.get(4)) else {
+            return Err(unsupported(
+                node,
+                format!("the head count and size of {target:?} are not known before run time"),
+            ));
+        };
+        let ok = matches!(target[1], Some(n) if n == t || n == -1)
+            && target[2] == Some(3)
+            && *h > 0
+            && *d > 0
+            && 3 * h * d == c;
+        if !ok {
+            return Err(unsupported(
+                node,
+                format!(
+                    "a reshape of [{t}, {c}] tokens to {target:?} is not packed queries, keys \
+                     and values [N, T, 3, heads, head_dim]"
+                ),
+            ));
+        }
+        let heads = Heads {
+            qkv: x,
+            heads: *h as usize,
+            head_dim: *d as usize,
+        };
+        self.attention
+            .insert(output(node, 0), AttnStep::Split(heads));
+        Ok(())
+    }
+
+    /// The heads merged back to `[N, T, H*D]`: the attention op.
+    fn attention_op(
+        &mut self,
+        node: &Node,
+        h: Heads,
+        scale: f64,
+        target: &[Option<i64>],
+    ) -> Result<(), OnnxError> {
+        let width = (h.heads * h.head_dim) as i64;
+        if target.len() != 3 || !matches!(target[2], Some(d) if d == width || d == -1) {
+            return Err(unsupported(
+                node,
+                format!("attention heads are merged to [N, T, {width}], not to {target:?}"),
+            ));
+        }
+        let op = Op::Attention(Attention {
+            heads: h.heads,
+            head_dim: h.head_dim,
+            scale,
+        });
+        self.push(node, op, vec![h.qkv.name], vec![], Layout::Tokens, None)
+    }
+
+    /// A stored `[1, 1, C]` token expanded over the batch.
+    fn expand_class_token(&mut self, node: &Node) -> Result<(), OnnxError> {
+        let (_, token) = constant(node, 0, "class token")?;
+        let c = token.len();
+        if token.shape().iter().filter(|&&d| d != 1).count() > 1 || c == 0 {
+            return Err(unsupported(
+                node,
+                format!(
+                    "only a stored [1, 1, C] class token is expanded; this one is {:?}",
+                    token.shape()
+                ),
+            ));
+        }
+        let token = token
+            .into_shape_with_order(IxDyn(&[c]))
+            .map_err(|e| unsupported(node, e.to_string()))?;
+        self.class_tokens.insert(output(node, 0), token);
+        Ok(())
+    }
+
+    fn class_token(&mut self, node: &Node, token: ArrayD<f32>) -> Result<(), OnnxError> {
+        let x = self.data(node, 1, &[Layout::Tokens])?;
+        let op = Op::ClassToken(ClassToken {
+            channels: token.len(),
+        });
+        self.push(
+            node,
+            op,
+            vec![x.name],
+            vec![("token", token)],
+            Layout::Tokens,
+            None,
+        )
+    }
+
+    /// Tokens plus a stored `[1, T, C]` (or `[T, C]`) table; or plus a `[C]` bias after a
+    /// bias-free linear layer that nothing else reads (`MatMul` then `Add`, as shears exports a
+    /// linear layer on tokens).
+    fn position_embedding(&mut self, node: &Node, k: usize) -> Result<(), OnnxError> {
+        let x = self.data(node, k, &[Layout::Tokens])?;
+        let (_, table) = constant(node, 1 - k, "position table")?;
+        let s = self.shapes[&x.name].clone();
+        let (t, c) = (s[0], s[1]);
+        let only_reader = self
+            .readers
+            .get(&input(node, k))
+            .is_some_and(|r| r.len() == 1);
+        let bias_free = self
+            .nodes
+            .iter()
+            .position(|n| n.name == x.name && matches!(n.op, Op::Linear(l) if !l.bias));
+        if let (true, Some(i), true) = (table.len() == c, bias_free, only_reader) {
+            let bias = table
+                .into_shape_with_order(IxDyn(&[c]))
+                .map_err(|e| unsupported(node, e.to_string()))?;
+            if let Op::Linear(l) = &mut self.nodes[i].op {
+                l.bias = true;
+            }
+            self.weights.insert(format!("{}.bias", x.name), bias);
+            return self.bind(node, x);
+        }
+        if table.len() != t * c || table.shape().last() != Some(&c) {
+            return Err(unsupported(
+                node,
+                format!(
+                    "only a [1, {t}, {c}] position table is added to [{t}, {c}] tokens; this \
+                     constant is {:?}",
+                    table.shape()
+                ),
+            ));
+        }
+        let table = table
+            .into_shape_with_order(IxDyn(&[t, c]))
+            .map_err(|e| unsupported(node, e.to_string()))?;
+        let op = Op::PositionEmbedding(PositionEmbedding {
+            tokens: t,
+            channels: c,
+        });
+        self.push(
+            node,
+            op,
+            vec![x.name],
+            vec![("table", table)],
+            Layout::Tokens,
+            None,
+        )
+    }
+
+    /// `[N, T, C]` to `[N, C]`.
+    pub(super) fn token_pool(&mut self, node: &Node, mode: TokenPoolMode) -> Result<(), OnnxError> {
+        let x = self.data(node, 0, &[Layout::Tokens])?;
+        let op = Op::TokenPool(TokenPool { mode });
+        self.push(node, op, vec![x.name], vec![], Layout::Vector, None)
+    }
+
+    /// Fails when an attention or class-token pattern was left unfinished at `value`.
+    pub(super) fn unfinished(&self, value: &str) -> Option<String> {
+        if let Some(s) = self.attention.get(value) {
+            return Some(format!("a partial attention pattern (at its step {s:?})"));
+        }
+        self.class_tokens
+            .contains_key(value)
+            .then(|| "an expanded class token never put in front of tokens".to_string())
+    }
+}
+
+fn same(a: &Heads, b: &Heads) -> bool {
+    a.qkv.name == b.qkv.name && a.heads == b.heads && a.head_dim == b.head_dim
+}
