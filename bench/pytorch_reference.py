@@ -37,6 +37,7 @@ SHEARS_PARAMS_3x32x32_10 = {
     "resnet-20": 272_474,
     "resnet-56": 855_770,
     "mobilenet-v2": 2_236_682,
+    "vit-tiny": 2_693_578,
 }
 
 
@@ -261,7 +262,63 @@ class MobileNetV2(nn.Module):
         return self.fc(self.dropout(x))
 
 
+class VitAttention(nn.Module):
+    """Multi-head self-attention from a packed qkv projection, as shears' `attention` op reads it
+    ([T, 3*H*D]: every head's queries, then keys, then values), then the output projection."""
+
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads, self.scale = heads, (width // heads) ** -0.5
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, t, c))
+
+
+class VitBlock(nn.Module):
+    """Pre-norm block: x + proj(attention(qkv(norm1(x)))), x + fc2(gelu(fc1(norm2(x))))."""
+
+    def __init__(self, width, heads, mlp):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.attn = VitAttention(width, heads)
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.fc1 = nn.Linear(width, mlp)
+        self.fc2 = nn.Linear(mlp, width)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class VitTiny(nn.Module):
+    """shears' `vit-tiny`: 4x4 patch conv (with bias) to width 192, class token, position table,
+    6 blocks of 3 heads and MLP 768, final LayerNorm, the class token to a linear classifier."""
+
+    def __init__(self, input_shape, classes, patch=4, width=192, heads=3, depth=6, mlp=768):
+        super().__init__()
+        c, h, w = input_shape
+        tokens = (h // patch) * (w // patch) + 1
+        self.patch_embed = nn.Conv2d(c, width, patch, patch)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
+        self.blocks = nn.Sequential(*[VitBlock(width, heads, mlp) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
+        return self.fc(self.norm(self.blocks(x))[:, 0])
+
+
 MODELS = {
+    "vit-tiny": VitTiny,
     "lenet-5": lenet_5,
     "small-cnn": small_cnn,
     "vgg-11": lambda shape, classes: vgg(shape, classes, VGG11),
