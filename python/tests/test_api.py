@@ -414,3 +414,19 @@ def test_ctrl_c_stops_between_steps_and_the_run_resumes(tmp_path):
     report = shears.run(cfg, runs_dir=runs, resume=True, progress=False)
     assert (run_dirs[0] / "result.json").exists()
     assert Path(report["run_dir"]).resolve() == run_dirs[0].resolve()
+
+
+def test_a_vision_transformer_prunes_heads_and_mlp_channels_from_python(tmp_path):
+    dense = shears.load("vit-tiny")
+    assert dense.macs > 100e6
+    pruned, report = shears.prune(
+        dense, "l1-filter", macs_reduction=0.5, ignore=["position_embedding"], round_to=1,
+        runs_dir=tmp_path, progress=False,
+    )
+    assert report["macs_reduction"] >= 0.5
+    assert report["compaction_max_abs_diff"] <= 1e-4 * max(1.0, report["compaction_output_scale"])
+    kept = {g["producers"][0]: g["kept"] for g in report["pruned_groups"]}
+    assert all(1 <= kept.get(f"block{i}_qkv", 3) <= 3 for i in range(6))
+    _, report = shears.prune("vit-tiny", "magnitude", sparsity=0.9, runs_dir=tmp_path,
+                             progress=False)
+    assert report["effective_sparsity"] >= report["direct_sparsity"] == pytest.approx(0.9)

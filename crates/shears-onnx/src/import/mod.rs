@@ -5,6 +5,7 @@
 //! without a function stops the import with an error naming the node. Nothing is half-imported:
 //! the model is returned only once every node mapped and it checks.
 
+mod fold;
 mod ops;
 mod patterns;
 mod tokens;
@@ -40,7 +41,11 @@ Transpose -> Reshape), LayerNormalization over channels and MatMul on channels (
 map between Transposes, as ConvNeXt), Mul/Add/Sub/Div by a per-channel or scalar constant, \
 group norm (Reshape -> InstanceNormalization -> Reshape), Resize (integer upsampling, nearest or \
 bilinear), Pad (zeros; a Conv's asymmetric pads become one), ReduceMax and GlobalMaxPool over the \
-spatial axes, Identity, Dropout";
+spatial axes, Identity, Dropout; and vision transformers: a patch conv's Reshape to [N, C, H*W] \
+and Transpose to tokens, a stored class token Expand-ed and Concat-ed in front, a stored position \
+table added, LayerNormalization and MatMul (+ Add) on tokens, multi-head attention (Reshape to \
+[N, T, 3, heads, head_dim], Transpose [2, 0, 3, 1, 4], q/k/v by Split or Gather, Softmax(q kᵀ · \
+scale) v, Transpose and Reshape back), Gather of the class token and ReduceMean over tokens";
 
 /// Reads an ONNX file into a model (graph, weights, no masks), named after the file.
 pub fn import_onnx(path: &Path) -> Result<Model, OnnxError> {
@@ -64,6 +69,7 @@ pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
         ));
     }
     let (bytes, avgpool_ceil) = strip_avgpool_ceil_mode(bytes)?;
+    let bytes = fold::fold_integer_constants(&bytes)?;
     let bytes = bytes.as_slice();
     // onnx-ir asserts on some malformed inputs instead of returning an error: a corrupt file
     // must still give an error, never a panic.

@@ -209,17 +209,17 @@ impl Importer {
                     .insert(output(node, 0), AttnStep::Scores(h, scale));
                 Some(Ok(()))
             }
-            Node::Softmax(sm) => Some(match step(0) {
-                Some(AttnStep::Scores(h, s)) if sm.config.axis == 3 => {
+            Node::Softmax(sm) => match step(0)? {
+                AttnStep::Scores(h, s) if sm.config.axis == 3 => {
                     self.attention
                         .insert(output(node, 0), AttnStep::Weights(h, s));
-                    Ok(())
+                    Some(Ok(()))
                 }
-                _ => Err(unsupported(
+                _ => Some(Err(unsupported(
                     node,
                     "Softmax is supported only over the keys of attention scores (q kᵀ)".into(),
-                )),
-            }),
+                ))),
+            },
             // onnx-ir folds `Softmax(q kᵀ * s) v` into one Attention node reading q, k and v.
             Node::Attention(a) => {
                 let parts = (step(0), step(1), step(2));
