@@ -162,6 +162,12 @@ enum Layout {
     Nhwc,
     /// `[N, T, C]` in ONNX, the token sequence `[T, C]` in the IR.
     Tokens,
+    /// `[T, N, C]` in ONNX (the batch second, as `nn.MultiheadAttention` transposes it), the
+    /// same `[T, C]` tokens in the IR.
+    TokensTnc,
+    /// `[T*N, C]` in ONNX (tokens of every sample as rows, before `out_proj`), the same `[T, C]`
+    /// tokens in the IR.
+    TokenRows,
     /// `[N, C, H*W]` in ONNX (a patch embedding's map flattened before its transpose to
     /// tokens), the same `[C, H, W]` map in the IR: only that transpose may read it.
     MapRows,
@@ -854,7 +860,11 @@ impl Importer {
                     layout: Layout::Vector,
                 },
             ),
-            Layout::Nhwc | Layout::Tokens | Layout::MapRows => {
+            Layout::Nhwc
+            | Layout::Tokens
+            | Layout::TokensTnc
+            | Layout::TokenRows
+            | Layout::MapRows => {
                 unreachable!("data() admitted only the layouts listed")
             }
         }
@@ -904,10 +914,9 @@ impl Importer {
         let mut params = vec![("weight", w)];
         params.extend(bias.map(|b| ("bias", b)));
         // The weight initializer of a MatMul export is often a bare number (`onnx::MatMul_123`).
-        let layout = if x.layout == Layout::Tokens {
-            Layout::Tokens
-        } else {
-            Layout::Vector
+        let layout = match x.layout {
+            Layout::Tokens | Layout::TokensTnc | Layout::TokenRows => x.layout,
+            _ => Layout::Vector,
         };
         self.push(node, op, vec![x.name], params, layout, Some(wname))
     }
@@ -1049,6 +1058,8 @@ fn layout_text(l: Layout) -> &'static str {
         Layout::Pooled => "a globally pooled [N, C, 1, 1] map",
         Layout::Nhwc => "a channels-last [N, H, W, C] map",
         Layout::Tokens => "a [N, T, C] token sequence",
+        Layout::TokensTnc => "a [T, N, C] token sequence (batch second)",
+        Layout::TokenRows => "[T*N, C] rows of tokens",
         Layout::MapRows => "a [N, C, H*W] flattened map (read only by a transpose to tokens)",
     }
 }

@@ -71,7 +71,11 @@ impl Importer {
                 "a MatMul of two computed values is not supported (only by a stored matrix)".into(),
             ));
         }
-        let x = self.data(node, 0, &[Vector, Pooled, Nhwc, Tokens])?;
+        let x = self.data(
+            node,
+            0,
+            &[Vector, Pooled, Nhwc, Tokens, TokensTnc, TokenRows],
+        )?;
         let b = &node.inputs()[1];
         let (wname, w) = match self.folded.get(&b.name) {
             Some(f) => f.clone(),
@@ -619,7 +623,11 @@ impl Importer {
         let Node::Linear(l) = node else {
             unreachable!("the table sends only Linear here")
         };
-        let x = self.data(node, 0, &[Vector, Pooled, Nhwc, Tokens])?;
+        let x = self.data(
+            node,
+            0,
+            &[Vector, Pooled, Nhwc, Tokens, TokensTnc, TokenRows],
+        )?;
         let (wname, w) = constant(node, 1, "weight")?;
         let bias = optional_constant(node, 2, "bias")?;
         let w = if l.config.transpose_weight {
@@ -824,7 +832,7 @@ impl Importer {
         let Node::Gemm(g) = node else {
             unreachable!("the table sends only Gemm here")
         };
-        let x = self.data(node, 0, &[Vector, Pooled])?;
+        let x = self.data(node, 0, &[Vector, Pooled, TokenRows])?;
         let c = &g.config;
         if c.trans_a != 0 {
             return Err(unsupported(
@@ -905,7 +913,7 @@ impl Importer {
     /// Identity at inference: the value passes through.
     pub(super) fn import_identity(&mut self, node: &Node) -> Result<(), OnnxError> {
         use Layout::*;
-        let x = self.data(node, 0, &[Map, Vector, Pooled])?;
+        let x = self.data(node, 0, &[Map, Vector, Pooled, Tokens])?;
         self.bind(node, x)
     }
 }

@@ -93,15 +93,31 @@ impl Importer {
             .first()
             .is_some_and(|o| !o.ty.is_shape() && o.ty.elem_type().is_float());
         let result: Option<Vec<Option<f64>>> = match node {
+            Node::Shape(_)
+                if ins
+                    .first()
+                    .is_some_and(|a| self.attention.contains_key(&a.name)) =>
+            {
+                ins.first().and_then(|a| self.step_dims(&a.name))
+            }
             Node::Shape(_) => ins.first().and_then(|a| {
                 let v = self.values.get(&a.name)?;
                 let s = self.shapes.get(&v.name)?;
+                // Layouts whose batch is not the first axis.
+                match v.layout {
+                    Layout::TokensTnc => {
+                        return Some(vec![Some(s[0] as f64), None, Some(s[1] as f64)]);
+                    }
+                    Layout::TokenRows => return Some(vec![None, Some(s[1] as f64)]),
+                    _ => {}
+                }
                 let dims: Vec<usize> = match v.layout {
                     Layout::Pooled => vec![s[0], 1, 1],
                     Layout::Map | Layout::Vector => s.clone(),
                     Layout::Nhwc => vec![s[1], s[2], s[0]],
                     Layout::Tokens => s.clone(),
                     Layout::MapRows => vec![s[0], s[1] * s[2]],
+                    Layout::TokensTnc | Layout::TokenRows => unreachable!("returned above"),
                 };
                 Some(
                     std::iter::once(None)
@@ -122,6 +138,7 @@ impl Importer {
             Node::Cast(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::trunc)).collect()),
             Node::Ceil(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::ceil)).collect()),
             Node::Floor(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::floor)).collect()),
+            Node::Sqrt(_) => num(0).map(|v| v.into_iter().map(|x| x.map(f64::sqrt)).collect()),
             // `shape[a:b]` of a 1-D shape value (a flatten's `[N, C, -1]` keeps `shape[0:2]`).
             Node::Slice(sl) => {
                 let bound = |b: &onnx_ir::node::slice::SliceInput| match b {
@@ -380,6 +397,7 @@ pub(super) fn computes_a_shape(node: &Node, known: impl Fn(&str) -> bool) -> boo
             | Node::Sub(_)
             | Node::Ceil(_)
             | Node::Floor(_)
+            | Node::Sqrt(_)
             | Node::Clip(_)
             | Node::Max(_)
             | Node::Min(_)

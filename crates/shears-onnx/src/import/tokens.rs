@@ -22,12 +22,15 @@ use onnx_ir::TensorDataExt;
 use shears_core::graph::Op;
 use shears_core::ops::{Attention, ClassToken, PositionEmbedding, TokenPool, TokenPoolMode};
 
-/// The packed projection an attention reads, and its head layout.
+/// The packed projection an attention reads, its head layout, and the product of the scalars
+/// its queries and keys were multiplied by before their product (torchvision scales both by
+/// `sqrt(scale)`).
 #[derive(Debug, Clone)]
 pub(super) struct Heads {
     qkv: Value,
     heads: usize,
     head_dim: usize,
+    pre: f64,
 }
 
 /// A step of the attention pattern, by the ONNX value it produced.
@@ -49,6 +52,71 @@ pub(super) enum AttnStep {
     Out(Heads, f64),
     /// `[N, T, H, D]`.
     Merged(Heads, f64),
+    // torchvision's `nn.MultiheadAttention` (batch first) works on `[T, N, ...]`, the batch
+    // second, with the packed projection of width `3 * E`:
+    /// `[T, N, 3, E]`.
+    TnUnflat(Value, usize),
+    /// `[1, T, N, 3, E]`.
+    TnUnsqueezed(Value, usize),
+    /// `[3, T, N, 1, E]`.
+    TnPacked5(Value, usize),
+    /// `[3, T, N, E]`.
+    TnPacked(Value, usize),
+    /// Queries, keys or values `[T, N, E]`.
+    TnPart(Value, usize, usize),
+    /// `[T, N*H, D]`.
+    TnRows(Heads, usize),
+    /// `[N*H, T, D]`.
+    TnRowsT(Heads, usize),
+    /// `[T, N, H, D]`.
+    MergedTn(Heads, f64),
+}
+
+impl AttnStep {
+    /// The ONNX dims of the step's value (`None`: the batch, or a size that includes it).
+    fn dims(&self, t: usize) -> Vec<Option<f64>> {
+        let d = |v: usize| Some(v as f64);
+        match self {
+            AttnStep::Split(h) => vec![None, d(t), d(3), d(h.heads), d(h.head_dim)],
+            AttnStep::Packed(h) => vec![d(3), None, d(h.heads), d(t), d(h.head_dim)],
+            AttnStep::Part(h, _) | AttnStep::Out(h, _) => {
+                vec![None, d(h.heads), d(t), d(h.head_dim)]
+            }
+            AttnStep::KeysT(h) => vec![None, d(h.heads), d(h.head_dim), d(t)],
+            AttnStep::Scores(h, _) | AttnStep::Weights(h, _) => vec![None, d(h.heads), d(t), d(t)],
+            AttnStep::Merged(h, _) => vec![None, d(t), d(h.heads), d(h.head_dim)],
+            AttnStep::TnUnflat(_, e) => vec![d(t), None, d(3), d(*e)],
+            AttnStep::TnUnsqueezed(_, e) => vec![d(1), d(t), None, d(3), d(*e)],
+            AttnStep::TnPacked5(_, e) => vec![d(3), d(t), None, d(1), d(*e)],
+            AttnStep::TnPacked(_, e) => vec![d(3), d(t), None, d(*e)],
+            AttnStep::TnPart(_, e, _) => vec![d(t), None, d(*e)],
+            AttnStep::TnRows(h, _) => vec![d(t), None, d(h.head_dim)],
+            AttnStep::TnRowsT(h, _) => vec![None, d(t), d(h.head_dim)],
+            AttnStep::MergedTn(h, _) => vec![d(t), None, d(h.heads), d(h.head_dim)],
+        }
+    }
+
+    /// The packed projection the step comes from.
+    fn qkv(&self) -> &Value {
+        match self {
+            AttnStep::Split(h)
+            | AttnStep::Packed(h)
+            | AttnStep::Part(h, _)
+            | AttnStep::KeysT(h)
+            | AttnStep::Scores(h, _)
+            | AttnStep::Weights(h, _)
+            | AttnStep::Out(h, _)
+            | AttnStep::Merged(h, _)
+            | AttnStep::TnRows(h, _)
+            | AttnStep::TnRowsT(h, _)
+            | AttnStep::MergedTn(h, _) => &h.qkv,
+            AttnStep::TnUnflat(v, _)
+            | AttnStep::TnUnsqueezed(v, _)
+            | AttnStep::TnPacked5(v, _)
+            | AttnStep::TnPacked(v, _)
+            | AttnStep::TnPart(v, _, _) => v,
+        }
+    }
 }
 
 fn output(node: &Node, k: usize) -> String {
@@ -79,23 +147,85 @@ impl Importer {
         match node {
             Node::Reshape(r) => {
                 let target = self.reshape_target(node, &r.config)?;
-                if let Some(AttnStep::Merged(h, scale)) = step(0) {
-                    return Some(self.attention_op(node, h, scale, &target));
+                match step(0) {
+                    Some(AttnStep::Merged(h, scale)) => {
+                        return Some(self.attention_op(node, h, scale, &target, Layout::Tokens));
+                    }
+                    Some(AttnStep::MergedTn(h, scale)) => {
+                        return Some(self.attention_op(node, h, scale, &target, Layout::TokenRows));
+                    }
+                    Some(AttnStep::TnPart(qkv, e, which)) => {
+                        return Some(self.tn_heads(node, qkv, e, which, &target));
+                    }
+                    Some(AttnStep::TnRowsT(h, which)) => {
+                        let ok = target.len() == 4
+                            && target[1] == Some(h.heads as i64)
+                            && target[3] == Some(h.head_dim as i64);
+                        return Some(if ok {
+                            self.attention
+                                .insert(output(node, 0), AttnStep::Part(h, which));
+                            Ok(())
+                        } else {
+                            Err(unsupported(
+                                node,
+                                format!(
+                                    "a reshape of [N*heads, T, D] to {target:?} is not [N, heads, T, D]"
+                                ),
+                            ))
+                        });
+                    }
+                    Some(s) => {
+                        return Some(Err(unsupported(
+                            node,
+                            format!("a reshape to {target:?} after the attention step {s:?}"),
+                        )));
+                    }
+                    None => {}
                 }
                 match layout(0)? {
                     Layout::Tokens if target.len() == 5 => Some(self.split_heads(node, &target)),
+                    Layout::TokensTnc if target.len() == 4 => {
+                        Some(self.tn_unflatten(node, &target))
+                    }
+                    Layout::TokenRows if target.len() == 3 => {
+                        let x = self.data(node, 0, &[Layout::TokenRows]).ok()?;
+                        Some(self.bind(
+                            node,
+                            Value {
+                                name: x.name,
+                                layout: Layout::TokensTnc,
+                            },
+                        ))
+                    }
                     Layout::Map if target.len() == 3 && self.feeds_a_transpose(node) => {
                         Some(self.map_rows(node, &target))
                     }
                     _ => None,
                 }
             }
+            Node::Unsqueeze(_) => match step(0) {
+                Some(AttnStep::TnUnflat(v, e)) if node.outputs()[0].ty.rank() == 5 => {
+                    self.attention
+                        .insert(output(node, 0), AttnStep::TnUnsqueezed(v, e));
+                    Some(Ok(()))
+                }
+                Some(s) => Some(Err(unsupported(
+                    node,
+                    format!("an Unsqueeze after the attention step {s:?}"),
+                ))),
+                None => None,
+            },
             Node::Transpose(t) => {
                 let perm = t.config.perm.as_slice();
                 let next = match (step(0), perm) {
                     (Some(AttnStep::Split(h)), [2, 0, 3, 1, 4]) => AttnStep::Packed(h),
                     (Some(AttnStep::Part(h, 1)), [0, 1, 3, 2]) => AttnStep::KeysT(h),
                     (Some(AttnStep::Out(h, s)), [0, 2, 1, 3]) => AttnStep::Merged(h, s),
+                    (Some(AttnStep::Out(h, s)), [2, 0, 1, 3]) => AttnStep::MergedTn(h, s),
+                    (Some(AttnStep::TnUnsqueezed(v, e)), [3, 1, 2, 0, 4]) => {
+                        AttnStep::TnPacked5(v, e)
+                    }
+                    (Some(AttnStep::TnRows(h, w)), [1, 0, 2]) => AttnStep::TnRowsT(h, w),
                     (Some(s), _) => {
                         return Some(Err(unsupported(
                             node,
@@ -104,6 +234,27 @@ impl Importer {
                     }
                     (None, [0, 2, 1]) if layout(0) == Some(Layout::MapRows) => {
                         return Some(self.tokenize(node));
+                    }
+                    // Tokens with the batch second (`nn.MultiheadAttention` before PyTorch's
+                    // batch-first fast path) and back: the same IR value.
+                    (None, [1, 0, 2])
+                        if matches!(layout(0), Some(Layout::Tokens | Layout::TokensTnc)) =>
+                    {
+                        let x = self
+                            .data(node, 0, &[Layout::Tokens, Layout::TokensTnc])
+                            .ok()?;
+                        let layout = if x.layout == Layout::Tokens {
+                            Layout::TokensTnc
+                        } else {
+                            Layout::Tokens
+                        };
+                        return Some(self.bind(
+                            node,
+                            Value {
+                                name: x.name,
+                                layout,
+                            },
+                        ));
                     }
                     (None, _) => return None,
                 };
@@ -129,10 +280,30 @@ impl Importer {
                     self.attention.insert(output(node, 0), part);
                     Some(Ok(()))
                 }
+                Some(AttnStep::TnPacked5(v, e)) if node.outputs()[0].ty.rank() == 4 => {
+                    self.attention
+                        .insert(output(node, 0), AttnStep::TnPacked(v, e));
+                    Some(Ok(()))
+                }
                 _ => None,
             },
             Node::Gather(g) => {
                 let index = scalar(node, 1);
+                if let Some(AttnStep::TnPacked(v, e)) = step(0) {
+                    return Some(match index {
+                        Some(i) if g.config.axis == 0 && (0.0..3.0).contains(&i) => {
+                            let part = AttnStep::TnPart(v, e, i as usize);
+                            self.attention.insert(output(node, 0), part);
+                            Ok(())
+                        }
+                        _ => Err(unsupported(
+                            node,
+                            "only q, k and v (indices 0, 1, 2 on axis 0) are taken from packed \
+                             attention inputs"
+                                .into(),
+                        )),
+                    });
+                }
                 if let Some(AttnStep::Packed(h)) = step(0) {
                     return Some(match index {
                         Some(i) if g.config.axis == 0 && (0.0..3.0).contains(&i) => {
@@ -162,8 +333,9 @@ impl Importer {
             }
             Node::MatMul(_) => match (step(0), step(1)) {
                 (Some(AttnStep::Part(h, 0)), Some(AttnStep::KeysT(k))) if same(&h, &k) => {
+                    let scale = h.pre * k.pre;
                     self.attention
-                        .insert(output(node, 0), AttnStep::Scores(h, 1.0));
+                        .insert(output(node, 0), AttnStep::Scores(h, scale));
                     Some(Ok(()))
                 }
                 (Some(AttnStep::Weights(h, s)), Some(AttnStep::Part(v, 2))) if same(&h, &v) => {
@@ -179,6 +351,41 @@ impl Importer {
                     ),
                 ))),
             },
+            // Queries or keys scaled before their product (torchvision: both by sqrt(scale)).
+            Node::Mul(_)
+                if (0..2).any(|k| {
+                    matches!(step(k), Some(AttnStep::Part(_, 0 | 1) | AttnStep::KeysT(_)))
+                }) =>
+            {
+                let k = (0..2)
+                    .find(|&k| {
+                        matches!(step(k), Some(AttnStep::Part(_, 0 | 1) | AttnStep::KeysT(_)))
+                    })
+                    .expect("checked");
+                let current = step(k).expect("checked");
+                let Some(c) = self
+                    .scalar_input(node, 1 - k)
+                    .filter(|c| c.is_finite() && *c > 0.0)
+                else {
+                    return Some(Err(unsupported(
+                        node,
+                        "queries and keys are scaled only by a positive scalar".into(),
+                    )));
+                };
+                let next = match current {
+                    AttnStep::Part(mut h, w) => {
+                        h.pre *= c;
+                        AttnStep::Part(h, w)
+                    }
+                    AttnStep::KeysT(mut h) => {
+                        h.pre *= c;
+                        AttnStep::KeysT(h)
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                self.attention.insert(output(node, 0), next);
+                Some(Ok(()))
+            }
             Node::Mul(_) | Node::Div(_) => {
                 let (k, Some(AttnStep::Scores(h, s))) = (0..2)
                     .find_map(|k| match step(k) {
@@ -249,7 +456,8 @@ impl Importer {
                             .into(),
                     )));
                 }
-                let scale = a.config.scale.unwrap_or(1.0 / (q.head_dim as f64).sqrt());
+                let scale =
+                    a.config.scale.unwrap_or(1.0 / (q.head_dim as f64).sqrt()) * q.pre * k.pre;
                 self.attention
                     .insert(output(node, 0), AttnStep::Out(q, scale));
                 Some(Ok(()))
@@ -276,6 +484,22 @@ impl Importer {
                     .is_some()
                     .then(|| self.position_embedding(node, k))
             }
+            _ => None,
+        }
+    }
+
+    /// The ONNX dims of an attention step's value, for the shape bookkeeping that reads them.
+    pub(super) fn step_dims(&self, value: &str) -> Option<Vec<Option<f64>>> {
+        let step = self.attention.get(value)?;
+        let t = self.shapes.get(&step.qkv().name)?[0];
+        Some(step.dims(t))
+    }
+
+    /// A scalar input: stored, or computed from shapes (torchvision's `sqrt(1/sqrt(D))`).
+    fn scalar_input(&self, node: &Node, k: usize) -> Option<f64> {
+        let v = self.numbers(node.inputs().get(k)?)?;
+        match v.as_slice() {
+            [Some(x)] => Some(*x),
             _ => None,
         }
     }
@@ -353,9 +577,58 @@ impl Importer {
             qkv: x,
             heads: *h as usize,
             head_dim: *d as usize,
+            pre: 1.0,
         };
         self.attention
             .insert(output(node, 0), AttnStep::Split(heads));
+        Ok(())
+    }
+
+    /// torchvision: packed tokens `[T, N, 3E]` unflattened to `[T, N, 3, E]`.
+    fn tn_unflatten(&mut self, node: &Node, target: &[Option<i64>]) -> Result<(), OnnxError> {
+        let x = self.data(node, 0, &[Layout::TokensTnc])?;
+        let c = self.shapes[&x.name][1];
+        let e = c / 3;
+        if c % 3 != 0 || target[2] != Some(3) || target[3] != Some(e as i64) {
+            return Err(unsupported(
+                node,
+                format!("a reshape of [T, N, {c}] tokens to {target:?} is not [T, N, 3, {e}]"),
+            ));
+        }
+        self.attention
+            .insert(output(node, 0), AttnStep::TnUnflat(x, e));
+        Ok(())
+    }
+
+    /// torchvision: queries, keys or values `[T, N, E]` viewed as `[T, N*H, D]`.
+    fn tn_heads(
+        &mut self,
+        node: &Node,
+        qkv: Value,
+        e: usize,
+        which: usize,
+        target: &[Option<i64>],
+    ) -> Result<(), OnnxError> {
+        let d = match target {
+            [_, _, Some(d)] if *d > 0 && e % (*d as usize) == 0 => *d as usize,
+            _ => {
+                return Err(unsupported(
+                    node,
+                    format!(
+                        "a reshape of [T, N, {e}] attention inputs to {target:?} is not \
+                         [T, N*heads, head_dim]"
+                    ),
+                ));
+            }
+        };
+        let h = Heads {
+            qkv,
+            heads: e / d,
+            head_dim: d,
+            pre: 1.0,
+        };
+        self.attention
+            .insert(output(node, 0), AttnStep::TnRows(h, which));
         Ok(())
     }
 
@@ -366,12 +639,17 @@ impl Importer {
         h: Heads,
         scale: f64,
         target: &[Option<i64>],
+        layout: Layout,
     ) -> Result<(), OnnxError> {
         let width = (h.heads * h.head_dim) as i64;
-        if target.len() != 3 || !matches!(target[2], Some(d) if d == width || d == -1) {
+        let rank = if layout == Layout::Tokens { 3 } else { 2 };
+        let last = target.last().copied().flatten();
+        if target.len() != rank || !matches!(last, Some(d) if d == width || d == -1) {
             return Err(unsupported(
                 node,
-                format!("attention heads are merged to [N, T, {width}], not to {target:?}"),
+                format!(
+                    "attention heads are merged to [N, T, {width}] or [T*N, {width}], not to {target:?}"
+                ),
             ));
         }
         let op = Op::Attention(Attention {
@@ -379,7 +657,7 @@ impl Importer {
             head_dim: h.head_dim,
             scale,
         });
-        self.push(node, op, vec![h.qkv.name], vec![], Layout::Tokens, None)
+        self.push(node, op, vec![h.qkv.name], vec![], layout, None)
     }
 
     /// A stored `[1, 1, C]` token expanded over the batch.
