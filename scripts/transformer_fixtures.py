@@ -1,7 +1,8 @@
 """ONNX fixtures of transformer blocks, defined here as plain PyTorch modules (no timm needed):
 a tiny ViT in timm's form (4x4 patch conv, class token, position table, pre-norm blocks with a
 packed qkv Linear, multi-head attention written out as reshape/permute/unbind/matmul/softmax,
-a GELU MLP, final LayerNorm, class-token head). Exported as `scripts/block_fixtures.py` exports
+a GELU MLP, final LayerNorm, class-token head), and torchvision's VisionTransformer at a tiny
+size (its nn.MultiheadAttention). Exported as `scripts/block_fixtures.py` exports
 its blocks: opset 17, the TorchScript exporter, a dynamic batch axis; a reference input
 `NAME.x.bin` (batch 2) and PyTorch's output `NAME.y.bin` as raw little-endian f32, their shapes
 in `NAME.json`.
@@ -50,7 +51,19 @@ class TinyViT(nn.Module):
         x = torch.cat((s.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + s.pos_embed
         return s.head(s.norm(s.blocks(x))[:, 0])
 
-FIXTURES = {"tiny_vit": (TinyViT, (3, 16, 16))}
+def torchvision_vit():
+    """torchvision's VisionTransformer, tiny: its nn.MultiheadAttention exports batch-second
+    ([T, N, C]) with the heads folded into the batch axis ([T, N*heads, D]), queries and keys
+    each scaled by sqrt(scale)."""
+    from torchvision.models.vision_transformer import VisionTransformer
+    m = VisionTransformer(image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
+                          mlp_dim=32, num_classes=10)
+    with torch.no_grad():  # torchvision zero-initialises the head; make it say something
+        m.heads.head.weight.normal_(0, 0.2)
+        m.class_token.normal_(0, 0.5)
+    return m
+
+FIXTURES = {"tiny_vit": (TinyViT, (3, 16, 16)), "torchvision_vit": (torchvision_vit, (3, 16, 16))}
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "crates/shears-onnx/tests/fixtures/blocks"

@@ -34,6 +34,7 @@ const BLOCKS: &[&str] = &[
     "cbam_maxhead",
     // scripts/transformer_fixtures.py
     "tiny_vit",
+    "torchvision_vit",
 ];
 
 fn fixture(name: &str) -> PathBuf {
