@@ -30,6 +30,7 @@ fn normalization_name(n: Normalization) -> &'static str {
         Normalization::Mean => "mean",
         Normalization::Max => "max",
         Normalization::Sum => "sum",
+        Normalization::Kind => "kind",
     }
 }
 

@@ -63,6 +63,11 @@ pub enum Normalization {
     Max,
     /// Divide by the sum of the group's scores.
     Sum,
+    /// Divide by the mean score of every group of the same kind: groups whose members have the
+    /// same roles, ops and shapes apart from the channel axis (Isomorphic Pruning's isomorphic
+    /// groups: a transformer's heads, its MLP channels, a ResNet stage's blocks). Channels then
+    /// compete within a kind by their absolute scores and across kinds by their relative ones.
+    Kind,
 }
 
 /// Options of [`importance`].
@@ -90,13 +95,60 @@ impl Default for ImportanceOptions {
 pub fn normalize(scores: &mut [f32], how: Normalization) {
     let n = scores.len().max(1) as f32;
     let divisor = match how {
-        Normalization::None => return,
+        // Applied to all groups at once by `normalize_by_kind`.
+        Normalization::None | Normalization::Kind => return,
         Normalization::Mean => scores.iter().sum::<f32>() / n,
         Normalization::Max => scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
         Normalization::Sum => scores.iter().sum::<f32>(),
     };
     if divisor.is_finite() && divisor != 0.0 {
         scores.iter_mut().for_each(|v| *v /= divisor);
+    }
+}
+
+/// The kind of a group for [`Normalization::Kind`]: its channel count and its members' roles,
+/// kinds, axes, tensor shapes and slice sizes, sorted (two groups are of one kind when they are
+/// the same structure at another place of the network).
+fn group_kind(g: &ChannelGroup, shapes: &HashMap<String, Vec<usize>>) -> Vec<String> {
+    let mut kind: Vec<String> = g
+        .members
+        .iter()
+        .map(|m| {
+            let shape = shapes.get(&m.tensor).cloned().unwrap_or_default();
+            format!(
+                "{:?} {:?} {} {shape:?} {}",
+                m.role, m.kind, m.axis, m.stride_per_channel
+            )
+        })
+        .collect();
+    kind.sort();
+    kind.push(format!("channels {}", g.channels));
+    kind
+}
+
+/// Divides every group's scores by the mean score over all channels of the groups of its kind.
+pub fn normalize_by_kind(
+    groups: &[ChannelGroup],
+    shapes: &HashMap<String, Vec<usize>>,
+    scores: &mut GroupScores,
+) {
+    let mut totals: HashMap<Vec<String>, (f64, usize)> = HashMap::new();
+    let kinds: HashMap<usize, Vec<String>> = groups
+        .iter()
+        .filter(|g| scores.contains_key(&g.id))
+        .map(|g| (g.id, group_kind(g, shapes)))
+        .collect();
+    for (id, s) in scores.iter() {
+        let t = totals.entry(kinds[id].clone()).or_default();
+        t.0 += s.iter().map(|&v| v as f64).sum::<f64>();
+        t.1 += s.len();
+    }
+    for (id, s) in scores.iter_mut() {
+        let (sum, n) = totals[&kinds[id]];
+        let mean = (sum / n.max(1) as f64) as f32;
+        if mean.is_finite() && mean != 0.0 {
+            s.iter_mut().for_each(|v| *v /= mean);
+        }
     }
 }
 
@@ -216,6 +268,13 @@ pub fn importance(
         normalize(&mut acc, opts.normalization);
         out.insert(g.id, acc);
     }
+    if opts.normalization == Normalization::Kind {
+        let shapes = weights
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shape().to_vec()))
+            .collect();
+        normalize_by_kind(groups, &shapes, &mut out);
+    }
     if opts.criterion == Criterion::BnScale && out.is_empty() && groups.iter().any(|g| g.prunable) {
         return Err(crate::error::CoreError::value(
             "bn-scale importance",
@@ -287,6 +346,14 @@ pub fn importance_from_node_scores(
         finish(&mut acc, count, reduction, false);
         normalize(&mut acc, normalization);
         out.insert(g.id, acc);
+    }
+    if normalization == Normalization::Kind {
+        let shapes = graph
+            .param_specs()
+            .into_iter()
+            .map(|p| (p.name, p.shape))
+            .collect();
+        normalize_by_kind(groups, &shapes, &mut out);
     }
     Ok(out)
 }

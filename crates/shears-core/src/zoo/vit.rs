@@ -134,4 +134,40 @@ mod tests {
         // 6 head groups, 6 MLP groups, the width; nothing else is prunable.
         assert_eq!(prunable.len(), 13);
     }
+
+    /// Kind normalisation puts every head group in one kind and every MLP group in another: the
+    /// mean score over each kind's channels is 1.
+    #[test]
+    fn kind_normalisation_compares_heads_with_heads_and_mlp_with_mlp() {
+        use crate::structured::{ImportanceOptions, Normalization, importance};
+        let g = build("vit-tiny", &[1, 8, 8], 10).unwrap();
+        let w = crate::weights::init_weights(&g, 1);
+        let groups = channel_groups(&g).unwrap();
+        let opts = ImportanceOptions {
+            normalization: Normalization::Kind,
+            ..Default::default()
+        };
+        let scores = importance(&w, &groups, &opts).unwrap();
+        let kind_mean = |channels: usize| {
+            let all: Vec<f32> = groups
+                .iter()
+                .filter(|g| g.prunable && g.channels == channels)
+                .flat_map(|g| scores[&g.id].clone())
+                .collect();
+            assert_eq!(all.len(), 6 * channels);
+            all.iter().sum::<f32>() / all.len() as f32
+        };
+        assert!((kind_mean(3) - 1.0).abs() < 1e-4);
+        assert!((kind_mean(768) - 1.0).abs() < 1e-4);
+        // Within a kind the groups keep their relative sizes: not every head group averages 1.
+        let head_means: Vec<f32> = groups
+            .iter()
+            .filter(|g| g.prunable && g.channels == 3)
+            .map(|g| scores[&g.id].iter().sum::<f32>() / 3.0)
+            .collect();
+        assert!(
+            head_means.iter().any(|m| (m - 1.0).abs() > 1e-3),
+            "{head_means:?}"
+        );
+    }
 }

@@ -105,14 +105,15 @@ pub fn scope_name(s: Scope) -> &'static str {
     }
 }
 
-/// Parses `none`, `mean`, `max` or `sum`.
+/// Parses `none`, `mean`, `max`, `sum` or `kind`.
 pub fn parse_normalization(s: &str) -> Result<Normalization> {
     match s {
         "none" => Ok(Normalization::None),
         "mean" => Ok(Normalization::Mean),
         "max" => Ok(Normalization::Max),
         "sum" => Ok(Normalization::Sum),
-        other => invalid!("unknown --normalize `{other}` (use none, mean, max or sum)"),
+        "kind" => Ok(Normalization::Kind),
+        other => invalid!("unknown --normalize `{other}` (use none, mean, max, sum or kind)"),
     }
 }
 
