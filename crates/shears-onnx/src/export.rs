@@ -125,41 +125,40 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
             } else {
                 let mut wired = Vec::with_capacity(part.wiring.len());
                 for input in part.wiring {
-                    wired.push(match input {
-                        OnnxIn::OpInput(i) => node.inputs[i].clone(),
-                        OnnxIn::Part(j) => part_outputs[j].clone(),
-                        OnnxIn::Param(p) => p,
-                        OnnxIn::Ints(suffix, values) => {
-                            let name = format!("{}.{suffix}", node.name);
-                            g.initializer.push(tensor_proto(
-                                &name,
-                                INT64,
-                                vec![values.len() as i64],
-                                le_bytes(values.iter().map(|x| x.to_le_bytes())),
-                            ));
-                            name
+                    // A constant input becomes the initializer `{node}.{suffix}`.
+                    let (suffix, data_type, dims, raw) = match input {
+                        OnnxIn::OpInput(i) => {
+                            wired.push(node.inputs[i].clone());
+                            continue;
                         }
-                        OnnxIn::IntScalar(suffix, value) => {
-                            let name = format!("{}.{suffix}", node.name);
-                            g.initializer.push(tensor_proto(
-                                &name,
-                                INT64,
-                                vec![],
-                                value.to_le_bytes().to_vec(),
-                            ));
-                            name
+                        OnnxIn::Part(j) => {
+                            wired.push(part_outputs[j].clone());
+                            continue;
                         }
-                        OnnxIn::Floats(suffix, values) => {
-                            let name = format!("{}.{suffix}", node.name);
-                            g.initializer.push(tensor_proto(
-                                &name,
-                                FLOAT,
-                                vec![values.len() as i64],
-                                le_bytes(values.iter().map(|x| x.to_le_bytes())),
-                            ));
-                            name
+                        OnnxIn::Param(p) => {
+                            wired.push(p);
+                            continue;
                         }
-                    });
+                        OnnxIn::Ints(suffix, v) => (
+                            suffix,
+                            INT64,
+                            vec![v.len() as i64],
+                            le_bytes(v.iter().map(|x| x.to_le_bytes())),
+                        ),
+                        OnnxIn::IntScalar(suffix, v) => {
+                            (suffix, INT64, vec![], v.to_le_bytes().to_vec())
+                        }
+                        OnnxIn::Floats(suffix, v) => (
+                            suffix,
+                            FLOAT,
+                            vec![v.len() as i64],
+                            le_bytes(v.iter().map(|x| x.to_le_bytes())),
+                        ),
+                    };
+                    let name = format!("{}.{suffix}", node.name);
+                    g.initializer
+                        .push(tensor_proto(&name, data_type, dims, raw));
+                    wired.push(name);
                 }
                 wired
             };

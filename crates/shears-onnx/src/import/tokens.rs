@@ -289,26 +289,17 @@ impl Importer {
             },
             Node::Gather(g) => {
                 let index = scalar(node, 1);
-                if let Some(AttnStep::TnPacked(v, e)) = step(0) {
+                // q, k or v taken from packed attention inputs (timm's or torchvision's).
+                let part = |i: usize| match step(0) {
+                    Some(AttnStep::TnPacked(v, e)) => Some(AttnStep::TnPart(v, e, i)),
+                    Some(AttnStep::Packed(h)) => Some(AttnStep::Part(h, i)),
+                    _ => None,
+                };
+                if part(0).is_some() {
                     return Some(match index {
                         Some(i) if g.config.axis == 0 && (0.0..3.0).contains(&i) => {
-                            let part = AttnStep::TnPart(v, e, i as usize);
-                            self.attention.insert(output(node, 0), part);
-                            Ok(())
-                        }
-                        _ => Err(unsupported(
-                            node,
-                            "only q, k and v (indices 0, 1, 2 on axis 0) are taken from packed \
-                             attention inputs"
-                                .into(),
-                        )),
-                    });
-                }
-                if let Some(AttnStep::Packed(h)) = step(0) {
-                    return Some(match index {
-                        Some(i) if g.config.axis == 0 && (0.0..3.0).contains(&i) => {
-                            let part = AttnStep::Part(h, i as usize);
-                            self.attention.insert(output(node, 0), part);
+                            let taken = part(i as usize).expect("checked");
+                            self.attention.insert(output(node, 0), taken);
                             Ok(())
                         }
                         _ => Err(unsupported(
