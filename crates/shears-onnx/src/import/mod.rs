@@ -799,11 +799,7 @@ impl Importer {
     /// is then a no-op); one that a conv or a product reads stays a `[C,1,1]` map.
     fn global_pool(&mut self, node: &Node, keep: bool, max: bool) -> Result<(), OnnxError> {
         let x = self.data(node, 0, &[Layout::Map])?;
-        let out = node
-            .outputs()
-            .first()
-            .map(|o| o.name.clone())
-            .unwrap_or_default();
+        let out = output_name(node, 0);
         let only_flattened = self.readers.get(&out).is_none_or(|kinds| {
             kinds
                 .iter()
@@ -920,6 +916,22 @@ impl Importer {
         };
         self.push(node, op, vec![x.name], params, layout, Some(wname))
     }
+}
+
+/// The name of `node`'s input `k` (empty when it has none).
+fn input_name(node: &Node, k: usize) -> String {
+    node.inputs()
+        .get(k)
+        .map(|a| a.name.clone())
+        .unwrap_or_default()
+}
+
+/// The name of `node`'s output `k` (empty when it has none).
+fn output_name(node: &Node, k: usize) -> String {
+    node.outputs()
+        .get(k)
+        .map(|o| o.name.clone())
+        .unwrap_or_default()
 }
 
 /// A hyperparameter stored as f32 in the file, back as the decimal it was written from

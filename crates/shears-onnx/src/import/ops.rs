@@ -404,11 +404,7 @@ impl Importer {
         let Node::Reshape(r) = node else {
             unreachable!("the table sends only Reshape here")
         };
-        let input = node
-            .inputs()
-            .first()
-            .map(|a| a.name.clone())
-            .unwrap_or_default();
+        let input = input_name(node, 0);
         let target = self.reshape_target(node, &r.config);
         if let Some((x, groups, true)) = self.shuffles.get(&input).cloned() {
             let c = self.channels(&x) as i64;
@@ -465,11 +461,7 @@ impl Importer {
             let c = self.channels(&x) as i64;
             let rest_ok = matches!(t[2], Some(-1)) || t[2].is_some();
             if let Some(g) = t[1].filter(|&g| g > 0 && c % g == 0 && rest_ok) {
-                let out = node
-                    .outputs()
-                    .first()
-                    .map(|o| o.name.clone())
-                    .unwrap_or_default();
+                let out = output_name(node, 0);
                 self.group_norms.insert(
                     out,
                     GroupNormStep::Grouped {
@@ -493,11 +485,7 @@ impl Importer {
             let spatial =
                 [t[3], t[4]] == [Some(h), Some(w)] || [t[3], t[4]].iter().any(|d| *d == Some(-1));
             if groups > 0 && c % groups == 0 && spatial {
-                let out = node
-                    .outputs()
-                    .first()
-                    .map(|o| o.name.clone())
-                    .unwrap_or_default();
+                let out = output_name(node, 0);
                 self.shuffles.insert(out, (x, groups as usize, false));
                 return Ok(());
             }
@@ -539,11 +527,7 @@ impl Importer {
                 "only a stored matrix's transpose is supported".into(),
             ));
         }
-        let out = node
-            .outputs()
-            .first()
-            .map(|o| o.name.clone())
-            .unwrap_or_default();
+        let out = output_name(node, 0);
         self.folded.insert(out, (wname, w.t().to_owned()));
         Ok(())
     }
@@ -554,11 +538,7 @@ impl Importer {
         let Node::Transpose(t) = node else {
             unreachable!("the table sends only Transpose here")
         };
-        let input = node
-            .inputs()
-            .first()
-            .map(|a| a.name.clone())
-            .unwrap_or_default();
+        let input = input_name(node, 0);
         let to = match t.config.perm.as_slice() {
             [0, 2, 3, 1] => Some((Map, Nhwc)),
             [0, 3, 1, 2] => Some((Nhwc, Map)),
@@ -578,11 +558,7 @@ impl Importer {
         }
         match self.shuffles.get(&input).cloned() {
             Some((x, groups, false)) if t.config.perm == [0, 2, 1, 3, 4] => {
-                let out = node
-                    .outputs()
-                    .first()
-                    .map(|o| o.name.clone())
-                    .unwrap_or_default();
+                let out = output_name(node, 0);
                 self.shuffles.insert(out, (x, groups, true));
                 Ok(())
             }
@@ -697,11 +673,7 @@ impl Importer {
         let Node::InstanceNormalization(inorm) = node else {
             unreachable!("the table sends only InstanceNormalization here")
         };
-        let input = node
-            .inputs()
-            .first()
-            .map(|a| a.name.clone())
-            .unwrap_or_default();
+        let input = input_name(node, 0);
         let Some(GroupNormStep::Grouped { x, groups }) = self.group_norms.get(&input).cloned()
         else {
             return Err(unsupported(
@@ -719,11 +691,7 @@ impl Importer {
                 format!("its scale and bias are not {groups} per-group values"),
             ));
         }
-        let out = node
-            .outputs()
-            .first()
-            .map(|o| o.name.clone())
-            .unwrap_or_default();
+        let out = output_name(node, 0);
         self.group_norms.insert(
             out,
             GroupNormStep::Normalised {

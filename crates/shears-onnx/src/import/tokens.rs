@@ -15,10 +15,10 @@
 //! pattern left unfinished is an error naming the node where it stopped.
 
 use super::{Importer, Layout, Value, constant, unsupported};
+use super::{input_name as input, output_name as output};
 use crate::OnnxError;
 use ndarray::{ArrayD, IxDyn};
 use onnx_ir::Node;
-use onnx_ir::TensorDataExt;
 use shears_core::graph::Op;
 use shears_core::ops::{Attention, ClassToken, PositionEmbedding, TokenPool, TokenPoolMode};
 
@@ -117,26 +117,6 @@ impl AttnStep {
             | AttnStep::TnPart(v, _, _) => v,
         }
     }
-}
-
-fn output(node: &Node, k: usize) -> String {
-    node.outputs()
-        .get(k)
-        .map(|o| o.name.clone())
-        .unwrap_or_default()
-}
-
-fn input(node: &Node, k: usize) -> String {
-    node.inputs()
-        .get(k)
-        .map(|a| a.name.clone())
-        .unwrap_or_default()
-}
-
-/// A stored scalar input's value.
-fn scalar(node: &Node, k: usize) -> Option<f64> {
-    let v = node.inputs().get(k)?.value()?.to_f64_vec().ok()?;
-    (v.len() == 1).then(|| v[0])
 }
 
 impl Importer {
@@ -288,7 +268,7 @@ impl Importer {
                 _ => None,
             },
             Node::Gather(g) => {
-                let index = scalar(node, 1);
+                let index = self.scalar_input(node, 1);
                 // q, k or v taken from packed attention inputs (timm's or torchvision's).
                 let part = |i: usize| match step(0) {
                     Some(AttnStep::TnPacked(v, e)) => Some(AttnStep::TnPart(v, e, i)),
@@ -342,69 +322,48 @@ impl Importer {
                     ),
                 ))),
             },
-            // Queries or keys scaled before their product (torchvision: both by sqrt(scale)).
-            Node::Mul(_)
-                if (0..2).any(|k| {
-                    matches!(step(k), Some(AttnStep::Part(_, 0 | 1) | AttnStep::KeysT(_)))
-                }) =>
-            {
-                let k = (0..2)
-                    .find(|&k| {
-                        matches!(step(k), Some(AttnStep::Part(_, 0 | 1) | AttnStep::KeysT(_)))
-                    })
-                    .expect("checked");
-                let current = step(k).expect("checked");
+            // Queries, keys (torchvision scales both by sqrt(scale)) or their product scaled.
+            Node::Mul(_) | Node::Div(_) => {
+                let (k, current) = (0..2).find_map(|k| match step(k)? {
+                    st @ (AttnStep::Part(_, 0 | 1) | AttnStep::KeysT(_) | AttnStep::Scores(..)) => {
+                        Some((k, st))
+                    }
+                    _ => None,
+                })?;
                 let Some(c) = self
                     .scalar_input(node, 1 - k)
                     .filter(|c| c.is_finite() && *c > 0.0)
                 else {
                     return Some(Err(unsupported(
                         node,
-                        "queries and keys are scaled only by a positive scalar".into(),
+                        "attention's queries, keys and scores are scaled only by a positive \
+                         scalar"
+                            .into(),
                     )));
                 };
-                let next = match current {
-                    AttnStep::Part(mut h, w) => {
-                        h.pre *= c;
-                        AttnStep::Part(h, w)
-                    }
-                    AttnStep::KeysT(mut h) => {
-                        h.pre *= c;
-                        AttnStep::KeysT(h)
-                    }
-                    _ => unreachable!("matched above"),
-                };
-                self.attention.insert(output(node, 0), next);
-                Some(Ok(()))
-            }
-            Node::Mul(_) | Node::Div(_) => {
-                let (k, Some(AttnStep::Scores(h, s))) = (0..2)
-                    .find_map(|k| match step(k) {
-                        Some(st @ AttnStep::Scores(..)) => Some((k, Some(st))),
-                        _ => None,
-                    })
-                    .unwrap_or((0, None))
-                else {
-                    return None;
-                };
-                let Some(c) = scalar(node, 1 - k).filter(|c| c.is_finite() && *c > 0.0) else {
-                    return Some(Err(unsupported(
-                        node,
-                        "attention scores are scaled only by a positive stored scalar".into(),
-                    )));
-                };
-                let scale = match node {
-                    Node::Div(_) if k == 0 => s / c,
+                let factor = match node {
+                    Node::Div(_) if k == 0 => 1.0 / c,
                     Node::Div(_) => {
                         return Some(Err(unsupported(
                             node,
-                            "a scalar divided by attention scores".into(),
+                            "a scalar divided by attention queries, keys or scores".into(),
                         )));
                     }
-                    _ => s * c,
+                    _ => c,
                 };
-                self.attention
-                    .insert(output(node, 0), AttnStep::Scores(h, scale));
+                let next = match current {
+                    AttnStep::Part(mut h, w) => {
+                        h.pre *= factor;
+                        AttnStep::Part(h, w)
+                    }
+                    AttnStep::KeysT(mut h) => {
+                        h.pre *= factor;
+                        AttnStep::KeysT(h)
+                    }
+                    AttnStep::Scores(h, s) => AttnStep::Scores(h, s * factor),
+                    _ => unreachable!("matched above"),
+                };
+                self.attention.insert(output(node, 0), next);
                 Some(Ok(()))
             }
             Node::Softmax(sm) => match step(0)? {
