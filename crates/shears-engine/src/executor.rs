@@ -1087,9 +1087,9 @@ impl Executor {
                     let keep = (src > 0).then(|| self.gates[src - 1].clone()).flatten();
                     match arg(0) {
                         Value::Tokens(t) => {
-                            Value::Tokens(ops::tokens::layer_norm(t, w, b, *eps, keep))
+                            Value::Tokens(ops::layernorm::layer_norm(t, 2, w, b, *eps, keep))
                         }
-                        x => on_map(x, |t| ops::layernorm::layer_norm(t, w, b, *eps, keep)),
+                        x => on_map(x, |t| ops::layernorm::layer_norm(t, 1, w, b, *eps, keep)),
                     }
                 }
                 Step::GroupNorm {

@@ -1,34 +1,38 @@
 //! Burn forwards of the per-channel ops with stored tensors: LayerNorm over the channels of each
-//! position, GroupNorm over blocks of channels and all positions, and the per-channel affine. Both take `[N,C,H,W]`; vectors come as `[N,C,1,1]`.
+//! position (maps `[N,C,H,W]`, vectors as `[N,C,1,1]`, tokens `[N,T,C]`), GroupNorm over blocks of
+//! channels and all positions, and the per-channel affine (maps and vectors).
 
 use burn::tensor::Tensor;
 
-/// LayerNorm over axis 1 with scale `w` and shift `b` (`[C]`). With `keep` (a 0/1 gate on the
-/// input's channels) the statistics leave the gated channels out and those outputs are zero, as
-/// in the compacted network that no longer has them.
-pub fn layer_norm(
-    x: Tensor<4>,
+/// LayerNorm over the channel axis `dim` (1 of a `[N,C,H,W]` map, 2 of `[N,T,C]` tokens) with
+/// scale `w` and shift `b` (`[C]`). With `keep` (a 0/1 gate on the input's channels) the
+/// statistics leave the gated channels out and those outputs are zero, as in the compacted
+/// network that no longer has them.
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    dim: usize,
     w: Tensor<1>,
     b: Tensor<1>,
     eps: f64,
     keep: Option<Tensor<1>>,
-) -> Tensor<4> {
-    let [_, c, _, _] = x.dims();
-    let per_channel = |t: Tensor<1>| t.reshape([1, c, 1, 1]);
+) -> Tensor<D> {
+    let mut shape = [1usize; D];
+    shape[dim] = x.dims()[dim];
+    let per_channel = |t: Tensor<1>| t.reshape(shape);
     let (w, b) = (per_channel(w), per_channel(b));
     match keep {
         None => {
-            let mean = x.clone().mean_dim(1);
+            let mean = x.clone().mean_dim(dim);
             let centred = x - mean;
-            let var = centred.clone().powi_scalar(2).mean_dim(1);
+            let var = centred.clone().powi_scalar(2).mean_dim(dim);
             centred / (var + eps).sqrt() * w + b
         }
         Some(keep) => {
             let kept = keep.clone().sum().into_scalar::<f32>().max(1.0);
             let m = per_channel(keep);
-            let mean = (x.clone() * m.clone()).sum_dim(1) / kept;
+            let mean = (x.clone() * m.clone()).sum_dim(dim) / kept;
             let centred = (x - mean) * m.clone();
-            let var = centred.clone().powi_scalar(2).sum_dim(1) / kept;
+            let var = centred.clone().powi_scalar(2).sum_dim(dim) / kept;
             (centred / (var + eps).sqrt() * w + b) * m
         }
     }

@@ -1,6 +1,6 @@
 //! Burn forwards of the transformer ops on token sequences `[N,T,C]` (channels last): patch map to
-//! tokens, class token, position table, multi-head attention, LayerNorm over the channels of each
-//! token and token pooling. Each matches its reference rule in `shears_core::ops`.
+//! tokens, class token, position table, multi-head attention and token pooling (LayerNorm on
+//! tokens is `layernorm::layer_norm` over axis 2). Each matches its reference rule in `shears_core::ops`.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
@@ -39,37 +39,6 @@ pub fn attention(x: Tensor<3>, a: &Attention) -> Tensor<3> {
     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(a.scale);
     let weights = softmax(scores, 3);
     weights.matmul(v).swap_dims(1, 2).reshape([n, t, h * d])
-}
-
-/// LayerNorm over the channels (last axis) of every token, scale `w` and shift `b`; with
-/// `keep` (a 0/1 gate on the input's channels) the statistics leave the gated channels out and
-/// those outputs are zero, as in the compacted network that no longer has them.
-pub fn layer_norm(
-    x: Tensor<3>,
-    w: Tensor<1>,
-    b: Tensor<1>,
-    eps: f64,
-    keep: Option<Tensor<1>>,
-) -> Tensor<3> {
-    let [_, _, c] = x.dims();
-    let per_channel = |t: Tensor<1>| t.reshape([1, 1, c]);
-    let (w, b) = (per_channel(w), per_channel(b));
-    match keep {
-        None => {
-            let mean = x.clone().mean_dim(2);
-            let centred = x - mean;
-            let var = centred.clone().powi_scalar(2).mean_dim(2);
-            centred / (var + eps).sqrt() * w + b
-        }
-        Some(keep) => {
-            let kept = keep.clone().sum().into_scalar::<f32>().max(1.0);
-            let m = per_channel(keep);
-            let mean = (x.clone() * m.clone()).sum_dim(2) / kept;
-            let centred = (x - mean) * m.clone();
-            let var = centred.clone().powi_scalar(2).sum_dim(2) / kept;
-            (centred / (var + eps).sqrt() * w + b) * m
-        }
-    }
 }
 
 /// `[N,T,C]` to `[N,C]`: the first token or the mean over tokens.
