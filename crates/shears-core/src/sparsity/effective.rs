@@ -752,11 +752,15 @@ impl Plan {
                     for h in 0..*heads {
                         let cols = h * head_dim..(h + 1) * head_dim;
                         let keys = (0..t).any(|j| cols.clone().any(|c| unit(j, width + c)));
+                        // Per value channel of the head: reachable at some token.
+                        let values: Vec<bool> = cols
+                            .clone()
+                            .map(|c| (0..t).any(|j| unit(j, 2 * width + c)))
+                            .collect();
                         for p in 0..t {
                             let queries = cols.clone().any(|c| unit(p, c));
-                            for c in cols.clone() {
-                                let values = (0..t).any(|j| unit(j, 2 * width + c));
-                                if keys || queries || values {
+                            for (c, &value) in cols.clone().zip(&values) {
+                                if keys || queries || value {
                                     set_bit(&mut out[p * vo.words..], c);
                                 }
                             }
