@@ -7,6 +7,7 @@ use crate::ops::{
     Pad2d, Pool2d, Resize, ResizeMode,
 };
 use crate::ops::{Attention, ClassToken, PositionEmbedding, TokenPool, TokenPoolMode};
+use crate::ops::{SpatialSlice, WindowAttention};
 use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
 use crate::shape::{Shape, node_shape};
 use std::collections::HashMap;
@@ -367,6 +368,39 @@ impl GraphBuilder {
             scale: 1.0 / (head_dim.max(1) as f64).sqrt(),
         });
         self.push(name, op, &[qkv])
+    }
+
+    /// Shifted-window attention on a map of packed queries, keys and values, scale
+    /// `1/sqrt(head_dim)`.
+    pub fn window_attention(
+        &mut self,
+        name: &str,
+        qkv: &str,
+        heads: usize,
+        window: usize,
+        shift: [usize; 2],
+    ) -> String {
+        let head_dim = self.channels(qkv) / (3 * heads.max(1));
+        let op = Op::WindowAttention(WindowAttention {
+            heads,
+            head_dim,
+            window,
+            shift,
+            scale: 1.0 / (head_dim.max(1) as f64).sqrt(),
+        });
+        self.push(name, op, &[qkv])
+    }
+
+    /// Rows and columns `start..end` by `step` of a map.
+    pub fn spatial_slice(
+        &mut self,
+        name: &str,
+        x: &str,
+        start: [usize; 2],
+        end: [usize; 2],
+        step: [usize; 2],
+    ) -> String {
+        self.push(name, Op::SpatialSlice(SpatialSlice { start, end, step }), &[x])
     }
 
     /// The classifier's input from a token sequence.

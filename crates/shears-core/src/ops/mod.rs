@@ -29,7 +29,9 @@ mod relu;
 mod resize;
 mod shuffle;
 mod slice;
+mod spatial_slice;
 mod tokens;
+mod window_attention;
 
 use crate::cost::Convention;
 use crate::error::{CoreError, Result};
@@ -52,7 +54,9 @@ pub use pool::{GlobalPool, Pool2d, pool_planes};
 pub use resize::{Resize, ResizeMode};
 pub use shuffle::ChannelShuffle;
 pub use slice::ChannelSlice;
+pub use spatial_slice::SpatialSlice;
 pub use tokens::{ClassToken, PositionEmbedding, TokenPool, TokenPoolMode};
+pub use window_attention::{SHIFT_MASK, WindowAttention};
 
 /// One operation and its structural attributes. Parameter shapes follow from these attributes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +115,11 @@ pub enum Op {
     Attention(Attention),
     /// `[T,C]` to `[C]`: the class token or the mean over tokens.
     TokenPool(TokenPool),
+    /// Rows and columns of a map taken with a start, an end and a step (a crop, a subsample).
+    SpatialSlice(SpatialSlice),
+    /// Swin's shifted-window multi-head attention on a map of packed queries, keys and values
+    /// `[3*H*D, Hp, Wp]` to `[H*D, Hp, Wp]`, with a learned relative position table.
+    WindowAttention(WindowAttention),
 }
 
 /// What a parameter tensor is for; decides what is prunable, trained or counted.
@@ -289,6 +298,9 @@ pub enum ChannelFlow {
     /// output channel `h*head_dim + d` reads value channel `h*head_dim + d` and every query and
     /// key channel of head `h`, at every token. Heads are kept or removed whole.
     Heads { heads: usize, head_dim: usize },
+    /// Channels pass through; each output position copies one input position
+    /// ([`SpatialSlice::sources`]).
+    Crop(SpatialSlice),
 }
 
 /// Which channels a parameter axis indexes: kept output channels or kept input channels.
@@ -298,6 +310,9 @@ pub enum ChannelSide {
     Output,
     /// Indexed by the channels of the node's (single) input (a plain conv's or linear's weight axis 1).
     Input,
+    /// Indexed by the node's output heads: index `h` goes with output channels
+    /// `h*head_dim..(h+1)*head_dim` (a relative position table's head column).
+    OutputHeads { head_dim: usize },
 }
 
 /// One parameter axis that follows channel pruning: what channel groups list as members and
@@ -495,6 +510,8 @@ impl Op {
             Op::PositionEmbedding(p) => f(&p),
             Op::Attention(a) => f(&a),
             Op::TokenPool(p) => f(&p),
+            Op::SpatialSlice(s) => f(&s),
+            Op::WindowAttention(a) => f(&a),
         }
     }
 

@@ -550,6 +550,11 @@ impl Plan {
                         .map(|q| q.into_iter().collect())
                         .collect(),
                 },
+                ChannelFlow::Crop(c) => Step::Resample {
+                    input,
+                    output,
+                    sources: c.sources(hw(in_shape)).into_iter().map(|q| vec![q]).collect(),
+                },
                 ChannelFlow::Resample(r) => Step::Resample {
                     input,
                     output,

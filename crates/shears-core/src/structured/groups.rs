@@ -341,6 +341,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
             | ChannelFlow::MixChannels
             | ChannelFlow::Resample(_)
             | ChannelFlow::Pad(_)
+            | ChannelFlow::Crop(_)
             | ChannelFlow::PoolWindow(_)
             | ChannelFlow::PoolGlobal
             | ChannelFlow::PrependToken
@@ -644,9 +645,19 @@ fn own_members(
     producers: &mut Vec<String>,
 ) {
     for a in node.op.channel_axes(&node.name) {
-        if a.side != ChannelSide::Output {
-            continue;
-        }
+        // A per-head axis: group channel `j` is head `(offset + j*step) / head_dim`. A head group
+        // lists each value once per channel of a head (offsets `h*head_dim + d`); the axis goes
+        // with the first of them only.
+        let (offset, unit_len, step) = match a.side {
+            ChannelSide::Output => (offset, unit_len, step),
+            ChannelSide::OutputHeads { head_dim } => {
+                if unit_len != 1 || offset % head_dim != 0 || step % head_dim != 0 {
+                    continue;
+                }
+                (offset / head_dim, 1, step / head_dim)
+            }
+            ChannelSide::Input => continue,
+        };
         let role = match a.spec.kind {
             ParamKind::Weight => MemberRole::Filter,
             ParamKind::Bias => MemberRole::Bias,

@@ -13,6 +13,7 @@ mod mobilenet;
 mod resnet;
 mod small;
 mod vgg;
+mod swin;
 mod vit;
 
 /// Names accepted by [`build`], in the order tables and help texts list them.
@@ -31,6 +32,7 @@ pub const MODEL_NAMES: &[&str] = &[
     "resnet-50",
     "mobilenet-v2",
     "vit-tiny",
+    "swin-tiny",
 ];
 
 /// A zoo builder: model name (for the graph and for errors), per-sample input shape, classes.
@@ -114,6 +116,11 @@ const MODELS: &[Entry] = &[
         name: "vit-tiny",
         description: "ViT: 4x4 patches, width 192, 3 heads, depth 6, MLP 768, class token",
         build: |n, i, c| vit::vit(n, i, c, &vit::VIT_TINY),
+    },
+    Entry {
+        name: "swin-tiny",
+        description: "Swin: 2x2 patches, widths 48-96-192, heads 3-6-12, 2 blocks a stage, window 7",
+        build: |n, i, c| swin::swin(n, i, c, &swin::SWIN_TINY),
     },
 ];
 

@@ -456,6 +456,35 @@ fn brute_force(graph: &Graph, masks: &Masks) -> Vec<Vec<bool>> {
                     }
                 }
             }
+            Op::SpatialSlice(sl) => {
+                let (ci, pi, po) = (xs[0], xs[1] * xs[2], ys[1] * ys[2]);
+                let sources = sl.sources([xs[1], xs[2]]);
+                for ch in 0..ci {
+                    for (q, &src) in sources.iter().enumerate() {
+                        edges.push((xb + ch * pi + src, yb + ch * po + q, None));
+                    }
+                }
+            }
+            Op::WindowAttention(a) => {
+                // Channel-major maps; the keys and values of every position reach every output
+                // position of their head (the pass does not narrow connections to windows).
+                let (p, w, d) = (xs[1] * xs[2], a.width(), a.head_dim);
+                for j in 0..w {
+                    let head = j / d * d..j / d * d + d;
+                    for q in 0..p {
+                        let out = yb + j * p + q;
+                        for s in 0..p {
+                            edges.push((xb + (2 * w + j) * p + s, out, None));
+                            for c in head.clone() {
+                                edges.push((xb + (w + c) * p + s, out, None));
+                            }
+                        }
+                        for c in head.clone() {
+                            edges.push((xb + c * p + q, out, None));
+                        }
+                    }
+                }
+            }
             Op::BatchNorm(BatchNorm { .. })
             | Op::Relu
             | Op::Relu6
