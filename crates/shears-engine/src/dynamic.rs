@@ -415,6 +415,8 @@ impl DynamicNet {
                 | Op::ClassToken(_)
                 | Op::PositionEmbedding(_)
                 | Op::Attention(_)
+                | Op::SpatialSlice(_)
+                | Op::WindowAttention(_)
                 | Op::TokenPool(_)) => {
                     return Err(EngineError::invalid(
                         "dynamic inference",

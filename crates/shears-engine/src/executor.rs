@@ -20,6 +20,7 @@ use shears_core::ops::{
     Activation, ChannelShuffle, ChannelSlice, GlobalPool, Pad2d, Pool2d, Resize,
 };
 use shears_core::ops::{Attention, BatchNorm, Conv2d, Dropout, Linear, TokenPoolMode};
+use shears_core::ops::{SpatialSlice, WindowAttention};
 use shears_core::shape::infer_shapes;
 use shears_core::weights::{Masks, Weights, check_masks, check_weights};
 use std::collections::HashMap;
@@ -160,6 +161,14 @@ enum Step {
     },
     Attention(Attention),
     TokenPool(TokenPoolMode),
+    SpatialSlice(SpatialSlice),
+    WindowAttention {
+        attn: WindowAttention,
+        table: usize,
+        /// The table row of every token pair of a window, and the shift mask, made once.
+        index: Vec<i64>,
+        mask: Option<Vec<f32>>,
+    },
 }
 
 /// Applies a map op to a value, a vector `[N,F]` as the map `[N,F,1,1]`.
@@ -313,7 +322,7 @@ impl Executor {
         masks: &Masks,
         device: &Device,
     ) -> Result<Executor> {
-        infer_shapes(graph)?;
+        let shapes = infer_shapes(graph)?;
         check_weights(graph, weights)?;
         check_masks(weights, masks)?;
         let mut params = Vec::new();
@@ -448,6 +457,16 @@ impl Executor {
                 },
                 Op::Attention(a) => Step::Attention(a),
                 Op::TokenPool(p) => Step::TokenPool(p.mode),
+                Op::SpatialSlice(sl) => Step::SpatialSlice(sl),
+                Op::WindowAttention(a) => {
+                    let s = shapes.get(&node.inputs[0]);
+                    Step::WindowAttention {
+                        attn: a,
+                        table: add_param("bias_table", ParamKind::Embedding, false),
+                        index: a.relative_index().into_iter().map(|i| i as i64).collect(),
+                        mask: a.mask([s[1], s[2]]),
+                    }
+                }
             };
             steps.push(step);
         }
@@ -1177,6 +1196,19 @@ impl Executor {
                 ),
                 Step::Attention(a) => Value::Tokens(ops::tokens::attention(arg(0).tokens(name), a)),
                 Step::TokenPool(mode) => Value::Flat(ops::tokens::pool(arg(0).tokens(name), *mode)),
+                Step::SpatialSlice(sl) => Value::Map(ops::window::spatial_slice(arg(0).map(name), sl)),
+                Step::WindowAttention {
+                    attn,
+                    table,
+                    index,
+                    mask,
+                } => Value::Map(ops::window::window_attention(
+                    arg(0).map(name),
+                    params[*table].clone(),
+                    index,
+                    mask.as_deref(),
+                    attn,
+                )),
             };
             let out = match &self.gates[i] {
                 Some(g) => out.mul_channels(g.clone()),

@@ -357,16 +357,11 @@ fn training_through_new_activations_se_concat_and_ceil_pools_lowers_the_loss() {
     assert!(moved, "the excitation conv was not trained");
 }
 
-/// The transformer ops (tokens, class token, positions, attention, LayerNorm on tokens, GELU,
-/// class pooling) agree with the reference, dense and masked, and with every prunable group
-/// half gated (heads, MLP channels, the embedding width), which exercises LayerNorm's
-/// statistics over the kept channels of tokens.
-#[test]
-fn executor_matches_reference_on_a_vision_transformer() {
+/// Every prunable group of zoo model `name` half gated: the executor agrees with the reference
+/// (LayerNorm's statistics then run over the kept channels).
+fn check_half_gated_groups(name: &str, input: &[usize]) {
     use shears_core::structured::{ChannelSelection, channel_groups, selection_gates};
-    check("vit-tiny", &[1, 8, 8], false, false);
-    check("vit-tiny", &[3, 8, 8], true, false);
-    let graph = zoo::build("vit-tiny", &[1, 8, 8], 10).unwrap();
+    let graph = zoo::build(name, input, 10).unwrap();
     let weights = init_weights(&graph, 5);
     let mut selection = ChannelSelection::default();
     for g in channel_groups(&graph)
@@ -383,20 +378,39 @@ fn executor_matches_reference_on_a_vision_transformer() {
     for (value, gate) in &gates {
         exec.set_gate(value, Some(gate)).unwrap();
     }
-    let x = random_input(&[1, 8, 8], 2, 4);
+    let x = random_input(input, 2, 4);
     let expected = forward_with_channel_gates(&graph, &weights, None, &gates, &x).unwrap();
     let value = exec.input_value(x.iter().copied().collect(), 2).unwrap();
     let got = to_vec(exec.forward(value, Mode::Eval).reshape([20]));
     let exp: Vec<f32> = expected.iter().copied().collect();
     let d = max_rel_diff(&got, &exp);
-    assert!(d < 1e-4, "gated vit: max relative difference {d}");
+    assert!(d < 1e-4, "gated {name}: max relative difference {d}");
+}
+
+/// The transformer ops (tokens, class token, positions, attention, LayerNorm on tokens, GELU,
+/// class pooling) agree with the reference, dense and masked, and with every prunable group
+/// half gated (heads, MLP channels, the embedding width).
+#[test]
+fn executor_matches_reference_on_a_vision_transformer() {
+    check("vit-tiny", &[1, 8, 8], false, false);
+    check("vit-tiny", &[3, 8, 8], true, false);
+    check_half_gated_groups("vit-tiny", &[1, 8, 8]);
+}
+
+/// Swin's ops (padding to whole windows, shifted-window attention with its position table and
+/// shift mask, crops, the 2x2 phases of patch merging) agree with the reference: 16x16 inputs
+/// give an 8x8 first stage, padded to two windows a side and shifted in its second block.
+#[test]
+fn executor_matches_reference_on_a_swin_transformer() {
+    check("swin-tiny", &[1, 16, 16], false, false);
+    check("swin-tiny", &[3, 16, 16], true, false);
+    check_half_gated_groups("swin-tiny", &[1, 16, 16]);
 }
 
 /// Gradients flow through attention, the class token and the position table: a few Adam steps
 /// on a fixed batch lower the loss and move both embeddings.
-#[test]
-fn training_a_vision_transformer_lowers_the_loss() {
-    let graph = zoo::build("vit-tiny", &[1, 8, 8], 3).unwrap();
+fn check_training_moves(name: &str, input: &[usize], tensors: &[&str]) {
+    let graph = zoo::build(name, input, 3).unwrap();
     let weights = init_weights(&graph, 0);
     let device = Device::flex().autodiff();
     let mut exec = Executor::new(&graph, &weights, &Masks::new(), &device).unwrap();
@@ -410,7 +424,7 @@ fn training_a_vision_transformer_lowers_the_loss() {
         exec.params.len(),
     )
     .unwrap();
-    let x = random_input(&[1, 8, 8], 6, 9);
+    let x = random_input(input, 6, 9);
     let labels: Vec<i64> = (0..6).map(|i| i % 3).collect();
     let mut losses = Vec::new();
     for _ in 0..6 {
@@ -425,12 +439,29 @@ fn training_a_vision_transformer_lowers_the_loss() {
             }
         }
     }
-    assert!(losses[5] < losses[0], "loss did not go down: {losses:?}");
+    assert!(losses[5] < losses[0], "{name}: loss did not go down: {losses:?}");
     let w = exec.weights();
-    for t in ["cls_token.token", "pos_embed.table", "block0_qkv.weight"] {
+    for t in tensors {
         assert!(
-            w[t].iter().zip(weights[t].iter()).any(|(a, b)| a != b),
+            w[*t].iter().zip(weights[*t].iter()).any(|(a, b)| a != b),
             "{t} was not trained"
         );
     }
+}
+
+#[test]
+fn training_a_vision_transformer_lowers_the_loss() {
+    let moved = ["cls_token.token", "pos_embed.table", "block0_qkv.weight"];
+    check_training_moves("vit-tiny", &[1, 8, 8], &moved);
+}
+
+/// Gradients reach Swin's relative position tables through the gather of their rows.
+#[test]
+fn training_a_swin_transformer_lowers_the_loss() {
+    let moved = [
+        "stage0_block1_attn.bias_table",
+        "stage0_block0_qkv.weight",
+        "merge1_reduction.weight",
+    ];
+    check_training_moves("swin-tiny", &[1, 16, 16], &moved);
 }

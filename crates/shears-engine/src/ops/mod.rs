@@ -10,3 +10,4 @@ pub mod linear;
 pub mod pool;
 pub mod shuffle;
 pub mod tokens;
+pub mod window;
