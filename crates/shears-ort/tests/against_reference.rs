@@ -110,3 +110,53 @@ fn a_vision_transformer_exports_to_onnxruntime_dense_and_compacted() {
     let d = ort_vs_reference(&model, &[3, 8, 8], 2);
     assert!(d <= 1e-4, "compacted vit: onnxruntime differs by {d}");
 }
+
+/// A Swin transformer's export (padding, the roll as Slice and Concat, windows as Reshape and
+/// Transpose, the position table as a Gather of its rows, the shift mask, crops and the strided
+/// Slices of patch merging) runs in onnxruntime as in shears, dense and compacted to fewer heads
+/// (their table columns with them), MLP channels and narrower stages.
+#[test]
+fn a_swin_transformer_exports_to_onnxruntime_dense_and_compacted() {
+    if let Err(e) = runtime() {
+        eprintln!("SKIPPED: {e}");
+        return;
+    }
+    use shears_core::structured::{ChannelSelection, channel_groups, compact};
+    let input = [3, 16, 16];
+    let graph = zoo::build("swin-tiny", &input, 10).unwrap();
+    let weights = init_weights(&graph, 3);
+    let model = Model {
+        graph: graph.clone(),
+        weights: weights.clone(),
+        masks: Masks::new(),
+    };
+    let d = ort_vs_reference(&model, &input, 2);
+    assert!(d <= 1e-4, "dense swin: onnxruntime differs by {d}");
+    let mut selection = ChannelSelection::default();
+    for g in channel_groups(&graph)
+        .unwrap()
+        .iter()
+        .filter(|g| g.prunable)
+    {
+        let kept = (0..g.channels).filter(|c| c % 3 != 1).collect();
+        selection.kept.insert(g.id, kept);
+    }
+    let (small, small_weights) = compact(&graph, &weights, &selection).unwrap();
+    let heads: Vec<usize> = small
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            shears_core::graph::Op::WindowAttention(a) => Some(a.heads),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heads, vec![2, 2, 4, 4, 8, 8], "a third of the heads removed");
+    assert_eq!(small_weights["stage1_block0_attn.bias_table"].shape(), &[169, 4]);
+    let model = Model {
+        graph: small,
+        weights: small_weights,
+        masks: Masks::new(),
+    };
+    let d = ort_vs_reference(&model, &input, 2);
+    assert!(d <= 1e-4, "compacted swin: onnxruntime differs by {d}");
+}
