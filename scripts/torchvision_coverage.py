@@ -100,6 +100,10 @@ def export_one(name, size, path, max_params):
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)) and not m.weight.any():
                 nn.init.normal_(m.weight, std=0.02)
+            # Zero biases (transformers initialise them so) are Adds of zero, which onnx-ir
+            # removes: the path of a bias through the import would go untested.
+            if isinstance(m, nn.Linear) and m.bias is not None and not m.bias.any():
+                nn.init.normal_(m.bias, std=0.02)
         for bn in bns:
             bn.weight.uniform_(0.5, 1.5); bn.bias.uniform_(-0.2, 0.2)
             bn.reset_running_stats(); bn.momentum = None

@@ -7,8 +7,8 @@ use crate::ops::{
     Pad2d, Pool2d, Resize, ResizeMode,
 };
 use crate::ops::{Attention, ClassToken, PositionEmbedding, TokenPool, TokenPoolMode};
-use crate::ops::{SpatialSlice, WindowAttention};
 use crate::ops::{BatchNorm, Conv2d, Dropout, Linear};
+use crate::ops::{SpatialSlice, WindowAttention};
 use crate::shape::{Shape, node_shape};
 use std::collections::HashMap;
 
@@ -400,7 +400,11 @@ impl GraphBuilder {
         end: [usize; 2],
         step: [usize; 2],
     ) -> String {
-        self.push(name, Op::SpatialSlice(SpatialSlice { start, end, step }), &[x])
+        self.push(
+            name,
+            Op::SpatialSlice(SpatialSlice { start, end, step }),
+            &[x],
+        )
     }
 
     /// The classifier's input from a token sequence.

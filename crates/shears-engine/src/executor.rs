@@ -1196,7 +1196,9 @@ impl Executor {
                 ),
                 Step::Attention(a) => Value::Tokens(ops::tokens::attention(arg(0).tokens(name), a)),
                 Step::TokenPool(mode) => Value::Flat(ops::tokens::pool(arg(0).tokens(name), *mode)),
-                Step::SpatialSlice(sl) => Value::Map(ops::window::spatial_slice(arg(0).map(name), sl)),
+                Step::SpatialSlice(sl) => {
+                    Value::Map(ops::window::spatial_slice(arg(0).map(name), sl))
+                }
                 Step::WindowAttention {
                     attn,
                     table,

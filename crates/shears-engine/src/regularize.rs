@@ -84,8 +84,8 @@ impl BnScaleL1 {
                     | Op::ClassToken(_)
                     | Op::PositionEmbedding(_)
                     | Op::Attention(_)
-                | Op::SpatialSlice(_)
-                | Op::WindowAttention(_)
+                    | Op::SpatialSlice(_)
+                    | Op::WindowAttention(_)
                     | Op::TokenPool(_)),
                 ) => {
                     return Err(EngineError::invalid(

@@ -302,8 +302,8 @@ fn linearised_executor(model: &Model, device: &Device) -> Result<Executor> {
             | Op::ClassToken(_)
             | Op::PositionEmbedding(_)
             | Op::Attention(_)
-                | Op::SpatialSlice(_)
-                | Op::WindowAttention(_)
+            | Op::SpatialSlice(_)
+            | Op::WindowAttention(_)
             | Op::TokenPool(_)) => op.clone(),
         };
     }

@@ -109,8 +109,8 @@ fn scored_nodes(exec: &Executor) -> Vec<Scored> {
             | Op::ClassToken(_)
             | Op::PositionEmbedding(_)
             | Op::Attention(_)
-                | Op::SpatialSlice(_)
-                | Op::WindowAttention(_)
+            | Op::SpatialSlice(_)
+            | Op::WindowAttention(_)
             | Op::TokenPool(_) => continue,
         };
         if !params.is_empty() {

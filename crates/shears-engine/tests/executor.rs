@@ -439,7 +439,10 @@ fn check_training_moves(name: &str, input: &[usize], tensors: &[&str]) {
             }
         }
     }
-    assert!(losses[5] < losses[0], "{name}: loss did not go down: {losses:?}");
+    assert!(
+        losses[5] < losses[0],
+        "{name}: loss did not go down: {losses:?}"
+    );
     let w = exec.weights();
     for t in tensors {
         assert!(

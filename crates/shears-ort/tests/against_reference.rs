@@ -150,8 +150,15 @@ fn a_swin_transformer_exports_to_onnxruntime_dense_and_compacted() {
             _ => None,
         })
         .collect();
-    assert_eq!(heads, vec![2, 2, 4, 4, 8, 8], "a third of the heads removed");
-    assert_eq!(small_weights["stage1_block0_attn.bias_table"].shape(), &[169, 4]);
+    assert_eq!(
+        heads,
+        vec![2, 2, 4, 4, 8, 8],
+        "a third of the heads removed"
+    );
+    assert_eq!(
+        small_weights["stage1_block0_attn.bias_table"].shape(),
+        &[169, 4]
+    );
     let model = Model {
         graph: small,
         weights: small_weights,

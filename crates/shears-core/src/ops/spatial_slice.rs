@@ -28,7 +28,9 @@ pub struct SpatialSlice {
 impl SpatialSlice {
     /// Output size along axis `a` (0 rows, 1 columns).
     fn len(&self, a: usize) -> usize {
-        self.end[a].saturating_sub(self.start[a]).div_ceil(self.step[a].max(1))
+        self.end[a]
+            .saturating_sub(self.start[a])
+            .div_ceil(self.step[a].max(1))
     }
 
     /// For every output position of an `[h, w]` input (row-major), the input position it copies.
@@ -138,9 +140,14 @@ mod tests {
         assert_eq!(s.sources([4, 3]), vec![3, 5, 9, 11]);
         let g = one_op(|b, x| b.push("s", Op::SpatialSlice(s), &[x]), &[2, 4, 3]);
         assert_eq!(infer_shapes(&g).unwrap().get("s"), &vec![2, 2, 2]);
-        let x = ArrayD::from_shape_fn(IxDyn(&[1, 2, 4, 3]), |i| (i[1] * 100 + i[2] * 10 + i[3]) as f32);
+        let x = ArrayD::from_shape_fn(IxDyn(&[1, 2, 4, 3]), |i| {
+            (i[1] * 100 + i[2] * 10 + i[3]) as f32
+        });
         let y = forward(&g, &Default::default(), None, &x).unwrap();
-        assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![10., 12., 30., 32., 110., 112., 130., 132.]);
+        assert_eq!(
+            y.iter().copied().collect::<Vec<_>>(),
+            vec![10., 12., 30., 32., 110., 112., 130., 132.]
+        );
     }
 
     #[test]

@@ -110,7 +110,11 @@ impl WindowAttention {
         for k in 0..windows {
             for i in 0..n {
                 for j in 0..n {
-                    mask.push(if label(k, i) == label(k, j) { 0.0 } else { SHIFT_MASK });
+                    mask.push(if label(k, i) == label(k, j) {
+                        0.0
+                    } else {
+                        SHIFT_MASK
+                    });
                 }
             }
         }
@@ -292,7 +296,11 @@ impl OpRules for WindowAttention {
     fn onnx(&self, node: &str, ins: &[&Shape]) -> Vec<OnnxNode> {
         let (hp, wp) = (ins[0][1], ins[0][2]);
         let w = self.window as i64;
-        let (h, d, n) = (self.heads as i64, self.head_dim as i64, self.tokens() as i64);
+        let (h, d, n) = (
+            self.heads as i64,
+            self.head_dim as i64,
+            self.tokens() as i64,
+        );
         let (nh, nw) = (hp as i64 / w, wp as i64 / w);
         let windows = nh * nw;
         let mut nodes: Vec<OnnxNode> = Vec::new();
@@ -329,10 +337,24 @@ impl OpRules for WindowAttention {
         };
         let [sh, sw] = self.shift.map(|s| s as i64);
         if sh > 0 {
-            last = roll(&mut nodes, last, 2, sh, hp as i64, ["r0s", "r0e", "r1s", "r1e"]);
+            last = roll(
+                &mut nodes,
+                last,
+                2,
+                sh,
+                hp as i64,
+                ["r0s", "r0e", "r1s", "r1e"],
+            );
         }
         if sw > 0 {
-            last = roll(&mut nodes, last, 3, sw, wp as i64, ["c0s", "c0e", "c1s", "c1e"]);
+            last = roll(
+                &mut nodes,
+                last,
+                3,
+                sw,
+                wp as i64,
+                ["c0s", "c0e", "c1s", "c1e"],
+            );
         }
         let push = |nodes: &mut Vec<OnnxNode>, n: OnnxNode| -> OnnxIn {
             nodes.push(n);
@@ -345,7 +367,10 @@ impl OpRules for WindowAttention {
             OnnxNode::wired("Transpose", vec![("perm", OnnxAttr::Ints(perm))], vec![x])
         };
         // [B, 3HD, nh, w, nw, w] → [B, nh, nw, w, w, 3HD] → [B*nW, N, 3, H, D] → [3, B*nW, H, N, D]
-        let x = push(&mut nodes, reshape(last, "tiles", vec![0, 3 * h * d, nh, w, nw, w]));
+        let x = push(
+            &mut nodes,
+            reshape(last, "tiles", vec![0, 3 * h * d, nh, w, nw, w]),
+        );
         let x = push(&mut nodes, transpose(x, vec![0, 2, 4, 3, 5, 1]));
         let x = push(&mut nodes, reshape(x, "qkv_shape", vec![-1, n, 3, h, d]));
         let qkv = push(&mut nodes, transpose(x, vec![2, 0, 3, 1, 4]));
@@ -376,7 +401,11 @@ impl OpRules for WindowAttention {
             ),
         );
         // The position bias: table rows gathered per token pair, [N*N, H] → [H, N, N].
-        let index = self.relative_index().into_iter().map(|i| i as i64).collect();
+        let index = self
+            .relative_index()
+            .into_iter()
+            .map(|i| i as i64)
+            .collect();
         let bias = push(
             &mut nodes,
             OnnxNode::wired(
@@ -414,7 +443,10 @@ impl OpRules for WindowAttention {
                 &mut nodes,
                 OnnxNode::wired("Add", Vec::new(), vec![by_window, m]),
             );
-            s = push(&mut nodes, reshape(masked, "scores_shape", vec![-1, h, n, n]));
+            s = push(
+                &mut nodes,
+                reshape(masked, "scores_shape", vec![-1, h, n, n]),
+            );
         }
         let a = push(
             &mut nodes,
@@ -426,17 +458,34 @@ impl OpRules for WindowAttention {
         );
         // [B*nW, H, N, D] → [B*nW, N, H, D] → [B, nh, nw, w, w, HD] → [B, HD, nh, w, nw, w]
         let o = push(&mut nodes, transpose(o, vec![0, 2, 1, 3]));
-        let o = push(&mut nodes, reshape(o, "windows_shape", vec![-1, nh, nw, w, w, h * d]));
+        let o = push(
+            &mut nodes,
+            reshape(o, "windows_shape", vec![-1, nh, nw, w, w, h * d]),
+        );
         let o = push(&mut nodes, transpose(o, vec![0, 5, 1, 3, 2, 4]));
         let mut last = push(
             &mut nodes,
             reshape(o, "out_shape", vec![-1, h * d, hp as i64, wp as i64]),
         );
         if sh > 0 {
-            last = roll(&mut nodes, last, 2, hp as i64 - sh, hp as i64, ["b0s", "b0e", "b1s", "b1e"]);
+            last = roll(
+                &mut nodes,
+                last,
+                2,
+                hp as i64 - sh,
+                hp as i64,
+                ["b0s", "b0e", "b1s", "b1e"],
+            );
         }
         if sw > 0 {
-            roll(&mut nodes, last, 3, wp as i64 - sw, wp as i64, ["d0s", "d0e", "d1s", "d1e"]);
+            roll(
+                &mut nodes,
+                last,
+                3,
+                wp as i64 - sw,
+                wp as i64,
+                ["d0s", "d0e", "d1s", "d1e"],
+            );
         }
         nodes
     }
@@ -463,11 +512,17 @@ mod tests {
     #[test]
     fn shape_cost_flow_and_compaction() {
         let a = wa(2, 3, 2, [1, 1]);
-        let (conv_linear, all) = single(|b, x| b.push("a", Op::WindowAttention(a), &[x]), &[18, 4, 6]);
+        let (conv_linear, all) = single(
+            |b, x| b.push("a", Op::WindowAttention(a), &[x]),
+            &[18, 4, 6],
+        );
         // 6 windows of 4 tokens, 2 heads x 3 channels.
         assert_eq!(conv_linear.macs, 2 * 6 * 4 * 4 * 6);
         assert_eq!(all.macs, 2 * 6 * 4 * 4 * 6 + 5 * 6 * 4 * 4 * 2);
-        let g = one_op(|b, x| b.push("a", Op::WindowAttention(a), &[x]), &[18, 4, 6]);
+        let g = one_op(
+            |b, x| b.push("a", Op::WindowAttention(a), &[x]),
+            &[18, 4, 6],
+        );
         assert_eq!(infer_shapes(&g).unwrap().get("a"), &vec![6, 4, 6]);
         assert_eq!(
             Op::WindowAttention(a).compacted("a", 9, 3).unwrap(),
@@ -511,7 +566,11 @@ mod tests {
                 assert_eq!(last[i * 4 + j] == 0.0, i == j, "{i} {j}");
             }
         }
-        assert_eq!(a.source([4, 4], 3, 3), 0, "the last token of the last window is the corner");
+        assert_eq!(
+            a.source([4, 4], 3, 3),
+            0,
+            "the last token of the last window is the corner"
+        );
         assert!(wa(1, 1, 2, [0, 0]).mask([4, 4]).is_none());
     }
 
@@ -529,7 +588,10 @@ mod tests {
         // Offset (0, -1) (row 4 - 1 = 3): each token attends to its right neighbour.
         table[3] = 50.0;
         let y = a.forward_sample(&x, &table, [2, 2]);
-        assert!((y[0] - 2.0).abs() < 1e-4 && (y[2] - 4.0).abs() < 1e-4, "{y:?}");
+        assert!(
+            (y[0] - 2.0).abs() < 1e-4 && (y[2] - 4.0).abs() < 1e-4,
+            "{y:?}"
+        );
         // Tokens on the right have no right neighbour: they average all four values.
         assert!((y[1] - 2.5).abs() < 1e-4, "{y:?}");
         let g = one_op(|b, x| b.push("a", Op::WindowAttention(a), &[x]), &[3, 2, 2]);

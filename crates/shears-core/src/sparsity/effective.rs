@@ -553,7 +553,11 @@ impl Plan {
                 ChannelFlow::Crop(c) => Step::Resample {
                     input,
                     output,
-                    sources: c.sources(hw(in_shape)).into_iter().map(|q| vec![q]).collect(),
+                    sources: c
+                        .sources(hw(in_shape))
+                        .into_iter()
+                        .map(|q| vec![q])
+                        .collect(),
                 },
                 ChannelFlow::Resample(r) => Step::Resample {
                     input,

@@ -12,8 +12,8 @@ mod lenet;
 mod mobilenet;
 mod resnet;
 mod small;
-mod vgg;
 mod swin;
+mod vgg;
 mod vit;
 
 /// Names accepted by [`build`], in the order tables and help texts list them.

@@ -156,11 +156,17 @@ mod tests {
         assert_eq!(s.get("stage2_block0_qkv"), &vec![576, 7, 7]);
         assert_eq!(s.get("stage2_block0_crop"), &vec![192, 4, 4]);
         let block = |c: usize, heads: usize| {
-            2 * c + (3 * c * c + 3 * c) + 169 * heads + (c * c + c) + 2 * c + (4 * c * c + 4 * c)
+            2 * c
+                + (3 * c * c + 3 * c)
+                + 169 * heads
+                + (c * c + c)
+                + 2 * c
+                + (4 * c * c + 4 * c)
                 + (4 * c * c + c)
         };
         let merge = |c: usize| 2 * 4 * c + 4 * c * 2 * c;
-        let params = (4 * 48 + 48) + 2 * 48
+        let params = (4 * 48 + 48)
+            + 2 * 48
             + 2 * block(48, 3)
             + merge(48)
             + 2 * block(96, 6)
@@ -168,7 +174,10 @@ mod tests {
             + 2 * block(192, 12)
             + 2 * 192
             + (192 * 10 + 10);
-        assert_eq!(cost(&g, Convention::ConvLinear).unwrap().params as usize, params);
+        assert_eq!(
+            cost(&g, Convention::ConvLinear).unwrap().params as usize,
+            params
+        );
         // The second block of a stage is shifted where the map spans several windows.
         let shift = |name: &str| match &g.node(name).unwrap().op {
             crate::graph::Op::WindowAttention(a) => a.shift,

@@ -22,7 +22,10 @@ pub fn spatial_slice(x: Tensor<4>, s: &SpatialSlice) -> Tensor<4> {
         } else {
             let picks: Vec<i64> = (start..end).step_by(step).map(|i| i as i64).collect();
             let len = picks.len();
-            x.select(dim, Tensor::<1, Int>::from_data(TensorData::new(picks, [len]), &device))
+            x.select(
+                dim,
+                Tensor::<1, Int>::from_data(TensorData::new(picks, [len]), &device),
+            )
         };
     }
     x
@@ -35,7 +38,10 @@ fn roll(x: Tensor<4>, dim: usize, first: usize) -> Tensor<4> {
         return x;
     }
     Tensor::cat(
-        vec![x.clone().narrow(dim, first, size - first), x.narrow(dim, 0, first)],
+        vec![
+            x.clone().narrow(dim, first, size - first),
+            x.narrow(dim, 0, first),
+        ],
         dim,
     )
 }

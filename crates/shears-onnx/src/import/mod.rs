@@ -9,6 +9,7 @@ mod fold;
 mod ops;
 mod patterns;
 mod tokens;
+mod windows;
 
 use shears_core::ops::{BatchNorm, Conv2d, Linear};
 
@@ -99,8 +100,24 @@ pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
     };
     let input = im.input(&onnx.inputs)?;
     im.shapes.insert(input.name.clone(), input.shape.clone());
+    let on_data = data_dependent(&onnx.inputs, &onnx.nodes);
     for node in &onnx.nodes {
-        im.node(node)?;
+        if !node.outputs().iter().any(|o| on_data.contains(&o.name)) {
+            for o in node.outputs() {
+                im.constant_nodes.insert(o.name.clone(), node.clone());
+            }
+        }
+        match im.node(node) {
+            Ok(()) => {}
+            // A constant the exporter computes with ops the importer does not evaluate (Swin's
+            // shift mask): nothing reads it yet; a node that does names this error.
+            Err(e) if !node.outputs().iter().any(|o| on_data.contains(&o.name)) => {
+                for o in node.outputs() {
+                    im.unevaluated.insert(o.name.clone(), e.to_string());
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
     let [out] = onnx.outputs.as_slice() else {
         return Err(OnnxError::Model(format!(
@@ -140,6 +157,25 @@ pub fn import_onnx_bytes(bytes: &[u8], name: &str) -> Result<Model, OnnxError> {
     Ok(model)
 }
 
+/// The ONNX values that depend on the network input's data (not only on its shape): what a
+/// node whose import fails must produce for the failure to matter.
+fn data_dependent(inputs: &[Argument], nodes: &[Node]) -> HashSet<String> {
+    let mut live: HashSet<String> = inputs
+        .iter()
+        .filter(|a| !a.is_constant())
+        .map(|a| a.name.clone())
+        .collect();
+    for node in nodes {
+        if matches!(node, Node::Shape(_)) {
+            continue;
+        }
+        if node.inputs().iter().any(|a| live.contains(&a.name)) {
+            live.extend(node.outputs().iter().map(|o| o.name.clone()));
+        }
+    }
+    live
+}
+
 /// What an ONNX value is in the IR: the IR value it maps to and the layout it has there.
 #[derive(Debug, Clone)]
 struct Value {
@@ -171,6 +207,16 @@ enum Layout {
     /// `[N, C, H*W]` in ONNX (a patch embedding's map flattened before its transpose to
     /// tokens), the same `[C, H, W]` map in the IR: only that transpose may read it.
     MapRows,
+    /// `[N, H, W, C]` in ONNX, the IR map rolled up and left (Swin's cyclic shift; by how
+    /// much in [`Importer::windows`]).
+    Rolled,
+    /// `[N, H/w, w, W/w, w, C]` in ONNX: the (possibly rolled) map cut into windows of `w`.
+    Tiles,
+    /// `[N, H/w, W/w, w, w, C]` in ONNX: the windows' axes moved together.
+    TilesT,
+    /// `[N*windows, w*w, C]` in ONNX: the tokens of every window as rows; the same `[C, H, W]`
+    /// map in the IR, where the linear layers on windows are 1×1 convolutions.
+    Windows,
 }
 
 /// The names an ONNX file gave its weights and nodes.
@@ -255,6 +301,8 @@ struct Importer {
     shapes: HashMap<String, Vec<usize>>,
     /// Integer values of shape computations (`None` where unknown before run time: the batch).
     shape_values: HashMap<String, Vec<Option<f64>>>,
+    /// `[rows, columns]` of the shape values that are matrices (row-major in `shape_values`).
+    shape_dims: HashMap<String, [usize; 2]>,
     /// The steps of a channel shuffle seen so far: the value reshaped into `groups` blocks,
     /// then (`true`) its two block axes swapped.
     shuffles: HashMap<String, (Value, usize, bool)>,
@@ -268,6 +316,16 @@ struct Importer {
     /// Stored class tokens expanded over the batch, by the expanded value's name.
     class_tokens: HashMap<String, ArrayD<f32>>,
     values: HashMap<String, Value>,
+    /// Values computed from constants and shapes alone by nodes the importer could not map,
+    /// with why; harmless until a node of the network reads one.
+    unevaluated: HashMap<String, String>,
+    /// The node behind every value computed without the network input's data (what a pattern
+    /// traces back to stored tensors: Swin's gathered position bias).
+    constant_nodes: HashMap<String, Node>,
+    /// Swin's window geometry of values in the window layouts, by ONNX name.
+    windows: HashMap<String, windows::Geo>,
+    /// Slices of map rows or columns a Concat may put back together as a roll, by ONNX name.
+    roll_parts: HashMap<String, windows::RollPart>,
     nodes: Vec<IrNode>,
     weights: Weights,
     names: HashSet<String>,
@@ -320,11 +378,17 @@ impl Importer {
     }
 
     fn value(&self, onnx_name: &str, what: &str) -> Result<Value, OnnxError> {
-        self.values.get(onnx_name).cloned().ok_or_else(|| {
-            OnnxError::Model(format!(
-                "{what} reads `{onnx_name}`, which no supported node produces"
-            ))
-        })
+        self.values
+            .get(onnx_name)
+            .cloned()
+            .ok_or_else(|| match self.unevaluated.get(onnx_name) {
+                Some(why) => OnnxError::Model(format!(
+                    "{what} reads `{onnx_name}`, a constant shears could not compute: {why}"
+                )),
+                None => OnnxError::Model(format!(
+                    "{what} reads `{onnx_name}`, which no supported node produces"
+                )),
+            })
     }
 
     /// A unique IR name from a candidate.
@@ -602,7 +666,19 @@ impl Importer {
         });
         let mut params = vec![("weight", w)];
         params.extend(bias.map(|b| ("bias", b)));
-        self.push(node, op, vec![x.name], params, Layout::Nhwc, Some(wname))
+        self.keep_geo(node);
+        self.push(node, op, vec![x.name], params, x.layout, Some(wname))
+    }
+
+    /// A per-position op on Swin's windows keeps its input's window geometry.
+    fn keep_geo(&mut self, node: &Node) {
+        let geo = node
+            .inputs()
+            .iter()
+            .find_map(|a| self.windows.get(&a.name).copied());
+        if let (Some(geo), Some(out)) = (geo, node.outputs().first()) {
+            self.windows.insert(out.name.clone(), geo);
+        }
     }
 
     /// `Mul`, `Add`, `Sub` or `Div` of a computed value and a stored per-channel or scalar
@@ -615,7 +691,12 @@ impl Importer {
                 "it has no stored constant operand".into(),
             ));
         };
-        let x = self.data(node, 1 - k, &[Layout::Map, Layout::Vector, Layout::Nhwc])?;
+        let x = self.data(
+            node,
+            1 - k,
+            &[Layout::Map, Layout::Vector, Layout::Nhwc, Layout::Windows],
+        )?;
+        self.keep_geo(node);
         let (_, c) = constant(node, k, "constant")?;
         let channels = self.channels(&x);
         // The constant must broadcast per channel: along axis 1 of NCHW, the last axis of NHWC.
@@ -623,7 +704,7 @@ impl Importer {
             let dims: Vec<usize> = c.shape().iter().copied().filter(|&d| d != 1).collect();
             let values: Vec<f32> = c.iter().copied().collect();
             let aligned = match x.layout {
-                Layout::Nhwc | Layout::Vector => {
+                Layout::Nhwc | Layout::Vector | Layout::Windows => {
                     c.shape().last().is_none_or(|&d| d == channels || d == 1)
                 }
                 _ => {
@@ -734,6 +815,9 @@ impl Importer {
             // leaves when the batch axis is dynamic. The Reshape is judged by its output shape,
             // so the chain itself maps to nothing.
             return Ok(());
+        }
+        if let Some(done) = self.window_pattern(node) {
+            return done;
         }
         if let Some(done) = self.token_pattern(node) {
             return done;
@@ -860,7 +944,11 @@ impl Importer {
             | Layout::Tokens
             | Layout::TokensTnc
             | Layout::TokenRows
-            | Layout::MapRows => {
+            | Layout::MapRows
+            | Layout::Rolled
+            | Layout::Tiles
+            | Layout::TilesT
+            | Layout::Windows => {
                 unreachable!("data() admitted only the layouts listed")
             }
         }
@@ -1073,5 +1161,8 @@ fn layout_text(l: Layout) -> &'static str {
         Layout::TokensTnc => "a [T, N, C] token sequence (batch second)",
         Layout::TokenRows => "[T*N, C] rows of tokens",
         Layout::MapRows => "a [N, C, H*W] flattened map (read only by a transpose to tokens)",
+        Layout::Rolled => "a channels-last map rolled by Swin's cyclic shift",
+        Layout::Tiles | Layout::TilesT => "a channels-last map cut into Swin's windows",
+        Layout::Windows => "the [N*windows, w*w, C] tokens of Swin's windows",
     }
 }

@@ -74,7 +74,7 @@ impl Importer {
         let x = self.data(
             node,
             0,
-            &[Vector, Pooled, Nhwc, Tokens, TokensTnc, TokenRows],
+            &[Vector, Pooled, Nhwc, Tokens, TokensTnc, TokenRows, Windows],
         )?;
         let b = &node.inputs()[1];
         let (wname, w) = match self.folded.get(&b.name) {
@@ -82,7 +82,7 @@ impl Importer {
             None => constant(node, 1, "weight")?,
         };
         let w = w.t().to_owned();
-        if x.layout == Nhwc {
+        if matches!(x.layout, Nhwc | Windows) {
             return self.pointwise_conv(node, x, w, None, &wname);
         }
         self.linear(node, x, w, None, &wname, 1.0, 1.0)
@@ -330,7 +330,7 @@ impl Importer {
             unreachable!("the table sends only Pad here")
         };
         use onnx_ir::node::pad::{ConstantValueInput, PadInput, PadMode};
-        let x = self.data(node, 0, &[Map])?;
+        let x = self.data(node, 0, &[Map, Nhwc])?;
         let cfg = &pd.config;
         let zero = matches!(cfg.constant_value, ConstantValueInput::Static(v) if v == 0.0);
         // Pads known before run time, or computed from shapes by the exporter (timm's
@@ -351,8 +351,10 @@ impl Importer {
                 }),
             PadInput::Runtime { .. } => None,
         };
-        let pads = match pairs.as_deref() {
-            Some([(0, 0), (0, 0), h, w]) => Some([h.0, w.0, h.1, w.1]),
+        let pads = match (x.layout, pairs.as_deref()) {
+            (Map, Some([(0, 0), (0, 0), h, w])) | (Nhwc, Some([(0, 0), h, w, (0, 0)])) => {
+                Some([h.0, w.0, h.1, w.1])
+            }
             _ => None,
         };
         match (cfg.mode == PadMode::Constant && zero, pads) {
@@ -361,7 +363,7 @@ impl Importer {
                 Op::Pad(Pad2d { pads }),
                 vec![x.name],
                 vec![],
-                Map,
+                x.layout,
                 None,
             ),
             _ => Err(unsupported(
@@ -602,7 +604,7 @@ impl Importer {
         let x = self.data(
             node,
             0,
-            &[Vector, Pooled, Nhwc, Tokens, TokensTnc, TokenRows],
+            &[Vector, Pooled, Nhwc, Tokens, TokensTnc, TokenRows, Windows],
         )?;
         let (wname, w) = constant(node, 1, "weight")?;
         let bias = optional_constant(node, 2, "bias")?;
@@ -611,7 +613,7 @@ impl Importer {
         } else {
             w.t().to_owned()
         };
-        if x.layout == Nhwc {
+        if matches!(x.layout, Nhwc | Windows) {
             return self.pointwise_conv(node, x, w, bias.map(|b| b.1), &wname);
         }
         self.linear(node, x, w, bias.map(|b| b.1), &wname, 1.0, 1.0)
@@ -853,13 +855,27 @@ impl Importer {
             unreachable!("the table sends only Concat here")
         };
         let xs: Vec<Value> = (0..node.inputs().len())
-            .map(|k| self.data(node, k, &[Map, Vector]))
+            .map(|k| self.data(node, k, &[Map, Vector, Nhwc]))
             .collect::<Result<_, _>>()?;
-        if c.config.axis != 1 {
+        let nhwc = xs.iter().all(|x| x.layout == Nhwc);
+        if xs.iter().any(|x| x.layout == Nhwc) && !nhwc {
+            return Err(unsupported(
+                node,
+                "a Concat of channels-last and channels-first values".into(),
+            ));
+        }
+        // The channel axis: 1 of NCHW, the last of NHWC (Swin's patch merging).
+        let channel_axis = if nhwc {
+            c.config.axis == 3
+        } else {
+            c.config.axis == 1
+        };
+        if !channel_axis {
             return Err(unsupported(
                 node,
                 format!(
-                    "Concat on axis {} is not supported: only the channel axis 1",
+                    "Concat on axis {} is not supported: only the channel axis (1, or the last \
+                     of a channels-last map)",
                     c.config.axis
                 ),
             ));

@@ -93,6 +93,16 @@ impl Importer {
             .first()
             .is_some_and(|o| !o.ty.is_shape() && o.ty.elem_type().is_float());
         let result: Option<Vec<Option<f64>>> = match node {
+            // The length of a 1-D shape value (PyTorch's `F.pad` counts its pads this way).
+            Node::Shape(_)
+                if ins
+                    .first()
+                    .is_some_and(|a| self.shape_values.contains_key(&a.name)) =>
+            {
+                ins.first()
+                    .and_then(|a| self.shape_values.get(&a.name))
+                    .map(|v| vec![Some(v.len() as f64)])
+            }
             Node::Shape(_)
                 if ins
                     .first()
@@ -105,6 +115,9 @@ impl Importer {
                 let s = self.shapes.get(&v.name)?;
                 // Layouts whose batch is not the first axis.
                 match v.layout {
+                    Layout::Rolled | Layout::Tiles | Layout::TilesT | Layout::Windows => {
+                        return self.window_dims(&a.name);
+                    }
                     Layout::TokensTnc => {
                         return Some(vec![Some(s[0] as f64), None, Some(s[1] as f64)]);
                     }
@@ -117,7 +130,12 @@ impl Importer {
                     Layout::Nhwc => vec![s[1], s[2], s[0]],
                     Layout::Tokens => s.clone(),
                     Layout::MapRows => vec![s[0], s[1] * s[2]],
-                    Layout::TokensTnc | Layout::TokenRows => unreachable!("returned above"),
+                    Layout::TokensTnc
+                    | Layout::TokenRows
+                    | Layout::Rolled
+                    | Layout::Tiles
+                    | Layout::TilesT
+                    | Layout::Windows => unreachable!("returned above"),
                 };
                 Some(
                     std::iter::once(None)
@@ -152,8 +170,30 @@ impl Importer {
                     None => true,
                     Some(s) => bound(s) == Some(1),
                 };
+                let rows = ins
+                    .first()
+                    .and_then(|a| self.shape_dims.get(&a.name))
+                    .copied();
+                let reversed = match &sl.config.steps {
+                    Some(s) => bound(s) == Some(-1),
+                    None => false,
+                };
                 match (num(0), bound(&sl.config.starts), bound(&sl.config.ends)) {
-                    (Some(d), Some(a), Some(b)) if step_one => {
+                    // All rows of a matrix in reverse (`F.pad`'s pairs, last axis first).
+                    (Some(d), Some(-1), Some(end))
+                        if reversed && end <= -(d.len() as i64) && rows.is_some() =>
+                    {
+                        let [r, c] = rows.expect("checked");
+                        let out = node.outputs()[0].name.clone();
+                        self.shape_dims.insert(out, [r, c]);
+                        Some(
+                            (0..r)
+                                .rev()
+                                .flat_map(|i| d[i * c..(i + 1) * c].to_vec())
+                                .collect(),
+                        )
+                    }
+                    (Some(d), Some(a), Some(b)) if step_one && rows.is_none() => {
                         let len = d.len() as i64;
                         let clamp =
                             |i: i64| (if i < 0 { i + len } else { i }).clamp(0, len) as usize;
@@ -163,6 +203,73 @@ impl Importer {
                     _ => None,
                 }
             }
+            Node::ConstantOfShape(c) => {
+                use onnx_ir::node::constant_of_shape::ConstantOfShapeShape;
+                let len = match &c.config.shape {
+                    ConstantOfShapeShape::Static(v) => v.first().map(|&l| l as f64),
+                    ConstantOfShapeShape::Runtime(r) => ins
+                        .get(r.input_index)
+                        .and_then(|a| self.numbers(a))
+                        .and_then(|v| v.first().copied().flatten()),
+                };
+                let fill = c
+                    .config
+                    .value
+                    .as_ref()
+                    .and_then(|d| d.to_f64_vec().ok())
+                    .and_then(|v| v.first().copied())
+                    .unwrap_or(0.0);
+                len.filter(|&l| l >= 0.0)
+                    .map(|l| vec![Some(fill); l as usize])
+            }
+            // A shape value as a matrix: `F.pad` reshapes its pad list to `[-1, 2]` pairs,
+            // reverses the pairs, transposes and flattens them into ONNX's order.
+            Node::Reshape(r) => {
+                let target = match &r.config.shape {
+                    onnx_ir::node::reshape::ReshapeInput::Static(v) => Some(v.clone()),
+                    onnx_ir::node::reshape::ReshapeInput::Runtime(rt) => ins
+                        .get(rt.input_index)
+                        .and_then(|a| self.symbolic(a))
+                        .and_then(|v| v.into_iter().collect::<Option<Vec<i64>>>()),
+                };
+                match (num(0), target.as_deref()) {
+                    (Some(v), Some([-1])) => Some(v),
+                    (Some(v), Some([-1, c])) if *c > 0 && v.len() % *c as usize == 0 => {
+                        let out = node.outputs()[0].name.clone();
+                        self.shape_dims
+                            .insert(out, [v.len() / *c as usize, *c as usize]);
+                        Some(v)
+                    }
+                    _ => None,
+                }
+            }
+            Node::Transpose(t) if t.config.perm == [1, 0] => {
+                match (
+                    num(0),
+                    ins.first().and_then(|a| self.shape_dims.get(&a.name)),
+                ) {
+                    (Some(v), Some(&[r, c])) => {
+                        let out = node.outputs()[0].name.clone();
+                        self.shape_dims.insert(out, [c, r]);
+                        Some((0..r * c).map(|k| v[(k % r) * c + k / r]).collect())
+                    }
+                    _ => None,
+                }
+            }
+            Node::Mod(_) => match (num(0), num(1)) {
+                (Some(a), Some(b)) if b.len() == 1 => {
+                    let m = b[0];
+                    Some(
+                        a.into_iter()
+                            .map(|x| match (x, m) {
+                                (Some(x), Some(m)) if m != 0.0 => Some(x.rem_euclid(m)),
+                                _ => None,
+                            })
+                            .collect(),
+                    )
+                }
+                _ => None,
+            },
             Node::Concat(_) => (0..ins.len())
                 .map(num)
                 .collect::<Option<Vec<_>>>()
@@ -179,6 +286,7 @@ impl Importer {
             | Node::Mul(_)
             | Node::Add(_)
             | Node::Sub(_)
+            | Node::Pow(_)
             | Node::Max(_)
             | Node::Min(_) => match (num(0), num(1)) {
                 (Some(a), Some(b)) if a.len() == b.len() || b.len() == 1 || a.len() == 1 => {
@@ -195,6 +303,8 @@ impl Importer {
                                     Node::Mul(_) => Some(x * y),
                                     Node::Add(_) => Some(x + y),
                                     Node::Sub(_) => Some(x - y),
+                                    // torchvision's attention scale `head_dim ** -0.5`.
+                                    Node::Pow(_) => Some(x.powf(y)).filter(|v| v.is_finite()),
                                     Node::Max(_) => Some(x.max(y)),
                                     _ => Some(x.min(y)),
                                 }
@@ -405,6 +515,9 @@ pub(super) fn computes_a_shape(node: &Node, known: impl Fn(&str) -> bool) -> boo
             | Node::ConstantOfShape(_)
             | Node::Equal(_)
             | Node::Where(_)
+            | Node::Mod(_)
+            | Node::Pow(_)
+            | Node::Transpose(_)
     );
     let on_shapes = node
         .inputs()

@@ -14,6 +14,7 @@
 //! The steps in between map to nothing: each is remembered by the ONNX value it produced, and a
 //! pattern left unfinished is an error naming the node where it stopped.
 
+use super::windows::WindowHeads;
 use super::{Importer, Layout, Value, constant, unsupported};
 use super::{input_name as input, output_name as output};
 use crate::OnnxError;
@@ -31,6 +32,8 @@ pub(super) struct Heads {
     heads: usize,
     head_dim: usize,
     pre: f64,
+    /// Swin's attention within windows of a map: the windows, position table and mask.
+    win: Option<WindowHeads>,
 }
 
 /// A step of the attention pattern, by the ONNX value it produced.
@@ -46,6 +49,8 @@ pub(super) enum AttnStep {
     KeysT(Heads),
     /// `q kᵀ * scale`.
     Scores(Heads, f64),
+    /// Scores of attention on windows viewed per window, `[N, windows, H, T, T]`.
+    WindowScores(Heads, f64),
     /// Softmax of the scores.
     Weights(Heads, f64),
     /// Weights times values, `[N, H, T, D]`.
@@ -84,6 +89,7 @@ impl AttnStep {
             }
             AttnStep::KeysT(h) => vec![None, d(h.heads), d(h.head_dim), d(t)],
             AttnStep::Scores(h, _) | AttnStep::Weights(h, _) => vec![None, d(h.heads), d(t), d(t)],
+            AttnStep::WindowScores(h, _) => vec![None, None, d(h.heads), d(t), d(t)],
             AttnStep::Merged(h, _) => vec![None, d(t), d(h.heads), d(h.head_dim)],
             AttnStep::TnUnflat(_, e) => vec![d(t), None, d(3), d(*e)],
             AttnStep::TnUnsqueezed(_, e) => vec![d(1), d(t), None, d(3), d(*e)],
@@ -96,6 +102,22 @@ impl AttnStep {
         }
     }
 
+    /// The window side, for a step of attention on windows.
+    fn window(&self) -> Option<usize> {
+        match self {
+            AttnStep::Split(h)
+            | AttnStep::Packed(h)
+            | AttnStep::Part(h, _)
+            | AttnStep::KeysT(h)
+            | AttnStep::Scores(h, _)
+            | AttnStep::WindowScores(h, _)
+            | AttnStep::Weights(h, _)
+            | AttnStep::Out(h, _)
+            | AttnStep::Merged(h, _) => h.win.as_ref().map(|w| w.geo.window),
+            _ => None,
+        }
+    }
+
     /// The packed projection the step comes from.
     fn qkv(&self) -> &Value {
         match self {
@@ -104,6 +126,7 @@ impl AttnStep {
             | AttnStep::Part(h, _)
             | AttnStep::KeysT(h)
             | AttnStep::Scores(h, _)
+            | AttnStep::WindowScores(h, _)
             | AttnStep::Weights(h, _)
             | AttnStep::Out(h, _)
             | AttnStep::Merged(h, _)
@@ -128,6 +151,19 @@ impl Importer {
             Node::Reshape(r) => {
                 let target = self.reshape_target(node, &r.config)?;
                 match step(0) {
+                    Some(AttnStep::Merged(h, scale)) if h.win.is_some() => {
+                        return Some(self.merge_window_heads(node, h, scale, &target));
+                    }
+                    Some(AttnStep::Scores(h, scale)) if h.win.is_some() && target.len() == 5 => {
+                        self.attention
+                            .insert(output(node, 0), AttnStep::WindowScores(h, scale));
+                        return Some(Ok(()));
+                    }
+                    Some(AttnStep::WindowScores(h, scale)) if target.len() == 4 => {
+                        self.attention
+                            .insert(output(node, 0), AttnStep::Scores(h, scale));
+                        return Some(Ok(()));
+                    }
                     Some(AttnStep::Merged(h, scale)) => {
                         return Some(self.attention_op(node, h, scale, &target, Layout::Tokens));
                     }
@@ -163,7 +199,9 @@ impl Importer {
                     None => {}
                 }
                 match layout(0)? {
-                    Layout::Tokens if target.len() == 5 => Some(self.split_heads(node, &target)),
+                    Layout::Tokens | Layout::Windows if target.len() == 5 => {
+                        Some(self.split_heads(node, &target))
+                    }
                     Layout::TokensTnc if target.len() == 4 => {
                         Some(self.tn_unflatten(node, &target))
                     }
@@ -381,7 +419,7 @@ impl Importer {
             Node::Attention(a) => {
                 let parts = (step(0), step(1), step(2));
                 let (
-                    Some(AttnStep::Part(q, 0)),
+                    Some(AttnStep::Part(mut q, 0)),
                     Some(AttnStep::Part(k, 1)),
                     Some(AttnStep::Part(v, 2)),
                 ) = parts
@@ -393,7 +431,21 @@ impl Importer {
                             .into(),
                     )));
                 };
-                let plain = node.inputs().len() == 3
+                // On windows the additive mask is Swin's position bias (unshifted windows).
+                if let Some(wh) = q.win.take() {
+                    let Some(bias) = node.inputs().get(3).cloned() else {
+                        return Some(Err(unsupported(
+                            node,
+                            "attention on windows without a relative position bias".into(),
+                        )));
+                    };
+                    match self.window_bias(node, &bias, wh, q.heads, false) {
+                        Ok(wh) => q.win = Some(wh),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                let inputs = if q.win.is_some() { 4 } else { 3 };
+                let plain = node.inputs().len() == inputs
                     && !a.config.is_causal
                     && a.config.softcap == 0.0
                     && same(&q, &k)
@@ -427,6 +479,26 @@ impl Importer {
                 })
             }
             Node::Add(_) => {
+                let scores = (0..2).find_map(|k| match step(k)? {
+                    AttnStep::Scores(h, s) if h.win.is_some() => Some((k, h, s, false)),
+                    AttnStep::WindowScores(h, s) => Some((k, h, s, true)),
+                    _ => None,
+                });
+                if let Some((k, mut h, s, per_window)) = scores {
+                    let wh = h.win.take().expect("attention on windows");
+                    let other = node.inputs()[1 - k].clone();
+                    return Some(self.window_bias(node, &other, wh, h.heads, per_window).map(
+                        |wh| {
+                            h.win = Some(wh);
+                            let next = if per_window {
+                                AttnStep::WindowScores(h, s)
+                            } else {
+                                AttnStep::Scores(h, s)
+                            };
+                            self.attention.insert(output(node, 0), next);
+                        },
+                    ));
+                }
                 let k = (0..2).find(|&k| layout(k) == Some(Layout::Tokens))?;
                 let other = node.inputs().get(1 - k)?;
                 other
@@ -441,7 +513,10 @@ impl Importer {
     /// The ONNX dims of an attention step's value, for the shape bookkeeping that reads them.
     pub(super) fn step_dims(&self, value: &str) -> Option<Vec<Option<f64>>> {
         let step = self.attention.get(value)?;
-        let t = self.shapes.get(&step.qkv().name)?[0];
+        let t = match step.window() {
+            Some(w) => w * w,
+            None => self.shapes.get(&step.qkv().name)?[0],
+        };
         Some(step.dims(t))
     }
 
@@ -498,11 +573,23 @@ impl Importer {
         )
     }
 
-    /// Tokens `[N, T, 3*H*D]` reshaped to `[N, T, 3, H, D]`.
+    /// Tokens `[N, T, 3*H*D]` (or windows `[N*windows, T, 3*H*D]`) reshaped to
+    /// `[N, T, 3, H, D]`.
     fn split_heads(&mut self, node: &Node, target: &[Option<i64>]) -> Result<(), OnnxError> {
-        let x = self.data(node, 0, &[Layout::Tokens])?;
+        let x = self.data(node, 0, &[Layout::Tokens, Layout::Windows])?;
         let s = self.shapes[&x.name].clone();
-        let (t, c) = (s[0] as i64, s[1] as i64);
+        let win = (x.layout == Layout::Windows).then(|| WindowHeads {
+            geo: self
+                .windows
+                .get(&input(node, 0))
+                .copied()
+                .unwrap_or_default(),
+            ..WindowHeads::default()
+        });
+        let (t, c) = match &win {
+            Some(w) => ((w.geo.window * w.geo.window) as i64, s[0] as i64),
+            None => (s[0] as i64, s[1] as i64),
+        };
         let (Some(Some(h)), Some(Some(d))) = (target.get(3), target.get(4)) else {
             return Err(unsupported(
                 node,
@@ -528,6 +615,7 @@ impl Importer {
             heads: *h as usize,
             head_dim: *d as usize,
             pre: 1.0,
+            win,
         };
         self.attention
             .insert(output(node, 0), AttnStep::Split(heads));
@@ -576,6 +664,7 @@ impl Importer {
             heads: e / d,
             head_dim: d,
             pre: 1.0,
+            win: None,
         };
         self.attention
             .insert(output(node, 0), AttnStep::TnRows(h, which));
@@ -608,6 +697,28 @@ impl Importer {
             scale,
         });
         self.push(node, op, vec![h.qkv.name], vec![], layout, None)
+    }
+
+    /// The heads of attention on windows merged back to `[N*windows, T, H*D]`.
+    fn merge_window_heads(
+        &mut self,
+        node: &Node,
+        h: Heads,
+        scale: f64,
+        target: &[Option<i64>],
+    ) -> Result<(), OnnxError> {
+        let width = (h.heads * h.head_dim) as i64;
+        let last = target.last().copied().flatten();
+        if target.len() != 3 || !matches!(last, Some(d) if d == width || d == -1) {
+            return Err(unsupported(
+                node,
+                format!(
+                    "attention heads on windows are merged to [N*windows, T, {width}], not to {target:?}"
+                ),
+            ));
+        }
+        let wh = h.win.clone().expect("attention on windows");
+        self.window_attention_op(node, h.qkv, h.heads, h.head_dim, scale, wh)
     }
 
     /// A stored `[1, 1, C]` token expanded over the batch.
