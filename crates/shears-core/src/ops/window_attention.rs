@@ -311,9 +311,10 @@ impl OpRules for WindowAttention {
                     axis: i64,
                     first: i64,
                     size: i64,
-                    tag: [&'static str; 4]|
+                    tag: [&'static str; 6]|
          -> OnnxIn {
-            let slice = |start: i64, end: i64, s: &'static str, e: &'static str| {
+            // Initializer names are unique per node: `{node}.{tag}`.
+            let slice = |start: i64, end: i64, [s, e, a]: [&'static str; 3]| {
                 OnnxNode::wired(
                     "Slice",
                     Vec::new(),
@@ -321,13 +322,13 @@ impl OpRules for WindowAttention {
                         last.clone(),
                         OnnxIn::Ints(s, vec![start]),
                         OnnxIn::Ints(e, vec![end]),
-                        OnnxIn::Ints(if axis == 2 { "rows" } else { "cols" }, vec![axis]),
+                        OnnxIn::Ints(a, vec![axis]),
                     ],
                 )
             };
             let k = nodes.len();
-            nodes.push(slice(first, size, tag[0], tag[1]));
-            nodes.push(slice(0, first, tag[2], tag[3]));
+            nodes.push(slice(first, size, [tag[0], tag[1], tag[2]]));
+            nodes.push(slice(0, first, [tag[3], tag[4], tag[5]]));
             nodes.push(OnnxNode::wired(
                 "Concat",
                 vec![("axis", OnnxAttr::Int(axis))],
@@ -343,7 +344,7 @@ impl OpRules for WindowAttention {
                 2,
                 sh,
                 hp as i64,
-                ["r0s", "r0e", "r1s", "r1e"],
+                ["r0s", "r0e", "r0a", "r1s", "r1e", "r1a"],
             );
         }
         if sw > 0 {
@@ -353,7 +354,7 @@ impl OpRules for WindowAttention {
                 3,
                 sw,
                 wp as i64,
-                ["c0s", "c0e", "c1s", "c1e"],
+                ["c0s", "c0e", "c0a", "c1s", "c1e", "c1a"],
             );
         }
         let push = |nodes: &mut Vec<OnnxNode>, n: OnnxNode| -> OnnxIn {
@@ -474,7 +475,7 @@ impl OpRules for WindowAttention {
                 2,
                 hp as i64 - sh,
                 hp as i64,
-                ["b0s", "b0e", "b1s", "b1e"],
+                ["b0s", "b0e", "b0a", "b1s", "b1e", "b1a"],
             );
         }
         if sw > 0 {
@@ -484,7 +485,7 @@ impl OpRules for WindowAttention {
                 3,
                 wp as i64 - sw,
                 wp as i64,
-                ["d0s", "d0e", "d1s", "d1e"],
+                ["d0s", "d0e", "d0a", "d1s", "d1e", "d1a"],
             );
         }
         nodes

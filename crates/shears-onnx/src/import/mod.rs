@@ -638,7 +638,10 @@ impl Importer {
                 format!("its weight has shape {:?}, not a matrix", w.shape()),
             ));
         };
+        // A transposed view (a MatMul's stored `[in, out]` matrix) is not row-major yet.
         let w = w
+            .as_standard_layout()
+            .into_owned()
             .into_shape_with_order(IxDyn(&[out_channels, in_channels, 1, 1]))
             .map_err(|e| unsupported(node, e.to_string()))?;
         let bias = match bias {
