@@ -1,8 +1,8 @@
 """ONNX fixtures of transformer blocks, defined here as plain PyTorch modules (no timm needed):
 a tiny ViT in timm's form (4x4 patch conv, class token, position table, pre-norm blocks with a
 packed qkv Linear, multi-head attention written out as reshape/permute/unbind/matmul/softmax,
-a GELU MLP, final LayerNorm, class-token head), and torchvision's VisionTransformer at a tiny
-size (its nn.MultiheadAttention). Exported as `scripts/block_fixtures.py` exports
+a GELU MLP, final LayerNorm, class-token head), and torchvision's VisionTransformer and
+SwinTransformer at tiny sizes (nn.MultiheadAttention; shifted windows over padded maps). Exported as `scripts/block_fixtures.py` exports
 its blocks: opset 17, the TorchScript exporter, a dynamic batch axis; a reference input
 `NAME.x.bin` (batch 2) and PyTorch's output `NAME.y.bin` as raw little-endian f32, their shapes
 in `NAME.json`.
@@ -63,7 +63,28 @@ def torchvision_vit():
         m.class_token.normal_(0, 0.5)
     return m
 
-FIXTURES = {"tiny_vit": (TinyViT, (3, 16, 16)), "torchvision_vit": (torchvision_vit, (3, 16, 16))}
+def torchvision_swin():
+    """torchvision's SwinTransformer, tiny: 2x2 patches, windows of 4, three stages on a 20x20
+    input, so the first stage (10x10) is padded to 12x12 and shifted (the mask over padding),
+    the second (5x5) padded to 8x8 and shifted, the third (3x3, after merging an odd 5x5) one
+    padded window, unshifted. Biases, LayerNorms and position tables are randomised so each
+    says something (zero biases export as Adds of zero, which the import may drop)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+    m = SwinTransformer(patch_size=[2, 2], embed_dim=16, depths=[2, 2, 2], num_heads=[2, 2, 4],
+                        window_size=[4, 4], num_classes=10)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+            elif "relative_position_bias_table" in name:
+                p.normal_(0, 0.5)
+    return m
+
+FIXTURES = {"tiny_vit": (TinyViT, (3, 16, 16)), "torchvision_vit": (torchvision_vit, (3, 16, 16)),
+            # The exporter folds the gathered position bias and the mask into constants by
+            # default; unfolded, the file computes them (a Gather of the table's rows).
+            "tiny_swin": (torchvision_swin, (3, 20, 20)),
+            "tiny_swin_unfolded": (torchvision_swin, (3, 20, 20))}
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "crates/shears-onnx/tests/fixtures/blocks"
@@ -76,7 +97,7 @@ def main():
         path = f"{out}/{name}.onnx"
         torch.onnx.export(model, x, path, input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17,
-                          dynamo=False)
+                          dynamo=False, do_constant_folding=not name.endswith("_unfolded"))
         with torch.no_grad():
             y = model(x)
         x.numpy().astype("<f4").tofile(f"{out}/{name}.x.bin")

@@ -177,7 +177,11 @@ pub fn to_onnx_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
     // Every op names its constants `{node}.{suffix}`; two equal names would make onnxruntime
     // treat them as graph inputs (and warn), so an op's export that repeats one is a bug.
     let mut names = std::collections::HashSet::new();
-    if let Some(t) = g.initializer.iter().find(|t| !names.insert(t.name.as_str())) {
+    if let Some(t) = g
+        .initializer
+        .iter()
+        .find(|t| !names.insert(t.name.as_str()))
+    {
         return Err(OnnxError::Encode(format!(
             "export bug: the initializer `{}` is written twice",
             t.name

@@ -35,6 +35,8 @@ const BLOCKS: &[&str] = &[
     // scripts/transformer_fixtures.py
     "tiny_vit",
     "torchvision_vit",
+    "tiny_swin",
+    "tiny_swin_unfolded",
 ];
 
 fn fixture(name: &str) -> PathBuf {

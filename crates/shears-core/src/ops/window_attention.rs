@@ -290,22 +290,34 @@ impl OpRules for WindowAttention {
             .map_err(|e| CoreError::shape(&node.name, e.to_string()))
     }
 
-    /// Roll (two Slices and a Concat per shifted axis), cut into windows (Reshape, Transpose,
+    /// torchvision's form, so that shears reads its own export back: the map channels-last,
+    /// rolled (two Slices and a Concat per shifted axis), cut into windows (Reshape, Transpose,
     /// Reshape), the attention of [`super::Attention`] with the gathered position bias and the
-    /// shift mask added to the scores, then the windows put back and the roll undone.
+    /// shift mask added to the scores, then the windows put back, the roll undone and the map
+    /// channels-first again.
     fn onnx(&self, node: &str, ins: &[&Shape]) -> Vec<OnnxNode> {
-        let (hp, wp) = (ins[0][1], ins[0][2]);
+        let (hp, wp) = (ins[0][1] as i64, ins[0][2] as i64);
         let w = self.window as i64;
         let (h, d, n) = (
             self.heads as i64,
             self.head_dim as i64,
             self.tokens() as i64,
         );
-        let (nh, nw) = (hp as i64 / w, wp as i64 / w);
+        let (nh, nw) = (hp / w, wp / w);
         let windows = nh * nw;
         let mut nodes: Vec<OnnxNode> = Vec::new();
-        let mut last = OnnxIn::OpInput(0);
-        // Roll along `axis` so that position `s` comes first (`back` undoes it).
+        let push = |nodes: &mut Vec<OnnxNode>, n: OnnxNode| -> OnnxIn {
+            nodes.push(n);
+            OnnxIn::Part(nodes.len() - 1)
+        };
+        let reshape = |x: OnnxIn, name: &'static str, shape: Vec<i64>| {
+            OnnxNode::wired("Reshape", Vec::new(), vec![x, OnnxIn::Ints(name, shape)])
+        };
+        let transpose = |x: OnnxIn, perm: Vec<i64>| {
+            OnnxNode::wired("Transpose", vec![("perm", OnnxAttr::Ints(perm))], vec![x])
+        };
+        // Roll the channels-last map along `axis` so that position `first` comes first; the
+        // initializer names (`{node}.{tag}`) are unique per node.
         let roll = |nodes: &mut Vec<OnnxNode>,
                     last: OnnxIn,
                     axis: i64,
@@ -313,7 +325,6 @@ impl OpRules for WindowAttention {
                     size: i64,
                     tag: [&'static str; 6]|
          -> OnnxIn {
-            // Initializer names are unique per node: `{node}.{tag}`.
             let slice = |start: i64, end: i64, [s, e, a]: [&'static str; 3]| {
                 OnnxNode::wired(
                     "Slice",
@@ -337,42 +348,35 @@ impl OpRules for WindowAttention {
             OnnxIn::Part(k + 2)
         };
         let [sh, sw] = self.shift.map(|s| s as i64);
+        let mut x = push(&mut nodes, transpose(OnnxIn::OpInput(0), vec![0, 2, 3, 1]));
         if sh > 0 {
-            last = roll(
+            x = roll(
                 &mut nodes,
-                last,
-                2,
+                x,
+                1,
                 sh,
-                hp as i64,
+                hp,
                 ["r0s", "r0e", "r0a", "r1s", "r1e", "r1a"],
             );
         }
         if sw > 0 {
-            last = roll(
+            x = roll(
                 &mut nodes,
-                last,
-                3,
+                x,
+                2,
                 sw,
-                wp as i64,
+                wp,
                 ["c0s", "c0e", "c0a", "c1s", "c1e", "c1a"],
             );
         }
-        let push = |nodes: &mut Vec<OnnxNode>, n: OnnxNode| -> OnnxIn {
-            nodes.push(n);
-            OnnxIn::Part(nodes.len() - 1)
-        };
-        let reshape = |x: OnnxIn, name: &'static str, shape: Vec<i64>| {
-            OnnxNode::wired("Reshape", Vec::new(), vec![x, OnnxIn::Ints(name, shape)])
-        };
-        let transpose = |x: OnnxIn, perm: Vec<i64>| {
-            OnnxNode::wired("Transpose", vec![("perm", OnnxAttr::Ints(perm))], vec![x])
-        };
-        // [B, 3HD, nh, w, nw, w] → [B, nh, nw, w, w, 3HD] → [B*nW, N, 3, H, D] → [3, B*nW, H, N, D]
+        // [B, Hp, Wp, 3HD] → [B, nh, w, nw, w, 3HD] → [B, nh, nw, w, w, 3HD] → [B*nW, N, 3HD]
         let x = push(
             &mut nodes,
-            reshape(last, "tiles", vec![0, 3 * h * d, nh, w, nw, w]),
+            reshape(x, "tiles", vec![-1, nh, w, nw, w, 3 * h * d]),
         );
-        let x = push(&mut nodes, transpose(x, vec![0, 2, 4, 3, 5, 1]));
+        let x = push(&mut nodes, transpose(x, vec![0, 1, 3, 2, 4, 5]));
+        let x = push(&mut nodes, reshape(x, "windows", vec![-1, n, 3 * h * d]));
+        // → [B*nW, N, 3, H, D] → [3, B*nW, H, N, D]
         let x = push(&mut nodes, reshape(x, "qkv_shape", vec![-1, n, 3, h, d]));
         let qkv = push(&mut nodes, transpose(x, vec![2, 0, 3, 1, 4]));
         let take = |nodes: &mut Vec<OnnxNode>, suffix: &'static str, index: i64| {
@@ -424,7 +428,7 @@ impl OpRules for WindowAttention {
             &mut nodes,
             OnnxNode::wired("Add", Vec::new(), vec![s, bias]),
         );
-        if let Some(mask) = self.mask([hp, wp]) {
+        if let Some(mask) = self.mask([hp as usize, wp as usize]) {
             let m = push(
                 &mut nodes,
                 OnnxNode::wired(
@@ -457,37 +461,37 @@ impl OpRules for WindowAttention {
             &mut nodes,
             OnnxNode::wired("MatMul", Vec::new(), vec![a, v]),
         );
-        // [B*nW, H, N, D] → [B*nW, N, H, D] → [B, nh, nw, w, w, HD] → [B, HD, nh, w, nw, w]
+        // [B*nW, H, N, D] → [B*nW, N, HD] → [B, nh, nw, w, w, HD] → [B, nh, w, nw, w, HD]
+        // → [B, Hp, Wp, HD]
         let o = push(&mut nodes, transpose(o, vec![0, 2, 1, 3]));
+        let o = push(&mut nodes, reshape(o, "merged", vec![-1, n, h * d]));
         let o = push(
             &mut nodes,
-            reshape(o, "windows_shape", vec![-1, nh, nw, w, w, h * d]),
+            reshape(o, "windows_back", vec![-1, nh, nw, w, w, h * d]),
         );
-        let o = push(&mut nodes, transpose(o, vec![0, 5, 1, 3, 2, 4]));
-        let mut last = push(
-            &mut nodes,
-            reshape(o, "out_shape", vec![-1, h * d, hp as i64, wp as i64]),
-        );
+        let o = push(&mut nodes, transpose(o, vec![0, 1, 3, 2, 4, 5]));
+        let mut o = push(&mut nodes, reshape(o, "map_back", vec![-1, hp, wp, h * d]));
         if sh > 0 {
-            last = roll(
+            o = roll(
                 &mut nodes,
-                last,
-                2,
-                hp as i64 - sh,
-                hp as i64,
+                o,
+                1,
+                hp - sh,
+                hp,
                 ["b0s", "b0e", "b0a", "b1s", "b1e", "b1a"],
             );
         }
         if sw > 0 {
-            roll(
+            o = roll(
                 &mut nodes,
-                last,
-                3,
-                wp as i64 - sw,
-                wp as i64,
+                o,
+                2,
+                wp - sw,
+                wp,
                 ["d0s", "d0e", "d0a", "d1s", "d1e", "d1a"],
             );
         }
+        push(&mut nodes, transpose(o, vec![0, 3, 1, 2]));
         nodes
     }
 }

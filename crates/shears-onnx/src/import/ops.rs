@@ -358,6 +358,9 @@ impl Importer {
             _ => None,
         };
         match (cfg.mode == PadMode::Constant && zero, pads) {
+            // Swin pads to even sizes and whole windows with pads computed at run time, zero
+            // where the map already fits.
+            (true, Some([0, 0, 0, 0])) => self.bind(node, x),
             (true, Some(pads)) => self.push(
                 node,
                 Op::Pad(Pad2d { pads }),
