@@ -430,3 +430,21 @@ def test_a_vision_transformer_prunes_heads_and_mlp_channels_from_python(tmp_path
     _, report = shears.prune("vit-tiny", "magnitude", sparsity=0.9, runs_dir=tmp_path,
                              progress=False)
     assert report["effective_sparsity"] >= report["direct_sparsity"] == pytest.approx(0.9)
+
+
+def test_a_swin_transformer_prunes_whole_heads_and_keeps_their_position_tables(tmp_path):
+    dense = shears.load("swin-tiny")
+    pruned, report = shears.prune(dense, "l1-filter", macs_reduction=0.4, round_to=1,
+                                  runs_dir=tmp_path, progress=False)
+    assert report["macs_reduction"] >= 0.4
+    assert report["compaction_max_abs_diff"] <= 1e-4 * max(1.0, report["compaction_output_scale"])
+    assert pruned.macs < dense.macs
+    # A window attention keeps whole heads, and its table keeps one column per head.
+    kept = {g["producers"][0]: g["kept"] for g in report["pruned_groups"]}
+    heads = {"stage0": 3, "stage1": 6, "stage2": 12}
+    for stage, total in heads.items():
+        for b in range(2):
+            heads_kept = kept.get(f"{stage}_block{b}_qkv", total)
+            assert 1 <= heads_kept <= total
+            table = pruned.weights()[f"{stage}_block{b}_attn.bias_table"]
+            assert table.shape == (169, heads_kept)
