@@ -2,12 +2,13 @@
 a tiny ViT in timm's form (4x4 patch conv, class token, position table, pre-norm blocks with a
 packed qkv Linear, multi-head attention written out as reshape/permute/unbind/matmul/softmax,
 a GELU MLP, final LayerNorm, class-token head), and torchvision's VisionTransformer and
-SwinTransformer at tiny sizes (nn.MultiheadAttention; shifted windows over padded maps). Exported as `scripts/block_fixtures.py` exports
+SwinTransformer at tiny sizes (nn.MultiheadAttention; shifted windows over padded maps), and
+timm's SwinTransformer (made only where timm is installed). Exported as `scripts/block_fixtures.py` exports
 its blocks: opset 17, the TorchScript exporter, a dynamic batch axis; a reference input
 `NAME.x.bin` (batch 2) and PyTorch's output `NAME.y.bin` as raw little-endian f32, their shapes
 in `NAME.json`.
 
-    python3 scripts/transformer_fixtures.py [OUTDIR]
+    python3 scripts/transformer_fixtures.py [OUTDIR [NAME,NAME...]]
 
 prints each fixture's size, its op types and onnxruntime's max abs difference from PyTorch.
 """
@@ -80,7 +81,25 @@ def torchvision_swin():
                 p.normal_(0, 0.5)
     return m
 
+def timm_swin():
+    """timm's SwinTransformer, tiny (timm is only needed to remake this fixture): its window
+    partition stops at [N*windows, w, w, C], its MLP runs on [N, H*W, C] rows, its patch merging
+    is a reshape and permute, its head pools channels-last; 16x16 input, windows of 4, so the
+    first stage (8x8) is shifted and the second (4x4) one window. timm rolls before it pads, so
+    only sizes of whole windows import."""
+    from timm.models.swin_transformer import SwinTransformer
+    m = SwinTransformer(img_size=16, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2),
+                        num_heads=(2, 4), num_classes=10)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+            elif "relative_position_bias_table" in name:
+                p.normal_(0, 0.5)
+    return m
+
 FIXTURES = {"tiny_vit": (TinyViT, (3, 16, 16)), "torchvision_vit": (torchvision_vit, (3, 16, 16)),
+            "timm_swin": (timm_swin, (3, 16, 16)),
             # The exporter folds the gathered position bias and the mask into constants by
             # default; unfolded, the file computes them (a Gather of the table's rows).
             "tiny_swin": (torchvision_swin, (3, 20, 20)),
@@ -90,7 +109,10 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "crates/shears-onnx/tests/fixtures/blocks"
     os.makedirs(out, exist_ok=True)
     import onnx, onnxruntime as ort
+    only = sys.argv[2].split(",") if len(sys.argv) > 2 else list(FIXTURES)
     for name, (build, shape) in FIXTURES.items():
+        if name not in only:
+            continue
         torch.manual_seed(0)
         model = build().eval()
         x = torch.randn(2, *shape)

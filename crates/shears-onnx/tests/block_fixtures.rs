@@ -37,6 +37,7 @@ const BLOCKS: &[&str] = &[
     "torchvision_vit",
     "tiny_swin",
     "tiny_swin_unfolded",
+    "timm_swin",
 ];
 
 fn fixture(name: &str) -> PathBuf {

@@ -214,6 +214,14 @@ enum Layout {
     Tiles,
     /// `[N, H/w, W/w, w, w, C]` in ONNX: the windows' axes moved together.
     TilesT,
+    /// `[N, H*W, C]` in ONNX: a channels-last map's positions as rows (timm's Swin blocks run
+    /// their MLP so); the same `[C, H, W]` map in the IR.
+    NhwcRows,
+    /// `[N, H/2, W/2, 2, 2, C]` in ONNX: timm's patch merging before its flatten, the column
+    /// phase before the row phase.
+    MergePhases,
+    /// `[N*windows, w, w, C]` in ONNX (timm's `window_partition`'s result).
+    WindowGrid,
     /// `[N*windows, w*w, C]` in ONNX: the tokens of every window as rows; the same `[C, H, W]`
     /// map in the IR, where the linear layers on windows are 1×1 convolutions.
     Windows,
@@ -674,7 +682,7 @@ impl Importer {
     }
 
     /// A per-position op on Swin's windows keeps its input's window geometry.
-    fn keep_geo(&mut self, node: &Node) {
+    pub(super) fn keep_geo(&mut self, node: &Node) {
         let geo = node
             .inputs()
             .iter()
@@ -697,7 +705,13 @@ impl Importer {
         let x = self.data(
             node,
             1 - k,
-            &[Layout::Map, Layout::Vector, Layout::Nhwc, Layout::Windows],
+            &[
+                Layout::Map,
+                Layout::Vector,
+                Layout::Nhwc,
+                Layout::NhwcRows,
+                Layout::Windows,
+            ],
         )?;
         self.keep_geo(node);
         let (_, c) = constant(node, k, "constant")?;
@@ -707,7 +721,7 @@ impl Importer {
             let dims: Vec<usize> = c.shape().iter().copied().filter(|&d| d != 1).collect();
             let values: Vec<f32> = c.iter().copied().collect();
             let aligned = match x.layout {
-                Layout::Nhwc | Layout::Vector | Layout::Windows => {
+                Layout::Nhwc | Layout::NhwcRows | Layout::Vector | Layout::Windows => {
                     c.shape().last().is_none_or(|&d| d == channels || d == 1)
                 }
                 _ => {
@@ -875,7 +889,13 @@ impl Importer {
         let x = self.data(
             node,
             0,
-            &[Layout::Map, Layout::Vector, Layout::Nhwc, Layout::Tokens],
+            &[
+                Layout::Map,
+                Layout::Vector,
+                Layout::Nhwc,
+                Layout::NhwcRows,
+                Layout::Tokens,
+            ],
         )?;
         let layout = x.layout;
         self.push(node, Op::Activation(f), vec![x.name], vec![], layout, None)
@@ -944,6 +964,7 @@ impl Importer {
                 },
             ),
             Layout::Nhwc
+            | Layout::NhwcRows
             | Layout::Tokens
             | Layout::TokensTnc
             | Layout::TokenRows
@@ -951,6 +972,8 @@ impl Importer {
             | Layout::Rolled
             | Layout::Tiles
             | Layout::TilesT
+            | Layout::WindowGrid
+            | Layout::MergePhases
             | Layout::Windows => {
                 unreachable!("data() admitted only the layouts listed")
             }
@@ -1160,12 +1183,15 @@ fn layout_text(l: Layout) -> &'static str {
         Layout::Vector => "a [N, F] vector",
         Layout::Pooled => "a globally pooled [N, C, 1, 1] map",
         Layout::Nhwc => "a channels-last [N, H, W, C] map",
+        Layout::NhwcRows => "a channels-last map's positions as rows [N, H*W, C]",
         Layout::Tokens => "a [N, T, C] token sequence",
         Layout::TokensTnc => "a [T, N, C] token sequence (batch second)",
         Layout::TokenRows => "[T*N, C] rows of tokens",
         Layout::MapRows => "a [N, C, H*W] flattened map (read only by a transpose to tokens)",
         Layout::Rolled => "a channels-last map rolled by Swin's cyclic shift",
-        Layout::Tiles | Layout::TilesT => "a channels-last map cut into Swin's windows",
+        Layout::Tiles | Layout::TilesT | Layout::WindowGrid | Layout::MergePhases => {
+            "a channels-last map cut into Swin's windows"
+        }
         Layout::Windows => "the [N*windows, w*w, C] tokens of Swin's windows",
     }
 }

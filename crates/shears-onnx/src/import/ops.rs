@@ -74,7 +74,9 @@ impl Importer {
         let x = self.data(
             node,
             0,
-            &[Vector, Pooled, Nhwc, Tokens, TokensTnc, TokenRows, Windows],
+            &[
+                Vector, Pooled, Nhwc, NhwcRows, Tokens, TokensTnc, TokenRows, Windows,
+            ],
         )?;
         let b = &node.inputs()[1];
         let (wname, w) = match self.folded.get(&b.name) {
@@ -82,7 +84,7 @@ impl Importer {
             None => constant(node, 1, "weight")?,
         };
         let w = w.t().to_owned();
-        if matches!(x.layout, Nhwc | Windows) {
+        if matches!(x.layout, Nhwc | NhwcRows | Windows) {
             return self.pointwise_conv(node, x, w, None, &wname);
         }
         self.linear(node, x, w, None, &wname, 1.0, 1.0)
@@ -192,7 +194,7 @@ impl Importer {
     /// ONNX `Relu`.
     pub(super) fn import_relu(&mut self, node: &Node) -> Result<(), OnnxError> {
         use Layout::*;
-        let x = self.data(node, 0, &[Map, Vector, Nhwc, Tokens])?;
+        let x = self.data(node, 0, &[Map, Vector, Nhwc, NhwcRows, Tokens])?;
         self.push(node, Op::Relu, vec![x.name], vec![], x.layout, None)
     }
 
@@ -310,6 +312,21 @@ impl Importer {
         if tokens && !max && axes == [1] && !r.keepdims {
             return self.token_pool(node, shears_core::ops::TokenPoolMode::Mean);
         }
+        let nhwc = node
+            .inputs()
+            .first()
+            .and_then(|a| self.values.get(&a.name))
+            .is_some_and(|v| v.layout == Layout::Nhwc);
+        // timm's channels-last heads pool `x.mean((1, 2))`.
+        if nhwc && axes == [1, 2] && !r.keepdims {
+            let x = self.data(node, 0, &[Layout::Nhwc])?;
+            let op = if max {
+                Op::GlobalMaxPool(GlobalPool { keep_dims: false })
+            } else {
+                Op::GlobalAvgPool(GlobalPool { keep_dims: false })
+            };
+            return self.push(node, op, vec![x.name], vec![], Layout::Vector, None);
+        }
         if axes != [2, 3] {
             return Err(unsupported(
                 node,
@@ -330,7 +347,7 @@ impl Importer {
             unreachable!("the table sends only Pad here")
         };
         use onnx_ir::node::pad::{ConstantValueInput, PadInput, PadMode};
-        let x = self.data(node, 0, &[Map, Nhwc])?;
+        let x = self.data(node, 0, &[Map, Nhwc, Rolled])?;
         let cfg = &pd.config;
         let zero = matches!(cfg.constant_value, ConstantValueInput::Static(v) if v == 0.0);
         // Pads known before run time, or computed from shapes by the exporter (timm's
@@ -352,7 +369,7 @@ impl Importer {
             PadInput::Runtime { .. } => None,
         };
         let pads = match (x.layout, pairs.as_deref()) {
-            (Map, Some([(0, 0), (0, 0), h, w])) | (Nhwc, Some([(0, 0), h, w, (0, 0)])) => {
+            (Map, Some([(0, 0), (0, 0), h, w])) | (Nhwc | Rolled, Some([(0, 0), h, w, (0, 0)])) => {
                 Some([h.0, w.0, h.1, w.1])
             }
             _ => None,
@@ -360,7 +377,18 @@ impl Importer {
         match (cfg.mode == PadMode::Constant && zero, pads) {
             // Swin pads to even sizes and whole windows with pads computed at run time, zero
             // where the map already fits.
-            (true, Some([0, 0, 0, 0])) => self.bind(node, x),
+            (true, Some([0, 0, 0, 0])) => {
+                self.keep_geo(node);
+                self.bind(node, x)
+            }
+            // timm rolls before it pads; the IR's window attention pads first, as torchvision
+            // does, which is another function once the padding is not empty.
+            (_, _) if x.layout == Rolled => Err(unsupported(
+                node,
+                "padding a rolled map (timm's Swin on a map that is not whole windows) is not \
+                 supported; export at a size whose stages are whole windows"
+                    .into(),
+            )),
             (true, Some(pads)) => self.push(
                 node,
                 Op::Pad(Pad2d { pads }),
@@ -607,7 +635,9 @@ impl Importer {
         let x = self.data(
             node,
             0,
-            &[Vector, Pooled, Nhwc, Tokens, TokensTnc, TokenRows, Windows],
+            &[
+                Vector, Pooled, Nhwc, NhwcRows, Tokens, TokensTnc, TokenRows, Windows,
+            ],
         )?;
         let (wname, w) = constant(node, 1, "weight")?;
         let bias = optional_constant(node, 2, "bias")?;
@@ -616,7 +646,7 @@ impl Importer {
         } else {
             w.t().to_owned()
         };
-        if matches!(x.layout, Nhwc | Windows) {
+        if matches!(x.layout, Nhwc | NhwcRows | Windows) {
             return self.pointwise_conv(node, x, w, bias.map(|b| b.1), &wname);
         }
         self.linear(node, x, w, bias.map(|b| b.1), &wname, 1.0, 1.0)
@@ -628,11 +658,12 @@ impl Importer {
         let Node::LayerNormalization(ln) = node else {
             unreachable!("the table sends only LayerNormalization here")
         };
-        let x = self.data(node, 0, &[Nhwc, Vector, Tokens])?;
+        let x = self.data(node, 0, &[Nhwc, NhwcRows, Vector, Tokens])?;
         if !matches!(ln.config.axis, -1)
             && !(x.layout == Tokens && ln.config.axis == 2)
             && !(x.layout == Vector && ln.config.axis == 1)
             && !(x.layout == Nhwc && ln.config.axis == 3)
+            && !(x.layout == NhwcRows && ln.config.axis == 2)
         {
             return Err(unsupported(
                 node,
@@ -835,7 +866,7 @@ impl Importer {
             ));
         }
         let xs: Vec<Value> = (0..n)
-            .map(|k| self.data(node, k, &[Map, Vector, Nhwc, Tokens]))
+            .map(|k| self.data(node, k, &[Map, Vector, Nhwc, NhwcRows, Tokens]))
             .collect::<Result<_, _>>()?;
         if n < 2 {
             return self.bind(node, xs[0].clone());

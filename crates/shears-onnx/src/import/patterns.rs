@@ -115,7 +115,12 @@ impl Importer {
                 let s = self.shapes.get(&v.name)?;
                 // Layouts whose batch is not the first axis.
                 match v.layout {
-                    Layout::Rolled | Layout::Tiles | Layout::TilesT | Layout::Windows => {
+                    Layout::Rolled
+                    | Layout::Tiles
+                    | Layout::TilesT
+                    | Layout::WindowGrid
+                    | Layout::MergePhases
+                    | Layout::Windows => {
                         return self.window_dims(&a.name);
                     }
                     Layout::TokensTnc => {
@@ -128,6 +133,7 @@ impl Importer {
                     Layout::Pooled => vec![s[0], 1, 1],
                     Layout::Map | Layout::Vector => s.clone(),
                     Layout::Nhwc => vec![s[1], s[2], s[0]],
+                    Layout::NhwcRows => vec![s[1] * s[2], s[0]],
                     Layout::Tokens => s.clone(),
                     Layout::MapRows => vec![s[0], s[1] * s[2]],
                     Layout::TokensTnc
@@ -135,6 +141,8 @@ impl Importer {
                     | Layout::Rolled
                     | Layout::Tiles
                     | Layout::TilesT
+                    | Layout::WindowGrid
+                    | Layout::MergePhases
                     | Layout::Windows => unreachable!("returned above"),
                 };
                 Some(

@@ -596,6 +596,12 @@ impl Importer {
                 format!("the head count and size of {target:?} are not known before run time"),
             ));
         };
+        // timm leaves the head size to the reshape (`reshape(B, N, 3, heads, -1)`).
+        let d = &(if *d == -1 && *h > 0 && c % (3 * h) == 0 {
+            c / (3 * h)
+        } else {
+            *d
+        });
         let ok = matches!(target[1], Some(n) if n == t || n == -1)
             && target[2] == Some(3)
             && *h > 0

@@ -77,9 +77,12 @@ impl Importer {
                 if !matches!(
                     l,
                     Layout::Nhwc
+                        | Layout::NhwcRows
                         | Layout::Rolled
                         | Layout::Tiles
                         | Layout::TilesT
+                        | Layout::WindowGrid
+                        | Layout::MergePhases
                         | Layout::Windows
                 ) {
                     return None;
@@ -92,8 +95,21 @@ impl Importer {
                 let perm = t.config.perm.as_slice();
                 let next = match (l, perm) {
                     (Layout::Tiles, [0, 1, 3, 2, 4, 5]) => Layout::TilesT,
+                    // timm's patch merging: 2x2 tiles with their column phase first.
+                    (Layout::Tiles, [0, 1, 3, 4, 2, 5])
+                        if self.windows.get(&input(node, 0)).map(|g| g.window) == Some(2) =>
+                    {
+                        Layout::MergePhases
+                    }
                     (Layout::TilesT, [0, 1, 3, 2, 4, 5]) => Layout::Tiles,
-                    (Layout::Tiles | Layout::TilesT | Layout::Windows | Layout::Rolled, _) => {
+                    (
+                        Layout::Tiles
+                        | Layout::TilesT
+                        | Layout::WindowGrid
+                        | Layout::Windows
+                        | Layout::Rolled,
+                        _,
+                    ) => {
                         return Some(Err(unsupported(
                             node,
                             format!("Transpose {perm:?} of a map cut into windows"),
@@ -118,6 +134,8 @@ impl Importer {
             Layout::Tiles => vec![h / k, k, w / k, k, c],
             Layout::TilesT => vec![h / k, w / k, k, k, c],
             Layout::Windows => vec![k * k, c],
+            Layout::WindowGrid => vec![k, k, c],
+            Layout::MergePhases => vec![h / 2, w / 2, 2, 2, c],
             _ => return None,
         };
         Some(
@@ -233,14 +251,16 @@ impl Importer {
             );
             return Some(Ok(()));
         }
+        if (start, end, step) == ([0, 0], [s[1], s[2]], [1, 1]) {
+            // A crop of a map that needed no padding (timm crops the rolled map).
+            let layout = x.layout;
+            return Some(self.rebind(node, layout, None));
+        }
         if x.layout == Layout::Rolled {
             return Some(Err(unsupported(
                 node,
                 "a slice of a rolled map other than a part of a roll".into(),
             )));
-        }
-        if (start, end, step) == ([0, 0], [s[1], s[2]], [1, 1]) {
-            return Some(self.bind(node, x));
         }
         if start[0] >= end[0] || start[1] >= end[1] {
             return Some(Err(unsupported(node, "an empty slice of a map".into())));
@@ -357,11 +377,36 @@ impl Importer {
                 };
                 Some(self.rebind(node, Layout::Tiles, Some(geo)))
             }
-            (Layout::Nhwc, _) => None,
+            // timm's blocks run the MLP on the positions as rows and reshape back.
+            (Layout::Nhwc, [_, rows, cc])
+                if matches!(rows, Some(r) if *r == h * w || *r == -1) && is(*cc, c) =>
+            {
+                Some(self.rebind(node, Layout::NhwcRows, None))
+            }
+            (Layout::NhwcRows, [_, Some(hh), Some(ww), cc])
+                if *hh == h && *ww == w && is(*cc, c) =>
+            {
+                Some(self.rebind(node, Layout::Nhwc, None))
+            }
+            (Layout::Nhwc | Layout::NhwcRows, _) => None,
             (Layout::Rolled, _) => fail("a rolled map"),
-            // [N, H/w, W/w, w, w, C] → [N*windows, w*w, C]
-            (Layout::TilesT, [_, n, cc]) if matches!(n, Some(n) if *n == k * k) && is(*cc, c) => {
+            // [N, H/w, W/w, w, w, C] or [N*windows, w, w, C] → [N*windows, w*w, C]
+            (Layout::TilesT | Layout::WindowGrid, [_, n, cc])
+                if matches!(n, Some(n) if *n == k * k) && is(*cc, c) =>
+            {
                 Some(self.rebind(node, Layout::Windows, None))
+            }
+            // timm's `window_partition` stops at [N*windows, w, w, C]; its attention block
+            // views the windows' tokens so again before `window_reverse`.
+            (Layout::TilesT | Layout::Windows, [_, Some(k1), Some(k2), cc])
+                if *k1 == k && *k2 == k && is(*cc, c) =>
+            {
+                Some(self.rebind(node, Layout::WindowGrid, None))
+            }
+            (Layout::WindowGrid, [_, Some(nh), Some(nw), Some(k1), Some(k2), cc])
+                if *k1 == k && *k2 == k && nh * k == h && nw * k == w && is(*cc, c) =>
+            {
+                Some(self.rebind(node, Layout::TilesT, None))
             }
             // [N, H/w, w, W/w, w, C] → [N, H, W, C]
             (Layout::Tiles, [_, Some(hh), Some(ww), cc]) if *hh == h && *ww == w && is(*cc, c) => {
@@ -383,8 +428,34 @@ impl Importer {
             (Layout::Tiles, _) => fail("a map cut into windows [N, H/w, w, W/w, w, C]"),
             (Layout::TilesT, _) => fail("a map cut into windows [N, H/w, W/w, w, w, C]"),
             (Layout::Windows, _) => fail("windows [N*windows, w*w, C]"),
+            (Layout::WindowGrid, _) => fail("windows [N*windows, w, w, C]"),
+            // [N, H/2, W/2, 2, 2, C] flattened to [N, H/2, W/2, 4C]: channel block `2*dx + dy`
+            // holds the positions (2i + dy, 2j + dx), torchvision's order of the four phases.
+            (Layout::MergePhases, [_, Some(hh), Some(ww), cc])
+                if *hh * 2 == h && *ww * 2 == w && (is(*cc, 4 * c) || *cc == Some(-1)) =>
+            {
+                Some(self.merge_phases(node, x, [h as usize, w as usize]))
+            }
+            (Layout::MergePhases, _) => fail("patch merging's [N, H/2, W/2, 2, 2, C]"),
             _ => None,
         }
+    }
+
+    /// The four 2x2 phases of a map concatenated on channels (patch merging).
+    fn merge_phases(&mut self, node: &Node, x: Value, [h, w]: [usize; 2]) -> Result<(), OnnxError> {
+        let base = super::clean_name(&self.original.node(node));
+        let mut phases = Vec::new();
+        for (k, start) in [[0, 0], [1, 0], [0, 1], [1, 1]].into_iter().enumerate() {
+            let op = Op::SpatialSlice(SpatialSlice {
+                start,
+                end: [h, w],
+                step: [2, 2],
+            });
+            let name =
+                self.push_internal(node, &format!("{base}_x{k}"), op, vec![x.name.clone()])?;
+            phases.push(name);
+        }
+        self.push(node, Op::Concat, phases, vec![], Layout::Nhwc, None)
     }
 
     /// The scores of an attention on windows plus a constant: the relative position bias
