@@ -21,7 +21,7 @@ pub const METHODS: &[MethodEntry] = &[
     MethodEntry {
         name: "random",
         kind: MethodKind::Unstructured,
-        description: "remove random weights, by a layer quota (uniform, uniform+, er, erk, igq)",
+        description: "remove random weights, by a layer quota (uniform, uniform+, er, erk, erk-es, igq)",
         prepare: unstructured::prepare,
         one_shot: None,
     },

@@ -209,7 +209,7 @@ pub struct PruneArgs {
     /// Compression ratio 1/(1 - sparsity), e.g. 100 for sparsity 0.99.
     #[arg(long)]
     pub compression: Option<f64>,
-    /// Layer quota (uniform, uniform+, er, erk, igq); without it the ranking is global.
+    /// Layer quota (uniform, uniform+, er, erk, erk-es, igq); without it the ranking is global.
     #[arg(long)]
     pub quota: Option<String>,
     /// direct (fraction of weights removed) or effective (fraction of weights on no

@@ -20,19 +20,24 @@ pub enum Quota {
     UniformPlus,
     /// Erdős–Rényi: density ∝ (n_in + n_out)/(n_in n_out), kernel dims ignored.
     Er,
-    /// Erdős–Rényi-Kernel: density ∝ Σ dims / Π dims of the weight tensor.
+    /// Erdős–Rényi-Kernel: density ∝ Σ dims / Π dims of the weight tensor; a layer that would
+    /// exceed density 1 is made dense and the rest rescaled (RigL's and LAMP's rule).
     Erk,
+    /// ERK as the effective-sparsity paper's code computes it: the same densities, but a layer
+    /// over density 1 pushes its excess weights onto the layer before it (last to first).
+    ErkEs,
     /// Ideal Gas Quotas: density 1/(1 + F n_l) with one force F for all layers.
     Igq,
 }
 
 impl Quota {
     /// Every quota, in documentation order.
-    pub const ALL: [Quota; 5] = [
+    pub const ALL: [Quota; 6] = [
         Quota::Uniform,
         Quota::UniformPlus,
         Quota::Er,
         Quota::Erk,
+        Quota::ErkEs,
         Quota::Igq,
     ];
 
@@ -43,6 +48,7 @@ impl Quota {
             Quota::UniformPlus => "uniform+",
             Quota::Er => "er",
             Quota::Erk => "erk",
+            Quota::ErkEs => "erk-es",
             Quota::Igq => "igq",
         }
     }
@@ -62,6 +68,7 @@ impl FromStr for Quota {
             "uniform+" | "uniform_plus" | "uniform-plus" | "uniformplus" => Ok(Quota::UniformPlus),
             "er" => Ok(Quota::Er),
             "erk" => Ok(Quota::Erk),
+            "erk-es" | "erk_es" | "erkes" => Ok(Quota::ErkEs),
             "igq" => Ok(Quota::Igq),
             _ => {
                 let known: Vec<&str> = Quota::ALL.iter().map(|q| q.name()).collect();
@@ -134,19 +141,50 @@ pub fn layer_sparsities(quota: Quota, layers: &[LayerInfo], target: f64) -> Resu
                 .collect();
             erdos_renyi(&counts, &ratios, target)
         }
-        Quota::Erk => {
-            let ratios: Vec<f64> = layers
-                .iter()
-                .map(|l| {
-                    let sum: usize = l.shape.iter().sum();
-                    sum as f64 / l.numel() as f64
-                })
-                .collect();
-            erdos_renyi(&counts, &ratios, target)
-        }
+        Quota::Erk => erdos_renyi(&counts, &kernel_ratios(layers), target),
+        Quota::ErkEs => erk_previous_layer(&counts, &kernel_ratios(layers), target)?,
         Quota::Igq => igq(&counts, target)?,
     };
     Ok(sparsities)
+}
+
+/// ERK's ratio of each layer: the sum of its weight tensor's dims over their product.
+fn kernel_ratios(layers: &[LayerInfo]) -> Vec<f64> {
+    layers
+        .iter()
+        .map(|l| {
+            let sum: usize = l.shape.iter().sum();
+            sum as f64 / l.numel() as f64
+        })
+        .collect()
+}
+
+/// ES `erk_quotas` with `redistribute_invalid_quotas`: density ε·ratio_l with one ε for the
+/// budget; walking from the last layer to the first, a layer over density 1 becomes dense and the
+/// weights it cannot hold are kept by the layer before it. The first layer has no layer before it:
+/// more than two weights left over there make the target unreachable (ES warns at that point).
+fn erk_previous_layer(counts: &[f64], ratios: &[f64], target: f64) -> Result<Vec<f64>> {
+    let total: f64 = counts.iter().sum();
+    let weight: f64 = counts.iter().zip(ratios).map(|(n, r)| n * r).sum();
+    let eps = (1.0 - target) * total / weight;
+    let mut s: Vec<f64> = ratios.iter().map(|r| 1.0 - eps * r).collect();
+    for l in (1..s.len()).rev() {
+        if s[l] < 0.0 {
+            s[l - 1] += s[l] * counts[l] / counts[l - 1];
+            s[l] = 0.0;
+        }
+    }
+    if s[0] < 0.0 {
+        if -s[0] * counts[0] > 2.0 {
+            return Err(unreachable(
+                Quota::ErkEs,
+                target,
+                "the first layer would have to keep more weights than it has",
+            ));
+        }
+        s[0] = 0.0;
+    }
+    Ok(s)
 }
 
 fn unreachable(quota: Quota, target: f64, why: &str) -> CoreError {
@@ -344,6 +382,13 @@ mod tests {
                             assert!(target >= 0.1, "uniform+ failed at {target}: {e}");
                             continue;
                         }
+                        // The paper's ERK only moves excess backwards: at low sparsity the
+                        // first layer cannot absorb it (ES's code stops there too).
+                        Err(e) if q == Quota::ErkEs => {
+                            assert!(e.to_string().contains("erk-es cannot reach"), "{e}");
+                            assert!(target < 0.99, "erk-es failed at {target}: {e}");
+                            continue;
+                        }
                         Err(e) => panic!("{q} at {target}: {e}"),
                     };
                     assert_eq!(s.len(), layers.len());
@@ -427,6 +472,43 @@ mod tests {
         }
     }
 
+    /// The paper's variant keeps ERK's densities where they are valid and moves a dense layer's
+    /// excess to the layer before it, where RigL's rescales every other layer.
+    #[test]
+    fn erk_es_pushes_the_excess_to_the_previous_layer() {
+        let layers = convnet();
+        let s = layer_sparsities(Quota::ErkEs, &layers, 0.9).unwrap();
+        // Same hand numbers as above: ε = 2411.2/255 for every layer, fc would keep
+        // 9.46·74 = 699.7 of its 640 weights: dense, and conv3 keeps the other 59.7.
+        let eps = 2411.2 / 255.0;
+        assert_eq!(s[3], 0.0, "{s:?}");
+        for (l, sum) in [(0, 25.0), (1, 54.0)] {
+            let want = 1.0 - eps * sum / layers[l].numel() as f64;
+            assert!((s[l] - want).abs() < 1e-12, "layer {l}: {} vs {want}", s[l]);
+        }
+        let excess = eps * 74.0 - 640.0;
+        let want = 1.0 - (eps * 102.0 + excess) / layers[2].numel() as f64;
+        assert!((s[2] - want).abs() < 1e-12, "{} vs {want}", s[2]);
+        let kept: f64 = layers
+            .iter()
+            .zip(&s)
+            .map(|(l, s)| (1.0 - s) * l.numel() as f64)
+            .sum();
+        assert!((kept - 2411.2).abs() < 1e-6, "{kept}");
+        assert_eq!("erk-es".parse::<Quota>().unwrap(), Quota::ErkEs);
+        // Where no layer overflows, the two ERKs agree.
+        let (a, b) = (
+            layer_sparsities(Quota::Erk, &layers, 0.99).unwrap(),
+            layer_sparsities(Quota::ErkEs, &layers, 0.99).unwrap(),
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-12, "{a:?} {b:?}");
+        }
+        // A budget the first layer cannot absorb is refused.
+        let tiny = vec![layer("a", &[2, 2]), layer("b", &[400, 400])];
+        assert!(layer_sparsities(Quota::ErkEs, &tiny, 0.0001).is_err());
+    }
+
     #[test]
     fn er_ignores_kernel_dims() {
         // Two convs with the same channels but different kernels get the same ER density,
@@ -456,7 +538,7 @@ mod tests {
         }
         let e = "magnitude".parse::<Quota>().unwrap_err().to_string();
         assert!(
-            e.contains("magnitude") && e.contains("uniform+, er, erk, igq"),
+            e.contains("magnitude") && e.contains("uniform+, er, erk, erk-es, igq"),
             "{e}"
         );
         assert_eq!("Uniform+".parse::<Quota>().unwrap(), Quota::UniformPlus);
