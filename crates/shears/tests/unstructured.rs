@@ -32,6 +32,37 @@ fn prune(dir: &Path, args: &[&str]) -> Value {
     ok_json(&shears(&a))
 }
 
+/// The paper's ERK keeps ERK's densities and moves an overfull layer's excess to the layer
+/// before: at 10x the classifier (ratio 110/1000) would keep 1.84 of its weights per weight, so
+/// it stays dense and fc2 keeps the other 840; RigL's ERK rescales fc1 and fc2 instead.
+#[test]
+fn random_erk_es_moves_the_excess_of_a_dense_layer_to_the_one_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kept = |quota: &str| -> Vec<f64> {
+        let v = prune(
+            &tmp.path().join(quota),
+            &["--method", "random", "--quota", quota, "--sparsity", "0.9"],
+        );
+        assert_eq!(v["allocation"], quota);
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["unpruned"].as_f64().unwrap())
+            .collect()
+    };
+    let (es, rigl) = (kept("erk-es"), kept("erk"));
+    assert_eq!((es[2], rigl[2]), (1000.0, 1000.0), "{es:?} {rigl:?}");
+    // ε = 26,620 / 1,594 kept weights per unit of Σdims/Πdims.
+    let eps = 0.1 * LENET_WEIGHTS / (1084.0 + 400.0 + 110.0);
+    assert!((es[0] - eps * 1084.0).abs() <= 1.0, "{es:?}");
+    assert!(
+        (es[1] - (eps * 400.0 + eps * 110.0 - 1000.0)).abs() <= 1.0,
+        "{es:?}"
+    );
+    assert!((rigl[0] - es[0]).abs() > 10.0, "{es:?} {rigl:?}");
+}
+
 #[test]
 fn random_igq_reports_both_sparsities_and_ideal_gas_layer_densities() {
     let tmp = tempfile::tempdir().unwrap();
