@@ -13,7 +13,7 @@ use crate::hooks::{DynamicGates, ExtraParams, PassParams};
 use crate::ops;
 use burn::tensor::module::{batch_norm, batch_norm_train, conv2d};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData, activation};
 use ndarray::{ArrayD, IxDyn};
 use shears_core::graph::{Graph, Op, ParamKind};
 use shears_core::ops::{
@@ -165,9 +165,10 @@ enum Step {
     WindowAttention {
         attn: WindowAttention,
         table: usize,
-        /// The table row of every token pair of a window, and the shift mask, made once.
-        index: Vec<i64>,
-        mask: Option<Vec<f32>>,
+        /// The table row of every token pair of a window, and the shift mask `[windows, 1, N,
+        /// N]`, made on the device once rather than at every forward.
+        index: Tensor<1, Int>,
+        mask: Option<Tensor<4>>,
     },
 }
 
@@ -460,11 +461,12 @@ impl Executor {
                 Op::SpatialSlice(sl) => Step::SpatialSlice(sl),
                 Op::WindowAttention(a) => {
                     let s = shapes.get(&node.inputs[0]);
+                    let (index, mask) = ops::window::constants(&a, [s[1], s[2]], device);
                     Step::WindowAttention {
                         attn: a,
                         table: add_param("bias_table", ParamKind::Embedding, false),
-                        index: a.relative_index().into_iter().map(|i| i as i64).collect(),
-                        mask: a.mask([s[1], s[2]]),
+                        index,
+                        mask,
                     }
                 }
             };
@@ -1207,8 +1209,8 @@ impl Executor {
                 } => Value::Map(ops::window::window_attention(
                     arg(0).map(name),
                     params[*table].clone(),
-                    index,
-                    mask.as_deref(),
+                    index.clone(),
+                    mask.clone(),
                     attn,
                 )),
             };

@@ -3,7 +3,7 @@
 //! and is differentiable through Burn's autodiff (gathers, reshapes and matrix products only).
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use shears_core::ops::{SpatialSlice, WindowAttention};
 
 /// Rows `start..end` by `step` and likewise the columns.
@@ -46,21 +46,36 @@ fn roll(x: Tensor<4>, dim: usize, first: usize) -> Tensor<4> {
     )
 }
 
+/// The constants of a window attention on a `[hp, wp]` map, made once per executor: the table
+/// row of every token pair of a window (`[N*N]`) and, when shifted, the mask `[windows, 1, N, N]`.
+pub fn constants(
+    a: &WindowAttention,
+    [hp, wp]: [usize; 2],
+    device: &Device,
+) -> (Tensor<1, Int>, Option<Tensor<4>>) {
+    let t = a.tokens();
+    let index: Vec<i64> = a.relative_index().into_iter().map(|i| i as i64).collect();
+    let index = Tensor::<1, Int>::from_data(TensorData::new(index, [t * t]), device);
+    let windows = (hp / a.window) * (wp / a.window);
+    let mask = a
+        .mask([hp, wp])
+        .map(|m| Tensor::<4>::from_data(TensorData::new(m, [windows, 1, t, t]), device));
+    (index, mask)
+}
+
 /// Shifted-window attention with the relative position table `table` (`[(2w-1)² * heads]`
-/// flattened), `index` the table row of each token pair and `mask` the shift mask
-/// (`[windows, N, N]`) when the map is shifted.
+/// flattened) and the [`constants`] of its map.
 pub fn window_attention(
     x: Tensor<4>,
     table: Tensor<1>,
-    index: &[i64],
-    mask: Option<&[f32]>,
+    index: Tensor<1, Int>,
+    mask: Option<Tensor<4>>,
     a: &WindowAttention,
 ) -> Tensor<4> {
     let [n, c3, hp, wp] = x.dims();
     let (h, d, w) = (a.heads, a.head_dim, a.window);
     let (hd, t, nh, nw) = (h * d, w * w, hp / w, wp / w);
     let (windows, b) = (nh * nw, n * nh * nw);
-    let device = x.device();
     let x = roll(roll(x, 2, a.shift[0]), 3, a.shift[1]);
     // [N, 3HD, nh, w, nw, w] → [N, nh, nw, w, w, 3HD] → [N*windows, tokens, 3HD]
     let x: Tensor<3> = x
@@ -75,18 +90,15 @@ pub fn window_attention(
     };
     let (q, k, v) = (part(0), part(1), part(2));
     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(a.scale);
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(index.to_vec(), [t * t]), &device);
     let bias: Tensor<4> = table
         .reshape([a.table_rows(), h])
-        .select(0, rows)
+        .select(0, index)
         .reshape([t, t, h])
         .permute([2, 0, 1])
         .unsqueeze();
     let mut scores = scores + bias;
     if let Some(mask) = mask {
-        let mask: Tensor<5> =
-            Tensor::<4>::from_data(TensorData::new(mask.to_vec(), [windows, 1, t, t]), &device)
-                .unsqueeze();
+        let mask: Tensor<5> = mask.unsqueeze();
         scores = (scores.reshape([n, windows, h, t, t]) + mask).reshape([b, h, t, t]);
     }
     let out = softmax(scores, 3)
