@@ -63,26 +63,19 @@ fn ort_vs_reference(model: &Model, input: &[usize], batch: usize) -> f32 {
         / scale
 }
 
-/// A vision transformer's export (tokens, class token, position table, attention as
-/// Reshape/Transpose/Gather/MatMul/Softmax, LayerNormalization, MatMul linears, class pooling)
-/// runs in onnxruntime as in shears, dense and compacted to fewer heads, MLP channels and a
-/// narrower embedding.
-#[test]
-fn a_vision_transformer_exports_to_onnxruntime_dense_and_compacted() {
-    if let Err(e) = runtime() {
-        eprintln!("SKIPPED: {e}");
-        return;
-    }
+/// Exports zoo model `name` dense and with a third of every prunable group compacted away, runs
+/// both in onnxruntime against shears' reference, and returns the compacted model.
+fn dense_and_compacted_match_in_onnxruntime(name: &str, input: &[usize]) -> Model {
     use shears_core::structured::{ChannelSelection, channel_groups, compact};
-    let graph = zoo::build("vit-tiny", &[3, 8, 8], 10).unwrap();
+    let graph = zoo::build(name, input, 10).unwrap();
     let weights = init_weights(&graph, 3);
     let model = Model {
         graph: graph.clone(),
         weights: weights.clone(),
         masks: Masks::new(),
     };
-    let d = ort_vs_reference(&model, &[3, 8, 8], 2);
-    assert!(d <= 1e-4, "dense vit: onnxruntime differs by {d}");
+    let d = ort_vs_reference(&model, input, 2);
+    assert!(d <= 1e-4, "dense {name}: onnxruntime differs by {d}");
     let mut selection = ChannelSelection::default();
     for g in channel_groups(&graph)
         .unwrap()
@@ -93,7 +86,29 @@ fn a_vision_transformer_exports_to_onnxruntime_dense_and_compacted() {
         selection.kept.insert(g.id, kept);
     }
     let (small, small_weights) = compact(&graph, &weights, &selection).unwrap();
+    let model = Model {
+        graph: small,
+        weights: small_weights,
+        masks: Masks::new(),
+    };
+    let d = ort_vs_reference(&model, input, 2);
+    assert!(d <= 1e-4, "compacted {name}: onnxruntime differs by {d}");
+    model
+}
+
+/// A vision transformer's export (tokens, class token, position table, attention as
+/// Reshape/Transpose/Gather/MatMul/Softmax, LayerNormalization, MatMul linears, class pooling)
+/// runs in onnxruntime as in shears, dense and compacted to fewer heads, MLP channels and a
+/// narrower embedding.
+#[test]
+fn a_vision_transformer_exports_to_onnxruntime_dense_and_compacted() {
+    if let Err(e) = runtime() {
+        eprintln!("SKIPPED: {e}");
+        return;
+    }
+    let small = dense_and_compacted_match_in_onnxruntime("vit-tiny", &[3, 8, 8]);
     let heads: Vec<usize> = small
+        .graph
         .nodes
         .iter()
         .filter_map(|n| match n.op {
@@ -102,13 +117,6 @@ fn a_vision_transformer_exports_to_onnxruntime_dense_and_compacted() {
         })
         .collect();
     assert_eq!(heads, vec![2; 6], "3 heads, one removed per block");
-    let model = Model {
-        graph: small,
-        weights: small_weights,
-        masks: Masks::new(),
-    };
-    let d = ort_vs_reference(&model, &[3, 8, 8], 2);
-    assert!(d <= 1e-4, "compacted vit: onnxruntime differs by {d}");
 }
 
 /// A Swin transformer's export (padding, the roll as Slice and Concat, windows as Reshape and
@@ -121,28 +129,9 @@ fn a_swin_transformer_exports_to_onnxruntime_dense_and_compacted() {
         eprintln!("SKIPPED: {e}");
         return;
     }
-    use shears_core::structured::{ChannelSelection, channel_groups, compact};
-    let input = [3, 16, 16];
-    let graph = zoo::build("swin-tiny", &input, 10).unwrap();
-    let weights = init_weights(&graph, 3);
-    let model = Model {
-        graph: graph.clone(),
-        weights: weights.clone(),
-        masks: Masks::new(),
-    };
-    let d = ort_vs_reference(&model, &input, 2);
-    assert!(d <= 1e-4, "dense swin: onnxruntime differs by {d}");
-    let mut selection = ChannelSelection::default();
-    for g in channel_groups(&graph)
-        .unwrap()
-        .iter()
-        .filter(|g| g.prunable)
-    {
-        let kept = (0..g.channels).filter(|c| c % 3 != 1).collect();
-        selection.kept.insert(g.id, kept);
-    }
-    let (small, small_weights) = compact(&graph, &weights, &selection).unwrap();
+    let small = dense_and_compacted_match_in_onnxruntime("swin-tiny", &[3, 16, 16]);
     let heads: Vec<usize> = small
+        .graph
         .nodes
         .iter()
         .filter_map(|n| match n.op {
@@ -156,14 +145,7 @@ fn a_swin_transformer_exports_to_onnxruntime_dense_and_compacted() {
         "a third of the heads removed"
     );
     assert_eq!(
-        small_weights["stage1_block0_attn.bias_table"].shape(),
+        small.weights["stage1_block0_attn.bias_table"].shape(),
         &[169, 4]
     );
-    let model = Model {
-        graph: small,
-        weights: small_weights,
-        masks: Masks::new(),
-    };
-    let d = ort_vs_reference(&model, &input, 2);
-    assert!(d <= 1e-4, "compacted swin: onnxruntime differs by {d}");
 }
