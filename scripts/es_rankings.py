@@ -14,6 +14,7 @@ result.json), and the tables between the markers `<!-- es_rankings:begin -->` an
 `<!-- es_rankings:end -->` of PAGE_DIR/../effective-sparsity.md. Nothing is typed by hand.
 """
 import csv, json, math, statistics, sys
+from page_section import write_section
 from pathlib import Path
 
 TARGETS = [10, 30, 100, 300, 1000]
@@ -139,14 +140,7 @@ def main():
         b, _ = ranking(effective, c, pruners)
         short = lambda xs: ", ".join(xs)
         out.append(f"| {c}x | {short(a)} | {short(b)} | {kendall(a, b):.2f} |")
-    page = page_dir.parent / f"{page_dir.name}.md"
-    text = page.read_text()
-    begin, end = "<!-- es_rankings:begin -->", "<!-- es_rankings:end -->"
-    if begin not in text or end not in text:
-        sys.exit(f"{page} lacks the markers {begin} … {end}")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    page.write_text(head + begin + "\n" + "\n".join(out) + "\n" + end + tail)
+    write_section(page_dir.parent / f"{page_dir.name}.md", "es_rankings", out)
     print("\n".join(out))
 
 

@@ -9,6 +9,7 @@ Accuracies are on the full 10,000-image test set; "train loss before the cut" is
 the phase before the cut (the sparsity phase; the baseline for L1-filter).
 """
 import csv, json, statistics, sys, tomllib
+from page_section import write_section
 from pathlib import Path
 
 ORDER = ["dense-control", "masksparsity-target", "masksparsity-tau", "slimming", "l1-filter"]
@@ -86,14 +87,7 @@ def main():
             stat(v, "after_cut")[0], final_s, gap,
             stat(v, "train_loss_before_cut", 1.0, 3)[0], stat(v, "macs_removed", 100.0, 1)[0],
             stat(v, "params_removed", 100.0, 1)[0]]) + " |")
-    page = page_dir.parent / f"{page_dir.name}.md"
-    text = page.read_text()
-    begin, end = "<!-- masksparsity63:begin -->", "<!-- masksparsity63:end -->"
-    if begin not in text or end not in text:
-        sys.exit(f"{page} lacks the markers {begin} … {end}")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    page.write_text(head + begin + "\n" + "\n".join(out) + "\n" + end + tail)
+    write_section(page_dir.parent / f"{page_dir.name}.md", "masksparsity63", out)
     print("\n".join(out))
 
 
