@@ -9,14 +9,10 @@ is on the full 10,000-image test set except the target-gated one, which is the b
 its own targets on the training images the MACs estimate is taken over. Both sweeps may use one runs
 directory; a missing STATIC_RUNS directory leaves its rows pending.
 """
-import csv, json, statistics, sys, tomllib
+import statistics, sys
 from page_section import write_section
+from run_tables import finished_runs, mean_sd, paired_gap, write_csv
 from pathlib import Path
-
-
-def runs(runs_dir):
-    for f in sorted(Path(runs_dir).glob("*/result.json")):
-        yield f.parent, json.loads(f.read_text()), tomllib.loads((f.parent / "config.toml").read_text())
 
 
 def ftwt_row(d, r, cfg):
@@ -53,35 +49,18 @@ def main():
     # Both sweeps may share one runs directory (and so one baseline per seed): each run is
     # classified by its own config, every directory read once.
     for runs_dir in dict.fromkeys(d.resolve() for d in (ftwt_dir, static_dir) if d.is_dir()):
-        for d, r, cfg in runs(runs_dir):
+        for d, r, cfg in finished_runs(runs_dir):
             rows.append((ftwt_row if cfg["method"]["name"] == "ftwt" else static_row)(d, r, cfg))
     if not rows:
         sys.exit(f"no finished runs under {ftwt_dir}")
     order = ["ftwt-softmax", "ftwt-raw-mean", "l1-filter", "masksparsity"]
     rows.sort(key=lambda x: (order.index(x["variant"]), -float(x["r"] or 0), x["seed"]))
-    with open(page_dir / "sweep-16.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(page_dir / "sweep-16.csv", rows)
 
     def pick(v, r=None):
         return [x for x in rows if x["variant"] == v and (r is None or x["r"] == r)]
 
-    def stat(xs, key, scale=100.0, digits=2):
-        vals = [x[key] * scale for x in xs if x[key] is not None]
-        if not vals:
-            return "-", None
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}", statistics.mean(vals)
-
-    def paired_gap(xs, control, key="final"):
-        # Per seed against the same seed's control, then mean ± std of the differences.
-        by_seed = {c["seed"]: c[key] for c in control}
-        d = [100 * (x[key] - by_seed[x["seed"]]) for x in xs if x["seed"] in by_seed]
-        if not d:
-            return "-"
-        sd = statistics.stdev(d) if len(d) > 1 else 0.0
-        return f"{statistics.mean(d):+.2f} ± {sd:.2f} ({len(d)})"
+    stat = mean_sd
 
     out = ["ResNet-20, decoupled, 16 dynamic epochs after a 3-epoch baseline, 5,000 training images; "
            "accuracies on the full 10,000-image test set (the target-gated one: the baseline gated by "

@@ -8,8 +8,9 @@ Writes PAGE_DIR/sweep-63.csv (one row per run) and the table between the markers
 Accuracies are on the full 10,000-image test set; "train loss before the cut" is the last epoch of
 the phase before the cut (the sparsity phase; the baseline for L1-filter).
 """
-import csv, json, statistics, sys, tomllib
+import json, sys
 from page_section import write_section
+from run_tables import finished_runs, mean_sd, write_csv
 from pathlib import Path
 
 ORDER = ["dense-control", "masksparsity-target", "masksparsity-tau", "slimming", "l1-filter"]
@@ -41,10 +42,7 @@ def phase_before_cut(d, v):
 def main():
     runs_dir, page_dir = Path(sys.argv[1]), Path(sys.argv[2])
     rows = []
-    for f in sorted(runs_dir.glob("*/result.json")):
-        d = f.parent
-        r = json.loads(f.read_text())
-        cfg = tomllib.loads((d / "config.toml").read_text())
+    for d, r, cfg in finished_runs(runs_dir):
         v = variant(cfg)
         base = last(d / "train" / "metrics.jsonl") if (d / "train" / "metrics.jsonl").is_file() else {}
         before = phase_before_cut(d, v)
@@ -58,18 +56,10 @@ def main():
             "run": d.name,
         })
     rows.sort(key=lambda x: (ORDER.index(x["variant"]), x["seed"]))
-    with open(page_dir / "sweep-63.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(page_dir / "sweep-63.csv", rows)
 
     def stat(v, key, scale=100.0, digits=2):
-        xs = [x[key] * scale for x in rows if x["variant"] == v and x[key] is not None]
-        if not xs:
-            return "-", None
-        m = statistics.mean(xs)
-        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-        return f"{m:.{digits}f} ± {sd:.{digits}f}", m
+        return mean_sd([x for x in rows if x["variant"] == v], key, scale, digits)
 
     control = stat("dense-control", "final")[1]
     out = ["Full 10,000-image test set; mean ± standard deviation over the seeds finished.", "",

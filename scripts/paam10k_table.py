@@ -9,8 +9,9 @@ trained on its own schedule: PAAM's variants with `dense-paam` (6 epochs from sc
 L1-filter with `dense-control` (3 + 4 fine-tune epochs), MaskSparsity with `dense-ms` (3 + 3 at
 the training lr + 1).
 """
-import csv, json, statistics, sys, tomllib
+import sys
 from page_section import write_section
+from run_tables import finished_runs, mean_sd, paired_gap, write_csv
 from pathlib import Path
 
 ORDER = ["dense-paam", "paam-params", "paam-macs47", "paam-macs57", "paam-independent", "paam-sigmoid",
@@ -41,10 +42,7 @@ def control_of(v):
 def main():
     runs_dir, page_dir = Path(sys.argv[1]), Path(sys.argv[2])
     rows = []
-    for f in sorted(runs_dir.glob("*/result.json")):
-        d = f.parent
-        r = json.loads(f.read_text())
-        cfg = tomllib.loads((d / "config.toml").read_text())
+    for d, r, cfg in finished_runs(runs_dir):
         groups = r.get("pruned_groups") or []
         thinnest = min((g for g in groups if g.get("channels")),
                        key=lambda g: g["kept"] / g["channels"], default=None)
@@ -63,28 +61,13 @@ def main():
     if not rows:
         sys.exit(f"no finished runs under {runs_dir}")
     rows.sort(key=lambda x: (ORDER.index(x["variant"]), x["seed"]))
-    with open(page_dir / "sweep-10k.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(page_dir / "sweep-10k.csv", rows)
 
     def pick(v):
         return [x for x in rows if x["variant"] == v]
 
     def stat(xs, key, scale=100.0, digits=2):
-        vals = [x[key] * scale for x in xs if x[key] is not None]
-        if not vals:
-            return "-"
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
-
-    def paired_gap(xs, control):
-        by_seed = {c["seed"]: c["final"] for c in control}
-        d = [100 * (x["final"] - by_seed[x["seed"]]) for x in xs if x["seed"] in by_seed]
-        if not d:
-            return "-"
-        sd = statistics.stdev(d) if len(d) > 1 else 0.0
-        return f"{statistics.mean(d):+.2f} ± {sd:.2f} ({len(d)})"
+        return mean_sd(xs, key, scale, digits)[0]
 
     out = ["ResNet-20, 10,000 training images, full 10,000-image test set, 7 training epochs per "
            "run; mean ± standard deviation over the seeds finished. \"vs its dense control\" is the "
