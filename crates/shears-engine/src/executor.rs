@@ -1036,9 +1036,10 @@ impl Executor {
                 ),
                 Step::MaxPool(a) => {
                     let x = arg(0).map(name);
-                    // Evaluation on flex: the kernel without Burn's argmax.
-                    Value::Map(match (fast && !train, pool_geometry(&x, a)) {
-                        (true, Some(g)) => fast_ops::max_pool2d_infer(x, g),
+                    // On flex: evaluation without an argmax, training with one for backward.
+                    Value::Map(match (fast, train, pool_geometry(&x, a)) {
+                        (true, false, Some(g)) => fast_ops::max_pool2d_infer(x, g),
+                        (true, true, Some(g)) => fast_ops::max_pool2d_train(x, g),
                         _ => ops::pool::max(x, a),
                     })
                 }

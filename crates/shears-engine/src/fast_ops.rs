@@ -15,10 +15,12 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_
 use burn::tensor::{Device, Tensor, TensorData};
 use shears_kernels::{
     BnShape, ConvGeometry, Epilogue, PoolGeometry, batch_norm_backward, batch_norm_forward,
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, max_pool2d_forward,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, max_pool2d_backward,
+    max_pool2d_forward, max_pool2d_forward_train,
 };
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static OFF_BY_DEFAULT: AtomicBool = AtomicBool::new(false);
@@ -100,6 +102,8 @@ pub trait FastOps: Backend {
     ) -> FloatTensor<Self>;
     /// Inference max pooling (no argmax kept; not differentiable).
     fn fast_max_pool2d(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self>;
+    /// Differentiable max pooling: the argmax of each window is kept for the backward pass.
+    fn fast_max_pool2d_train(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self>;
     /// Training-mode BatchNorm of a `[batch, channels, spatial]` tensor, ReLU fused if `relu`. Returns
     /// the output and the batch mean and biased variance (not differentiable).
     fn fast_batch_norm_train(
@@ -189,6 +193,19 @@ fn fused(
     conv_forward(x, w, g, e)
 }
 
+/// Training max pooling: the output and each output's argmax in its input plane.
+fn max_pool_train(x: &FlexTensor, g: &PoolGeometry) -> (FlexTensor, Arc<Vec<u32>>) {
+    let len = g.batch * g.channels * g.out_h * g.out_w;
+    // Every output value and index is written by the kernel.
+    let mut y = vec![0.0f32; len];
+    let mut argmax = vec![0u32; len];
+    max_pool2d_forward_train(g, &values(x), &mut y, &mut argmax);
+    (
+        flex(y, vec![g.batch, g.channels, g.out_h, g.out_w]),
+        Arc::new(argmax),
+    )
+}
+
 fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
     // Every output value is written by the kernel.
     let mut y = vec![0.0f32; g.batch * g.channels * g.out_h * g.out_w];
@@ -199,6 +216,10 @@ fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
 impl FastOps for Flex {
     fn fast_max_pool2d(x: FlexTensor, geometry: PoolGeometry) -> FlexTensor {
         max_pool(&x, &geometry)
+    }
+
+    fn fast_max_pool2d_train(x: FlexTensor, geometry: PoolGeometry) -> FlexTensor {
+        max_pool_train(&x, &geometry).0
     }
 
     fn fast_conv2d(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTensor {
@@ -265,6 +286,27 @@ impl Backward<Flex, 2> for ConvBackward {
     }
 }
 
+/// Backward of [`FastOps::fast_max_pool2d_train`]: each output gradient to its argmax.
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl Backward<Flex, 1> for MaxPoolBackward {
+    type State = (Arc<Vec<u32>>, PoolGeometry);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (argmax, g) = ops.state;
+        if let Some(node) = node_x {
+            // Every value is written by the kernel.
+            let mut dx = vec![0.0f32; g.batch * g.channels * g.in_h * g.in_w];
+            max_pool2d_backward(&g, &values(&dy), &argmax, &mut dx);
+            let shape = vec![g.batch, g.channels, g.in_h, g.in_w];
+            grads.register::<Flex>(node.id, flex(dx, shape));
+        }
+    }
+}
+
 /// Backward of [`FastOps::fast_batch_norm_train`]: input, γ and β gradients.
 #[derive(Debug)]
 struct BnBackward;
@@ -322,6 +364,19 @@ impl Backward<Flex, 3> for BnBackward {
 impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
     fn fast_max_pool2d(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self> {
         <Self as AutodiffBackend>::from_inner(max_pool(&x.into_primitive(), &geometry))
+    }
+
+    fn fast_max_pool2d_train(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self> {
+        let (x, x_node) = x.into_parts();
+        let (y, argmax) = max_pool_train(&x, &geometry);
+        match MaxPoolBackward
+            .prepare::<C>([x_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((argmax, geometry), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
     }
 
     fn fast_conv2d(
@@ -411,6 +466,14 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, geometry: ConvGeometry) -> Tensor
     Tensor::from_dispatch(<Dispatch as FastOps>::fast_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
+        geometry,
+    ))
+}
+
+/// Differentiable max pooling through the kernels (training passes).
+pub fn max_pool2d_train(x: Tensor<4>, geometry: PoolGeometry) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_max_pool2d_train(
+        x.into_dispatch(),
         geometry,
     ))
 }

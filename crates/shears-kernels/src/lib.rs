@@ -42,6 +42,6 @@ pub use conv::{
 };
 pub use direct::use_avx2_only;
 pub use geometry::{ConvGeometry, Epilogue};
-pub use pool::{PoolGeometry, max_pool2d_forward};
+pub use pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train};
 pub use selected::{Selection, conv3x3_selected, selected_stride};
 pub use vector::{add_scaled_rows, dot, plane_means, sum};
