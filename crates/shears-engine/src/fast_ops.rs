@@ -14,9 +14,9 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
 use shears_kernels::{
-    BnShape, ConvGeometry, Epilogue, PoolGeometry, batch_norm_backward, batch_norm_forward,
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, max_pool2d_backward,
-    max_pool2d_forward, max_pool2d_forward_train,
+    AdamStep, BnShape, ConvGeometry, Epilogue, PoolGeometry, SgdStep, adam_step,
+    batch_norm_backward, batch_norm_forward, conv2d_backward_input, conv2d_backward_weight,
+    conv2d_forward, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train, sgd_step,
 };
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -104,6 +104,24 @@ pub trait FastOps: Backend {
     fn fast_max_pool2d(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self>;
     /// Differentiable max pooling: the argmax of each window is kept for the backward pass.
     fn fast_max_pool2d_train(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self>;
+    /// One SGD step over a parameter, its gradient and its momentum buffer (zeros on the first
+    /// step, unused without momentum): the new parameter and buffer. Not differentiable.
+    fn fast_sgd_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        buffer: FloatTensor<Self>,
+        step: SgdStep,
+        first: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// One Adam step: the new parameter and first and second moments. Not differentiable.
+    fn fast_adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamStep,
+        first: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// Training-mode BatchNorm of a `[batch, channels, spatial]` tensor, ReLU fused if `relu`. Returns
     /// the output and the batch mean and biased variance (not differentiable).
     fn fast_batch_norm_train(
@@ -213,7 +231,68 @@ fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
     flex(y, vec![g.batch, g.channels, g.out_h, g.out_w])
 }
 
+/// The SGD kernel on flex tensors: the parameter is copied once if shared (the executor still
+/// holds it), the buffer updated in place when the optimiser owns it alone.
+fn sgd(
+    mut param: FlexTensor,
+    grad: &FlexTensor,
+    mut buffer: FlexTensor,
+    step: SgdStep,
+    first: bool,
+) -> (FlexTensor, FlexTensor) {
+    let g = values(grad);
+    let mut empty = [];
+    let b: &mut [f32] = if step.momentum > 0.0 {
+        buffer.storage_mut::<f32>()
+    } else {
+        &mut empty
+    };
+    sgd_step(step, param.storage_mut::<f32>(), &g, b, first);
+    (param, buffer)
+}
+
+fn adam(
+    mut param: FlexTensor,
+    grad: &FlexTensor,
+    mut m: FlexTensor,
+    mut v: FlexTensor,
+    step: AdamStep,
+    first: bool,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let g = values(grad);
+    adam_step(
+        step,
+        param.storage_mut::<f32>(),
+        &g,
+        m.storage_mut::<f32>(),
+        v.storage_mut::<f32>(),
+        first,
+    );
+    (param, m, v)
+}
+
 impl FastOps for Flex {
+    fn fast_sgd_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        buffer: FlexTensor,
+        step: SgdStep,
+        first: bool,
+    ) -> (FlexTensor, FlexTensor) {
+        sgd(param, &grad, buffer, step, first)
+    }
+
+    fn fast_adam_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        m: FlexTensor,
+        v: FlexTensor,
+        step: AdamStep,
+        first: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        adam(param, &grad, m, v, step, first)
+    }
+
     fn fast_max_pool2d(x: FlexTensor, geometry: PoolGeometry) -> FlexTensor {
         max_pool(&x, &geometry)
     }
@@ -362,6 +441,49 @@ impl Backward<Flex, 3> for BnBackward {
 }
 
 impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
+    fn fast_sgd_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        buffer: FloatTensor<Self>,
+        step: SgdStep,
+        first: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (p, b) = sgd(
+            param.into_primitive(),
+            &grad.into_primitive(),
+            buffer.into_primitive(),
+            step,
+            first,
+        );
+        (
+            <Self as AutodiffBackend>::from_inner(p),
+            <Self as AutodiffBackend>::from_inner(b),
+        )
+    }
+
+    fn fast_adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamStep,
+        first: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (p, m, v) = adam(
+            param.into_primitive(),
+            &grad.into_primitive(),
+            m.into_primitive(),
+            v.into_primitive(),
+            step,
+            first,
+        );
+        (
+            <Self as AutodiffBackend>::from_inner(p),
+            <Self as AutodiffBackend>::from_inner(m),
+            <Self as AutodiffBackend>::from_inner(v),
+        )
+    }
+
     fn fast_max_pool2d(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self> {
         <Self as AutodiffBackend>::from_inner(max_pool(&x.into_primitive(), &geometry))
     }
@@ -459,6 +581,48 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         };
         (y, stats.0, stats.1)
     }
+}
+
+/// One fused SGD step (see [`FastOps::fast_sgd_step`]): the new parameter and buffer.
+pub fn sgd_update(
+    param: Tensor<1>,
+    grad: Tensor<1>,
+    buffer: Tensor<1>,
+    step: SgdStep,
+    first: bool,
+) -> (Tensor<1>, Tensor<1>) {
+    let (p, b) = <Dispatch as FastOps>::fast_sgd_step(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        buffer.into_dispatch(),
+        step,
+        first,
+    );
+    (Tensor::from_dispatch(p), Tensor::from_dispatch(b))
+}
+
+/// One fused Adam step: the new parameter and first and second moments.
+pub fn adam_update(
+    param: Tensor<1>,
+    grad: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    step: AdamStep,
+    first: bool,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (p, m, v) = <Dispatch as FastOps>::fast_adam_step(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        step,
+        first,
+    );
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
 }
 
 /// Differentiable convolution through the kernels (no bias; add it with Burn's ops).

@@ -1,10 +1,15 @@
 //! Optimisers over the executor's flat parameter list: SGD (momentum, Nesterov, weight decay)
 //! and Adam, with PyTorch's update rules. The state is a list of plain tensors, so a checkpoint
 //! saves it as safetensors and a resumed run continues bit-identically.
+//!
+//! On the CPU (flex) a step is one fused pass over each parameter (`shears_kernels::sgd_step`,
+//! `adam_step`); elsewhere it is composed of tensor ops. Both give the same bits.
 
 use crate::error::{EngineError, Result};
-use burn::tensor::Tensor;
+use crate::fast_ops;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use shears_kernels::{AdamStep, SgdStep};
 
 /// Which optimiser and its hyperparameters (the learning rate comes from the schedule).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +103,94 @@ impl Optimizer {
 
     /// Updates one parameter (inner, non-autodiff tensors) and returns its new value.
     pub fn update(&mut self, i: usize, param: Tensor<1>, grad: Tensor<1>, lr: f64) -> Tensor<1> {
+        let device = param.device();
+        if fast_ops::enabled_on(&device) {
+            self.update_fused(i, param, grad, lr, &device)
+        } else {
+            self.update_composed(i, param, grad, lr)
+        }
+    }
+
+    /// [`Optimizer::update`] as one fused pass (`shears_kernels::sgd_step` / `adam_step`).
+    fn update_fused(
+        &mut self,
+        i: usize,
+        param: Tensor<1>,
+        grad: Tensor<1>,
+        lr: f64,
+        device: &Device,
+    ) -> Tensor<1> {
+        let n = param.dims()[0];
+        let zeros = || Tensor::<1>::zeros([n], device);
+        match self.config {
+            OptimizerConfig::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+            } => {
+                let step = SgdStep {
+                    lr: lr as f32,
+                    momentum: momentum as f32,
+                    nesterov,
+                    weight_decay: weight_decay as f32,
+                };
+                let previous = self.first[i].take();
+                let first = previous.is_none();
+                // Without momentum the buffer is never read: an empty stand-in.
+                let buffer = match previous {
+                    Some(b) => b,
+                    None if momentum > 0.0 => zeros(),
+                    None => Tensor::<1>::zeros([0], device),
+                };
+                let (p, b) = fast_ops::sgd_update(param, grad, buffer, step, first);
+                if momentum > 0.0 {
+                    self.first[i] = Some(b);
+                }
+                p
+            }
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let t = (self.steps + 1) as i32;
+                let step = AdamStep {
+                    lr: lr as f32,
+                    beta1: beta1 as f32,
+                    one_minus_beta1: (1.0 - beta1) as f32,
+                    beta2: beta2 as f32,
+                    one_minus_beta2: (1.0 - beta2) as f32,
+                    correction1: (1.0 - beta1.powi(t)) as f32,
+                    correction2: (1.0 - beta2.powi(t)) as f32,
+                    eps: eps as f32,
+                    weight_decay: weight_decay as f32,
+                };
+                let (m, v) = (self.first[i].take(), self.second[i].take());
+                let first = m.is_none() || v.is_none();
+                let (p, m, v) = fast_ops::adam_update(
+                    param,
+                    grad,
+                    m.unwrap_or_else(zeros),
+                    v.unwrap_or_else(zeros),
+                    step,
+                    first,
+                );
+                self.first[i] = Some(m);
+                self.second[i] = Some(v);
+                p
+            }
+        }
+    }
+
+    /// [`Optimizer::update`] composed of tensor ops, for any device.
+    fn update_composed(
+        &mut self,
+        i: usize,
+        param: Tensor<1>,
+        grad: Tensor<1>,
+        lr: f64,
+    ) -> Tensor<1> {
         match self.config {
             OptimizerConfig::Sgd {
                 momentum,

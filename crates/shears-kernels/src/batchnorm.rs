@@ -11,39 +11,6 @@
 use crate::parallel::{SharedMut, rectify};
 use rayon::prelude::*;
 
-/// Defines `$name`, which runs `$body` (an `#[inline(always)]` function with the same
-/// arguments) compiled for the widest vector instructions the CPU has: AVX-512, else AVX2 +
-/// FMA, else the baseline. The body's loops are inlined into functions with those features.
-macro_rules! with_simd {
-    ($name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $body:ident) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn wide($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn narrow($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") && !crate::direct::avx2_only() {
-                    // SAFETY: the CPU has AVX-512F, checked just above.
-                    return unsafe { wide($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                    return unsafe { narrow($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
 /// The layout of a BatchNorm input: `batch` rows of `channels` planes of `spatial` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BnShape {
@@ -104,6 +71,25 @@ pub fn batch_norm_forward(
         shape.count() > 0,
         "batch_norm: no values per channel in {shape:?}"
     );
+    if image_major(shape) {
+        forward_by_images(shape, x, gamma, beta, eps, relu, y, mean, var);
+    } else {
+        forward_by_channels(shape, x, gamma, beta, eps, relu, y, mean, var);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_by_channels(
+    shape: BnShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    relu: bool,
+    y: &mut [f32],
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
     let out = SharedMut(y.as_mut_ptr());
     mean.par_iter_mut()
         .zip(var.par_iter_mut())
@@ -306,6 +292,12 @@ pub fn batch_norm_backward(
         shape.check("input gradient", d.len(), shape.len());
         SharedMut(d.as_mut_ptr())
     });
+    if image_major(shape) {
+        backward_by_images(
+            shape, dy, x, gamma, beta, mean, var, eps, relu, dx_ptr, dgamma, dbeta,
+        );
+        return;
+    }
     dgamma
         .par_iter_mut()
         .zip(dbeta.par_iter_mut())
@@ -371,4 +363,241 @@ fn backward_channel_body(
         }
     }
     (sum_gx_hat, sum_g as f32)
+}
+
+/// Whether the passes go image by image rather than channel by channel. A channel's planes lie
+/// `channels × spatial` values apart, so a channel-major pass over small planes (MobileNet-V2's
+/// 8x8 and 4x4 maps) jumps to a new page every few cache lines and waits on memory; image-major
+/// passes read the tensor front to back. Both sum each plane the same way and add the planes
+/// in image order in f64, so they give the same bits. Below 16 values a plane is too short for
+/// a vector pass of its own.
+fn image_major(shape: BnShape) -> bool {
+    shape.spatial >= 16 && shape.batch > 1
+}
+
+/// Per channel, Σ over images (in image order, in f64) of `plane(n, c)`'s per-plane values.
+fn sum_over_images<const K: usize>(
+    shape: BnShape,
+    plane: impl Fn(usize, usize) -> [f32; K] + Sync,
+) -> Vec<[f64; K]> {
+    let per_image: Vec<Vec<[f32; K]>> = (0..shape.batch)
+        .into_par_iter()
+        .map(|n| (0..shape.channels).map(|c| plane(n, c)).collect())
+        .collect();
+    let mut total = vec![[0f64; K]; shape.channels];
+    for image in &per_image {
+        for (t, v) in total.iter_mut().zip(image) {
+            for k in 0..K {
+                t[k] += v[k] as f64;
+            }
+        }
+    }
+    total
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_by_images(
+    shape: BnShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    relu: bool,
+    y: &mut [f32],
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
+    let inv_count = 1.0 / shape.count() as f64;
+    let sums = sum_over_images(shape, |n, c| [plane_sum(&x[shape.plane(n, c)])]);
+    for (m, s) in mean.iter_mut().zip(&sums) {
+        *m = (s[0] * inv_count) as f32;
+    }
+    let sq = sum_over_images(shape, |n, c| [plane_sq_dev(&x[shape.plane(n, c)], mean[c])]);
+    let mut scale = vec![0f32; shape.channels];
+    for c in 0..shape.channels {
+        var[c] = (sq[c][0] * inv_count) as f32;
+        scale[c] = gamma[c] / (var[c] + eps).sqrt();
+    }
+    let image = shape.channels * shape.spatial;
+    y.par_chunks_mut(image)
+        .zip(x.par_chunks(image))
+        .for_each(|(yi, xi)| {
+            for (c, (d, s)) in yi
+                .chunks_mut(shape.spatial)
+                .zip(xi.chunks(shape.spatial))
+                .enumerate()
+            {
+                plane_affine(s, mean[c], scale[c], beta[c], relu, d);
+            }
+        });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_by_images(
+    shape: BnShape,
+    dy: &[f32],
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+    relu: bool,
+    dx: Option<SharedMut>,
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    // As in `backward_channel_body`: the ReLU mask from the forward pass's own expression.
+    let scale: Vec<f32> = (0..shape.channels)
+        .map(|c| gamma[c] / (var[c] + eps).sqrt())
+        .collect();
+    let sums = sum_over_images(shape, |n, c| {
+        let r = shape.plane(n, c);
+        let (s, sx) = plane_grad_sums(&dy[r.clone()], &x[r], mean[c], scale[c], beta[c], relu);
+        [s, sx]
+    });
+    let m = shape.count() as f32;
+    let mut k = vec![0f32; shape.channels];
+    let mut mean_g = vec![0f32; shape.channels];
+    let mut mean_gx = vec![0f32; shape.channels];
+    let mut inv_std = vec![0f32; shape.channels];
+    for c in 0..shape.channels {
+        inv_std[c] = 1.0 / (var[c] + eps).sqrt();
+        let sum_gx_hat = sums[c][1] as f32 * inv_std[c];
+        dbeta[c] = sums[c][0] as f32;
+        dgamma[c] = sum_gx_hat;
+        k[c] = gamma[c] * inv_std[c];
+        mean_g[c] = sums[c][0] as f32 / m;
+        mean_gx[c] = sum_gx_hat / m;
+    }
+    let Some(ptr) = dx else { return };
+    let image = shape.channels * shape.spatial;
+    (0..shape.batch).into_par_iter().for_each(|n| {
+        // SAFETY: image n writes only its own values.
+        let d = unsafe { ptr.slice(n * image, image) };
+        for (c, d) in d.chunks_mut(shape.spatial).enumerate() {
+            let r = shape.plane(n, c);
+            let coef = PlaneGrad {
+                mu: mean[c],
+                scale: scale[c],
+                beta: beta[c],
+                inv_std: inv_std[c],
+                k: k[c],
+                mean_g: mean_g[c],
+                mean_gx: mean_gx[c],
+            };
+            plane_dx(&dy[r.clone()], &x[r], coef, relu, d);
+        }
+    });
+}
+
+with_simd!(plane_sum(x: &[f32]) -> f32 = plane_sum_body);
+#[inline(always)]
+fn plane_sum_body(x: &[f32]) -> f32 {
+    lane_sum(x, |v| v)
+}
+
+with_simd!(plane_sq_dev(x: &[f32], mu: f32) -> f32 = plane_sq_dev_body);
+#[inline(always)]
+fn plane_sq_dev_body(x: &[f32], mu: f32) -> f32 {
+    lane_sum(x, |v| (v - mu) * (v - mu))
+}
+
+with_simd!(plane_affine(
+    x: &[f32], mu: f32, scale: f32, beta: f32, relu: bool, y: &mut [f32],
+) -> () = affine);
+
+with_simd!(plane_grad_sums(
+    dy: &[f32], x: &[f32], mu: f32, scale: f32, beta: f32, relu: bool,
+) -> (f32, f32) = plane_grad_sums_body);
+/// Σg and Σg·(x − μ) over a plane, g the output gradient behind the ReLU mask.
+#[inline(always)]
+fn plane_grad_sums_body(
+    dy: &[f32],
+    x: &[f32],
+    mu: f32,
+    scale: f32,
+    beta: f32,
+    relu: bool,
+) -> (f32, f32) {
+    let gate = |xv: f32| !relu || (xv - mu) * scale + beta > 0.0;
+    lane_sum2(dy, x, |g, xv| {
+        let g = if gate(xv) { g } else { 0.0 };
+        (g, g * (xv - mu))
+    })
+}
+
+/// A channel's constants for its input gradient.
+#[derive(Clone, Copy)]
+struct PlaneGrad {
+    mu: f32,
+    scale: f32,
+    beta: f32,
+    inv_std: f32,
+    k: f32,
+    mean_g: f32,
+    mean_gx: f32,
+}
+
+with_simd!(plane_dx(dy: &[f32], x: &[f32], c: PlaneGrad, relu: bool, dx: &mut [f32]) -> () = plane_dx_body);
+#[inline(always)]
+fn plane_dx_body(dy: &[f32], x: &[f32], c: PlaneGrad, relu: bool, dx: &mut [f32]) {
+    let gate = |xv: f32| !relu || (xv - c.mu) * c.scale + c.beta > 0.0;
+    for ((d, g), xv) in dx.iter_mut().zip(dy).zip(x) {
+        let g = if gate(*xv) { *g } else { 0.0 };
+        let x_hat = (xv - c.mu) * c.inv_std;
+        *d = c.k * (g - c.mean_g - x_hat * c.mean_gx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The image-major passes give the channel-major ones' bits, forward and backward, with and
+    /// without the ReLU.
+    #[test]
+    fn image_major_and_channel_major_passes_agree_bit_for_bit() {
+        let shape = BnShape {
+            batch: 5,
+            channels: 7,
+            spatial: 37,
+        };
+        let len = shape.batch * shape.channels * shape.spatial;
+        let x: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919) % 211) as f32 / 50.0 - 2.0)
+            .collect();
+        let dy: Vec<f32> = (0..len)
+            .map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2)
+            .collect();
+        let gamma: Vec<f32> = (0..7).map(|c| 0.5 + c as f32 * 0.1).collect();
+        let beta: Vec<f32> = (0..7).map(|c| c as f32 * 0.05 - 0.1).collect();
+        for relu in [false, true] {
+            let run = |images: bool| {
+                let (mut y, mut m, mut v) = (vec![0f32; len], vec![0f32; 7], vec![0f32; 7]);
+                if images {
+                    forward_by_images(shape, &x, &gamma, &beta, 1e-5, relu, &mut y, &mut m, &mut v);
+                } else {
+                    forward_by_channels(
+                        shape, &x, &gamma, &beta, 1e-5, relu, &mut y, &mut m, &mut v,
+                    );
+                }
+                let (mut dx, mut dg, mut db) = (vec![0f32; len], vec![0f32; 7], vec![0f32; 7]);
+                let ptr = Some(SharedMut(dx.as_mut_ptr()));
+                if images {
+                    backward_by_images(
+                        shape, &dy, &x, &gamma, &beta, &m, &v, 1e-5, relu, ptr, &mut dg, &mut db,
+                    );
+                } else {
+                    for c in 0..7 {
+                        (dg[c], db[c]) = backward_channel(
+                            shape, &dy, &x, c, m[c], v[c], gamma[c], beta[c], 1e-5, relu, ptr,
+                        );
+                    }
+                }
+                (y, m, v, dx, dg, db)
+            };
+            assert_eq!(run(true), run(false), "relu {relu}");
+        }
+    }
 }

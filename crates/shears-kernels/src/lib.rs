@@ -1,7 +1,8 @@
 //! CPU kernels for the operations that dominate CNN training and inference here: 2-D
 //! convolution (forward, input gradient, weight gradient, bias gradient) and training-mode
-//! BatchNorm (forward and backward, optionally fused with the ReLU that follows), and max
-//! pooling for inference.
+//! BatchNorm (forward and backward, optionally fused with the ReLU that follows), max pooling
+//! (inference, and training with its argmax and backward pass), and the optimiser steps (SGD and
+//! Adam, one pass over each parameter).
 //!
 //! Everything works on plain `&[f32]` slices in NCHW order, so the kernels know nothing about
 //! Burn; `shears-engine` wires them into Burn's autodiff through the backend-extension hook.
@@ -24,6 +25,8 @@
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
 
+#[macro_use]
+mod simd;
 mod batchnorm;
 mod conv;
 mod depthwise;
@@ -31,6 +34,7 @@ mod direct;
 mod geometry;
 mod im2col;
 mod matmul;
+mod optimizer;
 mod parallel;
 mod pool;
 mod selected;
@@ -42,6 +46,7 @@ pub use conv::{
 };
 pub use direct::use_avx2_only;
 pub use geometry::{ConvGeometry, Epilogue};
+pub use optimizer::{AdamStep, SgdStep, adam_step, sgd_step};
 pub use pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train};
 pub use selected::{Selection, conv3x3_selected, selected_stride};
 pub use vector::{add_scaled_rows, dot, plane_means, sum};
