@@ -300,6 +300,73 @@ mod tests {
         close(&v(w), &[0.99, -0.99]);
     }
 
+    /// Three steps of every configuration through the fused kernels and through the composed
+    /// tensor ops: the same bits for the parameters and the state.
+    #[test]
+    fn fused_and_composed_steps_give_the_same_bits() {
+        let configs = [
+            OptimizerConfig::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+                weight_decay: 0.0,
+            },
+            OptimizerConfig::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+                weight_decay: 5e-4,
+            },
+            OptimizerConfig::Sgd {
+                momentum: 0.8,
+                nesterov: true,
+                weight_decay: 0.1,
+            },
+            OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            OptimizerConfig::Adam {
+                beta1: 0.8,
+                beta2: 0.99,
+                eps: 1e-6,
+                weight_decay: 1e-2,
+            },
+        ];
+        let n = 70_001;
+        let param: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0)
+            .collect();
+        for cfg in configs {
+            let run = |fused: bool| {
+                crate::fast_ops::set_enabled(fused);
+                let mut opt = Optimizer::new(cfg.clone(), 1).unwrap();
+                let mut p = t(&param);
+                for step in 0..3 {
+                    let g: Vec<f32> = (0..n)
+                        .map(|i| ((i * 53 + step * 7) % 97) as f32 / 40.0 - 1.2)
+                        .collect();
+                    p = opt.update(0, p, t(&g), 0.05);
+                    opt.finish_step();
+                }
+                crate::fast_ops::set_enabled(true);
+                let state: Vec<Vec<f32>> = [opt.first[0].clone(), opt.second[0].clone()]
+                    .into_iter()
+                    .flatten()
+                    .map(v)
+                    .collect();
+                (v(p), state)
+            };
+            let (fused, composed) = (run(true), run(false));
+            let bits = |x: &(Vec<f32>, Vec<Vec<f32>>)| {
+                let mut b: Vec<u32> = x.0.iter().map(|f| f.to_bits()).collect();
+                b.extend(x.1.iter().flatten().map(|f| f.to_bits()));
+                b
+            };
+            assert_eq!(bits(&fused), bits(&composed), "{cfg:?}");
+        }
+    }
+
     #[test]
     fn invalid_hyperparameters_are_rejected() {
         let e = Optimizer::new(
