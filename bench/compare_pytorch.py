@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Runs shears and PyTorch on the same models, back to back on this machine, and prints the
 Markdown tables recorded in BENCHMARKS.md: training and inference images/s at batch 64 for each
-thread count, with the shears/PyTorch ratio and each process's peak memory (max RSS), then the
-batch-1 inference latency on one thread.
+thread count, with the shears/PyTorch ratio, each process's peak memory (max RSS) and the share
+of this machine's sgemm peak that training reaches (6 FLOPs per multiply-accumulate of the
+forward pass: forward, input gradient, weight gradient; the peak measured here with a 2048^3
+`torch.mm` on the same threads), then the batch-1 inference latency on one thread.
 
 Usage: python3 bench/compare_pytorch.py [--models lenet-5,vgg-11,resnet-20,mobilenet-v2,resnet-56]
        [--input 3x32x32] [--batch 64] [--threads 1,2] [--latency-models resnet-56,...]
@@ -30,6 +32,22 @@ def run_json(cmd, env=None):
             sys.exit(f"error: {' '.join(cmd)} failed:\n{err.read().decode()}")
         out.seek(0)
         return json.loads(out.read()), usage.ru_maxrss / 1024.0
+
+
+def gemm_peak_gflops(threads):
+    """This machine's single-precision GEMM rate on `threads` threads (torch.mm, 2048^3)."""
+    import time
+    import torch
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = float("inf")
+    for _ in range(10):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * 2048 ** 3 / best / 1e9
 
 
 def cpu_flags():
@@ -64,6 +82,7 @@ def main():
     env = None
     print(f"CPU: {cpu_flags()}; shears kernels: {a.kernels}\n")
     for threads in [int(t) for t in a.threads.split(",")]:
+        peak = gemm_peak_gflops(threads)
         rows = []
         for model in a.models.split(","):
             s, s_mem = run_json([a.shears, "bench", "--model", model, "--input", a.input,
@@ -77,14 +96,17 @@ def main():
             tr = t["results"][0]
             rows.append((model, s["params"], by_mode["training"]["images_per_s"],
                          tr["train_images_per_s"], by_mode["inference"]["images_per_s"],
-                         tr["infer_images_per_s"], s_mem, t_mem))
-        print(f"{threads} thread(s), batch {a.batch}, input {a.input}:\n")
+                         tr["infer_images_per_s"], s_mem, t_mem, 6 * s["macs"] / 1e9))
+        print(f"{threads} thread(s), batch {a.batch}, input {a.input}; sgemm peak here "
+              f"{peak:.0f} GFLOP/s:\n")
         print("| model | params | shears train img/s | PyTorch train img/s | ratio "
-              "| shears infer img/s | PyTorch infer img/s | ratio | peak MiB shears / PyTorch |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for m, n, st, pt, si, pi, sm, pm in rows:
+              "| shears infer img/s | PyTorch infer img/s | ratio | peak MiB shears / PyTorch "
+              "| training % of sgemm peak shears / PyTorch |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for m, n, st, pt, si, pi, sm, pm, gflop in rows:
             print(f"| {m} | {n:,} | {st:.1f} | {pt:.1f} | {st / pt:.2f}x | {si:.1f} | {pi:.1f} "
-                  f"| {si / pi:.2f}x | {sm:.0f} / {pm:.0f} |")
+                  f"| {si / pi:.2f}x | {sm:.0f} / {pm:.0f} "
+                  f"| {100 * st * gflop / peak:.0f} % / {100 * pt * gflop / peak:.0f} % |")
         print()
     rows = []
     for model in a.latency_models.split(","):

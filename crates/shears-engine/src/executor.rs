@@ -241,6 +241,9 @@ pub struct Executor {
     /// BatchNorm step → the residual sum that alone reads it (and the ReLU after that sum):
     /// at inference the folded conv adds the residual and applies the ReLU in its epilogue.
     residual_after: Vec<Option<ResidualFusion>>,
+    /// Sum step (two summands) → the ReLU step that alone reads it: one kernel, forward and
+    /// backward, where the sum is not already fused into a conv.
+    relu_after_add: Vec<Option<usize>>,
     /// Folded conv weights and biases for inference; dropped whenever a parameter changes.
     folded: Option<Vec<Option<(Tensor<4>, Tensor<1>)>>>,
     /// Replaces every BatchNorm's running-statistics momentum while set (precise statistics).
@@ -549,6 +552,17 @@ impl Executor {
                 break;
             }
         }
+        let relu_after_add: Vec<Option<usize>> = (0..steps.len())
+            .map(|k| {
+                let sum = k + 1;
+                let pair = matches!(steps[k], Step::Add)
+                    && inputs[k].len() == 2
+                    && readers[sum] == 1
+                    && sum != output_slot;
+                (0..steps.len())
+                    .find(|&r| pair && matches!(steps[r], Step::Relu) && inputs[r] == [sum])
+            })
+            .collect();
         let mut exec = Executor {
             graph: graph.clone(),
             steps,
@@ -566,6 +580,7 @@ impl Executor {
             fold_into,
             relu_after,
             residual_after,
+            relu_after_add,
             folded: None,
             bn_momentum: None,
         };
@@ -1085,6 +1100,31 @@ impl Executor {
                     flat => flat,
                 },
                 Step::Add if add_fused[i].is_some() => arg(add_fused[i].expect("checked")),
+                // The sum and its ReLU in one kernel (not when a per-sample gate reads either).
+                Step::Add
+                    if fast
+                        && ungated(i)
+                        && self.relu_after_add[i]
+                            .is_some_and(|r| ungated(r) && !reads_own_input(r)) =>
+                {
+                    relu_fused[self.relu_after_add[i].expect("checked")] = true;
+                    // A broadcast sum keeps Burn's ops.
+                    macro_rules! add_relu {
+                        ($a:expr, $b:expr) => {
+                            if $a.dims() == $b.dims() {
+                                fast_ops::add_relu($a, $b)
+                            } else {
+                                activation::relu($a + $b)
+                            }
+                        };
+                    }
+                    match (arg(0), arg(1)) {
+                        (Value::Map(a), Value::Map(b)) => Value::Map(add_relu!(a, b)),
+                        (Value::Flat(a), Value::Flat(b)) => Value::Flat(add_relu!(a, b)),
+                        (Value::Tokens(a), Value::Tokens(b)) => Value::Tokens(add_relu!(a, b)),
+                        _ => unreachable!("add `{name}` of mixed ranks"),
+                    }
+                }
                 Step::Add => {
                     let mut acc = arg(0);
                     for k in 1..self.inputs[i].len() {

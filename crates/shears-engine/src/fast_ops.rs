@@ -14,9 +14,10 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
 use shears_kernels::{
-    AdamStep, BnShape, ConvGeometry, Epilogue, PoolGeometry, SgdStep, adam_step,
+    AdamStep, BnShape, ConvGeometry, Epilogue, PoolGeometry, SgdStep, adam_step, add_relu_forward,
     batch_norm_backward, batch_norm_forward, conv2d_backward_input, conv2d_backward_weight,
-    conv2d_forward, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train, sgd_step,
+    conv2d_forward, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train,
+    relu_backward, sgd_step,
 };
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -104,6 +105,9 @@ pub trait FastOps: Backend {
     fn fast_max_pool2d(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self>;
     /// Differentiable max pooling: the argmax of each window is kept for the backward pass.
     fn fast_max_pool2d_train(x: FloatTensor<Self>, geometry: PoolGeometry) -> FloatTensor<Self>;
+    /// `relu(a + b)` of two tensors of the same shape (a residual sum and its ReLU),
+    /// differentiable.
+    fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     /// One SGD step over a parameter, its gradient and its momentum buffer (zeros on the first
     /// step, unused without momentum): the new parameter and buffer. Not differentiable.
     fn fast_sgd_step(
@@ -150,6 +154,11 @@ fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
 /// BatchNorm runs on `[batch, channels, spatial]` tensors; the wrappers reshape to and from it.
 fn bn_dims(shape: BnShape) -> Vec<usize> {
     vec![shape.batch, shape.channels, shape.spatial]
+}
+
+/// A flex tensor's dimensions.
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().iter().copied().collect()
 }
 
 fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
@@ -231,6 +240,14 @@ fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
     flex(y, vec![g.batch, g.channels, g.out_h, g.out_w])
 }
 
+fn add_relu_flex(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    let (a_vals, b_vals) = (values(a), values(b));
+    // Every value is written by the kernel.
+    let mut y = vec![0.0f32; a_vals.len()];
+    add_relu_forward(&a_vals, &b_vals, &mut y);
+    flex(y, dims(a))
+}
+
 /// The SGD kernel on flex tensors: the parameter is copied once if shared (the executor still
 /// holds it), the buffer updated in place when the optimiser owns it alone.
 fn sgd(
@@ -272,6 +289,10 @@ fn adam(
 }
 
 impl FastOps for Flex {
+    fn fast_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        add_relu_flex(&a, &b)
+    }
+
     fn fast_sgd_step(
         param: FlexTensor,
         grad: FlexTensor,
@@ -365,6 +386,36 @@ impl Backward<Flex, 2> for ConvBackward {
     }
 }
 
+/// Backward of [`FastOps::fast_add_relu`]: the output gradient behind the ReLU, for both
+/// summands.
+#[derive(Debug)]
+struct AddReluBackward;
+
+impl Backward<Flex, 2> for AddReluBackward {
+    /// The output (its sign is the ReLU's mask).
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_a, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let y = ops.state;
+        let dy_vals = values(&dy);
+        // Every value is written by the kernel.
+        let mut dx = vec![0.0f32; dy_vals.len()];
+        relu_backward(&dy_vals, &values(&y), &mut dx);
+        let dx = flex(dx, dims(&y));
+        match (node_a, node_b) {
+            (Some(a), Some(b)) => {
+                grads.register::<Flex>(a.id, dx.clone());
+                grads.register::<Flex>(b.id, dx);
+            }
+            (Some(a), None) => grads.register::<Flex>(a.id, dx),
+            (None, Some(b)) => grads.register::<Flex>(b.id, dx),
+            (None, None) => {}
+        }
+    }
+}
+
 /// Backward of [`FastOps::fast_max_pool2d_train`]: each output gradient to its argmax.
 #[derive(Debug)]
 struct MaxPoolBackward;
@@ -441,6 +492,20 @@ impl Backward<Flex, 3> for BnBackward {
 }
 
 impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
+    fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (a, a_node) = a.into_parts();
+        let (b, b_node) = b.into_parts();
+        let y = add_relu_flex(&a, &b);
+        match AddReluBackward
+            .prepare::<C>([a_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
     fn fast_sgd_step(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -581,6 +646,14 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         };
         (y, stats.0, stats.1)
     }
+}
+
+/// `relu(a + b)` through the kernels, differentiable on autodiff devices.
+pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_add_relu(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
 }
 
 /// One fused SGD step (see [`FastOps::fast_sgd_step`]): the new parameter and buffer.

@@ -31,6 +31,7 @@ mod batchnorm;
 mod conv;
 mod depthwise;
 mod direct;
+mod elementwise;
 mod geometry;
 mod im2col;
 mod matmul;
@@ -45,6 +46,7 @@ pub use conv::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
 };
 pub use direct::use_avx2_only;
+pub use elementwise::{add_relu_forward, relu_backward};
 pub use geometry::{ConvGeometry, Epilogue};
 pub use optimizer::{AdamStep, SgdStep, adam_step, sgd_step};
 pub use pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train};

@@ -1,0 +1,81 @@
+//! The residual sum with its ReLU, `y = relu(a + b)`, forward and backward, in parallel chunks
+//! and vector registers. Composed of tensor ops it was an add, a ReLU, the ReLU's mask in the
+//! backward pass and the add's two gradients, each a single-threaded pass with a fresh output:
+//! about a sixth of a ResNet-20 training step on two threads.
+
+use crate::parallel::rectify;
+use rayon::prelude::*;
+
+/// Values per parallel task.
+const CHUNK: usize = 1 << 14;
+
+/// `y = relu(a + b)`, NaN kept (a diverged network shows NaN, as in PyTorch).
+pub fn add_relu_forward(a: &[f32], b: &[f32], y: &mut [f32]) {
+    assert_eq!(a.len(), y.len(), "add_relu: first summand length");
+    assert_eq!(b.len(), y.len(), "add_relu: second summand length");
+    y.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK))
+        .zip(b.par_chunks(CHUNK))
+        .for_each(|((y, a), b)| add_relu_chunk(a, b, y));
+}
+
+/// The gradient behind a ReLU given its output: `dx = dy` where `y > 0`, else 0 (also where
+/// `y` is NaN). The same for both summands of [`add_relu_forward`].
+pub fn relu_backward(dy: &[f32], y: &[f32], dx: &mut [f32]) {
+    assert_eq!(dy.len(), dx.len(), "relu_backward: gradient length");
+    assert_eq!(y.len(), dx.len(), "relu_backward: output length");
+    dx.par_chunks_mut(CHUNK)
+        .zip(dy.par_chunks(CHUNK))
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|((dx, dy), y)| relu_backward_chunk(dy, y, dx));
+}
+
+with_simd!(add_relu_chunk(a: &[f32], b: &[f32], y: &mut [f32]) -> () = add_relu_body);
+#[inline(always)]
+fn add_relu_body(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+        *y = rectify(a + b);
+    }
+}
+
+with_simd!(relu_backward_chunk(dy: &[f32], y: &[f32], dx: &mut [f32]) -> () = relu_backward_body);
+#[inline(always)]
+fn relu_backward_body(dy: &[f32], y: &[f32], dx: &mut [f32]) {
+    for ((d, g), y) in dx.iter_mut().zip(dy).zip(y) {
+        *d = if *y > 0.0 { *g } else { 0.0 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_relu_and_its_gradient_follow_the_definition() {
+        let n = CHUNK * 2 + 5;
+        let a: Vec<f32> = (0..n).map(|i| ((i * 37) % 19) as f32 - 9.0).collect();
+        let b: Vec<f32> = (0..n).map(|i| ((i * 11) % 7) as f32 - 3.0).collect();
+        let mut a_nan = a.clone();
+        a_nan[3] = f32::NAN;
+        let mut y = vec![0f32; n];
+        add_relu_forward(&a_nan, &b, &mut y);
+        for i in 0..n {
+            if i == 3 {
+                assert!(y[i].is_nan());
+            } else {
+                assert_eq!(y[i], (a[i] + b[i]).max(0.0), "{i}");
+            }
+        }
+        let dy: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+        let mut dx = vec![f32::NAN; n];
+        relu_backward(&dy, &y, &mut dx);
+        for i in 0..n {
+            let want = if i != 3 && a[i] + b[i] > 0.0 {
+                dy[i]
+            } else {
+                0.0
+            };
+            assert_eq!(dx[i], want, "{i}");
+        }
+    }
+}
