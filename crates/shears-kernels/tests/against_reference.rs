@@ -152,6 +152,43 @@ fn same_padding_convolutions_match_the_loop_nest() {
     }
 }
 
+/// Layers with many filters on small maps take their own paths: the weight gradient written in
+/// its own layout (256+ filters per group), split over input channels when it outweighs the
+/// output (two threads), and the forward pass's image blocks at least one per thread. Each on
+/// one and on two threads.
+#[test]
+fn wide_layers_on_small_maps_match_the_loop_nest() {
+    let layers = [
+        // (batch, in, out, groups, map): channel split on two threads; own layout on one.
+        (3usize, 8usize, 256usize, 1usize, 2usize),
+        // Two groups of 256 filters, a 3x3 map: images split, own layout.
+        (2, 4, 512, 2, 3),
+        // Few filters: the transposed accumulation and its tiled transpose (17 columns).
+        (5, 6, 17, 1, 4),
+    ];
+    for (seed, &(batch, cin, cout, groups, map)) in layers.iter().enumerate() {
+        let g = ConvGeometry {
+            batch,
+            in_channels: cin,
+            in_h: map,
+            in_w: map,
+            out_channels: cout,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups,
+        };
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| check_convolution(&g, 100 + seed as u64));
+        }
+    }
+}
+
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
     (
         1usize..4,
