@@ -34,20 +34,28 @@ def run_json(cmd, env=None):
         return json.loads(out.read()), usage.ru_maxrss / 1024.0
 
 
+GEMM_PEAK = """
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+for _ in range(3):
+    torch.mm(a, b)
+best = float("inf")
+for _ in range(10):
+    t = time.perf_counter()
+    torch.mm(a, b)
+    best = min(best, time.perf_counter() - t)
+print(2 * 2048 ** 3 / best / 1e9)
+"""
+
+
 def gemm_peak_gflops(threads):
-    """This machine's single-precision GEMM rate on `threads` threads (torch.mm, 2048^3)."""
-    import time
-    import torch
-    torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(3):
-        torch.mm(a, b)
-    best = float("inf")
-    for _ in range(10):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * 2048 ** 3 / best / 1e9
+    """This machine's single-precision GEMM rate on `threads` threads (torch.mm, 2048^3), in a
+    process of its own: importing torch here would count its memory in every child's peak RSS
+    (a forked child starts with its parent's pages)."""
+    out = subprocess.run([sys.executable, "-c", GEMM_PEAK, str(threads)], check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.strip())
 
 
 def cpu_flags():

@@ -18,6 +18,8 @@ fn time(f: &mut dyn FnMut()) -> f64 {
 
 fn main() {
     let shapes = [
+        ("first 3->16 32x32", 3, 16, 32, 1),
+        ("first 3->64 32x32", 3, 64, 32, 1),
         ("thin 8x32x32", 8, 8, 32, 1),
         ("thin 10x16x16", 10, 12, 16, 1),
         ("resnet-20 16x32x32", 16, 16, 32, 1),

@@ -58,7 +58,7 @@ pub(crate) fn scratch_len(g: &ConvGeometry) -> usize {
 
 /// Row width of the padded copy: one zero column left, the image, and zeros up to a whole
 /// number of 16-pixel chunks plus the right halo.
-fn padded_width(g: &ConvGeometry) -> usize {
+pub(crate) fn padded_width(g: &ConvGeometry) -> usize {
     g.in_w.div_ceil(LANES) * LANES + 2
 }
 

@@ -31,6 +31,7 @@ mod batchnorm;
 mod conv;
 mod depthwise;
 mod direct;
+mod direct_grad;
 mod elementwise;
 mod geometry;
 mod im2col;

@@ -189,6 +189,40 @@ fn wide_layers_on_small_maps_match_the_loop_nest() {
     }
 }
 
+/// Thin 3x3 layers on maps 16+ pixels wide take the direct weight gradient (AVX-512): an odd
+/// number of filters (a last single one), rows that end inside a 16-pixel chunk, one and two
+/// threads. (Without AVX-512 the same layers take im2col + GEMM, which the other tests cover.)
+#[test]
+fn thin_layers_direct_weight_gradient_matches_the_loop_nest() {
+    for (seed, &(batch, cin, cout, h, w)) in [
+        (3usize, 3usize, 5usize, 7usize, 17usize),
+        (2, 12, 8, 16, 33),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let g = ConvGeometry {
+            batch,
+            in_channels: cin,
+            in_h: h,
+            in_w: w,
+            out_channels: cout,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| check_convolution(&g, 200 + seed as u64));
+        }
+    }
+}
+
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
     (
         1usize..4,
