@@ -11,6 +11,20 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
+/// Serialises the tests that switch the kernels to their AVX2 code, so each runs the width it
+/// asked for from start to end (the switch is process-wide; both widths are exact, so the
+/// tests that do not take the lock pass whichever runs).
+static WIDTH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` with the kernels' AVX2 code forced (`avx2`) or the CPU's widest.
+fn with_width<R>(avx2: bool, f: impl FnOnce() -> R) -> R {
+    let _lock = WIDTH.lock().unwrap_or_else(|e| e.into_inner());
+    use_avx2_only(avx2);
+    let r = f();
+    use_avx2_only(false);
+    r
+}
+
 /// Visits every (n, co, oh, ow, ci, ki, kj) term of the convolution with its input index.
 fn each_term(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
     let (cig, cog) = (g.in_channels / g.groups, g.out_channels / g.groups);
@@ -191,7 +205,7 @@ fn wide_layers_on_small_maps_match_the_loop_nest() {
 
 /// Thin 3x3 layers on maps 16+ pixels wide take the direct weight gradient (AVX-512): an odd
 /// number of filters (a last single one), rows that end inside a 16-pixel chunk, one and two
-/// threads. (Without AVX-512 the same layers take im2col + GEMM, which the other tests cover.)
+/// threads; with the kernels held to AVX2, the same layers through im2col + GEMM.
 #[test]
 fn thin_layers_direct_weight_gradient_matches_the_loop_nest() {
     for (seed, &(batch, cin, cout, h, w)) in [
@@ -218,7 +232,11 @@ fn thin_layers_direct_weight_gradient_matches_the_loop_nest() {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            pool.install(|| check_convolution(&g, 200 + seed as u64));
+            for avx2 in [false, true] {
+                with_width(avx2, || {
+                    pool.install(|| check_convolution(&g, 200 + seed as u64))
+                });
+            }
         }
     }
 }
@@ -264,13 +282,16 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn convolution_forward_and_gradients_match_the_loop_nest(g in geometry(), seed in 0u64..1000) {
-        check_convolution(&g, seed);
+    fn convolution_forward_and_gradients_match_the_loop_nest(
+        g in geometry(), seed in 0u64..1000, avx2 in any::<bool>()
+    ) {
+        with_width(avx2, || check_convolution(&g, seed));
     }
 
     #[test]
     fn batch_norm_matches_the_formula(
-        batch in 1usize..5, channels in 1usize..6, spatial in 1usize..40, relu in any::<bool>(), seed in 0u64..1000
+        batch in 1usize..5, channels in 1usize..6, spatial in 1usize..40, relu in any::<bool>(), seed in 0u64..1000,
+        avx2 in any::<bool>()
     ) {
         prop_assume!(batch * spatial > 1);
         let shape = BnShape { batch, channels, spatial };
@@ -329,6 +350,8 @@ proptest! {
         }
 
         prop_assume!(!near_kink);
+        let _width = WIDTH.lock().unwrap_or_else(|e| e.into_inner());
+        use_avx2_only(avx2);
         let mut y = vec![f32::NAN; len];
         let (mut mean, mut var) = (vec![0.0; channels], vec![0.0; channels]);
         batch_norm_forward(shape, &x, &gamma, &beta, eps, relu, &mut y, &mut mean, &mut var);
@@ -345,6 +368,7 @@ proptest! {
 
         let mut yi = vec![f32::NAN; len];
         batch_norm_infer(shape, &x, &gamma, &beta, &mean, &var, eps, relu, &mut yi);
+        use_avx2_only(false);
         close(&yi, &want_y, "bn inference with the batch statistics");
     }
 }
@@ -390,10 +414,8 @@ fn one_image_and_many_threads_agree_with_one_thread() {
 #[test]
 fn direct_convolutions_match_the_loop_nest() {
     for avx2_only in [false, true] {
-        use_avx2_only(avx2_only);
-        direct_cases();
+        with_width(avx2_only, direct_cases);
     }
-    use_avx2_only(false);
 }
 
 fn direct_cases() {
