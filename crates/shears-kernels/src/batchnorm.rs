@@ -123,15 +123,15 @@ fn forward_channel_body(
     let inv_count = 1.0 / shape.count() as f64;
     let mut sum = 0.0f64;
     for n in 0..shape.batch {
-        sum += lane_sum(&x[shape.plane(n, c)], |v| v) as f64;
+        sum += plane_sum_body(&x[shape.plane(n, c)]) as f64;
     }
     let mu = (sum * inv_count) as f32;
     let mut sq = 0.0f64;
     for n in 0..shape.batch {
-        sq += lane_sum(&x[shape.plane(n, c)], |v| (v - mu) * (v - mu)) as f64;
+        sq += plane_sq_dev_body(&x[shape.plane(n, c)], mu) as f64;
     }
     let sigma2 = (sq * inv_count) as f32;
-    let scale = gamma / (sigma2 + eps).sqrt();
+    let scale = normalising_scale(gamma, sigma2, eps);
     for n in 0..shape.batch {
         let r = shape.plane(n, c);
         // SAFETY: channel c writes only its own planes (the caller's split).
@@ -214,7 +214,7 @@ pub fn batch_norm_infer(
     ]);
     let out = SharedMut(y.as_mut_ptr());
     (0..shape.channels).into_par_iter().for_each(|c| {
-        let scale = gamma[c] / (var[c] + eps).sqrt();
+        let scale = normalising_scale(gamma[c], var[c], eps);
         infer_channel(shape, x, c, mean[c], scale, beta[c], relu, out);
     });
 }
@@ -242,6 +242,13 @@ fn infer_channel_body(
         let dst = unsafe { out.slice(r.start, shape.spatial) };
         affine(&x[r], mu, scale, beta, relu, dst);
     }
+}
+
+/// `γ/√(σ² + ε)`: the forward pass's factor, which the backward pass recomputes to find the
+/// ReLU mask bit for bit.
+#[inline(always)]
+fn normalising_scale(gamma: f32, var: f32, eps: f32) -> f32 {
+    gamma / (var + eps).sqrt()
 }
 
 /// `(x − μ)·scale + β`, in this order as in PyTorch and Burn: a constant channel (a dead one,
@@ -330,39 +337,24 @@ fn backward_channel_body(
     relu: bool,
     dx: Option<SharedMut>,
 ) -> (f32, f32) {
-    let inv_std = 1.0 / (var + eps).sqrt();
-    // The ReLU passed the gradient where its input, the BN output, was positive. The same
-    // expression as the forward pass, so the ReLU mask agrees bit for bit.
-    let scale = gamma / (var + eps).sqrt();
-    let gate = |xv: f32| !relu || (xv - mu) * scale + beta > 0.0;
-    let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
+    let scale = normalising_scale(gamma, var, eps);
+    let mut sums = [0f64; 2];
     for n in 0..shape.batch {
         let r = shape.plane(n, c);
-        let (s, sx) = lane_sum2(&dy[r.clone()], &x[r], |g, xv| {
-            let g = if gate(xv) { g } else { 0.0 };
-            (g, g * (xv - mu))
-        });
-        sum_g += s as f64;
-        sum_gx += sx as f64;
+        let (s, sx) = plane_grad_sums_body(&dy[r.clone()], &x[r], mu, scale, beta, relu);
+        sums[0] += s as f64;
+        sums[1] += sx as f64;
     }
-    let sum_gx_hat = sum_gx as f32 * inv_std;
+    let (coef, dgamma, dbeta) = PlaneGrad::new(shape, mu, var, gamma, beta, eps, sums);
     if let Some(ptr) = dx {
-        let m = shape.count() as f32;
-        let k = gamma * inv_std;
-        let mean_g = sum_g as f32 / m;
-        let mean_gx = sum_gx_hat / m;
         for n in 0..shape.batch {
             let r = shape.plane(n, c);
             // SAFETY: channel c writes only its own planes (the caller's split).
             let dst = unsafe { ptr.slice(r.start, shape.spatial) };
-            for ((d, g), xv) in dst.iter_mut().zip(&dy[r.clone()]).zip(&x[r.clone()]) {
-                let g = if gate(*xv) { *g } else { 0.0 };
-                let x_hat = (xv - mu) * inv_std;
-                *d = k * (g - mean_g - x_hat * mean_gx);
-            }
+            plane_dx_body(&dy[r.clone()], &x[r], coef, relu, dst);
         }
     }
-    (sum_gx_hat, sum_g as f32)
+    (dgamma, dbeta)
 }
 
 /// Whether the passes go image by image rather than channel by channel. A channel's planes lie
@@ -416,7 +408,7 @@ fn forward_by_images(
     let mut scale = vec![0f32; shape.channels];
     for c in 0..shape.channels {
         var[c] = (sq[c][0] * inv_count) as f32;
-        scale[c] = gamma[c] / (var[c] + eps).sqrt();
+        scale[c] = normalising_scale(gamma[c], var[c], eps);
     }
     let image = shape.channels * shape.spatial;
     y.par_chunks_mut(image)
@@ -447,28 +439,18 @@ fn backward_by_images(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
-    // As in `backward_channel_body`: the ReLU mask from the forward pass's own expression.
-    let scale: Vec<f32> = (0..shape.channels)
-        .map(|c| gamma[c] / (var[c] + eps).sqrt())
-        .collect();
     let sums = sum_over_images(shape, |n, c| {
         let r = shape.plane(n, c);
-        let (s, sx) = plane_grad_sums(&dy[r.clone()], &x[r], mean[c], scale[c], beta[c], relu);
+        let scale = normalising_scale(gamma[c], var[c], eps);
+        let (s, sx) = plane_grad_sums(&dy[r.clone()], &x[r], mean[c], scale, beta[c], relu);
         [s, sx]
     });
-    let m = shape.count() as f32;
-    let mut k = vec![0f32; shape.channels];
-    let mut mean_g = vec![0f32; shape.channels];
-    let mut mean_gx = vec![0f32; shape.channels];
-    let mut inv_std = vec![0f32; shape.channels];
+    let mut coefs = Vec::with_capacity(shape.channels);
     for c in 0..shape.channels {
-        inv_std[c] = 1.0 / (var[c] + eps).sqrt();
-        let sum_gx_hat = sums[c][1] as f32 * inv_std[c];
-        dbeta[c] = sums[c][0] as f32;
-        dgamma[c] = sum_gx_hat;
-        k[c] = gamma[c] * inv_std[c];
-        mean_g[c] = sums[c][0] as f32 / m;
-        mean_gx[c] = sum_gx_hat / m;
+        let (coef, dg, db) =
+            PlaneGrad::new(shape, mean[c], var[c], gamma[c], beta[c], eps, sums[c]);
+        (dgamma[c], dbeta[c]) = (dg, db);
+        coefs.push(coef);
     }
     let Some(ptr) = dx else { return };
     let image = shape.channels * shape.spatial;
@@ -477,16 +459,7 @@ fn backward_by_images(
         let d = unsafe { ptr.slice(n * image, image) };
         for (c, d) in d.chunks_mut(shape.spatial).enumerate() {
             let r = shape.plane(n, c);
-            let coef = PlaneGrad {
-                mu: mean[c],
-                scale: scale[c],
-                beta: beta[c],
-                inv_std: inv_std[c],
-                k: k[c],
-                mean_g: mean_g[c],
-                mean_gx: mean_gx[c],
-            };
-            plane_dx(&dy[r.clone()], &x[r], coef, relu, d);
+            plane_dx(&dy[r.clone()], &x[r], coefs[c], relu, d);
         }
     });
 }
@@ -537,6 +510,37 @@ struct PlaneGrad {
     k: f32,
     mean_g: f32,
     mean_gx: f32,
+}
+
+impl PlaneGrad {
+    /// The constants of a channel with batch statistics `mu`, `var` from its two gradient sums
+    /// `[Σg, Σg·(x − μ)]` (see [`plane_grad_sums_body`]), with its `(dγ, dβ)`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn new(
+        shape: BnShape,
+        mu: f32,
+        var: f32,
+        gamma: f32,
+        beta: f32,
+        eps: f32,
+        sums: [f64; 2],
+    ) -> (PlaneGrad, f32, f32) {
+        let m = shape.count() as f32;
+        let inv_std = 1.0 / (var + eps).sqrt();
+        let sum_g = sums[0] as f32;
+        let sum_gx_hat = sums[1] as f32 * inv_std;
+        let coef = PlaneGrad {
+            mu,
+            scale: normalising_scale(gamma, var, eps),
+            beta,
+            inv_std,
+            k: gamma * inv_std,
+            mean_g: sum_g / m,
+            mean_gx: sum_gx_hat / m,
+        };
+        (coef, sum_gx_hat, sum_g)
+    }
 }
 
 with_simd!(plane_dx(dy: &[f32], x: &[f32], c: PlaneGrad, relu: bool, dx: &mut [f32]) -> () = plane_dx_body);
