@@ -154,18 +154,8 @@ impl Optimizer {
                 eps,
                 weight_decay,
             } => {
-                let t = (self.steps + 1) as i32;
-                let step = AdamStep {
-                    lr: lr as f32,
-                    beta1: beta1 as f32,
-                    one_minus_beta1: (1.0 - beta1) as f32,
-                    beta2: beta2 as f32,
-                    one_minus_beta2: (1.0 - beta2) as f32,
-                    correction1: (1.0 - beta1.powi(t)) as f32,
-                    correction2: (1.0 - beta2.powi(t)) as f32,
-                    eps: eps as f32,
-                    weight_decay: weight_decay as f32,
-                };
+                let step =
+                    AdamStep::new(lr, beta1, beta2, eps, weight_decay, (self.steps + 1) as i32);
                 let (m, v) = (self.first[i].take(), self.second[i].take());
                 let first = m.is_none() || v.is_none();
                 let (p, m, v) = fast_ops::adam_update(

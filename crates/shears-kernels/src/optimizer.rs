@@ -79,6 +79,24 @@ pub struct AdamStep {
     pub weight_decay: f32,
 }
 
+impl AdamStep {
+    /// Step `t` (1 for the first) of Adam with these hyperparameters, each derived value
+    /// computed in f64 and rounded once, as the composed path's scalars are.
+    pub fn new(lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64, t: i32) -> AdamStep {
+        AdamStep {
+            lr: lr as f32,
+            beta1: beta1 as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            beta2: beta2 as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            correction1: (1.0 - beta1.powi(t)) as f32,
+            correction2: (1.0 - beta2.powi(t)) as f32,
+            eps: eps as f32,
+            weight_decay: weight_decay as f32,
+        }
+    }
+}
+
 /// One Adam step on `param` in place, with its first and second moments; `first` says they hold
 /// nothing yet (the first step).
 pub fn adam_step(
@@ -182,17 +200,7 @@ mod tests {
         let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
         let g1: Vec<f32> = (0..n).map(|i| (i % 5) as f32 - 2.5).collect();
         let g2: Vec<f32> = (0..n).map(|i| (i % 3) as f32 - 0.5).collect();
-        let step = |t: i32| AdamStep {
-            lr: lr as f32,
-            beta1: b1 as f32,
-            one_minus_beta1: (1.0 - b1) as f32,
-            beta2: b2 as f32,
-            one_minus_beta2: (1.0 - b2) as f32,
-            correction1: (1.0 - b1.powi(t)) as f32,
-            correction2: (1.0 - b2.powi(t)) as f32,
-            eps: eps as f32,
-            weight_decay: 0.0,
-        };
+        let step = |t: i32| AdamStep::new(lr, b1, b2, eps, 0.0, t);
         adam_step(step(1), &mut p, &g1, &mut m, &mut v, true);
         for i in 0..n {
             let want = p0[i] as f64 - lr * (g1[i] as f64).signum();
