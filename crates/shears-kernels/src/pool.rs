@@ -233,11 +233,17 @@ mod tests {
 
     /// The definition, one output at a time.
     fn naive(g: &PoolGeometry, x: &[f32]) -> Vec<f32> {
+        naive_first_max(g, x).into_iter().map(|(v, _)| v).collect()
+    }
+
+    /// Each output's window maximum and the flat input index of its first occurrence
+    /// (row-major), one output at a time; NaN-free input.
+    fn naive_first_max(g: &PoolGeometry, x: &[f32]) -> Vec<(f32, usize)> {
         let mut y = Vec::new();
         for plane in 0..g.batch * g.channels {
             for oh in 0..g.out_h {
                 for ow in 0..g.out_w {
-                    let mut m = f32::NEG_INFINITY;
+                    let mut best = (f32::NEG_INFINITY, usize::MAX);
                     for kh in 0..g.kernel[0] {
                         for kw in 0..g.kernel[1] {
                             let ih = (oh * g.stride[0] + kh) as isize - g.padding[0] as isize;
@@ -249,11 +255,13 @@ mod tests {
                             {
                                 let i =
                                     plane * g.in_h * g.in_w + ih as usize * g.in_w + iw as usize;
-                                m = m.max(x[i]);
+                                if best.1 == usize::MAX || x[i] > best.0 {
+                                    best = (x[i], i);
+                                }
                             }
                         }
                     }
-                    y.push(m);
+                    y.push(best);
                 }
             }
         }
@@ -328,28 +336,8 @@ mod tests {
             max_pool2d_backward(&g, &dy, &idx, &mut dx);
             // The definition: the first maximum of each window (row-major) takes the gradient.
             let mut want = vec![0.0f64; x.len()];
-            let mut o = 0;
-            for plane in 0..n * c {
-                for r in 0..oh {
-                    for q in 0..ow {
-                        let mut best: Option<(f32, usize)> = None;
-                        for kh in 0..k[0] {
-                            for kw in 0..k[1] {
-                                let ih = (r * s[0] + kh) as isize - p[0] as isize;
-                                let iw = (q * s[1] + kw) as isize - p[1] as isize;
-                                if ih < 0 || iw < 0 || ih as usize >= h || iw as usize >= w {
-                                    continue;
-                                }
-                                let i = plane * h * w + ih as usize * w + iw as usize;
-                                if best.is_none_or(|(m, _)| x[i] > m) {
-                                    best = Some((x[i], i));
-                                }
-                            }
-                        }
-                        want[best.unwrap().1] += dy[o] as f64;
-                        o += 1;
-                    }
-                }
+            for ((_, i), d) in naive_first_max(&g, &x).into_iter().zip(&dy) {
+                want[i] += *d as f64;
             }
             for (a, b) in dx.iter().zip(&want) {
                 assert!((*a as f64 - b).abs() < 1e-6, "{g:?}: {a} vs {b}");
