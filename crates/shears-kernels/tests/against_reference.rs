@@ -25,6 +25,38 @@ fn with_width<R>(avx2: bool, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Runs `f` on a pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// A 3x3 convolution at stride 1 with padding 1 ("same" output size).
+fn same_3x3(
+    batch: usize,
+    in_channels: usize,
+    out_channels: usize,
+    groups: usize,
+    h: usize,
+    w: usize,
+) -> ConvGeometry {
+    ConvGeometry {
+        batch,
+        in_channels,
+        in_h: h,
+        in_w: w,
+        out_channels,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        groups,
+    }
+}
+
 /// Visits every (n, co, oh, ow, ci, ki, kj) term of the convolution with its input index.
 fn each_term(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
     let (cig, cog) = (g.in_channels / g.groups, g.out_channels / g.groups);
@@ -181,24 +213,9 @@ fn wide_layers_on_small_maps_match_the_loop_nest() {
         (5, 6, 17, 1, 4),
     ];
     for (seed, &(batch, cin, cout, groups, map)) in layers.iter().enumerate() {
-        let g = ConvGeometry {
-            batch,
-            in_channels: cin,
-            in_h: map,
-            in_w: map,
-            out_channels: cout,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1, 1],
-            dilation: [1, 1],
-            groups,
-        };
+        let g = same_3x3(batch, cin, cout, groups, map, map);
         for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| check_convolution(&g, 100 + seed as u64));
+            on_threads(threads, || check_convolution(&g, 100 + seed as u64));
         }
     }
 }
@@ -215,26 +232,11 @@ fn thin_layers_direct_weight_gradient_matches_the_loop_nest() {
     .iter()
     .enumerate()
     {
-        let g = ConvGeometry {
-            batch,
-            in_channels: cin,
-            in_h: h,
-            in_w: w,
-            out_channels: cout,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1, 1],
-            dilation: [1, 1],
-            groups: 1,
-        };
+        let g = same_3x3(batch, cin, cout, 1, h, w);
         for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
             for avx2 in [false, true] {
                 with_width(avx2, || {
-                    pool.install(|| check_convolution(&g, 200 + seed as u64))
+                    on_threads(threads, || check_convolution(&g, 200 + seed as u64))
                 });
             }
         }
@@ -391,11 +393,7 @@ fn one_image_and_many_threads_agree_with_one_thread() {
     let x = random(g.input_len(), 7);
     let w = random(g.weight_len(), 8);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             let mut y = vec![0.0; g.output_len()];
             conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y);
             y
