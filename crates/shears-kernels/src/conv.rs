@@ -514,11 +514,7 @@ pub fn conv2d_backward_weight(
                         let n = first + i;
                         let dy = &grad_output[n * out_image..(n + 1) * out_image];
                         let dy_g = &dy[grp * cog * pixels..(grp + 1) * cog * pixels];
-                        for (co, plane) in dy_g.chunks(pixels).enumerate() {
-                            for (p, v) in plane.iter().enumerate() {
-                                dy_t[(i * pixels + p) * cog + co] = *v;
-                            }
-                        }
+                        transpose_planes(dy_g, pixels, dy_t, i * pixels);
                     }
                     let x_g: &[f32] = if single_pointwise {
                         let x = &input[first * in_image..(first + 1) * in_image];
@@ -584,6 +580,18 @@ pub fn conv2d_backward_weight(
             cog,
             &mut grad_weight[grp * cog * rows..(grp + 1) * cog * rows],
         );
+    }
+}
+
+/// Writes the planes of `pixels` values in `planes` (one per output channel) as columns of
+/// `dst`, a row per pixel: pixel `p` of plane `co` to `dst[(first_row + p) · planes + co]`.
+/// The weight gradient's GEMM wants the output gradient this way round.
+fn transpose_planes(planes: &[f32], pixels: usize, dst: &mut [f32], first_row: usize) {
+    let count = planes.len() / pixels;
+    for (co, plane) in planes.chunks(pixels).enumerate() {
+        for (p, v) in plane.iter().enumerate() {
+            dst[(first_row + p) * count + co] = *v;
+        }
     }
 }
 
@@ -655,11 +663,7 @@ fn backward_weight_by_channels(
                 for i in 0..count {
                     let n = first + i;
                     let dy = &grad_output[n * out_image..(n + 1) * out_image];
-                    for (co, plane) in dy.chunks(pixels).enumerate() {
-                        for (q, v) in plane.iter().enumerate() {
-                            dy_t[(i * pixels + q) * cog + co] = *v;
-                        }
-                    }
+                    transpose_planes(dy, pixels, dy_t, i * pixels);
                     let x = &input[n * in_image..(n + 1) * in_image];
                     im2col(&sub, x, c0, col, ncols, i * pixels);
                 }
