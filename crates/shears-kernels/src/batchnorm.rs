@@ -5,8 +5,8 @@
 //!
 //! A row's sums use [`LANES`] partial sums (the compiler cannot reorder one running `f32` sum,
 //! which left it one add per four cycles), and each channel's loops are compiled for AVX-512
-//! and for AVX2 + FMA, the CPU choosing at run time: 2-4x on the BatchNorms of VGG-11 at
-//! batch 64.
+//! and for AVX2 + FMA, the CPU choosing at run time: the backward pass went from 8.6 to 3.5 %
+//! of a one-thread VGG-11 training step at batch 64 (`perf record`).
 
 use crate::parallel::{SharedMut, rectify};
 use rayon::prelude::*;
