@@ -17,6 +17,8 @@ use shears_engine::optim::{Optimizer, OptimizerConfig};
 use shears_kernels::{Epilogue, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 
 fn main() {
+    // As the CLI does: freed activations are reused, not faulted in again every step.
+    shears_engine::memory::keep_freed_memory();
     let model: String = common::arg(1, "resnet-20".to_string(), "a zoo model");
     let input = common::input_arg(2, "3x32x32");
     let batch: usize = common::arg(3, 64, "a batch size");

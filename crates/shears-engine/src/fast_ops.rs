@@ -17,7 +17,7 @@ use shears_kernels::{
     AdamStep, BnShape, ConvGeometry, Epilogue, PoolGeometry, SgdStep, adam_step, add_relu_forward,
     batch_norm_backward, batch_norm_forward, conv2d_backward_input, conv2d_backward_weight,
     conv2d_forward, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train,
-    relu_backward, sgd_step,
+    relu_backward, sgd_step, zeroed,
 };
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -167,7 +167,7 @@ fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 
 fn conv_forward(x: &FlexTensor, w: &FlexTensor, g: &ConvGeometry, e: Epilogue) -> FlexTensor {
     // Every output value is written by the kernel: no zero-fill needed, but Vec needs a value.
-    let mut y = vec![0.0f32; g.output_len()];
+    let mut y = zeroed(g.output_len());
     conv2d_forward(g, &values(x), &values(w), e, &mut y);
     flex(y, vec![g.batch, g.out_channels, g.out_h(), g.out_w()])
 }
@@ -180,7 +180,7 @@ fn bn_forward(
     eps: f32,
     relu: bool,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let mut y = vec![0.0f32; shape.batch * shape.channels * shape.spatial];
+    let mut y = zeroed(shape.batch * shape.channels * shape.spatial);
     let mut mean = vec![0.0f32; shape.channels];
     let mut var = vec![0.0f32; shape.channels];
     batch_norm_forward(
@@ -224,7 +224,7 @@ fn fused(
 fn max_pool_train(x: &FlexTensor, g: &PoolGeometry) -> (FlexTensor, Arc<Vec<u32>>) {
     let len = g.batch * g.channels * g.out_h * g.out_w;
     // Every output value and index is written by the kernel.
-    let mut y = vec![0.0f32; len];
+    let mut y = zeroed(len);
     let mut argmax = vec![0u32; len];
     max_pool2d_forward_train(g, &values(x), &mut y, &mut argmax);
     (
@@ -235,7 +235,7 @@ fn max_pool_train(x: &FlexTensor, g: &PoolGeometry) -> (FlexTensor, Arc<Vec<u32>
 
 fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
     // Every output value is written by the kernel.
-    let mut y = vec![0.0f32; g.batch * g.channels * g.out_h * g.out_w];
+    let mut y = zeroed(g.batch * g.channels * g.out_h * g.out_w);
     max_pool2d_forward(g, &values(x), &mut y);
     flex(y, vec![g.batch, g.channels, g.out_h, g.out_w])
 }
@@ -243,7 +243,7 @@ fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
 fn add_relu_flex(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     let (a_vals, b_vals) = (values(a), values(b));
     // Every value is written by the kernel.
-    let mut y = vec![0.0f32; a_vals.len()];
+    let mut y = zeroed(a_vals.len());
     add_relu_forward(&a_vals, &b_vals, &mut y);
     flex(y, dims(a))
 }
@@ -372,7 +372,7 @@ impl Backward<Flex, 2> for ConvBackward {
         let (x, w, g) = ops.state;
         let dy = values(&dy);
         if let Some(node) = node_x {
-            let mut dx = vec![0.0f32; g.input_len()];
+            let mut dx = zeroed(g.input_len());
             conv2d_backward_input(&g, &dy, &values(&w), &mut dx);
             let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
             grads.register::<Flex>(node.id, flex(dx, shape));
@@ -401,7 +401,7 @@ impl Backward<Flex, 2> for AddReluBackward {
         let y = ops.state;
         let dy_vals = values(&dy);
         // Every value is written by the kernel.
-        let mut dx = vec![0.0f32; dy_vals.len()];
+        let mut dx = zeroed(dy_vals.len());
         relu_backward(&dy_vals, &values(&y), &mut dx);
         let dx = flex(dx, dims(&y));
         match (node_a, node_b) {
@@ -429,7 +429,7 @@ impl Backward<Flex, 1> for MaxPoolBackward {
         let (argmax, g) = ops.state;
         if let Some(node) = node_x {
             // Every value is written by the kernel.
-            let mut dx = vec![0.0f32; g.batch * g.channels * g.in_h * g.in_w];
+            let mut dx = zeroed(g.batch * g.channels * g.in_h * g.in_w);
             max_pool2d_backward(&g, &values(&dy), &argmax, &mut dx);
             let shape = vec![g.batch, g.channels, g.in_h, g.in_w];
             grads.register::<Flex>(node.id, flex(dx, shape));
@@ -461,7 +461,7 @@ impl Backward<Flex, 3> for BnBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, gamma, beta, mean, var, shape, eps, relu) = ops.state;
         let len = shape.batch * shape.channels * shape.spatial;
-        let mut dx = node_x.as_ref().map(|_| vec![0.0f32; len]);
+        let mut dx = node_x.as_ref().map(|_| zeroed(len));
         let mut dgamma = vec![0.0f32; shape.channels];
         let mut dbeta = vec![0.0f32; shape.channels];
         batch_norm_backward(

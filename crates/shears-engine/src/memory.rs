@@ -5,6 +5,23 @@
 //! from; training keeps every value of the forward pass for the backward.
 
 use crate::error::{EngineError, Result};
+
+/// Asks the C allocator to keep freed memory for reuse instead of handing it back to the system
+/// (a process-wide setting: the CLI and the profiling examples call it once at start). A
+/// training step frees and allocates the same activation sizes every step; by default glibc
+/// serves buffers above a threshold from fresh `mmap`s and trims the heap's top, so each step
+/// faults its activations' pages in again (ResNet-56, batch 64, 2 threads: 266k page faults and
+/// 7 % slower over 20 steps than with this set). Memory stays bounded by the peak a step needs.
+/// Does nothing on other platforms.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's thresholds; it is called before the work starts.
+    unsafe {
+        // 32 MiB is the largest threshold glibc accepts; larger buffers still use mmap.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
 use shears_core::graph::Graph;
 
 /// Bytes the machine can give now: `MemAvailable` plus free swap (Linux), else `None`.

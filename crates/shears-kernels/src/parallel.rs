@@ -85,3 +85,45 @@ fn lend<R>(
 pub(crate) fn rectify(v: f32) -> f32 {
     if v < 0.0 { 0.0 } else { v }
 }
+
+/// A zeroed buffer of `len` values for a kernel's output, zeroed by all threads of the current
+/// pool. `vec![0.0; len]` reuses heap memory with one `memset` on the calling thread while the
+/// others wait: 5 % of a two-thread ResNet-56 training step went there.
+pub fn zeroed(len: usize) -> Vec<f32> {
+    const CHUNK: usize = 1 << 15;
+    if len < 4 * CHUNK || threads() == 1 {
+        return vec![0.0; len];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(CHUNK)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: the first `len` values were all initialised just above.
+    unsafe { v.set_len(len) };
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zeroed;
+
+    #[test]
+    fn zeroed_buffers_are_all_zero_on_one_and_two_threads() {
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            // Dirty the heap first so a reused block would show through.
+            drop(vec![7.0f32; 1 << 20]);
+            for len in [0, 1, (1 << 17) - 1, 1 << 17, (1 << 17) + 5, 1 << 20] {
+                let v = pool.install(|| zeroed(len));
+                assert_eq!(v.len(), len);
+                assert!(
+                    v.iter().all(|&x| x.to_bits() == 0),
+                    "len {len}, {threads} threads"
+                );
+            }
+        }
+    }
+}

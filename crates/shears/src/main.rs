@@ -13,6 +13,7 @@ use std::process::ExitCode;
 pub const EXIT_BUSY: u8 = 75;
 
 fn main() -> ExitCode {
+    shears_engine::memory::keep_freed_memory();
     let cli = Cli::parse();
     let level = if cli.quiet {
         "warn"
