@@ -458,10 +458,12 @@ pub fn conv2d_backward_weight(
         depthwise::backward_weight(g, input, grad_output, grad_weight);
         return;
     }
-    // Thin layers (a network's first, or pruned ones): the direct kernel (3 -> 64 channels at
-    // 32x32, VGG-11's first layer: 19 -> 51 GFLOP/s on one thread, 39 -> 104 on two). With more
-    // input channels im2col + GEMM is as fast or faster (`examples/kernel_speed.rs`).
-    if g.in_channels <= 12 && direct_grad::applies(g) {
+    // Up to 16 input channels (a network's first layer, ResNet's first stage, pruned layers):
+    // the direct kernel (`examples/kernel_speed.rs`, GFLOP/s on one / two threads: VGG-11's
+    // 3 -> 64 at 32x32 from 19 / 39 through im2col + GEMM to 72 / 141; ResNet-20's 16 -> 16 at
+    // 32x32 from 58 / 118 to 100 / 162). With 32+ input channels im2col + GEMM is as fast or
+    // faster (32 -> 32 at 16x16: 95 / 186 against 93 / 156 direct).
+    if g.in_channels <= 16 && direct_grad::applies(g) {
         direct_grad::backward_weight(g, input, grad_output, grad_weight);
         return;
     }

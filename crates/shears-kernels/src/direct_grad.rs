@@ -2,17 +2,20 @@
 //! 16 pixels wide, with AVX-512: `dW[co][ci][ki][kj] = Σ_n Σ_(oh,ow) dY[n][co][oh][ow] ·
 //! X[n][ci][oh + ki − 1][ow + kj − 1]`, no im2col matrix and no transposes.
 //!
-//! For a pair of filters and one input channel, the 18 gradients (2 filters × 9 taps) stay in
-//! 18 zmm accumulators while the kernel walks the output rows 16 pixels at a time: two loads of
-//! the output gradient and nine of the zero-padded input (the same copy the forward kernel
-//! reads, [`direct::pad_image`]) feed 18 FMAs. Through im2col + GEMM these layers (ResNet's 16
-//! and 32 channels at 32x32 and 16x16) ran at half the forward pass's rate: the GEMM's output
-//! is tiny and its reduction axis long, and the im2col matrix and the transposed output
-//! gradient were written for every image.
+//! Each image's input is copied zero-padded ([`direct::pad_image`], rows `wp` wide) and its
+//! output gradient copied with the same row width, zeros past each row's end. A pixel's nine
+//! taps are then the padded input at nine fixed offsets from the pixel's own index, so the
+//! kernel walks each plane as one flat run of 16-pixel vectors: for a pair of filters and one
+//! input channel, two loads of the output gradient and nine of the input feed 18 FMAs into 18
+//! zmm accumulators, which are added to per-lane sums (one 16-lane vector per gradient value)
+//! and reduced once per thread at the end. The zeros past each row's end make the reads that
+//! run into the next row add nothing. Through im2col + GEMM these layers (ResNet's 16 and 32
+//! channels at 32x32 and 16x16) ran at half the forward pass's rate: the GEMM's output is tiny
+//! and its reduction axis long, and the im2col matrix was written and packed for every image.
 
 use crate::direct;
 use crate::geometry::ConvGeometry;
-use crate::parallel::{SharedMut, threads, with_scratch};
+use crate::parallel::{SharedMut, threads, with_image_scratch, with_scratch};
 use rayon::prelude::*;
 
 const LANES: usize = 16;
@@ -32,7 +35,8 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
 }
 
 /// The weight gradient summed over the batch. Images are split into one run per thread, each
-/// summing into its own gradient; the runs are then added in order.
+/// summing into its own per-lane sums; the runs are then reduced and added in order, so the
+/// result does not depend on timing.
 pub(crate) fn backward_weight(
     g: &ConvGeometry,
     input: &[f32],
@@ -46,17 +50,26 @@ pub(crate) fn backward_weight(
     let per_run = g.batch.div_ceil(runs);
     let mut acc = vec![0.0f32; runs * len];
     let parts = SharedMut(acc.as_mut_ptr());
-    let plen = direct::scratch_len(g);
+    // The last plane's last vectors read up to two values past the padded copy: zeros there.
+    let plen = direct::scratch_len(g) + LANES;
+    let dlen = g.out_channels * g.in_h * direct::padded_width(g);
     (0..runs).into_par_iter().for_each(|r| {
         // SAFETY: run r writes only its own accumulator.
         let part = unsafe { parts.slice(r * len, len) };
+        let mut lanes = vec![0.0f32; len * LANES];
         with_scratch(plen, |padded| {
-            for n in r * per_run..((r + 1) * per_run).min(g.batch) {
-                direct::pad_image(g, &input[n * in_image..(n + 1) * in_image], padded);
-                let dy = &grad_output[n * out_image..(n + 1) * out_image];
-                image(g, padded, dy, part);
-            }
+            padded[plen - LANES..].fill(0.0);
+            with_image_scratch(dlen, |dy_rows| {
+                for n in r * per_run..((r + 1) * per_run).min(g.batch) {
+                    direct::pad_image(g, &input[n * in_image..(n + 1) * in_image], padded);
+                    pad_rows(g, &grad_output[n * out_image..(n + 1) * out_image], dy_rows);
+                    image(g, padded, dy_rows, &mut lanes);
+                }
+            })
         });
+        for (p, l) in part.iter_mut().zip(lanes.chunks_exact(LANES)) {
+            *p = l.iter().sum();
+        }
     });
     let (total, rest) = acc.split_at_mut(len);
     for p in rest.chunks(len) {
@@ -65,78 +78,100 @@ pub(crate) fn backward_weight(
     grad_weight.copy_from_slice(total);
 }
 
-/// Adds one image's weight gradient to `dw`.
-fn image(g: &ConvGeometry, padded: &[f32], dy: &[f32], dw: &mut [f32]) {
+/// One image's output gradient with rows `wp` wide (the padded input's width), zeros past each
+/// row's end.
+fn pad_rows(g: &ConvGeometry, dy: &[f32], rows: &mut [f32]) {
+    let (w, wp) = (g.in_w, direct::padded_width(g));
+    for (dst, src) in rows.chunks_exact_mut(wp).zip(dy.chunks_exact(w)) {
+        dst[..w].copy_from_slice(src);
+        dst[w..].fill(0.0);
+    }
+}
+
+/// Adds one image's weight gradient to the per-lane sums `lanes` (16 per gradient value).
+fn image(g: &ConvGeometry, padded: &[f32], dy_rows: &[f32], lanes: &mut [f32]) {
+    let wp = direct::padded_width(g);
+    let (x_plane, y_plane) = ((g.in_h + 2) * wp, g.in_h * wp);
+    let filter = g.in_channels * 9 * LANES;
+    debug_assert!(padded.len() >= g.in_channels * x_plane + 2);
+    debug_assert_eq!(dy_rows.len(), g.out_channels * y_plane);
+    debug_assert_eq!(lanes.len(), g.out_channels * filter);
     #[cfg(target_arch = "x86_64")]
     {
         let mut co = 0;
-        while co + 2 <= g.out_channels {
+        let x = padded.as_ptr();
+        let l = lanes.as_mut_ptr();
+        while co < g.out_channels {
+            let pair = co + 2 <= g.out_channels;
             for ci in 0..g.in_channels {
-                // SAFETY: `applies` checked AVX-512F.
-                unsafe { filters_avx512::<2>(g, padded, dy, co, ci, dw) };
+                // SAFETY: `applies` checked AVX-512F; every read lies inside `padded` (the last
+                // vector of a plane reads at most two values past it, into the next plane or
+                // the zeroed slack) and `dy_rows`, every write inside `lanes` (asserted above).
+                unsafe {
+                    let (x, dy) = (x.add(ci * x_plane), dy_rows.as_ptr().add(co * y_plane));
+                    let l = l.add(co * filter + ci * 9 * LANES);
+                    if pair {
+                        taps_avx512::<2>(x, dy, y_plane, wp, l, filter);
+                    } else {
+                        taps_avx512::<1>(x, dy, y_plane, wp, l, filter);
+                    }
+                }
             }
-            co += 2;
-        }
-        if co < g.out_channels {
-            for ci in 0..g.in_channels {
-                // SAFETY: as above.
-                unsafe { filters_avx512::<1>(g, padded, dy, co, ci, dw) };
-            }
+            co += if pair { 2 } else { 1 };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (g, padded, dy, dw);
+        let _ = (padded, dy_rows, lanes, filter);
         unreachable!("the direct weight gradient is only selected on x86-64");
     }
 }
 
-/// Filters `co..co + B`, input channel `ci`: their 9 taps each, summed over one image.
+/// Filters `0..B` (output-gradient planes `y_plane` apart, per-lane sums `filter` apart) against
+/// one padded input plane `x`: the 9 taps of each, over the plane's `y_plane` positions.
+///
+/// # Safety
+/// AVX-512F; `x` readable for `y_plane + 2 * wp + 2` values, `dy` for `B` planes, `lanes` for
+/// `B` filters of 9 taps of 16 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn filters_avx512<const B: usize>(
-    g: &ConvGeometry,
-    padded: &[f32],
-    dy: &[f32],
-    co: usize,
-    ci: usize,
-    dw: &mut [f32],
+unsafe fn taps_avx512<const B: usize>(
+    x: *const f32,
+    dy: *const f32,
+    y_plane: usize,
+    wp: usize,
+    lanes: *mut f32,
+    filter: usize,
 ) {
     use std::arch::x86_64::*;
-    let (h, w) = (g.in_h, g.in_w);
-    let wp = direct::padded_width(g);
-    let plane = h * w;
+    let offsets = [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2];
     let mut acc = [[_mm512_setzero_ps(); 9]; B];
-    for oh in 0..h {
-        for ow0 in (0..w).step_by(LANES) {
-            // The output gradient past the row's end counts as zero, so the padded input read
-            // there (inside the padded copy's width) adds nothing.
-            let n = LANES.min(w - ow0);
-            let mask: __mmask16 = if n == LANES { !0 } else { (1u16 << n) - 1 };
-            let mut d = [_mm512_setzero_ps(); B];
-            for (b, d) in d.iter_mut().enumerate() {
-                let at = (co + b) * plane + oh * w + ow0;
-                debug_assert!(at + n <= dy.len());
-                // SAFETY: the mask reads only the n values inside the row.
-                *d = unsafe { _mm512_maskz_loadu_ps(mask, dy.as_ptr().add(at)) };
-            }
-            for ki in 0..3 {
-                let row = (ci * (h + 2) + oh + ki) * wp + ow0;
-                for kj in 0..3 {
-                    debug_assert!(row + kj + LANES <= padded.len());
-                    // SAFETY: ow0 + kj + 16 <= the padded width (see `direct::padded_width`).
-                    let xv = unsafe { _mm512_loadu_ps(padded.as_ptr().add(row + kj)) };
-                    for b in 0..B {
-                        acc[b][ki * 3 + kj] = _mm512_fmadd_ps(d[b], xv, acc[b][ki * 3 + kj]);
-                    }
-                }
+    // One 16-pixel vector: `mask` selects the pixels inside the plane (all but at its end).
+    let mut step = |q: usize, mask: __mmask16| {
+        let mut d = [_mm512_setzero_ps(); B];
+        for (b, d) in d.iter_mut().enumerate() {
+            *d = unsafe { _mm512_maskz_loadu_ps(mask, dy.add(b * y_plane + q)) };
+        }
+        for (t, off) in offsets.iter().enumerate() {
+            let xv = unsafe { _mm512_maskz_loadu_ps(mask, x.add(q + off)) };
+            for b in 0..B {
+                acc[b][t] = _mm512_fmadd_ps(d[b], xv, acc[b][t]);
             }
         }
+    };
+    let full = y_plane / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        step(q, !0);
+        q += LANES;
     }
-    let c = g.in_channels;
+    if q < y_plane {
+        step(q, (1u16 << (y_plane - q)) - 1);
+    }
     for (b, taps) in acc.iter().enumerate() {
         for (t, v) in taps.iter().enumerate() {
-            dw[((co + b) * c + ci) * 9 + t] += _mm512_reduce_add_ps(*v);
+            let p = unsafe { lanes.add(b * filter + t * LANES) };
+            unsafe { _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), *v)) };
         }
     }
 }

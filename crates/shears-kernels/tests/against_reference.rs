@@ -220,14 +220,17 @@ fn wide_layers_on_small_maps_match_the_loop_nest() {
     }
 }
 
-/// Thin 3x3 layers on maps 16+ pixels wide take the direct weight gradient (AVX-512): an odd
-/// number of filters (a last single one), rows that end inside a 16-pixel chunk, one and two
-/// threads; with the kernels held to AVX2, the same layers through im2col + GEMM.
+/// 3x3 layers with up to 16 input channels on maps 16+ pixels wide take the direct weight
+/// gradient (AVX-512): an odd number of filters (a last single one), rows that end inside a
+/// 16-pixel chunk, planes whose padded length ends inside a vector, ResNet's first stage, one
+/// and two threads; with the kernels held to AVX2, the same layers through im2col + GEMM.
 #[test]
 fn thin_layers_direct_weight_gradient_matches_the_loop_nest() {
     for (seed, &(batch, cin, cout, h, w)) in [
         (3usize, 3usize, 5usize, 7usize, 17usize),
         (2, 12, 8, 16, 33),
+        (1, 16, 3, 3, 32),
+        (2, 16, 16, 32, 32),
     ]
     .iter()
     .enumerate()
