@@ -17,6 +17,7 @@ use crate::im2col::{col2im_add, im2col};
 use crate::matmul::{View, matmul, matmul_into};
 use crate::parallel::{SharedMut, for_each_item, rectify, threads, with_scratch};
 use crate::selected;
+use crate::small_map;
 use rayon::prelude::*;
 
 fn check_len(what: &str, got: usize, want: usize) {
@@ -87,6 +88,11 @@ pub fn conv2d_forward(
     }
     if g.is_depthwise() {
         depthwise::forward(g, input, weight, output);
+        apply_epilogue(g, epilogue, output);
+        return;
+    }
+    if small_map::applies(g) {
+        small_map::forward(g, input, weight, output);
         apply_epilogue(g, epilogue, output);
         return;
     }
@@ -352,6 +358,10 @@ pub fn conv2d_backward_input(
         depthwise::backward_input(g, grad_output, weight, grad_input);
         return;
     }
+    if small_map::applies(g) {
+        small_map::backward_input(g, grad_output, weight, grad_input);
+        return;
+    }
     // For a stride-1 3x3 "same" convolution the input gradient is the same convolution of the
     // output gradient with the filters flipped and their channel axes swapped: the direct kernel.
     let transposed = ConvGeometry {
@@ -456,6 +466,10 @@ pub fn conv2d_backward_weight(
     check_len("weight gradient", grad_weight.len(), g.weight_len());
     if g.is_depthwise() {
         depthwise::backward_weight(g, input, grad_output, grad_weight);
+        return;
+    }
+    if small_map::applies(g) {
+        small_map::backward_weight(g, input, grad_output, grad_weight);
         return;
     }
     // Up to 16 input channels (a network's first layer, ResNet's first stage, pruned layers):

@@ -23,6 +23,8 @@
 //!   into one padded row (`selected.rs`);
 //! - forward of such a convolution at stride 1 on a batch with larger weights and rows of 16+
 //!   pixels: a direct kernel with the accumulators in SIMD registers, no im2col (`direct.rs`);
+//! - a 3x3 padding-1 convolution at stride 1 on a map of at most 2x2 pixels, for a batch: one
+//!   dense layer over the map, without the taps that only read padding (`small_map.rs`);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
 
@@ -41,6 +43,7 @@ mod optimizer;
 mod parallel;
 mod pool;
 mod selected;
+mod small_map;
 mod vector;
 
 pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm_infer};

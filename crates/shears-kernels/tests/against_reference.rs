@@ -246,6 +246,28 @@ fn thin_layers_direct_weight_gradient_matches_the_loop_nest() {
     }
 }
 
+/// 3x3 layers on maps of at most 2x2 pixels at a batch of 16+ run as one dense layer over the
+/// map (`small_map.rs`): 2x2, 1x2, 2x1 and 1x1 maps, odd channel counts, the epilogue, one and
+/// two threads; below 16 images the same layers take the other paths.
+#[test]
+fn small_maps_as_dense_layers_match_the_loop_nest() {
+    for (seed, &(batch, cin, cout, h, w)) in [
+        (16usize, 5usize, 7usize, 2usize, 2usize),
+        (17, 3, 4, 1, 2),
+        (16, 4, 3, 2, 1),
+        (20, 6, 5, 1, 1),
+        (15, 5, 7, 2, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let g = same_3x3(batch, cin, cout, 1, h, w);
+        for threads in [1, 2] {
+            on_threads(threads, || check_convolution(&g, 300 + seed as u64));
+        }
+    }
+}
+
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
     (
         1usize..4,
