@@ -330,7 +330,8 @@ fn training_steps_match_burn_on_small_and_plain_models() {
         compare_training_steps(name, &[1, 28, 28], 8, Conditioning::Good);
     }
     compare_training_steps("small-cnn", &[1, 28, 28], 8, Conditioning::Cancelling);
-    // Sixteen images: VGG-11's 2x2 and 1x1 layers then run as dense layers (`small_map.rs`).
+    // Sixteen images: VGG-11's 4x4 layers then run a GEMM per tap (`tapwise.rs`), its 2x2 and
+    // 1x1 ones as dense layers (`small_map.rs`).
     compare_training_steps("vgg-11", &[3, 16, 16], 16, Conditioning::Good);
 }
 

@@ -18,6 +18,7 @@ use crate::matmul::{View, matmul, matmul_into};
 use crate::parallel::{SharedMut, for_each_item, rectify, threads, with_scratch};
 use crate::selected;
 use crate::small_map;
+use crate::tapwise;
 use rayon::prelude::*;
 
 fn check_len(what: &str, got: usize, want: usize) {
@@ -93,6 +94,11 @@ pub fn conv2d_forward(
     }
     if small_map::applies(g) {
         small_map::forward(g, input, weight, output);
+        apply_epilogue(g, epilogue, output);
+        return;
+    }
+    if tapwise::applies(g) {
+        tapwise::forward(g, input, weight, output);
         apply_epilogue(g, epilogue, output);
         return;
     }
@@ -362,6 +368,10 @@ pub fn conv2d_backward_input(
         small_map::backward_input(g, grad_output, weight, grad_input);
         return;
     }
+    if tapwise::applies(g) {
+        tapwise::backward_input(g, grad_output, weight, grad_input);
+        return;
+    }
     // For a stride-1 3x3 "same" convolution the input gradient is the same convolution of the
     // output gradient with the filters flipped and their channel axes swapped: the direct kernel.
     let transposed = ConvGeometry {
@@ -470,6 +480,10 @@ pub fn conv2d_backward_weight(
     }
     if small_map::applies(g) {
         small_map::backward_weight(g, input, grad_output, grad_weight);
+        return;
+    }
+    if tapwise::applies(g) {
+        tapwise::backward_weight(g, input, grad_output, grad_weight);
         return;
     }
     // Up to 16 input channels (a network's first layer, ResNet's first stage, pruned layers):

@@ -25,6 +25,8 @@
 //!   pixels: a direct kernel with the accumulators in SIMD registers, no im2col (`direct.rs`);
 //! - a 3x3 padding-1 convolution at stride 1 on a map of at most 2x2 pixels, for a batch: one
 //!   dense layer over the map, without the taps that only read padding (`small_map.rs`);
+//! - the same on a 3x3 or 4x4 map: one GEMM per tap over the pixels it reads inside the map
+//!   (`tapwise.rs`);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
 
@@ -44,6 +46,7 @@ mod parallel;
 mod pool;
 mod selected;
 mod small_map;
+mod tapwise;
 mod vector;
 
 pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm_infer};
