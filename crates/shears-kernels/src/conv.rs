@@ -15,7 +15,7 @@ use crate::direct_grad;
 use crate::geometry::{ConvGeometry, Epilogue};
 use crate::im2col::{col2im_add, im2col};
 use crate::matmul::{View, matmul, matmul_into};
-use crate::parallel::{SharedMut, for_each_item, rectify, threads, with_scratch};
+use crate::parallel::{SharedMut, for_each_item, rectify, sum_runs, threads, with_scratch};
 use crate::selected;
 use crate::small_map;
 use crate::tapwise;
@@ -594,14 +594,19 @@ pub fn conv2d_backward_weight(
     } else {
         (0..chunks).into_par_iter().for_each(run_chunk);
     }
-    let (total, rest) = acc.split_at_mut(len);
-    for p in rest.chunks(len) {
-        total.iter_mut().zip(p).for_each(|(d, v)| *d += v);
-    }
     if own_layout {
-        grad_weight.copy_from_slice(total);
+        sum_runs(&acc, grad_weight);
         return;
     }
+    let summed;
+    let total: &[f32] = if chunks == 1 {
+        &acc
+    } else {
+        let mut t = vec![0.0f32; len];
+        sum_runs(&acc, &mut t);
+        summed = t;
+        &summed
+    };
     // groups × rows × cog → groups × cog × rows.
     for grp in 0..g.groups {
         transpose(

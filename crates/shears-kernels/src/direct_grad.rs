@@ -15,7 +15,7 @@
 
 use crate::direct;
 use crate::geometry::ConvGeometry;
-use crate::parallel::{SharedMut, threads, with_image_scratch, with_scratch};
+use crate::parallel::{SharedMut, sum_runs, threads, with_image_scratch, with_scratch};
 use rayon::prelude::*;
 
 const LANES: usize = 16;
@@ -71,11 +71,7 @@ pub(crate) fn backward_weight(
             *p = l.iter().sum();
         }
     });
-    let (total, rest) = acc.split_at_mut(len);
-    for p in rest.chunks(len) {
-        total.iter_mut().zip(p).for_each(|(d, v)| *d += v);
-    }
-    grad_weight.copy_from_slice(total);
+    sum_runs(&acc, grad_weight);
 }
 
 /// One image's output gradient with rows `wp` wide (the padded input's width), zeros past each

@@ -11,7 +11,7 @@
 
 use crate::geometry::ConvGeometry;
 use crate::matmul::{View, matmul, matmul_into};
-use crate::parallel::{SharedMut, threads, with_scratch};
+use crate::parallel::{SharedMut, sum_runs, threads, with_scratch};
 use rayon::prelude::*;
 
 /// Batches below this take im2col + GEMM: their per-tap GEMMs would be too thin.
@@ -262,11 +262,7 @@ pub(crate) fn backward_weight(
             }
         });
     });
-    let (total, rest) = acc.split_at_mut(len);
-    for p in rest.chunks(len) {
-        total.iter_mut().zip(p).for_each(|(d, v)| *d += v);
-    }
-    grad_weight.copy_from_slice(total);
+    sum_runs(&acc, grad_weight);
 }
 
 #[cfg(test)]
