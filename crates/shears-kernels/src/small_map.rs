@@ -7,7 +7,7 @@
 //! lie in memory: `y = D·x`, `dx = Dᵀ·dy`, and the weight gradient is `Σ_n dy·xᵀ` folded back
 //! onto the taps. Through im2col + GEMM five of the nine taps of a 2x2 map multiply padding:
 //! VGG-11's two 512-channel 2x2 layers did 2.25x the arithmetic needed and were its slowest
-//! (80 GFLOP/s counted on one thread, against 110-120 for its larger maps).
+//! (80 GFLOP/s counted on one thread, against 100-120 for its larger maps).
 
 use crate::geometry::ConvGeometry;
 use crate::matmul::{View, matmul_into};
