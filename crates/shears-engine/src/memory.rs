@@ -12,7 +12,8 @@ use crate::error::{EngineError, Result};
 /// serves buffers above a threshold from fresh `mmap`s and trims the heap's top, so each step
 /// faults its activations' pages in again (ResNet-56, batch 64, 2 threads, 22 steps: 266k page
 /// faults against 76k with this set, and steps up to 7 % slower). The process keeps the heap it
-/// peaked at (peak RSS in `bench/compare_pytorch.py` 6-12 % higher). The Python package does not
+/// peaked at (with the same day's other changes, peak RSS in `bench/compare_pytorch.py` rose
+/// 1-17 %, still at most 60 % of PyTorch's). The Python package does not
 /// call it: the allocator is its host's. Does nothing on other platforms.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
