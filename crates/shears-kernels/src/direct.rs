@@ -29,13 +29,7 @@ const LANES: usize = 16;
 
 /// Whether [`forward_image`] handles this geometry on this CPU.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    g.kernel == [3, 3]
-        && g.stride == [1, 1]
-        && g.padding == [1, 1]
-        && g.dilation == [1, 1]
-        && g.groups == 1
-        && g.in_w >= LANES
-        && cpu_supported()
+    g.is_dense_same_3x3() && g.in_w >= LANES && cpu_supported()
 }
 
 fn cpu_supported() -> bool {

@@ -78,6 +78,15 @@ impl ConvGeometry {
     pub fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
     }
+    /// A 3x3 convolution at stride 1 with padding 1, no dilation and no groups: the "same"
+    /// layer of VGG and ResNet, which the direct and small-map kernels handle.
+    pub(crate) fn is_dense_same_3x3(&self) -> bool {
+        self.kernel == [3, 3]
+            && self.stride == [1, 1]
+            && self.padding == [1, 1]
+            && self.dilation == [1, 1]
+            && self.groups == 1
+    }
     /// One filter per input channel (MobileNet's depthwise convolution): run as a direct loop,
     /// a GEMM per channel would be 1 x k² x pixels.
     pub fn is_depthwise(&self) -> bool {

@@ -20,14 +20,7 @@ const MIN_BATCH: usize = 16;
 
 /// Whether this path takes the layer.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    g.kernel == [3, 3]
-        && g.stride == [1, 1]
-        && g.padding == [1, 1]
-        && g.dilation == [1, 1]
-        && g.groups == 1
-        && g.in_h <= 2
-        && g.in_w <= 2
-        && g.batch >= MIN_BATCH
+    g.is_dense_same_3x3() && g.in_h <= 2 && g.in_w <= 2 && g.batch >= MIN_BATCH
 }
 
 /// The tap through which output pixel `p` reads input pixel `q` of a map `w` wide.
