@@ -24,11 +24,7 @@ const MIN_CHANNELS: usize = 128;
 
 /// Whether this path takes the layer.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    g.kernel == [3, 3]
-        && g.stride == [1, 1]
-        && g.padding == [1, 1]
-        && g.dilation == [1, 1]
-        && g.groups == 1
+    g.is_dense_same_3x3()
         && (3..=4).contains(&g.in_h)
         && (3..=4).contains(&g.in_w)
         && g.in_channels >= MIN_CHANNELS
@@ -77,17 +73,9 @@ fn taps_first(g: &ConvGeometry, weight: &[f32]) -> Vec<f32> {
 fn tap_slice<'a>(g: &ConvGeometry, wt: &'a [f32], t: usize, transposed: bool) -> View<'a> {
     let (data, stride) = (&wt[t * g.out_channels..], 9 * g.out_channels);
     if transposed {
-        View {
-            data,
-            row_stride: stride,
-            col_stride: 1,
-        }
+        View::rows(data, stride)
     } else {
-        View {
-            data,
-            row_stride: 1,
-            col_stride: stride,
-        }
+        View::transposed(data, stride)
     }
 }
 
@@ -141,38 +129,7 @@ fn per_run(g: &ConvGeometry) -> usize {
 
 /// `y = conv(x, w)`: for each tap, `Y[:, outputs] += W_t · X[:, inputs]`.
 pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32]) {
-    let (ci_n, co_n, p_n) = (g.in_channels, g.out_channels, g.in_pixels());
-    let (pairs, wt) = (tap_pairs(g), taps_first(g, weight));
-    let per = per_run(g);
-    output
-        .par_chunks_mut(per * co_n * p_n)
-        .zip(input.par_chunks(per * ci_n * p_n))
-        .for_each(|(y, x)| {
-            y.fill(0.0);
-            let cols = (x.len() / (ci_n * p_n)) * p_n;
-            with_scratch((ci_n + co_n) * cols, |buf| {
-                let (xt, z) = buf.split_at_mut(ci_n * cols);
-                for (t, pairs) in pairs.iter().enumerate() {
-                    let cols = cols / p_n * pairs.len();
-                    gather(x, ci_n, p_n, pairs, |&(_, q)| q, xt);
-                    let b = View::rows(&xt[..ci_n * cols], cols);
-                    let a = tap_slice(g, &wt, t, false);
-                    let z = &mut z[..co_n * cols];
-                    matmul(
-                        co_n,
-                        cols,
-                        ci_n,
-                        a,
-                        b,
-                        z,
-                        cols,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                    scatter_add(z, co_n, p_n, pairs, |&(p, _)| p, y);
-                }
-            });
-        });
+    through_taps(g, weight, input, output, false);
 }
 
 /// `dx`: for each tap, `dX[:, inputs] += W_tᵀ · dY[:, outputs]`.
@@ -182,35 +139,37 @@ pub(crate) fn backward_input(
     weight: &[f32],
     grad_input: &mut [f32],
 ) {
+    through_taps(g, weight, grad_output, grad_input, true);
+}
+
+/// The forward pass (`backward` false: from the input to the output) or the input gradient
+/// (true: from the output gradient back through the transposed taps), one run of images per
+/// thread: for each tap, gather the source pixels it reads, one GEMM, add into the pixels it
+/// writes.
+fn through_taps(g: &ConvGeometry, weight: &[f32], src: &[f32], dst: &mut [f32], backward: bool) {
     let (ci_n, co_n, p_n) = (g.in_channels, g.out_channels, g.in_pixels());
+    let (from_n, to_n) = if backward { (co_n, ci_n) } else { (ci_n, co_n) };
+    // A pair is (output pixel, input pixel): the side read, then the side written.
+    let from = |&(p, q): &(usize, usize)| if backward { p } else { q };
+    let to = |&(p, q): &(usize, usize)| if backward { q } else { p };
     let (pairs, wt) = (tap_pairs(g), taps_first(g, weight));
     let per = per_run(g);
-    grad_input
-        .par_chunks_mut(per * ci_n * p_n)
-        .zip(grad_output.par_chunks(per * co_n * p_n))
-        .for_each(|(dx, dy)| {
-            dx.fill(0.0);
-            let cols = (dy.len() / (co_n * p_n)) * p_n;
+    dst.par_chunks_mut(per * to_n * p_n)
+        .zip(src.par_chunks(per * from_n * p_n))
+        .for_each(|(dst, src)| {
+            dst.fill(0.0);
+            let cols = (src.len() / (from_n * p_n)) * p_n;
             with_scratch((ci_n + co_n) * cols, |buf| {
-                let (dyt, u) = buf.split_at_mut(co_n * cols);
+                let (gathered, products) = buf.split_at_mut(from_n * cols);
                 for (t, pairs) in pairs.iter().enumerate() {
                     let cols = cols / p_n * pairs.len();
-                    gather(dy, co_n, p_n, pairs, |&(p, _)| p, dyt);
-                    let b = View::rows(&dyt[..co_n * cols], cols);
-                    let a = tap_slice(g, &wt, t, true);
-                    let u = &mut u[..ci_n * cols];
-                    matmul(
-                        ci_n,
-                        cols,
-                        co_n,
-                        a,
-                        b,
-                        u,
-                        cols,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                    scatter_add(u, ci_n, p_n, pairs, |&(_, q)| q, dx);
+                    gather(src, from_n, p_n, pairs, from, gathered);
+                    let b = View::rows(&gathered[..from_n * cols], cols);
+                    let a = tap_slice(g, &wt, t, backward);
+                    let products = &mut products[..to_n * cols];
+                    let none = gemm::Parallelism::None;
+                    matmul(to_n, cols, from_n, a, b, products, cols, false, none);
+                    scatter_add(products, to_n, p_n, pairs, to, dst);
                 }
             });
         });
