@@ -220,6 +220,17 @@ fn wide_layers_on_small_maps_match_the_loop_nest() {
     }
 }
 
+/// Checks each same-padded 3x3 layer `(batch, in, out, h, w)` on one and on two threads, the
+/// `i`-th with data seed `seed + i`.
+fn check_same_3x3_layers(layers: &[(usize, usize, usize, usize, usize)], seed: u64) {
+    for (i, &(batch, cin, cout, h, w)) in layers.iter().enumerate() {
+        let g = same_3x3(batch, cin, cout, 1, h, w);
+        for threads in [1, 2] {
+            on_threads(threads, || check_convolution(&g, seed + i as u64));
+        }
+    }
+}
+
 /// 3x3 layers with up to 16 input channels on maps 16+ pixels wide take the direct weight
 /// gradient (AVX-512): an odd number of filters (a last single one), rows that end inside a
 /// 16-pixel chunk, planes whose padded length ends inside a vector, ResNet's first stage, one
@@ -251,21 +262,14 @@ fn thin_layers_direct_weight_gradient_matches_the_loop_nest() {
 /// two threads; below 16 images the same layers take the other paths.
 #[test]
 fn small_maps_as_dense_layers_match_the_loop_nest() {
-    for (seed, &(batch, cin, cout, h, w)) in [
-        (16usize, 5usize, 7usize, 2usize, 2usize),
+    let layers = [
+        (16, 5, 7, 2, 2),
         (17, 3, 4, 1, 2),
         (16, 4, 3, 2, 1),
         (20, 6, 5, 1, 1),
         (15, 5, 7, 2, 2),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let g = same_3x3(batch, cin, cout, 1, h, w);
-        for threads in [1, 2] {
-            on_threads(threads, || check_convolution(&g, 300 + seed as u64));
-        }
-    }
+    ];
+    check_same_3x3_layers(&layers, 300);
 }
 
 /// 3x3 layers with 128+ input channels on 3x3 and 4x4 maps at a batch of 16+ run one GEMM per
@@ -274,22 +278,15 @@ fn small_maps_as_dense_layers_match_the_loop_nest() {
 /// images or channels, im2col + GEMM.
 #[test]
 fn taps_over_the_map_match_the_loop_nest() {
-    for (seed, &(batch, cin, cout, h, w)) in [
-        (16usize, 128usize, 7usize, 4usize, 4usize),
+    let layers = [
+        (16, 128, 7, 4, 4),
         (17, 131, 4, 3, 4),
         (19, 128, 5, 3, 3),
         (16, 129, 3, 4, 3),
         (15, 128, 7, 4, 4),
         (16, 5, 7, 4, 4),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let g = same_3x3(batch, cin, cout, 1, h, w);
-        for threads in [1, 2] {
-            on_threads(threads, || check_convolution(&g, 400 + seed as u64));
-        }
-    }
+    ];
+    check_same_3x3_layers(&layers, 400);
 }
 
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
