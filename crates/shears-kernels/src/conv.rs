@@ -9,6 +9,7 @@
 //! and each call would pack the whole filter bank again for a few columns. Such layers put a
 //! block of images side by side, so one GEMM has about [`BLOCK_COLUMNS`] columns.
 
+use crate::blocked;
 use crate::depthwise;
 use crate::direct;
 use crate::direct_grad;
@@ -99,6 +100,11 @@ pub fn conv2d_forward(
     }
     if tapwise::applies(g) {
         tapwise::forward(g, input, weight, output);
+        apply_epilogue(g, epilogue, output);
+        return;
+    }
+    if blocked::applies(g) {
+        blocked::forward(g, input, weight, output);
         apply_epilogue(g, epilogue, output);
         return;
     }
@@ -372,6 +378,10 @@ pub fn conv2d_backward_input(
         tapwise::backward_input(g, grad_output, weight, grad_input);
         return;
     }
+    if blocked::applies(g) {
+        blocked::backward_input(g, grad_output, weight, grad_input);
+        return;
+    }
     // For a stride-1 3x3 "same" convolution the input gradient is the same convolution of the
     // output gradient with the filters flipped and their channel axes swapped: the direct kernel.
     let transposed = ConvGeometry {
@@ -484,6 +494,10 @@ pub fn conv2d_backward_weight(
     }
     if tapwise::applies(g) {
         tapwise::backward_weight(g, input, grad_output, grad_weight);
+        return;
+    }
+    if blocked::applies_to_weight(g) {
+        blocked::backward_weight(g, input, grad_output, grad_weight);
         return;
     }
     // Up to 16 input channels (a network's first layer, ResNet's first stage, pruned layers):

@@ -27,12 +27,18 @@
 //!   dense layer over the map, without the taps that only read padding (`small_map.rs`);
 //! - the same on a 3x3 or 4x4 map: one GEMM per tap over the pixels it reads inside the map
 //!   (`tapwise.rs`);
+//! - such a convolution with 48+ channels on both sides on a map 8 to 16 pixels wide, for a
+//!   batch, on a CPU with AVX-512: direct kernels in a channel-blocked layout (NCHW16c) for the
+//!   forward pass and the input gradient, and on 8x8 maps with 128+ channels the weight gradient
+//!   (`blocked.rs`; the layout is converted at each call for now);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
 
 #[macro_use]
 mod simd;
 mod batchnorm;
+/// Called directly by `examples/blocked_speed.rs`, which compares it with the other paths.
+pub mod blocked;
 mod conv;
 mod depthwise;
 mod direct;

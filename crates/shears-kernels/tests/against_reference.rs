@@ -289,6 +289,26 @@ fn taps_over_the_map_match_the_loop_nest() {
     check_same_3x3_layers(&layers, 400);
 }
 
+/// 3x3 layers with 48+ channels on maps 8 to 16 pixels wide at a batch of 16+ run in the
+/// channel-blocked layout (`blocked.rs`, AVX-512), the weight gradient too on 8x8 maps with 128+
+/// channels: channel counts that end inside a block of 16 (on either side), a last group of one
+/// or two filter blocks, rows that end inside an 8-pixel run, oblong maps, an odd batch, the
+/// epilogue, one and two threads; with the kernels held to AVX2 and below 16 images, the other
+/// paths.
+#[test]
+fn blocked_layout_layers_match_the_loop_nest() {
+    let layers = [
+        (16, 48, 48, 8, 8),
+        (16, 50, 67, 9, 11),
+        (17, 130, 129, 8, 8),
+        (16, 128, 144, 10, 8),
+        (16, 64, 49, 5, 16),
+        (15, 64, 64, 8, 8),
+    ];
+    check_same_3x3_layers(&layers, 500);
+    with_width(true, || check_same_3x3_layers(&layers[..2], 510));
+}
+
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
     (
         1usize..4,

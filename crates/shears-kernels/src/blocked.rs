@@ -1,0 +1,565 @@
+//! Dense same-padded 3x3 convolutions in a channel-blocked layout (NCHW16c): sixteen channels
+//! of one pixel side by side, so that one AVX-512 register holds one pixel's sixteen output
+//! channels. The input is copied once per call into that layout with its one-pixel border of
+//! zeros; each output row of up to eight pixels for up to three blocks of sixteen filters is
+//! then summed in 24 registers (no im2col matrix and no GEMM packing), every input value
+//! broadcast once per block of filters and every weight vector used for a whole row.
+//!
+//! The input gradient is the same kernel on the output gradient, with the weights transposed
+//! and flipped. The weight gradient keeps three taps by eight input channels of one filter
+//! block (24 registers) and walks every pixel of every image once for them.
+//!
+//! The layout is converted at the call's edges; keeping it from one layer to the next is the
+//! step after this one.
+
+use crate::geometry::ConvGeometry;
+use crate::parallel::{SharedMut, with_scratch};
+use rayon::prelude::*;
+
+/// Channels per block: one AVX-512 register of `f32`.
+pub const LANES: usize = 16;
+
+/// Output pixels of one row summed at once.
+const ROW: usize = 8;
+
+/// Blocks of input channels whose weights stay in cache while every row of an image is summed.
+const IN_BLOCKS_PER_PASS: usize = 1;
+
+/// Batches from which the blocked kernels are taken: the work is split over images.
+const MIN_BATCH: usize = 16;
+
+/// Whether the forward pass and the input gradient of `g` take this path: a dense same-padded
+/// 3x3 layer with 48+ channels on both sides on a map 8 to 16 pixels wide, on a CPU with
+/// AVX-512. Measured against the paths it replaces (`examples/blocked_speed.rs`, GFLOP/s at
+/// batch 64, two threads): VGG-11's 64 -> 128 at 16x16 forward 287 -> 330, its 256 -> 256
+/// at 8x8 270 -> 289 forward and 253 -> 284 input gradient, ResNet-20's 64x8x8 204 -> 266 and
+/// 188 -> 262. Narrower layers (16 or 32 channels) and 32x32 maps were as fast or faster on
+/// the paths they have; 4x4 maps are much faster per tap (`tapwise.rs`).
+pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    g.is_dense_same_3x3()
+        && (8..=16).contains(&g.in_w)
+        && g.in_channels >= 48
+        && g.out_channels >= 48
+        && g.batch >= MIN_BATCH
+        && available()
+}
+
+/// Whether the weight gradient of `g` takes this path: as [`applies`], on 8x8 maps with 128+
+/// channels on both sides (VGG-11's 256 -> 256 at 8x8: 224 -> 275 GFLOP/s on two threads,
+/// 110 -> 144 on one). On 16x16 maps and with 64 channels im2col + GEMM was as fast.
+pub(crate) fn applies_to_weight(g: &ConvGeometry) -> bool {
+    applies(g) && g.in_w <= 8 && g.in_channels >= 128 && g.out_channels >= 128
+}
+
+/// Whether the CPU runs this path (AVX-512F; otherwise the caller takes another).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && !crate::direct::avx2_only()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The sizes of the blocked copies for one geometry.
+#[derive(Clone, Copy, Debug)]
+struct Blocks {
+    h: usize,
+    w: usize,
+    /// Padded row width and height of the input copy.
+    hp: usize,
+    wp: usize,
+    in_blocks: usize,
+    out_blocks: usize,
+}
+
+impl Blocks {
+    fn of(channels_in: usize, channels_out: usize, h: usize, w: usize) -> Blocks {
+        Blocks {
+            h,
+            w,
+            hp: h + 2,
+            wp: w + 2,
+            in_blocks: channels_in.div_ceil(LANES),
+            out_blocks: channels_out.div_ceil(LANES),
+        }
+    }
+    fn padded_image(&self) -> usize {
+        self.in_blocks * self.hp * self.wp * LANES
+    }
+    fn out_image(&self) -> usize {
+        self.out_blocks * self.h * self.w * LANES
+    }
+    /// Floats of the weight copy: `[out block][in block][3][3][16 in][16 out]`.
+    fn weights(&self) -> usize {
+        self.out_blocks * self.in_blocks * 9 * LANES * LANES
+    }
+}
+
+/// One image, NCHW, into `[in block][h + 2][w + 2][16]` with zeros on the border and in the
+/// channels past `channels`.
+fn pad_image(x: &[f32], channels: usize, b: Blocks, dst: &mut [f32]) {
+    dst.fill(0.0);
+    let plane = b.h * b.w;
+    for c in 0..channels {
+        let (cb, lane) = (c / LANES, c % LANES);
+        let src = &x[c * plane..(c + 1) * plane];
+        let base = cb * b.hp * b.wp * LANES;
+        for r in 0..b.h {
+            let row = base + ((r + 1) * b.wp + 1) * LANES + lane;
+            for (col, &v) in src[r * b.w..(r + 1) * b.w].iter().enumerate() {
+                dst[row + col * LANES] = v;
+            }
+        }
+    }
+}
+
+/// One image's blocked output `[out block][h][w][16]` back into NCHW (the first `channels`).
+fn unblock_image(src: &[f32], channels: usize, b: Blocks, y: &mut [f32]) {
+    let plane = b.h * b.w;
+    for c in 0..channels {
+        let (cb, lane) = (c / LANES, c % LANES);
+        let base = cb * plane * LANES + lane;
+        for (p, v) in y[c * plane..(c + 1) * plane].iter_mut().enumerate() {
+            *v = src[base + p * LANES];
+        }
+    }
+}
+
+/// Weights `[out][in][3][3]` (read through `at(o, i, kh, kw)`) into
+/// `[out block][in block][kh][kw][16 in][16 out]`, zeros past the real channels.
+fn block_weights(
+    outs: usize,
+    ins: usize,
+    b: Blocks,
+    at: impl Fn(usize, usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let mut w = vec![0f32; b.weights()];
+    for o in 0..outs {
+        for i in 0..ins {
+            let (ob, ol, ib, il) = (o / LANES, o % LANES, i / LANES, i % LANES);
+            for kh in 0..3 {
+                for kw in 0..3 {
+                    let at_ =
+                        ((((ob * b.in_blocks + ib) * 3 + kh) * 3 + kw) * LANES + il) * LANES + ol;
+                    w[at_] = at(o, i, kh, kw);
+                }
+            }
+        }
+    }
+    w
+}
+
+/// Panics unless `g` is a dense same-padded 3x3 layer, the CPU has AVX-512 and the buffers
+/// have the geometry's sizes (input, weight, output in that order).
+fn check(g: &ConvGeometry, input: usize, weight: usize, output: usize) {
+    g.validate();
+    assert!(
+        g.is_dense_same_3x3(),
+        "blocked: only dense 3x3 convolutions at stride 1 with padding 1, got {g:?}"
+    );
+    assert!(available(), "blocked: the CPU has no AVX-512F");
+    assert_eq!(
+        input,
+        g.input_len(),
+        "blocked: the input has {input} values"
+    );
+    assert_eq!(
+        weight,
+        g.weight_len(),
+        "blocked: the weight has {weight} values"
+    );
+    assert_eq!(
+        output,
+        g.output_len(),
+        "blocked: the output has {output} values"
+    );
+}
+
+/// `y = conv(x, w)` for a dense 3x3, stride-1, padding-1 convolution (no bias): NCHW in and out.
+pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+    check(g, x.len(), w.len(), y.len());
+    let (ci, co) = (g.in_channels, g.out_channels);
+    let b = Blocks::of(ci, co, g.in_h, g.in_w);
+    let wb = block_weights(co, ci, b, |o, i, kh, kw| {
+        w[((o * ci + i) * 3 + kh) * 3 + kw]
+    });
+    run(g.batch, ci, co, b, x, &wb, y);
+}
+
+/// `dx = conv_transposed(dy, w)`: the same kernel on `dy` with the weights transposed and
+/// flipped.
+pub fn backward_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    check(g, dx.len(), w.len(), dy.len());
+    let (ci, co) = (g.in_channels, g.out_channels);
+    let b = Blocks::of(co, ci, g.in_h, g.in_w);
+    let wb = block_weights(ci, co, b, |i, o, kh, kw| {
+        w[((o * ci + i) * 3 + (2 - kh)) * 3 + (2 - kw)]
+    });
+    run(g.batch, co, ci, b, dy, &wb, dx);
+}
+
+/// The convolution of every image: `channels_in` NCHW channels in `x`, `channels_out` out.
+fn run(
+    batch: usize,
+    channels_in: usize,
+    channels_out: usize,
+    b: Blocks,
+    x: &[f32],
+    wb: &[f32],
+    y: &mut [f32],
+) {
+    let (in_image, out_image) = (channels_in * b.h * b.w, channels_out * b.h * b.w);
+    let groups = filter_groups(b.out_blocks);
+    let out = SharedMut(y.as_mut_ptr());
+    (0..batch).into_par_iter().for_each(|n| {
+        with_scratch(b.padded_image() + b.out_image(), |scratch| {
+            let (padded, blocked) = scratch.split_at_mut(b.padded_image());
+            pad_image(&x[n * in_image..(n + 1) * in_image], channels_in, b, padded);
+            for &(first, count) in &groups {
+                for pass in (0..b.in_blocks).step_by(IN_BLOCKS_PER_PASS) {
+                    let passes = IN_BLOCKS_PER_PASS.min(b.in_blocks - pass);
+                    image_pass(b, padded, wb, first, count, pass, passes, blocked);
+                }
+            }
+            // SAFETY: the item writes only image n.
+            let y = unsafe { out.slice(n * out_image, out_image) };
+            unblock_image(blocked, channels_out, b, y);
+        });
+    });
+}
+
+/// Filter blocks taken together: fours, then a two and a one for what is left.
+fn filter_groups(out_blocks: usize) -> Vec<(usize, usize)> {
+    let mut groups = Vec::new();
+    let mut first = 0;
+    while first < out_blocks {
+        let left = out_blocks - first;
+        let count = if left >= 3 {
+            3
+        } else if left >= 2 {
+            2
+        } else {
+            1
+        };
+        groups.push((first, count));
+        first += count;
+    }
+    groups
+}
+
+/// Output pixels summed at once for `count` filter blocks: 16 accumulators or more, and each
+/// loaded value (a weight vector, a broadcast input) used for at least two FMAs.
+fn row_width(count: usize) -> usize {
+    if count == 4 { 4 } else { ROW }
+}
+
+/// Every output row of one image for filter blocks `first..first + count`, over input blocks
+/// `pass..pass + passes` (added to what earlier passes left in `y` unless `pass` is 0).
+#[allow(clippy::too_many_arguments)]
+fn image_pass(
+    b: Blocks,
+    padded: &[f32],
+    wb: &[f32],
+    first: usize,
+    count: usize,
+    pass: usize,
+    passes: usize,
+    y: &mut [f32],
+) {
+    for r in 0..b.h {
+        let mut c0 = 0;
+        while c0 < b.w {
+            let cols = (b.w - c0).min(row_width(count));
+            // SAFETY: `available()` was checked by the caller; every index below is inside the
+            // buffers (rows and columns within the padded image, blocks within the counts).
+            unsafe {
+                row_dispatch(b, padded, wb, first, count, pass, passes, r, c0, cols, y);
+            }
+            c0 += cols;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_dispatch(
+    b: Blocks,
+    padded: &[f32],
+    wb: &[f32],
+    first: usize,
+    count: usize,
+    pass: usize,
+    passes: usize,
+    r: usize,
+    c0: usize,
+    cols: usize,
+    y: &mut [f32],
+) {
+    macro_rules! go {
+        ($ob:literal, $p:literal) => {
+            unsafe { avx512::row::<$ob, $p>(b, padded, wb, first, pass, passes, r, c0, y) }
+        };
+    }
+    macro_rules! by_cols {
+        ($ob:literal) => {
+            match cols {
+                8 => go!($ob, 8),
+                7 => go!($ob, 7),
+                6 => go!($ob, 6),
+                5 => go!($ob, 5),
+                4 => go!($ob, 4),
+                3 => go!($ob, 3),
+                2 => go!($ob, 2),
+                _ => go!($ob, 1),
+            }
+        };
+    }
+    match count {
+        4 => match cols {
+            4 => go!(4, 4),
+            3 => go!(4, 3),
+            2 => go!(4, 2),
+            _ => go!(4, 1),
+        },
+        3 => by_cols!(3),
+        2 => by_cols!(2),
+        _ => by_cols!(1),
+    }
+}
+
+/// `dw = Σ over images and pixels of dy ⊗ x` for a dense 3x3, stride-1, padding-1 convolution:
+/// both copied into the blocked layout once, then one item per (filter block, input block).
+pub fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    check(g, x.len(), dw.len(), dy.len());
+    let (ci, co) = (g.in_channels, g.out_channels);
+    let b = Blocks::of(ci, co, g.in_h, g.in_w);
+    let (in_image, out_image) = (ci * b.h * b.w, co * b.h * b.w);
+    let mut xs = vec![0f32; g.batch * b.padded_image()];
+    xs.par_chunks_mut(b.padded_image())
+        .enumerate()
+        .for_each(|(n, dst)| pad_image(&x[n * in_image..(n + 1) * in_image], ci, b, dst));
+    let mut dys = vec![0f32; g.batch * b.out_image()];
+    dys.par_chunks_mut(b.out_image())
+        .enumerate()
+        .for_each(|(n, dst)| block_image(&dy[n * out_image..(n + 1) * out_image], co, b, dst));
+    let tile = 9 * LANES * LANES;
+    let mut tiles = vec![0f32; b.out_blocks * b.in_blocks * tile];
+    // Two filter blocks per item where there are two: each broadcast input value then feeds
+    // two FMAs.
+    let pairs = b.out_blocks.div_ceil(2);
+    let shared = SharedMut(tiles.as_mut_ptr());
+    (0..pairs * b.in_blocks).into_par_iter().for_each(|item| {
+        let (ib, ob) = (item / pairs, 2 * (item % pairs));
+        // SAFETY: the item writes only the tiles of (ob, ib) and (ob + 1, ib).
+        let tile_of = |o: usize| unsafe { shared.slice((o * b.in_blocks + ib) * tile, tile) };
+        let x_plane = b.hp * b.wp * LANES;
+        let dy_plane = b.h * b.w * LANES;
+        for n in 0..g.batch {
+            let xn = &xs[(n * b.in_blocks + ib) * x_plane..][..x_plane];
+            let dy_of = |o: usize| &dys[(n * b.out_blocks + o) * dy_plane..][..dy_plane];
+            for kh in 0..3 {
+                // SAFETY: `available()` was checked by the caller; the planes have the sizes
+                // of `b`.
+                unsafe {
+                    if ob + 1 < b.out_blocks {
+                        let (dy0, dy1) = (dy_of(ob), dy_of(ob + 1));
+                        let (t0, t1) = (tile_of(ob), tile_of(ob + 1));
+                        for part in 0..4 {
+                            avx512::weight_taps::<2, 4>(
+                                b,
+                                xn,
+                                [dy0, dy1],
+                                kh,
+                                part,
+                                [&mut *t0, &mut *t1],
+                            );
+                        }
+                    } else {
+                        let t0 = tile_of(ob);
+                        for part in 0..2 {
+                            avx512::weight_taps::<1, 8>(b, xn, [dy_of(ob)], kh, part, [&mut *t0]);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    // `[ob][ib][kh][kw][16 in][16 out]` back to `[out][in][3][3]`.
+    for o in 0..co {
+        for i in 0..ci {
+            let t = &tiles[((o / LANES) * b.in_blocks + i / LANES) * tile..][..tile];
+            for k in 0..9 {
+                dw[(o * ci + i) * 9 + k] = t[(k * LANES + i % LANES) * LANES + o % LANES];
+            }
+        }
+    }
+}
+
+/// One image, NCHW, into `[block][h][w][16]`, zeros in the channels past `channels`.
+fn block_image(x: &[f32], channels: usize, b: Blocks, dst: &mut [f32]) {
+    let plane = b.h * b.w;
+    if !channels.is_multiple_of(LANES) {
+        dst.fill(0.0);
+    }
+    for c in 0..channels {
+        let (cb, lane) = (c / LANES, c % LANES);
+        let base = cb * plane * LANES + lane;
+        for (p, &v) in x[c * plane..(c + 1) * plane].iter().enumerate() {
+            dst[base + p * LANES] = v;
+        }
+    }
+}
+
+/// Elsewhere `available()` is false and nothing calls these.
+#[cfg(not(target_arch = "x86_64"))]
+mod avx512 {
+    use super::Blocks;
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn row<const OB: usize, const P: usize>(
+        _: Blocks,
+        _: &[f32],
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &mut [f32],
+    ) {
+        unreachable!("blocked: AVX-512 kernels on a CPU without them")
+    }
+
+    pub(super) unsafe fn weight_taps<const OB: usize, const L: usize>(
+        _: Blocks,
+        _: &[f32],
+        _: [&[f32]; OB],
+        _: usize,
+        _: usize,
+        _: [&mut [f32]; OB],
+    ) {
+        unreachable!("blocked: AVX-512 kernels on a CPU without them")
+    }
+}
+
+// Register tiles are indexed by filter block, pixel, tap and lane in the loops below.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
+mod avx512 {
+    use super::{Blocks, LANES};
+    use std::arch::x86_64::*;
+
+    /// `P` output pixels of row `r` from column `c0`, filter blocks `first..first + OB`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn row<const OB: usize, const P: usize>(
+        b: Blocks,
+        padded: &[f32],
+        wb: &[f32],
+        first: usize,
+        pass: usize,
+        passes: usize,
+        r: usize,
+        c0: usize,
+        y: &mut [f32],
+    ) {
+        let plane = b.h * b.w * LANES;
+        let yp = y.as_mut_ptr();
+        let out_at = |o: usize, p: usize| (first + o) * plane + (r * b.w + c0 + p) * LANES;
+        let mut acc = [[_mm512_setzero_ps(); P]; OB];
+        if pass > 0 {
+            for (o, row) in acc.iter_mut().enumerate() {
+                for (p, a) in row.iter_mut().enumerate() {
+                    *a = unsafe { _mm512_loadu_ps(yp.add(out_at(o, p))) };
+                }
+            }
+        }
+        let xp = padded.as_ptr();
+        let wp = wb.as_ptr();
+        let w_out_block = b.in_blocks * 9 * LANES * LANES;
+        for ib in pass..pass + passes {
+            for kh in 0..3 {
+                let x_row = unsafe { xp.add(((ib * b.hp + r + kh) * b.wp + c0) * LANES) };
+                for kw in 0..3 {
+                    let w_tap = unsafe {
+                        wp.add(((first * b.in_blocks + ib) * 9 + kh * 3 + kw) * LANES * LANES)
+                    };
+                    let x_tap = unsafe { x_row.add(kw * LANES) };
+                    for i in 0..LANES {
+                        let mut wv = [_mm512_setzero_ps(); OB];
+                        for (o, v) in wv.iter_mut().enumerate() {
+                            *v = unsafe { _mm512_loadu_ps(w_tap.add(o * w_out_block + i * LANES)) };
+                        }
+                        for p in 0..P {
+                            let xv = unsafe { _mm512_set1_ps(*x_tap.add(p * LANES + i)) };
+                            for o in 0..OB {
+                                acc[o][p] = _mm512_fmadd_ps(xv, wv[o], acc[o][p]);
+                            }
+                        }
+                        // A barrier for the scheduler: without it LLVM hoists the broadcasts
+                        // of later channels above these FMAs and spills accumulators.
+                        unsafe { std::arch::asm!("", options(nostack, preserves_flags)) };
+                    }
+                }
+            }
+        }
+        for (o, row) in acc.iter().enumerate() {
+            for (p, a) in row.iter().enumerate() {
+                unsafe { _mm512_storeu_ps(yp.add(out_at(o, p)), *a) };
+            }
+        }
+    }
+
+    /// Adds to each `accs[o]` (`[kh][kw][16 in][16 out]`) tap row `kh`, input lanes
+    /// `L·part..L·part + L`, of one image: Σ over pixels of `dys[o][pixel] · x[pixel + (kh,
+    /// kw)][lane]`. `OB·3·L` accumulators; each broadcast input value feeds `OB` of them.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_taps<const OB: usize, const L: usize>(
+        b: Blocks,
+        x: &[f32],
+        dys: [&[f32]; OB],
+        kh: usize,
+        part: usize,
+        accs: [&mut [f32]; OB],
+    ) {
+        let at = |kw: usize, l: usize| ((kh * 3 + kw) * LANES + part * L + l) * LANES;
+        let mut acc = [[[_mm512_setzero_ps(); L]; 3]; OB];
+        for (o, tile) in accs.iter().enumerate() {
+            for (kw, row) in acc[o].iter_mut().enumerate() {
+                for (l, a) in row.iter_mut().enumerate() {
+                    *a = unsafe { _mm512_loadu_ps(tile.as_ptr().add(at(kw, l))) };
+                }
+            }
+        }
+        let xp = x.as_ptr();
+        for r in 0..b.h {
+            let x_row = unsafe { xp.add(((r + kh) * b.wp) * LANES + part * L) };
+            for c in 0..b.w {
+                let mut dv = [_mm512_setzero_ps(); OB];
+                for (o, v) in dv.iter_mut().enumerate() {
+                    *v = unsafe { _mm512_loadu_ps(dys[o].as_ptr().add((r * b.w + c) * LANES)) };
+                }
+                for kw in 0..3 {
+                    let xs = unsafe { x_row.add((c + kw) * LANES) };
+                    for l in 0..L {
+                        let xv = unsafe { _mm512_set1_ps(*xs.add(l)) };
+                        for o in 0..OB {
+                            acc[o][kw][l] = _mm512_fmadd_ps(xv, dv[o], acc[o][kw][l]);
+                        }
+                    }
+                }
+                // As in `row`: keeps the next pixel's loads below this one's FMAs.
+                unsafe { std::arch::asm!("", options(nostack, preserves_flags)) };
+            }
+        }
+        for (o, tile) in accs.into_iter().enumerate() {
+            for (kw, row) in acc[o].iter().enumerate() {
+                for (l, a) in row.iter().enumerate() {
+                    unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(at(kw, l)), *a) };
+                }
+            }
+        }
+    }
+}
