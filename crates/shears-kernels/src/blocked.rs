@@ -25,6 +25,9 @@ const ROW: usize = 8;
 /// Blocks of input channels whose weights stay in cache while every row of an image is summed.
 const IN_BLOCKS_PER_PASS: usize = 1;
 
+/// Images one task sums together (fewer when the batch is small for the threads).
+const IMAGES_PER_ITEM: usize = 4;
+
 /// Batches from which the blocked kernels are taken: the work is split over images.
 const MIN_BATCH: usize = 16;
 
@@ -214,19 +217,39 @@ fn run(
     let (in_image, out_image) = (channels_in * b.h * b.w, channels_out * b.h * b.w);
     let groups = filter_groups(b.out_blocks);
     let out = SharedMut(y.as_mut_ptr());
-    (0..batch).into_par_iter().for_each(|n| {
-        with_scratch(b.padded_image() + b.out_image(), |scratch| {
-            let (padded, blocked) = scratch.split_at_mut(b.padded_image());
-            pad_image(&x[n * in_image..(n + 1) * in_image], channels_in, b, padded);
+    // Several images per item: each slice of weights (one input block for one group of
+    // filters) is then read from memory once for all of them.
+    let per_item = IMAGES_PER_ITEM.min(batch.div_ceil(crate::parallel::threads()).max(1));
+    let items = batch.div_ceil(per_item);
+    let (pi, oi) = (b.padded_image(), b.out_image());
+    (0..items).into_par_iter().for_each(|item| {
+        let first_image = item * per_item;
+        let images = per_item.min(batch - first_image);
+        with_scratch(images * (pi + oi), |scratch| {
+            let (padded, blocked) = scratch.split_at_mut(images * pi);
+            for k in 0..images {
+                let n = first_image + k;
+                let xn = &x[n * in_image..(n + 1) * in_image];
+                pad_image(xn, channels_in, b, &mut padded[k * pi..(k + 1) * pi]);
+            }
             for &(first, count) in &groups {
                 for pass in (0..b.in_blocks).step_by(IN_BLOCKS_PER_PASS) {
                     let passes = IN_BLOCKS_PER_PASS.min(b.in_blocks - pass);
-                    image_pass(b, padded, wb, first, count, pass, passes, blocked);
+                    for k in 0..images {
+                        let (xk, yk) = (
+                            &padded[k * pi..(k + 1) * pi],
+                            &mut blocked[k * oi..(k + 1) * oi],
+                        );
+                        image_pass(b, xk, wb, first, count, pass, passes, yk);
+                    }
                 }
             }
-            // SAFETY: the item writes only image n.
-            let y = unsafe { out.slice(n * out_image, out_image) };
-            unblock_image(blocked, channels_out, b, y);
+            for k in 0..images {
+                let n = first_image + k;
+                // SAFETY: the item writes only its own images.
+                let y = unsafe { out.slice(n * out_image, out_image) };
+                unblock_image(&blocked[k * oi..(k + 1) * oi], channels_out, b, y);
+            }
         });
     });
 }
