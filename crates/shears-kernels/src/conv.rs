@@ -93,7 +93,7 @@ pub fn conv2d_forward(
         apply_epilogue(g, epilogue, output);
         return;
     }
-    if small_map::applies(g) {
+    if small_map::applies_to_data(g) {
         small_map::forward(g, input, weight, output);
         apply_epilogue(g, epilogue, output);
         return;
@@ -370,11 +370,11 @@ pub fn conv2d_backward_input(
         depthwise::backward_input(g, grad_output, weight, grad_input);
         return;
     }
-    if small_map::applies(g) {
+    if small_map::applies_to_data(g) {
         small_map::backward_input(g, grad_output, weight, grad_input);
         return;
     }
-    if tapwise::applies(g) {
+    if tapwise::applies_to_input(g) {
         tapwise::backward_input(g, grad_output, weight, grad_input);
         return;
     }

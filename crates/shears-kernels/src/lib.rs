@@ -24,7 +24,9 @@
 //! - forward of such a convolution at stride 1 on a batch with larger weights and rows of 16+
 //!   pixels: a direct kernel with the accumulators in SIMD registers, no im2col (`direct.rs`);
 //! - a 3x3 padding-1 convolution at stride 1 on a map of at most 2x2 pixels, for a batch: one
-//!   dense layer over the map, without the taps that only read padding (`small_map.rs`);
+//!   dense layer over the map, without the taps that only read padding (`small_map.rs`; on two
+//!   threads a 2x2 layer with 256+ channels runs its forward pass through im2col + GEMM and its
+//!   input gradient per tap);
 //! - the same on a 3x3 or 4x4 map: one GEMM per tap over the pixels it reads inside the map
 //!   (`tapwise.rs`);
 //! - such a convolution with 48+ channels on both sides on a map 8 to 16 pixels wide, for a

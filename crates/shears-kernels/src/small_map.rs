@@ -23,6 +23,21 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
     g.is_dense_same_3x3() && g.in_h <= 2 && g.in_w <= 2 && g.batch >= MIN_BATCH
 }
 
+/// Whether the forward pass and the input gradient take this path: not for wide layers on two
+/// threads or more, where `D` (16 MiB for 512 channels) is written and read again at the speed
+/// of the memory both cores share. VGG-11's 512 -> 512 at 2x2, batch 64, two threads
+/// (`examples/kernel_speed.rs`, GFLOP/s counting all taps): forward 200 here against 228 through
+/// im2col + GEMM, input gradient 216 against 306 per tap (`tapwise.rs`); on one thread this path
+/// is the fastest for all three passes (155 / 186 / 199 against 115 / 184 / 144 at best).
+pub(crate) fn applies_to_data(g: &ConvGeometry) -> bool {
+    applies(g) && !wide_on_threads(g)
+}
+
+/// A 2x2 layer with 256+ channels on both sides, run on two threads or more.
+pub(crate) fn wide_on_threads(g: &ConvGeometry) -> bool {
+    g.in_h == 2 && g.in_w == 2 && g.in_channels >= 256 && g.out_channels >= 256 && threads() > 1
+}
+
 /// The tap through which output pixel `p` reads input pixel `q` of a map `w` wide.
 fn tap(p: usize, q: usize, w: usize) -> usize {
     let (ph, pw, qh, qw) = (p / w, p % w, q / w, q % w);

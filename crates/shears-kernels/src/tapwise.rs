@@ -31,6 +31,13 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
         && g.batch >= MIN_BATCH
 }
 
+/// Whether the input gradient takes this path: as [`applies`], and also on 2x2 maps where
+/// `small_map.rs` leaves wide layers on two threads (VGG-11's 512 -> 512: 306 against 216
+/// GFLOP/s there).
+pub(crate) fn applies_to_input(g: &ConvGeometry) -> bool {
+    applies(g) || (crate::small_map::applies(g) && crate::small_map::wide_on_threads(g))
+}
+
 /// For each tap, the `(output pixel, input pixel)` pairs it joins inside the map.
 fn tap_pairs(g: &ConvGeometry) -> Vec<Vec<(usize, usize)>> {
     let (h, w) = (g.in_h as isize, g.in_w as isize);
