@@ -2,15 +2,20 @@
 //! of one pixel side by side, so that one AVX-512 register holds one pixel's sixteen output
 //! channels. The input is copied once per call into that layout with its one-pixel border of
 //! zeros; each output row of up to eight pixels for up to three blocks of sixteen filters is
-//! then summed in 24 registers (no im2col matrix and no GEMM packing), every input value
-//! broadcast once per block of filters and every weight vector used for a whole row.
+//! then summed in 24 registers (no im2col matrix and no GEMM packing): each weight vector is
+//! used for a whole row, each broadcast input value for every block. One task takes four
+//! images, so that the weights of one input block for one group of filters (27 KiB, in L1) are
+//! read from memory once for all of them.
 //!
 //! The input gradient is the same kernel on the output gradient, with the weights transposed
-//! and flipped. The weight gradient keeps three taps by eight input channels of one filter
-//! block (24 registers) and walks every pixel of every image once for them.
+//! and flipped. The weight gradient keeps three taps by four input channels of two filter
+//! blocks (24 registers; each broadcast input value feeds both blocks) and walks every pixel of
+//! every image once for them.
 //!
-//! The layout is converted at the call's edges; keeping it from one layer to the next is the
-//! step after this one.
+//! The layout is converted at each call's edges; keeping it from one layer to the next (and
+//! BatchNorm, ReLU and pooling in it) is the step after this one. CPUs without AVX-512 take
+//! the other paths: an eight-lane variant could not be timed against an AVX2 GEMM here (the
+//! GEMM picks AVX-512 on its own on these machines).
 
 use crate::geometry::ConvGeometry;
 use crate::parallel::{SharedMut, with_scratch};
@@ -31,6 +36,16 @@ const IMAGES_PER_ITEM: usize = 4;
 /// Batches from which the blocked kernels are taken: the work is split over images.
 const MIN_BATCH: usize = 16;
 
+static OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends the layers this path would take to the paths they had before it, so that a benchmark
+/// (`examples/blocked_speed.rs`) or a test can compare both in one process. All paths are
+/// exact, so flipping it while others run is harmless.
+#[doc(hidden)]
+pub fn use_blocked_layout(on: bool) {
+    OFF.store(!on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether the forward pass and the input gradient of `g` take this path: a dense same-padded
 /// 3x3 layer with 48+ channels on both sides on a map 8 to 16 pixels wide, on a CPU with
 /// AVX-512. Measured against the paths it replaces (`examples/blocked_speed.rs`, GFLOP/s at
@@ -45,6 +60,7 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
         && g.out_channels >= 48
         && g.batch >= MIN_BATCH
         && available()
+        && !OFF.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether the weight gradient of `g` takes this path: as [`applies`], on 8x8 maps with 128+

@@ -58,6 +58,7 @@ mod tapwise;
 mod vector;
 
 pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm_infer};
+pub use blocked::use_blocked_layout;
 pub use conv::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
 };

@@ -311,6 +311,20 @@ fn blocked_layout_layers_match_the_loop_nest() {
     with_width(true, || check_same_3x3_layers(&layers[..2], 510));
 }
 
+/// Called directly, the blocked kernels name what they cannot do instead of reading out of
+/// bounds.
+#[test]
+#[should_panic(expected = "blocked: only dense 3x3 convolutions at stride 1 with padding 1")]
+fn blocked_kernels_refuse_a_strided_layer() {
+    let g = ConvGeometry {
+        stride: [2, 2],
+        ..same_3x3(16, 64, 64, 1, 8, 8)
+    };
+    let (x, w) = (vec![0f32; g.input_len()], vec![0f32; g.weight_len()]);
+    let mut y = vec![0f32; g.output_len()];
+    shears_kernels::blocked::forward(&g, &x, &w, &mut y);
+}
+
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
     (
         1usize..4,
@@ -346,6 +360,29 @@ fn geometry() -> impl Strategy<Value = ConvGeometry> {
                 }
             },
         )
+}
+
+proptest! {
+    // Few cases: each layer is large (48+ channels on both sides, a batch of 16+) for the
+    // reference loop nest.
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Layers the blocked kernels take (`blocked.rs`), of any shape they accept: channel
+    /// counts at and inside blocks of 16, maps 8 to 16 pixels wide and 1 to 10 high, the
+    /// weight gradient too where the map is 8 wide and both sides have 128+ channels.
+    #[test]
+    fn blocked_layout_layers_of_any_shape_match_the_loop_nest(
+        batch in 16usize..19,
+        cin in prop::sample::select(vec![48usize, 53, 64, 128, 131]),
+        cout in prop::sample::select(vec![48usize, 61, 64, 128, 130]),
+        h in 1usize..11,
+        w in prop::sample::select(vec![8usize, 9, 12, 16]),
+        seed in 0u64..1000,
+        threads in 1usize..3,
+    ) {
+        let g = same_3x3(batch, cin, cout, 1, h, w);
+        on_threads(threads, || check_convolution(&g, seed));
+    }
 }
 
 proptest! {
