@@ -121,30 +121,23 @@ impl Blocks {
 /// channels past `channels`.
 fn pad_image(x: &[f32], channels: usize, b: Blocks, dst: &mut [f32]) {
     dst.fill(0.0);
-    let plane = b.h * b.w;
-    for c in 0..channels {
-        let (cb, lane) = (c / LANES, c % LANES);
-        let src = &x[c * plane..(c + 1) * plane];
-        let base = cb * b.hp * b.wp * LANES;
-        for r in 0..b.h {
-            let row = base + ((r + 1) * b.wp + 1) * LANES + lane;
-            for (col, &v) in src[r * b.w..(r + 1) * b.w].iter().enumerate() {
-                dst[row + col * LANES] = v;
-            }
-        }
-    }
+    let plane = b.hp * b.wp * LANES;
+    let at = |p: usize| ((p / b.w + 1) * b.wp + p % b.w + 1) * LANES;
+    // SAFETY: only reached where `available()` holds; indices stay inside both images.
+    unsafe { avx512::into_blocks(x, channels, b.h * b.w, plane, at, dst) };
+}
+
+/// One image, NCHW, into `[block][h][w][16]`, zeros in the channels past `channels`.
+fn block_image(x: &[f32], channels: usize, b: Blocks, dst: &mut [f32]) {
+    let plane = b.h * b.w * LANES;
+    // SAFETY: as in `pad_image`.
+    unsafe { avx512::into_blocks(x, channels, b.h * b.w, plane, |p| p * LANES, dst) };
 }
 
 /// One image's blocked output `[out block][h][w][16]` back into NCHW (the first `channels`).
 fn unblock_image(src: &[f32], channels: usize, b: Blocks, y: &mut [f32]) {
-    let plane = b.h * b.w;
-    for c in 0..channels {
-        let (cb, lane) = (c / LANES, c % LANES);
-        let base = cb * plane * LANES + lane;
-        for (p, v) in y[c * plane..(c + 1) * plane].iter_mut().enumerate() {
-            *v = src[base + p * LANES];
-        }
-    }
+    // SAFETY: as in `pad_image`.
+    unsafe { avx512::out_of_blocks(src, channels, b.h * b.w, y) };
 }
 
 /// Weights `[out][in][3][3]` (read through `at(o, i, kh, kw)`) into
@@ -442,21 +435,6 @@ pub fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) 
         });
 }
 
-/// One image, NCHW, into `[block][h][w][16]`, zeros in the channels past `channels`.
-fn block_image(x: &[f32], channels: usize, b: Blocks, dst: &mut [f32]) {
-    let plane = b.h * b.w;
-    if !channels.is_multiple_of(LANES) {
-        dst.fill(0.0);
-    }
-    for c in 0..channels {
-        let (cb, lane) = (c / LANES, c % LANES);
-        let base = cb * plane * LANES + lane;
-        for (p, &v) in x[c * plane..(c + 1) * plane].iter().enumerate() {
-            dst[base + p * LANES] = v;
-        }
-    }
-}
-
 /// Elsewhere `available()` is false and nothing calls these.
 #[cfg(not(target_arch = "x86_64"))]
 mod avx512 {
@@ -485,6 +463,21 @@ mod avx512 {
         _: usize,
         _: [&mut [f32]; OB],
     ) {
+        unreachable!("blocked: AVX-512 kernels on a CPU without them")
+    }
+
+    pub(super) unsafe fn into_blocks(
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: impl Fn(usize) -> usize,
+        _: &mut [f32],
+    ) {
+        unreachable!("blocked: AVX-512 kernels on a CPU without them")
+    }
+
+    pub(super) unsafe fn out_of_blocks(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
         unreachable!("blocked: AVX-512 kernels on a CPU without them")
     }
 }
@@ -603,6 +596,105 @@ mod avx512 {
             for (kw, row) in acc[o].iter().enumerate() {
                 for (l, a) in row.iter().enumerate() {
                     unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(at(kw, l)), *a) };
+                }
+            }
+        }
+    }
+
+    /// Sixteen rows of sixteen values, transposed: `out[c][r] = rows[r][c]`.
+    #[target_feature(enable = "avx512f")]
+    fn transpose(r: [__m512; 16]) -> [__m512; 16] {
+        // Pairs of rows interleaved, then fours: within each 128-bit lane `k`, `u[4i + j]` holds
+        // column `4k + j` of rows `4i..4i + 4`. Then the lanes are gathered across the four
+        // groups of rows.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            u[4 * i] = _mm512_shuffle_ps::<0x44>(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm512_shuffle_ps::<0x44>(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(t[4 * i + 1], t[4 * i + 3]);
+        }
+        let mut out = [_mm512_setzero_ps(); 16];
+        for j in 0..4 {
+            let v = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+            let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+            let w = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
+            let w2 = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
+            out[j] = _mm512_shuffle_f32x4::<0x88>(v, v2);
+            out[8 + j] = _mm512_shuffle_f32x4::<0xDD>(v, v2);
+            out[4 + j] = _mm512_shuffle_f32x4::<0x88>(w, w2);
+            out[12 + j] = _mm512_shuffle_f32x4::<0xDD>(w, w2);
+        }
+        out
+    }
+
+    /// The mask of the first `n` (at most 16) lanes.
+    fn first(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// NCHW planes of `pixels` values into blocks of 16 channels per pixel: pixel `p` of
+    /// block `cb` goes to `dst[cb·block_len + at(p)..][..16]`, channels past `channels` as
+    /// zeros. Sixteen pixels of sixteen channels at a time, transposed in registers.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn into_blocks(
+        x: &[f32],
+        channels: usize,
+        pixels: usize,
+        block_len: usize,
+        at: impl Fn(usize) -> usize,
+        dst: &mut [f32],
+    ) {
+        assert!(x.len() >= channels * pixels);
+        let blocks = channels.div_ceil(LANES);
+        assert!(dst.len() >= blocks * block_len);
+        for cb in 0..blocks {
+            let lanes = (channels - cb * LANES).min(LANES);
+            for p0 in (0..pixels).step_by(LANES) {
+                let n = (pixels - p0).min(LANES);
+                let mut rows = [_mm512_setzero_ps(); 16];
+                for (l, row) in rows.iter_mut().enumerate().take(lanes) {
+                    let src = unsafe { x.as_ptr().add((cb * LANES + l) * pixels + p0) };
+                    *row = unsafe { _mm512_maskz_loadu_ps(first(n), src) };
+                }
+                let cols = transpose(rows);
+                for (p, col) in cols.iter().enumerate().take(n) {
+                    let d = cb * block_len + at(p0 + p);
+                    assert!(d + LANES <= dst.len());
+                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(d), *col) };
+                }
+            }
+        }
+    }
+
+    /// Blocks `[block][pixel][16]` back into the first `channels` NCHW planes of `pixels`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn out_of_blocks(src: &[f32], channels: usize, pixels: usize, y: &mut [f32]) {
+        let blocks = channels.div_ceil(LANES);
+        assert!(src.len() >= blocks * pixels * LANES && y.len() >= channels * pixels);
+        for cb in 0..blocks {
+            let lanes = (channels - cb * LANES).min(LANES);
+            for p0 in (0..pixels).step_by(LANES) {
+                let n = (pixels - p0).min(LANES);
+                let mut rows = [_mm512_setzero_ps(); 16];
+                for (p, row) in rows.iter_mut().enumerate().take(n) {
+                    *row = unsafe {
+                        _mm512_loadu_ps(src.as_ptr().add((cb * pixels + p0 + p) * LANES))
+                    };
+                }
+                let planes = transpose(rows);
+                for (l, plane) in planes.iter().enumerate().take(lanes) {
+                    let d = unsafe { y.as_mut_ptr().add((cb * LANES + l) * pixels + p0) };
+                    unsafe { _mm512_mask_storeu_ps(d, first(n), *plane) };
                 }
             }
         }
