@@ -18,7 +18,7 @@
 //! GEMM picks AVX-512 on its own on these machines).
 
 use crate::geometry::ConvGeometry;
-use crate::parallel::{SharedMut, with_scratch};
+use crate::parallel::{SharedMut, with_scratch, zeroed};
 use rayon::prelude::*;
 
 /// Channels per block: one AVX-512 register of `f32`.
@@ -63,11 +63,13 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
         && !OFF.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Whether the weight gradient of `g` takes this path: as [`applies`], on 8x8 maps with 128+
-/// channels on both sides (VGG-11's 256 -> 256 at 8x8: 224 -> 275 GFLOP/s on two threads,
-/// 110 -> 144 on one). On 16x16 maps and with 64 channels im2col + GEMM was as fast.
+/// Whether the weight gradient of `g` takes this path: as [`applies`], on maps up to 12 pixels
+/// wide (`examples/blocked_speed.rs`, GFLOP/s one / two threads: VGG-11's 256 -> 256 at 8x8
+/// 126 -> 164 / 247 -> 330, ResNet-20's 64x8x8 112 -> 128 / 219 -> 272, 48 -> 80 at 12x12
+/// 120 -> 121 / 254 -> 297). On 16x16 maps im2col + GEMM was as fast (64 -> 128: 132 -> 137 /
+/// 264 -> 269) or faster on one thread (128 channels: 150 -> 140).
 pub(crate) fn applies_to_weight(g: &ConvGeometry) -> bool {
-    applies(g) && g.in_w <= 8 && g.in_channels >= 128 && g.out_channels >= 128
+    applies(g) && g.in_w <= 12
 }
 
 /// Whether the CPU runs this path (AVX-512F; otherwise the caller takes another).
@@ -120,8 +122,18 @@ impl Blocks {
 /// One image, NCHW, into `[in block][h + 2][w + 2][16]` with zeros on the border and in the
 /// channels past `channels`.
 fn pad_image(x: &[f32], channels: usize, b: Blocks, dst: &mut [f32]) {
-    dst.fill(0.0);
     let plane = b.hp * b.wp * LANES;
+    // The border alone is zeroed: everything inside it is written below (a quarter to a third
+    // of an 8x8 map's padded plane is border).
+    let row = b.wp * LANES;
+    for block in dst[..b.in_blocks * plane].chunks_mut(plane) {
+        block[..row].fill(0.0);
+        block[plane - row..].fill(0.0);
+        for r in 1..=b.h {
+            block[r * row..][..LANES].fill(0.0);
+            block[(r + 1) * row - LANES..][..LANES].fill(0.0);
+        }
+    }
     let at = |p: usize| ((p / b.w + 1) * b.wp + p % b.w + 1) * LANES;
     // SAFETY: only reached where `available()` holds; indices stay inside both images.
     unsafe { avx512::into_blocks(x, channels, b.h * b.w, plane, at, dst) };
@@ -372,16 +384,16 @@ pub fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) 
     let (ci, co) = (g.in_channels, g.out_channels);
     let b = Blocks::of(ci, co, g.in_h, g.in_w);
     let (in_image, out_image) = (ci * b.h * b.w, co * b.h * b.w);
-    let mut xs = vec![0f32; g.batch * b.padded_image()];
+    let mut xs = zeroed(g.batch * b.padded_image());
     xs.par_chunks_mut(b.padded_image())
         .enumerate()
         .for_each(|(n, dst)| pad_image(&x[n * in_image..(n + 1) * in_image], ci, b, dst));
-    let mut dys = vec![0f32; g.batch * b.out_image()];
+    let mut dys = zeroed(g.batch * b.out_image());
     dys.par_chunks_mut(b.out_image())
         .enumerate()
         .for_each(|(n, dst)| block_image(&dy[n * out_image..(n + 1) * out_image], co, b, dst));
     let tile = 9 * LANES * LANES;
-    let mut tiles = vec![0f32; b.out_blocks * b.in_blocks * tile];
+    let mut tiles = zeroed(b.out_blocks * b.in_blocks * tile);
     // Two filter blocks per item where there are two: each broadcast input value then feeds
     // two FMAs.
     let pairs = b.out_blocks.div_ceil(2);
