@@ -63,13 +63,15 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
         && !OFF.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Whether the weight gradient of `g` takes this path: as [`applies`], on maps up to 12 pixels
-/// wide (`examples/blocked_speed.rs`, GFLOP/s one / two threads: VGG-11's 256 -> 256 at 8x8
-/// 126 -> 164 / 247 -> 330, ResNet-20's 64x8x8 112 -> 128 / 219 -> 272, 48 -> 80 at 12x12
-/// 120 -> 121 / 254 -> 297). On 16x16 maps im2col + GEMM was as fast (64 -> 128: 132 -> 137 /
-/// 264 -> 269) or faster on one thread (128 channels: 150 -> 140).
+/// Whether the weight gradient of `g` takes this path: every layer [`applies`] takes
+/// (`examples/blocked_speed.rs`, GFLOP/s one / two threads: VGG-11's 256 -> 256 at 8x8
+/// 125 -> 152 / 241 -> 311, its 64 -> 128 at 16x16 129 -> 141 / 259 -> 272, 48 -> 80 at 12x12
+/// 117 -> 114 / 225 -> 253). Rows are taken in bands of 64 pixels, whose inputs and output
+/// gradients stay in L1 for all twelve passes over them (on 16x16 maps the whole plane did not:
+/// 128 channels ran at 140 against im2col + GEMM's 150 on one thread before, 150 against 145
+/// after). With 16 or 32 channels this kernel was 10-40 % slower than the paths those layers take.
 pub(crate) fn applies_to_weight(g: &ConvGeometry) -> bool {
-    applies(g) && g.in_w <= 12
+    applies(g)
 }
 
 /// Whether the CPU runs this path (AVX-512F; otherwise the caller takes another).
@@ -404,30 +406,45 @@ pub fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) 
         let tile_of = |o: usize| unsafe { shared.slice((o * b.in_blocks + ib) * tile, tile) };
         let x_plane = b.hp * b.wp * LANES;
         let dy_plane = b.h * b.w * LANES;
+        // Bands of rows small enough that their inputs and output gradients stay in L1 while
+        // all twelve (tap row, lane part) passes run over them.
+        let band = (64 / b.w).max(1);
         for n in 0..g.batch {
             let xn = &xs[(n * b.in_blocks + ib) * x_plane..][..x_plane];
             let dy_of = |o: usize| &dys[(n * b.out_blocks + o) * dy_plane..][..dy_plane];
-            for kh in 0..3 {
-                // SAFETY: `available()` was checked by the caller; the planes have the sizes
-                // of `b`.
-                unsafe {
-                    if ob + 1 < b.out_blocks {
-                        let (dy0, dy1) = (dy_of(ob), dy_of(ob + 1));
-                        let (t0, t1) = (tile_of(ob), tile_of(ob + 1));
-                        for part in 0..4 {
-                            avx512::weight_taps::<2, 4>(
-                                b,
-                                xn,
-                                [dy0, dy1],
-                                kh,
-                                part,
-                                [&mut *t0, &mut *t1],
-                            );
-                        }
-                    } else {
-                        let t0 = tile_of(ob);
-                        for part in 0..2 {
-                            avx512::weight_taps::<1, 8>(b, xn, [dy_of(ob)], kh, part, [&mut *t0]);
+            for r0 in (0..b.h).step_by(band) {
+                let rows = r0..(r0 + band).min(b.h);
+                for kh in 0..3 {
+                    // SAFETY: `available()` was checked by the caller; the planes have the
+                    // sizes of `b`.
+                    unsafe {
+                        if ob + 1 < b.out_blocks {
+                            let (dy0, dy1) = (dy_of(ob), dy_of(ob + 1));
+                            let (t0, t1) = (tile_of(ob), tile_of(ob + 1));
+                            for part in 0..4 {
+                                avx512::weight_taps::<2, 4>(
+                                    b,
+                                    xn,
+                                    [dy0, dy1],
+                                    kh,
+                                    part,
+                                    rows.clone(),
+                                    [&mut *t0, &mut *t1],
+                                );
+                            }
+                        } else {
+                            let t0 = tile_of(ob);
+                            for part in 0..2 {
+                                avx512::weight_taps::<1, 8>(
+                                    b,
+                                    xn,
+                                    [dy_of(ob)],
+                                    kh,
+                                    part,
+                                    rows.clone(),
+                                    [&mut *t0],
+                                );
+                            }
                         }
                     }
                 }
@@ -473,6 +490,7 @@ mod avx512 {
         _: [&[f32]; OB],
         _: usize,
         _: usize,
+        _: std::ops::Range<usize>,
         _: [&mut [f32]; OB],
     ) {
         unreachable!("blocked: AVX-512 kernels on a CPU without them")
@@ -572,6 +590,7 @@ mod avx512 {
         dys: [&[f32]; OB],
         kh: usize,
         part: usize,
+        rows: std::ops::Range<usize>,
         accs: [&mut [f32]; OB],
     ) {
         let at = |kw: usize, l: usize| ((kh * 3 + kw) * LANES + part * L + l) * LANES;
@@ -584,7 +603,7 @@ mod avx512 {
             }
         }
         let xp = x.as_ptr();
-        for r in 0..b.h {
+        for r in rows {
             let x_row = unsafe { xp.add(((r + kh) * b.wp) * LANES + part * L) };
             for c in 0..b.w {
                 let mut dv = [_mm512_setzero_ps(); OB];

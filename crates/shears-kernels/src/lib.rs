@@ -31,8 +31,8 @@
 //!   (`tapwise.rs`);
 //! - such a convolution with 48+ channels on both sides on a map 8 to 16 pixels wide, for a
 //!   batch, on a CPU with AVX-512: direct kernels in a channel-blocked layout (NCHW16c) for the
-//!   forward pass and the input gradient, and on maps up to 12 wide the weight gradient
-//!   (`blocked.rs`; the layout is converted at each call for now);
+//!   forward pass, the input gradient and the weight gradient (`blocked.rs`; the layout is
+//!   converted at each call for now);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
 

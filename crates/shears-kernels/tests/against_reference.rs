@@ -292,8 +292,7 @@ fn taps_over_the_map_match_the_loop_nest() {
 }
 
 /// 3x3 layers with 48+ channels on maps 8 to 16 pixels wide at a batch of 16+ run in the
-/// channel-blocked layout (`blocked.rs`, AVX-512), the weight gradient too on maps up to 12
-/// wide: channel counts that end inside a block of 16 (on either side), a last group of one
+/// channel-blocked layout (`blocked.rs`, AVX-512), all three passes: channel counts that end inside a block of 16 (on either side), a last group of one
 /// or two filter blocks, rows that end inside an 8-pixel run, oblong maps, an odd batch, the
 /// epilogue, one and two threads; with the kernels held to AVX2 and below 16 images, the other
 /// paths.
@@ -368,8 +367,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
     /// Layers the blocked kernels take (`blocked.rs`), of any shape they accept: channel
-    /// counts at and inside blocks of 16, maps 8 to 16 pixels wide and 1 to 10 high, the
-    /// weight gradient too where the map is 8, 9 or 12 wide.
+    /// counts at and inside blocks of 16, maps 8 to 16 pixels wide and 1 to 10 high (bands of
+    /// rows that end inside the map).
     #[test]
     fn blocked_layout_layers_of_any_shape_match_the_loop_nest(
         batch in 16usize..19,
