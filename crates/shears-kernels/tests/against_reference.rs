@@ -291,9 +291,10 @@ fn taps_over_the_map_match_the_loop_nest() {
     check_same_3x3_layers(&layers, 400);
 }
 
-/// 3x3 layers with 48+ channels on maps 8 to 16 pixels wide at a batch of 16+ run in the
-/// channel-blocked layout (`blocked.rs`, AVX-512), all three passes: channel counts that end inside a block of 16 (on either side), a last group of one
-/// or two filter blocks, rows that end inside an 8-pixel run, oblong maps, an odd batch, the
+/// 3x3 layers with 48+ channels on maps 8 to 16 pixels wide at a batch of 16+ run all three
+/// passes in the channel-blocked layout (`blocked.rs`, AVX-512): channel counts that end inside
+/// a block of 16 (on either side), a last group of one or two filter blocks, rows that end
+/// inside an 8-pixel run, bands of rows that end inside the map, oblong maps, an odd batch, the
 /// epilogue, one and two threads; with the kernels held to AVX2 and below 16 images, the other
 /// paths.
 #[test]
