@@ -330,8 +330,10 @@ fn training_steps_match_burn_on_small_and_plain_models() {
         compare_training_steps(name, &[1, 28, 28], 8, Conditioning::Good);
     }
     compare_training_steps("small-cnn", &[1, 28, 28], 8, Conditioning::Cancelling);
-    // Sixteen images: VGG-11's 4x4 layers then run a GEMM per tap (`tapwise.rs`), its 2x2 and
-    // 1x1 ones as dense layers (`small_map.rs`).
+    // Sixteen images: VGG-11's 64 -> 128 layer at 8x8 then runs in the channel-blocked layout
+    // (`blocked.rs`, with AVX-512), its 4x4 layers a GEMM per tap (`tapwise.rs`), its 2x2 and
+    // 1x1 ones as dense layers (`small_map.rs`; on two threads the 2x2 ones' forward pass through
+    // im2col + GEMM and their input gradient per tap).
     compare_training_steps("vgg-11", &[3, 16, 16], 16, Conditioning::Good);
 }
 
