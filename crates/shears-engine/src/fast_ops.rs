@@ -17,7 +17,7 @@ use shears_kernels::{
     AdamStep, BnShape, ConvGeometry, Epilogue, PoolGeometry, SgdStep, adam_step, add_relu_forward,
     batch_norm_backward, batch_norm_forward, conv2d_backward_input, conv2d_backward_weight,
     conv2d_forward, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train,
-    relu_backward, sgd_step, zeroed,
+    relu_backward, sgd_step, uninit_output,
 };
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -166,8 +166,8 @@ fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 }
 
 fn conv_forward(x: &FlexTensor, w: &FlexTensor, g: &ConvGeometry, e: Epilogue) -> FlexTensor {
-    // Every output value is written by the kernel: no zero-fill needed, but Vec needs a value.
-    let mut y = zeroed(g.output_len());
+    // Every output value is written by the kernel: no zero-fill.
+    let mut y = uninit_output(g.output_len());
     conv2d_forward(g, &values(x), &values(w), e, &mut y);
     flex(y, vec![g.batch, g.out_channels, g.out_h(), g.out_w()])
 }
@@ -180,7 +180,7 @@ fn bn_forward(
     eps: f32,
     relu: bool,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let mut y = zeroed(shape.batch * shape.channels * shape.spatial);
+    let mut y = uninit_output(shape.batch * shape.channels * shape.spatial);
     let mut mean = vec![0.0f32; shape.channels];
     let mut var = vec![0.0f32; shape.channels];
     batch_norm_forward(
@@ -224,7 +224,7 @@ fn fused(
 fn max_pool_train(x: &FlexTensor, g: &PoolGeometry) -> (FlexTensor, Arc<Vec<u32>>) {
     let len = g.batch * g.channels * g.out_h * g.out_w;
     // Every output value and index is written by the kernel.
-    let mut y = zeroed(len);
+    let mut y = uninit_output(len);
     let mut argmax = vec![0u32; len];
     max_pool2d_forward_train(g, &values(x), &mut y, &mut argmax);
     (
@@ -235,7 +235,7 @@ fn max_pool_train(x: &FlexTensor, g: &PoolGeometry) -> (FlexTensor, Arc<Vec<u32>
 
 fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
     // Every output value is written by the kernel.
-    let mut y = zeroed(g.batch * g.channels * g.out_h * g.out_w);
+    let mut y = uninit_output(g.batch * g.channels * g.out_h * g.out_w);
     max_pool2d_forward(g, &values(x), &mut y);
     flex(y, vec![g.batch, g.channels, g.out_h, g.out_w])
 }
@@ -243,7 +243,7 @@ fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
 fn add_relu_flex(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     let (a_vals, b_vals) = (values(a), values(b));
     // Every value is written by the kernel.
-    let mut y = zeroed(a_vals.len());
+    let mut y = uninit_output(a_vals.len());
     add_relu_forward(&a_vals, &b_vals, &mut y);
     flex(y, dims(a))
 }
@@ -372,13 +372,13 @@ impl Backward<Flex, 2> for ConvBackward {
         let (x, w, g) = ops.state;
         let dy = values(&dy);
         if let Some(node) = node_x {
-            let mut dx = zeroed(g.input_len());
+            let mut dx = uninit_output(g.input_len());
             conv2d_backward_input(&g, &dy, &values(&w), &mut dx);
             let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
             grads.register::<Flex>(node.id, flex(dx, shape));
         }
         if let Some(node) = node_w {
-            let mut dw = vec![0.0f32; g.weight_len()];
+            let mut dw = uninit_output(g.weight_len());
             conv2d_backward_weight(&g, &values(&x), &dy, &mut dw);
             let shape = vec![g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
             grads.register::<Flex>(node.id, flex(dw, shape));
@@ -401,7 +401,7 @@ impl Backward<Flex, 2> for AddReluBackward {
         let y = ops.state;
         let dy_vals = values(&dy);
         // Every value is written by the kernel.
-        let mut dx = zeroed(dy_vals.len());
+        let mut dx = uninit_output(dy_vals.len());
         relu_backward(&dy_vals, &values(&y), &mut dx);
         let dx = flex(dx, dims(&y));
         match (node_a, node_b) {
@@ -428,8 +428,9 @@ impl Backward<Flex, 1> for MaxPoolBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let (argmax, g) = ops.state;
         if let Some(node) = node_x {
-            // Every value is written by the kernel.
-            let mut dx = zeroed(g.batch * g.channels * g.in_h * g.in_w);
+            // Every value is written by the kernel (each task zeroes its planes, in cache, before
+            // adding the gradients in).
+            let mut dx = uninit_output(g.batch * g.channels * g.in_h * g.in_w);
             max_pool2d_backward(&g, &values(&dy), &argmax, &mut dx);
             let shape = vec![g.batch, g.channels, g.in_h, g.in_w];
             grads.register::<Flex>(node.id, flex(dx, shape));
@@ -461,7 +462,7 @@ impl Backward<Flex, 3> for BnBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, gamma, beta, mean, var, shape, eps, relu) = ops.state;
         let len = shape.batch * shape.channels * shape.spatial;
-        let mut dx = node_x.as_ref().map(|_| zeroed(len));
+        let mut dx = node_x.as_ref().map(|_| uninit_output(len));
         let mut dgamma = vec![0.0f32; shape.channels];
         let mut dbeta = vec![0.0f32; shape.channels];
         batch_norm_backward(

@@ -11,8 +11,9 @@
 //! convolutions and BatchNorm as about ten composed tensor ops with layout copies; the profile
 //! showed im2col tiles that are zero-filled on every call, NCHW<->NHWC copies and fresh output
 //! allocations. Here an im2col matrix lives in a per-thread scratch buffer that is reused,
-//! outputs that are fully written are not zero-filled again (callers take them from
-//! [`zeroed`], which all threads zero together), work is split over images (one GEMM
+//! outputs that are fully written are not zero-filled (callers take them from
+//! [`uninit_output`]; buffers a kernel adds into come from [`zeroed`], which all threads zero
+//! together), work is split over images (one GEMM
 //! per image and group, no nested parallelism) and, for a single image, inside the GEMM.
 //!
 //! Which path a convolution takes:
@@ -66,7 +67,7 @@ pub use direct::use_avx2_only;
 pub use elementwise::{add_relu_forward, relu_backward};
 pub use geometry::{ConvGeometry, Epilogue};
 pub use optimizer::{AdamStep, SgdStep, adam_step, sgd_step};
-pub use parallel::zeroed;
+pub use parallel::{uninit_output, zeroed};
 pub use pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train};
 pub use selected::{Selection, conv3x3_selected, selected_stride};
 pub use vector::{add_scaled_rows, dot, plane_means, sum};

@@ -294,7 +294,8 @@ mod tests {
             let x: Vec<f32> = (0..n * c * h * w)
                 .map(|i| ((i * 7919) % 101) as f32 - 50.0)
                 .collect();
-            let mut y = vec![0.0; n * c * oh * ow];
+            // NaN: a value the kernel leaves unwritten fails the comparison.
+            let mut y = vec![f32::NAN; n * c * oh * ow];
             max_pool2d_forward(&g, &x, &mut y);
             assert_eq!(y, naive(&g, &x), "{g:?}");
         }
@@ -327,7 +328,8 @@ mod tests {
             let x: Vec<f32> = (0..n * c * h * w)
                 .map(|i| ((i * 7919) % 13) as f32 - 6.0)
                 .collect();
-            let mut y = vec![0.0; n * c * oh * ow];
+            // NaN: a value the kernel leaves unwritten fails the comparison.
+            let mut y = vec![f32::NAN; n * c * oh * ow];
             let mut idx = vec![0u32; y.len()];
             max_pool2d_forward_train(&g, &x, &mut y, &mut idx);
             assert_eq!(y, naive(&g, &x), "{g:?}");
