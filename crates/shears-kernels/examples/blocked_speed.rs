@@ -45,7 +45,7 @@ fn passes(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> ([f64; 3], [Vec
 fn main() {
     let shapes = [
         ("resnet-20 16x32x32", 16, 16, 32),
-        ("resnet-20 16x16x16", 16, 16, 16),
+        ("16x16x16", 16, 16, 16),
         ("resnet-20 32x16x16", 32, 32, 16),
         ("resnet-20 64x8x8", 64, 64, 8),
         ("vgg-11 64->128 16x16", 64, 128, 16),
