@@ -281,29 +281,18 @@ fn run(
     });
 }
 
-/// Filter blocks taken together: fours, then a two and a one for what is left.
+/// Filter blocks taken together: threes (24 accumulators over a row of eight pixels), then a
+/// two or a one for what is left.
 fn filter_groups(out_blocks: usize) -> Vec<(usize, usize)> {
     let mut groups = Vec::new();
     let mut first = 0;
     while first < out_blocks {
         let left = out_blocks - first;
-        let count = if left >= 3 {
-            3
-        } else if left >= 2 {
-            2
-        } else {
-            1
-        };
+        let count = left.min(3);
         groups.push((first, count));
         first += count;
     }
     groups
-}
-
-/// Output pixels summed at once for `count` filter blocks: 16 accumulators or more, and each
-/// loaded value (a weight vector, a broadcast input) used for at least two FMAs.
-fn row_width(count: usize) -> usize {
-    if count == 4 { 4 } else { ROW }
 }
 
 /// Every output row of one image for filter blocks `first..first + count`, over input blocks
@@ -322,7 +311,7 @@ fn image_pass(
     for r in 0..b.h {
         let mut c0 = 0;
         while c0 < b.w {
-            let cols = (b.w - c0).min(row_width(count));
+            let cols = (b.w - c0).min(ROW);
             // SAFETY: `available()` was checked by the caller; every index below is inside the
             // buffers (rows and columns within the padded image, blocks within the counts).
             unsafe {
@@ -367,12 +356,6 @@ unsafe fn row_dispatch(
         };
     }
     match count {
-        4 => match cols {
-            4 => go!(4, 4),
-            3 => go!(4, 3),
-            2 => go!(4, 2),
-            _ => go!(4, 1),
-        },
         3 => by_cols!(3),
         2 => by_cols!(2),
         _ => by_cols!(1),
