@@ -5,20 +5,10 @@
 //!
 //! `cargo run --release -p shears-kernels --example blocked_speed`
 
-use shears_kernels::*;
-use std::time::Instant;
+mod common;
 
-/// Best of five after one warm-up call, seconds.
-fn time(f: &mut dyn FnMut()) -> f64 {
-    f();
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    best
-}
+use common::best_of_five as time;
+use shears_kernels::*;
 
 /// Largest |a - b| over the largest |a|.
 fn relative_gap(a: &[f32], b: &[f32]) -> f32 {

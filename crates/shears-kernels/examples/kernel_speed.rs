@@ -2,19 +2,10 @@
 //! (3x32x32 input): `cargo run --release -p shears-kernels --example kernel_speed`.
 //! Threads follow RAYON_NUM_THREADS.
 
-use shears_kernels::*;
-use std::time::Instant;
+mod common;
 
-fn time(f: &mut dyn FnMut()) -> f64 {
-    f();
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    best
-}
+use common::best_of_five as time;
+use shears_kernels::*;
 
 fn main() {
     let shapes = [
