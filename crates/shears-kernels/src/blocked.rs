@@ -18,7 +18,7 @@
 //! GEMM picks AVX-512 on its own on these machines).
 
 use crate::geometry::ConvGeometry;
-use crate::parallel::{SharedMut, with_scratch, zeroed};
+use crate::parallel::{SharedMut, uninit_output, with_scratch, zeroed};
 use rayon::prelude::*;
 
 /// Channels per block: one AVX-512 register of `f32`.
@@ -26,9 +26,6 @@ pub const LANES: usize = 16;
 
 /// Output pixels of one row summed at once.
 const ROW: usize = 8;
-
-/// Blocks of input channels whose weights stay in cache while every row of an image is summed.
-const IN_BLOCKS_PER_PASS: usize = 1;
 
 /// Images one task sums together (fewer when the batch is small for the threads).
 const IMAGES_PER_ITEM: usize = 4;
@@ -260,14 +257,15 @@ fn run(
                 pad_image(xn, channels_in, b, &mut padded[k * pi..(k + 1) * pi]);
             }
             for &(first, count) in &groups {
-                for pass in (0..b.in_blocks).step_by(IN_BLOCKS_PER_PASS) {
-                    let passes = IN_BLOCKS_PER_PASS.min(b.in_blocks - pass);
+                // One input block at a time: its weights for this group (27 KiB) stay in L1
+                // while every row of every image is summed.
+                for ib in 0..b.in_blocks {
                     for k in 0..images {
                         let (xk, yk) = (
                             &padded[k * pi..(k + 1) * pi],
                             &mut blocked[k * oi..(k + 1) * oi],
                         );
-                        image_pass(b, xk, wb, first, count, pass, passes, yk);
+                        image_pass(b, xk, wb, first, count, ib, yk);
                     }
                 }
             }
@@ -295,8 +293,8 @@ fn filter_groups(out_blocks: usize) -> Vec<(usize, usize)> {
     groups
 }
 
-/// Every output row of one image for filter blocks `first..first + count`, over input blocks
-/// `pass..pass + passes` (added to what earlier passes left in `y` unless `pass` is 0).
+/// Every output row of one image for filter blocks `first..first + count`, over input block
+/// `ib` (added to what the blocks before it left in `y`).
 #[allow(clippy::too_many_arguments)]
 fn image_pass(
     b: Blocks,
@@ -304,8 +302,7 @@ fn image_pass(
     wb: &[f32],
     first: usize,
     count: usize,
-    pass: usize,
-    passes: usize,
+    ib: usize,
     y: &mut [f32],
 ) {
     for r in 0..b.h {
@@ -315,7 +312,7 @@ fn image_pass(
             // SAFETY: `available()` was checked by the caller; every index below is inside the
             // buffers (rows and columns within the padded image, blocks within the counts).
             unsafe {
-                row_dispatch(b, padded, wb, first, count, pass, passes, r, c0, cols, y);
+                row_dispatch(b, padded, wb, first, count, ib, r, c0, cols, y);
             }
             c0 += cols;
         }
@@ -329,8 +326,7 @@ unsafe fn row_dispatch(
     wb: &[f32],
     first: usize,
     count: usize,
-    pass: usize,
-    passes: usize,
+    ib: usize,
     r: usize,
     c0: usize,
     cols: usize,
@@ -338,7 +334,7 @@ unsafe fn row_dispatch(
 ) {
     macro_rules! go {
         ($ob:literal, $p:literal) => {
-            unsafe { avx512::row::<$ob, $p>(b, padded, wb, first, pass, passes, r, c0, y) }
+            unsafe { avx512::row::<$ob, $p>(b, padded, wb, first, ib, r, c0, y) }
         };
     }
     macro_rules! by_cols {
@@ -369,11 +365,12 @@ pub fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) 
     let (ci, co) = (g.in_channels, g.out_channels);
     let b = Blocks::of(ci, co, g.in_h, g.in_w);
     let (in_image, out_image) = (ci * b.h * b.w, co * b.h * b.w);
-    let mut xs = zeroed(g.batch * b.padded_image());
+    // Both copies are written in full (the padded one's border included).
+    let mut xs = uninit_output(g.batch * b.padded_image());
     xs.par_chunks_mut(b.padded_image())
         .enumerate()
         .for_each(|(n, dst)| pad_image(&x[n * in_image..(n + 1) * in_image], ci, b, dst));
-    let mut dys = zeroed(g.batch * b.out_image());
+    let mut dys = uninit_output(g.batch * b.out_image());
     dys.par_chunks_mut(b.out_image())
         .enumerate()
         .for_each(|(n, dst)| block_image(&dy[n * out_image..(n + 1) * out_image], co, b, dst));
@@ -461,7 +458,6 @@ mod avx512 {
         _: usize,
         _: usize,
         _: usize,
-        _: usize,
         _: &mut [f32],
     ) {
         unreachable!("blocked: AVX-512 kernels on a CPU without them")
@@ -502,7 +498,8 @@ mod avx512 {
     use super::{Blocks, LANES};
     use std::arch::x86_64::*;
 
-    /// `P` output pixels of row `r` from column `c0`, filter blocks `first..first + OB`.
+    /// `P` output pixels of row `r` from column `c0`, filter blocks `first..first + OB`, input
+    /// block `ib` added to what the blocks before it left in `y`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn row<const OB: usize, const P: usize>(
@@ -510,8 +507,7 @@ mod avx512 {
         padded: &[f32],
         wb: &[f32],
         first: usize,
-        pass: usize,
-        passes: usize,
+        ib: usize,
         r: usize,
         c0: usize,
         y: &mut [f32],
@@ -520,7 +516,7 @@ mod avx512 {
         let yp = y.as_mut_ptr();
         let out_at = |o: usize, p: usize| (first + o) * plane + (r * b.w + c0 + p) * LANES;
         let mut acc = [[_mm512_setzero_ps(); P]; OB];
-        if pass > 0 {
+        if ib > 0 {
             for (o, row) in acc.iter_mut().enumerate() {
                 for (p, a) in row.iter_mut().enumerate() {
                     *a = unsafe { _mm512_loadu_ps(yp.add(out_at(o, p))) };
@@ -530,29 +526,27 @@ mod avx512 {
         let xp = padded.as_ptr();
         let wp = wb.as_ptr();
         let w_out_block = b.in_blocks * 9 * LANES * LANES;
-        for ib in pass..pass + passes {
-            for kh in 0..3 {
-                let x_row = unsafe { xp.add(((ib * b.hp + r + kh) * b.wp + c0) * LANES) };
-                for kw in 0..3 {
-                    let w_tap = unsafe {
-                        wp.add(((first * b.in_blocks + ib) * 9 + kh * 3 + kw) * LANES * LANES)
-                    };
-                    let x_tap = unsafe { x_row.add(kw * LANES) };
-                    for i in 0..LANES {
-                        let mut wv = [_mm512_setzero_ps(); OB];
-                        for (o, v) in wv.iter_mut().enumerate() {
-                            *v = unsafe { _mm512_loadu_ps(w_tap.add(o * w_out_block + i * LANES)) };
-                        }
-                        for p in 0..P {
-                            let xv = unsafe { _mm512_set1_ps(*x_tap.add(p * LANES + i)) };
-                            for o in 0..OB {
-                                acc[o][p] = _mm512_fmadd_ps(xv, wv[o], acc[o][p]);
-                            }
-                        }
-                        // A barrier for the scheduler: without it LLVM hoists the broadcasts
-                        // of later channels above these FMAs and spills accumulators.
-                        unsafe { std::arch::asm!("", options(nostack, preserves_flags)) };
+        for kh in 0..3 {
+            let x_row = unsafe { xp.add(((ib * b.hp + r + kh) * b.wp + c0) * LANES) };
+            for kw in 0..3 {
+                let w_tap = unsafe {
+                    wp.add(((first * b.in_blocks + ib) * 9 + kh * 3 + kw) * LANES * LANES)
+                };
+                let x_tap = unsafe { x_row.add(kw * LANES) };
+                for i in 0..LANES {
+                    let mut wv = [_mm512_setzero_ps(); OB];
+                    for (o, v) in wv.iter_mut().enumerate() {
+                        *v = unsafe { _mm512_loadu_ps(w_tap.add(o * w_out_block + i * LANES)) };
                     }
+                    for p in 0..P {
+                        let xv = unsafe { _mm512_set1_ps(*x_tap.add(p * LANES + i)) };
+                        for o in 0..OB {
+                            acc[o][p] = _mm512_fmadd_ps(xv, wv[o], acc[o][p]);
+                        }
+                    }
+                    // A barrier for the scheduler: without it LLVM hoists the broadcasts
+                    // of later channels above these FMAs and spills accumulators.
+                    unsafe { std::arch::asm!("", options(nostack, preserves_flags)) };
                 }
             }
         }
