@@ -43,12 +43,15 @@ pub fn use_blocked_layout(on: bool) {
     OFF.store(!on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether the forward pass and the input gradient of `g` take this path: a dense same-padded
-/// 3x3 layer with 48+ channels on both sides on a map 8 to 16 pixels wide, on a CPU with
-/// AVX-512. Measured against the paths it replaces (`examples/blocked_speed.rs`, GFLOP/s at
-/// batch 64, two threads): VGG-11's 64 -> 128 at 16x16 forward 287 -> 330, its 256 -> 256
-/// at 8x8 270 -> 289 forward and 253 -> 284 input gradient, ResNet-20's 64x8x8 204 -> 266 and
-/// 188 -> 262. Narrower layers (16 or 32 channels) and 32x32 maps were as fast or faster on
+/// Whether `g`'s three passes take this path: a dense same-padded 3x3 layer with 48+ channels
+/// on both sides on a map 8 to 16 pixels wide, on a CPU with AVX-512. Measured against the
+/// paths it replaces (`examples/blocked_speed.rs`, GFLOP/s at batch 64, two threads): VGG-11's
+/// 64 -> 128 at 16x16 forward 287 -> 330, its 256 -> 256 at 8x8 270 -> 289 forward and 253 ->
+/// 284 input gradient, ResNet-20's 64x8x8 204 -> 266 and 188 -> 262. Weight gradient, one / two
+/// threads: 256 -> 256 at 8x8 125 -> 152 / 241 -> 311, 64 -> 128 at 16x16 129 -> 141 / 259 ->
+/// 272; its rows go in bands of 64 pixels, whose inputs and output gradients stay in L1 for all
+/// twelve passes over them (on 16x16 maps the whole plane did not, and lost to im2col + GEMM).
+/// Narrower layers (16 or 32 channels) were 10-40 % slower here and 32x32 maps no faster than
 /// the paths they have; 4x4 maps are much faster per tap (`tapwise.rs`).
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
     g.is_dense_same_3x3()
@@ -58,17 +61,6 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
         && g.batch >= MIN_BATCH
         && available()
         && !OFF.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Whether the weight gradient of `g` takes this path: every layer [`applies`] takes
-/// (`examples/blocked_speed.rs`, GFLOP/s one / two threads: VGG-11's 256 -> 256 at 8x8
-/// 125 -> 152 / 241 -> 311, its 64 -> 128 at 16x16 129 -> 141 / 259 -> 272, 48 -> 80 at 12x12
-/// 117 -> 114 / 225 -> 253). Rows are taken in bands of 64 pixels, whose inputs and output
-/// gradients stay in L1 for all twelve passes over them (on 16x16 maps the whole plane did not:
-/// 128 channels ran at 140 against im2col + GEMM's 150 on one thread before, 150 against 145
-/// after). With 16 or 32 channels this kernel was 10-40 % slower than the paths those layers take.
-pub(crate) fn applies_to_weight(g: &ConvGeometry) -> bool {
-    applies(g)
 }
 
 /// Whether the CPU runs this path (AVX-512F; otherwise the caller takes another).

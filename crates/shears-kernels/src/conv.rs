@@ -496,7 +496,7 @@ pub fn conv2d_backward_weight(
         tapwise::backward_weight(g, input, grad_output, grad_weight);
         return;
     }
-    if blocked::applies_to_weight(g) {
+    if blocked::applies(g) {
         blocked::backward_weight(g, input, grad_output, grad_weight);
         return;
     }
