@@ -23,8 +23,10 @@ fn main() {
     let input = common::input_arg(2, "3x32x32");
     let batch: usize = common::arg(3, 64, "a batch size");
     let threads: usize = common::arg(4, 1, "a thread count");
-    // `step` as a fifth argument times only the whole step (for `perf record`).
+    // `step` as a fifth argument times only the whole step (for `perf record`), over as many
+    // steps as a sixth argument says (20 by default).
     let layers = std::env::args().nth(5).as_deref() != Some("step");
+    let steps: usize = common::arg(6, 20, "a step count");
     let graph = zoo::build(&model, &input, 10).expect("a zoo model");
     let weights = init_weights(&graph, 0);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -81,7 +83,7 @@ fn main() {
         batch,
         threads,
         warmup: 2,
-        repeats: if layers { 7 } else { 20 },
+        repeats: if layers { 7 } else { steps },
     };
     let whole = training_latency(&mut e, &mut opt, &settings)
         .unwrap()

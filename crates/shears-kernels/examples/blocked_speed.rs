@@ -1,7 +1,8 @@
 //! The blocked-layout kernels (`blocked.rs`) against the paths the same layers take without
 //! them, in one process: GFLOP/s (all nine taps counted) of the forward pass, the input
 //! gradient and the weight gradient at batch 64, and the largest difference between the two
-//! paths relative to the largest value. Threads follow RAYON_NUM_THREADS.
+//! paths relative to the largest value. Then the layers the blocked kernels take, at eight
+//! lanes (AVX2) beside sixteen (AVX-512). Threads follow RAYON_NUM_THREADS.
 //!
 //! `cargo run --release -p shears-kernels --example blocked_speed`
 
@@ -32,6 +33,25 @@ fn passes(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> ([f64; 3], [Vec
     (t, [y, dx, dw])
 }
 
+/// The three blocked passes of `g` at `width`: seconds each and the outputs.
+fn blocked_passes(
+    width: blocked::Width,
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+) -> ([f64; 3], [Vec<f32>; 3]) {
+    let mut y = vec![0f32; g.output_len()];
+    let mut dx = vec![0f32; g.input_len()];
+    let mut dw = vec![0f32; g.weight_len()];
+    let t = [
+        time(&mut || blocked::forward_at(width, g, x, w, &mut y)),
+        time(&mut || blocked::backward_input_at(width, g, dy, w, &mut dx)),
+        time(&mut || blocked::backward_weight_at(width, g, x, dy, &mut dw)),
+    ];
+    (t, [y, dx, dw])
+}
+
 fn main() {
     let shapes = [
         ("resnet-20 16x32x32", 16, 16, 32),
@@ -52,6 +72,7 @@ fn main() {
         "{:<22} {:>15} {:>15} {:>15} {:>10}",
         "layer", "forward", "input grad", "weight grad", "max gap"
     );
+    let mut eight_lanes = Vec::new();
     for (name, cin, cout, hw) in shapes {
         let g = ConvGeometry {
             batch: 64,
@@ -79,6 +100,35 @@ fn main() {
         use_blocked_layout(true);
         let (after, got) = passes(&g, &x, &w, &dy);
         let cell = |k: usize| format!("{:.0} -> {:.0}", gflop / before[k], gflop / after[k]);
+        let gap = (0..3)
+            .map(|k| relative_gap(&want[k], &got[k]))
+            .fold(0f32, f32::max);
+        println!(
+            "{:<22} {:>15} {:>15} {:>15} {:>10.1e}",
+            name,
+            cell(0),
+            cell(1),
+            cell(2),
+            gap
+        );
+        if cin >= 48 && cout >= 48 && (8..=16).contains(&hw) {
+            eight_lanes.push((name, g, x, w, dy, gflop));
+        }
+    }
+    let widths = [blocked::Width::Sixteen, blocked::Width::Eight];
+    if !widths.iter().all(|w| w.runs_here()) {
+        println!("\n(no eight against sixteen lanes: this CPU lacks one of AVX-512F, AVX2 + FMA)");
+        return;
+    }
+    println!("\nGFLOP/s of the blocked kernels, sixteen lanes (AVX-512) -> eight lanes (AVX2)");
+    println!(
+        "{:<22} {:>15} {:>15} {:>15} {:>10}",
+        "layer", "forward", "input grad", "weight grad", "max gap"
+    );
+    for (name, g, x, w, dy, gflop) in eight_lanes {
+        let (sixteen, want) = blocked_passes(widths[0], &g, &x, &w, &dy);
+        let (eight, got) = blocked_passes(widths[1], &g, &x, &w, &dy);
+        let cell = |k: usize| format!("{:.0} -> {:.0}", gflop / sixteen[k], gflop / eight[k]);
         let gap = (0..3)
             .map(|k| relative_gap(&want[k], &got[k]))
             .fold(0f32, f32::max);
