@@ -4,6 +4,10 @@
 //! paths relative to the largest value. Then the layers the blocked kernels take, at eight
 //! lanes (AVX2) beside sixteen (AVX-512). Threads follow RAYON_NUM_THREADS.
 //!
+//! With the argument `avx2` every kernel is held to AVX2 (the first table then compares the
+//! eight-lane blocked kernels with the other paths at that width; for gemm's AVX2 micro-kernels
+//! too, build without its `x86-v4` feature in `crates/shears-kernels/Cargo.toml`).
+//!
 //! `cargo run --release -p shears-kernels --example blocked_speed`
 
 mod common;
@@ -53,6 +57,9 @@ fn blocked_passes(
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("avx2") {
+        use_avx2_only(true);
+    }
     let shapes = [
         ("resnet-20 16x32x32", 16, 16, 32),
         ("16x16x16", 16, 16, 16),
@@ -65,8 +72,9 @@ fn main() {
         ("48->80 12x12", 48, 80, 12),
     ];
     println!(
-        "GFLOP/s, other paths -> blocked layout ({} thread(s), batch 64)",
-        rayon::current_num_threads()
+        "GFLOP/s, other paths -> blocked layout ({} thread(s), batch 64, {:?} lanes)",
+        rayon::current_num_threads(),
+        blocked::width()
     );
     println!(
         "{:<22} {:>15} {:>15} {:>15} {:>10}",
