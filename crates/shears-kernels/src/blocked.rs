@@ -98,24 +98,29 @@ pub fn width() -> Option<Width> {
     }
 }
 
-/// Whether `g`'s three passes take this path: a dense same-padded 3x3 layer with 48+ channels
-/// on both sides on a map 8 to 16 pixels wide, on a CPU with AVX2 or AVX-512. Measured against
-/// the paths it replaces (`examples/blocked_speed.rs`, GFLOP/s at batch 64, two threads):
-/// VGG-11's 64 -> 128 at 16x16 forward 287 -> 330, its 256 -> 256 at 8x8 270 -> 289 forward
-/// and 253 -> 284 input gradient, ResNet-20's 64x8x8 204 -> 266 and 188 -> 262. Weight
-/// gradient, one / two threads: 256 -> 256 at 8x8 125 -> 152 / 241 -> 311, 64 -> 128 at 16x16
-/// 129 -> 141 / 259 -> 272; its rows go in bands of 64 pixels, whose inputs and output
-/// gradients stay in L1 for all twelve passes over them (on 16x16 maps the whole plane did
-/// not, and lost to im2col + GEMM). Narrower layers (16 or 32 channels) were 10-40 % slower
-/// here and 32x32 maps no faster than the paths they have; 4x4 maps are much faster per tap
-/// (`tapwise.rs`).
+/// Whether `g`'s three passes take this path: a dense same-padded 3x3 layer on a map 8 to 32
+/// pixels wide, from a batch of 16, with at least two blocks of channels on both sides with
+/// AVX-512 (32+ channels) and two or more of eight with AVX2 (16+).
+///
+/// Measured against the paths the same layers take otherwise (`examples/blocked_speed.rs`,
+/// GFLOP/s at batch 64, one / two threads, forward, input and weight gradient; BENCHMARKS.md):
+/// small-cnn's 32x28x28 139/138/90 -> 138/135/131 and 272/273/184 -> 299/297/229, its 32 -> 64
+/// at 14x14 +16-24 % on one thread; VGG-11's 256 -> 256 at 8x8 forward 153 -> 166 and 298 ->
+/// 346. What was slower: sixteen lanes on 16- and 24-channel layers (ResNet-20's first stage
+/// 119 -> 97 forward; a third of each register idle with 24), and maps wider than 32 were not
+/// measured. With AVX2 everywhere (gemm built without its AVX-512 micro-kernels) eight lanes
+/// were faster on every layer measured, 16-channel ones included, but for VGG-11's 128- and
+/// 256-channel 8x8 layers' forward pass and input gradient on one thread (6-10 % slower).
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    let Some(width) = width() else {
+        return false;
+    };
+    let least = 2 * width.lanes();
     g.is_dense_same_3x3()
-        && (8..=16).contains(&g.in_w)
-        && g.in_channels >= 48
-        && g.out_channels >= 48
+        && (8..=32).contains(&g.in_w)
+        && g.in_channels >= least
+        && g.out_channels >= least
         && g.batch >= MIN_BATCH
-        && width().is_some()
         && !OFF.load(std::sync::atomic::Ordering::Relaxed)
 }
 

@@ -30,8 +30,8 @@
 //!   input gradient per tap);
 //! - the same on a 3x3 or 4x4 map: one GEMM per tap over the pixels it reads inside the map
 //!   (`tapwise.rs`);
-//! - such a convolution with 48+ channels on both sides on a map 8 to 16 pixels wide, for a
-//!   batch: direct kernels in a channel-blocked layout, NCHW16c with AVX-512 or NCHW8c with
+//! - such a convolution with 32+ channels on both sides (16+ with AVX2) on a map 8 to 32
+//!   pixels wide, for a batch: direct kernels in a channel-blocked layout, NCHW16c with AVX-512 or NCHW8c with
 //!   AVX2 (chosen at run time), for the forward pass, the input gradient and the weight
 //!   gradient (`blocked.rs`; the layout is converted at each call for now);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small

@@ -291,12 +291,12 @@ fn taps_over_the_map_match_the_loop_nest() {
     check_same_3x3_layers(&layers, 400);
 }
 
-/// 3x3 layers with 48+ channels on maps 8 to 16 pixels wide at a batch of 16+ run all three
-/// passes in the channel-blocked layout (`blocked.rs`), sixteen lanes with AVX-512 and eight
-/// with the kernels held to AVX2: channel counts that end inside a block (on either side), a
-/// last group of fewer filter blocks, rows that end inside a run of pixels, bands of rows that
-/// end inside the map, oblong maps, an odd batch, the epilogue, one and two threads; below 16
-/// images, the other paths.
+/// 3x3 layers with two blocks of channels or more on maps 8 to 32 pixels wide at a batch of 16+
+/// run all three passes in the channel-blocked layout (`blocked.rs`), sixteen lanes with
+/// AVX-512 and eight with the kernels held to AVX2: channel counts that end inside a block (on
+/// either side), a last group of fewer filter blocks, rows that end inside a run of pixels,
+/// bands of rows that end inside the map, oblong maps, wide maps, an odd batch, the epilogue,
+/// one and two threads; below 16 images, the other paths.
 #[test]
 fn blocked_layout_layers_match_the_loop_nest() {
     let layers = [
@@ -306,11 +306,13 @@ fn blocked_layout_layers_match_the_loop_nest() {
         (16, 128, 144, 10, 8),
         (16, 64, 49, 5, 16),
         (15, 64, 64, 8, 8),
+        (16, 32, 33, 4, 28),
+        (16, 40, 32, 3, 32),
     ];
     check_same_3x3_layers(&layers, 500);
     // Eight lanes: channels that end inside a block, a last single filter block, runs of six
-    // pixels that end inside rows of 8, 11 and 16, an odd batch.
-    let eight = [layers[1], layers[2], layers[4]];
+    // pixels that end inside rows of 8, 11, 16 and 28, an odd batch, 16 and 20 channels.
+    let eight = [layers[1], layers[2], layers[4], layers[6], (16, 16, 20, 3, 12)];
     with_width(true, || check_same_3x3_layers(&eight, 510));
 }
 
@@ -366,21 +368,21 @@ fn geometry() -> impl Strategy<Value = ConvGeometry> {
 }
 
 proptest! {
-    // Few cases: each layer is large (48+ channels on both sides, a batch of 16+) for the
+    // Few cases: each layer is large (32+ channels on both sides, a batch of 16+) for the
     // reference loop nest.
     #![proptest_config(ProptestConfig::with_cases(12))]
 
     /// Layers the blocked kernels take (`blocked.rs`), of any shape they accept, at both
-    /// vector widths: channel counts at and inside blocks of 8 and 16, maps 8 to 16 pixels
+    /// vector widths: channel counts at and inside blocks of 8 and 16, maps 8 to 32 pixels
     /// wide (runs of 6 and 8 pixels that end inside a row) and 1 to 10 high (bands of rows
     /// that end inside the map).
     #[test]
     fn blocked_layout_layers_of_any_shape_match_the_loop_nest(
         batch in 16usize..19,
-        cin in prop::sample::select(vec![48usize, 53, 60, 64, 128, 131]),
-        cout in prop::sample::select(vec![48usize, 61, 64, 128, 130]),
+        cin in prop::sample::select(vec![32usize, 48, 53, 60, 64, 131]),
+        cout in prop::sample::select(vec![32usize, 37, 48, 61, 64, 130]),
         h in 1usize..11,
-        w in prop::sample::select(vec![8usize, 9, 11, 12, 16]),
+        w in prop::sample::select(vec![8usize, 9, 11, 12, 16, 27, 32]),
         seed in 0u64..1000,
         threads in 1usize..3,
         avx2 in any::<bool>(),
