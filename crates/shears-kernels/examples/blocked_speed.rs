@@ -1,8 +1,9 @@
 //! The blocked-layout kernels (`blocked.rs`) against the paths the same layers take without
 //! them, in one process: GFLOP/s (all nine taps counted) of the forward pass, the input
-//! gradient and the weight gradient at batch 64, and the largest difference between the two
-//! paths relative to the largest value (the batch from the BATCH variable if set). Then the blocked kernels called directly on every
-//! layer, at eight lanes (AVX2) beside sixteen (AVX-512). Threads follow RAYON_NUM_THREADS.
+//! gradient and the weight gradient at batch 64 (or BATCH), and the largest difference between
+//! the two paths relative to the largest value. Then the blocked kernels called directly on
+//! every layer, at eight lanes (AVX2) beside sixteen (AVX-512). Threads follow
+//! RAYON_NUM_THREADS.
 //!
 //! With the argument `avx2` every kernel is held to AVX2 (the first table then compares the
 //! eight-lane blocked kernels with the other paths at that width; for gemm's AVX2 micro-kernels
