@@ -29,16 +29,14 @@ fn main() {
     let steps: usize = common::arg(6, 20, "a step count");
     let graph = zoo::build(&model, &input, 10).expect("a zoo model");
     let weights = init_weights(&graph, 0);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    // This thread in the kernels' pool, as `shears train` runs.
+    shears_engine::device::set_threads_here(Some(threads)).expect("a thread count");
     println!(
         "{model}, batch {batch}, {threads} thread(s)\n{:<24} {:>24} {:>8} {:>8} {:>8} {:>8}",
         "layer", "shape", "fwd ms", "dX ms", "dW ms", "GFLOP/s"
     );
     let (mut total_ms, mut total_flop) = (0.0, 0.0);
-    pool.install(|| {
+    {
         for layer in common::layers(&graph, batch).into_iter().filter(|_| layers) {
             let (g, first) = (layer.geometry, layer.first);
             let x = vec![0.1f32; g.input_len()];
@@ -70,7 +68,7 @@ fn main() {
                 passes * flop / (f + bx + bw) / 1e6
             );
         }
-    });
+    }
     let device = device_by_name("flex").unwrap().autodiff();
     let mut e = Executor::new(&graph, &weights, &Masks::new(), &device).unwrap();
     let cfg = OptimizerConfig::Sgd {

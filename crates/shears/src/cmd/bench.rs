@@ -49,6 +49,11 @@ fn ort_row(
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    // One thread count: this thread and the kernels' pool run the steps as `shears train` does
+    // (see `shears_engine::latency`); several: a pool each.
+    if let [threads] = args.threads[..] {
+        shears_engine::device::set_threads_here(Some(threads))?;
+    }
     if let Some(dir) = &args.dynamic {
         return dynamic(dir, &args);
     }

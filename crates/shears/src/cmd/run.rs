@@ -40,6 +40,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(e) = args.finetune_epochs {
         cfg.set_finetune_epochs(e);
     }
+    // This (main) thread joins the kernels' pool: the pipeline's own `set_threads` then finds it
+    // with the count it asks for.
+    shears_engine::device::set_threads_here(cfg.threads)?;
     let request = Request::Run {
         config: cfg,
         run: run_request(&args.run, "run"),

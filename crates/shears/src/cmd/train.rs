@@ -35,9 +35,7 @@ struct TrainResult {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let cfg = args.over.resolve()?;
-    if let Some(t) = cfg.threads {
-        shears_engine::device::set_threads(t)?;
-    }
+    shears_engine::device::set_threads_here(cfg.threads)?;
     let name = run_name(&cfg.name, "train", None, cfg.seed, &cfg.hash());
     let config = cfg.to_toml();
     let Some((dir, _lock)) = open_run(&args.run, "train", name, &config)? else {
