@@ -1,8 +1,9 @@
-//! Progress and Ctrl-C across the boundary: the library calls [`PyProgress`] from its worker
-//! (the GIL released); it takes the GIL for a moment to call the Python callback
-//! (`callback("stage", name)`, `callback("step", (epoch, epochs, step, steps, loss))`) and to
-//! look for a pending signal. A Ctrl-C, or an exception in the callback, stops the run at the
-//! next step and is raised once the call returns.
+//! Progress and Ctrl-C across the boundary: the library calls [`PyProgress`] from a thread of
+//! the kernels' pool; it takes the GIL for a moment to call the Python callback
+//! (`callback("stage", name)`, `callback("step", (epoch, epochs, step, steps, loss))`). The
+//! calling Python thread, waiting for the run, looks for a pending signal
+//! ([`PyProgress::check_signals`]). A Ctrl-C, or an exception in the callback, stops the run at
+//! the next step and is raised once the call returns.
 
 use crate::errors::{Failure, Kind, ShearsResult};
 use pyo3::exceptions::PyKeyboardInterrupt;
@@ -48,6 +49,14 @@ impl PyProgress {
         });
     }
 
+    /// Records a pending signal (a Ctrl-C) so that the run stops at its next step. Only the
+    /// Python thread that called sees one: Python delivers signals to its main thread.
+    pub fn check_signals(&self, py: Python<'_>) {
+        if let Err(e) = py.check_signals() {
+            self.record(e);
+        }
+    }
+
     /// The call's result: the exception that stopped it first, else the library's own outcome.
     pub fn finish<T>(&self, _py: Python<'_>, outcome: ShearsResult<T>) -> PyResult<T> {
         let raised = self.raised.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -78,14 +87,6 @@ impl Progress for PyProgress {
     }
 
     fn cancelled(&self) -> bool {
-        if self.stop.load(Ordering::SeqCst) {
-            return true;
-        }
-        Python::attach(|py| {
-            if let Err(e) = py.check_signals() {
-                self.record(e);
-            }
-        });
         self.stop.load(Ordering::SeqCst)
     }
 }
