@@ -75,3 +75,20 @@ pub fn set_threads_here(threads: Option<usize>) -> Result<()> {
 pub fn current_threads() -> usize {
     rayon::current_num_threads()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Only the refusal: a test that built the global pool would fix it for every other test
+    // in this process (the CLI's tests run `shears train --threads N` in processes of their own).
+    #[test]
+    fn zero_threads_are_refused_before_any_pool_is_built() {
+        for e in [
+            set_threads(0).unwrap_err(),
+            set_threads_here(Some(0)).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("at least 1"), "{e}");
+        }
+    }
+}

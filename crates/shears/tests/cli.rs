@@ -249,6 +249,40 @@ fn bench_reports_median_and_p90() {
     }
 }
 
+/// With one thread count the steps run from the main thread in the kernels' pool (as `shears
+/// train` runs); with several, in a pool of each size: both give every row.
+#[test]
+fn bench_times_each_thread_count_it_is_given() {
+    let v = ok_json(&shears(&[
+        "bench",
+        "--model",
+        "small-cnn",
+        "--batch",
+        "2",
+        "--threads",
+        "1,2",
+        "--warmup",
+        "1",
+        "--repeats",
+        "2",
+        "--train",
+        "--json",
+    ]));
+    let r = v["results"].as_array().unwrap();
+    for mode in ["inference", "training"] {
+        let mut threads: Vec<i64> = r
+            .iter()
+            .filter(|x| x["mode"] == mode)
+            .map(|x| x["threads"].as_i64().unwrap())
+            .collect();
+        threads.sort();
+        assert_eq!(threads, [1, 2], "{mode}");
+    }
+    for x in r {
+        assert!(x["median_ms"].as_f64().unwrap() > 0.0);
+    }
+}
+
 #[test]
 fn bad_inputs_get_clear_errors() {
     // A batch larger than memory is refused before allocating, with the estimate (it aborted
