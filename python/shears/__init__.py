@@ -109,7 +109,8 @@ def prune(
     keywords are those of ``shears prune``: ``round_to``, ``latency_runtime``, ``scope``, ``normalize``,
     ``importance``, ``ignore``, ``max_layer_ratio``, ``convention``, ``quota``, ``target_kind``,
     ``apply_effective``, ``seed``, ``latency`` (measure latency), ``out``, ``runs_dir``, ...
-    ``progress`` is ``True`` (a bar), ``False``, or a callable ``(event, payload)``.
+    ``progress`` is ``True`` (a bar), ``False``, or a callable ``(event, payload)``; the work runs
+    on a thread of shears' own, and so does the callable (not on the calling thread).
 
     The methods that train before they cut (``masksparsity``, ``paam``) and ``ftwt`` run their
     pipeline (as :func:`run` does) from ``model``: they need ``data``; ``train_epochs`` trains
@@ -239,7 +240,9 @@ def run(
     "train": {...}, "method": {"name": "l1-filter", "macs_reduction": 0.5}}``) or the path of a
     TOML file. The run directory is named from the config under ``runs_dir`` (or is ``out``); a
     finished run is not run again (its saved report comes back) unless ``force``; ``resume``
-    continues an interrupted one from its checkpoints.
+    continues an interrupted one from its checkpoints. ``progress`` is as for :func:`prune`:
+    the run, and a progress callable, work on a thread of shears' own; Ctrl-C stops the run at
+    its next step.
     """
     if isinstance(config, Mapping):
         text, is_path = json.dumps(config), False

@@ -71,20 +71,31 @@ fn run_request(
 ) -> PyResult<RunOutcome> {
     let watcher = Arc::new(PyProgress::new(progress));
     let w = watcher.clone();
-    // The pool takes the run's thread count before it starts: a pool thread cannot resize it.
-    if let Request::Run { config, .. } = &request
-        && let Some(threads) = config.threads
-    {
-        let set = guarded(|| Ok(shears_engine::device::set_threads(threads)?));
-        if let Err(e) = set {
-            return watcher.finish(py, Err(e));
-        }
+    // Already on a pool thread (a progress callback that starts another run): run here, as a
+    // job queued from this thread would wait for it while it waits for the job.
+    if rayon::current_thread_index().is_some() {
+        let outcome = py.detach(move || guarded(|| Ok(execute(&request, w)?)));
+        return watcher.finish(py, outcome);
     }
     let (done, mut waiting) = std::sync::mpsc::channel();
-    rayon::spawn(move || {
-        // The receiver is gone only if this thread's caller is, and then no one is waiting.
-        let _ = done.send(guarded(|| Ok(execute(&request, w)?)));
+    let started = guarded(|| {
+        // The pool takes the run's thread count before it starts (a pool thread cannot resize
+        // it); a bad config is refused first, as the run itself would.
+        if let Request::Run { config, .. } = &request {
+            config.validate()?;
+            if let Some(threads) = config.threads {
+                shears_engine::device::set_threads(threads)?;
+            }
+        }
+        rayon::spawn(move || {
+            // The receiver is gone only if this thread's caller is, and then no one waits.
+            let _ = done.send(guarded(|| Ok(execute(&request, w)?)));
+        });
+        Ok(())
     });
+    if let Err(e) = started {
+        return watcher.finish(py, Err(e));
+    }
     let outcome = loop {
         let (got, rx) = py.detach(move || {
             let got = waiting.recv_timeout(std::time::Duration::from_millis(50));

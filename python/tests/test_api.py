@@ -416,6 +416,40 @@ def test_ctrl_c_stops_between_steps_and_the_run_resumes(tmp_path):
     assert Path(report["run_dir"]).resolve() == run_dirs[0].resolve()
 
 
+NESTED = """
+import shears
+cfg = {cfg}
+inner = []
+def progress(event, payload):
+    # A callback runs on shears' own thread; a run it starts runs right there.
+    if event == "step" and not inner:
+        inner.append(shears.prune("lenet-5", "magnitude", sparsity=0.5, runs_dir={runs!r},
+                                  progress=False))
+shears.run(cfg, runs_dir={runs!r}, progress=progress)
+print("FINISHED", len(inner), flush=True)
+"""
+
+
+def test_a_progress_callback_can_start_another_run_on_one_thread(tmp_path):
+    # One thread: the pool's only thread is the one running the outer call, so a job queued for
+    # the inner call would wait for it forever. In a process of its own (one pool per process).
+    cfg = small_config("py-nested", PIPELINES["l1-filter"], threads=1)
+    runs = str(tmp_path / "runs")
+    child = subprocess.run(
+        [sys.executable, "-c", NESTED.format(cfg=repr(cfg), runs=runs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "FINISHED 1" in child.stdout, (child.stdout, child.stderr)
+
+
+def test_zero_threads_is_invalid_input(tmp_path):
+    cfg = small_config("py-zero-threads", PIPELINES["l1-filter"], threads=0)
+    with pytest.raises(shears.InvalidInput, match="threads"):
+        shears.run(cfg, runs_dir=tmp_path, progress=False)
+
+
 def test_a_vision_transformer_prunes_heads_and_mlp_channels_from_python(tmp_path):
     dense = shears.load("vit-tiny")
     assert dense.macs > 100e6

@@ -69,7 +69,7 @@ fn check(s: &BenchSettings) -> Result<()> {
 /// for; inside a pool of its own the step's tensors are allocated by a pool thread, from one of
 /// glibc's per-thread arenas, which (unless `memory::keep_freed_memory` ran) hand a heap back
 /// to the system as soon as it is empty, so every step faulted its activations in again
-/// (small-cnn, batch 128, one thread: 17,000 page faults and about 15 % of the step).
+/// (small-cnn, batch 128, one thread: 14,600 page faults and about 15 % of each step).
 fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> Result<R> {
     if rayon::current_thread_index().is_some() && rayon::current_num_threads() == threads {
         return Ok(f());

@@ -989,7 +989,7 @@ mod avx2 {
         accs: [&mut [f32]; OB],
     ) {
         let at = |kw: usize, l: usize| ((kh * 3 + kw) * LANES + part * L + l) * LANES;
-        assert!(rows.end + 2 <= b.hp && (part + 1) * L <= LANES);
+        assert!(kh < 3 && rows.end + 2 <= b.hp && (part + 1) * L <= LANES);
         assert!(x.len() >= b.hp * b.wp * LANES);
         for o in 0..OB {
             assert!(dys[o].len() >= b.h * b.w * LANES && accs[o].len() >= 9 * LANES * LANES);
