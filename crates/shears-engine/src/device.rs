@@ -59,8 +59,14 @@ pub fn set_threads_here(threads: Option<usize>) -> Result<()> {
         .build_global()
     {
         Ok(()) => Ok(()),
-        // A pool that exists already serves a run that names no count.
-        Err(_) if threads.is_none_or(|t| rayon::current_num_threads() == t) => Ok(()),
+        // A pool that exists already serves a run that names no count (this thread may then
+        // not be one of its threads: slower, not wrong).
+        Err(_) if threads.is_none_or(|t| rayon::current_num_threads() == t) => {
+            if rayon::current_thread_index().is_none() {
+                tracing::debug!("the thread pool existed already; this thread hands work to it");
+            }
+            Ok(())
+        }
         Err(_) => Err(EngineError::invalid(
             "threads",
             format!(
