@@ -505,6 +505,10 @@ pub fn conv2d_backward_weight(
     // 3 -> 64 at 32x32 from 19 / 39 through im2col + GEMM to 72 / 141; ResNet-20's 16 -> 16 at
     // 32x32 from 58 / 118 to 100 / 162). With 32+ input channels im2col + GEMM is as fast or
     // faster (32 -> 32 at 16x16: 95 / 186 against 93 / 156 direct).
+    if direct_grad::applies_unpadded(g) {
+        direct_grad::backward_weight_unpadded(g, input, grad_output, grad_weight);
+        return;
+    }
     if g.in_channels <= 16 && direct_grad::applies(g) {
         direct_grad::backward_weight(g, input, grad_output, grad_weight);
         return;

@@ -171,3 +171,202 @@ unsafe fn taps_avx512<const B: usize>(
         }
     }
 }
+
+/// Whether [`backward_weight_unpadded`] takes `g`: an ungrouped, unpadded, stride-1 layer with
+/// a kernel of at most 7x7, up to 16 input channels and 8 filters and output rows of 8+
+/// pixels, with AVX-512 (a network's first layers: LeNet-5's 5x5 ones with 6 filters, which
+/// im2col + GEMM ran at 30 GFLOP/s, six of a register's sixteen rows working).
+pub(crate) fn applies_unpadded(g: &ConvGeometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        g.groups == 1
+            && g.stride == [1, 1]
+            && g.padding == [0, 0]
+            && g.dilation == [1, 1]
+            && g.kernel[0] <= 7
+            && g.kernel[1] <= 7
+            && g.in_channels <= 16
+            && g.out_channels <= 8
+            && g.out_w() >= 8
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && !direct::avx2_only()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// [`backward_weight`] for the unpadded layers of [`applies_unpadded`]. The output gradient's
+/// rows are widened to the input's width (zeros past each row's end), so that a pixel's taps
+/// are the input at fixed offsets from the pixel's own index and each plane is one flat run of
+/// 16-pixel vectors; one kernel row of up to four filters at a time, `4 × kw` accumulators.
+pub(crate) fn backward_weight_unpadded(
+    g: &ConvGeometry,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) {
+    assert!(
+        applies_unpadded(g),
+        "direct_grad: not an unpadded layer it takes, {g:?}"
+    );
+    let len = g.weight_len();
+    let w = g.in_w;
+    let (oh_n, ow_n) = (g.out_h(), g.out_w());
+    let in_image = g.in_channels * g.in_pixels();
+    let out_image = g.out_channels * g.out_pixels();
+    let y_plane = oh_n * w;
+    let runs = threads().min(g.batch).max(1);
+    let per_run = g.batch.div_ceil(runs);
+    let mut acc = vec![0.0f32; runs * len];
+    let parts = SharedMut(acc.as_mut_ptr());
+    (0..runs).into_par_iter().for_each(|r| {
+        // SAFETY: run r writes only its own accumulator.
+        let part = unsafe { parts.slice(r * len, len) };
+        let mut lanes = vec![0.0f32; len * LANES];
+        // The input copied with zeros after it: a plane's last vectors read up to `kw − 2`
+        // values past the last plane (multiplied by the zeros past the last output row).
+        with_scratch(in_image + LANES, |xs| {
+            xs[in_image..].fill(0.0);
+            with_image_scratch(g.out_channels * y_plane, |dy_rows| {
+                for n in r * per_run..((r + 1) * per_run).min(g.batch) {
+                    xs[..in_image].copy_from_slice(&input[n * in_image..(n + 1) * in_image]);
+                    let dy = &grad_output[n * out_image..(n + 1) * out_image];
+                    for (dst, src) in dy_rows.chunks_exact_mut(w).zip(dy.chunks_exact(ow_n)) {
+                        dst[..ow_n].copy_from_slice(src);
+                        dst[ow_n..].fill(0.0);
+                    }
+                    unpadded_image(g, xs, dy_rows, y_plane, &mut lanes);
+                }
+            })
+        });
+        for (p, l) in part.iter_mut().zip(lanes.chunks_exact(LANES)) {
+            *p = l.iter().sum();
+        }
+    });
+    sum_runs(&acc, grad_weight);
+}
+
+/// Adds one image's weight gradient to the per-lane sums (16 per gradient value).
+fn unpadded_image(g: &ConvGeometry, xs: &[f32], dy_rows: &[f32], y_plane: usize, lanes: &mut [f32]) {
+    let (kh_n, kw_n, w) = (g.kernel[0], g.kernel[1], g.in_w);
+    let taps = kh_n * kw_n;
+    let filter = g.in_channels * taps * LANES;
+    let x_plane = g.in_pixels();
+    // Every read below: `dy_rows` planes of `y_plane`; the input at a plane's start plus
+    // `kh·w + q + kw` for q < y_plane, at most `kw_n − 2` past the last plane, inside the slack.
+    assert!(xs.len() >= g.in_channels * x_plane + kw_n.saturating_sub(1));
+    assert_eq!(dy_rows.len(), g.out_channels * y_plane);
+    assert_eq!(lanes.len(), g.out_channels * filter);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let most = (24 / kw_n).clamp(1, 4);
+        let mut co = 0;
+        while co < g.out_channels {
+            let b = most.min(g.out_channels - co);
+            for ci in 0..g.in_channels {
+                for kh in 0..kh_n {
+                    // SAFETY: `applies_unpadded` checked AVX-512F; the reads and writes stay
+                    // inside the buffers asserted above.
+                    unsafe {
+                        let x = xs.as_ptr().add(ci * x_plane + kh * w);
+                        let dy = dy_rows.as_ptr().add(co * y_plane);
+                        let l = lanes
+                            .as_mut_ptr()
+                            .add(co * filter + (ci * taps + kh * kw_n) * LANES);
+                        row_taps(b, kw_n, x, dy, y_plane, l, filter);
+                    }
+                }
+            }
+            co += b;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (xs, dy_rows, y_plane, lanes, filter, kh_n, w);
+        unreachable!("the direct weight gradient is only selected on x86-64");
+    }
+}
+
+/// [`row_taps_avx512`] for `b` filters (1 to 4) and `k` kernel columns (1 to 7).
+///
+/// # Safety
+/// As [`row_taps_avx512`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn row_taps(
+    b: usize,
+    k: usize,
+    x: *const f32,
+    dy: *const f32,
+    y_plane: usize,
+    lanes: *mut f32,
+    filter: usize,
+) {
+    macro_rules! go {
+        ($b:literal) => {
+            match k {
+                1 => unsafe { row_taps_avx512::<$b, 1>(x, dy, y_plane, lanes, filter) },
+                2 => unsafe { row_taps_avx512::<$b, 2>(x, dy, y_plane, lanes, filter) },
+                3 => unsafe { row_taps_avx512::<$b, 3>(x, dy, y_plane, lanes, filter) },
+                4 => unsafe { row_taps_avx512::<$b, 4>(x, dy, y_plane, lanes, filter) },
+                5 => unsafe { row_taps_avx512::<$b, 5>(x, dy, y_plane, lanes, filter) },
+                6 => unsafe { row_taps_avx512::<$b, 6>(x, dy, y_plane, lanes, filter) },
+                _ => unsafe { row_taps_avx512::<$b, 7>(x, dy, y_plane, lanes, filter) },
+            }
+        };
+    }
+    match b {
+        4 => go!(4),
+        3 => go!(3),
+        2 => go!(2),
+        _ => go!(1),
+    }
+}
+
+/// One kernel row's `K` taps of filters `0..B` (output-gradient planes `y_plane` apart, per-lane
+/// sums `filter` apart) over one input plane `x` already offset by the kernel row.
+///
+/// # Safety
+/// AVX-512F; `x` readable for `y_plane + K − 1` values, `dy` for `B` planes, `lanes` for `B`
+/// filters from the row's first tap.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_taps_avx512<const B: usize, const K: usize>(
+    x: *const f32,
+    dy: *const f32,
+    y_plane: usize,
+    lanes: *mut f32,
+    filter: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); K]; B];
+    let mut step = |q: usize, mask: __mmask16| {
+        let mut d = [_mm512_setzero_ps(); B];
+        for (b, d) in d.iter_mut().enumerate() {
+            *d = unsafe { _mm512_maskz_loadu_ps(mask, dy.add(b * y_plane + q)) };
+        }
+        for kw in 0..K {
+            let xv = unsafe { _mm512_maskz_loadu_ps(mask, x.add(q + kw)) };
+            for b in 0..B {
+                acc[b][kw] = _mm512_fmadd_ps(d[b], xv, acc[b][kw]);
+            }
+        }
+    };
+    let full = y_plane / LANES * LANES;
+    let mut q = 0;
+    while q < full {
+        step(q, !0);
+        q += LANES;
+    }
+    if q < y_plane {
+        step(q, (1u16 << (y_plane - q)) - 1);
+    }
+    for (b, taps) in acc.iter().enumerate() {
+        for (kw, v) in taps.iter().enumerate() {
+            let p = unsafe { lanes.add(b * filter + kw * LANES) };
+            unsafe { _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), *v)) };
+        }
+    }
+}

@@ -34,6 +34,9 @@
 //!   pixels wide, for a batch: direct kernels in a channel-blocked layout, NCHW16c with AVX-512 or NCHW8c with
 //!   AVX2 (chosen at run time), for the forward pass, the input gradient and the weight
 //!   gradient (`blocked.rs`; the layout is converted at each call for now);
+//! - the weight gradient of an unpadded stride-1 layer with up to 16 input channels and 8
+//!   filters (LeNet-5's 5x5 layers), with AVX-512: the same direct kernel, one kernel row of up
+//!   to four filters at a time (`direct_grad.rs`);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
 

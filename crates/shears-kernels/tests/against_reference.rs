@@ -291,6 +291,41 @@ fn taps_over_the_map_match_the_loop_nest() {
     check_same_3x3_layers(&layers, 400);
 }
 
+/// Unpadded stride-1 layers with few filters and input channels (LeNet-5's 5x5 ones) take the
+/// direct weight gradient by kernel rows (AVX-512): 1 to 7 kernel columns, oblong kernels, a
+/// last group of fewer than four filters, rows whose widened planes end inside a vector, one
+/// and two threads; with the kernels held to AVX2, im2col + GEMM.
+#[test]
+fn unpadded_few_filter_layers_match_the_loop_nest() {
+    let layers = [
+        // (batch, in, out, h, w, kh, kw)
+        (3, 3, 6, 32, 32, 5, 5),
+        (2, 1, 6, 28, 28, 5, 5),
+        (2, 6, 8, 14, 14, 5, 5),
+        (3, 2, 5, 11, 19, 3, 7),
+        (1, 16, 7, 10, 9, 2, 1),
+        (2, 4, 3, 13, 15, 6, 4),
+    ];
+    for (seed, &(batch, cin, cout, h, w, kh, kw)) in layers.iter().enumerate() {
+        let g = ConvGeometry {
+            batch,
+            in_channels: cin,
+            in_h: h,
+            in_w: w,
+            out_channels: cout,
+            kernel: [kh, kw],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        for threads in [1, 2] {
+            on_threads(threads, || check_convolution(&g, 700 + seed as u64));
+        }
+        with_width(true, || check_convolution(&g, 710 + seed as u64));
+    }
+}
+
 /// 3x3 layers with two blocks of channels or more on maps 8 to 32 pixels wide at a batch of 16+
 /// run all three passes in the channel-blocked layout (`blocked.rs`), sixteen lanes with
 /// AVX-512 and eight with the kernels held to AVX2: channel counts that end inside a block (on
