@@ -333,6 +333,8 @@ unsafe fn row_taps(
 /// filters from the row's first tap.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+// The accumulators are indexed by filter and kernel column together.
+#[allow(clippy::needless_range_loop)]
 unsafe fn row_taps_avx512<const B: usize, const K: usize>(
     x: *const f32,
     dy: *const f32,
