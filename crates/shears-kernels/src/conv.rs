@@ -10,6 +10,7 @@
 //! block of images side by side, so one GEMM has about [`BLOCK_COLUMNS`] columns.
 
 use crate::blocked;
+use crate::few_filters;
 use crate::depthwise;
 use crate::direct;
 use crate::direct_grad;
@@ -105,6 +106,11 @@ pub fn conv2d_forward(
     }
     if blocked::applies(g) {
         blocked::forward(g, input, weight, output);
+        apply_epilogue(g, epilogue, output);
+        return;
+    }
+    if few_filters::applies(g) {
+        few_filters::forward(g, input, weight, output);
         apply_epilogue(g, epilogue, output);
         return;
     }

@@ -292,9 +292,10 @@ fn taps_over_the_map_match_the_loop_nest() {
 }
 
 /// Unpadded stride-1 layers with few filters and input channels (LeNet-5's 5x5 ones) take the
-/// direct weight gradient by kernel rows (AVX-512): 1 to 7 kernel columns, oblong kernels, a
-/// last group of fewer than four filters, rows whose widened planes end inside a vector, one
-/// and two threads; with the kernels held to AVX2, im2col + GEMM.
+/// direct forward pass with every filter in registers and the direct weight gradient by kernel
+/// rows (AVX-512): 1 to 8 filters, 1 to 7 kernel columns, oblong kernels, a last group of
+/// fewer than four filters, widened planes that end inside a vector and inside a tile of
+/// vectors, one and two threads; with the kernels held to AVX2, im2col + GEMM.
 #[test]
 fn unpadded_few_filter_layers_match_the_loop_nest() {
     let layers = [
@@ -305,6 +306,7 @@ fn unpadded_few_filter_layers_match_the_loop_nest() {
         (3, 2, 5, 11, 19, 3, 7),
         (1, 16, 7, 10, 9, 2, 1),
         (2, 4, 3, 13, 15, 6, 4),
+        (2, 2, 1, 9, 12, 3, 3),
     ];
     for (seed, &(batch, cin, cout, h, w, kh, kw)) in layers.iter().enumerate() {
         let g = ConvGeometry {
