@@ -594,7 +594,15 @@ unsafe fn weight_pair(
     unsafe {
         if width == Width::Sixteen {
             for part in 0..4 {
-                avx512::weight_taps::<2, 4>(b, x, dys, kh, part, rows.clone(), [&mut *t0, &mut *t1]);
+                avx512::weight_taps::<2, 4>(
+                    b,
+                    x,
+                    dys,
+                    kh,
+                    part,
+                    rows.clone(),
+                    [&mut *t0, &mut *t1],
+                );
             }
         } else {
             for part in 0..4 {

@@ -10,10 +10,10 @@
 //! block of images side by side, so one GEMM has about [`BLOCK_COLUMNS`] columns.
 
 use crate::blocked;
-use crate::few_filters;
 use crate::depthwise;
 use crate::direct;
 use crate::direct_grad;
+use crate::few_filters;
 use crate::geometry::{ConvGeometry, Epilogue};
 use crate::im2col::{col2im_add, im2col};
 use crate::matmul::{View, matmul, matmul_into};

@@ -250,7 +250,13 @@ pub(crate) fn backward_weight_unpadded(
 }
 
 /// Adds one image's weight gradient to the per-lane sums (16 per gradient value).
-fn unpadded_image(g: &ConvGeometry, xs: &[f32], dy_rows: &[f32], y_plane: usize, lanes: &mut [f32]) {
+fn unpadded_image(
+    g: &ConvGeometry,
+    xs: &[f32],
+    dy_rows: &[f32],
+    y_plane: usize,
+    lanes: &mut [f32],
+) {
     let (kh_n, kw_n, w) = (g.kernel[0], g.kernel[1], g.in_w);
     let taps = kh_n * kw_n;
     let filter = g.in_channels * taps * LANES;

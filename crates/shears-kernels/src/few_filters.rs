@@ -78,7 +78,14 @@ fn image(g: &ConvGeometry, xs: &[f32], w: &[f32], wide: &mut [f32]) {
 /// # Safety
 /// As [`tile_avx512`].
 #[cfg(target_arch = "x86_64")]
-unsafe fn tile(g: &ConvGeometry, xs: &[f32], w: &[f32], wide: &mut [f32], q: usize, vectors: usize) {
+unsafe fn tile(
+    g: &ConvGeometry,
+    xs: &[f32],
+    w: &[f32],
+    wide: &mut [f32],
+    q: usize,
+    vectors: usize,
+) {
     macro_rules! go {
         ($b:literal) => {
             match vectors {

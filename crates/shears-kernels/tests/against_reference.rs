@@ -349,7 +349,13 @@ fn blocked_layout_layers_match_the_loop_nest() {
     check_same_3x3_layers(&layers, 500);
     // Eight lanes: channels that end inside a block, a last single filter block, runs of six
     // pixels that end inside rows of 8, 11, 16 and 28, an odd batch, 16 and 20 channels.
-    let eight = [layers[1], layers[2], layers[4], layers[6], (16, 16, 20, 3, 12)];
+    let eight = [
+        layers[1],
+        layers[2],
+        layers[4],
+        layers[6],
+        (16, 16, 20, 3, 12),
+    ];
     with_width(true, || check_same_3x3_layers(&eight, 510));
 }
 
