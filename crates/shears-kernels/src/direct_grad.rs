@@ -94,6 +94,8 @@ fn image(g: &ConvGeometry, padded: &[f32], dy_rows: &[f32], lanes: &mut [f32]) {
     debug_assert_eq!(lanes.len(), g.out_channels * filter);
     #[cfg(target_arch = "x86_64")]
     {
+        // The nine taps of a pixel: fixed offsets in the padded plane.
+        let offsets = [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2];
         let mut co = 0;
         let x = padded.as_ptr();
         let l = lanes.as_mut_ptr();
@@ -107,9 +109,9 @@ fn image(g: &ConvGeometry, padded: &[f32], dy_rows: &[f32], lanes: &mut [f32]) {
                     let (x, dy) = (x.add(ci * x_plane), dy_rows.as_ptr().add(co * y_plane));
                     let l = l.add(co * filter + ci * 9 * LANES);
                     if pair {
-                        taps_avx512::<2>(x, dy, y_plane, wp, l, filter);
+                        taps_avx512::<2, 9>(x, dy, y_plane, offsets, l, filter);
                     } else {
-                        taps_avx512::<1>(x, dy, y_plane, wp, l, filter);
+                        taps_avx512::<1, 9>(x, dy, y_plane, offsets, l, filter);
                     }
                 }
             }
@@ -123,25 +125,25 @@ fn image(g: &ConvGeometry, padded: &[f32], dy_rows: &[f32], lanes: &mut [f32]) {
     }
 }
 
-/// Filters `0..B` (output-gradient planes `y_plane` apart, per-lane sums `filter` apart) against
-/// one padded input plane `x`: the 9 taps of each, over the plane's `y_plane` positions.
+/// Filters `0..B` (output-gradient planes `y_plane` apart, per-lane sums `filter` apart)
+/// against one input plane `x`: `T` taps, tap `t` the input at `offsets[t]` from each pixel,
+/// over the plane's `y_plane` positions (each tap's sums 16 lanes after the one before).
 ///
 /// # Safety
-/// AVX-512F; `x` readable for `y_plane + 2 * wp + 2` values, `dy` for `B` planes, `lanes` for
-/// `B` filters of 9 taps of 16 lanes.
+/// AVX-512F; `x` readable for `y_plane` values past the largest offset, `dy` for `B` planes,
+/// `lanes` for `B` filters of `T` taps of 16 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn taps_avx512<const B: usize>(
+unsafe fn taps_avx512<const B: usize, const T: usize>(
     x: *const f32,
     dy: *const f32,
     y_plane: usize,
-    wp: usize,
+    offsets: [usize; T],
     lanes: *mut f32,
     filter: usize,
 ) {
     use std::arch::x86_64::*;
-    let offsets = [0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2];
-    let mut acc = [[_mm512_setzero_ps(); 9]; B];
+    let mut acc = [[_mm512_setzero_ps(); T]; B];
     // One 16-pixel vector: `mask` selects the pixels inside the plane (all but at its end).
     let mut step = |q: usize, mask: __mmask16| {
         let mut d = [_mm512_setzero_ps(); B];
@@ -296,10 +298,11 @@ fn unpadded_image(
     }
 }
 
-/// [`row_taps_avx512`] for `b` filters (1 to 4) and `k` kernel columns (1 to 7).
+/// One kernel row's `k` taps (1 to 7) of filters `0..b` (1 to 4) over one input plane `x`
+/// already offset by the kernel row: [`taps_avx512`] at offsets `0..k`.
 ///
 /// # Safety
-/// As [`row_taps_avx512`].
+/// As [`taps_avx512`]: `x` readable for `y_plane + k − 1` values.
 #[cfg(target_arch = "x86_64")]
 unsafe fn row_taps(
     b: usize,
@@ -313,13 +316,27 @@ unsafe fn row_taps(
     macro_rules! go {
         ($b:literal) => {
             match k {
-                1 => unsafe { row_taps_avx512::<$b, 1>(x, dy, y_plane, lanes, filter) },
-                2 => unsafe { row_taps_avx512::<$b, 2>(x, dy, y_plane, lanes, filter) },
-                3 => unsafe { row_taps_avx512::<$b, 3>(x, dy, y_plane, lanes, filter) },
-                4 => unsafe { row_taps_avx512::<$b, 4>(x, dy, y_plane, lanes, filter) },
-                5 => unsafe { row_taps_avx512::<$b, 5>(x, dy, y_plane, lanes, filter) },
-                6 => unsafe { row_taps_avx512::<$b, 6>(x, dy, y_plane, lanes, filter) },
-                _ => unsafe { row_taps_avx512::<$b, 7>(x, dy, y_plane, lanes, filter) },
+                1 => unsafe {
+                    taps_avx512::<$b, 1>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
+                },
+                2 => unsafe {
+                    taps_avx512::<$b, 2>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
+                },
+                3 => unsafe {
+                    taps_avx512::<$b, 3>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
+                },
+                4 => unsafe {
+                    taps_avx512::<$b, 4>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
+                },
+                5 => unsafe {
+                    taps_avx512::<$b, 5>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
+                },
+                6 => unsafe {
+                    taps_avx512::<$b, 6>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
+                },
+                _ => unsafe {
+                    taps_avx512::<$b, 7>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
+                },
             }
         };
     }
@@ -328,53 +345,5 @@ unsafe fn row_taps(
         3 => go!(3),
         2 => go!(2),
         _ => go!(1),
-    }
-}
-
-/// One kernel row's `K` taps of filters `0..B` (output-gradient planes `y_plane` apart, per-lane
-/// sums `filter` apart) over one input plane `x` already offset by the kernel row.
-///
-/// # Safety
-/// AVX-512F; `x` readable for `y_plane + K − 1` values, `dy` for `B` planes, `lanes` for `B`
-/// filters from the row's first tap.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-// The accumulators are indexed by filter and kernel column together.
-#[allow(clippy::needless_range_loop)]
-unsafe fn row_taps_avx512<const B: usize, const K: usize>(
-    x: *const f32,
-    dy: *const f32,
-    y_plane: usize,
-    lanes: *mut f32,
-    filter: usize,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); K]; B];
-    let mut step = |q: usize, mask: __mmask16| {
-        let mut d = [_mm512_setzero_ps(); B];
-        for (b, d) in d.iter_mut().enumerate() {
-            *d = unsafe { _mm512_maskz_loadu_ps(mask, dy.add(b * y_plane + q)) };
-        }
-        for kw in 0..K {
-            let xv = unsafe { _mm512_maskz_loadu_ps(mask, x.add(q + kw)) };
-            for b in 0..B {
-                acc[b][kw] = _mm512_fmadd_ps(d[b], xv, acc[b][kw]);
-            }
-        }
-    };
-    let full = y_plane / LANES * LANES;
-    let mut q = 0;
-    while q < full {
-        step(q, !0);
-        q += LANES;
-    }
-    if q < y_plane {
-        step(q, (1u16 << (y_plane - q)) - 1);
-    }
-    for (b, taps) in acc.iter().enumerate() {
-        for (kw, v) in taps.iter().enumerate() {
-            let p = unsafe { lanes.add(b * filter + kw * LANES) };
-            unsafe { _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), *v)) };
-        }
     }
 }
