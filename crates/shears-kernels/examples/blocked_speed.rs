@@ -57,6 +57,28 @@ fn blocked_passes(
     (t, [y, dx, dw])
 }
 
+/// One table row: GFLOP/s of the three passes, first timing -> second, and the largest gap
+/// between their outputs.
+fn print_row(
+    name: &str,
+    gflop: f64,
+    (first, want): ([f64; 3], [Vec<f32>; 3]),
+    (second, got): ([f64; 3], [Vec<f32>; 3]),
+) {
+    let cell = |k: usize| format!("{:.0} -> {:.0}", gflop / first[k], gflop / second[k]);
+    let gap = (0..3)
+        .map(|k| relative_gap(&want[k], &got[k]))
+        .fold(0f32, f32::max);
+    println!(
+        "{:<24} {:>15} {:>15} {:>15} {:>10.1e}",
+        name,
+        cell(0),
+        cell(1),
+        cell(2),
+        gap
+    );
+}
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("avx2") {
         use_avx2_only(true);
@@ -110,21 +132,10 @@ fn main() {
         let dy = wave(g.output_len(), 15_485_863, 1e-3);
         let gflop = 2.0 * (g.weight_len() * g.out_pixels() * g.batch) as f64 / 1e9;
         use_blocked_layout(false);
-        let (before, want) = passes(&g, &x, &w, &dy);
+        let before = passes(&g, &x, &w, &dy);
         use_blocked_layout(true);
-        let (after, got) = passes(&g, &x, &w, &dy);
-        let cell = |k: usize| format!("{:.0} -> {:.0}", gflop / before[k], gflop / after[k]);
-        let gap = (0..3)
-            .map(|k| relative_gap(&want[k], &got[k]))
-            .fold(0f32, f32::max);
-        println!(
-            "{:<24} {:>15} {:>15} {:>15} {:>10.1e}",
-            name,
-            cell(0),
-            cell(1),
-            cell(2),
-            gap
-        );
+        let after = passes(&g, &x, &w, &dy);
+        print_row(name, gflop, before, after);
         eight_lanes.push((name, g, x, w, dy, gflop));
     }
     let widths = [blocked::Width::Sixteen, blocked::Width::Eight];
@@ -138,19 +149,8 @@ fn main() {
         "layer", "forward", "input grad", "weight grad", "max gap"
     );
     for (name, g, x, w, dy, gflop) in eight_lanes {
-        let (sixteen, want) = blocked_passes(widths[0], &g, &x, &w, &dy);
-        let (eight, got) = blocked_passes(widths[1], &g, &x, &w, &dy);
-        let cell = |k: usize| format!("{:.0} -> {:.0}", gflop / sixteen[k], gflop / eight[k]);
-        let gap = (0..3)
-            .map(|k| relative_gap(&want[k], &got[k]))
-            .fold(0f32, f32::max);
-        println!(
-            "{:<24} {:>15} {:>15} {:>15} {:>10.1e}",
-            name,
-            cell(0),
-            cell(1),
-            cell(2),
-            gap
-        );
+        let sixteen = blocked_passes(widths[0], &g, &x, &w, &dy);
+        let eight = blocked_passes(widths[1], &g, &x, &w, &dy);
+        print_row(name, gflop, sixteen, eight);
     }
 }
