@@ -508,13 +508,17 @@ impl Executor {
                 }
             }
         }
-        // A ReLU whose only input is a BatchNorm that nothing else reads.
+        // A ReLU whose only input is a BatchNorm or a convolution with a bias that nothing else
+        // reads.
         let mut relu_after = vec![None; steps.len()];
         for (k, step) in steps.iter().enumerate() {
             let src = inputs[k][0];
             if matches!(step, Step::Relu)
                 && src > 0
-                && matches!(steps[src - 1], Step::Bn { .. })
+                && matches!(
+                    steps[src - 1],
+                    Step::Bn { .. } | Step::Conv { b: Some(_), .. }
+                )
                 && readers[src] == 1
                 && src != output_slot
             {
@@ -951,7 +955,22 @@ impl Executor {
                     let weight = masked(*w).reshape(*shape);
                     let bias = b.map(|b| params[b].clone());
                     let x = arg(0).map(name);
-                    Value::Map(ops::conv::forward(x, weight, bias, opts, &use_kernels))
+                    let geometry = ops::conv::geometry(&x, shape, opts).filter(|g| use_kernels(g));
+                    match (bias, geometry) {
+                        // The bias and a ReLU after it in the kernel's epilogue (LeNet-5's
+                        // layers): Burn's bias add, its gradient and the ReLU each ran on one
+                        // thread.
+                        (Some(bias), Some(g)) => {
+                            let relu = fuse_relu[i];
+                            if relu {
+                                relu_fused[self.relu_after[i].expect("checked")] = true;
+                            }
+                            Value::Map(fast_ops::conv2d_bias(x, weight, bias, g, relu))
+                        }
+                        (bias, _) => {
+                            Value::Map(ops::conv::forward(x, weight, bias, opts, &use_kernels))
+                        }
+                    }
                 }
                 Step::Linear {
                     w,
@@ -1037,6 +1056,9 @@ impl Executor {
                             Value::Tokens(_) => unreachable!("batch norm `{name}` on tokens"),
                         }
                     }
+                }
+                Step::Relu if fast => {
+                    arg(0).map_any(fast_ops::relu, fast_ops::relu, fast_ops::relu)
                 }
                 Step::Relu => arg(0).map_any(activation::relu, activation::relu, activation::relu),
                 Step::Relu6 => arg(0).map_any(

@@ -15,9 +15,9 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_
 use burn::tensor::{Device, Tensor, TensorData};
 use shears_kernels::{
     AdamStep, BnShape, ConvGeometry, Epilogue, PoolGeometry, SgdStep, adam_step, add_relu_forward,
-    batch_norm_backward, batch_norm_forward, conv2d_backward_input, conv2d_backward_weight,
-    conv2d_forward, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train,
-    relu_backward, sgd_step, uninit_output,
+    batch_norm_backward, batch_norm_forward, conv2d_backward_bias, conv2d_backward_input,
+    conv2d_backward_weight, conv2d_forward, max_pool2d_backward, max_pool2d_forward,
+    max_pool2d_forward_train, relu_backward, relu_forward, sgd_step, uninit_output,
 };
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -82,6 +82,17 @@ pub trait FastOps: Backend {
         weight: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self>;
+    /// Differentiable convolution with its bias and, if `relu`, the ReLU after it, in one
+    /// pass (the epilogue of the forward kernel): `relu?(conv(x, w) + bias)`.
+    fn fast_conv2d_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: ConvGeometry,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+    /// Differentiable ReLU of a tensor of any shape, in parallel.
+    fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Inference convolution with the epilogue fused: `relu?(conv(x, w) + bias)`. Not
     /// differentiable (evaluation passes run on plain tensors).
     fn fast_conv2d_fused(
@@ -240,6 +251,14 @@ fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
     flex(y, vec![g.batch, g.channels, g.out_h, g.out_w])
 }
 
+fn relu_flex(x: &FlexTensor) -> FlexTensor {
+    let x_vals = values(x);
+    // Every value is written by the kernel.
+    let mut y = uninit_output(x_vals.len());
+    relu_forward(&x_vals, &mut y);
+    flex(y, dims(x))
+}
+
 fn add_relu_flex(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     let (a_vals, b_vals) = (values(a), values(b));
     // Every value is written by the kernel.
@@ -289,6 +308,20 @@ fn adam(
 }
 
 impl FastOps for Flex {
+    fn fast_conv2d_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: ConvGeometry,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        fused(&x, &weight, &bias, None, &geometry, relu)
+    }
+
+    fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        relu_flex(&x)
+    }
+
     fn fast_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
         add_relu_flex(&a, &b)
     }
@@ -382,6 +415,71 @@ impl Backward<Flex, 2> for ConvBackward {
             conv2d_backward_weight(&g, &values(&x), &dy, &mut dw);
             let shape = vec![g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
             grads.register::<Flex>(node.id, flex(dw, shape));
+        }
+    }
+}
+
+/// Backward of [`FastOps::fast_conv2d_bias`]: the output gradient masked by the ReLU (when
+/// fused), then the input, weight and bias gradients, each only when tracked.
+#[derive(Debug)]
+struct ConvBiasBackward;
+
+/// Input, weight, the output when a ReLU was fused (its sign is the mask), the geometry.
+type ConvBiasState = (FlexTensor, FlexTensor, Option<FlexTensor>, ConvGeometry);
+
+impl Backward<Flex, 3> for ConvBiasBackward {
+    type State = ConvBiasState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, w, y, g) = ops.state;
+        let dy_vals = values(&dy);
+        let masked = y.map(|y| {
+            // Every value is written by the kernel.
+            let mut masked = uninit_output(dy_vals.len());
+            relu_backward(&dy_vals, &values(&y), &mut masked);
+            masked
+        });
+        let dy: &[f32] = masked.as_deref().unwrap_or(&dy_vals);
+        if let Some(node) = node_b {
+            let mut db = uninit_output(g.out_channels);
+            conv2d_backward_bias(&g, dy, &mut db);
+            grads.register::<Flex>(node.id, flex(db, vec![g.out_channels]));
+        }
+        if let Some(node) = node_x {
+            let mut dx = uninit_output(g.input_len());
+            conv2d_backward_input(&g, dy, &values(&w), &mut dx);
+            let shape = vec![g.batch, g.in_channels, g.in_h, g.in_w];
+            grads.register::<Flex>(node.id, flex(dx, shape));
+        }
+        if let Some(node) = node_w {
+            let mut dw = uninit_output(g.weight_len());
+            conv2d_backward_weight(&g, &values(&x), dy, &mut dw);
+            let shape = vec![g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
+            grads.register::<Flex>(node.id, flex(dw, shape));
+        }
+    }
+}
+
+/// Backward of [`FastOps::fast_relu`]: the output gradient where the output is positive.
+#[derive(Debug)]
+struct ReluBackward;
+
+impl Backward<Flex, 1> for ReluBackward {
+    /// The output (its sign is the mask).
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let y = ops.state;
+        if let Some(node) = node_x {
+            let dy_vals = values(&dy);
+            // Every value is written by the kernel.
+            let mut dx = uninit_output(dy_vals.len());
+            relu_backward(&dy_vals, &values(&y), &mut dx);
+            grads.register::<Flex>(node.id, flex(dx, dims(&y)));
         }
     }
 }
@@ -493,6 +591,43 @@ impl Backward<Flex, 3> for BnBackward {
 }
 
 impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
+    fn fast_conv2d_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: ConvGeometry,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let (x, x_node) = x.into_parts();
+        let (w, w_node) = weight.into_parts();
+        let (b, b_node) = bias.into_parts();
+        let y = fused(&x, &w, &b, None, &geometry, relu);
+        match ConvBiasBackward
+            .prepare::<C>([x_node, w_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let mask = relu.then(|| y.clone());
+                prep.finish((x, w, mask, geometry), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x, x_node) = x.into_parts();
+        let y = relu_flex(&x);
+        match ReluBackward
+            .prepare::<C>([x_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
     fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         let (a, a_node) = a.into_parts();
         let (b, b_node) = b.into_parts();
@@ -706,6 +841,28 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, geometry: ConvGeometry) -> Tensor
         weight.into_dispatch(),
         geometry,
     ))
+}
+
+/// Differentiable `relu?(conv(x, weight) + bias)` through the kernels, in one pass.
+pub fn conv2d_bias(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    geometry: ConvGeometry,
+    relu: bool,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_conv2d_bias(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        geometry,
+        relu,
+    ))
+}
+
+/// Differentiable ReLU through the kernel (parallel; Burn's runs on one thread).
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_relu(x.into_dispatch()))
 }
 
 /// Differentiable max pooling through the kernels (training passes).

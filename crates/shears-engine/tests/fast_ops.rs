@@ -112,6 +112,54 @@ proptest! {
         assert_close(&grad(&w, &grads_ours), &grad(&w, &grads_burn), "weight gradient");
     }
 
+    /// The bias and the ReLU in the forward kernel's epilogue, against Burn's conv with its bias
+    /// and Burn's ReLU: output and the gradients of input, weights and bias.
+    #[test]
+    fn convolution_with_bias_and_relu_matches_burn(
+        g in geometry(),
+        seed in 0u64..1000,
+        relu in any::<bool>(),
+    ) {
+        let device = Device::flex().autodiff();
+        let x_shape = [g.batch, g.in_channels, g.in_h, g.in_w];
+        let w_shape = [g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
+        let x = tensor(random(g.input_len(), seed), x_shape, &device).require_grad();
+        let w = tensor(random(g.weight_len(), seed + 1), w_shape, &device).require_grad();
+        let b = tensor(random(g.out_channels, seed + 3), [g.out_channels], &device).require_grad();
+        let r = tensor(
+            random(g.output_len(), seed + 2),
+            [g.batch, g.out_channels, g.out_h(), g.out_w()],
+            &device,
+        );
+        let opts = ConvOptions::new(g.stride, g.padding, g.dilation, g.groups);
+
+        let ours = fast_ops::conv2d_bias(x.clone(), w.clone(), b.clone(), g, relu);
+        let burn = conv2d(x.clone(), w.clone(), Some(b.clone()), opts);
+        let burn = if relu { activation::relu(burn) } else { burn };
+        assert_close(&flat(ours.clone().inner()), &flat(burn.clone().inner()), "output");
+        let grads_ours = (ours * r.clone()).sum().backward();
+        let grads_burn = (burn * r).sum().backward();
+        let grad = |t: &Tensor<4>, g: &_| flat(t.grad(g).expect("tracked"));
+        assert_close(&grad(&x, &grads_ours), &grad(&x, &grads_burn), "input gradient");
+        assert_close(&grad(&w, &grads_ours), &grad(&w, &grads_burn), "weight gradient");
+        let db = |g: &_| flat(b.grad(g).expect("tracked"));
+        assert_close(&db(&grads_ours), &db(&grads_burn), "bias gradient");
+    }
+
+    /// The parallel ReLU against Burn's, on a matrix: output and gradient.
+    #[test]
+    fn relu_matches_burn(rows in 1usize..40, cols in 1usize..700, seed in 0u64..1000) {
+        let device = Device::flex().autodiff();
+        let x = tensor(random(rows * cols, seed), [rows, cols], &device).require_grad();
+        let r = tensor(random(rows * cols, seed + 1), [rows, cols], &device);
+        let ours = fast_ops::relu(x.clone());
+        let burn = activation::relu(x.clone());
+        assert_close(&flat(ours.clone().inner()), &flat(burn.clone().inner()), "output");
+        let dx_ours = flat(x.grad(&(ours * r.clone()).sum().backward()).expect("tracked"));
+        let dx_burn = flat(x.grad(&(burn * r).sum().backward()).expect("tracked"));
+        assert_close(&dx_ours, &dx_burn, "input gradient");
+    }
+
     #[test]
     fn batch_norm_matches_burn_forward_and_gradients(
         n in 1usize..5, c in 1usize..6, side in 1usize..7, relu in any::<bool>(), seed in 0u64..1000

@@ -764,7 +764,7 @@ pub fn conv2d_backward_bias(g: &ConvGeometry, grad_output: &[f32], grad_bias: &m
         let mut s = 0.0f64;
         for n in 0..g.batch {
             let plane = &grad_output[n * out_image + c * pixels..n * out_image + (c + 1) * pixels];
-            s += plane.iter().sum::<f32>() as f64;
+            s += crate::vector::sum(plane) as f64;
         }
         *db = s as f32;
     });

@@ -68,7 +68,7 @@ pub use conv::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
 };
 pub use direct::use_avx2_only;
-pub use elementwise::{add_relu_forward, relu_backward};
+pub use elementwise::{add_relu_forward, relu_backward, relu_forward};
 pub use geometry::{ConvGeometry, Epilogue};
 pub use optimizer::{AdamStep, SgdStep, adam_step, sgd_step};
 pub use parallel::{uninit_output, zeroed};

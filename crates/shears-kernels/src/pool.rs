@@ -130,18 +130,12 @@ pub fn max_pool2d_forward_train(
                     let w = g.in_w;
                     for oh in 0..g.out_h {
                         let r0 = 2 * oh * w;
+                        let rows = &x[r0..r0 + 2 * w];
                         let (y_row, i_row) = (
                             &mut y[oh * g.out_w..(oh + 1) * g.out_w],
                             &mut idx[oh * g.out_w..(oh + 1) * g.out_w],
                         );
-                        for (ow, (v, at)) in y_row.iter_mut().zip(i_row).enumerate() {
-                            let i = r0 + 2 * ow;
-                            let mut best = (x[i], i as u32);
-                            for j in [i + 1, i + w, i + w + 1] {
-                                best = first_max(best, (x[j], j as u32));
-                            }
-                            (*v, *at) = best;
-                        }
+                        pool_2x2_row(rows, w, r0 as u32, y_row, i_row);
                     }
                     continue;
                 }
@@ -179,6 +173,93 @@ fn is_plain_2x2(g: &PoolGeometry) -> bool {
         && g.padding == [0, 0]
         && g.out_h * 2 <= g.in_h
         && g.out_w * 2 <= g.in_w
+}
+
+/// One output row of a 2x2 stride-2 pooling with its argmax: `rows` holds the two input rows
+/// (`w` values each) starting at plane position `at`. Sixteen outputs at a time with AVX-512
+/// (even and odd columns split in registers; LeNet-5's two pools were a tenth of its training
+/// step written as the scalar loop), else that loop.
+fn pool_2x2_row(rows: &[f32], w: usize, at: u32, y: &mut [f32], idx: &mut [u32]) {
+    assert!(rows.len() >= 2 * w && 2 * y.len() <= w && idx.len() == y.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && !crate::direct::avx2_only() {
+        // SAFETY: AVX-512F checked just above; lengths checked by the assert.
+        unsafe { avx512::pool_2x2_row(rows, w, at, y, idx) };
+        return;
+    }
+    for (ow, (v, a)) in y.iter_mut().zip(idx.iter_mut()).enumerate() {
+        let i = 2 * ow;
+        let mut best = (rows[i], at + i as u32);
+        for j in [i + 1, i + w, i + w + 1] {
+            best = first_max(best, (rows[j], at + j as u32));
+        }
+        (*v, *a) = best;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// The mask of the first `n` (at most 16) lanes.
+    fn first(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// [`super::pool_2x2_row`] sixteen outputs at a time. A candidate replaces the running
+    /// maximum where that is not NaN and the candidate is not at most it (larger, or NaN):
+    /// [`super::first_max`] lane by lane.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pool_2x2_row(
+        rows: &[f32],
+        w: usize,
+        at: u32,
+        y: &mut [f32],
+        idx: &mut [u32],
+    ) {
+        // SAFETY: the caller checked the lengths: every load reads inside `rows`' two rows
+        // (masked past `2 · y.len()` values), every store inside `y` and `idx`.
+        unsafe {
+            // Lane `l` takes column `2l` (and `2l + 1`) of the 32 values loaded: the offsets of
+            // its window's first candidate too.
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+            let (r0, r1) = (rows.as_ptr(), rows.as_ptr().add(w));
+            let mut ow = 0;
+            while ow < y.len() {
+                let n = (y.len() - ow).min(16);
+                let (lo, hi) = (first(2 * n), first((2 * n).saturating_sub(16)));
+                let split = |r: *const f32| {
+                    let a = _mm512_maskz_loadu_ps(lo, r.add(2 * ow));
+                    let b = _mm512_maskz_loadu_ps(hi, r.add(2 * ow + 16));
+                    (
+                        _mm512_permutex2var_ps(a, even, b),
+                        _mm512_permutex2var_ps(a, odd, b),
+                    )
+                };
+                let (a, b) = split(r0);
+                let (c, d) = split(r1);
+                let ia = _mm512_add_epi32(even, _mm512_set1_epi32((at as usize + 2 * ow) as i32));
+                let mut best = a;
+                let mut at_best = ia;
+                for (v, offset) in [(b, 1), (c, w), (d, w + 1)] {
+                    let take = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(best, best)
+                        & _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(v, best);
+                    best = _mm512_mask_mov_ps(best, take, v);
+                    let iv = _mm512_add_epi32(ia, _mm512_set1_epi32(offset as i32));
+                    at_best = _mm512_mask_mov_epi32(at_best, take, iv);
+                }
+                let m = first(n);
+                _mm512_mask_storeu_ps(y.as_mut_ptr().add(ow), m, best);
+                _mm512_mask_storeu_epi32(idx.as_mut_ptr().add(ow) as *mut i32, m, at_best);
+                ow += 16;
+            }
+        }
+    }
 }
 
 /// The later candidate replaces the running maximum only if larger, or a NaN where the maximum
@@ -312,6 +393,9 @@ mod tests {
             (2, 2, 7, 7, [3, 3], [2, 2], [0, 0], 3, 3),
             (1, 2, 6, 6, [3, 3], [2, 2], [0, 0], 3, 3),
             (3, 70, 2, 2, [2, 2], [2, 2], [0, 0], 1, 1),
+            // Rows of more than sixteen outputs (a full vector and a tail), an odd width.
+            (2, 3, 36, 37, [2, 2], [2, 2], [0, 0], 18, 18),
+            (1, 2, 10, 64, [2, 2], [2, 2], [0, 0], 5, 32),
         ] {
             let g = PoolGeometry {
                 batch: n,
@@ -365,5 +449,35 @@ mod tests {
         max_pool2d_forward_train(&g, &x, &mut y, &mut idx);
         assert!(y[0].is_nan() && idx[0] == 1, "{y:?} {idx:?}");
         assert_eq!((y[1], idx[1]), (7.0, 7));
+    }
+
+    /// The vector 2x2 row against the scalar loop it replaces, NaN in every window position
+    /// and ties included, every row length up to two vectors and a tail.
+    #[test]
+    fn the_vector_2x2_row_picks_what_the_scalar_loop_picks() {
+        for out_w in 1..=35 {
+            let w = 2 * out_w + out_w % 2;
+            let rows: Vec<f32> = (0..2 * w)
+                .map(|i| match (i * 31) % 23 {
+                    0 => f32::NAN,
+                    r => (r % 5) as f32 - 2.0,
+                })
+                .collect();
+            let mut want = (vec![0f32; out_w], vec![0u32; out_w]);
+            for ow in 0..out_w {
+                let i = 2 * ow;
+                let mut best = (rows[i], 100 + i as u32);
+                for j in [i + 1, i + w, i + w + 1] {
+                    best = first_max(best, (rows[j], 100 + j as u32));
+                }
+                (want.0[ow], want.1[ow]) = best;
+            }
+            let mut got = (vec![7f32; out_w], vec![7u32; out_w]);
+            pool_2x2_row(&rows, w, 100, &mut got.0, &mut got.1);
+            assert_eq!(got.1, want.1, "argmax, {out_w} outputs");
+            for (a, b) in got.0.iter().zip(&want.0) {
+                assert!(a == b || (a.is_nan() && b.is_nan()), "{out_w}: {a} vs {b}");
+            }
+        }
     }
 }
