@@ -14,10 +14,12 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
 use shears_kernels::{
-    AdamStep, BnShape, ConvGeometry, Epilogue, PoolGeometry, SgdStep, adam_step, add_relu_forward,
-    batch_norm_backward, batch_norm_forward, conv2d_backward_bias, conv2d_backward_input,
-    conv2d_backward_weight, conv2d_forward, max_pool2d_backward, max_pool2d_forward,
-    max_pool2d_forward_train, relu_backward, relu_forward, sgd_step, uninit_output,
+    AdamStep, BnShape, ConvGeometry, DenseShape, Epilogue, PoolGeometry, SgdStep, adam_step,
+    add_relu_forward, batch_norm_backward, batch_norm_forward, conv2d_backward_bias,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, dense_backward_bias,
+    dense_backward_input, dense_backward_weight, dense_forward, max_pool2d_backward,
+    max_pool2d_forward, max_pool2d_forward_train, relu_backward, relu_forward, sgd_step,
+    uninit_output,
 };
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -93,6 +95,13 @@ pub trait FastOps: Backend {
     ) -> FloatTensor<Self>;
     /// Differentiable ReLU of a tensor of any shape, in parallel.
     fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Differentiable fully connected layer `x·W + bias`: `x` `[rows, inputs]`, `W`
+    /// `[inputs, outputs]`.
+    fn fast_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
     /// Inference convolution with the epilogue fused: `relu?(conv(x, w) + bias)`. Not
     /// differentiable (evaluation passes run on plain tensors).
     fn fast_conv2d_fused(
@@ -251,6 +260,28 @@ fn max_pool(x: &FlexTensor, g: &PoolGeometry) -> FlexTensor {
     flex(y, vec![g.batch, g.channels, g.out_h, g.out_w])
 }
 
+/// The shape of a linear layer from its input `[rows, inputs]` and weight `[inputs, outputs]`.
+fn dense_shape(x: &FlexTensor, w: &FlexTensor) -> DenseShape {
+    let (xd, wd) = (dims(x), dims(w));
+    assert!(
+        xd.len() == 2 && wd.len() == 2 && xd[1] == wd[0],
+        "linear: input {xd:?} against weight {wd:?}"
+    );
+    DenseShape {
+        rows: xd[0],
+        inputs: xd[1],
+        outputs: wd[1],
+    }
+}
+
+fn linear_flex(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    let s = dense_shape(x, w);
+    // Every value is written (the bias first, then the product added).
+    let mut y = uninit_output(s.rows * s.outputs);
+    dense_forward(s, &values(x), &values(w), Some(&values(b)), &mut y);
+    flex(y, vec![s.rows, s.outputs])
+}
+
 fn relu_flex(x: &FlexTensor) -> FlexTensor {
     let x_vals = values(x);
     // Every value is written by the kernel.
@@ -320,6 +351,14 @@ impl FastOps for Flex {
 
     fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         relu_flex(&x)
+    }
+
+    fn fast_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        linear_flex(&x, &weight, &bias)
     }
 
     fn fast_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
@@ -458,6 +497,39 @@ impl Backward<Flex, 3> for ConvBiasBackward {
             conv2d_backward_weight(&g, &values(&x), dy, &mut dw);
             let shape = vec![g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
             grads.register::<Flex>(node.id, flex(dw, shape));
+        }
+    }
+}
+
+/// Backward of [`FastOps::fast_linear`]: input, weight and bias gradients, each only when
+/// tracked.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    /// Input and weight.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, w) = ops.state;
+        let s = dense_shape(&x, &w);
+        let dy = values(&dy);
+        if let Some(node) = node_x {
+            let mut dx = uninit_output(s.rows * s.inputs);
+            dense_backward_input(s, &dy, &values(&w), &mut dx);
+            grads.register::<Flex>(node.id, flex(dx, vec![s.rows, s.inputs]));
+        }
+        if let Some(node) = node_w {
+            let mut dw = uninit_output(s.inputs * s.outputs);
+            dense_backward_weight(s, &values(&x), &dy, &mut dw);
+            grads.register::<Flex>(node.id, flex(dw, vec![s.inputs, s.outputs]));
+        }
+        if let Some(node) = node_b {
+            let mut db = uninit_output(s.outputs);
+            dense_backward_bias(s, &dy, &mut db);
+            grads.register::<Flex>(node.id, flex(db, vec![s.outputs]));
         }
     }
 }
@@ -611,6 +683,25 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
                 let mask = relu.then(|| y.clone());
                 prep.finish((x, w, mask, geometry), y)
             }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fast_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (x, x_node) = x.into_parts();
+        let (w, w_node) = weight.into_parts();
+        let (b, b_node) = bias.into_parts();
+        let y = linear_flex(&x, &w, &b);
+        match LinearBackward
+            .prepare::<C>([x_node, w_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, w), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -857,6 +948,15 @@ pub fn conv2d_bias(
         bias.into_dispatch(),
         geometry,
         relu,
+    ))
+}
+
+/// Differentiable `x·weight + bias` through the kernels (`weight` `[inputs, outputs]`).
+pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_linear(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
     ))
 }
 

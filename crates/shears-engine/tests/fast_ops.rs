@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shears_core::{Masks, init_weights, zoo};
-use shears_engine::burn::tensor::module::{batch_norm_train, conv2d};
+use shears_engine::burn::tensor::module::{batch_norm_train, conv2d, linear};
 use shears_engine::burn::tensor::ops::ConvOptions;
 use shears_engine::burn::tensor::{Device, Tensor, TensorData, activation};
 use shears_engine::executor::to_vec;
@@ -143,6 +143,34 @@ proptest! {
         assert_close(&grad(&x, &grads_ours), &grad(&x, &grads_burn), "input gradient");
         assert_close(&grad(&w, &grads_ours), &grad(&w, &grads_burn), "weight gradient");
         let db = |g: &_| flat(b.grad(g).expect("tracked"));
+        assert_close(&db(&grads_ours), &db(&grads_burn), "bias gradient");
+    }
+
+    /// The fully connected layer against Burn's: output and the three gradients, on both sides
+    /// of the size from which it splits over threads.
+    #[test]
+    fn linear_matches_burn(
+        rows in 1usize..70,
+        inputs in 1usize..300,
+        outputs in 1usize..130,
+        seed in 0u64..1000,
+    ) {
+        let device = Device::flex().autodiff();
+        let x = tensor(random(rows * inputs, seed), [rows, inputs], &device).require_grad();
+        let w = tensor(random(inputs * outputs, seed + 1), [inputs, outputs], &device)
+            .require_grad();
+        let b = tensor(random(outputs, seed + 2), [outputs], &device).require_grad();
+        let r = tensor(random(rows * outputs, seed + 3), [rows, outputs], &device);
+        let ours = fast_ops::linear(x.clone(), w.clone(), b.clone());
+        let burn = linear(x.clone(), w.clone(), Some(b.clone()));
+        assert_close(&flat(ours.clone().inner()), &flat(burn.clone().inner()), "output");
+        let grads_ours = (ours * r.clone()).sum().backward();
+        let grads_burn = (burn * r).sum().backward();
+        let dx = |g: &_| flat(x.grad(g).expect("tracked"));
+        let dw = |g: &_| flat(w.grad(g).expect("tracked"));
+        let db = |g: &_| flat(b.grad(g).expect("tracked"));
+        assert_close(&dx(&grads_ours), &dx(&grads_burn), "input gradient");
+        assert_close(&dw(&grads_ours), &dw(&grads_burn), "weight gradient");
         assert_close(&db(&grads_ours), &db(&grads_burn), "bias gradient");
     }
 

@@ -46,6 +46,7 @@ mod batchnorm;
 /// Called directly by `examples/blocked_speed.rs`, which compares it with the other paths.
 pub mod blocked;
 mod conv;
+mod dense;
 mod depthwise;
 mod direct;
 mod direct_grad;
@@ -66,6 +67,9 @@ pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm
 pub use blocked::use_blocked_layout;
 pub use conv::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+};
+pub use dense::{
+    DenseShape, dense_backward_bias, dense_backward_input, dense_backward_weight, dense_forward,
 };
 pub use direct::use_avx2_only;
 pub use elementwise::{add_relu_forward, relu_backward, relu_forward};
