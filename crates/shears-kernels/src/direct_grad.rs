@@ -175,7 +175,7 @@ unsafe fn taps_avx512<const B: usize, const T: usize>(
 }
 
 /// Whether [`backward_weight_unpadded`] takes `g`: an ungrouped, unpadded, stride-1 layer with
-/// a kernel of at most 7x7, up to 16 input channels and 8 filters and output rows of 8+
+/// a kernel of at most 7x7, up to 16 input channels and 16 filters and output rows of 8+
 /// pixels, with AVX-512 (a network's first layers: LeNet-5's 5x5 ones with 6 filters, which
 /// im2col + GEMM ran at 30 GFLOP/s, six of a register's sixteen rows working).
 pub(crate) fn applies_unpadded(g: &ConvGeometry) -> bool {
@@ -188,7 +188,7 @@ pub(crate) fn applies_unpadded(g: &ConvGeometry) -> bool {
             && g.kernel[0] <= 7
             && g.kernel[1] <= 7
             && g.in_channels <= 16
-            && g.out_channels <= 8
+            && g.out_channels <= 16
             && g.out_w() >= 8
             && std::arch::is_x86_feature_detected!("avx512f")
             && !direct::avx2_only()

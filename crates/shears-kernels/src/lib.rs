@@ -34,9 +34,9 @@
 //!   pixels wide, for a batch: direct kernels in a channel-blocked layout, NCHW16c with AVX-512 or NCHW8c with
 //!   AVX2 (chosen at run time), for the forward pass, the input gradient and the weight
 //!   gradient (`blocked.rs`; the layout is converted at each call for now);
-//! - an unpadded stride-1 layer with up to 16 input channels and 8 filters (LeNet-5's 5x5
-//!   layers), with AVX-512: a direct forward pass with every filter in registers
-//!   (`few_filters.rs`) and the weight gradient by kernel rows (`direct_grad.rs`);
+//! - an unpadded stride-1 layer with up to 16 input channels and 16 filters (LeNet-5's 5x5
+//!   layers), with AVX-512: a direct forward pass with up to eight filters in registers at a
+//!   time (`few_filters.rs`) and the weight gradient by kernel rows (`direct_grad.rs`);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
 

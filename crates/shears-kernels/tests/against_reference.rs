@@ -292,10 +292,11 @@ fn taps_over_the_map_match_the_loop_nest() {
 }
 
 /// Unpadded stride-1 layers with few filters and input channels (LeNet-5's 5x5 ones) take the
-/// direct forward pass with every filter in registers and the direct weight gradient by kernel
-/// rows (AVX-512): 1 to 8 filters, 1 to 7 kernel columns, oblong kernels, a last group of
-/// fewer than four filters, widened planes that end inside a vector and inside a tile of
-/// vectors, one and two threads; with the kernels held to AVX2, im2col + GEMM.
+/// direct forward pass with up to eight filters in registers at a time and the direct weight
+/// gradient by kernel rows (AVX-512): 1 to 16 filters (a second group of one to eight), 1 to
+/// 16 input channels, 1 to 7 kernel columns, oblong kernels, a last group of fewer than four filters, widened planes
+/// that end inside a vector and inside a tile of vectors, one and two threads; with the
+/// kernels held to AVX2, im2col + GEMM.
 #[test]
 fn unpadded_few_filter_layers_match_the_loop_nest() {
     let layers = [
@@ -307,6 +308,10 @@ fn unpadded_few_filter_layers_match_the_loop_nest() {
         (1, 16, 7, 10, 9, 2, 1),
         (2, 4, 3, 13, 15, 6, 4),
         (2, 2, 1, 9, 12, 3, 3),
+        (2, 6, 16, 14, 14, 5, 5),
+        (2, 16, 9, 12, 10, 3, 3),
+        (1, 5, 13, 17, 9, 2, 2),
+        (3, 11, 15, 8, 13, 4, 6),
     ];
     for (seed, &(batch, cin, cout, h, w, kh, kw)) in layers.iter().enumerate() {
         let g = ConvGeometry {
