@@ -1065,6 +1065,9 @@ impl Executor {
                     arg(0).map_any(fast_ops::relu, fast_ops::relu, fast_ops::relu)
                 }
                 Step::Relu => arg(0).map_any(activation::relu, activation::relu, activation::relu),
+                Step::Relu6 if fast => {
+                    arg(0).map_any(fast_ops::relu6, fast_ops::relu6, fast_ops::relu6)
+                }
                 Step::Relu6 => arg(0).map_any(
                     |t| t.clamp(0.0, 6.0),
                     |t| t.clamp(0.0, 6.0),

@@ -18,8 +18,8 @@ use shears_kernels::{
     add_relu_forward, batch_norm_backward, batch_norm_forward, conv2d_backward_bias,
     conv2d_backward_input, conv2d_backward_weight, conv2d_forward, dense_backward_bias,
     dense_backward_input, dense_backward_weight, dense_forward, max_pool2d_backward,
-    max_pool2d_forward, max_pool2d_forward_train, relu_backward, relu_forward, sgd_step,
-    uninit_output,
+    max_pool2d_forward, max_pool2d_forward_train, relu_backward, relu_forward, relu6_backward,
+    relu6_forward, sgd_step, uninit_output,
 };
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -95,6 +95,9 @@ pub trait FastOps: Backend {
     ) -> FloatTensor<Self>;
     /// Differentiable ReLU of a tensor of any shape, in parallel.
     fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Differentiable ReLU6 (`min(max(x, 0), 6)`) of a tensor of any shape, in parallel; no
+    /// gradient at either bound, as PyTorch's.
+    fn fast_relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Differentiable fully connected layer `x·W + bias`: `x` `[rows, inputs]`, `W`
     /// `[inputs, outputs]`.
     fn fast_linear(
@@ -282,6 +285,14 @@ fn linear_flex(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     flex(y, vec![s.rows, s.outputs])
 }
 
+fn relu6_flex(x: &FlexTensor) -> FlexTensor {
+    let x_vals = values(x);
+    // Every value is written by the kernel.
+    let mut y = uninit_output(x_vals.len());
+    relu6_forward(&x_vals, &mut y);
+    flex(y, dims(x))
+}
+
 fn relu_flex(x: &FlexTensor) -> FlexTensor {
     let x_vals = values(x);
     // Every value is written by the kernel.
@@ -351,6 +362,10 @@ impl FastOps for Flex {
 
     fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         relu_flex(&x)
+    }
+
+    fn fast_relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        relu6_flex(&x)
     }
 
     fn fast_linear(
@@ -534,6 +549,29 @@ impl Backward<Flex, 3> for LinearBackward {
     }
 }
 
+/// Backward of [`FastOps::fast_relu6`]: the output gradient where the output is strictly
+/// between its bounds.
+#[derive(Debug)]
+struct Relu6Backward;
+
+impl Backward<Flex, 1> for Relu6Backward {
+    /// The output (where it lies between 0 and 6 is the mask).
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let y = ops.state;
+        if let Some(node) = node_x {
+            let dy_vals = values(&dy);
+            // Every value is written by the kernel.
+            let mut dx = uninit_output(dy_vals.len());
+            relu6_backward(&dy_vals, &values(&y), &mut dx);
+            grads.register::<Flex>(node.id, flex(dx, dims(&y)));
+        }
+    }
+}
+
 /// Backward of [`FastOps::fast_relu`]: the output gradient where the output is positive.
 #[derive(Debug)]
 struct ReluBackward;
@@ -710,6 +748,19 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         let (x, x_node) = x.into_parts();
         let y = relu_flex(&x);
         match ReluBackward
+            .prepare::<C>([x_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fast_relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x, x_node) = x.into_parts();
+        let y = relu6_flex(&x);
+        match Relu6Backward
             .prepare::<C>([x_node])
             .compute_bound()
             .stateful()
@@ -963,6 +1014,11 @@ pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
 /// Differentiable ReLU through the kernel (parallel; Burn's runs on one thread).
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FastOps>::fast_relu(x.into_dispatch()))
+}
+
+/// Differentiable ReLU6 through the kernel (parallel; Burn's clamp is two single-threaded ops).
+pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_relu6(x.into_dispatch()))
 }
 
 /// Differentiable max pooling through the kernels (training passes).

@@ -174,6 +174,21 @@ proptest! {
         assert_close(&db(&grads_ours), &db(&grads_burn), "bias gradient");
     }
 
+    /// The parallel ReLU6 against Burn's clamp, on values reaching past both bounds.
+    #[test]
+    fn relu6_matches_burn(rows in 1usize..40, cols in 1usize..700, seed in 0u64..1000) {
+        let device = Device::flex().autodiff();
+        let values: Vec<f32> = random(rows * cols, seed).iter().map(|v| v * 8.0).collect();
+        let x = tensor(values, [rows, cols], &device).require_grad();
+        let r = tensor(random(rows * cols, seed + 1), [rows, cols], &device);
+        let ours = fast_ops::relu6(x.clone());
+        let burn = x.clone().clamp(0.0, 6.0);
+        assert_close(&flat(ours.clone().inner()), &flat(burn.clone().inner()), "output");
+        let dx_ours = flat(x.grad(&(ours * r.clone()).sum().backward()).expect("tracked"));
+        let dx_burn = flat(x.grad(&(burn * r).sum().backward()).expect("tracked"));
+        assert_close(&dx_ours, &dx_burn, "input gradient");
+    }
+
     /// The parallel ReLU against Burn's, on a matrix: output and gradient.
     #[test]
     fn relu_matches_burn(rows in 1usize..40, cols in 1usize..700, seed in 0u64..1000) {

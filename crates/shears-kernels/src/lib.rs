@@ -72,7 +72,9 @@ pub use dense::{
     DenseShape, dense_backward_bias, dense_backward_input, dense_backward_weight, dense_forward,
 };
 pub use direct::use_avx2_only;
-pub use elementwise::{add_relu_forward, relu_backward, relu_forward};
+pub use elementwise::{
+    add_relu_forward, relu_backward, relu_forward, relu6_backward, relu6_forward,
+};
 pub use geometry::{ConvGeometry, Epilogue};
 pub use optimizer::{AdamStep, SgdStep, adam_step, sgd_step};
 pub use parallel::{uninit_output, zeroed};
