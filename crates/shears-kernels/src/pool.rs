@@ -176,9 +176,9 @@ fn is_plain_2x2(g: &PoolGeometry) -> bool {
 }
 
 /// One output row of a 2x2 stride-2 pooling with its argmax: `rows` holds the two input rows
-/// (`w` values each) starting at plane position `at`. Sixteen outputs at a time with AVX-512
-/// (even and odd columns split in registers; LeNet-5's two pools were a tenth of its training
-/// step written as the scalar loop), else that loop.
+/// (`w` values each) starting at plane position `at`. Sixteen outputs at a time with AVX-512,
+/// eight with AVX2 (even and odd columns split in registers; LeNet-5's two pools were a tenth of
+/// its training step written as the scalar loop), else that loop.
 fn pool_2x2_row(rows: &[f32], w: usize, at: u32, y: &mut [f32], idx: &mut [u32]) {
     assert!(rows.len() >= 2 * w && 2 * y.len() <= w && idx.len() == y.len());
     #[cfg(target_arch = "x86_64")]
@@ -187,7 +187,13 @@ fn pool_2x2_row(rows: &[f32], w: usize, at: u32, y: &mut [f32], idx: &mut [u32])
         unsafe { avx512::pool_2x2_row(rows, w, at, y, idx) };
         return;
     }
-    for (ow, (v, a)) in y.iter_mut().zip(idx.iter_mut()).enumerate() {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 checked just above; lengths checked by the assert.
+        done = unsafe { avx2::pool_2x2_row(rows, w, at, y, idx) };
+    }
+    for (ow, (v, a)) in y.iter_mut().zip(idx.iter_mut()).enumerate().skip(done) {
         let i = 2 * ow;
         let mut best = (rows[i], at + i as u32);
         for j in [i + 1, i + w, i + w + 1] {
@@ -259,6 +265,68 @@ mod avx512 {
                 ow += 16;
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::pool_2x2_row`] eight outputs at a time, as far as whole groups of eight go: how
+    /// many outputs it wrote (the caller's loop does the rest). The same rule as the AVX-512
+    /// kernel, with comparison results as lane masks.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn pool_2x2_row(
+        rows: &[f32],
+        w: usize,
+        at: u32,
+        y: &mut [f32],
+        idx: &mut [u32],
+    ) -> usize {
+        let whole = y.len() / 8 * 8;
+        // SAFETY: each group of eight outputs reads the 16 values `2·ow..2·ow + 16` of both
+        // rows, inside them since `2 · y.len() <= w` (caller's assert); stores stay in `y`, `idx`.
+        unsafe {
+            let even_cols = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+            let (r0, r1) = (rows.as_ptr(), rows.as_ptr().add(w));
+            // Even and odd columns of 16 values: shuffles within 128-bit halves, then the
+            // 64-bit quarters put in order.
+            let split = |r: *const f32| {
+                let (a, b) = (_mm256_loadu_ps(r), _mm256_loadu_ps(r.add(8)));
+                let order = |v: __m256| {
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+                };
+                (
+                    order(_mm256_shuffle_ps::<0b10_00_10_00>(a, b)),
+                    order(_mm256_shuffle_ps::<0b11_01_11_01>(a, b)),
+                )
+            };
+            let mut ow = 0;
+            while ow < whole {
+                let (a, b) = split(r0.add(2 * ow));
+                let (c, d) = split(r1.add(2 * ow));
+                let ia =
+                    _mm256_add_epi32(even_cols, _mm256_set1_epi32((at as usize + 2 * ow) as i32));
+                let mut best = a;
+                let mut at_best = _mm256_castsi256_ps(ia);
+                for (v, offset) in [(b, 1), (c, w), (d, w + 1)] {
+                    let take = _mm256_and_ps(
+                        _mm256_cmp_ps::<_CMP_ORD_Q>(best, best),
+                        _mm256_cmp_ps::<_CMP_NLE_UQ>(v, best),
+                    );
+                    best = _mm256_blendv_ps(best, v, take);
+                    let iv = _mm256_add_epi32(ia, _mm256_set1_epi32(offset as i32));
+                    at_best = _mm256_blendv_ps(at_best, _mm256_castsi256_ps(iv), take);
+                }
+                _mm256_storeu_ps(y.as_mut_ptr().add(ow), best);
+                _mm256_storeu_si256(
+                    idx.as_mut_ptr().add(ow) as *mut __m256i,
+                    _mm256_castps_si256(at_best),
+                );
+                ow += 8;
+            }
+        }
+        whole
     }
 }
 
@@ -451,8 +519,9 @@ mod tests {
         assert_eq!((y[1], idx[1]), (7.0, 7));
     }
 
-    /// The vector 2x2 row against the scalar loop it replaces, NaN in every window position
-    /// and ties included, every row length up to two vectors and a tail.
+    /// The vector 2x2 rows (sixteen and eight lanes) against the scalar loop they replace, NaN
+    /// in every window position and ties included, every row length up to two vectors and a
+    /// tail.
     #[test]
     fn the_vector_2x2_row_picks_what_the_scalar_loop_picks() {
         for out_w in 1..=35 {
@@ -472,11 +541,16 @@ mod tests {
                 }
                 (want.0[ow], want.1[ow]) = best;
             }
-            let mut got = (vec![7f32; out_w], vec![7u32; out_w]);
-            pool_2x2_row(&rows, w, 100, &mut got.0, &mut got.1);
-            assert_eq!(got.1, want.1, "argmax, {out_w} outputs");
-            for (a, b) in got.0.iter().zip(&want.0) {
-                assert!(a == b || (a.is_nan() && b.is_nan()), "{out_w}: {a} vs {b}");
+            // Sixteen lanes, then eight (the kernels held to AVX2).
+            for avx2 in [false, true] {
+                crate::use_avx2_only(avx2);
+                let mut got = (vec![7f32; out_w], vec![7u32; out_w]);
+                pool_2x2_row(&rows, w, 100, &mut got.0, &mut got.1);
+                crate::use_avx2_only(false);
+                assert_eq!(got.1, want.1, "argmax, {out_w} outputs, AVX2 only: {avx2}");
+                for (a, b) in got.0.iter().zip(&want.0) {
+                    assert!(a == b || (a.is_nan() && b.is_nan()), "{out_w}: {a} vs {b}");
+                }
             }
         }
     }
