@@ -174,11 +174,17 @@ proptest! {
         assert_close(&db(&grads_ours), &db(&grads_burn), "bias gradient");
     }
 
-    /// The parallel ReLU6 against Burn's clamp, on values reaching past both bounds.
+    /// The parallel ReLU6 against Burn's clamp, on values reaching past both bounds. Exactly on
+    /// a bound the two differ by design (no gradient there in ours and PyTorch's `hardtanh`;
+    /// Burn's clamp passes it), so such values are moved off it.
     #[test]
     fn relu6_matches_burn(rows in 1usize..40, cols in 1usize..700, seed in 0u64..1000) {
         let device = Device::flex().autodiff();
-        let values: Vec<f32> = random(rows * cols, seed).iter().map(|v| v * 8.0).collect();
+        let values: Vec<f32> = random(rows * cols, seed)
+            .iter()
+            .map(|v| v * 8.0)
+            .map(|v| if v == 0.0 || v == 6.0 { v + 0.5 } else { v })
+            .collect();
         let x = tensor(values, [rows, cols], &device).require_grad();
         let r = tensor(random(rows * cols, seed + 1), [rows, cols], &device);
         let ours = fast_ops::relu6(x.clone());
