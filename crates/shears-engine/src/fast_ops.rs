@@ -76,6 +76,30 @@ pub fn enabled_on(device: &Device) -> bool {
     on && device.clone().inner() == Device::flex()
 }
 
+/// The rectifiers the kernels run: ReLU, and ReLU6 (no gradient at either bound, as PyTorch's
+/// `hardtanh`; Burn's clamp passes it there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rectifier {
+    Relu,
+    Relu6,
+}
+
+impl Rectifier {
+    fn forward(self, x: &[f32], y: &mut [f32]) {
+        match self {
+            Rectifier::Relu => relu_forward(x, y),
+            Rectifier::Relu6 => relu6_forward(x, y),
+        }
+    }
+    /// The gradient behind the rectifier given its output `y`.
+    fn backward(self, dy: &[f32], y: &[f32], dx: &mut [f32]) {
+        match self {
+            Rectifier::Relu => relu_backward(dy, y, dx),
+            Rectifier::Relu6 => relu6_backward(dy, y, dx),
+        }
+    }
+}
+
 #[backend_extension(Flex, Autodiff)]
 pub trait FastOps: Backend {
     /// Convolution without bias: input `[N, C, H, W]`, weight `[O, C/groups, kh, kw]`.
@@ -93,11 +117,8 @@ pub trait FastOps: Backend {
         geometry: ConvGeometry,
         relu: bool,
     ) -> FloatTensor<Self>;
-    /// Differentiable ReLU of a tensor of any shape, in parallel.
-    fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Differentiable ReLU6 (`min(max(x, 0), 6)`) of a tensor of any shape, in parallel; no
-    /// gradient at either bound, as PyTorch's.
-    fn fast_relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Differentiable ReLU or ReLU6 of a tensor of any shape, in parallel.
+    fn fast_rectify(x: FloatTensor<Self>, f: Rectifier) -> FloatTensor<Self>;
     /// Differentiable fully connected layer `x·W + bias`: `x` `[rows, inputs]`, `W`
     /// `[inputs, outputs]`.
     fn fast_linear(
@@ -285,19 +306,11 @@ fn linear_flex(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     flex(y, vec![s.rows, s.outputs])
 }
 
-fn relu6_flex(x: &FlexTensor) -> FlexTensor {
+fn rectify_flex(x: &FlexTensor, f: Rectifier) -> FlexTensor {
     let x_vals = values(x);
     // Every value is written by the kernel.
     let mut y = uninit_output(x_vals.len());
-    relu6_forward(&x_vals, &mut y);
-    flex(y, dims(x))
-}
-
-fn relu_flex(x: &FlexTensor) -> FlexTensor {
-    let x_vals = values(x);
-    // Every value is written by the kernel.
-    let mut y = uninit_output(x_vals.len());
-    relu_forward(&x_vals, &mut y);
+    f.forward(&x_vals, &mut y);
     flex(y, dims(x))
 }
 
@@ -360,12 +373,8 @@ impl FastOps for Flex {
         fused(&x, &weight, &bias, None, &geometry, relu)
     }
 
-    fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        relu_flex(&x)
-    }
-
-    fn fast_relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        relu6_flex(&x)
+    fn fast_rectify(x: FloatTensor<Self>, f: Rectifier) -> FloatTensor<Self> {
+        rectify_flex(&x, f)
     }
 
     fn fast_linear(
@@ -549,46 +558,24 @@ impl Backward<Flex, 3> for LinearBackward {
     }
 }
 
-/// Backward of [`FastOps::fast_relu6`]: the output gradient where the output is strictly
-/// between its bounds.
+/// Backward of [`FastOps::fast_rectify`]: the output gradient where the output lies inside
+/// the rectifier's open range.
 #[derive(Debug)]
-struct Relu6Backward;
+struct RectifierBackward;
 
-impl Backward<Flex, 1> for Relu6Backward {
-    /// The output (where it lies between 0 and 6 is the mask).
-    type State = FlexTensor;
+impl Backward<Flex, 1> for RectifierBackward {
+    /// The output (where it lies is the mask) and the rectifier.
+    type State = (FlexTensor, Rectifier);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let y = ops.state;
+        let (y, f) = ops.state;
         if let Some(node) = node_x {
             let dy_vals = values(&dy);
             // Every value is written by the kernel.
             let mut dx = uninit_output(dy_vals.len());
-            relu6_backward(&dy_vals, &values(&y), &mut dx);
-            grads.register::<Flex>(node.id, flex(dx, dims(&y)));
-        }
-    }
-}
-
-/// Backward of [`FastOps::fast_relu`]: the output gradient where the output is positive.
-#[derive(Debug)]
-struct ReluBackward;
-
-impl Backward<Flex, 1> for ReluBackward {
-    /// The output (its sign is the mask).
-    type State = FlexTensor;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let y = ops.state;
-        if let Some(node) = node_x {
-            let dy_vals = values(&dy);
-            // Every value is written by the kernel.
-            let mut dx = uninit_output(dy_vals.len());
-            relu_backward(&dy_vals, &values(&y), &mut dx);
+            f.backward(&dy_vals, &values(&y), &mut dx);
             grads.register::<Flex>(node.id, flex(dx, dims(&y)));
         }
     }
@@ -744,28 +731,15 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         }
     }
 
-    fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fast_rectify(x: FloatTensor<Self>, f: Rectifier) -> FloatTensor<Self> {
         let (x, x_node) = x.into_parts();
-        let y = relu_flex(&x);
-        match ReluBackward
+        let y = rectify_flex(&x, f);
+        match RectifierBackward
             .prepare::<C>([x_node])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
-    }
-
-    fn fast_relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (x, x_node) = x.into_parts();
-        let y = relu6_flex(&x);
-        match Relu6Backward
-            .prepare::<C>([x_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::Tracked(prep) => prep.finish((y.clone(), f), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -1013,12 +987,18 @@ pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
 
 /// Differentiable ReLU through the kernel (parallel; Burn's runs on one thread).
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as FastOps>::fast_relu(x.into_dispatch()))
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_rectify(
+        x.into_dispatch(),
+        Rectifier::Relu,
+    ))
 }
 
 /// Differentiable ReLU6 through the kernel (parallel; Burn's clamp is two single-threaded ops).
 pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as FastOps>::fast_relu6(x.into_dispatch()))
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_rectify(
+        x.into_dispatch(),
+        Rectifier::Relu6,
+    ))
 }
 
 /// Differentiable max pooling through the kernels (training passes).
