@@ -695,6 +695,7 @@ unreachable_kernels!(avx2);
 #[allow(clippy::needless_range_loop)]
 mod avx512 {
     use super::Blocks;
+    use crate::simd::first_lanes;
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
@@ -842,15 +843,6 @@ mod avx512 {
         out
     }
 
-    /// The mask of the first `n` (at most 16) lanes.
-    fn first(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
-
     /// NCHW planes of `pixels` values into blocks of 16 channels per pixel: pixel `p` of
     /// block `cb` goes to `dst[cb·block_len + at(p)..][..16]`, channels past `channels` as
     /// zeros. Sixteen pixels of sixteen channels at a time, transposed in registers.
@@ -873,7 +865,7 @@ mod avx512 {
                 let mut rows = [_mm512_setzero_ps(); 16];
                 for (l, row) in rows.iter_mut().enumerate().take(lanes) {
                     let src = unsafe { x.as_ptr().add((cb * LANES + l) * pixels + p0) };
-                    *row = unsafe { _mm512_maskz_loadu_ps(first(n), src) };
+                    *row = unsafe { _mm512_maskz_loadu_ps(first_lanes(n), src) };
                 }
                 let cols = transpose(rows);
                 for (p, col) in cols.iter().enumerate().take(n) {
@@ -903,7 +895,7 @@ mod avx512 {
                 let planes = transpose(rows);
                 for (l, plane) in planes.iter().enumerate().take(lanes) {
                     let d = unsafe { y.as_mut_ptr().add((cb * LANES + l) * pixels + p0) };
-                    unsafe { _mm512_mask_storeu_ps(d, first(n), *plane) };
+                    unsafe { _mm512_mask_storeu_ps(d, first_lanes(n), *plane) };
                 }
             }
         }

@@ -138,21 +138,14 @@ unsafe fn tile_avx512<const B: usize, const P: usize>(
     wide: &mut [f32],
     q: usize,
 ) {
+    use crate::simd::first_lanes;
     use std::arch::x86_64::*;
     let (kh_n, kw_n, w_in) = (g.kernel[0], g.kernel[1], g.in_w);
     let (plane, taps) = (g.in_pixels(), kh_n * kw_n);
     let wide_plane = g.out_h() * w_in;
-    let mask = |p: usize| -> __mmask16 {
-        let at = q + p * LANES;
-        if at + LANES <= wide_plane {
-            !0
-        } else if at >= wide_plane {
-            0
-        } else {
-            (1u16 << (wide_plane - at)) - 1
-        }
-    };
-    let masks: [__mmask16; P] = std::array::from_fn(mask);
+    // The pixels of each vector inside the plane (none past its end).
+    let masks: [__mmask16; P] =
+        std::array::from_fn(|p| first_lanes(wide_plane.saturating_sub(q + p * LANES)));
     let mut acc = [[_mm512_setzero_ps(); P]; B];
     let (x, wt) = (xs.as_ptr(), w.as_ptr());
     for c in 0..g.in_channels {

@@ -205,16 +205,8 @@ fn pool_2x2_row(rows: &[f32], w: usize, at: u32, y: &mut [f32], idx: &mut [u32])
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use crate::simd::first_lanes;
     use std::arch::x86_64::*;
-
-    /// The mask of the first `n` (at most 16) lanes.
-    fn first(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
 
     /// [`super::pool_2x2_row`] sixteen outputs at a time. A candidate replaces the running
     /// maximum where that is not NaN and the candidate is not at most it (larger, or NaN):
@@ -238,7 +230,7 @@ mod avx512 {
             let mut ow = 0;
             while ow < y.len() {
                 let n = (y.len() - ow).min(16);
-                let (lo, hi) = (first(2 * n), first((2 * n).saturating_sub(16)));
+                let (lo, hi) = (first_lanes(2 * n), first_lanes((2 * n).saturating_sub(16)));
                 let split = |r: *const f32| {
                     let a = _mm512_maskz_loadu_ps(lo, r.add(2 * ow));
                     let b = _mm512_maskz_loadu_ps(hi, r.add(2 * ow + 16));
@@ -259,7 +251,7 @@ mod avx512 {
                     let iv = _mm512_add_epi32(ia, _mm512_set1_epi32(offset as i32));
                     at_best = _mm512_mask_mov_epi32(at_best, take, iv);
                 }
-                let m = first(n);
+                let m = first_lanes(n);
                 _mm512_mask_storeu_ps(y.as_mut_ptr().add(ow), m, best);
                 _mm512_mask_storeu_epi32(idx.as_mut_ptr().add(ow) as *mut i32, m, at_best);
                 ow += 16;

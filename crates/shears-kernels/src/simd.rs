@@ -32,3 +32,13 @@ macro_rules! with_simd {
         }
     };
 }
+
+/// The AVX-512 mask of the first `n` lanes of sixteen (all of them from 16 on): a row's tail.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn first_lanes(n: usize) -> std::arch::x86_64::__mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as std::arch::x86_64::__mmask16
+    }
+}
