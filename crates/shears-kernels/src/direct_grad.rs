@@ -164,7 +164,7 @@ unsafe fn taps_avx512<const B: usize, const T: usize>(
         q += LANES;
     }
     if q < y_plane {
-        step(q, (1u16 << (y_plane - q)) - 1);
+        step(q, crate::simd::first_lanes(y_plane - q));
     }
     for (b, taps) in acc.iter().enumerate() {
         for (t, v) in taps.iter().enumerate() {
@@ -313,27 +313,16 @@ unsafe fn row_taps(
     lanes: *mut f32,
     filter: usize,
 ) {
+    // Taps 1 to 6 by their count, 7 for the rest; the offsets are `0..k`.
     macro_rules! go {
         ($b:literal) => {
+            go!($b; 1 2 3 4 5 6)
+        };
+        ($b:literal; $($n:literal)*) => {
             match k {
-                1 => unsafe {
-                    taps_avx512::<$b, 1>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
-                },
-                2 => unsafe {
-                    taps_avx512::<$b, 2>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
-                },
-                3 => unsafe {
-                    taps_avx512::<$b, 3>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
-                },
-                4 => unsafe {
-                    taps_avx512::<$b, 4>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
-                },
-                5 => unsafe {
-                    taps_avx512::<$b, 5>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
-                },
-                6 => unsafe {
-                    taps_avx512::<$b, 6>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
-                },
+                $($n => unsafe {
+                    taps_avx512::<$b, $n>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
+                },)*
                 _ => unsafe {
                     taps_avx512::<$b, 7>(x, dy, y_plane, std::array::from_fn(|t| t), lanes, filter)
                 },
