@@ -85,22 +85,33 @@ fn geometry() -> impl Strategy<Value = ConvGeometry> {
         )
 }
 
+/// A convolution test case for `g`: random input and weights (both tracked), a random weighting
+/// of the output (the loss is their product's sum) and Burn's options.
+fn conv_case(
+    g: &ConvGeometry,
+    seed: u64,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>, ConvOptions<2>) {
+    let x_shape = [g.batch, g.in_channels, g.in_h, g.in_w];
+    let w_shape = [g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
+    let x = tensor(random(g.input_len(), seed), x_shape, device).require_grad();
+    let w = tensor(random(g.weight_len(), seed + 1), w_shape, device).require_grad();
+    let r = tensor(
+        random(g.output_len(), seed + 2),
+        [g.batch, g.out_channels, g.out_h(), g.out_w()],
+        device,
+    );
+    let opts = ConvOptions::new(g.stride, g.padding, g.dilation, g.groups);
+    (x, w, r, opts)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
     fn convolution_matches_burn_forward_and_gradients(g in geometry(), seed in 0u64..1000) {
         let device = Device::flex().autodiff();
-        let x_shape = [g.batch, g.in_channels, g.in_h, g.in_w];
-        let w_shape = [g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
-        let x = tensor(random(g.input_len(), seed), x_shape, &device).require_grad();
-        let w = tensor(random(g.weight_len(), seed + 1), w_shape, &device).require_grad();
-        let r = tensor(
-            random(g.output_len(), seed + 2),
-            [g.batch, g.out_channels, g.out_h(), g.out_w()],
-            &device,
-        );
-        let opts = ConvOptions::new(g.stride, g.padding, g.dilation, g.groups);
+        let (x, w, r, opts) = conv_case(&g, seed, &device);
 
         let ours = fast_ops::conv2d(x.clone(), w.clone(), g);
         let burn = conv2d(x.clone(), w.clone(), None, opts);
@@ -121,17 +132,8 @@ proptest! {
         relu in any::<bool>(),
     ) {
         let device = Device::flex().autodiff();
-        let x_shape = [g.batch, g.in_channels, g.in_h, g.in_w];
-        let w_shape = [g.out_channels, g.in_per_group(), g.kernel[0], g.kernel[1]];
-        let x = tensor(random(g.input_len(), seed), x_shape, &device).require_grad();
-        let w = tensor(random(g.weight_len(), seed + 1), w_shape, &device).require_grad();
+        let (x, w, r, opts) = conv_case(&g, seed, &device);
         let b = tensor(random(g.out_channels, seed + 3), [g.out_channels], &device).require_grad();
-        let r = tensor(
-            random(g.output_len(), seed + 2),
-            [g.batch, g.out_channels, g.out_h(), g.out_w()],
-            &device,
-        );
-        let opts = ConvOptions::new(g.stride, g.padding, g.dilation, g.groups);
 
         let ours = fast_ops::conv2d_bias(x.clone(), w.clone(), b.clone(), g, relu);
         let burn = conv2d(x.clone(), w.clone(), Some(b.clone()), opts);
