@@ -955,22 +955,12 @@ impl Executor {
                     let weight = masked(*w).reshape(*shape);
                     let bias = b.map(|b| params[b].clone());
                     let x = arg(0).map(name);
-                    let geometry = ops::conv::geometry(&x, shape, opts).filter(|g| use_kernels(g));
-                    match (bias, geometry) {
-                        // The bias and a ReLU after it in the kernel's epilogue (LeNet-5's
-                        // layers): Burn's bias add, its gradient and the ReLU each ran on one
-                        // thread.
-                        (Some(bias), Some(g)) => {
-                            let relu = fuse_relu[i];
-                            if relu {
-                                relu_fused[self.relu_after[i].expect("checked")] = true;
-                            }
-                            Value::Map(fast_ops::conv2d_bias(x, weight, bias, g, relu))
-                        }
-                        (bias, _) => {
-                            Value::Map(ops::conv::forward(x, weight, bias, opts, &use_kernels))
-                        }
+                    let (y, relu) =
+                        ops::conv::forward(x, weight, bias, opts, &use_kernels, fuse_relu[i]);
+                    if relu {
+                        relu_fused[self.relu_after[i].expect("checked")] = true;
                     }
+                    Value::Map(y)
                 }
                 Step::Linear {
                     w,

@@ -1,31 +1,31 @@
-//! Burn forward of a convolution outside a fusion: shears' kernels on a flex device where they
-//! apply (`use_kernels` decides: depthwise inference stays on flex's own kernel), Burn's conv
-//! elsewhere. The fused paths (BatchNorm folded, ReLU and residual epilogues) are the
-//! executor's, which plans them across nodes.
+//! Burn forward of a convolution outside a BatchNorm fold: shears' kernels on a flex device
+//! where they apply (`use_kernels` decides: depthwise inference stays on flex's own kernel),
+//! with the bias (and a ReLU the executor planned after it) in the kernel's epilogue; Burn's
+//! conv elsewhere. The folded paths (BatchNorm, residual epilogues) are the executor's, which
+//! plans them across nodes.
 
 use crate::fast_ops;
 use burn::tensor::Tensor;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
-/// `x` convolved by `weight` (`[out, in/groups, kh, kw]`) plus `bias`.
+/// `x` convolved by `weight` (`[out, in/groups, kh, kw]`) plus `bias`, and the ReLU after it
+/// when `relu` is asked and the kernels take the layer with its bias: the output and whether the
+/// ReLU was applied (the caller then skips its own). In the epilogue, the bias add, its gradient
+/// and the ReLU do not run as Burn's single-threaded tensor ops (LeNet-5's layers).
 pub fn forward(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     opts: &ConvOptions<2>,
     use_kernels: &dyn Fn(&shears_kernels::ConvGeometry) -> bool,
-) -> Tensor<4> {
+    relu: bool,
+) -> (Tensor<4>, bool) {
     let shape: [usize; 4] = weight.dims();
-    match geometry(&x, &shape, opts).filter(|g| use_kernels(g)) {
-        Some(g) => {
-            let y = fast_ops::conv2d(x, weight, g);
-            match bias {
-                Some(b) => y + b.reshape([1, shape[0], 1, 1]),
-                None => y,
-            }
-        }
-        None => conv2d(x, weight, bias, opts.clone()),
+    match (geometry(&x, &shape, opts).filter(|g| use_kernels(g)), bias) {
+        (Some(g), Some(b)) => (fast_ops::conv2d_bias(x, weight, b, g, relu), relu),
+        (Some(g), None) => (fast_ops::conv2d(x, weight, g), false),
+        (None, bias) => (conv2d(x, weight, bias, opts.clone()), false),
     }
 }
 
