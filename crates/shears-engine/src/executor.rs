@@ -970,16 +970,13 @@ impl Executor {
                 } => {
                     let weight = masked(*w).reshape([*in_features, *out_features]);
                     let bias = b.map(|b| params[b].clone());
-                    let linear = |x, weight, bias| match bias {
-                        Some(bias) if fast => fast_ops::linear(x, weight, bias),
-                        bias => ops::linear::forward(x, weight, bias),
-                    };
                     match arg(0) {
-                        Value::Flat(x) => Value::Flat(linear(x, weight, bias)),
+                        Value::Flat(x) => Value::Flat(ops::linear::forward(x, weight, bias, fast)),
                         // Every token through the same layer: `[N*T, C]` rows.
                         Value::Tokens(x) => {
                             let [n, t, c] = x.dims();
-                            let y = linear(x.reshape([n * t, c]), weight, bias);
+                            let x = x.reshape([n * t, c]);
+                            let y = ops::linear::forward(x, weight, bias, fast);
                             Value::Tokens(y.reshape([n, t, *out_features]))
                         }
                         Value::Map(_) => unreachable!("linear `{name}` on a feature map"),
