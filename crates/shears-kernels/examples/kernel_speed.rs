@@ -1,5 +1,6 @@
 //! GFLOP/s of each convolution kernel on the layer shapes of ResNet-20 and VGG-11 at batch 64
-//! (3x32x32 input): `cargo run --release -p shears-kernels --example kernel_speed`.
+//! (3x32x32 input), then milliseconds of MobileNet-V2's depthwise layers:
+//! `cargo run --release -p shears-kernels --example kernel_speed`.
 //! Threads follow RAYON_NUM_THREADS.
 
 mod common;
@@ -52,6 +53,51 @@ fn main() {
             flop / tx,
             flop / tw,
             flop
+        );
+    }
+    depthwise_layers();
+}
+
+/// MobileNet-V2's depthwise 3x3 layers at batch 64 (CIFAR input): memory-bound, so time, not
+/// GFLOP/s.
+fn depthwise_layers() {
+    println!(
+        "\n{:<22} {:>9} {:>9} {:>9}",
+        "depthwise layer", "fwd ms", "dX ms", "dW ms"
+    );
+    for (name, c, hw, stride) in [
+        ("96x32x32", 96, 32, 1),
+        ("144x32x32 stride 2", 144, 32, 2),
+        ("192x16x16", 192, 16, 1),
+        ("384x8x8", 384, 8, 1),
+        ("576x8x8 stride 2", 576, 8, 2),
+        ("960x4x4", 960, 4, 1),
+    ] {
+        let g = ConvGeometry {
+            batch: 64,
+            in_channels: c,
+            in_h: hw,
+            in_w: hw,
+            out_channels: c,
+            kernel: [3, 3],
+            stride: [stride, stride],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: c,
+        };
+        let x = vec![0.5f32; g.input_len()];
+        let w = vec![0.1f32; g.weight_len()];
+        let mut y = vec![0.0f32; g.output_len()];
+        let mut dx = vec![0.0f32; g.input_len()];
+        let mut dw = vec![0.0f32; g.weight_len()];
+        let tf = time(&mut || conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y));
+        let tx = time(&mut || conv2d_backward_input(&g, &y, &w, &mut dx));
+        let tw = time(&mut || conv2d_backward_weight(&g, &x, &y, &mut dw));
+        println!(
+            "{name:<22} {:>9.2} {:>9.2} {:>9.2}",
+            tf * 1e3,
+            tx * 1e3,
+            tw * 1e3
         );
     }
 }
