@@ -198,35 +198,46 @@ fn same_padding_convolutions_match_the_loop_nest() {
     }
 }
 
-/// Depthwise 3x3 layers at stride 1 and 2 (MobileNet's) take the phase-split input gradient and
-/// the nine-dot weight gradient: even and odd maps from 1 to 17 pixels (rows that end inside a
-/// 16-lane chunk, maps smaller than the kernel with padding), paddings 0-2, one and two threads
-/// (tasks of several planes), both vector widths.
+/// Depthwise layers: 3x3 at stride 1 and 2 (MobileNet's: the flat-plane masked kernels at
+/// stride 1 with "same" padding, the phase-split input gradient and nine-dot weight gradient at
+/// stride 2), 5x5 and 7x7 "same" (EfficientNet's), and 3x3 and 5x5 with other paddings (the
+/// padded-copy loops): maps from 1 to 17 pixels (rows that end inside a 16-lane vector, planes
+/// shorter than one, maps smaller than the kernel), one and two threads (tasks of several
+/// planes), both vector widths.
 #[test]
-fn depthwise_3x3_layers_match_the_loop_nest() {
+fn depthwise_layers_match_the_loop_nest() {
     let mut seed = 500;
-    for stride in [1usize, 2] {
-        for pad in [0usize, 1, 2] {
-            for (h, w) in [(1usize, 2usize), (4, 4), (5, 7), (8, 8), (9, 17), (16, 3)] {
-                if h + 2 * pad < 3 || w + 2 * pad < 3 {
-                    continue;
-                }
-                seed += 1;
-                let g = ConvGeometry {
-                    batch: 3,
-                    in_channels: 5,
-                    in_h: h,
-                    in_w: w,
-                    out_channels: 5,
-                    kernel: [3, 3],
-                    stride: [stride, stride],
-                    padding: [pad, pad],
-                    dilation: [1, 1],
-                    groups: 5,
-                };
-                for (threads, avx2) in [(1, false), (2, false), (1, true)] {
-                    with_width(avx2, || on_threads(threads, || check_convolution(&g, seed)));
-                }
+    let layers = [
+        (3usize, 1usize, 0usize),
+        (3, 1, 1),
+        (3, 1, 2),
+        (3, 2, 0),
+        (3, 2, 1),
+        (3, 2, 2),
+        (5, 1, 2),
+        (5, 1, 1),
+        (7, 1, 3),
+    ];
+    for (k, stride, pad) in layers {
+        for (h, w) in [(1usize, 2usize), (4, 4), (5, 7), (8, 8), (9, 17), (16, 3)] {
+            if h + 2 * pad < k || w + 2 * pad < k {
+                continue;
+            }
+            seed += 1;
+            let g = ConvGeometry {
+                batch: 3,
+                in_channels: 5,
+                in_h: h,
+                in_w: w,
+                out_channels: 5,
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [pad, pad],
+                dilation: [1, 1],
+                groups: 5,
+            };
+            for (threads, avx2) in [(1, false), (2, false), (1, true)] {
+                with_width(avx2, || on_threads(threads, || check_convolution(&g, seed)));
             }
         }
     }

@@ -5,6 +5,8 @@
 use crate::geometry::ConvGeometry;
 use rayon::prelude::*;
 
+mod flat;
+
 /// For tap column `kj`: the output columns whose input column is inside the row, `[first, end)`,
 /// and the input column of `first`.
 fn tap_columns(g: &ConvGeometry, kj: usize) -> (usize, usize, usize) {
@@ -42,6 +44,22 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
         return;
     }
     let per_task = (4096 / op).max(1);
+    #[cfg(target_arch = "x86_64")]
+    if flat::applies(g) {
+        let masks = flat::TapMasks::new(g);
+        output
+            .par_chunks_mut(op * per_task)
+            .zip(input.par_chunks(ip * per_task))
+            .enumerate()
+            .for_each(|(task, (ys, xs))| {
+                // SAFETY: `applies` checked AVX-512F; a "same" stride-1 layer's planes in and
+                // out are `ip` pixels, and the weights `kh·kw` per channel.
+                unsafe {
+                    flat::planes_forward(&masks, xs, weight, g.in_channels, task * per_task, ys)
+                };
+            });
+        return;
+    }
     output
         .par_chunks_mut(op * per_task)
         .enumerate()
@@ -402,32 +420,48 @@ pub(crate) fn backward_weight(
         grad_weight.fill(0.0);
         return;
     }
-    // Tasks of whole planes in a fixed partition (about 4k outputs each, independent of the
-    // thread count), read front to back; each task sums its planes' filter gradients into its
-    // own per-channel f64 accumulator, and the tasks are added in order: the result does not
-    // depend on the number of threads.
+    // Every plane's own filter gradient, in tasks of about 4k outputs; then each channel's
+    // planes added image after image in f64: the result does not depend on the number of
+    // threads.
     let per_task = (4096 / op).max(1);
-    let tasks = planes.div_ceil(per_task);
-    let partial: Vec<Vec<f64>> = (0..tasks)
-        .into_par_iter()
-        .map(|task| {
-            let mut acc = vec![0f64; g.in_channels * taps];
-            let mut scratch = PlaneScratch::new(g);
-            for plane in task * per_task..((task + 1) * per_task).min(planes) {
-                let c = plane % g.in_channels;
+    #[cfg(target_arch = "x86_64")]
+    let masks = flat::applies(g).then(|| flat::TapMasks::new(g));
+    #[cfg(not(target_arch = "x86_64"))]
+    let masks: Option<()> = None;
+    let mut per_plane = vec![0f32; planes * taps];
+    per_plane
+        .par_chunks_mut(per_task * taps)
+        .enumerate()
+        .for_each(|(task, outs)| {
+            let mut scratch = masks.is_none().then(|| PlaneScratch::new(g));
+            for (k, out) in outs.chunks_mut(taps).enumerate() {
+                let plane = task * per_task + k;
                 let x = &input[plane * ip..(plane + 1) * ip];
                 let dy = &grad_output[plane * op..(plane + 1) * op];
-                let dw = plane_weight_grad(g, x, dy, &mut scratch);
-                for (a, v) in acc[c * taps..(c + 1) * taps].iter_mut().zip(dw) {
-                    *a += *v as f64;
+                match (&masks, &mut scratch) {
+                    #[cfg(target_arch = "x86_64")]
+                    (Some(m), _) => {
+                        // SAFETY: `applies` checked AVX-512F; `x` and `dy` are one plane of a
+                        // "same" stride-1 layer; `out` and the masks have `taps` taps.
+                        unsafe {
+                            match taps {
+                                9 => flat::plane_weight_grad::<9>(m, x, dy, out),
+                                25 => flat::plane_weight_grad::<25>(m, x, dy, out),
+                                _ => flat::plane_weight_grad::<49>(m, x, dy, out),
+                            }
+                        }
+                    }
+                    (_, Some(s)) => out.copy_from_slice(plane_weight_grad(g, x, dy, s)),
+                    _ => unreachable!("a plane has the masks or the scratch"),
                 }
             }
-            acc
-        })
-        .collect();
+        });
     let mut total = vec![0f64; g.in_channels * taps];
-    for p in &partial {
-        total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+    for image in per_plane.chunks(g.in_channels * taps) {
+        total
+            .iter_mut()
+            .zip(image)
+            .for_each(|(t, v)| *t += *v as f64);
     }
     grad_weight
         .iter_mut()
