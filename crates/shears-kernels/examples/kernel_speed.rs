@@ -1,5 +1,6 @@
 //! GFLOP/s of each convolution kernel on the layer shapes of ResNet-20 and VGG-11 at batch 64
-//! (3x32x32 input), then milliseconds of MobileNet-V2's depthwise layers:
+//! (3x32x32 input), then of MobileNet-V2's pointwise layers, then milliseconds of its depthwise
+//! layers:
 //! `cargo run --release -p shears-kernels --example kernel_speed`.
 //! Threads follow RAYON_NUM_THREADS.
 
@@ -55,7 +56,50 @@ fn main() {
             flop
         );
     }
+    pointwise_layers();
     depthwise_layers();
+}
+
+/// MobileNet-V2's 1x1 layers at batch 64 (CIFAR input), GFLOP/s of each pass.
+fn pointwise_layers() {
+    println!(
+        "\n{:<22} {:>9} {:>9} {:>9}",
+        "pointwise layer", "fwd", "dX", "dW"
+    );
+    for (name, cin, cout, hw) in [
+        ("24->144 32x32", 24, 144, 32),
+        ("144->24 32x32", 144, 24, 32),
+        ("64->384 8x8", 64, 384, 8),
+        ("960->320 4x4", 960, 320, 4),
+    ] {
+        let g = ConvGeometry {
+            batch: 64,
+            in_channels: cin,
+            in_h: hw,
+            in_w: hw,
+            out_channels: cout,
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let x = vec![0.5f32; g.input_len()];
+        let w = vec![0.1f32; g.weight_len()];
+        let mut y = vec![0.0f32; g.output_len()];
+        let mut dx = vec![0.0f32; g.input_len()];
+        let mut dw = vec![0.0f32; g.weight_len()];
+        let flop = 2.0 * g.output_len() as f64 * g.col_rows() as f64 / 1e9;
+        let tf = time(&mut || conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y));
+        let tx = time(&mut || conv2d_backward_input(&g, &y, &w, &mut dx));
+        let tw = time(&mut || conv2d_backward_weight(&g, &x, &y, &mut dw));
+        println!(
+            "{name:<22} {:>9.1} {:>9.1} {:>9.1}",
+            flop / tf,
+            flop / tx,
+            flop / tw
+        );
+    }
 }
 
 /// MobileNet-V2's depthwise 3x3 layers at batch 64 (CIFAR input): memory-bound, so time, not

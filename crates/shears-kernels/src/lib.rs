@@ -17,7 +17,8 @@
 //! per image and group, no nested parallelism) and, for a single image, inside the GEMM.
 //!
 //! Which path a convolution takes:
-//! - depthwise (one filter per channel): direct loops (`depthwise.rs`);
+//! - depthwise (one filter per channel): direct loops (`depthwise/`; stride-1 "same" layers
+//!   on AVX-512 read each plane in place through per-tap lane masks, `depthwise/flat.rs`);
 //! - forward of a 3x3, padding-1 convolution at stride 1 or 2, for one image or, image by image,
 //!   for a batch when the weights fit one core's L2; and dynamic inference's gated ones (chosen
 //!   filters and input channels, weights read in place): a direct kernel on the image flattened

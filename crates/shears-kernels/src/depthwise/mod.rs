@@ -1,6 +1,9 @@
-//! Depthwise convolution (one k×k filter per channel) as direct loops over output rows: a GEMM
-//! per channel would have one row. Work is split over (image, channel) planes, and for the
-//! weight gradient over channels, so no two threads write the same value.
+//! Depthwise convolution (one k×k filter per channel) as direct loops: a GEMM per channel would
+//! have one row. Stride-1 "same" layers on AVX-512 read each plane in place (`flat.rs`); the
+//! others work on a zero-padded copy of each plane, split into its four phases at stride 2 so
+//! every tap is again a fixed offset. Work is split over (image, channel) planes; the weight
+//! gradient sums each plane's own and then adds them per channel in a fixed order, so the
+//! result does not depend on the number of threads.
 
 use crate::geometry::ConvGeometry;
 use rayon::prelude::*;
