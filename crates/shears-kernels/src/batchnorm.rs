@@ -120,17 +120,10 @@ fn forward_channel_body(
     relu: bool,
     out: SharedMut,
 ) -> (f32, f32) {
-    let inv_count = 1.0 / shape.count() as f64;
-    let mut sum = 0.0f64;
-    for n in 0..shape.batch {
-        sum += plane_sum_body(&x[shape.plane(n, c)]) as f64;
-    }
-    let mu = (sum * inv_count) as f32;
-    let mut sq = 0.0f64;
-    for n in 0..shape.batch {
-        sq += plane_sq_dev_body(&x[shape.plane(n, c)], mu) as f64;
-    }
-    let sigma2 = (sq * inv_count) as f32;
+    let stats: Vec<[f32; 3]> = (0..shape.batch)
+        .map(|n| plane_stats_body(&x[shape.plane(n, c)]))
+        .collect();
+    let (mu, sigma2) = combine_planes(shape, stats.iter().copied());
     let scale = normalising_scale(gamma, sigma2, eps);
     for n in 0..shape.batch {
         let r = shape.plane(n, c);
@@ -148,13 +141,21 @@ const LANES: usize = 32;
 #[inline(always)]
 fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for ch in chunks {
+    let mut chunks = xs.chunks_exact(LANES);
+    for ch in &mut chunks {
         for i in 0..LANES {
             acc[i] += f(ch[i]);
         }
     }
+    // A last half chunk as one vector: a 4x4 plane (16 values) would otherwise be summed one
+    // value at a time.
+    let mut halves = chunks.remainder().chunks_exact(LANES / 2);
+    for ch in &mut halves {
+        for i in 0..LANES / 2 {
+            acc[i] += f(ch[i]);
+        }
+    }
+    let tail: f32 = halves.remainder().iter().map(|&v| f(v)).sum();
     fold(acc) + tail
 }
 
@@ -162,19 +163,31 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 #[inline(always)]
 fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
     let (mut s0, mut s1) = ([0f32; LANES], [0f32; LANES]);
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (mut t0, mut t1) = (0f32, 0f32);
-    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
-        let (p, q) = f(x, y);
-        t0 += p;
-        t1 += q;
-    }
-    for (x, y) in ca.zip(cb) {
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
         for i in 0..LANES {
             let (p, q) = f(x[i], y[i]);
             s0[i] += p;
             s1[i] += q;
         }
+    }
+    // A last half chunk as one vector, as in `lane_sum`.
+    let (mut ha, mut hb) = (
+        ca.remainder().chunks_exact(LANES / 2),
+        cb.remainder().chunks_exact(LANES / 2),
+    );
+    for (x, y) in (&mut ha).zip(&mut hb) {
+        for i in 0..LANES / 2 {
+            let (p, q) = f(x[i], y[i]);
+            s0[i] += p;
+            s1[i] += q;
+        }
+    }
+    let (mut t0, mut t1) = (0f32, 0f32);
+    for (&x, &y) in ha.remainder().iter().zip(hb.remainder()) {
+        let (p, q) = f(x, y);
+        t0 += p;
+        t1 += q;
     }
     (fold(s0) + t0, fold(s1) + t1)
 }
@@ -399,18 +412,23 @@ fn forward_by_images(
     mean: &mut [f32],
     var: &mut [f32],
 ) {
-    let inv_count = 1.0 / shape.count() as f64;
-    let sums = sum_over_images(shape, |n, c| [plane_sum(&x[shape.plane(n, c)])]);
-    for (m, s) in mean.iter_mut().zip(&sums) {
-        *m = (s[0] * inv_count) as f32;
-    }
-    let sq = sum_over_images(shape, |n, c| [plane_sq_dev(&x[shape.plane(n, c)], mean[c])]);
+    // Every plane's statistics in one pass over the batch, image by image in parallel.
+    let image = shape.channels * shape.spatial;
+    let mut stats = vec![[0f32; 3]; shape.batch * shape.channels];
+    stats
+        .par_chunks_mut(shape.channels)
+        .zip(x.par_chunks(image))
+        .for_each(|(st, xi)| {
+            for (s, plane) in st.iter_mut().zip(xi.chunks(shape.spatial)) {
+                *s = plane_stats(plane);
+            }
+        });
     let mut scale = vec![0f32; shape.channels];
     for c in 0..shape.channels {
-        var[c] = (sq[c][0] * inv_count) as f32;
+        let planes = (0..shape.batch).map(|n| stats[n * shape.channels + c]);
+        (mean[c], var[c]) = combine_planes(shape, planes);
         scale[c] = normalising_scale(gamma[c], var[c], eps);
     }
-    let image = shape.channels * shape.spatial;
     y.par_chunks_mut(image)
         .zip(x.par_chunks(image))
         .for_each(|(yi, xi)| {
@@ -464,16 +482,41 @@ fn backward_by_images(
     });
 }
 
-with_simd!(plane_sum(x: &[f32]) -> f32 = plane_sum_body);
+with_simd!(plane_stats(x: &[f32]) -> [f32; 3] = plane_stats_body);
+
+/// One plane's `[m, Σ(x − m), Σ(x − m)²]` around `m`, its mean in f32 (summed as offsets from
+/// its first value, so the partial sums stay small); the second pass reads the plane from the
+/// cache the first brought it into, so the batch is read from memory once, and the planes are
+/// then combined by [`combine_planes`]. Two passes over the whole batch, the mean first, read
+/// every activation twice: with the half-chunk sums of [`lane_sum`] the statistics went from
+/// 4.7-4.9 % to 3.9-4.1 % of MobileNet-V2's two-thread training step (`perf record`).
 #[inline(always)]
-fn plane_sum_body(x: &[f32]) -> f32 {
-    lane_sum(x, |v| v)
+fn plane_stats_body(x: &[f32]) -> [f32; 3] {
+    let x0 = x[0];
+    let m = x0 + lane_sum(x, |v| v - x0) / x.len() as f32;
+    let (r, q) = lane_sum2(x, x, |v, _| ((v - m), (v - m) * (v - m)));
+    [m, r, q]
 }
 
-with_simd!(plane_sq_dev(x: &[f32], mu: f32) -> f32 = plane_sq_dev_body);
-#[inline(always)]
-fn plane_sq_dev_body(x: &[f32], mu: f32) -> f32 {
-    lane_sum(x, |v| (v - mu) * (v - mu))
+/// A channel's batch mean and biased variance from its planes' [`plane_stats`], in image order
+/// and f64: with `n` values a plane, `Σx = n·m + r` and `Σ(x − μ)² = q + 2(m − μ)·r + n(m − μ)²`
+/// exactly, so no large sums are subtracted (a plane's mean far from zero against its spread
+/// keeps its variance).
+fn combine_planes(shape: BnShape, planes: impl Iterator<Item = [f32; 3]> + Clone) -> (f32, f32) {
+    let n = shape.spatial as f64;
+    let count = shape.count() as f64;
+    let mu = planes
+        .clone()
+        .map(|[m, r, _]| n * m as f64 + r as f64)
+        .sum::<f64>()
+        / count;
+    let spread: f64 = planes
+        .map(|[m, r, q]| {
+            let d = m as f64 - mu;
+            q as f64 + 2.0 * d * r as f64 + n * d * d
+        })
+        .sum();
+    (mu as f32, (spread / count) as f32)
 }
 
 with_simd!(plane_affine(
@@ -557,6 +600,47 @@ fn plane_dx_body(dy: &[f32], x: &[f32], c: PlaneGrad, relu: bool, dx: &mut [f32]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A channel whose values sit far from zero against their spread (mean 1000, deviations of
+    /// 0.01) keeps its variance: the planes' statistics are deviations from their own means,
+    /// never a difference of large sums. Both passes, against the two-pass f64 formula.
+    #[test]
+    fn variance_survives_a_large_mean() {
+        let shape = BnShape {
+            batch: 6,
+            channels: 1,
+            spatial: 50,
+        };
+        let x: Vec<f32> = (0..300)
+            .map(|i| 1000.0 + ((i * 37) % 29) as f32 * 0.001 + (i / 50) as f32 * 0.004)
+            .collect();
+        let mean64 = x.iter().map(|&v| v as f64).sum::<f64>() / 300.0;
+        let var64 = x.iter().map(|&v| (v as f64 - mean64).powi(2)).sum::<f64>() / 300.0;
+        for images in [true, false] {
+            let (mut y, mut m, mut v) = (vec![0f32; 300], [0f32], [0f32]);
+            let args = (shape, &x[..], &[1f32][..], &[0f32][..], 1e-5f32, false);
+            if images {
+                forward_by_images(
+                    args.0, args.1, args.2, args.3, args.4, args.5, &mut y, &mut m, &mut v,
+                );
+            } else {
+                forward_by_channels(
+                    args.0, args.1, args.2, args.3, args.4, args.5, &mut y, &mut m, &mut v,
+                );
+            }
+            assert!(
+                (m[0] as f64 - mean64).abs() < 1e-4,
+                "mean {} vs {mean64}",
+                m[0]
+            );
+            let rel = (v[0] as f64 - var64).abs() / var64;
+            assert!(
+                rel < 1e-3,
+                "images {images}: variance {} vs {var64} ({rel})",
+                v[0]
+            );
+        }
+    }
 
     /// The image-major passes give the channel-major ones' bits, forward and backward, with and
     /// without the ReLU.
