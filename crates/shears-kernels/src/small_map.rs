@@ -23,19 +23,24 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
     g.is_dense_same_3x3() && g.in_h <= 2 && g.in_w <= 2 && g.batch >= MIN_BATCH
 }
 
-/// Whether the forward pass and the input gradient take this path: not for wide layers on two
-/// threads or more, where `D` (16 MiB for 512 channels) is written and read again at the speed
+/// Whether the forward pass and the input gradient take this path: not for layers with 512+
+/// channels on two threads or more, where `D` (16 MiB) is written and read again at the speed
 /// of the memory both cores share. VGG-11's 512 -> 512 at 2x2, batch 64, two threads
-/// (`examples/kernel_speed.rs`, GFLOP/s counting all taps): forward 200 here against 228 through
-/// im2col + GEMM, input gradient 216 against 306 per tap (`tapwise.rs`); on one thread this path
-/// is the fastest for all three passes (155 / 186 / 199 against 115 / 184 / 144 at best).
+/// (`examples/kernel_speed.rs`, GFLOP/s counting all taps), on the Xeon: forward 200 here
+/// against 228 through im2col + GEMM, input gradient 216 against 306 per tap (`tapwise.rs`); on
+/// one thread this path is the fastest for all three passes (155 / 186 / 199 against 115 / 184 /
+/// 144 at best). With 256 channels (`D` 4 MiB) it is the fastest on two threads too: ResNet-18's
+/// 256 -> 256 at 2x2, batch 64, forward on two threads after 200 warm-up calls, 2.8-3.2 ms
+/// through im2col + GEMM against 0.98-1.09 ms here (AMD EPYC). On that EPYC VGG-11's 512 -> 512
+/// forward was faster here too (6.5-8.5 ms against 8.4-10.9, input gradient 4.4-5.6 against
+/// 5.2-5.7 per tap), the opposite of the Xeon's figures above; it stays on the Xeon's choice.
 pub(crate) fn applies_to_data(g: &ConvGeometry) -> bool {
     applies(g) && !wide_on_threads(g)
 }
 
-/// A 2x2 layer with 256+ channels on both sides, run on two threads or more.
+/// A 2x2 layer with 512+ channels on both sides, run on two threads or more.
 pub(crate) fn wide_on_threads(g: &ConvGeometry) -> bool {
-    g.in_h == 2 && g.in_w == 2 && g.in_channels >= 256 && g.out_channels >= 256 && threads() > 1
+    g.in_h == 2 && g.in_w == 2 && g.in_channels >= 512 && g.out_channels >= 512 && threads() > 1
 }
 
 /// The tap through which output pixel `p` reads input pixel `q` of a map `w` wide.

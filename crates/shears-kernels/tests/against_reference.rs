@@ -304,13 +304,14 @@ fn thin_layers_direct_weight_gradient_matches_the_loop_nest() {
 
 /// 3x3 layers on maps of at most 2x2 pixels at a batch of 16+ run as one dense layer over the
 /// map (`small_map.rs`): 2x2, 1x2, 2x1 and 1x1 maps, odd channel counts, the epilogue, one and
-/// two threads (a 2x2 layer with 256+ channels on two threads: forward through im2col + GEMM,
+/// two threads (a 2x2 layer with 512+ channels on two threads: forward through im2col + GEMM,
 /// input gradient per tap); below 16 images the same layers take the other paths.
 #[test]
 fn small_maps_as_dense_layers_match_the_loop_nest() {
     let layers = [
         (16, 5, 7, 2, 2),
         (16, 256, 260, 2, 2),
+        (16, 512, 513, 2, 2),
         (17, 3, 4, 1, 2),
         (16, 4, 3, 2, 1),
         (20, 6, 5, 1, 1),
