@@ -201,7 +201,7 @@ fn same_padding_convolutions_match_the_loop_nest() {
 /// Depthwise layers: 3x3 at stride 1 and 2 (MobileNet's: the flat-plane masked kernels at
 /// stride 1 with "same" padding, the phase-split input gradient and nine-dot weight gradient at
 /// stride 2), 5x5 and 7x7 "same" (EfficientNet's), and 3x3 and 5x5 with other paddings (the
-/// padded-copy loops): maps from 1 to 17 pixels (rows that end inside a 16-lane vector, planes
+/// padded-copy loops): maps from 1 to 40 pixels (rows that end inside a 16-lane vector, planes
 /// shorter than one, maps smaller than the kernel), one and two threads (tasks of several
 /// planes), both vector widths.
 #[test]
@@ -219,7 +219,15 @@ fn depthwise_layers_match_the_loop_nest() {
         (7, 1, 3),
     ];
     for (k, stride, pad) in layers {
-        for (h, w) in [(1usize, 2usize), (4, 4), (5, 7), (8, 8), (9, 17), (16, 3)] {
+        for (h, w) in [
+            (1usize, 2usize),
+            (4, 4),
+            (5, 7),
+            (8, 8),
+            (9, 17),
+            (16, 3),
+            (3, 40),
+        ] {
             if h + 2 * pad < k || w + 2 * pad < k {
                 continue;
             }

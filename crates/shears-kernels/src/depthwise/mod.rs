@@ -75,10 +75,27 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
                 let plane = task * per_task + k;
                 let c = plane % g.in_channels;
                 let x = &input[plane * ip..(plane + 1) * ip];
+                let w = &weight[c * kh * kw..(c + 1) * kh * kw];
+                if sh == 2 && sw == 2 && kh == 3 && kw == 3 && dh == 1 && dw == 1 {
+                    // Stride 2: the plane split into the four phases of its padded copy, where
+                    // each tap is a fixed offset again, and the nine-tap loop of stride 1 on
+                    // rows of wq.
+                    let (hq, wq) = plane_phases(x, (g.in_h, g.in_w), (ph, pw), &mut phases);
+                    let full = (y.len() / ow_n - 1) * wq + ow_n;
+                    if acc.len() < full {
+                        acc.resize(full, 0.0);
+                    }
+                    let o = phase_offsets(hq, wq);
+                    let x: [&[f32]; 9] = std::array::from_fn(|t| &phases[o[t]..o[t] + full]);
+                    taps9(&mut acc[..full], &x, w);
+                    for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
+                        y_row.copy_from_slice(&acc[oh * wq..oh * wq + ow_n]);
+                    }
+                    continue;
+                }
                 for (ih, x_row) in x.chunks(g.in_w).enumerate() {
                     xp[(ih + ph) * wp + pw..][..g.in_w].copy_from_slice(x_row);
                 }
-                let w = &weight[c * kh * kw..(c + 1) * kh * kw];
                 if sh == 1 && sw == 1 {
                     // Stride 1: the output computed on the padded plane's full width, so each
                     // tap is one loop over all rows at once (the columns past `ow_n` are
@@ -117,24 +134,6 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
                     }
                     continue;
                 }
-                if sh == 2 && sw == 2 && kh == 3 && kw == 3 && dh == 1 && dw == 1 {
-                    // Stride 2: the padded plane split into its four phases (even/odd rows x
-                    // even/odd columns, each hq x wq), where tap (ki, kj) of output (oh, ow)
-                    // reads (oh + ki/2, ow + kj/2) of phase (ki%2, kj%2): a fixed offset per
-                    // tap again, and the nine-tap loop of stride 1 on rows of wq.
-                    let (hq, wq) = split_phases(&xp, hp, wp, &mut phases);
-                    let full = (y.len() / ow_n - 1) * wq + ow_n;
-                    if acc.len() < full {
-                        acc.resize(full, 0.0);
-                    }
-                    let o = phase_offsets(hq, wq);
-                    let x: [&[f32]; 9] = std::array::from_fn(|t| &phases[o[t]..o[t] + full]);
-                    taps9(&mut acc[..full], &x, w);
-                    for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
-                        y_row.copy_from_slice(&acc[oh * wq..oh * wq + ow_n]);
-                    }
-                    continue;
-                }
                 for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
                     y_row.fill(0.0);
                     for ki in 0..kh {
@@ -160,31 +159,59 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
         });
 }
 
-/// Splits a padded `hp x wp` plane into its four phases (even/odd rows x even/odd columns),
-/// each `hq x wq` (the half sizes rounded up; a phase's last row or column past the plane is
-/// zero), one after another in `phases`: a 3x3 tap (ki, kj) at stride 2 of output (oh, ow) reads
-/// (oh + ki/2, ow + kj/2) of phase (ki%2, kj%2), a fixed offset per tap.
-fn split_phases(xp: &[f32], hp: usize, wp: usize, phases: &mut Vec<f32>) -> (usize, usize) {
-    let (hq, wq) = (hp.div_ceil(2), wp.div_ceil(2));
+/// Splits an `h x w` plane, zero-padded by `ph` rows and `pw` columns on each side, into the
+/// padded plane's four phases (even/odd rows x even/odd columns), each `hq x wq` (the padded
+/// sizes halved, rounded up; what lies past the padded plane is zero), one after another in
+/// `phases`: a 3x3 tap (ki, kj) at stride 2 of output (oh, ow) reads (oh + ki/2, ow + kj/2) of
+/// phase (ki%2, kj%2), a fixed offset per tap. The plane is read in place, each row split into
+/// its even and odd columns (before, it was first copied into a padded plane, which was then
+/// read two columns apart).
+fn plane_phases(
+    x: &[f32],
+    (h, w): (usize, usize),
+    (ph, pw): (usize, usize),
+    phases: &mut Vec<f32>,
+) -> (usize, usize) {
+    let (hq, wq) = ((h + 2 * ph).div_ceil(2), (w + 2 * pw).div_ceil(2));
+    let len = hq * wq;
     phases.clear();
-    phases.resize(4 * hq * wq, 0.0);
-    for (q, phase) in phases.chunks_mut(hq * wq).enumerate() {
-        let (s0, t0) = (q / 2, q % 2);
-        for (a, row) in phase.chunks_mut(wq).enumerate() {
-            let r = 2 * a + s0;
-            if r >= hp {
-                break;
-            }
-            let src = &xp[r * wp..(r + 1) * wp];
-            for (v, x) in row.iter_mut().zip(src.iter().skip(t0).step_by(2)) {
-                *v = *x;
-            }
-        }
+    phases.resize(4 * len, 0.0);
+    // Padded column c = iw + pw lands in phase column c % 2 at c / 2: the row's even columns
+    // (iw = 2k) in phase column pw % 2 from pw / 2 on, its odd ones in the other from
+    // (pw + 1) / 2 on.
+    let (even_phase, first_even, first_odd) = (pw % 2, pw / 2, pw.div_ceil(2));
+    for (ih, row) in x.chunks(w).enumerate() {
+        let r = ih + ph;
+        let at = (r % 2) * 2 * len + (r / 2) * wq;
+        let (col0, col1) = phases[at..].split_at_mut(len);
+        let (col0, col1) = (&mut col0[..wq], &mut col1[..wq]);
+        let (evens, odds) = if even_phase == 0 {
+            (col0, col1)
+        } else {
+            (col1, col0)
+        };
+        split_columns(row, &mut evens[first_even..], &mut odds[first_odd..]);
     }
     (hq, wq)
 }
 
-/// Where tap `t` (row-major over 3x3) of a stride-2 output reads in `split_phases`' layout.
+with_simd!(split_columns(row: &[f32], evens: &mut [f32], odds: &mut [f32]) -> () = split_columns_body);
+
+/// `evens[k] = row[2k]`, `odds[k] = row[2k + 1]`.
+#[inline(always)]
+fn split_columns_body(row: &[f32], evens: &mut [f32], odds: &mut [f32]) {
+    let pairs = row.len() / 2;
+    let (evens, odds) = (&mut evens[..row.len().div_ceil(2)], &mut odds[..pairs]);
+    for (k, pair) in row.chunks_exact(2).enumerate() {
+        evens[k] = pair[0];
+        odds[k] = pair[1];
+    }
+    if row.len() % 2 == 1 {
+        evens[pairs] = row[row.len() - 1];
+    }
+}
+
+/// Where tap `t` (row-major over 3x3) of a stride-2 output reads in `plane_phases`' layout.
 fn phase_offsets(hq: usize, wq: usize) -> [usize; 9] {
     std::array::from_fn(|t| {
         let (ki, kj) = (t / 3, t % 3);
@@ -312,7 +339,7 @@ pub(crate) fn backward_input(
 }
 
 /// The input gradient of a 3x3 stride-2 layer by phases: the gradient of the padded plane's
-/// phase (s0, t0) (`split_phases`) at (a, b) is `Σ w[ki][kj]·dy[a − ki/2][b − kj/2]` over the taps
+/// phase (s0, t0) (`plane_phases`) at (a, b) is `Σ w[ki][kj]·dy[a − ki/2][b − kj/2]` over the taps
 /// with ki ≡ s0 and kj ≡ t0 (mod 2) — four, two, two and one of them — so with the output
 /// gradient shifted one row and column into a zero border each tap is again a fixed offset and
 /// the loop over a whole phase is elementwise. The scattered `+=` loop this replaces was a fifth
@@ -505,7 +532,7 @@ fn weight_dots_apply(g: &ConvGeometry) -> bool {
 
 /// One plane's filter gradient, `dw[ki][kj] = Σ dy[oh][ow] · x[oh·s + ki·d − p][ow·s + kj·d − p]`.
 /// For `weight_dots_apply` layers each tap is one dot product: the output gradient laid out in
-/// rows as wide as the padded plane (stride 1) or its phases (stride 2, `split_phases`), zero past
+/// rows as wide as the padded plane (stride 1) or its phases (stride 2, `plane_phases`), zero past
 /// the output's columns, against the plane at the tap's fixed offset — nine running sums kept in
 /// registers over one pass. Otherwise every tap keeps a partial sum per output column, so the
 /// loop over a row is elementwise, and the columns are added once at the end.
@@ -515,16 +542,21 @@ fn plane_weight_grad<'a>(
     dy: &[f32],
     scratch: &'a mut PlaneScratch,
 ) -> &'a [f32] {
-    let (hp, wp) = (g.in_h + 2 * g.padding[0], g.in_w + 2 * g.padding[1]);
-    for (ih, x_row) in x.chunks(g.in_w).enumerate() {
-        scratch.padded[(ih + g.padding[0]) * wp + g.padding[1]..][..g.in_w].copy_from_slice(x_row);
-    }
+    let wp = g.in_w + 2 * g.padding[1];
+    let pad_plane = |padded: &mut [f32]| {
+        for (ih, x_row) in x.chunks(g.in_w).enumerate() {
+            padded[(ih + g.padding[0]) * wp + g.padding[1]..][..g.in_w].copy_from_slice(x_row);
+        }
+    };
     if weight_dots_apply(g) {
         let (plane, row, o): (&[f32], usize, [usize; 9]) = if g.stride == [1, 1] {
+            pad_plane(&mut scratch.padded);
             let o = std::array::from_fn(|t| (t / 3) * wp + t % 3);
             (&scratch.padded, wp, o)
         } else {
-            let (hq, wq) = split_phases(&scratch.padded, hp, wp, &mut scratch.phases);
+            let sizes = (g.in_h, g.in_w);
+            let pads = (g.padding[0], g.padding[1]);
+            let (hq, wq) = plane_phases(x, sizes, pads, &mut scratch.phases);
             (&scratch.phases, wq, phase_offsets(hq, wq))
         };
         let ow_n = g.out_w();
@@ -540,6 +572,7 @@ fn plane_weight_grad<'a>(
         weight_dots(&scratch.grad_rows, &xs, &mut scratch.result);
         return &scratch.result;
     }
+    pad_plane(&mut scratch.padded);
     plane_weight_sums(
         *g,
         &scratch.padded,
