@@ -39,15 +39,8 @@ fn main() {
             dilation: [1, 1],
             groups: 1,
         };
-        let x = vec![0.5f32; g.input_len()];
-        let w = vec![0.1f32; g.weight_len()];
-        let mut y = vec![0.0f32; g.output_len()];
-        let mut dx = vec![0.0f32; g.input_len()];
-        let mut dw = vec![0.0f32; g.weight_len()];
         let flop = 2.0 * g.output_len() as f64 * g.col_rows() as f64 / 1e9;
-        let tf = time(&mut || conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y));
-        let tx = time(&mut || conv2d_backward_input(&g, &y, &w, &mut dx));
-        let tw = time(&mut || conv2d_backward_weight(&g, &x, &y, &mut dw));
+        let [tf, tx, tw] = time_passes(&g);
         println!(
             "{name:<22} {:>9.1} {:>9.1} {:>9.1} {:>9.3}",
             flop / tf,
@@ -84,15 +77,8 @@ fn pointwise_layers() {
             dilation: [1, 1],
             groups: 1,
         };
-        let x = vec![0.5f32; g.input_len()];
-        let w = vec![0.1f32; g.weight_len()];
-        let mut y = vec![0.0f32; g.output_len()];
-        let mut dx = vec![0.0f32; g.input_len()];
-        let mut dw = vec![0.0f32; g.weight_len()];
         let flop = 2.0 * g.output_len() as f64 * g.col_rows() as f64 / 1e9;
-        let tf = time(&mut || conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y));
-        let tx = time(&mut || conv2d_backward_input(&g, &y, &w, &mut dx));
-        let tw = time(&mut || conv2d_backward_weight(&g, &x, &y, &mut dw));
+        let [tf, tx, tw] = time_passes(&g);
         println!(
             "{name:<22} {:>9.1} {:>9.1} {:>9.1}",
             flop / tf,
@@ -129,14 +115,7 @@ fn depthwise_layers() {
             dilation: [1, 1],
             groups: c,
         };
-        let x = vec![0.5f32; g.input_len()];
-        let w = vec![0.1f32; g.weight_len()];
-        let mut y = vec![0.0f32; g.output_len()];
-        let mut dx = vec![0.0f32; g.input_len()];
-        let mut dw = vec![0.0f32; g.weight_len()];
-        let tf = time(&mut || conv2d_forward(&g, &x, &w, Epilogue::default(), &mut y));
-        let tx = time(&mut || conv2d_backward_input(&g, &y, &w, &mut dx));
-        let tw = time(&mut || conv2d_backward_weight(&g, &x, &y, &mut dw));
+        let [tf, tx, tw] = time_passes(&g);
         println!(
             "{name:<22} {:>9.2} {:>9.2} {:>9.2}",
             tf * 1e3,
@@ -144,4 +123,19 @@ fn depthwise_layers() {
             tw * 1e3
         );
     }
+}
+
+/// Seconds of the forward pass, the input gradient and the weight gradient of `g`, each the
+/// best of five calls on constant data.
+fn time_passes(g: &ConvGeometry) -> [f64; 3] {
+    let x = vec![0.5f32; g.input_len()];
+    let w = vec![0.1f32; g.weight_len()];
+    let mut y = vec![0.0f32; g.output_len()];
+    let mut dx = vec![0.0f32; g.input_len()];
+    let mut dw = vec![0.0f32; g.weight_len()];
+    [
+        time(&mut || conv2d_forward(g, &x, &w, Epilogue::default(), &mut y)),
+        time(&mut || conv2d_backward_input(g, &y, &w, &mut dx)),
+        time(&mut || conv2d_backward_weight(g, &x, &y, &mut dw)),
+    ]
 }
