@@ -76,21 +76,12 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
                 let c = plane % g.in_channels;
                 let x = &input[plane * ip..(plane + 1) * ip];
                 let w = &weight[c * kh * kw..(c + 1) * kh * kw];
-                if sh == 2 && sw == 2 && kh == 3 && kw == 3 && dh == 1 && dw == 1 {
+                if by_phases(g) {
                     // Stride 2: the plane split into the four phases of its padded copy, where
                     // each tap is a fixed offset again, and the nine-tap loop of stride 1 on
                     // rows of wq.
                     let (hq, wq) = plane_phases(x, (g.in_h, g.in_w), (ph, pw), &mut phases);
-                    let full = (y.len() / ow_n - 1) * wq + ow_n;
-                    if acc.len() < full {
-                        acc.resize(full, 0.0);
-                    }
-                    let o = phase_offsets(hq, wq);
-                    let x: [&[f32]; 9] = std::array::from_fn(|t| &phases[o[t]..o[t] + full]);
-                    taps9(&mut acc[..full], &x, w);
-                    for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
-                        y_row.copy_from_slice(&acc[oh * wq..oh * wq + ow_n]);
-                    }
+                    nine_taps(&phases, (phase_offsets(hq, wq), wq), w, &mut acc, (y, ow_n));
                     continue;
                 }
                 for (ih, x_row) in x.chunks(g.in_w).enumerate() {
@@ -100,24 +91,12 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
                     // Stride 1: the output computed on the padded plane's full width, so each
                     // tap is one loop over all rows at once (the columns past `ow_n` are
                     // discarded), then the valid columns copied out.
-                    let full = (y.len() / ow_n - 1) * wp + ow_n;
                     if kh == 3 && kw == 3 {
-                        if acc.len() < full {
-                            acc.resize(full, 0.0);
-                        }
-                        // All nine taps of an output at once: one store per output instead of
-                        // nine read-modify-writes.
-                        let o: [usize; 9] =
-                            std::array::from_fn(|t| (t / 3) * dh * wp + (t % 3) * dw);
-                        // Each tap's inputs as a slice of exactly `full` values, so the loop
-                        // has no bounds checks and vectorises.
-                        let x: [&[f32]; 9] = std::array::from_fn(|t| &xp[o[t]..o[t] + full]);
-                        taps9(&mut acc[..full], &x, w);
-                        for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
-                            y_row.copy_from_slice(&acc[oh * wp..oh * wp + ow_n]);
-                        }
+                        let o = std::array::from_fn(|t| (t / 3) * dh * wp + (t % 3) * dw);
+                        nine_taps(&xp, (o, wp), w, &mut acc, (y, ow_n));
                         continue;
                     }
+                    let full = (y.len() / ow_n - 1) * wp + ow_n;
                     acc.clear();
                     acc.resize(full, 0.0);
                     for ki in 0..kh {
@@ -157,6 +136,34 @@ pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &
                 }
             }
         });
+}
+
+/// 3x3 layers at stride 2 without dilation (MobileNet's downsampling ones) work on the plane
+/// split into its phases (`plane_phases`).
+fn by_phases(g: &ConvGeometry) -> bool {
+    g.kernel == [3, 3] && g.stride == [2, 2] && g.dilation == [1, 1]
+}
+
+/// One plane's output `y` (rows `ow_n` wide) from nine taps of `src`, a plane laid out in rows
+/// `width` wide, at offsets `o`: all nine taps of an output at once (one store per output instead
+/// of nine read-modify-writes), over whole rows of `width` so each tap's inputs are one slice
+/// (no bounds checks; the loop vectorises), the columns past the output's then dropped.
+fn nine_taps(
+    src: &[f32],
+    (o, width): ([usize; 9], usize),
+    w: &[f32],
+    acc: &mut Vec<f32>,
+    (y, ow_n): (&mut [f32], usize),
+) {
+    let full = (y.len() / ow_n - 1) * width + ow_n;
+    if acc.len() < full {
+        acc.resize(full, 0.0);
+    }
+    let x: [&[f32]; 9] = std::array::from_fn(|t| &src[o[t]..o[t] + full]);
+    taps9(&mut acc[..full], &x, w);
+    for (oh, y_row) in y.chunks_mut(ow_n).enumerate() {
+        y_row.copy_from_slice(&acc[oh * width..oh * width + ow_n]);
+    }
 }
 
 /// Splits an `h x w` plane, zero-padded by `ph` rows and `pw` columns on each side, into the
@@ -219,35 +226,9 @@ fn phase_offsets(hq: usize, wq: usize) -> [usize; 9] {
     })
 }
 
-/// `acc[i] = Σ_t w[t]·x[t][i]` over nine taps, compiled for the widest vector unit the CPU has
-/// (the crate is built for baseline x86-64; the choice is made at run time).
-fn taps9(acc: &mut [f32], x: &[&[f32]; 9], w: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { taps9_avx512(acc, x, w) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { taps9_avx2(acc, x, w) };
-        }
-    }
-    taps9_body(acc, x, w)
-}
+with_simd!(taps9(acc: &mut [f32], x: &[&[f32]; 9], w: &[f32]) -> () = taps9_body);
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn taps9_avx512(acc: &mut [f32], x: &[&[f32]; 9], w: &[f32]) {
-    taps9_body(acc, x, w)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn taps9_avx2(acc: &mut [f32], x: &[&[f32]; 9], w: &[f32]) {
-    taps9_body(acc, x, w)
-}
-
+/// `acc[i] = Σ_t w[t]·x[t][i]` over nine taps.
 #[inline(always)]
 fn taps9_body(acc: &mut [f32], x: &[&[f32]; 9], w: &[f32]) {
     let n = acc.len();
@@ -292,7 +273,7 @@ pub(crate) fn backward_input(
         forward(g, grad_output, &flipped, grad_input);
         return;
     }
-    if g.kernel == [3, 3] && g.stride == [2, 2] && g.dilation == [1, 1] && g.out_pixels() > 0 {
+    if by_phases(g) && g.out_pixels() > 0 {
         backward_input_3x3_stride2(g, grad_output, weight, grad_input);
         return;
     }
@@ -527,7 +508,7 @@ impl PlaneScratch {
 
 /// 3x3 layers at stride 1 or 2 without dilation (all of MobileNet's) take `weight_dots`.
 fn weight_dots_apply(g: &ConvGeometry) -> bool {
-    g.kernel == [3, 3] && g.dilation == [1, 1] && (g.stride == [1, 1] || g.stride == [2, 2])
+    by_phases(g) || (g.kernel == [3, 3] && g.dilation == [1, 1] && g.stride == [1, 1])
 }
 
 /// One plane's filter gradient, `dw[ki][kj] = Σ dy[oh][ow] · x[oh·s + ki·d − p][ow·s + kj·d − p]`.
