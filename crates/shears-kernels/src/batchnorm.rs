@@ -380,17 +380,29 @@ fn image_major(shape: BnShape) -> bool {
     shape.spatial >= 16 && shape.batch > 1
 }
 
+/// `plane(n, c)` for every plane, images in parallel, at `[n·channels + c]`.
+fn per_plane<const K: usize>(
+    shape: BnShape,
+    plane: impl Fn(usize, usize) -> [f32; K] + Sync,
+) -> Vec<[f32; K]> {
+    let mut out = vec![[0f32; K]; shape.batch * shape.channels];
+    out.par_chunks_mut(shape.channels)
+        .enumerate()
+        .for_each(|(n, image)| {
+            for (c, v) in image.iter_mut().enumerate() {
+                *v = plane(n, c);
+            }
+        });
+    out
+}
+
 /// Per channel, Σ over images (in image order, in f64) of `plane(n, c)`'s per-plane values.
 fn sum_over_images<const K: usize>(
     shape: BnShape,
     plane: impl Fn(usize, usize) -> [f32; K] + Sync,
 ) -> Vec<[f64; K]> {
-    let per_image: Vec<Vec<[f32; K]>> = (0..shape.batch)
-        .into_par_iter()
-        .map(|n| (0..shape.channels).map(|c| plane(n, c)).collect())
-        .collect();
     let mut total = vec![[0f64; K]; shape.channels];
-    for image in &per_image {
+    for image in per_plane(shape, plane).chunks(shape.channels) {
         for (t, v) in total.iter_mut().zip(image) {
             for k in 0..K {
                 t[k] += v[k] as f64;
@@ -412,23 +424,15 @@ fn forward_by_images(
     mean: &mut [f32],
     var: &mut [f32],
 ) {
-    // Every plane's statistics in one pass over the batch, image by image in parallel.
-    let image = shape.channels * shape.spatial;
-    let mut stats = vec![[0f32; 3]; shape.batch * shape.channels];
-    stats
-        .par_chunks_mut(shape.channels)
-        .zip(x.par_chunks(image))
-        .for_each(|(st, xi)| {
-            for (s, plane) in st.iter_mut().zip(xi.chunks(shape.spatial)) {
-                *s = plane_stats(plane);
-            }
-        });
+    // Every plane's statistics in one pass over the batch.
+    let stats = per_plane(shape, |n, c| plane_stats(&x[shape.plane(n, c)]));
     let mut scale = vec![0f32; shape.channels];
     for c in 0..shape.channels {
         let planes = (0..shape.batch).map(|n| stats[n * shape.channels + c]);
         (mean[c], var[c]) = combine_planes(shape, planes);
         scale[c] = normalising_scale(gamma[c], var[c], eps);
     }
+    let image = shape.channels * shape.spatial;
     y.par_chunks_mut(image)
         .zip(x.par_chunks(image))
         .for_each(|(yi, xi)| {
