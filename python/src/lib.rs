@@ -386,6 +386,11 @@ fn done(outcome: RunOutcome) -> ShearsResult<Report> {
     }
 }
 
+/// Large buffers on cache lines, as in the CLI (`shears_kernels::LineAligned`): the module's
+/// own allocations only; Python's and numpy's stay with their allocators.
+#[global_allocator]
+static ALLOC: shears_engine::memory::LineAligned = shears_engine::memory::LineAligned;
+
 #[pymodule]
 fn _shears(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;

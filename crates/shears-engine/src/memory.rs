@@ -6,6 +6,10 @@
 
 use crate::error::{EngineError, Result};
 
+/// The global allocator the binaries declare: large blocks start on a cache line, so the
+/// kernels' 64-byte vector loads do not straddle two (see `shears_kernels::LineAligned`).
+pub use shears_kernels::LineAligned;
+
 /// Asks the C allocator to keep freed memory for reuse instead of handing it back to the system
 /// (a process-wide setting: the CLI and the profiling examples call it once at start). A
 /// training step frees and allocates the same activation sizes every step; by default glibc

@@ -6,6 +6,10 @@
 use shears_kernels::*;
 use std::time::Instant;
 
+/// As the CLI: large buffers on cache lines (`LineAligned`), so the timings are the CLI's.
+#[global_allocator]
+static ALLOC: LineAligned = LineAligned;
+
 fn median_us(f: &mut dyn FnMut()) -> f64 {
     for _ in 0..5 {
         f();

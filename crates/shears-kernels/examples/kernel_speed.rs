@@ -53,15 +53,21 @@ fn main() {
     depthwise_layers();
 }
 
-/// MobileNet-V2's 1x1 layers at batch 64 (CIFAR input), GFLOP/s of each pass.
+/// MobileNet-V2's 1x1 layers at batch 64 (CIFAR input), GFLOP/s of each pass; the weight
+/// gradient also through im2col + GEMM where `pointwise_grad.rs` takes it (same process,
+/// alternating).
 fn pointwise_layers() {
     println!(
-        "\n{:<22} {:>9} {:>9} {:>9}",
-        "pointwise layer", "fwd", "dX", "dW"
+        "\n{:<22} {:>9} {:>9} {:>9} {:>12}",
+        "pointwise layer", "fwd", "dX", "dW", "dW by GEMM"
     );
     for (name, cin, cout, hw) in [
+        ("16->96 32x32", 16, 96, 32),
+        ("96->24 32x32", 96, 24, 32),
         ("24->144 32x32", 24, 144, 32),
         ("144->24 32x32", 144, 24, 32),
+        ("32->192 16x16", 32, 192, 16),
+        ("192->32 16x16", 192, 32, 16),
         ("64->384 8x8", 64, 384, 8),
         ("960->320 4x4", 960, 320, 4),
     ] {
@@ -79,11 +85,15 @@ fn pointwise_layers() {
         };
         let flop = 2.0 * g.output_len() as f64 * g.col_rows() as f64 / 1e9;
         let [tf, tx, tw] = time_passes(&g);
+        use_pointwise_grad(false);
+        let [_, _, tg] = time_passes(&g);
+        use_pointwise_grad(true);
         println!(
-            "{name:<22} {:>9.1} {:>9.1} {:>9.1}",
+            "{name:<22} {:>9.1} {:>9.1} {:>9.1} {:>12.1}",
             flop / tf,
             flop / tx,
-            flop / tw
+            flop / tw,
+            flop / tg
         );
     }
 }

@@ -18,6 +18,7 @@ use crate::geometry::{ConvGeometry, Epilogue};
 use crate::im2col::{col2im_add, im2col};
 use crate::matmul::{View, matmul, matmul_into};
 use crate::parallel::{SharedMut, for_each_item, rectify, sum_runs, threads, with_scratch};
+use crate::pointwise_grad;
 use crate::selected;
 use crate::small_map;
 use crate::tapwise;
@@ -517,6 +518,10 @@ pub fn conv2d_backward_weight(
     }
     if g.in_channels <= 16 && direct_grad::applies(g) {
         direct_grad::backward_weight(g, input, grad_output, grad_weight);
+        return;
+    }
+    if pointwise_grad::applies(g) {
+        pointwise_grad::backward_weight(g, input, grad_output, grad_weight);
         return;
     }
     let t = threads();

@@ -38,11 +38,19 @@
 //! - an unpadded stride-1 layer with up to 16 input channels and 16 filters (LeNet-5's 5x5
 //!   layers), with AVX-512: a direct forward pass with up to eight filters in registers at a
 //!   time (`few_filters.rs`) and the weight gradient by kernel rows (`direct_grad.rs`);
+//! - the weight gradient of a 1x1 layer on a map of 256+ pixels with at most 8192 (filter,
+//!   input channel) pairs, widening (or on 1024+ pixels, narrowing): running sums of a tile of
+//!   filters × input channels in vector registers along the pixels, both planes read in place
+//!   (`pointwise_grad.rs`);
 //! - everything else: im2col + GEMM, with several images per GEMM when a map is small
 //!   (`conv.rs`, `im2col.rs`).
+//!
+//! The binaries declare [`LineAligned`] as their global allocator: it starts buffers of 4 KiB
+//! and more on a cache line, so the kernels' 64-byte loads do not straddle two.
 
 #[macro_use]
 mod simd;
+mod aligned;
 mod batchnorm;
 /// Called directly by `examples/blocked_speed.rs`, which compares it with the other paths.
 pub mod blocked;
@@ -58,12 +66,14 @@ mod im2col;
 mod matmul;
 mod optimizer;
 mod parallel;
+mod pointwise_grad;
 mod pool;
 mod selected;
 mod small_map;
 mod tapwise;
 mod vector;
 
+pub use aligned::LineAligned;
 pub use batchnorm::{BnShape, batch_norm_backward, batch_norm_forward, batch_norm_infer};
 pub use blocked::use_blocked_layout;
 pub use conv::{
@@ -79,6 +89,7 @@ pub use elementwise::{
 pub use geometry::{ConvGeometry, Epilogue};
 pub use optimizer::{AdamStep, SgdStep, adam_step, sgd_step};
 pub use parallel::{uninit_output, zeroed};
+pub use pointwise_grad::use_pointwise_grad;
 pub use pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_train};
 pub use selected::{Selection, conv3x3_selected, selected_stride};
 pub use vector::{add_scaled_rows, dot, plane_means, sum};

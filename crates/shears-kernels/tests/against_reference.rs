@@ -251,6 +251,58 @@ fn depthwise_layers_match_the_loop_nest() {
     }
 }
 
+/// 1x1 layers on maps of 256+ pixels with more than 16 channels on a side take the pointwise
+/// weight gradient (`pointwise_grad.rs`; 16 and fewer on both take `direct_grad.rs`): pixel tails of one lane (289 = 18·16 + 1 = 36·8 + 1), filters and input channels not a
+/// multiple of the tile's, spans of one image (2304 pixels = 2048 + 256) and groups of images
+/// (256 pixels), a narrowing layer on a large map, a batch of one split by filters over two
+/// threads and a batch of five split unevenly. Both widths, one and two threads, against the
+/// f64 loop nest and against im2col + GEMM.
+#[test]
+fn pointwise_layers_on_large_maps_match_the_loop_nest() {
+    let layers = [
+        // (batch, in, out, h, w)
+        (3usize, 17usize, 21usize, 17usize, 17usize),
+        (2, 19, 17, 40, 40),
+        (2, 6, 18, 48, 48),
+        (1, 16, 24, 16, 16),
+        (5, 3, 20, 16, 16),
+        (4, 24, 144, 16, 16),
+    ];
+    for (seed, &(batch, cin, cout, h, w)) in layers.iter().enumerate() {
+        let g = ConvGeometry {
+            batch,
+            in_channels: cin,
+            in_h: h,
+            in_w: w,
+            out_channels: cout,
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        for (threads, avx2) in [(1, false), (2, false), (1, true), (2, true)] {
+            with_width(avx2, || {
+                on_threads(threads, || {
+                    check_convolution(&g, 900 + seed as u64);
+                    let x = random(g.input_len(), 950 + seed as u64);
+                    let dy = random(g.output_len(), 960 + seed as u64);
+                    let mut direct = vec![f32::NAN; g.weight_len()];
+                    conv2d_backward_weight(&g, &x, &dy, &mut direct);
+                    use_pointwise_grad(false);
+                    let mut gemm = vec![f32::NAN; g.weight_len()];
+                    conv2d_backward_weight(&g, &x, &dy, &mut gemm);
+                    use_pointwise_grad(true);
+                    let scale = gemm.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    for (a, b) in direct.iter().zip(&gemm) {
+                        assert!((a - b).abs() <= 1e-5 * scale, "{g:?}: {a} against {b}");
+                    }
+                })
+            });
+        }
+    }
+}
+
 /// Layers with many filters on small maps take their own paths: the weight gradient written in
 /// its own layout (256+ filters per group), split over input channels when it outweighs the
 /// output (two threads), and the forward pass's image blocks at least one per thread. Each on

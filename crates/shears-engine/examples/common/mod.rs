@@ -9,6 +9,10 @@ use shears_core::shape::infer_shapes;
 use shears_kernels::ConvGeometry;
 use std::time::Instant;
 
+/// As the CLI: large buffers on cache lines (`LineAligned`), so the timings are the CLI's.
+#[global_allocator]
+static ALLOC: shears_kernels::LineAligned = shears_kernels::LineAligned;
+
 /// Positional argument `i`, parsed, or `default` when absent.
 pub fn arg<T: std::str::FromStr>(i: usize, default: T, what: &str) -> T {
     std::env::args().nth(i).map_or(default, |a| {

@@ -2,6 +2,10 @@
 
 use std::time::Instant;
 
+/// As the CLI: large buffers on cache lines (`LineAligned`), so the timings are the CLI's.
+#[global_allocator]
+static ALLOC: shears_kernels::LineAligned = shears_kernels::LineAligned;
+
 /// Best of five calls after one warm-up call, seconds.
 pub fn best_of_five(f: &mut dyn FnMut()) -> f64 {
     f();
