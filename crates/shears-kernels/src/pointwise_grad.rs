@@ -12,6 +12,7 @@
 //! (seven) loads feed 24 (12) FMAs. Between visits the sums stay vectors in a per-task buffer,
 //! added across their lanes once at the end.
 
+use crate::blocked::{Width, width};
 use crate::geometry::ConvGeometry;
 use crate::parallel::{SharedMut, threads, zeroed};
 use rayon::prelude::*;
@@ -55,39 +56,12 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
         && g.in_channels * g.out_channels <= MAX_PAIRS
 }
 
-/// The vector width the kernel runs at here.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Width {
-    Sixteen,
-    Eight,
-}
+/// Filters of one tile (its rows of output gradient), at both widths.
+const FILTERS: usize = 4;
 
-impl Width {
-    fn lanes(self) -> usize {
-        match self {
-            Width::Sixteen => 16,
-            Width::Eight => 8,
-        }
-    }
-    /// Filters of one tile: its rows of output gradient.
-    fn tile_filters(self) -> usize {
-        4
-    }
-}
-
-fn width() -> Option<Width> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && !crate::direct::avx2_only() {
-            return Some(Width::Sixteen);
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Some(Width::Eight);
-        }
-    }
-    None
-}
+/// A tile's kernel: adds to the sums of filters `o0..o0 + FILTERS` × input channels from `i0`
+/// (as many as the width's tile holds) the products over `images` × the pixels of `span`.
+type Tile = unsafe fn(Task, &[f32], &[f32], Range<usize>, Range<usize>, usize, usize, &mut [f32]);
 
 /// What one task sums: its images, its filters, the planes' sizes.
 #[derive(Clone, Copy)]
@@ -109,9 +83,9 @@ pub(crate) fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut 
     // filters are split too.
     let per_chunk = g.batch.div_ceil(t.min(g.batch));
     let chunks = g.batch.div_ceil(per_chunk);
-    let tiles = co.div_ceil(width.tile_filters());
+    let tiles = co.div_ceil(FILTERS);
     let parts = (t / chunks).clamp(1, tiles);
-    let per_part = tiles.div_ceil(parts) * width.tile_filters();
+    let per_part = tiles.div_ceil(parts) * FILTERS;
     let parts = co.div_ceil(per_part);
     let pair_sums = ci * lanes;
     let mut sums = zeroed(chunks * co * pair_sums);
@@ -151,13 +125,35 @@ fn run(width: Width, task: Task, x: &[f32], dy: &[f32], sums: &mut [f32]) {
     let (n_first, n_end) = task.images;
     assert!(x.len() >= n_end * ci * p && dy.len() >= n_end * co * p);
     assert!(sums.len() >= (task.filters.1 - task.filters.0) * ci * width.lanes());
+    let (tile, channels): (Tile, usize) = match width {
+        #[cfg(target_arch = "x86_64")]
+        Width::Sixteen => (avx512::tile, avx512::CHANNELS),
+        #[cfg(target_arch = "x86_64")]
+        Width::Eight => (avx2::tile, avx2::CHANNELS),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("no vector width runs on this CPU"),
+    };
+    let (fs, fe) = task.filters;
+    // Every tile of the task's filters × all input channels over one visit's pixels, the side
+    // with more channels outside: the smaller side's rows are the ones read again for every
+    // tile, and stay in cache.
     let mut visit = |images: Range<usize>, span: Range<usize>| {
-        // SAFETY: `width()` checked the CPU's features; the asserts above bound every read
-        // and write the tiles make.
-        unsafe {
-            match width {
-                Width::Sixteen => avx512::visit(task, x, dy, images, span, sums),
-                Width::Eight => avx2::visit(task, x, dy, images, span, sums),
+        let mut one = |o0: usize, i0: usize| {
+            // SAFETY: `width()` checked the CPU's features; the asserts above bound every
+            // read and write the tile makes.
+            unsafe { tile(task, x, dy, images.clone(), span.clone(), o0, i0, sums) }
+        };
+        if fe - fs >= ci {
+            for o0 in (fs..fe).step_by(FILTERS) {
+                for i0 in (0..ci).step_by(channels) {
+                    one(o0, i0);
+                }
+            }
+        } else {
+            for i0 in (0..ci).step_by(channels) {
+                for o0 in (fs..fe).step_by(FILTERS) {
+                    one(o0, i0);
+                }
             }
         }
     };
@@ -182,44 +178,15 @@ fn clamped<const K: usize>(first: usize, end: usize) -> [usize; K] {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Range, Task, clamped};
+    use super::{FILTERS, Range, Task, clamped};
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
-    const FILTERS: usize = 4;
-    const CHANNELS: usize = 6;
-
-    /// Every tile of the task's filters × all input channels over `images`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn visit(
-        task: Task,
-        x: &[f32],
-        dy: &[f32],
-        images: Range<usize>,
-        span: Range<usize>,
-        sums: &mut [f32],
-    ) {
-        let (fs, fe) = task.filters;
-        let ci = task.in_channels;
-        // The side with more channels outside: the smaller side's rows are the ones read
-        // again for every tile, and stay in cache.
-        if fe - fs >= ci {
-            for o0 in (fs..fe).step_by(FILTERS) {
-                for i0 in (0..ci).step_by(CHANNELS) {
-                    unsafe { tile(task, x, dy, images.clone(), span.clone(), o0, i0, sums) };
-                }
-            }
-        } else {
-            for i0 in (0..ci).step_by(CHANNELS) {
-                for o0 in (fs..fe).step_by(FILTERS) {
-                    unsafe { tile(task, x, dy, images.clone(), span.clone(), o0, i0, sums) };
-                }
-            }
-        }
-    }
+    /// Six input channels: 24 sums, 6 inputs and one gradient vector in the 32 registers.
+    pub(super) const CHANNELS: usize = 6;
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile(
+    pub(super) unsafe fn tile(
         task: Task,
         x: &[f32],
         dy: &[f32],
@@ -290,44 +257,15 @@ mod avx512 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Range, Task, clamped};
+    use super::{FILTERS, Range, Task, clamped};
     use std::arch::x86_64::*;
 
     const LANES: usize = 8;
-    const FILTERS: usize = 4;
     /// Three input channels: 12 sums, 3 inputs and one gradient vector fill the 16 registers.
-    const CHANNELS: usize = 3;
+    pub(super) const CHANNELS: usize = 3;
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn visit(
-        task: Task,
-        x: &[f32],
-        dy: &[f32],
-        images: Range<usize>,
-        span: Range<usize>,
-        sums: &mut [f32],
-    ) {
-        let (fs, fe) = task.filters;
-        let ci = task.in_channels;
-        // The side with more channels outside: the smaller side's rows are the ones read
-        // again for every tile, and stay in cache.
-        if fe - fs >= ci {
-            for o0 in (fs..fe).step_by(FILTERS) {
-                for i0 in (0..ci).step_by(CHANNELS) {
-                    unsafe { tile(task, x, dy, images.clone(), span.clone(), o0, i0, sums) };
-                }
-            }
-        } else {
-            for i0 in (0..ci).step_by(CHANNELS) {
-                for o0 in (fs..fe).step_by(FILTERS) {
-                    unsafe { tile(task, x, dy, images.clone(), span.clone(), o0, i0, sums) };
-                }
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile(
+    pub(super) unsafe fn tile(
         task: Task,
         x: &[f32],
         dy: &[f32],
@@ -404,25 +342,4 @@ mod avx2 {
             }
         }
     }
-}
-
-/// Elsewhere no width runs (`width()` is `None`) and nothing calls these.
-#[cfg(not(target_arch = "x86_64"))]
-mod avx512 {
-    use super::{Range, Task};
-    pub(super) unsafe fn visit(
-        _: Task,
-        _: &[f32],
-        _: &[f32],
-        _: Range<usize>,
-        _: Range<usize>,
-        _: &mut [f32],
-    ) {
-        unreachable!("no vector width on this CPU")
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod avx2 {
-    pub(super) use super::avx512::visit;
 }
